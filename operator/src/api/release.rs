@@ -1,0 +1,438 @@
+//! `ModelRelease`: one served model, like a Deployment whose image is a signed model.
+//! Owned by the ML team; changing `spec.model.target` (or the template) starts a new
+//! revision that is verified, rolled out in steps behind gates, or rolled back.
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::common::{DNS_LABEL, POSITIVE_DURATION};
+
+/// A model served by pods of `template`, released from a verified TUF target.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "modelgate.dev",
+    version = "v1alpha1",
+    kind = "ModelRelease",
+    plural = "modelreleases",
+    shortname = "mr",
+    category = "modelgate",
+    namespaced,
+    status = "ModelReleaseStatus",
+    validation = Rule::new("size(self.metadata.name) <= 52").message("metadata.name of a ModelRelease must be at most 52 characters, so that the names and labels of its revisions stay valid"),
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Stable","type":"string","description":"Target served by the stable revision","jsonPath":".status.stable.target"}"#,
+    printcolumn = r#"{"name":"Canary","type":"string","description":"Target being rolled out","jsonPath":".status.canary.target"}"#,
+    printcolumn = r#"{"name":"Weight","type":"integer","description":"Percent of replicas serving the canary","jsonPath":".status.canary.weight"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelReleaseSpec {
+    /// The ModelRepository (same namespace) whose signers vouch for the model.
+    pub repository_ref: RepositoryRef,
+
+    /// Which signed model to serve, and where the serving containers find it.
+    pub model: ModelSource,
+
+    /// Number of pods serving the release once a revision is fully rolled out.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub replicas: i32,
+
+    /// Pod template of the model server (image, probes, resources), as in a Deployment.
+    /// modelgate adds an init container that fetches and verifies the model and a
+    /// read-only volume at `model.mountPath`; labels under `modelgate.dev/` are
+    /// reserved. See `kubectl explain pod.spec` for the fields.
+    #[x_kube(validation = Rule::new("!has(self.metadata) || !has(self.metadata.labels) || !self.metadata.labels.exists(k, k.startsWith('modelgate.dev/'))").message("template.metadata.labels must not use the reserved prefix modelgate.dev/; modelgate sets those labels itself"))]
+    pub template: PodTemplateSpec,
+
+    /// How a new revision is rolled out.
+    #[serde(default)]
+    pub strategy: Strategy,
+
+    /// Health checks that decide whether the rollout goes on or rolls back.
+    #[serde(default)]
+    pub gates: Gates,
+
+    /// When and how modelgate returns to the previous revision by itself.
+    #[serde(default)]
+    pub rollback: RollbackPolicy,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// Reference to a ModelRepository in the same namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryRef {
+    /// Name of the ModelRepository.
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new(DNS_LABEL).message("repositoryRef.name must be the name of a ModelRepository in this namespace: lowercase letters, digits and '-', starting and ending with a letter or digit"))]
+    pub name: String,
+}
+
+/// The model: a TUF target path and where it is mounted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSource {
+    /// TUF target path of the model file, relative to the repository's targets, such as
+    /// `fraud-detector/2.4.0/model.onnx`. Changing it starts a new revision.
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(
+        validation = Rule::new("!self.startsWith('/')").message("model.target is a TUF target path relative to the repository, such as fraud-detector/2.4.0/model.onnx; remove the leading '/'"),
+        validation = Rule::new("!self.split('/').exists(s, s == '..' || s == '.' || s == '')").message("model.target must not contain '..', '.' or empty path segments"),
+        validation = Rule::new("!self.contains('\\\\')").message("model.target must use '/' as separator, not '\\\\'")
+    )]
+    pub target: String,
+
+    /// Absolute directory where serving containers find the verified model (read-only).
+    /// The file keeps the last segment of its target path as its name.
+    #[serde(default = "default_mount_path")]
+    #[schemars(length(min = 2, max = 1024))]
+    #[x_kube(
+        validation = Rule::new("self.startsWith('/') && self != '/'").message("model.mountPath must be an absolute directory other than '/', such as /models"),
+        validation = Rule::new("!self.split('/').exists(s, s == '..')").message("model.mountPath must not contain '..'")
+    )]
+    pub mount_path: String,
+}
+
+fn default_mount_path() -> String {
+    "/models".into()
+}
+
+/// Rollout steps and how traffic follows them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Strategy {
+    /// Steps run in order. `setWeight` moves that percent of replicas to the new
+    /// revision; `pause` waits for a duration, or until someone promotes the release.
+    /// Without steps a verified revision goes to 100% at once (gates still apply).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()").message("strategy.steps: setWeight values must not decrease from one step to the next; to go back, roll back"))]
+    pub steps: Vec<Step>,
+
+    /// How weight becomes traffic.
+    #[serde(default)]
+    pub traffic: Traffic,
+}
+
+/// One rollout step: exactly one of `setWeight` or `pause`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.setWeight) != has(self.pause)").message("each step sets exactly one of setWeight or pause"))]
+pub struct Step {
+    /// Percent (0-100) of replicas that serve the new revision from this step on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub set_weight: Option<i32>,
+    /// Wait before the next step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<Pause>,
+}
+
+/// A wait between steps.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Pause {
+    /// How long to wait, as a Go duration (`30s`, `5m`, `1h`). Without it the rollout
+    /// waits until someone promotes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(POSITIVE_DURATION).message("pause.duration must be a positive duration such as 30s, 5m or 1h; omit it to wait for promote"))]
+    pub duration: Option<String>,
+}
+
+/// How weight becomes traffic. Only the replica ratio exists today: a Service that
+/// selects the release label spreads requests by pod count.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Traffic {
+    /// Weight is the share of pods: the canary gets ceil(replicas x weight / 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_ratio: Option<ReplicaRatio>,
+}
+
+/// Replica-ratio traffic has no settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+pub struct ReplicaRatio {}
+
+/// Health gates evaluated while a revision rolls out (and after, see
+/// `rollback.postPromotionWindow`). Pod health is always checked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Gates {
+    /// How often the checks run.
+    #[serde(default = "default_gate_interval")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(POSITIVE_DURATION).message("gates.interval must be a positive duration such as 30s or 1m"))]
+    pub interval: String,
+    /// Consecutive failures of one check that trigger a rollback.
+    #[serde(default = "default_failure_limit")]
+    #[schemars(range(min = 1, max = 100))]
+    pub failure_limit: i32,
+    /// The checks. Names are unique.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub checks: Vec<GateCheck>,
+}
+
+impl Default for Gates {
+    fn default() -> Self {
+        Self {
+            interval: default_gate_interval(),
+            failure_limit: default_failure_limit(),
+            checks: Vec::new(),
+        }
+    }
+}
+
+fn default_gate_interval() -> String {
+    "30s".into()
+}
+
+fn default_failure_limit() -> i32 {
+    2
+}
+
+/// One health check: exactly one provider.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.prometheus) != has(self.webhook)").message("each gate check sets exactly one of prometheus or webhook"))]
+pub struct GateCheck {
+    /// Name of the check, shown in status and events.
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new(DNS_LABEL).message("gate check name must be lowercase letters, digits and '-', starting and ending with a letter or digit"))]
+    pub name: String,
+    /// A PromQL instant query whose value must stay within bounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusCheck>,
+    /// An HTTPS endpoint that judges the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookCheck>,
+}
+
+/// A Prometheus instant query and its bounds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.min) || has(self.max)").message("a prometheus check needs min, max or both"),
+    validation = Rule::new("!has(self.min) || !has(self.max) || self.min <= self.max").message("prometheus check: min must not be greater than max")
+)]
+pub struct PrometheusCheck {
+    /// Base URL of the Prometheus HTTP API, such as http://prometheus.monitoring:9090.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHost() != ''").message("prometheus.address must be an http:// or https:// URL with a host"))]
+    pub address: String,
+    /// PromQL returning one number. `{{canary}}` and `{{stable}}` are replaced by the
+    /// revision numbers, `{{release}}` by the release name.
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: String,
+    /// The check fails when the value is below this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// The check fails when the value is above this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+/// A webhook that receives the rollout context as JSON and passes the canary with a 2xx.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookCheck {
+    /// https:// URL to POST to.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() == 'https' && url(self).getHost() != ''").message("webhook.url must be an https:// URL with a host"))]
+    pub url: String,
+    /// Request timeout; a timeout counts as a failure, never a pass.
+    #[serde(default = "default_webhook_timeout")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(POSITIVE_DURATION).message("webhook.timeout must be a positive duration such as 10s"))]
+    pub timeout: String,
+}
+
+fn default_webhook_timeout() -> String {
+    "10s".into()
+}
+
+/// Automatic rollback policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackPolicy {
+    /// Roll back by itself when a gate fails `failureLimit` times or canary pods fail.
+    #[serde(default = "default_true")]
+    pub automatic: bool,
+    /// After reaching 100%, keep gating this long and roll back if it turns bad.
+    /// `0s` turns the window off.
+    #[serde(default = "default_post_promotion_window")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$')").message("postPromotionWindow must be a duration such as 10m, or 0s for none"))]
+    pub post_promotion_window: String,
+    /// What to do when the stable target is revoked or its metadata expires.
+    #[serde(default)]
+    pub on_revocation: RevocationAction,
+}
+
+impl Default for RollbackPolicy {
+    fn default() -> Self {
+        Self {
+            automatic: true,
+            post_promotion_window: default_post_promotion_window(),
+            on_revocation: RevocationAction::default(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_post_promotion_window() -> String {
+    "10m".into()
+}
+
+/// Reaction to a stable model that is no longer trusted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum RevocationAction {
+    /// Return to the newest revision that is still trusted (the secure default).
+    #[default]
+    Rollback,
+    /// Only raise `TrustDegraded` and an Event; keep serving.
+    Alert,
+}
+
+/// Lifecycle of a release, as an SRE reads it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum Phase {
+    /// The new revision's target is being verified against the repository.
+    #[default]
+    Verifying,
+    /// Steps are running.
+    Progressing,
+    /// Waiting at a pause step, or paused by someone.
+    Paused,
+    /// The newest revision serves 100%.
+    Promoted,
+    /// Returning to the stable revision.
+    RollingBack,
+    /// Returned to the stable revision; the failed revision is not retried.
+    RolledBack,
+    /// The revision failed verification or cannot be released; nothing was deployed.
+    Rejected,
+}
+
+/// A revision that serves (or served) the release.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionStatus {
+    /// Revision number, increasing with each new target or template.
+    pub revision: i64,
+    /// TUF target path.
+    pub target: String,
+    /// Verified sha256 of the target, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Verified length of the target in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
+}
+
+/// The revision being rolled out.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStatus {
+    /// Revision number.
+    pub revision: i64,
+    /// TUF target path.
+    pub target: String,
+    /// Verified sha256 of the target, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Verified length of the target in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
+    /// Index of the current step in `spec.strategy.steps`.
+    pub step: i32,
+    /// Percent of replicas serving this revision.
+    pub weight: i32,
+}
+
+/// Last result of one gate check.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GateStatus {
+    /// The check's name.
+    pub name: String,
+    /// `Pass`, `Fail` or `Inconclusive`.
+    pub result: String,
+    /// Value seen (for Prometheus) or a short reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_value: Option<String>,
+    /// Failures in a row.
+    pub consecutive_failures: i32,
+    /// When it ran last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_evaluated: Option<Time>,
+}
+
+/// One finished (or abandoned) rollout.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// Revision number.
+    pub revision: i64,
+    /// TUF target path.
+    pub target: String,
+    /// Verified sha256 of the target, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Verified length of the target in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
+    /// `Promoted`, `RolledBack`, `Rejected` or `Superseded`.
+    pub outcome: String,
+    /// Why, in a word or two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When the rollout started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+}
+
+/// What the release is doing, written only by modelgate.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelReleaseStatus {
+    /// Where the release is in its lifecycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Human-readable reason for the phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The revision serving when no rollout runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<RevisionStatus>,
+    /// The revision being rolled out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryStatus>,
+    /// Last result of each gate check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<GateStatus>,
+    /// Past rollouts, newest last, at most 20.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Accepted`, `Verified`, `Progressing`, `Healthy`, `Degraded`, `TrustDegraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,107 @@
+//! `ModelRepository`: one TUF repository and the pinned root that anchors trust in it.
+//! Owned by the platform or security team; releases refer to it by name.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::common::{ConfigMapSource, POSITIVE_DURATION};
+
+const HTTPS_URL: &str = "isURL(self) && url(self).getScheme() == 'https' && url(self).getHost() != ''";
+
+/// A TUF repository that model releases are verified against. modelgate trusts nothing
+/// in it beyond what the pinned root (and the roots it signs in turn) vouches for.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "modelgate.dev",
+    version = "v1alpha1",
+    kind = "ModelRepository",
+    plural = "modelrepositories",
+    shortname = "mrepo",
+    category = "modelgate",
+    namespaced,
+    status = "ModelRepositoryStatus",
+    printcolumn = r#"{"name":"Trusted","type":"string","jsonPath":".status.conditions[?(@.type==\"Trusted\")].status"}"#,
+    printcolumn = r#"{"name":"Root","type":"integer","description":"Version of the newest trusted root","jsonPath":".status.root.version"}"#,
+    printcolumn = r#"{"name":"Timestamp-Expires","type":"date","description":"When the trusted timestamp metadata expires","jsonPath":".status.timestamp.expires"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelRepositorySpec {
+    /// Base URL of the TUF metadata (`root.json`, `timestamp.json`, ...). Must be https://:
+    /// plain HTTP is refused, there is no switch to allow it.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new(HTTPS_URL).message("metadataUrl must be an https:// URL with a host; modelgate never fetches TUF metadata over plain HTTP"))]
+    pub metadata_url: String,
+
+    /// Base URL of the target files (the models). Must be https://.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new(HTTPS_URL).message("targetsUrl must be an https:// URL with a host; modelgate never fetches models over plain HTTP"))]
+    pub targets_url: String,
+
+    /// The pinned initial root metadata (`root.json`) that all trust starts from,
+    /// usually version 1 distributed out of band by the repository owners. Later roots
+    /// are fetched and verified from it; the newest trusted one is kept in the
+    /// repository's trust state, so this pin is only the starting point.
+    pub trusted_root: ConfigMapSource,
+
+    /// PEM bundle of the certificate authorities that sign the repository's HTTPS
+    /// certificate, when it is not a public CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<ConfigMapSource>,
+
+    /// How often the metadata is refreshed to notice revocations, new versions and
+    /// expiry. A Go duration between 10s and 24h.
+    #[serde(default = "default_refresh_interval")]
+    #[schemars(length(max = 32))]
+    #[x_kube(
+        validation = Rule::new(POSITIVE_DURATION).message("refreshInterval must be a duration such as 30s, 5m or 1h"),
+        validation = Rule::new("!self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') || (duration(self) >= duration('10s') && duration(self) <= duration('24h'))").message("refreshInterval must be between 10s and 24h")
+    )]
+    pub refresh_interval: String,
+}
+
+fn default_refresh_interval() -> String {
+    "5m".into()
+}
+
+/// Version of a trusted metadata role, and when it expires. These are anti-rollback
+/// floors: metadata with a lower version is an attack and is refused.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleState {
+    /// Highest version of this role that modelgate has trusted.
+    pub version: u64,
+    /// Expiry of that version; after it the metadata is stale (a freeze attack or an
+    /// absent publisher) and is no longer trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<Time>,
+}
+
+/// What modelgate currently trusts in the repository.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelRepositoryStatus {
+    /// The newest trusted root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<RoleState>,
+    /// The newest trusted timestamp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<RoleState>,
+    /// The newest trusted snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<RoleState>,
+    /// The newest trusted top-level targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<RoleState>,
+    /// When the metadata was last refreshed successfully.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refresh_time: Option<Time>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Trusted`, `Expired`, `RollbackDetected`, `Unreachable`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,43 @@
+//! The `modelgate` command line: one module per subcommand.
+
+mod crd;
+mod run;
+
+use clap::{Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+
+/// modelgate releases machine-learning models safely on Kubernetes.
+#[derive(Debug, Parser)]
+#[command(name = "modelgate", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "MODELGATE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the operator (in a cluster, or outside it with a kubeconfig).
+    Run(run::Run),
+    /// Print the CustomResourceDefinitions, or write them to a directory.
+    Crd(crd::Crd),
+}
+
+impl Command {
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self {
+            Command::Run(cmd) => cmd.run().await,
+            Command::Crd(cmd) => cmd.run().await,
+        }
+    }
+}
+
+/// Renders an error and its causes on one line: `what failed: because: because`.
+pub fn render_error(err: &anyhow::Error) -> String {
+    err.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
+}

@@ -1,0 +1,32 @@
+use thiserror::Error;
+
+/// Why a reconcile (or the operator) failed.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error(
+        "the CustomResourceDefinition {crd} is not installed in this cluster; install the CRDs with \
+         `modelgate crd | kubectl apply --server-side -f -` or `helm install modelgate charts/modelgate`"
+    )]
+    CrdMissing { crd: &'static str },
+
+    #[error("Kubernetes API request failed ({action}): {source}")]
+    Kube {
+        action: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+
+    #[error("{kind} has no namespace; modelgate resources are namespaced")]
+    NoNamespace { kind: &'static str },
+}
+
+impl Error {
+    /// A short, bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::CrdMissing { .. } => "crd_missing",
+            Error::Kube { .. } => "kube_api",
+            Error::NoNamespace { .. } => "no_namespace",
+        }
+    }
+}

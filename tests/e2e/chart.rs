@@ -1,0 +1,81 @@
+//! The Helm chart: lints, installs into the real control plane with its CRDs (the
+//! operator pod runs on the simulated node), holds least-privilege RBAC and hardened
+//! pod security, and uninstalls without deleting the CRDs.
+
+use std::time::Duration;
+
+use k8s_openapi::api::{apps::v1::Deployment, rbac::v1::ClusterRole};
+use kube::Api;
+use modelgate_tests::harness::{crds_exclusive, eventually, helm_ok, install_crds, kubectl_ok, repo_root, with_temp_ns};
+
+fn chart() -> String {
+    repo_root().join("charts/modelgate").to_string_lossy().into_owned()
+}
+
+#[tokio::test]
+async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()> {
+    let _exclusive = crds_exclusive().await;
+    helm_ok(&["lint", "--strict", &chart()])?;
+
+    with_temp_ns("chart", |client, ns| async move {
+        // The chart owns the CRDs; remove the copies other tests applied with kubectl.
+        let crds = repo_root().join("crds");
+        kubectl_ok(&["delete", "-f", crds.to_str().unwrap(), "--ignore-not-found", "--wait=true"], None)?;
+
+        let release = format!("mg-{ns}");
+        helm_ok(&["install", &release, &chart(), "-n", &ns, "--wait", "--timeout", "120s"])?;
+
+        for crd in ["modelreleases.modelgate.dev", "modelrepositories.modelgate.dev"] {
+            let keep = kubectl_ok(&["get", "crd", crd, "-o", "jsonpath={.metadata.annotations.helm\\.sh/resource-policy}"], None)?;
+            assert_eq!(keep, "keep", "{crd} lacks helm.sh/resource-policy: keep");
+        }
+
+        // The operator Deployment is available (its pod runs on the simulated node) and
+        // hardened as the values promise.
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        let d = eventually("operator deployment available", Duration::from_secs(60), || async {
+            let d = deployments.get(&format!("{release}-modelgate")).await?;
+            Ok((d.status.as_ref().and_then(|s| s.available_replicas) == Some(1)).then_some(d))
+        })
+        .await?;
+        let pod = d.spec.template.spec.unwrap();
+        let psc = pod.security_context.unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        let sc = pod.containers[0].security_context.clone().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.capabilities.unwrap().drop.unwrap(), vec!["ALL".to_string()]);
+        let resources = pod.containers[0].resources.clone().unwrap();
+        assert!(resources.limits.is_some() && resources.requests.is_some());
+
+        // Least privilege: no wildcards, no Secrets, status written only via its subresource.
+        let role = Api::<ClusterRole>::all(client.clone()).get(&format!("{release}-modelgate")).await?;
+        for rule in role.rules.unwrap_or_default() {
+            let all = [rule.verbs.clone(), rule.resources.clone().unwrap_or_default(), rule.api_groups.clone().unwrap_or_default()].concat();
+            assert!(!all.iter().any(|s| s == "*"), "wildcard in {rule:?}");
+            assert!(!rule.resources.clone().unwrap_or_default().iter().any(|r| r == "secrets"), "secret access in {rule:?}");
+            if rule.verbs.iter().any(|v| matches!(v.as_str(), "patch" | "update" | "create" | "delete")) {
+                assert!(rule.resources.unwrap_or_default().iter().all(|r| r.ends_with("/status")), "write outside /status");
+            }
+        }
+
+        helm_ok(&["uninstall", &release, "-n", &ns, "--wait"])?;
+        let names = kubectl_ok(&["get", "crd", "-o", "name"], None)?;
+        assert!(names.contains("modelreleases.modelgate.dev"), "helm uninstall deleted the CRDs: {names}");
+        Ok(())
+    })
+    .await?;
+    // Hand the CRDs back to kubectl for the other tests.
+    install_crds()
+}
+
+#[tokio::test]
+async fn namespaced_install_renders_a_role_and_watches_one_namespace() -> anyhow::Result<()> {
+    let out = helm_ok(&["template", "mg", &chart(), "-n", "team-a", "--set", "rbac.clusterWide=false", "--set", "crds.install=false"])?;
+    assert!(out.contains("kind: Role\n") && out.contains("kind: RoleBinding"), "{out}");
+    assert!(!out.contains("kind: ClusterRole"), "{out}");
+    assert!(out.contains("MODELGATE_NAMESPACE"), "{out}");
+    assert!(!out.contains("CustomResourceDefinition"), "crds.install=false still renders CRDs");
+    Ok(())
+}

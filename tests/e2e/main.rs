@@ -1,0 +1,8 @@
+//! End-to-end tests on the real control plane (`tests/cluster/up`). One binary, so the
+//! workspace links once; each test works in its own namespace.
+
+mod chart;
+mod crds;
+mod kubelet;
+mod operator;
+mod validation;

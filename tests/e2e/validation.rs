@@ -1,0 +1,173 @@
+//! Invalid ModelReleases and ModelRepositories are rejected by `kubectl apply` against the
+//! real API server (schema and CEL rules in the CRDs), each with a message naming the
+//! field; a valid one is accepted with its defaults filled in.
+
+use modelgate_tests::harness::{crds_shared, kubectl, kubectl_ok, with_temp_ns};
+use serde_json::{Value, json};
+
+fn release() -> Value {
+    json!({
+        "apiVersion": "modelgate.dev/v1alpha1",
+        "kind": "ModelRelease",
+        "metadata": {"name": "fraud-detector"},
+        "spec": {
+            "repositoryRef": {"name": "ml-models"},
+            "model": {"target": "fraud-detector/2.4.0/model.onnx"},
+            "replicas": 4,
+            "template": {"spec": {"containers": [{"name": "server", "image": "registry.local/onnx-server:1"}]}},
+            "strategy": {"steps": [{"setWeight": 10}, {"pause": {"duration": "2m"}}, {"setWeight": 50}, {"pause": {}}]},
+            "gates": {"interval": "30s", "failureLimit": 2, "checks": [
+                {"name": "error-rate", "prometheus": {"address": "http://prometheus.monitoring:9090", "query": "sum(rate(errors[1m]))", "max": 0.01}},
+                {"name": "golden", "webhook": {"url": "https://evaluator.fraud/check", "timeout": "10s"}}
+            ]},
+            "rollback": {"automatic": true, "postPromotionWindow": "10m", "onRevocation": "Rollback"}
+        }
+    })
+}
+
+fn repository() -> Value {
+    json!({
+        "apiVersion": "modelgate.dev/v1alpha1",
+        "kind": "ModelRepository",
+        "metadata": {"name": "ml-models"},
+        "spec": {
+            "metadataUrl": "https://tuf.example.com/metadata/",
+            "targetsUrl": "https://tuf.example.com/targets/",
+            "trustedRoot": {"configMapRef": {"name": "ml-models-root", "key": "root.json"}},
+            "refreshInterval": "5m"
+        }
+    })
+}
+
+/// Sets `value` at a JSON pointer (creating objects on the way); `Value::Null` removes it.
+fn with(mut doc: Value, pointer: &str, value: Value) -> Value {
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    let mut node = &mut doc;
+    for part in parent.split('/').skip(1) {
+        node = match node {
+            Value::Array(items) => &mut items[part.parse::<usize>().unwrap()],
+            other => other.as_object_mut().unwrap().entry(part).or_insert(json!({})),
+        };
+    }
+    match (node, value) {
+        (Value::Object(map), Value::Null) => {
+            map.remove(key);
+        }
+        (Value::Object(map), v) => {
+            map.insert(key.to_string(), v);
+        }
+        (Value::Array(items), v) => items[key.parse::<usize>().unwrap()] = v,
+        _ => panic!("bad pointer {pointer}"),
+    }
+    doc
+}
+
+struct Case {
+    name: &'static str,
+    manifest: Value,
+    /// Every fragment must appear in kubectl's error.
+    expect: &'static [&'static str],
+}
+
+fn cases() -> Vec<Case> {
+    let r = release;
+    let repo = repository;
+    vec![
+        Case { name: "http repository metadata", manifest: with(repo(), "/spec/metadataUrl", json!("http://tuf.example.com/metadata/")), expect: &["spec.metadataUrl", "https://"] },
+        Case { name: "http targets", manifest: with(repo(), "/spec/targetsUrl", json!("http://tuf.example.com/targets/")), expect: &["spec.targetsUrl", "https://"] },
+        Case { name: "repository url without host", manifest: with(repo(), "/spec/metadataUrl", json!("https:///metadata")), expect: &["spec.metadataUrl", "with a host"] },
+        Case { name: "refresh too often", manifest: with(repo(), "/spec/refreshInterval", json!("1s")), expect: &["spec.refreshInterval", "between 10s and 24h"] },
+        Case { name: "refresh not a duration", manifest: with(repo(), "/spec/refreshInterval", json!("five minutes")), expect: &["spec.refreshInterval", "duration such as"] },
+        Case { name: "root configmap name invalid", manifest: with(repo(), "/spec/trustedRoot/configMapRef/name", json!("Root_CM")), expect: &["spec.trustedRoot.configMapRef.name", "ConfigMap name"] },
+        Case { name: "root missing", manifest: with(repo(), "/spec/trustedRoot", Value::Null), expect: &["spec.trustedRoot", "Required value"] },
+        Case { name: "weight over 100", manifest: with(r(), "/spec/strategy/steps/0/setWeight", json!(150)), expect: &["spec.strategy.steps[0].setWeight", "100"] },
+        Case { name: "weight negative", manifest: with(r(), "/spec/strategy/steps/0/setWeight", json!(-5)), expect: &["spec.strategy.steps[0].setWeight", "0"] },
+        Case { name: "weights decrease", manifest: with(r(), "/spec/strategy/steps/2/setWeight", json!(5)), expect: &["spec.strategy.steps", "must not decrease"] },
+        Case { name: "step with both actions", manifest: with(r(), "/spec/strategy/steps/0/pause", json!({"duration": "1m"})), expect: &["spec.strategy.steps[0]", "exactly one of setWeight or pause"] },
+        Case { name: "empty step", manifest: with(r(), "/spec/strategy/steps/0", json!({})), expect: &["spec.strategy.steps[0]", "exactly one of setWeight or pause"] },
+        Case { name: "pause malformed", manifest: with(r(), "/spec/strategy/steps/1/pause/duration", json!("2 minutes")), expect: &["spec.strategy.steps[1].pause.duration", "positive duration"] },
+        Case { name: "pause zero", manifest: with(r(), "/spec/strategy/steps/1/pause/duration", json!("0s")), expect: &["spec.strategy.steps[1].pause.duration", "positive duration"] },
+        Case { name: "failureLimit zero", manifest: with(r(), "/spec/gates/failureLimit", json!(0)), expect: &["spec.gates.failureLimit", "1"] },
+        Case { name: "gate interval negative", manifest: with(r(), "/spec/gates/interval", json!("-30s")), expect: &["spec.gates.interval", "positive duration"] },
+        Case { name: "target empty", manifest: with(r(), "/spec/model/target", json!("")), expect: &["spec.model.target"] },
+        Case { name: "target absolute", manifest: with(r(), "/spec/model/target", json!("/etc/passwd")), expect: &["spec.model.target", "leading '/'"] },
+        Case { name: "target escapes", manifest: with(r(), "/spec/model/target", json!("models/../../secret")), expect: &["spec.model.target", "'..'"] },
+        Case { name: "mountPath relative", manifest: with(r(), "/spec/model/mountPath", json!("models")), expect: &["spec.model.mountPath", "absolute"] },
+        Case { name: "replicas zero", manifest: with(r(), "/spec/replicas", json!(0)), expect: &["spec.replicas", "1"] },
+        Case { name: "repositoryRef not a DNS label", manifest: with(r(), "/spec/repositoryRef/name", json!("ML_Models")), expect: &["spec.repositoryRef.name", "ModelRepository"] },
+        Case { name: "gate check name invalid", manifest: with(r(), "/spec/gates/checks/0/name", json!("Error Rate")), expect: &["spec.gates.checks[0].name", "lowercase"] },
+        Case { name: "duplicate gate check names", manifest: with(r(), "/spec/gates/checks/1/name", json!("error-rate")), expect: &["spec.gates.checks[1]", "Duplicate value"] },
+        Case { name: "gate check with two providers", manifest: with(r(), "/spec/gates/checks/1/prometheus", json!({"address": "http://p:9090", "query": "up", "min": 1})), expect: &["spec.gates.checks[1]", "exactly one of prometheus or webhook"] },
+        Case { name: "prometheus without bounds", manifest: with(r(), "/spec/gates/checks/0/prometheus/max", Value::Null), expect: &["spec.gates.checks[0].prometheus", "min, max or both"] },
+        Case { name: "prometheus min above max", manifest: with(r(), "/spec/gates/checks/0/prometheus/min", json!(0.5)), expect: &["spec.gates.checks[0].prometheus", "min must not be greater than max"] },
+        Case { name: "webhook over http", manifest: with(r(), "/spec/gates/checks/1/webhook/url", json!("http://evaluator.fraud/check")), expect: &["spec.gates.checks[1].webhook.url", "https://"] },
+        Case { name: "unknown revocation action", manifest: with(r(), "/spec/rollback/onRevocation", json!("Ignore")), expect: &["spec.rollback.onRevocation", "Unsupported value"] },
+        Case { name: "reserved template label", manifest: with(r(), "/spec/template/metadata", json!({"labels": {"modelgate.dev/revision": "9"}})), expect: &["spec.template", "reserved prefix modelgate.dev/"] },
+        Case { name: "template without containers", manifest: with(r(), "/spec/template/spec/containers", Value::Null), expect: &["spec.template.spec.containers", "Required value"] },
+        Case { name: "release name too long", manifest: with(r(), "/metadata/name", json!("a".repeat(60))), expect: &["metadata.name", "at most 52 characters"] },
+    ]
+}
+
+#[tokio::test]
+async fn invalid_manifests_are_rejected_by_kubectl_apply_with_the_field_named() -> anyhow::Result<()> {
+    let _crds = crds_shared().await?;
+    with_temp_ns("validation", |_client, ns| async move {
+        let cases = cases();
+        assert!(cases.len() >= 15);
+        let mut failures = Vec::new();
+        for case in &cases {
+            let yaml = serde_yaml::to_string(&case.manifest)?;
+            let out = kubectl(&["apply", "-n", &ns, "-f", "-"], Some(&yaml))?;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() {
+                failures.push(format!("{}: accepted, expected a rejection", case.name));
+            } else if let Some(missing) = case.expect.iter().find(|f| !stderr.contains(*f)) {
+                failures.push(format!("{}: error lacks {missing:?}: {stderr}", case.name));
+            }
+        }
+        // Nothing was created by any rejected manifest.
+        let left = kubectl_ok(&["get", "modelreleases,modelrepositories", "-n", &ns, "-o", "name"], None)?;
+        assert!(left.trim().is_empty(), "rejected manifests left objects behind: {left}");
+        assert!(failures.is_empty(), "{} of {} cases wrong:\n{}", failures.len(), cases.len(), failures.join("\n"));
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn valid_manifests_are_accepted_and_defaulted() -> anyhow::Result<()> {
+    let _crds = crds_shared().await?;
+    with_temp_ns("valid", |_client, ns| async move {
+        for doc in [repository(), release()] {
+            kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&serde_yaml::to_string(&doc)?))?;
+        }
+        // A minimal release gets the documented defaults from the schema.
+        let minimal = json!({
+            "apiVersion": "modelgate.dev/v1alpha1", "kind": "ModelRelease", "metadata": {"name": "minimal"},
+            "spec": {"repositoryRef": {"name": "ml-models"}, "model": {"target": "m/1/model.onnx"},
+                     "template": {"spec": {"containers": [{"name": "s", "image": "s:1"}]}}}
+        });
+        kubectl_ok(&["apply", "--server-side", "-n", &ns, "-f", "-"], Some(&serde_yaml::to_string(&minimal)?))?;
+        let got: Value = serde_json::from_str(&kubectl_ok(&["get", "mr", "minimal", "-n", &ns, "-o", "json"], None)?)?;
+        let spec = &got["spec"];
+        assert_eq!(spec["replicas"], 1);
+        assert_eq!(spec["model"]["mountPath"], "/models");
+        assert_eq!(spec["gates"]["interval"], "30s");
+        assert_eq!(spec["gates"]["failureLimit"], 2);
+        assert_eq!(spec["rollback"]["automatic"], true);
+        assert_eq!(spec["rollback"]["onRevocation"], "Rollback");
+        // Short names and printer columns work.
+        let table = kubectl_ok(&["get", "mr", "-n", &ns], None)?;
+        for column in ["PHASE", "STABLE", "CANARY", "WEIGHT", "AGE"] {
+            assert!(table.contains(column), "kubectl get mr lacks {column}: {table}");
+        }
+        let table = kubectl_ok(&["get", "mrepo", "-n", &ns], None)?;
+        for column in ["TRUSTED", "ROOT", "TIMESTAMP-EXPIRES", "AGE"] {
+            assert!(table.contains(column), "kubectl get mrepo lacks {column}: {table}");
+        }
+        let explain = kubectl_ok(&["explain", "modelrelease.spec.strategy"], None)?;
+        assert!(explain.contains("setWeight") || explain.contains("steps"), "{explain}");
+        Ok(())
+    })
+    .await
+}

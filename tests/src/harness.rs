@@ -1,0 +1,250 @@
+//! What a cluster test needs: a client, a temporary namespace, kubectl and helm, the
+//! operator as a process, and polling with a deadline.
+
+use std::{
+    future::Future,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::LazyLock,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, Client,
+    api::{DeleteParams, PostParams},
+};
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A client for the test cluster. Fails loudly when no cluster is configured: a
+/// cluster test that silently skips proves nothing.
+pub async fn client() -> anyhow::Result<Client> {
+    if std::env::var_os("KUBECONFIG").is_none() {
+        bail!("KUBECONFIG is not set: start the test cluster with `eval \"$(tests/cluster/up)\"` or run `tests/run`");
+    }
+    Client::try_default().await.context("connect to the test cluster")
+}
+
+/// Path of a binary built by cargo in this workspace (`modelgate`, `sim-kubelet`).
+pub fn cargo_bin(name: &str) -> PathBuf {
+    // Test executables live in <target>/<profile>/deps/.
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let bin = dir.join(name);
+    assert!(bin.exists(), "{} is not built; run `cargo build --workspace --bins` first", bin.display());
+    bin
+}
+
+/// Runs a command with stdin, returning its output (not failing on a non-zero exit).
+pub fn run_with_stdin(program: &str, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
+    use std::io::Write;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {program}; is it on PATH (tests/cluster/up prints the PATH)?"))?;
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes())?;
+    }
+    drop(input);
+    Ok(child.wait_with_output()?)
+}
+
+/// `kubectl ARGS` with optional stdin.
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
+    run_with_stdin("kubectl", args, stdin)
+}
+
+/// `kubectl ARGS`, failing unless it exits 0; returns stdout.
+pub fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+    let out = kubectl(args, stdin)?;
+    if !out.status.success() {
+        bail!("kubectl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `helm ARGS`, failing unless it exits 0; returns stdout.
+pub fn helm_ok(args: &[&str]) -> anyhow::Result<String> {
+    let out = run_with_stdin("helm", args, None)?;
+    if !out.status.success() {
+        bail!("helm {} failed: {}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Polls `check` every 100 ms until it yields a value or `timeout` passes.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last_err = None;
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if Instant::now() > deadline {
+            match last_err {
+                Some(e) => bail!("timed out after {timeout:?} waiting for {what}; last error: {e:#}"),
+                None => bail!("timed out after {timeout:?} waiting for {what}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A namespace that exists for one test and is deleted after it, pass or fail.
+pub struct TempNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TempNamespace {
+    pub async fn new(client: &Client, prefix: &str) -> anyhow::Result<Self> {
+        let suffix: String = format!("{:x}", rand_suffix());
+        let name = format!("{prefix}-{}", &suffix[..6.min(suffix.len())]);
+        let ns = Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some([("modelgate.dev/test".to_string(), "true".to_string())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+        // Pods need the namespace's default ServiceAccount, made by the controller-manager.
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &name);
+        eventually("default ServiceAccount", Duration::from_secs(30), || async {
+            Ok(sa.get_opt("default").await?.map(|_| ()))
+        })
+        .await?;
+        Ok(Self { name, client: client.clone() })
+    }
+
+    /// Deletes the namespace; call at the end of the test.
+    pub async fn delete(self) {
+        let _ = Api::<Namespace>::all(self.client.clone()).delete(&self.name, &DeleteParams::default()).await;
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.finish()
+}
+
+/// Runs `body` in a fresh namespace and deletes it afterwards, even when `body` fails.
+pub async fn with_temp_ns<F, Fut>(prefix: &str, body: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Client, String) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let client = client().await?;
+    let ns = TempNamespace::new(&client, prefix).await?;
+    let result = body(client, ns.name.clone()).await;
+    ns.delete().await;
+    result
+}
+
+// Tests share the cluster-scoped CRDs. Most only need them installed (shared guard);
+// the few that delete or re-install them take the exclusive guard.
+static CRDS: LazyLock<RwLock<()>> = LazyLock::new(|| RwLock::new(()));
+
+/// Ensures the CRDs from `crds/` are installed and established, and keeps them so
+/// while the guard lives.
+pub async fn crds_shared() -> anyhow::Result<RwLockReadGuard<'static, ()>> {
+    let guard = CRDS.read().await;
+    install_crds()?;
+    Ok(guard)
+}
+
+/// Exclusive use of the CRDs, for tests that remove or re-install them.
+pub async fn crds_exclusive() -> RwLockWriteGuard<'static, ()> {
+    CRDS.write().await
+}
+
+/// `kubectl apply --server-side` of `crds/`, then waits until they are established.
+pub fn install_crds() -> anyhow::Result<()> {
+    let dir = repo_root().join("crds");
+    let dir = dir.to_str().unwrap();
+    kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", dir], None)?;
+    kubectl_ok(&["wait", "--for=condition=Established", "--timeout=60s", "-f", dir], None)?;
+    Ok(())
+}
+
+/// The operator, run as its own process (`modelgate run`), stopped when dropped.
+pub struct Operator {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts `modelgate run` watching only `namespace`, logging to a file in the
+    /// target directory (printed when a test fails).
+    pub fn start(namespace: Option<&str>, extra: &[&str]) -> anyhow::Result<Self> {
+        let log = std::env::temp_dir().join(format!("modelgate-{}-{}.log", namespace.unwrap_or("all"), rand_suffix()));
+        let file = std::fs::File::create(&log)?;
+        let mut cmd = Command::new(cargo_bin("modelgate"));
+        cmd.arg("run").args(extra).env("RUST_LOG", "info,modelgate=debug");
+        if let Some(ns) = namespace {
+            cmd.args(["--namespace", ns]);
+        }
+        let child = cmd.stdout(file.try_clone()?).stderr(file).spawn().context("start modelgate run")?;
+        Ok(Self { child, log })
+    }
+
+    /// Waits for the process to exit by itself and returns its exit code and log.
+    pub fn wait_exit(mut self, timeout: Duration) -> anyhow::Result<(Option<i32>, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok((status.code(), std::fs::read_to_string(&self.log)?));
+            }
+            if Instant::now() > deadline {
+                bail!("modelgate did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns the exit code.
+    pub fn terminate(mut self, timeout: Duration) -> anyhow::Result<Option<i32>> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.code());
+            }
+            if Instant::now() > deadline {
+                bail!("modelgate did not stop within {timeout:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

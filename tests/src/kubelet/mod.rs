@@ -1,0 +1,288 @@
+//! A simulated kubelet: there is no container runtime on the test machines, so this
+//! registers one Node, binds every unscheduled pod to it (it is also the scheduler),
+//! and writes pod status the way a kubelet would, including the failures tests ask for
+//! (see [`behavior`]). Pods never run; everything else in the cluster is real.
+
+pub mod behavior;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::{
+    api::{
+        coordination::v1::{Lease, LeaseSpec},
+        core::v1::{ConfigMap, Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo, Pod},
+    },
+    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::{MicroTime, Time}},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+    runtime::{reflector, watcher, WatchStreamExt},
+};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+pub use behavior::{BEHAVIOR_ANNOTATION, BEHAVIOR_CONFIGMAP, Behavior, NODE_NAME};
+
+/// Pod annotation set by modelgate with the digest of the model a pod serves.
+const MODEL_ANNOTATION: &str = modelgate::api::ANNOTATION_MODEL_SHA256;
+/// A crash-looping container restarts this often (a real kubelet backs off from 10 s;
+/// tests want to see the count rise quickly).
+const RESTART_EVERY: Duration = Duration::from_secs(2);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+const FIELD_MANAGER: &str = "sim-kubelet";
+
+struct Kubelet {
+    client: Client,
+    configmaps: reflector::Store<ConfigMap>,
+    /// Last restart bump per pod UID.
+    bumps: Mutex<HashMap<String, Instant>>,
+}
+
+/// Runs until the process is stopped.
+pub async fn run(client: Client) -> anyhow::Result<()> {
+    register_node(&client).await?;
+    info!(node = NODE_NAME, "simulated node registered");
+
+    let (cm_store, cm_writer) = reflector::store::<ConfigMap>();
+    let cm_watch = reflector(
+        cm_writer,
+        watcher(
+            Api::<ConfigMap>::all(client.clone()),
+            watcher::Config::default().fields(&format!("metadata.name={BEHAVIOR_CONFIGMAP}")),
+        ),
+    )
+    .default_backoff()
+    .touched_objects()
+    .for_each(|_| async {});
+    tokio::spawn(cm_watch);
+
+    let kubelet = Arc::new(Kubelet { client: client.clone(), configmaps: cm_store, bumps: Mutex::default() });
+
+    let (pod_store, pod_writer) = reflector::store::<Pod>();
+    let pods = reflector(pod_writer, watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()))
+        .default_backoff()
+        .touched_objects();
+
+    // Restarts rise and ConfigMap rules change without pod events: re-check every pod.
+    let ticker = {
+        let kubelet = kubelet.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                for pod in pod_store.state() {
+                    kubelet.sync(&pod).await;
+                }
+            }
+        }
+    };
+    let heartbeat = {
+        let client = client.clone();
+        async move {
+            let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+            loop {
+                tick.tick().await;
+                if let Err(e) = heartbeat(&client).await {
+                    warn!(error = %e, "node heartbeat failed");
+                }
+            }
+        }
+    };
+    let events = pods.try_for_each_concurrent(16, |pod| {
+        let kubelet = kubelet.clone();
+        async move {
+            kubelet.sync(&pod).await;
+            Ok(())
+        }
+    });
+    tokio::select! {
+        r = events => r.context("pod watch ended")?,
+        () = ticker => {},
+        () = heartbeat => {},
+    }
+    Ok(())
+}
+
+impl Kubelet {
+    /// The behaviour chosen for a pod: its annotation first, then the namespace's
+    /// ConfigMap entry for its model digest, else Ready.
+    fn behavior(&self, pod: &Pod) -> Behavior {
+        let annotations = pod.annotations();
+        let chosen = annotations.get(BEHAVIOR_ANNOTATION).cloned().or_else(|| {
+            let digest = annotations.get(MODEL_ANNOTATION)?;
+            let ns = pod.namespace()?;
+            let cm = self.configmaps.get(&reflector::ObjectRef::new(BEHAVIOR_CONFIGMAP).within(&ns))?;
+            cm.data.as_ref()?.get(digest).cloned()
+        });
+        match chosen.map(|s| s.parse::<Behavior>()) {
+            Some(Ok(b)) => b,
+            Some(Err(e)) => {
+                warn!(pod = %pod.name_any(), error = %e, "ignoring behaviour");
+                Behavior::Ready
+            }
+            None => Behavior::Ready,
+        }
+    }
+
+    async fn sync(&self, pod: &Pod) {
+        if let Err(e) = self.try_sync(pod).await {
+            // Conflicts and vanished pods are normal churn; the next event retries.
+            debug!(pod = %pod.name_any(), error = %e, "sync failed");
+        }
+    }
+
+    async fn try_sync(&self, pod: &Pod) -> anyhow::Result<()> {
+        let ns = pod.namespace().unwrap_or_default();
+        let name = pod.name_any();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+
+        if pod.metadata.deletion_timestamp.is_some() {
+            // A kubelet confirms deletion once containers stopped; ours stop at once.
+            if node.as_deref() == Some(NODE_NAME) {
+                let dp = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+                api.delete(&name, &dp).await?;
+                self.bumps.lock().unwrap().remove(&pod.uid().unwrap_or_default());
+            }
+            return Ok(());
+        }
+        match node.as_deref() {
+            None => {
+                let binding = json!({
+                    "apiVersion": "v1", "kind": "Binding",
+                    "metadata": {"name": name, "namespace": ns},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": NODE_NAME},
+                });
+                api.create_subresource::<_, serde_json::Value>("binding", &name, &PostParams::default(), &binding)
+                    .await?;
+                debug!(pod = %name, "bound");
+                Ok(())
+            }
+            Some(NODE_NAME) => self.write_status(&api, pod).await,
+            Some(_) => Ok(()),
+        }
+    }
+
+    async fn write_status(&self, api: &Api<Pod>, pod: &Pod) -> anyhow::Result<()> {
+        let behavior = self.behavior(pod);
+        let uid = pod.uid().unwrap_or_default();
+        let current = pod.status.clone().unwrap_or_default();
+        let current_restarts = current
+            .container_statuses
+            .iter()
+            .flatten()
+            .chain(current.init_container_statuses.iter().flatten())
+            .map(|c| c.restart_count)
+            .max()
+            .unwrap_or(0);
+        let restarts = if behavior.restarts() {
+            let mut bumps = self.bumps.lock().unwrap();
+            let due = bumps.get(&uid).is_none_or(|t| t.elapsed() >= RESTART_EVERY);
+            if due {
+                bumps.insert(uid.clone(), Instant::now());
+                current_restarts + 1
+            } else {
+                current_restarts.max(1)
+            }
+        } else {
+            0
+        };
+        let desired = behavior::desired_status(pod, &behavior, restarts, Timestamp::now());
+        if behavior::fingerprint(&desired) == behavior::fingerprint(&current) {
+            return Ok(());
+        }
+        let patch = json!({"status": desired});
+        api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        debug!(pod = %pod.name_any(), %behavior, restarts, "status written");
+        Ok(())
+    }
+}
+
+fn node_status() -> NodeStatus {
+    let q = |s: &str| Quantity(s.to_string());
+    let resources = [("cpu", q("64")), ("memory", q("256Gi")), ("pods", q("5000")), ("ephemeral-storage", q("1Ti"))]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect::<std::collections::BTreeMap<_, _>>();
+    let now = Time(Timestamp::now());
+    let c = |type_: &str, status: &str, reason: &str| NodeCondition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: Some(reason.into()),
+        last_heartbeat_time: Some(now.clone()),
+        last_transition_time: Some(now.clone()),
+        ..Default::default()
+    };
+    NodeStatus {
+        capacity: Some(resources.clone()),
+        allocatable: Some(resources),
+        conditions: Some(vec![
+            c("Ready", "True", "KubeletReady"),
+            c("MemoryPressure", "False", "KubeletHasSufficientMemory"),
+            c("DiskPressure", "False", "KubeletHasNoDiskPressure"),
+            c("PIDPressure", "False", "KubeletHasSufficientPID"),
+        ]),
+        addresses: Some(vec![
+            NodeAddress { type_: "InternalIP".into(), address: behavior::NODE_IP.into() },
+            NodeAddress { type_: "Hostname".into(), address: NODE_NAME.into() },
+        ]),
+        node_info: Some(NodeSystemInfo {
+            architecture: "amd64".into(),
+            operating_system: "linux".into(),
+            kubelet_version: "v1.37.2-sim".into(),
+            container_runtime_version: "sim://0".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn register_node(client: &Client) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": NODE_NAME, "labels": {
+            "kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+            "type": "simulated"}},
+    });
+    nodes
+        .patch(NODE_NAME, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&node))
+        .await
+        .context("register the simulated node")?;
+    heartbeat(client).await
+}
+
+async fn heartbeat(client: &Client) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let status = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE_NAME}, "status": node_status()});
+    nodes
+        .patch_status(NODE_NAME, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&status))
+        .await
+        .context("write node status")?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let lease = Lease {
+        metadata: kube::api::ObjectMeta { name: Some(NODE_NAME.into()), ..Default::default() },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(NODE_NAME.into()),
+            lease_duration_seconds: Some(40),
+            renew_time: Some(MicroTime(Timestamp::now())),
+            ..Default::default()
+        }),
+    };
+    let mut value = serde_json::to_value(&lease)?;
+    value["apiVersion"] = json!("coordination.k8s.io/v1");
+    value["kind"] = json!("Lease");
+    leases
+        .patch(NODE_NAME, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&value))
+        .await
+        .context("renew the node lease")?;
+    Ok(())
+}

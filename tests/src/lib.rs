@@ -1,0 +1,6 @@
+//! Harness for modelgate's end-to-end tests on the real control plane of
+//! `tests/cluster/up`, and the simulated kubelet it runs.
+#![forbid(unsafe_code)]
+
+pub mod harness;
+pub mod kubelet;
