@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::{apps::v1::Deployment, rbac::v1::ClusterRole};
 use kube::Api;
-use modelgate_tests::harness::{crds_exclusive, eventually, helm_ok, install_crds, kubectl_ok, repo_root, with_temp_ns};
+use modelgate_tests::harness::{
+    crds_exclusive, eventually, helm_ok, install_crds, kubectl_ok, repo_root, with_temp_ns,
+};
 
 fn chart() -> String {
     repo_root().join("charts/modelgate").to_string_lossy().into_owned()
@@ -26,7 +28,10 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
         helm_ok(&["install", &release, &chart(), "-n", &ns, "--wait", "--timeout", "120s"])?;
 
         for crd in ["modelreleases.modelgate.dev", "modelrepositories.modelgate.dev"] {
-            let keep = kubectl_ok(&["get", "crd", crd, "-o", "jsonpath={.metadata.annotations.helm\\.sh/resource-policy}"], None)?;
+            let keep = kubectl_ok(
+                &["get", "crd", crd, "-o", "jsonpath={.metadata.annotations.helm\\.sh/resource-policy}"],
+                None,
+            )?;
             assert_eq!(keep, "keep", "{crd} lacks helm.sh/resource-policy: keep");
         }
 
@@ -52,11 +57,22 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
         // Least privilege: no wildcards, no Secrets, status written only via its subresource.
         let role = Api::<ClusterRole>::all(client.clone()).get(&format!("{release}-modelgate")).await?;
         for rule in role.rules.unwrap_or_default() {
-            let all = [rule.verbs.clone(), rule.resources.clone().unwrap_or_default(), rule.api_groups.clone().unwrap_or_default()].concat();
+            let all = [
+                rule.verbs.clone(),
+                rule.resources.clone().unwrap_or_default(),
+                rule.api_groups.clone().unwrap_or_default(),
+            ]
+            .concat();
             assert!(!all.iter().any(|s| s == "*"), "wildcard in {rule:?}");
-            assert!(!rule.resources.clone().unwrap_or_default().iter().any(|r| r == "secrets"), "secret access in {rule:?}");
+            assert!(
+                !rule.resources.clone().unwrap_or_default().iter().any(|r| r == "secrets"),
+                "secret access in {rule:?}"
+            );
             if rule.verbs.iter().any(|v| matches!(v.as_str(), "patch" | "update" | "create" | "delete")) {
-                assert!(rule.resources.unwrap_or_default().iter().all(|r| r.ends_with("/status")), "write outside /status");
+                assert!(
+                    rule.resources.unwrap_or_default().iter().all(|r| r.ends_with("/status")),
+                    "write outside /status"
+                );
             }
         }
 
@@ -72,7 +88,17 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
 
 #[tokio::test]
 async fn namespaced_install_renders_a_role_and_watches_one_namespace() -> anyhow::Result<()> {
-    let out = helm_ok(&["template", "mg", &chart(), "-n", "team-a", "--set", "rbac.clusterWide=false", "--set", "crds.install=false"])?;
+    let out = helm_ok(&[
+        "template",
+        "mg",
+        &chart(),
+        "-n",
+        "team-a",
+        "--set",
+        "rbac.clusterWide=false",
+        "--set",
+        "crds.install=false",
+    ])?;
     assert!(out.contains("kind: Role\n") && out.contains("kind: RoleBinding"), "{out}");
     assert!(!out.contains("kind: ClusterRole"), "{out}");
     assert!(out.contains("MODELGATE_NAMESPACE"), "{out}");

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use modelgate_tests::harness::{crds_exclusive, install_crds, kubectl, kubectl_ok, repo_root, Operator};
+use modelgate_tests::harness::{Operator, crds_exclusive, install_crds, kubectl, kubectl_ok, repo_root};
 
 #[tokio::test]
 async fn crds_install_client_and_server_side_and_operator_needs_them() -> anyhow::Result<()> {
@@ -26,6 +26,9 @@ async fn crds_install_client_and_server_side_and_operator_needs_them() -> anyhow
     let out = kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", dir], None)?;
     assert!(out.contains("serverside-applied"), "{out}");
     let names = kubectl_ok(&["get", "crd", "-o", "name"], None)?;
-    assert!(names.contains("modelreleases.modelgate.dev") && names.contains("modelrepositories.modelgate.dev"), "{names}");
+    assert!(
+        names.contains("modelreleases.modelgate.dev") && names.contains("modelrepositories.modelgate.dev"),
+        "{names}"
+    );
     Ok(())
 }

@@ -69,12 +69,14 @@ async fn deployment_pods_become_ready_and_a_chosen_pod_crash_loops() -> anyhow::
         let patch = json!({"metadata": {"annotations": {BEHAVIOR_ANNOTATION: "CrashLoop"}}});
         pods.patch(&victim, &PatchParams::default(), &Patch::Merge(&patch)).await?;
 
-        let crashed = eventually("the chosen pod to crash-loop with rising restarts", Duration::from_secs(30), || async {
-            let pod = pods.get(&victim).await?;
-            let ok = waiting_reason(&pod, false).as_deref() == Some("CrashLoopBackOff") && restarts(&pod, false) >= 3;
-            Ok(ok.then_some(pod))
-        })
-        .await?;
+        let crashed =
+            eventually("the chosen pod to crash-loop with rising restarts", Duration::from_secs(30), || async {
+                let pod = pods.get(&victim).await?;
+                let ok =
+                    waiting_reason(&pod, false).as_deref() == Some("CrashLoopBackOff") && restarts(&pod, false) >= 3;
+                Ok(ok.then_some(pod))
+            })
+            .await?;
         let ready = crashed.status.unwrap().conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(ready.status, "False");
         // The other pod is untouched, and the Deployment sees one ready replica.
@@ -105,11 +107,12 @@ async fn pods_fail_by_model_digest_from_the_configmap() -> anyhow::Result<()> {
         deployments.create(&PostParams::default(), &deployment("hungry", 1, "oom2")?).await?;
         deployments.create(&PostParams::default(), &deployment("fine", 1, "good3")?).await?;
 
-        let init_failed = eventually("the tampered model's init container to fail", Duration::from_secs(60), || async {
-            let list = pods.list(&ListParams::default().labels("app=tampered")).await?;
-            Ok(list.items.into_iter().find(|p| waiting_reason(p, true).as_deref() == Some("CrashLoopBackOff")))
-        })
-        .await?;
+        let init_failed =
+            eventually("the tampered model's init container to fail", Duration::from_secs(60), || async {
+                let list = pods.list(&ListParams::default().labels("app=tampered")).await?;
+                Ok(list.items.into_iter().find(|p| waiting_reason(p, true).as_deref() == Some("CrashLoopBackOff")))
+            })
+            .await?;
         let status = init_failed.status.unwrap();
         assert_eq!(status.phase.as_deref(), Some("Pending"));
         let last = status.init_container_statuses.unwrap()[0].last_state.clone().unwrap().terminated.unwrap();

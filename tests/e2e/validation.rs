@@ -73,38 +73,170 @@ fn cases() -> Vec<Case> {
     let r = release;
     let repo = repository;
     vec![
-        Case { name: "http repository metadata", manifest: with(repo(), "/spec/metadataUrl", json!("http://tuf.example.com/metadata/")), expect: &["spec.metadataUrl", "https://"] },
-        Case { name: "http targets", manifest: with(repo(), "/spec/targetsUrl", json!("http://tuf.example.com/targets/")), expect: &["spec.targetsUrl", "https://"] },
-        Case { name: "repository url without host", manifest: with(repo(), "/spec/metadataUrl", json!("https:///metadata")), expect: &["spec.metadataUrl", "with a host"] },
-        Case { name: "refresh too often", manifest: with(repo(), "/spec/refreshInterval", json!("1s")), expect: &["spec.refreshInterval", "between 10s and 24h"] },
-        Case { name: "refresh not a duration", manifest: with(repo(), "/spec/refreshInterval", json!("five minutes")), expect: &["spec.refreshInterval", "duration such as"] },
-        Case { name: "root configmap name invalid", manifest: with(repo(), "/spec/trustedRoot/configMapRef/name", json!("Root_CM")), expect: &["spec.trustedRoot.configMapRef.name", "ConfigMap name"] },
-        Case { name: "root missing", manifest: with(repo(), "/spec/trustedRoot", Value::Null), expect: &["spec.trustedRoot", "Required value"] },
-        Case { name: "weight over 100", manifest: with(r(), "/spec/strategy/steps/0/setWeight", json!(150)), expect: &["spec.strategy.steps[0].setWeight", "100"] },
-        Case { name: "weight negative", manifest: with(r(), "/spec/strategy/steps/0/setWeight", json!(-5)), expect: &["spec.strategy.steps[0].setWeight", "0"] },
-        Case { name: "weights decrease", manifest: with(r(), "/spec/strategy/steps/2/setWeight", json!(5)), expect: &["spec.strategy.steps", "must not decrease"] },
-        Case { name: "step with both actions", manifest: with(r(), "/spec/strategy/steps/0/pause", json!({"duration": "1m"})), expect: &["spec.strategy.steps[0]", "exactly one of setWeight or pause"] },
-        Case { name: "empty step", manifest: with(r(), "/spec/strategy/steps/0", json!({})), expect: &["spec.strategy.steps[0]", "exactly one of setWeight or pause"] },
-        Case { name: "pause malformed", manifest: with(r(), "/spec/strategy/steps/1/pause/duration", json!("2 minutes")), expect: &["spec.strategy.steps[1].pause.duration", "positive duration"] },
-        Case { name: "pause zero", manifest: with(r(), "/spec/strategy/steps/1/pause/duration", json!("0s")), expect: &["spec.strategy.steps[1].pause.duration", "positive duration"] },
-        Case { name: "failureLimit zero", manifest: with(r(), "/spec/gates/failureLimit", json!(0)), expect: &["spec.gates.failureLimit", "1"] },
-        Case { name: "gate interval negative", manifest: with(r(), "/spec/gates/interval", json!("-30s")), expect: &["spec.gates.interval", "positive duration"] },
-        Case { name: "target empty", manifest: with(r(), "/spec/model/target", json!("")), expect: &["spec.model.target"] },
-        Case { name: "target absolute", manifest: with(r(), "/spec/model/target", json!("/etc/passwd")), expect: &["spec.model.target", "leading '/'"] },
-        Case { name: "target escapes", manifest: with(r(), "/spec/model/target", json!("models/../../secret")), expect: &["spec.model.target", "'..'"] },
-        Case { name: "mountPath relative", manifest: with(r(), "/spec/model/mountPath", json!("models")), expect: &["spec.model.mountPath", "absolute"] },
-        Case { name: "replicas zero", manifest: with(r(), "/spec/replicas", json!(0)), expect: &["spec.replicas", "1"] },
-        Case { name: "repositoryRef not a DNS label", manifest: with(r(), "/spec/repositoryRef/name", json!("ML_Models")), expect: &["spec.repositoryRef.name", "ModelRepository"] },
-        Case { name: "gate check name invalid", manifest: with(r(), "/spec/gates/checks/0/name", json!("Error Rate")), expect: &["spec.gates.checks[0].name", "lowercase"] },
-        Case { name: "duplicate gate check names", manifest: with(r(), "/spec/gates/checks/1/name", json!("error-rate")), expect: &["spec.gates.checks[1]", "Duplicate value"] },
-        Case { name: "gate check with two providers", manifest: with(r(), "/spec/gates/checks/1/prometheus", json!({"address": "http://p:9090", "query": "up", "min": 1})), expect: &["spec.gates.checks[1]", "exactly one of prometheus or webhook"] },
-        Case { name: "prometheus without bounds", manifest: with(r(), "/spec/gates/checks/0/prometheus/max", Value::Null), expect: &["spec.gates.checks[0].prometheus", "min, max or both"] },
-        Case { name: "prometheus min above max", manifest: with(r(), "/spec/gates/checks/0/prometheus/min", json!(0.5)), expect: &["spec.gates.checks[0].prometheus", "min must not be greater than max"] },
-        Case { name: "webhook over http", manifest: with(r(), "/spec/gates/checks/1/webhook/url", json!("http://evaluator.fraud/check")), expect: &["spec.gates.checks[1].webhook.url", "https://"] },
-        Case { name: "unknown revocation action", manifest: with(r(), "/spec/rollback/onRevocation", json!("Ignore")), expect: &["spec.rollback.onRevocation", "Unsupported value"] },
-        Case { name: "reserved template label", manifest: with(r(), "/spec/template/metadata", json!({"labels": {"modelgate.dev/revision": "9"}})), expect: &["spec.template", "reserved prefix modelgate.dev/"] },
-        Case { name: "template without containers", manifest: with(r(), "/spec/template/spec/containers", Value::Null), expect: &["spec.template.spec.containers", "Required value"] },
-        Case { name: "release name too long", manifest: with(r(), "/metadata/name", json!("a".repeat(60))), expect: &["metadata.name", "at most 52 characters"] },
+        Case {
+            name: "http repository metadata",
+            manifest: with(repo(), "/spec/metadataUrl", json!("http://tuf.example.com/metadata/")),
+            expect: &["spec.metadataUrl", "https://"],
+        },
+        Case {
+            name: "http targets",
+            manifest: with(repo(), "/spec/targetsUrl", json!("http://tuf.example.com/targets/")),
+            expect: &["spec.targetsUrl", "https://"],
+        },
+        Case {
+            name: "repository url without host",
+            manifest: with(repo(), "/spec/metadataUrl", json!("https:///metadata")),
+            expect: &["spec.metadataUrl", "with a host"],
+        },
+        Case {
+            name: "refresh too often",
+            manifest: with(repo(), "/spec/refreshInterval", json!("1s")),
+            expect: &["spec.refreshInterval", "between 10s and 24h"],
+        },
+        Case {
+            name: "refresh not a duration",
+            manifest: with(repo(), "/spec/refreshInterval", json!("five minutes")),
+            expect: &["spec.refreshInterval", "duration such as"],
+        },
+        Case {
+            name: "root configmap name invalid",
+            manifest: with(repo(), "/spec/trustedRoot/configMapRef/name", json!("Root_CM")),
+            expect: &["spec.trustedRoot.configMapRef.name", "ConfigMap name"],
+        },
+        Case {
+            name: "root missing",
+            manifest: with(repo(), "/spec/trustedRoot", Value::Null),
+            expect: &["spec.trustedRoot", "Required value"],
+        },
+        Case {
+            name: "weight over 100",
+            manifest: with(r(), "/spec/strategy/steps/0/setWeight", json!(150)),
+            expect: &["spec.strategy.steps[0].setWeight", "100"],
+        },
+        Case {
+            name: "weight negative",
+            manifest: with(r(), "/spec/strategy/steps/0/setWeight", json!(-5)),
+            expect: &["spec.strategy.steps[0].setWeight", "0"],
+        },
+        Case {
+            name: "weights decrease",
+            manifest: with(r(), "/spec/strategy/steps/2/setWeight", json!(5)),
+            expect: &["spec.strategy.steps", "must not decrease"],
+        },
+        Case {
+            name: "step with both actions",
+            manifest: with(r(), "/spec/strategy/steps/0/pause", json!({"duration": "1m"})),
+            expect: &["spec.strategy.steps[0]", "exactly one of setWeight or pause"],
+        },
+        Case {
+            name: "empty step",
+            manifest: with(r(), "/spec/strategy/steps/0", json!({})),
+            expect: &["spec.strategy.steps[0]", "exactly one of setWeight or pause"],
+        },
+        Case {
+            name: "pause malformed",
+            manifest: with(r(), "/spec/strategy/steps/1/pause/duration", json!("2 minutes")),
+            expect: &["spec.strategy.steps[1].pause.duration", "positive duration"],
+        },
+        Case {
+            name: "pause zero",
+            manifest: with(r(), "/spec/strategy/steps/1/pause/duration", json!("0s")),
+            expect: &["spec.strategy.steps[1].pause.duration", "positive duration"],
+        },
+        Case {
+            name: "failureLimit zero",
+            manifest: with(r(), "/spec/gates/failureLimit", json!(0)),
+            expect: &["spec.gates.failureLimit", "1"],
+        },
+        Case {
+            name: "gate interval negative",
+            manifest: with(r(), "/spec/gates/interval", json!("-30s")),
+            expect: &["spec.gates.interval", "positive duration"],
+        },
+        Case {
+            name: "target empty",
+            manifest: with(r(), "/spec/model/target", json!("")),
+            expect: &["spec.model.target"],
+        },
+        Case {
+            name: "target absolute",
+            manifest: with(r(), "/spec/model/target", json!("/etc/passwd")),
+            expect: &["spec.model.target", "leading '/'"],
+        },
+        Case {
+            name: "target escapes",
+            manifest: with(r(), "/spec/model/target", json!("models/../../secret")),
+            expect: &["spec.model.target", "'..'"],
+        },
+        Case {
+            name: "mountPath relative",
+            manifest: with(r(), "/spec/model/mountPath", json!("models")),
+            expect: &["spec.model.mountPath", "absolute"],
+        },
+        Case {
+            name: "replicas zero",
+            manifest: with(r(), "/spec/replicas", json!(0)),
+            expect: &["spec.replicas", "1"],
+        },
+        Case {
+            name: "repositoryRef not a DNS label",
+            manifest: with(r(), "/spec/repositoryRef/name", json!("ML_Models")),
+            expect: &["spec.repositoryRef.name", "ModelRepository"],
+        },
+        Case {
+            name: "gate check name invalid",
+            manifest: with(r(), "/spec/gates/checks/0/name", json!("Error Rate")),
+            expect: &["spec.gates.checks[0].name", "lowercase"],
+        },
+        Case {
+            name: "duplicate gate check names",
+            manifest: with(r(), "/spec/gates/checks/1/name", json!("error-rate")),
+            expect: &["spec.gates.checks[1]", "Duplicate value"],
+        },
+        Case {
+            name: "gate check with two providers",
+            manifest: with(
+                r(),
+                "/spec/gates/checks/1/prometheus",
+                json!({"address": "http://p:9090", "query": "up", "min": 1}),
+            ),
+            expect: &["spec.gates.checks[1]", "exactly one of prometheus or webhook"],
+        },
+        Case {
+            name: "prometheus without bounds",
+            manifest: with(r(), "/spec/gates/checks/0/prometheus/max", Value::Null),
+            expect: &["spec.gates.checks[0].prometheus", "min, max or both"],
+        },
+        Case {
+            name: "prometheus min above max",
+            manifest: with(r(), "/spec/gates/checks/0/prometheus/min", json!(0.5)),
+            expect: &["spec.gates.checks[0].prometheus", "min must not be greater than max"],
+        },
+        Case {
+            name: "webhook over http",
+            manifest: with(r(), "/spec/gates/checks/1/webhook/url", json!("http://evaluator.fraud/check")),
+            expect: &["spec.gates.checks[1].webhook.url", "https://"],
+        },
+        Case {
+            name: "unknown revocation action",
+            manifest: with(r(), "/spec/rollback/onRevocation", json!("Ignore")),
+            expect: &["spec.rollback.onRevocation", "Unsupported value"],
+        },
+        Case {
+            name: "reserved template label",
+            manifest: with(r(), "/spec/template/metadata", json!({"labels": {"modelgate.dev/revision": "9"}})),
+            expect: &["spec.template", "reserved prefix modelgate.dev/"],
+        },
+        Case {
+            name: "template without containers",
+            manifest: with(r(), "/spec/template/spec/containers", Value::Null),
+            expect: &["spec.template.spec.containers", "Required value"],
+        },
+        Case {
+            name: "release name too long",
+            manifest: with(r(), "/metadata/name", json!("a".repeat(60))),
+            expect: &["metadata.name", "at most 52 characters"],
+        },
     ]
 }
 

@@ -77,7 +77,12 @@ pub fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> 
 pub fn helm_ok(args: &[&str]) -> anyhow::Result<String> {
     let out = run_with_stdin("helm", args, None)?;
     if !out.status.success() {
-        bail!("helm {} failed: {}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "helm {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

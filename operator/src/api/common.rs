@@ -1,7 +1,7 @@
 //! Pieces shared by both resources: references, durations and conditions.
 
-use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 

@@ -15,8 +15,7 @@ use super::{ModelRelease, ModelRepository};
 pub fn crds() -> Vec<CustomResourceDefinition> {
     let mut release = ModelRelease::crd();
     for version in &mut release.spec.versions {
-        let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut())
-        else {
+        let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) else {
             continue;
         };
         let mut json = serde_json::to_value(&*schema).expect("a CRD schema serialises to JSON");
@@ -87,10 +86,7 @@ mod tests {
     fn release_crd_fits_client_side_apply() {
         // kubectl apply (client side) stores the whole object in an annotation capped at
         // 256 KiB; leave ample room for growth.
-        let (_, yaml) = crds_yaml()
-            .into_iter()
-            .find(|(f, _)| f.starts_with("modelreleases"))
-            .unwrap();
+        let (_, yaml) = crds_yaml().into_iter().find(|(f, _)| f.starts_with("modelreleases")).unwrap();
         let json = serde_json::to_string(&serde_yaml::from_str::<Value>(&yaml).unwrap()).unwrap();
         assert!(json.len() < 128 * 1024, "ModelRelease CRD is {} bytes of JSON", json.len());
     }
@@ -98,9 +94,8 @@ mod tests {
     #[test]
     fn template_keeps_its_structure_but_not_descriptions() {
         let crd = serde_json::to_value(&crds()[1]).unwrap();
-        let template = crd
-            .pointer("/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/template")
-            .unwrap();
+        let template =
+            crd.pointer("/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/template").unwrap();
         assert!(template.get("description").is_some());
         let containers = template.pointer("/properties/spec/properties/containers").unwrap();
         assert_eq!(containers["type"], "array");
@@ -120,7 +115,9 @@ mod tests {
                     if p.contains(".spec.template.") {
                         continue;
                     }
-                    if child.get("description").is_none() && !matches!(name.as_str(), "apiVersion" | "kind" | "metadata") {
+                    if child.get("description").is_none()
+                        && !matches!(name.as_str(), "apiVersion" | "kind" | "metadata")
+                    {
                         missing.push(p.clone());
                     }
                     walk(&p, child, missing);
@@ -133,11 +130,7 @@ mod tests {
         let mut missing = Vec::new();
         for crd in crds() {
             let v = serde_json::to_value(&crd).unwrap();
-            walk(
-                &crd.spec.names.kind,
-                v.pointer("/spec/versions/0/schema/openAPIV3Schema").unwrap(),
-                &mut missing,
-            );
+            walk(&crd.spec.names.kind, v.pointer("/spec/versions/0/schema/openAPIV3Schema").unwrap(), &mut missing);
         }
         assert!(missing.is_empty(), "fields without description: {missing:?}");
     }

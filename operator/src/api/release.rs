@@ -183,11 +183,7 @@ pub struct Gates {
 
 impl Default for Gates {
     fn default() -> Self {
-        Self {
-            interval: default_gate_interval(),
-            failure_limit: default_failure_limit(),
-            checks: Vec::new(),
-        }
+        Self { interval: default_gate_interval(), failure_limit: default_failure_limit(), checks: Vec::new() }
     }
 }
 
@@ -338,7 +334,7 @@ pub struct RevisionStatus {
     pub sha256: Option<String>,
     /// Verified length of the target in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub length: Option<u64>,
+    pub length: Option<i64>,
 }
 
 /// The revision being rolled out.
@@ -354,7 +350,7 @@ pub struct CanaryStatus {
     pub sha256: Option<String>,
     /// Verified length of the target in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub length: Option<u64>,
+    pub length: Option<i64>,
     /// Index of the current step in `spec.strategy.steps`.
     pub step: i32,
     /// Percent of replicas serving this revision.
@@ -392,7 +388,7 @@ pub struct HistoryEntry {
     pub sha256: Option<String>,
     /// Verified length of the target in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub length: Option<u64>,
+    pub length: Option<i64>,
     /// `Promoted`, `RolledBack`, `Rejected` or `Superseded`.
     pub outcome: String,
     /// Why, in a word or two.

@@ -71,7 +71,7 @@ fn default_refresh_interval() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct RoleState {
     /// Highest version of this role that modelgate has trusted.
-    pub version: u64,
+    pub version: i64,
     /// Expiry of that version; after it the metadata is stale (a freeze attack or an
     /// absent publisher) and is no longer trusted.
     #[serde(default, skip_serializing_if = "Option::is_none")]

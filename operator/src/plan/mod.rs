@@ -26,14 +26,7 @@ pub fn status(release: &ModelRelease, observed: &Observed, now: Timestamp) -> Mo
     let namespace = release.metadata.namespace.as_deref().unwrap_or("default");
 
     let accepted = if observed.repository_found {
-        condition(
-            ACCEPTED,
-            true,
-            "RepositoryFound",
-            format!("ModelRepository {repo:?} found"),
-            generation,
-            now,
-        )
+        condition(ACCEPTED, true, "RepositoryFound", format!("ModelRepository {repo:?} found"), generation, now)
     } else {
         condition(
             ACCEPTED,

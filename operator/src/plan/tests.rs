@@ -56,7 +56,10 @@ fn admission_table() {
 fn missing_repository_message_says_what_to_do() {
     let s = status(&release(1), &Observed { repository_found: false }, at(0));
     let msg = s.message.unwrap();
-    assert!(msg.contains("\"ml-models\"") && msg.contains("\"ml\"") && msg.contains("spec.repositoryRef.name"), "{msg}");
+    assert!(
+        msg.contains("\"ml-models\"") && msg.contains("\"ml\"") && msg.contains("spec.repositoryRef.name"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -120,7 +120,14 @@ fn running(at: &Time) -> ContainerState {
     ContainerState { running: Some(ContainerStateRunning { started_at: Some(at.clone()) }), ..Default::default() }
 }
 
-fn status_of(name: &str, image: &str, ready: bool, restarts: i32, state: ContainerState, last: Option<ContainerState>) -> ContainerStatus {
+fn status_of(
+    name: &str,
+    image: &str,
+    ready: bool,
+    restarts: i32,
+    state: ContainerState,
+    last: Option<ContainerState>,
+) -> ContainerStatus {
     let started = state.running.is_some();
     ContainerStatus {
         name: name.into(),
@@ -227,7 +234,8 @@ pub fn desired_status(pod: &Pod, behavior: &Behavior, restarts: i32, now: Timest
         pod_ip: Some(ip.clone()),
         pod_ips: Some(vec![PodIP { ip }]),
         start_time: Some(started_at),
-        qos_class: Some("BestEffort".into()),
+        // Set by the API server at creation, immutable after.
+        qos_class: old.qos_class.clone(),
         init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
         container_statuses: Some(main_statuses),
         ..Default::default()
@@ -256,13 +264,8 @@ pub fn fingerprint(status: &PodStatus) -> String {
             .collect::<Vec<_>>()
             .join(",")
     };
-    let conditions = status
-        .conditions
-        .iter()
-        .flatten()
-        .map(|c| format!("{}={}", c.type_, c.status))
-        .collect::<Vec<_>>()
-        .join(",");
+    let conditions =
+        status.conditions.iter().flatten().map(|c| format!("{}={}", c.type_, c.status)).collect::<Vec<_>>().join(",");
     format!(
         "{:?}|{:?}|{}|{}|{}",
         status.phase,
@@ -282,9 +285,14 @@ mod tests {
         Pod {
             metadata: kube::api::ObjectMeta { uid: Some("u-1".into()), ..Default::default() },
             spec: Some(PodSpec {
-                containers: vec![Container { name: "server".into(), image: Some("srv:1".into()), ..Default::default() }],
-                init_containers: with_init
-                    .then(|| vec![Container { name: "fetch".into(), image: Some("mg:1".into()), ..Default::default() }]),
+                containers: vec![Container {
+                    name: "server".into(),
+                    image: Some("srv:1".into()),
+                    ..Default::default()
+                }],
+                init_containers: with_init.then(|| {
+                    vec![Container { name: "fetch".into(), image: Some("mg:1".into()), ..Default::default() }]
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -335,7 +343,12 @@ mod tests {
     #[test]
     fn fingerprint_ignores_time_but_not_restarts() {
         let a = desired_status(&pod(false), &Behavior::CrashLoop, 1, Timestamp::now());
-        let b = desired_status(&pod(false), &Behavior::CrashLoop, 1, Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(5));
+        let b = desired_status(
+            &pod(false),
+            &Behavior::CrashLoop,
+            1,
+            Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(5),
+        );
         let c = desired_status(&pod(false), &Behavior::CrashLoop, 2, Timestamp::now());
         assert_eq!(fingerprint(&a), fingerprint(&b));
         assert_ne!(fingerprint(&a), fingerprint(&c));

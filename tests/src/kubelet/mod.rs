@@ -18,13 +18,16 @@ use k8s_openapi::{
         coordination::v1::{Lease, LeaseSpec},
         core::v1::{ConfigMap, Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo, Pod},
     },
-    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::{MicroTime, Time}},
+    apimachinery::pkg::{
+        api::resource::Quantity,
+        apis::meta::v1::{MicroTime, Time},
+    },
     jiff::Timestamp,
 };
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, PostParams},
-    runtime::{reflector, watcher, WatchStreamExt},
+    runtime::{WatchStreamExt, reflector, watcher},
 };
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -135,7 +138,13 @@ impl Kubelet {
     async fn sync(&self, pod: &Pod) {
         if let Err(e) = self.try_sync(pod).await {
             // Conflicts and vanished pods are normal churn; the next event retries.
-            debug!(pod = %pod.name_any(), error = %e, "sync failed");
+            let churn =
+                matches!(e.downcast_ref::<kube::Error>(), Some(kube::Error::Api(s)) if s.code == 404 || s.code == 409);
+            if churn {
+                debug!(pod = %pod.name_any(), error = %e, "sync failed");
+            } else {
+                warn!(pod = %pod.name_any(), error = %e, "sync failed");
+            }
         }
     }
 
