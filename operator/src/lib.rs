@@ -9,3 +9,4 @@ pub mod cli;
 pub mod controller;
 pub mod plan;
 pub mod telemetry;
+pub mod trust;

@@ -5,4 +5,5 @@ mod chart;
 mod crds;
 mod kubelet;
 mod operator;
+mod trust;
 mod validation;

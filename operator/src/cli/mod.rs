@@ -1,7 +1,9 @@
 //! The `modelgate` command line: one module per subcommand.
 
 mod crd;
+mod fetch;
 mod run;
+mod tuf;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +28,12 @@ pub enum Command {
     Run(run::Run),
     /// Print the CustomResourceDefinitions, or write them to a directory.
     Crd(crd::Crd),
+    /// Download a model target, verified by TUF, into a file (the init container).
+    Fetch(fetch::Fetch),
+    /// Verify a model target against its TUF repository and print what was verified.
+    Verify(fetch::Verify),
+    /// A TUF client following the tuf-conformance client protocol.
+    Tuf(tuf::Tuf),
 }
 
 impl Command {
@@ -33,6 +41,9 @@ impl Command {
         match self {
             Command::Run(cmd) => cmd.run().await,
             Command::Crd(cmd) => cmd.run().await,
+            Command::Fetch(cmd) => cmd.run().await,
+            Command::Verify(cmd) => cmd.run().await,
+            Command::Tuf(cmd) => cmd.run().await,
         }
     }
 }

@@ -1,0 +1,70 @@
+use thiserror::Error;
+
+/// Why trust in a repository or a target could not be established. Every variant is a
+/// reason to refuse: nothing unverified is used, nothing is written.
+#[derive(Debug, Error)]
+pub enum TrustError {
+    #[error("cannot fetch {url}: {reason}")]
+    Fetch { url: String, reason: String },
+
+    #[error("{url} was not found on the repository")]
+    NotFound { url: String },
+
+    #[error("{what} is larger than its limit of {limit} bytes (endless-data attack or wrong length)")]
+    TooLarge { what: String, limit: u64 },
+
+    #[error("{what} is not valid TUF metadata: {reason}")]
+    Malformed { what: String, reason: String },
+
+    #[error("{role} metadata is not signed by a threshold of trusted keys: {reason}")]
+    Signature { role: String, reason: String },
+
+    #[error("{role} metadata expired at {expires}; the repository is stale or frozen by an attacker")]
+    Expired { role: String, expires: String },
+
+    #[error("{role} metadata version {new} is older than the trusted version {trusted} (rollback attack)")]
+    Rollback { role: String, trusted: u64, new: u64 },
+
+    #[error("{role} metadata has version {got}, but {by} says {expected} (mix-and-match attack)")]
+    VersionMismatch { role: String, expected: u64, got: u64, by: String },
+
+    #[error("{what}: {reason}")]
+    Hash { what: String, reason: String },
+
+    #[error("root rotation from version {from} exceeds {limit} steps")]
+    TooManyRoots { from: u64, limit: u64 },
+
+    #[error("target {target:?} is not listed by any trusted targets role")]
+    UnknownTarget { target: String },
+
+    #[error("target {target:?}: {reason}")]
+    TargetMismatch { target: String, reason: String },
+
+    #[error("{0}")]
+    Insecure(String),
+
+    #[error("local trust state in {path}: {reason}")]
+    Store { path: String, reason: String },
+}
+
+impl TrustError {
+    /// A short, bounded label for metrics and condition reasons.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TrustError::Fetch { .. } => "Unreachable",
+            TrustError::NotFound { .. } => "NotFound",
+            TrustError::TooLarge { .. } => "TooLarge",
+            TrustError::Malformed { .. } => "Malformed",
+            TrustError::Signature { .. } => "BadSignature",
+            TrustError::Expired { .. } => "Expired",
+            TrustError::Rollback { .. } => "RollbackDetected",
+            TrustError::VersionMismatch { .. } => "VersionMismatch",
+            TrustError::Hash { .. } => "HashMismatch",
+            TrustError::TooManyRoots { .. } => "TooManyRoots",
+            TrustError::UnknownTarget { .. } => "UnknownTarget",
+            TrustError::TargetMismatch { .. } => "TargetMismatch",
+            TrustError::Insecure(_) => "Insecure",
+            TrustError::Store { .. } => "StoreError",
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Trust: a TUF client that follows the specification's client workflow on tough's
+//! key and signature code, with anti-rollback floors that outlive the pod, and the
+//! verified download of a target. The rest of modelgate asks "is this target trusted,
+//! and what are its length and hashes" and gets an answer or a reason.
+
+mod error;
+pub mod metadata;
+mod store;
+pub mod target;
+mod transport;
+mod updater;
+
+pub use error::TrustError;
+pub use metadata::TargetFile;
+pub use store::Store;
+pub use target::Expected;
+pub use transport::{Transport, TransportOptions};
+pub use updater::{Floors, Limits, Trusted, Updater};

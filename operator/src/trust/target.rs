@@ -1,0 +1,102 @@
+//! Downloading a target: streamed to a temporary file while hashing (memory bounded
+//! whatever the size), never a byte past the signed length, renamed into place only
+//! after every check passed.
+
+use std::{io::Write, path::Path};
+
+use aws_lc_rs::digest::{Context, SHA256, SHA512};
+use reqwest::Url;
+
+use super::{
+    TrustError,
+    metadata::TargetFile,
+    transport::Transport,
+    updater::{Digests, check_hashes},
+};
+
+/// What the operator already verified and demands again (the init container's args).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expected {
+    pub sha256: String,
+    pub length: u64,
+}
+
+/// Checks the signed target against the operator-given digest and length.
+pub fn check_expected(name: &str, info: &TargetFile, expected: Option<&Expected>) -> Result<(), TrustError> {
+    let Some(e) = expected else { return Ok(()) };
+    let mismatch = |reason: String| TrustError::TargetMismatch { target: name.into(), reason };
+    if info.length != e.length {
+        return Err(mismatch(format!("signed length {} differs from the expected {}", info.length, e.length)));
+    }
+    match info.hashes.get("sha256") {
+        Some(h) if h.eq_ignore_ascii_case(&e.sha256) => Ok(()),
+        Some(h) => Err(mismatch(format!("signed sha256 {h} differs from the expected {}", e.sha256))),
+        None => Err(mismatch("the signed metadata lists no sha256 to compare with the expected one".into())),
+    }
+}
+
+/// The URL of a target, hash-prefixed when the repository uses consistent snapshots.
+pub fn target_url(base: &Url, name: &str, info: &TargetFile, consistent: bool) -> Result<Url, TrustError> {
+    let base =
+        if base.path().ends_with('/') { base.clone() } else { Url::parse(&format!("{base}/")).expect("valid URL") };
+    let path = if consistent {
+        let hash = info.hashes.get("sha256").or_else(|| info.hashes.values().next()).ok_or_else(|| {
+            TrustError::Hash { what: name.into(), reason: "no hash to build a consistent-snapshot name".into() }
+        })?;
+        match name.rsplit_once('/') {
+            Some((dir, file)) => format!("{dir}/{hash}.{file}"),
+            None => format!("{hash}.{name}"),
+        }
+    } else {
+        name.to_string()
+    };
+    base.join(&path).map_err(|e| TrustError::Malformed { what: format!("target {name:?}"), reason: e.to_string() })
+}
+
+/// Downloads `name` to `out`, verified against its signed `info`.
+pub async fn download(
+    transport: &Transport,
+    url: &Url,
+    name: &str,
+    info: &TargetFile,
+    out: &Path,
+) -> Result<(), TrustError> {
+    let store_err =
+        |p: &Path, e: std::io::Error| TrustError::Store { path: p.display().to_string(), reason: e.to_string() };
+    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| store_err(dir, e))?;
+    let mut tmp = tempfile::Builder::new().prefix(".modelgate-").tempfile_in(dir).map_err(|e| store_err(dir, e))?;
+    let mut sha256 = Context::new(&SHA256);
+    let mut sha512 = Context::new(&SHA512);
+    let received = transport
+        .stream(url, info.length, |chunk| {
+            sha256.update(chunk);
+            sha512.update(chunk);
+            tmp.write_all(chunk).map_err(|e| store_err(tmp.path(), e))
+        })
+        .await
+        .map_err(|e| match e {
+            TrustError::TooLarge { .. } => TrustError::TargetMismatch {
+                target: name.into(),
+                reason: format!("the server sent more than the signed length of {} bytes", info.length),
+            },
+            other => other,
+        })?;
+    if received != info.length {
+        return Err(TrustError::TargetMismatch {
+            target: name.into(),
+            reason: format!("received {received} bytes, the signed length is {}", info.length),
+        });
+    }
+    let digests = Digests { sha256: hex::encode(sha256.finish()), sha512: hex::encode(sha512.finish()) };
+    check_hashes(&format!("target {name:?}"), &info.hashes, &digests)?;
+    tmp.as_file().sync_all().map_err(|e| store_err(tmp.path(), e))?;
+    tmp.persist(out).map_err(|e| store_err(out, e.error))?;
+    Ok(())
+}
+
+/// Whether `path` already holds exactly this target (hashes and length match).
+pub fn already_present(path: &Path, info: &TargetFile) -> bool {
+    let Ok(bytes) = std::fs::read(path) else { return false };
+    bytes.len() as u64 == info.length && check_hashes("local copy", &info.hashes, &Digests::of(&bytes)).is_ok()
+}

@@ -1,0 +1,507 @@
+//! The TUF client workflow (specification 1.0.x, section 5), step by step: root
+//! rotation, timestamp, snapshot, targets, and the lazy pre-order depth-first search of
+//! delegations for the one target asked for. python-tuf's ngclient is the reference.
+
+use std::collections::{BTreeMap, HashSet};
+
+use k8s_openapi::jiff::Timestamp;
+use reqwest::Url;
+use tracing::debug;
+
+use super::{
+    Store, TrustError,
+    metadata::{
+        Envelope, Header, MetaFile, MetaList, ROOT, RoleKeys, RootMeta, SNAPSHOT, TARGETS, TIMESTAMP, TargetFile,
+        TargetsMeta,
+    },
+    transport::Transport,
+};
+
+/// Size caps for metadata (bytes), and walk limits.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub root_max: u64,
+    pub timestamp_max: u64,
+    pub snapshot_max: u64,
+    pub targets_max: u64,
+    pub max_root_rotations: u64,
+    pub max_delegations: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            root_max: 512 * 1024,
+            timestamp_max: 16 * 1024,
+            snapshot_max: 2 * 1024 * 1024,
+            targets_max: 5 * 1024 * 1024,
+            max_root_rotations: 256,
+            max_delegations: 32,
+        }
+    }
+}
+
+/// Versions below which metadata is refused even when the local directory is empty:
+/// the anti-rollback state kept outside the pod (in `ModelRepository.status`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Floors {
+    pub root: u64,
+    pub timestamp: u64,
+    pub snapshot: u64,
+    pub targets: u64,
+}
+
+/// Trusted versions after a refresh.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trusted {
+    pub root: (u64, Timestamp),
+    pub timestamp: (u64, Timestamp),
+    pub snapshot: (u64, Timestamp),
+    pub targets: (u64, Timestamp),
+}
+
+struct Loaded<T> {
+    header: Header,
+    body: T,
+}
+
+/// One client session against one repository.
+pub struct Updater {
+    store: Store,
+    transport: Transport,
+    metadata_url: Url,
+    limits: Limits,
+    floors: Floors,
+    now: Timestamp,
+    root: Loaded<RootMeta>,
+    root_envelope: Envelope,
+    timestamp: Option<Loaded<MetaList>>,
+    snapshot: Option<Loaded<MetaList>>,
+    targets: BTreeMap<String, Loaded<TargetsMeta>>,
+}
+
+fn expired(role: &str, header: &Header, now: Timestamp) -> Result<(), TrustError> {
+    if header.expires <= now {
+        return Err(TrustError::Expired { role: role.to_string(), expires: header.expires.to_string() });
+    }
+    Ok(())
+}
+
+/// Checks a metadata file's bytes against the length and hashes its referrer lists.
+pub fn check_meta_file(what: &str, meta: &MetaFile, bytes: &[u8]) -> Result<(), TrustError> {
+    if let Some(len) = meta.length
+        && bytes.len() as u64 != len
+    {
+        return Err(TrustError::Hash {
+            what: what.to_string(),
+            reason: format!("length {} differs from the signed length {len}", bytes.len()),
+        });
+    }
+    if let Some(hashes) = &meta.hashes {
+        check_hashes(what, hashes, &Digests::of(bytes))?;
+    }
+    Ok(())
+}
+
+/// sha256 and sha512 of some bytes, hex.
+pub struct Digests {
+    pub sha256: String,
+    pub sha512: String,
+}
+
+impl Digests {
+    pub fn of(bytes: &[u8]) -> Self {
+        use aws_lc_rs::digest::{SHA256, SHA512, digest};
+        Self { sha256: hex::encode(digest(&SHA256, bytes)), sha512: hex::encode(digest(&SHA512, bytes)) }
+    }
+}
+
+/// Every listed hash we know must match, and at least one must be known.
+pub fn check_hashes(what: &str, hashes: &BTreeMap<String, String>, got: &Digests) -> Result<(), TrustError> {
+    let mut checked = 0;
+    for (alg, want) in hashes {
+        let have = match alg.as_str() {
+            "sha256" => &got.sha256,
+            "sha512" => &got.sha512,
+            _ => continue,
+        };
+        if !have.eq_ignore_ascii_case(want) {
+            return Err(TrustError::Hash {
+                what: what.to_string(),
+                reason: format!("{alg} is {have}, but the signed metadata says {want}"),
+            });
+        }
+        checked += 1;
+    }
+    if checked == 0 {
+        return Err(TrustError::Hash { what: what.to_string(), reason: "no sha256 or sha512 hash is listed".into() });
+    }
+    Ok(())
+}
+
+impl Updater {
+    /// Starts from the trusted root in the store, or `initial_root` when the store has
+    /// none (the pinned root). Either must be signed by its own threshold.
+    pub fn new(
+        store: Store,
+        transport: Transport,
+        metadata_url: Url,
+        initial_root: Option<&[u8]>,
+        floors: Floors,
+        now: Timestamp,
+    ) -> Result<Self, TrustError> {
+        transport.check_url(&metadata_url)?;
+        let stored = store.load(ROOT);
+        let bytes = stored.as_deref().or(initial_root).ok_or_else(|| TrustError::Store {
+            path: store.dir().display().to_string(),
+            reason: "no trusted root: initialise with the repository's root.json".into(),
+        })?;
+        let envelope = Envelope::parse(ROOT, bytes)?;
+        let header = envelope.header()?;
+        let body: RootMeta = envelope.typed()?;
+        envelope.verify(&body.keys, body.role(ROOT)?)?;
+        if stored.is_none() {
+            store.save(ROOT, bytes)?;
+        }
+        let metadata_url = with_slash(metadata_url);
+        Ok(Self {
+            store,
+            transport,
+            metadata_url,
+            limits: Limits::default(),
+            floors,
+            now,
+            root: Loaded { header, body },
+            root_envelope: envelope,
+            timestamp: None,
+            snapshot: None,
+            targets: BTreeMap::new(),
+        })
+    }
+
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    fn url(&self, file: &str) -> Result<Url, TrustError> {
+        self.metadata_url
+            .join(file)
+            .map_err(|e| TrustError::Malformed { what: file.into(), reason: format!("not a URL path: {e}") })
+    }
+
+    /// The top-level workflow: root, timestamp, snapshot, top-level targets.
+    pub async fn refresh(&mut self) -> Result<Trusted, TrustError> {
+        self.update_root().await?;
+        self.update_timestamp().await?;
+        self.update_snapshot().await?;
+        self.update_targets(TARGETS, None).await?;
+        Ok(self.trusted())
+    }
+
+    pub fn trusted(&self) -> Trusted {
+        let v = |l: Option<&Header>| l.map_or((0, Timestamp::UNIX_EPOCH), |h| (h.version, h.expires));
+        Trusted {
+            root: (self.root.header.version, self.root.header.expires),
+            timestamp: v(self.timestamp.as_ref().map(|l| &l.header)),
+            snapshot: v(self.snapshot.as_ref().map(|l| &l.header)),
+            targets: v(self.targets.get(TARGETS).map(|l| &l.header)),
+        }
+    }
+
+    /// 5.3: walk root versions one by one, each signed by the old and the new keys.
+    async fn update_root(&mut self) -> Result<(), TrustError> {
+        let start = self.root.header.version;
+        loop {
+            let next = self.root.header.version + 1;
+            if next - start > self.limits.max_root_rotations {
+                return Err(TrustError::TooManyRoots { from: start, limit: self.limits.max_root_rotations });
+            }
+            let url = self.url(&format!("{next}.root.json"))?;
+            let bytes = match self.transport.get(&url, self.limits.root_max).await {
+                Ok(b) => b,
+                Err(TrustError::NotFound { .. }) => break,
+                Err(e) => return Err(e),
+            };
+            let envelope = Envelope::parse(ROOT, &bytes)?;
+            // Signed by a threshold of the trusted root's keys...
+            envelope.verify(&self.root.body.keys, self.root.body.role(ROOT)?)?;
+            let header = envelope.header()?;
+            let body: RootMeta = envelope.typed()?;
+            // ...and by a threshold of its own.
+            envelope.verify(&body.keys, body.role(ROOT)?)?;
+            if header.version != next {
+                return Err(TrustError::VersionMismatch {
+                    role: ROOT.into(),
+                    expected: next,
+                    got: header.version,
+                    by: format!("file {next}.root.json"),
+                });
+            }
+            debug!(version = next, "root rotated");
+            self.store.save(ROOT, &bytes)?;
+            self.root = Loaded { header, body };
+            self.root_envelope = envelope;
+        }
+        if self.root.header.version < self.floors.root {
+            return Err(TrustError::Rollback {
+                role: ROOT.into(),
+                trusted: self.floors.root,
+                new: self.root.header.version,
+            });
+        }
+        // 5.3.10: a stale final root ends the update (freeze attack).
+        expired(ROOT, &self.root.header, self.now)
+    }
+
+    /// Local metadata (no expiry check): the floor a new version must not go below.
+    /// Metadata the current root no longer vouches for (keys rotated) is dropped: that
+    /// is the fast-forward attack recovery.
+    fn load_local_meta_list(
+        &self,
+        role: &str,
+        keys: &BTreeMap<String, serde_json::Value>,
+        rk: &RoleKeys,
+    ) -> Option<Loaded<MetaList>> {
+        let bytes = self.store.load(role)?;
+        let result = (|| {
+            let envelope = Envelope::parse(role, &bytes)?;
+            envelope.verify(keys, rk)?;
+            Ok::<_, TrustError>(Loaded { header: envelope.header()?, body: envelope.typed()? })
+        })();
+        match result {
+            Ok(l) => Some(l),
+            Err(e) => {
+                debug!(role, error = %e, "local metadata not trusted any more; ignoring it");
+                None
+            }
+        }
+    }
+
+    /// 5.4.
+    async fn update_timestamp(&mut self) -> Result<(), TrustError> {
+        let rk = self.root.body.role(TIMESTAMP)?.clone();
+        self.timestamp = self.load_local_meta_list(TIMESTAMP, &self.root.body.keys, &rk);
+        let url = self.url("timestamp.json")?;
+        let bytes = self.transport.get(&url, self.limits.timestamp_max).await?;
+        let envelope = Envelope::parse(TIMESTAMP, &bytes)?;
+        envelope.verify(&self.root.body.keys, &rk)?;
+        let header = envelope.header()?;
+        let body: MetaList = envelope.typed()?;
+        let snapshot_meta = snapshot_entry(&body)?;
+        let trusted_version = self.timestamp.as_ref().map_or(0, |t| t.header.version).max(self.floors.timestamp);
+        if header.version < trusted_version {
+            return Err(TrustError::Rollback { role: TIMESTAMP.into(), trusted: trusted_version, new: header.version });
+        }
+        let trusted_snapshot = self
+            .timestamp
+            .as_ref()
+            .and_then(|t| snapshot_entry(&t.body).ok())
+            .map_or(0, |m| m.version)
+            .max(self.floors.snapshot);
+        if header.version == trusted_version && self.timestamp.is_some() {
+            // Same version: keep the trusted copy, whatever the new bytes say.
+            debug!(version = header.version, "timestamp unchanged");
+        } else {
+            if snapshot_meta.version < trusted_snapshot {
+                return Err(TrustError::Rollback {
+                    role: SNAPSHOT.into(),
+                    trusted: trusted_snapshot,
+                    new: snapshot_meta.version,
+                });
+            }
+            expired(TIMESTAMP, &header, self.now)?;
+            self.store.save(TIMESTAMP, &bytes)?;
+            self.timestamp = Some(Loaded { header, body });
+        }
+        let ts = self.timestamp.as_ref().expect("timestamp set above");
+        expired(TIMESTAMP, &ts.header, self.now)
+    }
+
+    /// 5.5.
+    async fn update_snapshot(&mut self) -> Result<(), TrustError> {
+        let ts = self.timestamp.as_ref().expect("timestamp before snapshot");
+        let meta = snapshot_entry(&ts.body)?.clone();
+        let rk = self.root.body.role(SNAPSHOT)?.clone();
+        let local = self.load_local_meta_list(SNAPSHOT, &self.root.body.keys, &rk);
+        // An unchanged snapshot is not downloaded again.
+        if let Some(l) = local.as_ref()
+            && l.header.version == meta.version
+            && expired(SNAPSHOT, &l.header, self.now).is_ok()
+        {
+            self.snapshot = local;
+            return Ok(());
+        }
+        let file = if self.root.body.consistent_snapshot {
+            format!("{}.snapshot.json", meta.version)
+        } else {
+            "snapshot.json".into()
+        };
+        let bytes = self.transport.get(&self.url(&file)?, meta.length.unwrap_or(self.limits.snapshot_max)).await?;
+        check_meta_file("snapshot metadata", &meta, &bytes)?;
+        let envelope = Envelope::parse(SNAPSHOT, &bytes)?;
+        envelope.verify(&self.root.body.keys, &rk)?;
+        let header = envelope.header()?;
+        let body: MetaList = envelope.typed()?;
+        if header.version != meta.version {
+            return Err(TrustError::VersionMismatch {
+                role: SNAPSHOT.into(),
+                expected: meta.version,
+                got: header.version,
+                by: "timestamp".into(),
+            });
+        }
+        if let Some(old) = &local {
+            for (name, old_meta) in &old.body.meta {
+                match body.meta.get(name) {
+                    None => {
+                        return Err(TrustError::Rollback {
+                            role: name.trim_end_matches(".json").into(),
+                            trusted: old_meta.version,
+                            new: 0,
+                        });
+                    }
+                    Some(m) if m.version < old_meta.version => {
+                        return Err(TrustError::Rollback {
+                            role: name.trim_end_matches(".json").into(),
+                            trusted: old_meta.version,
+                            new: m.version,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(t) = body.meta.get("targets.json")
+            && t.version < self.floors.targets
+        {
+            return Err(TrustError::Rollback { role: TARGETS.into(), trusted: self.floors.targets, new: t.version });
+        }
+        expired(SNAPSHOT, &header, self.now)?;
+        self.store.save(SNAPSHOT, &bytes)?;
+        self.snapshot = Some(Loaded { header, body });
+        Ok(())
+    }
+
+    /// 5.6, for the top-level role (`parent` None) or a delegated one.
+    async fn update_targets(&mut self, role: &str, parent: Option<&str>) -> Result<(), TrustError> {
+        if self.targets.contains_key(role) {
+            return Ok(());
+        }
+        let snapshot = self.snapshot.as_ref().expect("snapshot before targets");
+        let meta = snapshot.body.meta.get(&format!("{role}.json")).cloned().ok_or_else(|| TrustError::Malformed {
+            what: "snapshot metadata".into(),
+            reason: format!("it does not list {role}.json"),
+        })?;
+        let (keys, rk) = match parent {
+            None => (self.root.body.keys.clone(), self.root.body.role(TARGETS)?.clone()),
+            Some(p) => {
+                let d = self.targets[p].body.delegations.as_ref().expect("parent delegates");
+                let r = d.roles.iter().find(|r| r.name == role).expect("delegated role exists");
+                (d.keys.clone(), r.keys())
+            }
+        };
+        // The local copy is used when it is the version the snapshot lists.
+        if let Some(bytes) = self.store.load(role)
+            && let Ok(loaded) = self.check_targets(role, &bytes, &keys, &rk, &meta, false)
+        {
+            self.targets.insert(role.to_string(), loaded);
+            return Ok(());
+        }
+        let encoded = super::store::encode_role(role);
+        let file = if self.root.body.consistent_snapshot {
+            format!("{}.{encoded}.json", meta.version)
+        } else {
+            format!("{encoded}.json")
+        };
+        let bytes = self.transport.get(&self.url(&file)?, meta.length.unwrap_or(self.limits.targets_max)).await?;
+        let loaded = self.check_targets(role, &bytes, &keys, &rk, &meta, true)?;
+        self.store.save(role, &bytes)?;
+        self.targets.insert(role.to_string(), loaded);
+        Ok(())
+    }
+
+    fn check_targets(
+        &self,
+        role: &str,
+        bytes: &[u8],
+        keys: &BTreeMap<String, serde_json::Value>,
+        rk: &RoleKeys,
+        meta: &MetaFile,
+        fresh: bool,
+    ) -> Result<Loaded<TargetsMeta>, TrustError> {
+        if fresh {
+            check_meta_file(&format!("{role} metadata"), meta, bytes)?;
+        }
+        let envelope = Envelope::parse(role, bytes)?;
+        envelope.verify(keys, rk)?;
+        let header = envelope.header()?;
+        if header.version != meta.version {
+            return Err(TrustError::VersionMismatch {
+                role: role.into(),
+                expected: meta.version,
+                got: header.version,
+                by: "snapshot".into(),
+            });
+        }
+        expired(role, &header, self.now)?;
+        Ok(Loaded { header, body: envelope.typed()? })
+    }
+
+    /// 5.6.7: the lazy pre-order depth-first search for one target.
+    pub async fn target(&mut self, name: &str) -> Result<TargetFile, TrustError> {
+        let mut stack: Vec<(String, Option<String>)> = vec![(TARGETS.to_string(), None)];
+        let mut visited = HashSet::new();
+        while let Some((role, parent)) = stack.pop() {
+            if visited.len() >= self.limits.max_delegations {
+                break;
+            }
+            if !visited.insert(role.clone()) {
+                continue; // a cycle
+            }
+            self.update_targets(&role, parent.as_deref()).await?;
+            let loaded = &self.targets[&role];
+            if let Some(t) = loaded.body.targets.get(name) {
+                return Ok(t.clone());
+            }
+            let mut children = Vec::new();
+            if let Some(d) = &loaded.body.delegations {
+                for child in &d.roles {
+                    if child.delegates(name) {
+                        children.push((child.name.clone(), Some(role.clone())));
+                        if child.terminating {
+                            stack.clear();
+                            break;
+                        }
+                    }
+                }
+            }
+            stack.extend(children.into_iter().rev());
+        }
+        Err(TrustError::UnknownTarget { target: name.to_string() })
+    }
+
+    /// Whether targets are stored under hash-prefixed names.
+    pub fn consistent_snapshot(&self) -> bool {
+        self.root.body.consistent_snapshot
+    }
+
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+}
+
+fn snapshot_entry(ts: &MetaList) -> Result<&MetaFile, TrustError> {
+    ts.meta.get("snapshot.json").ok_or_else(|| TrustError::Malformed {
+        what: "timestamp metadata".into(),
+        reason: "it does not list snapshot.json".into(),
+    })
+}
+
+fn with_slash(mut url: Url) -> Url {
+    if !url.path().ends_with('/') {
+        let p = format!("{}/", url.path());
+        url.set_path(&p);
+    }
+    url
+}

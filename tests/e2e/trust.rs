@@ -1,0 +1,349 @@
+//! The TUF client against repositories made by python-tuf, served over real HTTPS: every
+//! attack class ends in its exact refusal and writes nothing; the good paths verify.
+//! These need no Kubernetes cluster.
+
+use std::{path::Path, time::Duration};
+
+use k8s_openapi::jiff::Timestamp;
+use modelgate::trust::{Floors, Store, Transport, TransportOptions, TrustError, Trusted, Updater, target};
+use modelgate_tests::{
+    harness::{cargo_bin, run_with_stdin},
+    tuf::{Server, scenarios},
+};
+use reqwest::Url;
+use serde_json::Value;
+
+struct Client<'a> {
+    server: &'a Server,
+    options: TransportOptions,
+}
+
+impl Client<'_> {
+    /// One full client run: refresh, find the target, download it to `out`.
+    async fn run(
+        &self,
+        base: &str,
+        pinned_root: &[u8],
+        metadata_dir: &Path,
+        name: &str,
+        out: &Path,
+    ) -> Result<Trusted, TrustError> {
+        let mut options = self.options.clone();
+        options.ca_bundle = Some(std::fs::read(self.server.ca.as_ref().unwrap()).unwrap());
+        let transport = Transport::new(options)?;
+        let metadata_url = Url::parse(&self.server.url(&format!("{base}/metadata/"))).unwrap();
+        let mut updater = Updater::new(
+            Store::new(metadata_dir)?,
+            transport,
+            metadata_url,
+            Some(pinned_root),
+            Floors::default(),
+            Timestamp::now(),
+        )?;
+        let trusted = updater.refresh().await?;
+        let info = updater.target(name).await?;
+        let targets = Url::parse(&self.server.url(&format!("{base}/targets/"))).unwrap();
+        let url = target::target_url(&targets, name, &info, updater.consistent_snapshot())?;
+        target::download(updater.transport(), &url, name, &info, out).await?;
+        Ok(trusted)
+    }
+}
+
+#[tokio::test]
+async fn every_attack_is_refused_and_every_good_repository_verifies() -> anyhow::Result<()> {
+    let root = scenarios()?;
+    let server = Server::https(root)?;
+    let client = Client { server: &server, options: TransportOptions::default() };
+    let mut names: Vec<String> =
+        std::fs::read_dir(root)?.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert!(names.iter().filter(|n| !n.starts_with("ok_")).count() >= 20, "need at least 20 attack classes: {names:?}");
+
+    let mut failures = Vec::new();
+    for name in &names {
+        let dir = root.join(name);
+        let expect: Value = serde_json::from_slice(&std::fs::read(dir.join("expect.json"))?)?;
+        let pinned = std::fs::read(dir.join("root.json"))?;
+        let target = expect["target"].as_str().unwrap();
+        let phases: Vec<&str> = expect["phases"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+        let work = tempfile::tempdir()?;
+        let metadata = work.path().join("metadata");
+
+        let mut outcome = None;
+        for (i, phase) in phases.iter().enumerate() {
+            let last = i + 1 == phases.len();
+            if last && let Some(s) = expect["sleep_between"].as_u64() {
+                tokio::time::sleep(Duration::from_secs(s)).await;
+            }
+            let out = work.path().join(if last { "final.onnx" } else { "earlier.onnx" });
+            let result = client.run(&format!("{name}/{phase}"), &pinned, &metadata, target, &out).await;
+            if !last {
+                if let Err(e) = result {
+                    failures.push(format!("{name}: {phase} should succeed: {e}"));
+                }
+                continue;
+            }
+            outcome = Some((result, out));
+        }
+        let (result, out) = outcome.unwrap();
+        match (result, expect["error"].as_str()) {
+            (Ok(trusted), None) => {
+                let served = std::fs::read(dir.join(phases.last().unwrap()).join("targets").join(target));
+                let got = std::fs::read(&out)?;
+                if let Ok(served) = served
+                    && served != got
+                {
+                    failures.push(format!("{name}: downloaded bytes differ from the served target"));
+                }
+                if let Some(want) = expect["trusted"].as_object() {
+                    let have = [
+                        ("root", trusted.root.0),
+                        ("timestamp", trusted.timestamp.0),
+                        ("snapshot", trusted.snapshot.0),
+                        ("targets", trusted.targets.0),
+                    ];
+                    for (role, version) in have {
+                        if let Some(w) = want.get(role)
+                            && w.as_u64() != Some(version)
+                        {
+                            failures.push(format!("{name}: trusted {role} version {version}, want {w}"));
+                        }
+                    }
+                }
+            }
+            (Ok(_), Some(want)) => failures.push(format!("{name}: succeeded, expected {want}")),
+            (Err(e), None) => failures.push(format!("{name}: failed unexpectedly: {e}")),
+            (Err(e), Some(want)) => {
+                let role = expect["role"].as_str().unwrap_or_default();
+                if e.reason() != want || !e.to_string().contains(role) {
+                    failures.push(format!("{name}: got {} ({e}), want {want} naming {role:?}", e.reason()));
+                }
+                if out.exists() {
+                    failures.push(format!("{name}: refused, yet {} was written", out.display()));
+                }
+                let leftovers: Vec<_> = std::fs::read_dir(work.path())?
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|f| f.starts_with(".modelgate-"))
+                    .collect();
+                if !leftovers.is_empty() {
+                    failures.push(format!("{name}: temporary files left: {leftovers:?}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} scenarios wrong:\n{}", failures.len(), names.len(), failures.join("\n"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn slow_retrieval_is_cut_off() -> anyhow::Result<()> {
+    let root = scenarios()?;
+    let server = Server::https(root)?;
+    let options = TransportOptions { grace: Duration::from_secs(1), min_bytes_per_sec: 1024, ..Default::default() };
+    let client = Client { server: &server, options };
+    let work = tempfile::tempdir()?;
+    let pinned = std::fs::read(root.join("ok_basic/root.json"))?;
+    let out = work.path().join("model.onnx");
+    // Metadata arrives at full speed; the target drips at 64 bytes a second.
+    let mut options = client.options.clone();
+    options.ca_bundle = Some(std::fs::read(server.ca.as_ref().unwrap())?);
+    let transport = Transport::new(options)?;
+    let mut updater = Updater::new(
+        Store::new(work.path().join("metadata"))?,
+        transport,
+        Url::parse(&server.url("ok_basic/phase1/metadata/"))?,
+        Some(&pinned),
+        Floors::default(),
+        Timestamp::now(),
+    )?;
+    updater.refresh().await?;
+    let info = updater.target("fraud/1.0/model.onnx").await?;
+    let url = Url::parse(&server.url("slow/ok_basic/phase1/targets/fraud/1.0/model.onnx"))?;
+    let started = std::time::Instant::now();
+    let err = target::download(updater.transport(), &url, "fraud/1.0/model.onnx", &info, &out).await.unwrap_err();
+    assert!(err.to_string().contains("slow retrieval"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(!out.exists());
+    Ok(())
+}
+
+#[tokio::test]
+async fn plain_http_and_floors_are_enforced() -> anyhow::Result<()> {
+    let root = scenarios()?;
+    let pinned = std::fs::read(root.join("ok_basic/root.json"))?;
+    let work = tempfile::tempdir()?;
+    let http = Url::parse("http://127.0.0.1:1/metadata/")?;
+    let err = Updater::new(
+        Store::new(work.path())?,
+        Transport::new(TransportOptions::default())?,
+        http,
+        Some(&pinned),
+        Floors::default(),
+        Timestamp::now(),
+    )
+    .err()
+    .expect("plain http must be refused");
+    assert_eq!(err.reason(), "Insecure");
+
+    // A floor from the cluster (an earlier pod saw timestamp v5) survives an empty
+    // metadata directory: v1 is a rollback.
+    let server = Server::https(root)?;
+    let options =
+        TransportOptions { ca_bundle: Some(std::fs::read(server.ca.as_ref().unwrap())?), ..Default::default() };
+    let mut updater = Updater::new(
+        Store::new(work.path().join("fresh"))?,
+        Transport::new(options)?,
+        Url::parse(&server.url("ok_basic/phase1/metadata/"))?,
+        Some(&pinned),
+        Floors { timestamp: 5, ..Default::default() },
+        Timestamp::now(),
+    )?;
+    let err = updater.refresh().await.unwrap_err();
+    assert_eq!(err.reason(), "RollbackDetected", "{err}");
+    Ok(())
+}
+
+fn sha256_of(path: &Path) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &std::fs::read(path).unwrap()))
+}
+
+#[tokio::test]
+async fn fetch_and_verify_commands() -> anyhow::Result<()> {
+    let root = scenarios()?;
+    let server = Server::https(root)?;
+    let work = tempfile::tempdir()?;
+    let model = root.join("ok_basic/phase1/targets/fraud/1.0/model.onnx");
+    let sha = sha256_of(&model);
+    let len = std::fs::metadata(&model)?.len().to_string();
+    let bin = cargo_bin("modelgate");
+    let bin = bin.to_str().unwrap();
+    let base = [
+        "--metadata-url".to_string(),
+        server.url("ok_basic/phase1/metadata/"),
+        "--targets-url".into(),
+        server.url("ok_basic/phase1/targets/"),
+        "--root".into(),
+        root.join("ok_basic/root.json").to_string_lossy().into_owned(),
+        "--ca-bundle".into(),
+        server.ca.as_ref().unwrap().to_string_lossy().into_owned(),
+        "--target".into(),
+        "fraud/1.0/model.onnx".into(),
+    ];
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v = vec!["fetch".to_string()];
+        v.extend(base.iter().cloned());
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+
+    // The operator-verified digest matches: the file is written.
+    let out = work.path().join("models/model.onnx");
+    let a = args(&["--sha256", &sha, "--length", &len, "--out", out.to_str().unwrap()]);
+    let o = run_with_stdin(bin, &a.iter().map(String::as_str).collect::<Vec<_>>(), None)?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&out)?, std::fs::read(&model)?);
+
+    // A digest the operator did not verify: exit 1, one line, nothing written.
+    let out2 = work.path().join("models/other.onnx");
+    let wrong = "0".repeat(64);
+    let a = args(&["--sha256", &wrong, "--length", &len, "--out", out2.to_str().unwrap()]);
+    let o = run_with_stdin(bin, &a.iter().map(String::as_str).collect::<Vec<_>>(), None)?;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr.contains("differs from the expected"), "{stderr}");
+    assert_eq!(stderr.trim().lines().filter(|l| l.starts_with("modelgate:")).count(), 1, "{stderr}");
+    assert!(!out2.exists());
+
+    // verify prints what it verified.
+    let mut v = vec!["verify".to_string()];
+    v.extend(base.iter().cloned());
+    let o = run_with_stdin(bin, &v.iter().map(String::as_str).collect::<Vec<_>>(), None)?;
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for want in [
+        format!("sha256:    {sha}"),
+        format!("length:    {len}"),
+        "timestamp: version 1".into(),
+        "verified:  yes".into(),
+    ] {
+        assert!(stdout.contains(&want), "verify output lacks {want:?}:\n{stdout}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn conformance_client_protocol() -> anyhow::Result<()> {
+    let root = scenarios()?;
+    let server = Server::plain_http(root)?;
+    let work = tempfile::tempdir()?;
+    let meta = work.path().join("metadata");
+    let targets = work.path().join("targets");
+    let bin = cargo_bin("modelgate");
+    let bin = bin.to_str().unwrap();
+    let meta_s = meta.to_str().unwrap();
+    let pinned = root.join("ok_delegated_target/root.json");
+    let url = server.url("ok_delegated_target/phase1/metadata");
+    let turl = server.url("ok_delegated_target/phase1/targets/");
+
+    let o = run_with_stdin(bin, &["tuf", "--metadata-dir", meta_s, "init", pinned.to_str().unwrap()], None)?;
+    assert!(o.status.success(), "init: {}", String::from_utf8_lossy(&o.stderr));
+    let o = run_with_stdin(bin, &["tuf", "--metadata-url", &url, "--metadata-dir", meta_s, "refresh"], None)?;
+    assert!(o.status.success(), "refresh: {}", String::from_utf8_lossy(&o.stderr));
+    let o = run_with_stdin(
+        bin,
+        &[
+            "tuf",
+            "--metadata-url",
+            &url,
+            "--metadata-dir",
+            meta_s,
+            "--target-name",
+            "fraud/1.0/model.onnx",
+            "--target-dir",
+            targets.to_str().unwrap(),
+            "--target-base-url",
+            &turl,
+            "download",
+        ],
+        None,
+    )?;
+    assert!(o.status.success(), "download: {}", String::from_utf8_lossy(&o.stderr));
+
+    // Only role files, byte for byte as served.
+    let mut files: Vec<String> = std::fs::read_dir(&meta)?
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|f| f.ends_with(".json"))
+        .collect();
+    files.sort();
+    assert_eq!(files, ["fraud-team.json", "root.json", "snapshot.json", "targets.json", "timestamp.json"]);
+    for f in ["timestamp.json", "snapshot.json", "fraud-team.json"] {
+        assert_eq!(
+            std::fs::read(meta.join(f))?,
+            std::fs::read(root.join("ok_delegated_target/phase1/metadata").join(f))?,
+            "{f}"
+        );
+    }
+    assert!(targets.join("fraud%2F1.0%2Fmodel.onnx").exists());
+
+    // A failing target: exit 1.
+    let o = run_with_stdin(
+        bin,
+        &[
+            "tuf",
+            "--metadata-url",
+            &url,
+            "--metadata-dir",
+            meta_s,
+            "--target-name",
+            "nope",
+            "--target-dir",
+            targets.to_str().unwrap(),
+            "--target-base-url",
+            &turl,
+            "download",
+        ],
+        None,
+    )?;
+    assert_eq!(o.status.code(), Some(1));
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! TUF repositories for the trust tests: built by python-tuf (`tests/tuf/scenarios.py`)
+//! and served over HTTPS on 127.0.0.1 by `tests/tuf/serve.py` with a fresh test CA.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+};
+
+use anyhow::{Context, bail};
+
+use crate::harness::repo_root;
+
+/// The Python with python-tuf (`tests/setup` makes it).
+pub fn python() -> PathBuf {
+    std::env::var_os("MODELGATE_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/modelgate/venv/bin/python")
+    })
+}
+
+/// All scenarios, generated once per test process.
+pub fn scenarios() -> anyhow::Result<&'static Path> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("modelgate-tuf-scenarios-{}", std::process::id()));
+        let out = Command::new(python())
+            .arg(repo_root().join("tests/tuf/scenarios.py"))
+            .arg(&dir)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}; run tests/setup", python().display()))?;
+        if !out.status.success() {
+            return Err(format!("scenarios.py failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(dir)
+    });
+    dir.as_deref().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// A file server on 127.0.0.1, stopped when dropped (or when this process dies).
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    /// PEM of the CA that signed the server's certificate (HTTPS only).
+    pub ca: Option<PathBuf>,
+}
+
+impl Server {
+    pub fn https(root: &Path) -> anyhow::Result<Self> {
+        Self::start(root, &[])
+    }
+
+    pub fn plain_http(root: &Path) -> anyhow::Result<Self> {
+        Self::start(root, &["--plain"])
+    }
+
+    fn start(root: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        let mut child = Command::new(python())
+            .arg(repo_root().join("tests/tuf/serve.py"))
+            .arg(root)
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("start tests/tuf/serve.py")?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
+        let ready: serde_json::Value =
+            serde_json::from_str(&line).with_context(|| format!("serve.py said {line:?}"))?;
+        let Some(port) = ready["port"].as_u64() else { bail!("serve.py gave no port: {line}") };
+        let ca = (!extra.contains(&"--plain")).then(|| PathBuf::from(ready["ca"].as_str().unwrap_or_default()));
+        Ok(Self { child, port: port as u16, ca })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/{}", self.port, path.trim_start_matches('/'))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

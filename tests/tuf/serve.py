@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Serves a directory over HTTPS on 127.0.0.1 for the trust tests, with a CA made on the
+spot. Prints one JSON line {"port", "ca"} when ready. Stops by itself when its stdin
+closes (the test process died) or after --ttl seconds.
+
+Paths under /slow/ are served at --slow-rate bytes per second (slow-retrieval attack).
+"""
+
+import argparse
+import datetime
+import http.server
+import ipaddress
+import json
+import os
+import ssl
+import sys
+import tempfile
+import threading
+import time
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+
+def make_pki(dir):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "modelgate trust-test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = {n: os.path.join(dir, n) for n in ("ca.crt", "server.crt", "server.key")}
+    with open(paths["ca.crt"], "wb") as f:
+        f.write(ca.public_bytes(serialization.Encoding.PEM))
+    with open(paths["server.crt"], "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(paths["server.key"], "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return paths
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("root")
+    p.add_argument("--ttl", type=int, default=1800)
+    p.add_argument("--slow-rate", type=int, default=64)
+    p.add_argument("--plain", action="store_true", help="plain HTTP (the conformance client only)")
+    args = p.parse_args()
+    pki = make_pki(tempfile.mkdtemp(prefix="modelgate-tls-"))
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=args.root, **kw)
+
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            if not self.path.startswith("/slow/"):
+                return super().do_GET()
+            path = self.translate_path(self.path[len("/slow"):])
+            if not os.path.isfile(path):
+                return self.send_error(404)
+            data = open(path, "rb").read()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            try:
+                for i in range(0, len(data), args.slow_rate):
+                    self.wfile.write(data[i:i + args.slow_rate])
+                    self.wfile.flush()
+                    time.sleep(1)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    if not args.plain:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(pki["server.crt"], pki["server.key"])
+        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    print(json.dumps({"port": httpd.server_address[1], "ca": pki["ca.crt"]}), flush=True)
+
+    def stop_when_orphaned():
+        sys.stdin.read()
+        os._exit(0)
+
+    threading.Thread(target=stop_when_orphaned, daemon=True).start()
+    threading.Timer(args.ttl, lambda: os._exit(0)).start()
+    httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
