@@ -68,11 +68,27 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
                 !rule.resources.clone().unwrap_or_default().iter().any(|r| r == "secrets"),
                 "secret access in {rule:?}"
             );
-            if rule.verbs.iter().any(|v| matches!(v.as_str(), "patch" | "update" | "create" | "delete")) {
+            assert!(
+                !rule.verbs.iter().any(|v| matches!(v.as_str(), "delete" | "deletecollection" | "update")),
+                "{rule:?}"
+            );
+            if rule.verbs.iter().any(|v| matches!(v.as_str(), "patch" | "create")) {
+                // Writes: status subresources, the trust-state ConfigMaps, Events.
+                let ok = |r: &String| r.ends_with("/status") || r == "configmaps" || r == "events";
                 assert!(
-                    rule.resources.unwrap_or_default().iter().all(|r| r.ends_with("/status")),
-                    "write outside /status"
+                    rule.resources.clone().unwrap_or_default().iter().all(ok),
+                    "write beyond status, trust state and events: {rule:?}"
                 );
+            }
+            // The user's specs are never written.
+            if rule
+                .resources
+                .clone()
+                .unwrap_or_default()
+                .iter()
+                .any(|r| r == "modelreleases" || r == "modelrepositories")
+            {
+                assert!(rule.verbs.iter().all(|v| matches!(v.as_str(), "get" | "list" | "watch")), "{rule:?}");
             }
         }
 

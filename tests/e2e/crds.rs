@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use modelgate_tests::harness::{Operator, crds_exclusive, install_crds, kubectl, kubectl_ok, repo_root};
+use modelgate_tests::harness::{
+    Operator, crds_exclusive, install_crds, kubectl, kubectl_ok, repo_root, wait_established,
+};
 
 #[tokio::test]
 async fn crds_install_client_and_server_side_and_operator_needs_them() -> anyhow::Result<()> {
@@ -20,7 +22,7 @@ async fn crds_install_client_and_server_side_and_operator_needs_them() -> anyhow
     // Client-side apply stores the whole CRD in an annotation; it must fit.
     let out = kubectl(&["apply", "-f", dir], None)?;
     assert!(out.status.success(), "client-side apply: {}", String::from_utf8_lossy(&out.stderr));
-    kubectl_ok(&["wait", "--for=condition=Established", "--timeout=60s", "-f", dir], None)?;
+    wait_established(dir)?;
     // And server-side apply over it (what the docs recommend), idempotently twice.
     install_crds()?;
     let out = kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", dir], None)?;

@@ -5,5 +5,6 @@ mod chart;
 mod crds;
 mod kubelet;
 mod operator;
+mod repository;
 mod trust;
 mod validation;

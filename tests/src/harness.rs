@@ -187,8 +187,20 @@ pub fn install_crds() -> anyhow::Result<()> {
     let dir = repo_root().join("crds");
     let dir = dir.to_str().unwrap();
     kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", dir], None)?;
-    kubectl_ok(&["wait", "--for=condition=Established", "--timeout=60s", "-f", dir], None)?;
-    Ok(())
+    wait_established(dir)
+}
+
+/// `kubectl wait --for=condition=Established`, retried: right after an apply the CRD
+/// may have no conditions yet, and kubectl fails instead of waiting.
+pub fn wait_established(path: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match kubectl_ok(&["wait", "--for=condition=Established", "--timeout=30s", "-f", path], None) {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
 }
 
 /// The operator, run as its own process (`modelgate run`), stopped when dropped.

@@ -6,7 +6,7 @@ mod crd;
 mod release;
 mod repository;
 
-pub use common::{ConfigMapKeyRef, ConfigMapSource, condition, set_condition};
+pub use common::{ConfigMapKeyRef, ConfigMapSource, condition, parse_duration, set_condition};
 pub use crd::{crds, crds_yaml};
 pub use release::*;
 pub use repository::*;

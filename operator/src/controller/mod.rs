@@ -3,6 +3,7 @@
 
 mod error;
 mod release;
+pub mod repository;
 
 use std::sync::Arc;
 
@@ -10,11 +11,18 @@ use futures::StreamExt;
 use kube::{
     Api, Client, ResourceExt,
     api::ListParams,
-    runtime::{Controller, reflector::ObjectRef, watcher},
+    runtime::{
+        Controller,
+        events::{Recorder, Reporter},
+        reflector::ObjectRef,
+        watcher,
+    },
 };
 use tracing::{info, warn};
 
 pub use error::Error;
+
+use k8s_openapi::api::core::v1::ConfigMap;
 
 use crate::api::{ModelRelease, ModelRepository};
 
@@ -28,6 +36,7 @@ pub struct Settings {
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
+    pub recorder: Recorder,
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -69,11 +78,25 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
 
     let releases = api::<ModelRelease>(&client, ns);
     let repositories = api::<ModelRepository>(&client, ns);
-    let context = Arc::new(Context { client });
+    let reporter = Reporter { controller: "modelgate".into(), instance: std::env::var("POD_NAME").ok() };
+    let context = Arc::new(Context { recorder: Recorder::new(client.clone(), reporter), client: client.clone() });
+
+    let repository_controller = Controller::new(repositories.clone(), watcher::Config::default().any_semantic())
+        .owns(
+            api::<ConfigMap>(&client, ns),
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=modelgate"),
+        )
+        .shutdown_on_signal()
+        .run(repository::reconcile, repository::error_policy, context.clone())
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                warn!(error = %err, "repository reconcile failed");
+            }
+        });
 
     let controller = Controller::new(releases, watcher::Config::default().any_semantic());
     let store = controller.store();
-    controller
+    let release_controller = controller
         // A repository appearing (or changing) re-admits the releases that name it.
         .watches(repositories, watcher::Config::default(), move |repo| {
             let ns = repo.namespace();
@@ -89,10 +112,10 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
         .run(release::reconcile, release::error_policy, context)
         .for_each(|result| async move {
             if let Err(err) = result {
-                warn!(error = %err, "reconcile failed");
+                warn!(error = %err, "release reconcile failed");
             }
-        })
-        .await;
+        });
+    futures::join!(repository_controller, release_controller);
     info!("modelgate operator stopped");
     Ok(())
 }

@@ -4,6 +4,8 @@
 //! Today it decides admission only: does the release refer to a repository that exists.
 //! Verification and the step machine build on this.
 
+pub mod repository;
+
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{ModelRelease, ModelReleaseStatus, Phase, condition, set_condition};

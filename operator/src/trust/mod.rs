@@ -5,6 +5,7 @@
 
 mod error;
 pub mod metadata;
+mod refresh;
 mod store;
 pub mod target;
 mod transport;
@@ -12,6 +13,7 @@ mod updater;
 
 pub use error::TrustError;
 pub use metadata::TargetFile;
+pub use refresh::{RefreshInput, Refreshed, refresh};
 pub use store::Store;
 pub use target::Expected;
 pub use transport::{Transport, TransportOptions};

@@ -1,0 +1,166 @@
+//! The status a ModelRepository should have after a refresh: floors only go up,
+//! conditions say what an SRE needs to know.
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+
+use crate::{
+    api::{ModelRepository, ModelRepositoryStatus, RoleState, condition, set_condition},
+    trust::{Floors, Trusted},
+};
+
+/// Condition types of a ModelRepository.
+pub const TRUSTED: &str = "Trusted";
+pub const EXPIRED: &str = "Expired";
+pub const ROLLBACK_DETECTED: &str = "RollbackDetected";
+pub const UNREACHABLE: &str = "Unreachable";
+
+/// The outcome of a refresh as the planner sees it.
+#[derive(Clone, Debug)]
+pub enum Refresh {
+    Trusted(Trusted),
+    /// `reason` is a bounded word (see `TrustError::reason`), `message` the full text.
+    Failed {
+        reason: String,
+        message: String,
+    },
+}
+
+/// The anti-rollback floors recorded in status.
+pub fn floors(status: Option<&ModelRepositoryStatus>) -> Floors {
+    let v = |r: &Option<RoleState>| r.as_ref().map_or(0, |r| r.version.max(0) as u64);
+    status.map_or_else(Floors::default, |s| Floors {
+        root: v(&s.root),
+        timestamp: v(&s.timestamp),
+        snapshot: v(&s.snapshot),
+        targets: v(&s.targets),
+    })
+}
+
+fn raise(old: &Option<RoleState>, (version, expires): (u64, Timestamp)) -> Option<RoleState> {
+    let version = version as i64;
+    match old {
+        Some(o) if o.version > version => Some(o.clone()),
+        Some(o) if o.version == version && o.expires.is_some() => Some(o.clone()),
+        _ => Some(RoleState { version, expires: Some(Time(expires)) }),
+    }
+}
+
+pub fn status(repo: &ModelRepository, refresh: &Refresh, now: Timestamp) -> ModelRepositoryStatus {
+    let mut s = repo.status.clone().unwrap_or_default();
+    let generation = repo.metadata.generation;
+    let flag = |s: &mut ModelRepositoryStatus, type_: &str, on: bool, reason: &str, message: &str| {
+        set_condition(&mut s.conditions, condition(type_, on, reason, message, generation, now));
+    };
+    match refresh {
+        Refresh::Trusted(t) => {
+            s.root = raise(&s.root, t.root);
+            s.timestamp = raise(&s.timestamp, t.timestamp);
+            s.snapshot = raise(&s.snapshot, t.snapshot);
+            s.targets = raise(&s.targets, t.targets);
+            s.last_refresh_time = Some(Time(now));
+            let msg = format!(
+                "root v{}, timestamp v{} (expires {}), snapshot v{}, targets v{}",
+                t.root.0, t.timestamp.0, t.timestamp.1, t.snapshot.0, t.targets.0
+            );
+            flag(&mut s, TRUSTED, true, "Verified", &msg);
+            flag(&mut s, EXPIRED, false, "Fresh", "all metadata is within its expiry");
+            flag(
+                &mut s,
+                ROLLBACK_DETECTED,
+                false,
+                "NoRollback",
+                "no metadata older than the trusted versions was served",
+            );
+            flag(&mut s, UNREACHABLE, false, "Reachable", "the last refresh reached the repository");
+        }
+        Refresh::Failed { reason, message } => {
+            flag(&mut s, TRUSTED, false, reason, message);
+            let is = |r: &str| reason == r;
+            let ok = "not the cause of the last failure";
+            flag(
+                &mut s,
+                EXPIRED,
+                is("Expired"),
+                if is("Expired") { "Expired" } else { "NotExpired" },
+                if is("Expired") { message } else { ok },
+            );
+            flag(
+                &mut s,
+                ROLLBACK_DETECTED,
+                is("RollbackDetected"),
+                if is("RollbackDetected") { "RollbackDetected" } else { "NoRollback" },
+                if is("RollbackDetected") { message } else { ok },
+            );
+            let unreachable = is("Unreachable") || is("NotFound");
+            flag(
+                &mut s,
+                UNREACHABLE,
+                unreachable,
+                if unreachable { "Unreachable" } else { "Reachable" },
+                if unreachable { message } else { ok },
+            );
+        }
+    }
+    s.observed_generation = generation;
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ConfigMapKeyRef, ConfigMapSource, ModelRepositorySpec};
+
+    fn repo(status: Option<ModelRepositoryStatus>) -> ModelRepository {
+        let mut r = ModelRepository::new(
+            "ml",
+            ModelRepositorySpec {
+                metadata_url: "https://tuf/m/".into(),
+                targets_url: "https://tuf/t/".into(),
+                trusted_root: ConfigMapSource {
+                    config_map_ref: ConfigMapKeyRef { name: "r".into(), key: "root.json".into() },
+                },
+                ca_bundle: None,
+                refresh_interval: "5m".into(),
+            },
+        );
+        r.status = status;
+        r.metadata.generation = Some(1);
+        r
+    }
+
+    fn t(v: u64) -> Trusted {
+        let e: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
+        Trusted { root: (1, e), timestamp: (v, e), snapshot: (v, e), targets: (v, e) }
+    }
+
+    fn cond<'a>(s: &'a ModelRepositoryStatus, type_: &str) -> &'a str {
+        &s.conditions.iter().find(|c| c.type_ == type_).unwrap().status
+    }
+
+    #[test]
+    fn floors_never_go_down() {
+        let now = Timestamp::now();
+        let high = status(&repo(None), &Refresh::Trusted(t(7)), now);
+        assert_eq!(floors(Some(&high)).timestamp, 7);
+        let after = status(&repo(Some(high)), &Refresh::Trusted(t(3)), now);
+        assert_eq!(floors(Some(&after)).timestamp, 7);
+    }
+
+    #[test]
+    fn failures_name_their_condition_and_keep_floors() {
+        let now = Timestamp::now();
+        let good = status(&repo(None), &Refresh::Trusted(t(5)), now);
+        for (reason, raised) in
+            [("Expired", EXPIRED), ("RollbackDetected", ROLLBACK_DETECTED), ("Unreachable", UNREACHABLE)]
+        {
+            let s =
+                status(&repo(Some(good.clone())), &Refresh::Failed { reason: reason.into(), message: "m".into() }, now);
+            assert_eq!(cond(&s, TRUSTED), "False", "{reason}");
+            assert_eq!(cond(&s, raised), "True", "{reason}");
+            for other in [EXPIRED, ROLLBACK_DETECTED, UNREACHABLE].into_iter().filter(|c| *c != raised) {
+                assert_eq!(cond(&s, other), "False", "{reason} raised {other}");
+            }
+            assert_eq!(floors(Some(&s)).timestamp, 5);
+        }
+    }
+}
