@@ -200,6 +200,21 @@ async fn plain_http_and_floors_are_enforced() -> anyhow::Result<()> {
     )?;
     let err = updater.refresh().await.unwrap_err();
     assert_eq!(err.reason(), "RollbackDetected", "{err}");
+
+    // Root too: the cluster trusted root v2 once; a repository offering only v1 is a rollback.
+    let options =
+        TransportOptions { ca_bundle: Some(std::fs::read(server.ca.as_ref().unwrap())?), ..Default::default() };
+    let mut updater = Updater::new(
+        Store::new(work.path().join("fresh-root"))?,
+        Transport::new(options)?,
+        Url::parse(&server.url("ok_basic/phase1/metadata/"))?,
+        Some(&pinned),
+        Floors { root: 2, ..Default::default() },
+        Timestamp::now(),
+    )?;
+    let err = updater.refresh().await.unwrap_err();
+    assert_eq!(err.reason(), "RollbackDetected", "{err}");
+    assert!(err.to_string().contains("root"), "{err}");
     Ok(())
 }
 
@@ -345,5 +360,25 @@ async fn conformance_client_protocol() -> anyhow::Result<()> {
         None,
     )?;
     assert_eq!(o.status.code(), Some(1));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_repository_published_with_tuftool_verifies() -> anyhow::Result<()> {
+    let work = tempfile::tempdir()?;
+    let model = work.path().join("model.bin");
+    std::fs::write(&model, (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect::<Vec<_>>())?;
+    let repo = work.path().join("published");
+    let script = modelgate_tests::harness::repo_root().join("tests/tuf/tuftool-repo");
+    let o = run_with_stdin(script.to_str().unwrap(), &[repo.to_str().unwrap(), model.to_str().unwrap()], None)?;
+    assert!(o.status.success(), "tuftool-repo: {}", String::from_utf8_lossy(&o.stderr));
+
+    let server = Server::https(&repo)?;
+    let client = Client { server: &server, options: TransportOptions::default() };
+    let pinned = std::fs::read(repo.join("root.json"))?;
+    let out = work.path().join("out/model.onnx");
+    let trusted = client.run("repo", &pinned, &work.path().join("metadata"), "model.onnx", &out).await?;
+    assert_eq!(std::fs::read(&out)?, std::fs::read(&model)?);
+    assert_eq!(trusted.timestamp.0, 1);
     Ok(())
 }

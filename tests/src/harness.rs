@@ -172,6 +172,7 @@ static CRDS: LazyLock<RwLock<()>> = LazyLock::new(|| RwLock::new(()));
 /// Ensures the CRDs from `crds/` are installed and established, and keeps them so
 /// while the guard lives.
 pub async fn crds_shared() -> anyhow::Result<RwLockReadGuard<'static, ()>> {
+    client().await?; // fails with how to start the cluster when none is configured
     let guard = CRDS.read().await;
     install_crds()?;
     Ok(guard)

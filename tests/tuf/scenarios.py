@@ -474,6 +474,35 @@ def endless_timestamp(out):
     return r, {"target": "fraud/1.0/model.onnx", "error": "TooLarge", "role": "timestamp.json"}
 
 
+@scenario
+def root_rotation_skipping_a_version(out):
+    # Root v3 rotates the timestamp key, but 2.root.json is missing: the client must not
+    # jump to v3, so the new timestamp fails against v1's keys.
+    r = basic()
+    new_ts = signer()
+    r.root.signed.revoke_key(r.signers["timestamp"][0].public_key.keyid, "timestamp")
+    r.root.signed.add_key(new_ts.public_key, "timestamp")
+    r.signers["timestamp"] = [new_ts]
+    r.root.signed.version = 3
+    r.sign_root()
+    r.publish(f"{out}/phase1")
+    os.rename(f"{out}/phase1/metadata/2.root.json", f"{out}/phase1/metadata/3.root.json")
+    return r, {"target": "fraud/1.0/model.onnx", "error": "BadSignature", "role": "timestamp"}
+
+
+@scenario
+def delegation_cycle_terminates(out):
+    r = Repo()
+    r.delegate("a", paths=["fraud/*/*"])
+    r.delegate("b", parent="a", paths=["fraud/*/*"])
+    # b delegates back to a: a cycle the search must not follow forever.
+    b = r.delegated["b"].signed
+    a_key = r.delegated_signers["a"][0].public_key
+    b.delegations = Delegations(keys={a_key.keyid: a_key}, roles={"a": DelegatedRole("a", [a_key.keyid], 1, False, ["fraud/*/*"])})
+    r.publish(f"{out}/phase1")
+    return r, {"target": "fraud/1.0/model.onnx", "error": "UnknownTarget", "role": "fraud/1.0/model.onnx"}
+
+
 def main():
     out = sys.argv[1]
     shutil.rmtree(out, ignore_errors=True)
