@@ -388,26 +388,26 @@ def timestamp_signed_by_wrong_key(out):
     return r, {"target": "fraud/1.0/model.onnx", "error": "BadSignature", "role": "timestamp"}
 
 
-@scenario
-def targets_threshold_not_met(out):
+def targets_needing_two_keys():
+    """A repository whose targets role needs 2 of 2 keys, signed by only the first."""
     r = basic()
-    second = signer()
-    r.root.signed.add_key(second.public_key, "targets")
+    r.root.signed.add_key(signer().public_key, "targets")
     r.root.signed.roles["targets"].threshold = 2
     r.root_history.clear()
     r.sign_root()
+    return r
+
+
+@scenario
+def targets_threshold_not_met(out):
+    r = targets_needing_two_keys()
     r.publish(f"{out}/phase1")  # targets signed by one of the two keys only
     return r, {"target": "fraud/1.0/model.onnx", "error": "BadSignature", "role": "targets"}
 
 
 @scenario
 def duplicate_signatures_do_not_count_twice(out):
-    r = basic()
-    second = signer()
-    r.root.signed.add_key(second.public_key, "targets")
-    r.root.signed.roles["targets"].threshold = 2
-    r.root_history.clear()
-    r.sign_root()
+    r = targets_needing_two_keys()
     r.publish(f"{out}/phase1")
     doc = json.load(open(f"{out}/phase1/metadata/targets.json"))
     doc["signatures"].append(copy.deepcopy(doc["signatures"][0]))

@@ -1,0 +1,21 @@
+#!/usr/bin/env python3
+"""python-tuf's ngclient as the yardstick: refresh, find the target, download it.
+Usage: ngclient.py METADATA_URL TARGETS_URL ROOT TARGET WORKDIR  (SSL_CERT_FILE names the CA)"""
+
+import os
+import shutil
+import sys
+
+from tuf.ngclient import Updater
+
+metadata_url, targets_url, root, target, work = sys.argv[1:6]
+md = os.path.join(work, "metadata")
+os.makedirs(md, exist_ok=True)
+shutil.copy(root, os.path.join(md, "root.json"))
+out = os.path.join(work, "targets")
+os.makedirs(out, exist_ok=True)
+u = Updater(metadata_dir=md, metadata_base_url=metadata_url, target_base_url=targets_url, target_dir=out)
+u.refresh()
+info = u.get_targetinfo(target)
+assert info is not None, target
+u.download_target(info)

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Repositories for the benchmarks, made with python-tuf.
+
+    repos.py big OUT SIZE_MIB      one target `big.bin` of SIZE_MIB MiB
+    repos.py delegated OUT ROLES TARGETS
+                                   TARGETS targets spread over ROLES delegated roles
+                                   (`team-NN/*`), each role signed by its own key
+Writes OUT/root.json, OUT/metadata/, OUT/targets/ and prints the target to fetch.
+"""
+
+import os
+import sys
+from datetime import datetime, timedelta, timezone
+
+from securesystemslib.signer import CryptoSigner
+from tuf.api.metadata import DelegatedRole, Delegations, MetaFile, Metadata, Root, Snapshot, TargetFile, Targets, Timestamp
+from tuf.api.serialization.json import JSONSerializer
+
+EXPIRES = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=7)
+SER = JSONSerializer(compact=True)
+
+
+def write(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def publish(out, targets, delegated):
+    keys = {r: CryptoSigner.generate_ed25519() for r in ("root", "timestamp", "snapshot", "targets")}
+    root = Metadata(Root(expires=EXPIRES, consistent_snapshot=False))
+    for r, s in keys.items():
+        root.signed.add_key(s.public_key, r)
+    root.sign(keys["root"])
+    top = Metadata(Targets(expires=EXPIRES))
+    top.signed.targets = targets
+    snapshot = Metadata(Snapshot(expires=EXPIRES))
+    if delegated:
+        top.signed.delegations = Delegations(keys={}, roles={})
+        for name, (signer, files) in delegated.items():
+            top.signed.delegations.keys[signer.public_key.keyid] = signer.public_key
+            top.signed.delegations.roles[name] = DelegatedRole(name, [signer.public_key.keyid], 1, False, [f"{name}/*"])
+            md = Metadata(Targets(expires=EXPIRES))
+            md.signed.targets = files
+            md.sign(signer)
+            write(f"{out}/metadata/{name}.json", md.to_bytes(SER))
+            snapshot.signed.meta[f"{name}.json"] = MetaFile(1)
+    top.sign(keys["targets"])
+    snapshot.sign(keys["snapshot"])
+    ts = Metadata(Timestamp(expires=EXPIRES))
+    snap = snapshot.to_bytes(SER)
+    ts.signed.snapshot_meta = MetaFile.from_data(1, snap, ["sha256"])
+    ts.sign(keys["timestamp"])
+    write(f"{out}/root.json", root.to_bytes(SER))
+    write(f"{out}/metadata/1.root.json", root.to_bytes(SER))
+    write(f"{out}/metadata/targets.json", top.to_bytes(SER))
+    write(f"{out}/metadata/snapshot.json", snap)
+    write(f"{out}/metadata/timestamp.json", ts.to_bytes(SER))
+
+
+def big(out, size_mib):
+    path = f"{out}/targets/big.bin"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    chunk = os.urandom(1 << 20)
+    with open(path, "wb") as f:
+        for i in range(size_mib):
+            f.write(chunk[i % 997:] + chunk[: i % 997])
+    publish(out, {"big.bin": TargetFile.from_file("big.bin", path, ["sha256"])}, None)
+    print("big.bin")
+
+
+def delegated(out, roles, total):
+    per = total // roles
+    groups = {}
+    last = None
+    for r in range(roles):
+        name = f"team-{r:02d}"
+        files = {}
+        for t in range(per):
+            path = f"{name}/model-{t:04d}.bin"
+            data = f"{path}\n".encode()
+            files[path] = TargetFile.from_data(path, data, ["sha256"])
+            last = (path, data)
+        groups[name] = (CryptoSigner.generate_ed25519(), files)
+    write(f"{out}/targets/{last[0]}", last[1])
+    publish(out, {}, groups)
+    print(last[0])
+
+
+if __name__ == "__main__":
+    kind, out = sys.argv[1], sys.argv[2]
+    if kind == "big":
+        big(out, int(sys.argv[3]))
+    else:
+        delegated(out, int(sys.argv[3]), int(sys.argv[4]))
