@@ -50,6 +50,9 @@ pub async fn reconcile(repo: Arc<ModelRepository>, ctx: Arc<Context>) -> Result<
     let name = repo.name_any();
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     let interval = parse_duration(&repo.spec.refresh_interval).unwrap_or(Duration::from_secs(300));
+    if let Some(wait) = plan::next_refresh_in(&repo, interval, Timestamp::now()) {
+        return Ok(Action::requeue(wait));
+    }
 
     // Observe: the pinned root, the CA bundle, the persisted newest root, the floors.
     let state = cms

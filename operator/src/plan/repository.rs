@@ -45,6 +45,24 @@ fn raise(old: &Option<RoleState>, (version, expires): (u64, Timestamp)) -> Optio
     }
 }
 
+/// How long until the next refresh is due, when one ran successfully less than
+/// `interval` ago for the current generation. Reconciles triggered by our own status
+/// writes then do nothing, instead of refreshing in a loop.
+pub fn next_refresh_in(
+    repo: &ModelRepository,
+    interval: std::time::Duration,
+    now: Timestamp,
+) -> Option<std::time::Duration> {
+    let status = repo.status.as_ref()?;
+    if status.observed_generation != repo.metadata.generation {
+        return None;
+    }
+    let trusted = status.conditions.iter().any(|c| c.type_ == TRUSTED && c.status == "True");
+    let last = status.last_refresh_time.as_ref()?.0;
+    let elapsed = now.duration_since(last).unsigned_abs();
+    (trusted && elapsed < interval).then(|| interval - elapsed)
+}
+
 pub fn status(repo: &ModelRepository, refresh: &Refresh, now: Timestamp) -> ModelRepositoryStatus {
     let mut s = repo.status.clone().unwrap_or_default();
     let generation = repo.metadata.generation;
@@ -135,6 +153,25 @@ mod tests {
 
     fn cond<'a>(s: &'a ModelRepositoryStatus, type_: &str) -> &'a str {
         &s.conditions.iter().find(|c| c.type_ == type_).unwrap().status
+    }
+
+    #[test]
+    fn a_fresh_success_is_not_refreshed_again_until_due() {
+        let now: Timestamp = "2026-11-26T12:00:00Z".parse().unwrap();
+        let interval = std::time::Duration::from_secs(300);
+        let s = status(&repo(None), &Refresh::Trusted(t(1)), now);
+        let fresh = repo(Some(s.clone()));
+        let later = now + k8s_openapi::jiff::SignedDuration::from_secs(60);
+        assert_eq!(next_refresh_in(&fresh, interval, later), Some(std::time::Duration::from_secs(240)));
+        let due = now + k8s_openapi::jiff::SignedDuration::from_secs(300);
+        assert_eq!(next_refresh_in(&fresh, interval, due), None);
+        // A spec change (new generation) refreshes at once.
+        let mut changed = fresh.clone();
+        changed.metadata.generation = Some(2);
+        assert_eq!(next_refresh_in(&changed, interval, later), None);
+        // After a failure, nothing is skipped.
+        let failed = status(&fresh, &Refresh::Failed { reason: "Unreachable".into(), message: "m".into() }, later);
+        assert_eq!(next_refresh_in(&repo(Some(failed)), interval, later), None);
     }
 
     #[test]
