@@ -3,7 +3,6 @@
 Usage: ngclient.py METADATA_URL TARGETS_URL ROOT TARGET WORKDIR  (SSL_CERT_FILE names the CA)"""
 
 import os
-import shutil
 import sys
 
 from tuf.ngclient import Updater
@@ -11,10 +10,11 @@ from tuf.ngclient import Updater
 metadata_url, targets_url, root, target, work = sys.argv[1:6]
 md = os.path.join(work, "metadata")
 os.makedirs(md, exist_ok=True)
-shutil.copy(root, os.path.join(md, "root.json"))
 out = os.path.join(work, "targets")
 os.makedirs(out, exist_ok=True)
-u = Updater(metadata_dir=md, metadata_base_url=metadata_url, target_base_url=targets_url, target_dir=out)
+with open(root, "rb") as f:
+    bootstrap = f.read()
+u = Updater(metadata_dir=md, metadata_base_url=metadata_url, target_base_url=targets_url, target_dir=out, bootstrap=bootstrap)
 u.refresh()
 info = u.get_targetinfo(target)
 assert info is not None, target

@@ -5,6 +5,7 @@
 use std::{io::Write, path::Path};
 
 use aws_lc_rs::digest::{Context, SHA256, SHA512};
+use bytes::Bytes;
 use reqwest::Url;
 
 use super::{
@@ -53,7 +54,9 @@ pub fn target_url(base: &Url, name: &str, info: &TargetFile, consistent: bool) -
     base.join(&path).map_err(|e| TrustError::Malformed { what: format!("target {name:?}"), reason: e.to_string() })
 }
 
-/// Downloads `name` to `out`, verified against its signed `info`.
+/// Downloads `name` to `out`, verified against its signed `info`. The network side
+/// and the hashing/writing side run on two threads joined by a small bounded queue, so
+/// TLS and sha256 each get a core and memory stays bounded.
 pub async fn download(
     transport: &Transport,
     url: &Url,
@@ -61,18 +64,22 @@ pub async fn download(
     info: &TargetFile,
     out: &Path,
 ) -> Result<(), TrustError> {
-    let store_err =
-        |p: &Path, e: std::io::Error| TrustError::Store { path: p.display().to_string(), reason: e.to_string() };
     let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| store_err(dir, e))?;
-    let mut tmp = tempfile::Builder::new().prefix(".modelgate-").tempfile_in(dir).map_err(|e| store_err(dir, e))?;
-    let mut sha256 = Context::new(&SHA256);
-    let mut sha512 = Context::new(&SHA512);
+    let tmp = tempfile::Builder::new().prefix(".modelgate-").tempfile_in(dir).map_err(|e| store_err(dir, e))?;
+    // Hash only what the signed metadata lists: each algorithm costs a full pass.
+    let mut sha256 = info.hashes.contains_key("sha256").then(|| Context::new(&SHA256));
+    let mut sha512 = info.hashes.contains_key("sha512").then(|| Context::new(&SHA512));
+    let mut file = std::io::BufWriter::with_capacity(1 << 20, tmp);
     let received = transport
-        .stream(url, info.length, |chunk| {
-            sha256.update(chunk);
-            sha512.update(chunk);
-            tmp.write_all(chunk).map_err(|e| store_err(tmp.path(), e))
+        .stream(url, info.length, |chunk: Bytes| {
+            if let Some(c) = sha256.as_mut() {
+                c.update(&chunk);
+            }
+            if let Some(c) = sha512.as_mut() {
+                c.update(&chunk);
+            }
+            file.write_all(&chunk).map_err(|e| store_err(dir, e))
         })
         .await
         .map_err(|e| match e {
@@ -82,17 +89,23 @@ pub async fn download(
             },
             other => other,
         })?;
+    let tmp = file.into_inner().map_err(|e| store_err(dir, e.into_error()))?;
+    let hex = |c: Option<Context>| c.map(|c| hex::encode(c.finish()));
+    let digests = Digests { sha256: hex(sha256), sha512: hex(sha512) };
     if received != info.length {
         return Err(TrustError::TargetMismatch {
             target: name.into(),
             reason: format!("received {received} bytes, the signed length is {}", info.length),
         });
     }
-    let digests = Digests { sha256: hex::encode(sha256.finish()), sha512: hex::encode(sha512.finish()) };
     check_hashes(&format!("target {name:?}"), &info.hashes, &digests)?;
-    tmp.as_file().sync_all().map_err(|e| store_err(tmp.path(), e))?;
+    tmp.as_file().sync_all().map_err(|e| store_err(out, e))?;
     tmp.persist(out).map_err(|e| store_err(out, e.error))?;
     Ok(())
+}
+
+fn store_err(p: &Path, e: std::io::Error) -> TrustError {
+    TrustError::Store { path: p.display().to_string(), reason: e.to_string() }
 }
 
 /// Whether `path` already holds exactly this target (hashes and length match).

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::StreamExt;
 use reqwest::{StatusCode, Url};
 
@@ -76,7 +77,7 @@ impl Transport {
     pub async fn get(&self, url: &Url, limit: u64) -> Result<Vec<u8>, TrustError> {
         let mut body = Vec::new();
         self.stream(url, limit, |chunk| {
-            body.extend_from_slice(chunk);
+            body.extend_from_slice(&chunk);
             Ok(())
         })
         .await?;
@@ -89,7 +90,7 @@ impl Transport {
         &self,
         url: &Url,
         limit: u64,
-        mut sink: impl FnMut(&[u8]) -> Result<(), TrustError>,
+        mut sink: impl FnMut(Bytes) -> Result<(), TrustError>,
     ) -> Result<u64, TrustError> {
         self.check_url(url)?;
         let fetch_err = |reason: String| TrustError::Fetch { url: url.to_string(), reason };
@@ -118,7 +119,7 @@ impl Transport {
             if received > limit {
                 return Err(TrustError::TooLarge { what: url.to_string(), limit });
             }
-            sink(&chunk)?;
+            sink(chunk)?;
             let elapsed = start.elapsed();
             if elapsed > self.options.grace
                 && received < self.options.min_bytes_per_sec.saturating_mul(elapsed.as_secs().max(1))

@@ -103,16 +103,16 @@ pub fn check_meta_file(what: &str, meta: &MetaFile, bytes: &[u8]) -> Result<(), 
     Ok(())
 }
 
-/// sha256 and sha512 of some bytes, hex.
+/// sha256 and sha512 of some bytes, hex; `None` where not computed.
 pub struct Digests {
-    pub sha256: String,
-    pub sha512: String,
+    pub sha256: Option<String>,
+    pub sha512: Option<String>,
 }
 
 impl Digests {
     pub fn of(bytes: &[u8]) -> Self {
         use aws_lc_rs::digest::{SHA256, SHA512, digest};
-        Self { sha256: hex::encode(digest(&SHA256, bytes)), sha512: hex::encode(digest(&SHA512, bytes)) }
+        Self { sha256: Some(hex::encode(digest(&SHA256, bytes))), sha512: Some(hex::encode(digest(&SHA512, bytes))) }
     }
 }
 
@@ -124,6 +124,9 @@ pub fn check_hashes(what: &str, hashes: &BTreeMap<String, String>, got: &Digests
             "sha256" => &got.sha256,
             "sha512" => &got.sha512,
             _ => continue,
+        };
+        let Some(have) = have else {
+            return Err(TrustError::Hash { what: what.to_string(), reason: format!("{alg} was not computed") });
         };
         if !have.eq_ignore_ascii_case(want) {
             return Err(TrustError::Hash {
