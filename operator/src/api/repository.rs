@@ -23,7 +23,7 @@ const HTTPS_URL: &str = "isURL(self) && url(self).getScheme() == 'https' && url(
     status = "ModelRepositoryStatus",
     printcolumn = r#"{"name":"Trusted","type":"string","jsonPath":".status.conditions[?(@.type==\"Trusted\")].status"}"#,
     printcolumn = r#"{"name":"Root","type":"integer","description":"Version of the newest trusted root","jsonPath":".status.root.version"}"#,
-    printcolumn = r#"{"name":"Timestamp-Expires","type":"date","description":"When the trusted timestamp metadata expires","jsonPath":".status.timestamp.expires"}"#,
+    printcolumn = r#"{"name":"Timestamp-Expires","type":"string","description":"When the trusted timestamp metadata expires","jsonPath":".status.timestamp.expires"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]

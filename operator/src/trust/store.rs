@@ -61,3 +61,33 @@ pub fn encode_role(role: &str) -> String {
 fn store_err(path: &Path, e: std::io::Error) -> TrustError {
     TrustError::Store { path: path.display().to_string(), reason: e.to_string() }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_names_become_single_safe_file_names() {
+        assert_eq!(encode_role("targets"), "targets");
+        assert_eq!(encode_role("fraud/team"), "fraud%2Fteam");
+        assert_eq!(encode_role("../root"), "..%2Froot");
+        assert_eq!(encode_role("a b"), "a%20b");
+    }
+
+    #[test]
+    fn writes_are_atomic_and_scratch_stays_out_of_the_metadata_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path()).unwrap();
+        store.save("timestamp", b"one").unwrap();
+        store.save("timestamp", b"two").unwrap();
+        assert_eq!(store.load("timestamp").unwrap(), b"two");
+        let json: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".json"))
+            .collect();
+        assert_eq!(json, ["timestamp.json"]);
+        store.remove("timestamp");
+        assert!(store.load("timestamp").is_none());
+    }
+}

@@ -113,3 +113,48 @@ pub fn already_present(path: &Path, info: &TargetFile) -> bool {
     let Ok(bytes) = std::fs::read(path) else { return false };
     bytes.len() as u64 == info.length && check_hashes("local copy", &info.hashes, &Digests::of(&bytes)).is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn info(hashes: &[(&str, &str)]) -> TargetFile {
+        TargetFile {
+            length: 10,
+            hashes: hashes.iter().map(|(a, h)| (a.to_string(), h.to_string())).collect::<BTreeMap<_, _>>(),
+            custom: None,
+        }
+    }
+
+    #[test]
+    fn consistent_snapshot_targets_are_hash_prefixed_in_their_directory() {
+        let base = Url::parse("https://tuf.example.com/targets").unwrap();
+        let i = info(&[("sha256", "abc")]);
+        let url = |name: &str, consistent| target_url(&base, name, &i, consistent).unwrap().to_string();
+        assert_eq!(url("fraud/2.4.0/model.onnx", true), "https://tuf.example.com/targets/fraud/2.4.0/abc.model.onnx");
+        assert_eq!(url("model.onnx", true), "https://tuf.example.com/targets/abc.model.onnx");
+        assert_eq!(url("fraud/2.4.0/model.onnx", false), "https://tuf.example.com/targets/fraud/2.4.0/model.onnx");
+        // sha512-only targets use that hash.
+        let only512 = info(&[("sha512", "def")]);
+        assert_eq!(target_url(&base, "m.bin", &only512, true).unwrap().path(), "/targets/def.m.bin");
+    }
+
+    #[test]
+    fn the_operator_given_digest_and_length_are_demanded() {
+        let i = info(&[("sha256", "ABC"), ("sha512", "x")]);
+        assert!(check_expected("t", &i, Some(&Expected { sha256: "abc".into(), length: 10 })).is_ok());
+        assert_eq!(
+            check_expected("t", &i, Some(&Expected { sha256: "abd".into(), length: 10 })).unwrap_err().reason(),
+            "TargetMismatch"
+        );
+        assert_eq!(
+            check_expected("t", &i, Some(&Expected { sha256: "abc".into(), length: 11 })).unwrap_err().reason(),
+            "TargetMismatch"
+        );
+        let only512 = info(&[("sha512", "x")]);
+        assert!(check_expected("t", &only512, Some(&Expected { sha256: "abc".into(), length: 10 })).is_err());
+        assert!(check_expected("t", &only512, None).is_ok());
+    }
+}

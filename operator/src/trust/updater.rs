@@ -508,3 +508,41 @@ fn with_slash(mut url: Url) -> Url {
     }
     url
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hashes(list: &[(&str, &str)]) -> BTreeMap<String, String> {
+        list.iter().map(|(a, h)| (a.to_string(), h.to_string())).collect()
+    }
+
+    #[test]
+    fn every_known_hash_must_match_and_one_must_be_known() {
+        let d = Digests::of(b"model");
+        let sha256 = d.sha256.clone().unwrap();
+        let sha512 = d.sha512.clone().unwrap();
+        assert!(check_hashes("t", &hashes(&[("sha256", &sha256)]), &d).is_ok());
+        assert!(check_hashes("t", &hashes(&[("sha256", &sha256.to_uppercase()), ("sha512", &sha512)]), &d).is_ok());
+        assert!(check_hashes("t", &hashes(&[("sha256", &sha256), ("sha512", "00")]), &d).is_err());
+        // Unknown algorithms are ignored, but alone they prove nothing.
+        assert!(check_hashes("t", &hashes(&[("sha256", &sha256), ("blake9", "zz")]), &d).is_ok());
+        assert!(check_hashes("t", &hashes(&[("blake9", "zz")]), &d).is_err());
+        assert!(check_hashes("t", &hashes(&[]), &d).is_err());
+        // A listed hash that was not computed is a failure, not a pass.
+        let partial = Digests { sha256: d.sha256.clone(), sha512: None };
+        assert!(check_hashes("t", &hashes(&[("sha256", &sha256), ("sha512", &sha512)]), &partial).is_err());
+    }
+
+    #[test]
+    fn metadata_files_are_checked_against_length_and_hashes() {
+        let bytes = b"{\"signed\":{}}";
+        let d = Digests::of(bytes);
+        let meta =
+            |length, sha: Option<&str>| MetaFile { version: 1, length, hashes: sha.map(|h| hashes(&[("sha256", h)])) };
+        assert!(check_meta_file("snapshot", &meta(Some(bytes.len() as u64), d.sha256.as_deref()), bytes).is_ok());
+        assert!(check_meta_file("snapshot", &meta(None, None), bytes).is_ok());
+        assert_eq!(check_meta_file("snapshot", &meta(Some(3), None), bytes).unwrap_err().reason(), "HashMismatch");
+        assert_eq!(check_meta_file("snapshot", &meta(None, Some("00")), bytes).unwrap_err().reason(), "HashMismatch");
+    }
+}

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Repositories for the benchmarks, made with python-tuf.
+"""Repositories for the benchmarks and the demo, made with python-tuf.
 
     repos.py big OUT SIZE_MIB      one target `big.bin` of SIZE_MIB MiB
+    repos.py models OUT NAME V1 V2 ...
+                                   one model file per version: NAME/Vn/model.onnx
     repos.py delegated OUT ROLES TARGETS
                                    TARGETS targets spread over ROLES delegated roles
                                    (`team-NN/*`), each role signed by its own key
@@ -87,9 +89,22 @@ def delegated(out, roles, total):
     print(last[0])
 
 
+def models(out, name, versions):
+    targets = {}
+    for v in versions:
+        path = f"{name}/{v}/model.onnx"
+        data = f"weights of {name} {v}\n".encode() * 4096
+        write(f"{out}/targets/{path}", data)
+        targets[path] = TargetFile.from_data(path, data, ["sha256", "sha512"])
+    publish(out, targets, None)
+    print("\n".join(targets))
+
+
 if __name__ == "__main__":
     kind, out = sys.argv[1], sys.argv[2]
     if kind == "big":
         big(out, int(sys.argv[3]))
+    elif kind == "models":
+        models(out, sys.argv[3], sys.argv[4:])
     else:
         delegated(out, int(sys.argv[3]), int(sys.argv[4]))
