@@ -329,7 +329,32 @@ async fn conformance_client_protocol() -> anyhow::Result<()> {
             "{f}"
         );
     }
-    assert!(targets.join("fraud%2F1.0%2Fmodel.onnx").exists());
+    let fetched = targets.join("fraud%2F1.0%2Fmodel.onnx");
+    assert!(fetched.exists());
+
+    // A target already present with matching hashes is not fetched (nor rewritten) again.
+    let before = std::fs::metadata(&fetched)?.modified()?;
+    std::thread::sleep(Duration::from_millis(20));
+    let o = run_with_stdin(
+        bin,
+        &[
+            "tuf",
+            "--metadata-url",
+            &url,
+            "--metadata-dir",
+            meta_s,
+            "--target-name",
+            "fraud/1.0/model.onnx",
+            "--target-dir",
+            targets.to_str().unwrap(),
+            "--target-base-url",
+            &turl,
+            "download",
+        ],
+        None,
+    )?;
+    assert!(o.status.success(), "second download: {}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::metadata(&fetched)?.modified()?, before, "an up-to-date target was fetched again");
 
     // A failing target: exit 1.
     let o = run_with_stdin(
