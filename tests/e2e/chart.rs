@@ -92,6 +92,10 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
             }
         }
 
+        // The chart's RBAC is enough: the operator, run with only the chart's
+        // ServiceAccount token, trusts a repository and admits a release.
+        operator_works_with_the_chart_identity(&client, &ns, &release).await?;
+
         helm_ok(&["uninstall", &release, "-n", &ns, "--wait"])?;
         let names = kubectl_ok(&["get", "crd", "-o", "name"], None)?;
         assert!(names.contains("modelreleases.modelgate.dev"), "helm uninstall deleted the CRDs: {names}");
@@ -119,5 +123,76 @@ async fn namespaced_install_renders_a_role_and_watches_one_namespace() -> anyhow
     assert!(!out.contains("kind: ClusterRole"), "{out}");
     assert!(out.contains("MODELGATE_NAMESPACE"), "{out}");
     assert!(!out.contains("CustomResourceDefinition"), "crds.install=false still renders CRDs");
+    Ok(())
+}
+
+async fn operator_works_with_the_chart_identity(client: &kube::Client, ns: &str, release: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::PostParams;
+    use modelgate::api::{ModelRelease, ModelRepository};
+    use modelgate_tests::{
+        harness::{Operator, token_kubeconfig},
+        tuf::{Server, scenarios},
+    };
+    use serde_json::json;
+
+    let root = scenarios()?;
+    let server = Server::https(root)?;
+    let work = tempfile::tempdir()?;
+    let token = kubectl_ok(&["create", "token", &format!("{release}-modelgate"), "-n", ns], None)?;
+    let kubeconfig = token_kubeconfig(&token, work.path())?;
+
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let pinned = std::fs::read_to_string(root.join("ok_basic/root.json"))?;
+    let ca = std::fs::read_to_string(server.ca.as_ref().unwrap())?;
+    for (name, key, value) in [("root", "root.json", pinned), ("ca", "ca.crt", ca)] {
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name}, "data": {key: value}}))?,
+        )
+        .await?;
+    }
+    let repos: Api<ModelRepository> = Api::namespaced(client.clone(), ns);
+    repos
+        .create(&PostParams::default(), &serde_json::from_value(json!({
+            "apiVersion": "modelgate.dev/v1alpha1", "kind": "ModelRepository", "metadata": {"name": "ml"},
+            "spec": {"metadataUrl": server.url("ok_basic/phase1/metadata/"), "targetsUrl": server.url("ok_basic/phase1/targets/"),
+                     "trustedRoot": {"configMapRef": {"name": "root", "key": "root.json"}},
+                     "caBundle": {"configMapRef": {"name": "ca", "key": "ca.crt"}}}
+        }))?)
+        .await?;
+    let releases: Api<ModelRelease> = Api::namespaced(client.clone(), ns);
+    releases
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "modelgate.dev/v1alpha1", "kind": "ModelRelease", "metadata": {"name": "fraud"},
+                "spec": {"repositoryRef": {"name": "ml"}, "model": {"target": "fraud/1.0/model.onnx"},
+                         "template": {"spec": {"containers": [{"name": "s", "image": "s:1"}]}}}
+            }))?,
+        )
+        .await?;
+
+    let operator = Operator::start_as(Some(ns), &[], Some(&kubeconfig))?;
+    let trusted = |c: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], t: &str| {
+        c.iter().any(|c| c.type_ == t && c.status == "True")
+    };
+    eventually(
+        "the repository Trusted and the release Accepted, as the chart's ServiceAccount",
+        Duration::from_secs(60),
+        || async {
+            let repo = repos.get("ml").await?;
+            let rel = releases.get("fraud").await?;
+            let ok = repo.status.is_some_and(|s| trusted(&s.conditions, "Trusted"))
+                && rel.status.is_some_and(|s| trusted(&s.conditions, "Accepted"));
+            Ok(ok.then_some(()))
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\noperator log:\n{}", operator.logs()))?;
+    // The trust state ConfigMap was written, and nothing was forbidden on the way.
+    cms.get("ml-trust-state").await?;
+    let logs = operator.logs();
+    assert!(!logs.contains("forbidden") && !logs.contains("Forbidden"), "RBAC denied something:\n{logs}");
     Ok(())
 }

@@ -73,6 +73,24 @@ pub fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> 
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A kubeconfig for the test cluster that authenticates with `token` (a ServiceAccount's).
+pub fn token_kubeconfig(token: &str, dir: &Path) -> anyhow::Result<PathBuf> {
+    let server = kubectl_ok(&["config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"], None)?;
+    let ca = kubectl_ok(
+        &["config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.certificate-authority}"],
+        None,
+    )?;
+    let path = dir.join("token.kubeconfig");
+    let config = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "test", "cluster": {"server": server, "certificate-authority": ca}}],
+        "users": [{"name": "sa", "user": {"token": token.trim()}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "test", "user": "sa"}}],
+    });
+    std::fs::write(&path, serde_yaml::to_string(&config)?)?;
+    Ok(path)
+}
+
 /// `helm ARGS`, failing unless it exits 0; returns stdout.
 pub fn helm_ok(args: &[&str]) -> anyhow::Result<String> {
     let out = run_with_stdin("helm", args, None)?;
@@ -214,12 +232,20 @@ impl Operator {
     /// Starts `modelgate run` watching only `namespace`, logging to a file in the
     /// target directory (printed when a test fails).
     pub fn start(namespace: Option<&str>, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_as(namespace, extra, None)
+    }
+
+    /// Like `start`, with another kubeconfig (another identity) than the test's.
+    pub fn start_as(namespace: Option<&str>, extra: &[&str], kubeconfig: Option<&Path>) -> anyhow::Result<Self> {
         let log = std::env::temp_dir().join(format!("modelgate-{}-{}.log", namespace.unwrap_or("all"), rand_suffix()));
         let file = std::fs::File::create(&log)?;
         let mut cmd = Command::new(cargo_bin("modelgate"));
         cmd.arg("run").args(extra).env("RUST_LOG", "info,modelgate=debug");
         if let Some(ns) = namespace {
             cmd.args(["--namespace", ns]);
+        }
+        if let Some(path) = kubeconfig {
+            cmd.env("KUBECONFIG", path);
         }
         let child = cmd.stdout(file.try_clone()?).stderr(file).spawn().context("start modelgate run")?;
         Ok(Self { child, log })
