@@ -453,6 +453,12 @@ impl Updater {
 
     /// 5.6.7: the lazy pre-order depth-first search for one target.
     pub async fn target(&mut self, name: &str) -> Result<TargetFile, TrustError> {
+        if self.snapshot.is_none() {
+            return Err(TrustError::Store {
+                path: self.store.dir().display().to_string(),
+                reason: "no trusted snapshot yet: refresh before looking up targets".into(),
+            });
+        }
         let mut stack: Vec<(String, Option<String>)> = vec![(TARGETS.to_string(), None)];
         let mut visited = HashSet::new();
         while let Some((role, parent)) = stack.pop() {
