@@ -28,6 +28,19 @@ impl Client<'_> {
         name: &str,
         out: &Path,
     ) -> Result<Trusted, TrustError> {
+        self.run_at(base, pinned_root, metadata_dir, name, out, Timestamp::now()).await
+    }
+
+    /// The same at a given time: the client's clock is an input, so a test can move it.
+    async fn run_at(
+        &self,
+        base: &str,
+        pinned_root: &[u8],
+        metadata_dir: &Path,
+        name: &str,
+        out: &Path,
+        now: Timestamp,
+    ) -> Result<Trusted, TrustError> {
         let mut options = self.options.clone();
         options.ca_bundle = Some(std::fs::read(self.server.ca.as_ref().unwrap()).unwrap());
         let transport = Transport::new(options)?;
@@ -38,7 +51,7 @@ impl Client<'_> {
             metadata_url,
             Some(pinned_root),
             Floors::default(),
-            Timestamp::now(),
+            now,
         )?;
         let trusted = updater.refresh().await?;
         let info = updater.target(name).await?;
@@ -72,11 +85,11 @@ async fn every_attack_is_refused_and_every_good_repository_verifies() -> anyhow:
         let mut outcome = None;
         for (i, phase) in phases.iter().enumerate() {
             let last = i + 1 == phases.len();
-            if last && let Some(s) = expect["sleep_between"].as_u64() {
-                tokio::time::sleep(Duration::from_secs(s)).await;
-            }
+            // A freeze is the same metadata seen again later: move the client's clock.
+            let advance = if last { expect["advance_clock"].as_i64().unwrap_or(0) } else { 0 };
+            let now = Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(advance);
             let out = work.path().join(if last { "final.onnx" } else { "earlier.onnx" });
-            let result = client.run(&format!("{name}/{phase}"), &pinned, &metadata, target, &out).await;
+            let result = client.run_at(&format!("{name}/{phase}"), &pinned, &metadata, target, &out, now).await;
             if !last {
                 if let Err(e) = result {
                     failures.push(format!("{name}: {phase} should succeed: {e}"));

@@ -17,9 +17,13 @@ use kube::{
 };
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-/// The repository root.
+/// The repository root. Read at run time (cargo sets `CARGO_MANIFEST_DIR` for tests):
+/// several checkouts may share one target directory, and a path compiled in could name
+/// another checkout.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    let manifest =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest.parent().unwrap().to_path_buf()
 }
 
 /// A client for the test cluster. Fails loudly when no cluster is configured: a

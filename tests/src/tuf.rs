@@ -23,6 +23,7 @@ pub fn python() -> PathBuf {
 pub fn scenarios() -> anyhow::Result<&'static Path> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
+        remove_stale_scenarios();
         let dir = std::env::temp_dir().join(format!("modelgate-tuf-scenarios-{}", std::process::id()));
         let out = Command::new(python())
             .arg(repo_root().join("tests/tuf/scenarios.py"))
@@ -35,6 +36,21 @@ pub fn scenarios() -> anyhow::Result<&'static Path> {
         Ok(dir)
     });
     dir.as_deref().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Scenario folders of test processes that are gone (a static cannot clean up after
+/// itself at exit, so the next run does).
+fn remove_stale_scenarios() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("modelgate-tuf-scenarios-").and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A file server on 127.0.0.1, stopped when dropped (or when this process dies).

@@ -289,10 +289,10 @@ for _role in TOP:
 @scenario
 def freeze_attack(out):
     r = basic()
-    r.timestamp.signed.expires = NOW + timedelta(seconds=4)
+    r.timestamp.signed.expires = NOW + timedelta(hours=1)
     r.publish(f"{out}/phase1")
-    # The server keeps serving the same (soon stale) timestamp; the test waits it out.
-    return r, {"target": "fraud/1.0/model.onnx", "phases": ["phase1", "phase1"], "sleep_between": 5, "error": "Expired", "role": "timestamp"}
+    # The server keeps serving the same timestamp; the client's clock moves two hours on.
+    return r, {"target": "fraud/1.0/model.onnx", "phases": ["phase1", "phase1"], "advance_clock": 7200, "error": "Expired", "role": "timestamp"}
 
 
 @scenario

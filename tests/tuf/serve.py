@@ -12,6 +12,7 @@ import http.server
 import ipaddress
 import json
 import os
+import shutil
 import ssl
 import sys
 import tempfile
@@ -60,7 +61,13 @@ def main():
     p.add_argument("--slow-rate", type=int, default=64)
     p.add_argument("--plain", action="store_true", help="plain HTTP (the conformance client only)")
     args = p.parse_args()
-    pki = make_pki(tempfile.mkdtemp(prefix="modelgate-tls-"))
+    pki_dir = tempfile.mkdtemp(prefix="modelgate-tls-")
+    pki = make_pki(pki_dir)
+
+    def stop():
+        shutil.rmtree(pki_dir, ignore_errors=True)
+        os._exit(0)
+
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *a, **kw):
@@ -97,10 +104,10 @@ def main():
 
     def stop_when_orphaned():
         sys.stdin.read()
-        os._exit(0)
+        stop()
 
     threading.Thread(target=stop_when_orphaned, daemon=True).start()
-    threading.Timer(args.ttl, lambda: os._exit(0)).start()
+    threading.Timer(args.ttl, stop).start()
     httpd.serve_forever()
 
 
