@@ -97,6 +97,15 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // Closing stdin asks the server to stop and remove its TLS files; kill it only
+        // if it does not.
+        drop(self.child.stdin.take());
+        for _ in 0..40 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
