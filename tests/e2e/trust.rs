@@ -304,28 +304,29 @@ async fn conformance_client_protocol() -> anyhow::Result<()> {
     let url = server.url("ok_delegated_target/phase1/metadata");
     let turl = server.url("ok_delegated_target/phase1/targets/");
 
-    let o = run_with_stdin(bin, &["tuf", "--metadata-dir", meta_s, "init", pinned.to_str().unwrap()], None)?;
-    assert!(o.status.success(), "init: {}", String::from_utf8_lossy(&o.stderr));
-    let o = run_with_stdin(bin, &["tuf", "--metadata-url", &url, "--metadata-dir", meta_s, "refresh"], None)?;
-    assert!(o.status.success(), "refresh: {}", String::from_utf8_lossy(&o.stderr));
-    let o = run_with_stdin(
-        bin,
-        &[
+    let targets_s = targets.to_str().unwrap().to_string();
+    let download = |name: &str| {
+        let args = [
             "tuf",
             "--metadata-url",
             &url,
             "--metadata-dir",
             meta_s,
             "--target-name",
-            "fraud/1.0/model.onnx",
+            name,
             "--target-dir",
-            targets.to_str().unwrap(),
+            &targets_s,
             "--target-base-url",
             &turl,
             "download",
-        ],
-        None,
-    )?;
+        ];
+        run_with_stdin(bin, &args, None)
+    };
+    let o = run_with_stdin(bin, &["tuf", "--metadata-dir", meta_s, "init", pinned.to_str().unwrap()], None)?;
+    assert!(o.status.success(), "init: {}", String::from_utf8_lossy(&o.stderr));
+    let o = run_with_stdin(bin, &["tuf", "--metadata-url", &url, "--metadata-dir", meta_s, "refresh"], None)?;
+    assert!(o.status.success(), "refresh: {}", String::from_utf8_lossy(&o.stderr));
+    let o = download("fraud/1.0/model.onnx")?;
     assert!(o.status.success(), "download: {}", String::from_utf8_lossy(&o.stderr));
 
     // Only role files, byte for byte as served.
@@ -348,46 +349,12 @@ async fn conformance_client_protocol() -> anyhow::Result<()> {
     // A target already present with matching hashes is not fetched (nor rewritten) again.
     let before = std::fs::metadata(&fetched)?.modified()?;
     std::thread::sleep(Duration::from_millis(20));
-    let o = run_with_stdin(
-        bin,
-        &[
-            "tuf",
-            "--metadata-url",
-            &url,
-            "--metadata-dir",
-            meta_s,
-            "--target-name",
-            "fraud/1.0/model.onnx",
-            "--target-dir",
-            targets.to_str().unwrap(),
-            "--target-base-url",
-            &turl,
-            "download",
-        ],
-        None,
-    )?;
+    let o = download("fraud/1.0/model.onnx")?;
     assert!(o.status.success(), "second download: {}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::metadata(&fetched)?.modified()?, before, "an up-to-date target was fetched again");
 
     // A failing target: exit 1.
-    let o = run_with_stdin(
-        bin,
-        &[
-            "tuf",
-            "--metadata-url",
-            &url,
-            "--metadata-dir",
-            meta_s,
-            "--target-name",
-            "nope",
-            "--target-dir",
-            targets.to_str().unwrap(),
-            "--target-base-url",
-            &turl,
-            "download",
-        ],
-        None,
-    )?;
+    let o = download("nope")?;
     assert_eq!(o.status.code(), Some(1));
     Ok(())
 }

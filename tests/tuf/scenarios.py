@@ -94,6 +94,16 @@ class Repo:
         self.delegated[name] = Metadata(Targets(expires=FUTURE))
         self.delegated_signers[name] = [s]
 
+    def rotate(self, role, root_version):
+        """Replaces `role`'s key in a new root version; returns the old signers."""
+        old = self.signers[role]
+        new = signer()
+        self.root.signed.revoke_key(old[0].public_key.keyid, role)
+        self.root.signed.add_key(new.public_key, role)
+        self.root.signed.version = root_version
+        self.signers[role] = [new]
+        return old
+
     def bump(self, *roles):
         for r in roles:
             self.md(r).signed.version += 1
@@ -196,12 +206,7 @@ def ok_sha512_only(out):
 @scenario
 def ok_root_rotation(out):
     r = basic()
-    old = r.signers["root"]
-    new = signer()
-    r.root.signed.revoke_key(old[0].public_key.keyid, "root")
-    r.root.signed.add_key(new.public_key, "root")
-    r.root.signed.version = 2
-    r.signers["root"] = [new]
+    old = r.rotate("root", 2)
     r.sign_root(extra=old)  # signed by the old and the new root keys
     r.publish(f"{out}/phase1")
     return r, {"target": "fraud/1.0/model.onnx", "error": None, "trusted": {"root": 2}}
@@ -214,11 +219,7 @@ def ok_fast_forward_recovery(out):
     r.publish(f"{out}/phase1")
     # The timestamp key is rotated in root v2 and the timestamp restarts at version 1:
     # the client must drop its v9 timestamp rather than call v1 a rollback.
-    new = signer()
-    r.root.signed.revoke_key(r.signers["timestamp"][0].public_key.keyid, "timestamp")
-    r.root.signed.add_key(new.public_key, "timestamp")
-    r.signers["timestamp"] = [new]
-    r.root.signed.version = 2
+    r.rotate("timestamp", 2)
     r.sign_root()
     r.timestamp.signed.version = 1
     r.publish(f"{out}/phase2")
@@ -419,11 +420,7 @@ def duplicate_signatures_do_not_count_twice(out):
 @scenario
 def root_rotation_without_old_keys(out):
     r = basic()
-    new = signer()
-    r.root.signed.revoke_key(r.signers["root"][0].public_key.keyid, "root")
-    r.root.signed.add_key(new.public_key, "root")
-    r.root.signed.version = 2
-    r.signers["root"] = [new]
+    r.rotate("root", 2)
     r.sign_root()  # only the new key signs: an attacker's root
     r.publish(f"{out}/phase1")
     return r, {"target": "fraud/1.0/model.onnx", "error": "BadSignature", "role": "root"}
@@ -479,11 +476,7 @@ def root_rotation_skipping_a_version(out):
     # Root v3 rotates the timestamp key, but 2.root.json is missing: the client must not
     # jump to v3, so the new timestamp fails against v1's keys.
     r = basic()
-    new_ts = signer()
-    r.root.signed.revoke_key(r.signers["timestamp"][0].public_key.keyid, "timestamp")
-    r.root.signed.add_key(new_ts.public_key, "timestamp")
-    r.signers["timestamp"] = [new_ts]
-    r.root.signed.version = 3
+    r.rotate("timestamp", 3)
     r.sign_root()
     r.publish(f"{out}/phase1")
     os.rename(f"{out}/phase1/metadata/2.root.json", f"{out}/phase1/metadata/3.root.json")
