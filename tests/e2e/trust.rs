@@ -19,19 +19,8 @@ struct Client<'a> {
 }
 
 impl Client<'_> {
-    /// One full client run: refresh, find the target, download it to `out`.
-    async fn run(
-        &self,
-        base: &str,
-        pinned_root: &[u8],
-        metadata_dir: &Path,
-        name: &str,
-        out: &Path,
-    ) -> Result<Trusted, TrustError> {
-        self.run_at(base, pinned_root, metadata_dir, name, out, Timestamp::now()).await
-    }
-
-    /// The same at a given time: the client's clock is an input, so a test can move it.
+    /// One full client run at time `now` (the clock is an input, so a test can move it):
+    /// refresh, find the target, download it to `out`.
     async fn run_at(
         &self,
         base: &str,
@@ -373,7 +362,8 @@ async fn a_repository_published_with_tuftool_verifies() -> anyhow::Result<()> {
     let client = Client { server: &server, options: TransportOptions::default() };
     let pinned = std::fs::read(repo.join("root.json"))?;
     let out = work.path().join("out/model.onnx");
-    let trusted = client.run("repo", &pinned, &work.path().join("metadata"), "model.onnx", &out).await?;
+    let trusted =
+        client.run_at("repo", &pinned, &work.path().join("metadata"), "model.onnx", &out, Timestamp::now()).await?;
     assert_eq!(std::fs::read(&out)?, std::fs::read(&model)?);
     assert_eq!(trusted.timestamp.0, 1);
     Ok(())

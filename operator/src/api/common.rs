@@ -5,9 +5,19 @@ use k8s_openapi::jiff::Timestamp;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
-/// CEL rule: a Go-style duration (`30s`, `5m`, `1h30m`) greater than zero.
-pub(crate) const POSITIVE_DURATION: &str =
-    "self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) > duration('0s')";
+/// CEL expression: a Go-style duration (`30s`, `5m`, `1h30m`), the shape `parse_duration`
+/// reads. A macro, so rules can be built from it with `concat!`.
+macro_rules! duration_shape {
+    () => {
+        "self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$')"
+    };
+}
+pub(crate) use duration_shape;
+
+/// CEL rule: a duration of any length, zero included.
+pub(crate) const DURATION: &str = duration_shape!();
+/// CEL rule: a duration greater than zero.
+pub(crate) const POSITIVE_DURATION: &str = concat!(duration_shape!(), " && duration(self) > duration('0s')");
 /// CEL rule: a DNS-1123 label, the shape of a Kubernetes object or check name.
 pub(crate) const DNS_LABEL: &str = "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')";
 /// CEL rule: a DNS-1123 subdomain, the shape of a ConfigMap name.

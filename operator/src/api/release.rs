@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{DNS_LABEL, POSITIVE_DURATION};
+use super::common::{DNS_LABEL, DURATION, POSITIVE_DURATION};
 
 /// A model served by pods of `template`, released from a verified TUF target.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -266,7 +266,7 @@ pub struct RollbackPolicy {
     /// `0s` turns the window off.
     #[serde(default = "default_post_promotion_window")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$')").message("postPromotionWindow must be a duration such as 10m, or 0s for none"))]
+    #[x_kube(validation = Rule::new(DURATION).message("postPromotionWindow must be a duration such as 10m, or 0s for none"))]
     pub post_promotion_window: String,
     /// What to do when the stable target is revoked or its metadata expires.
     #[serde(default)]

@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{ConfigMapSource, POSITIVE_DURATION};
+use super::common::{ConfigMapSource, POSITIVE_DURATION, duration_shape};
 
 const HTTPS_URL: &str = "isURL(self) && url(self).getScheme() == 'https' && url(self).getHost() != ''";
 
@@ -56,7 +56,7 @@ pub struct ModelRepositorySpec {
     #[schemars(length(max = 32))]
     #[x_kube(
         validation = Rule::new(POSITIVE_DURATION).message("refreshInterval must be a duration such as 30s, 5m or 1h"),
-        validation = Rule::new("!self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') || (duration(self) >= duration('10s') && duration(self) <= duration('24h'))").message("refreshInterval must be between 10s and 24h")
+        validation = Rule::new(concat!("!", duration_shape!(), " || (duration(self) >= duration('10s') && duration(self) <= duration('24h'))")).message("refreshInterval must be between 10s and 24h")
     )]
     pub refresh_interval: String,
 }

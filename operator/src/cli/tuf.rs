@@ -54,11 +54,8 @@ impl Tuf {
             Action::Init { trusted_root } => {
                 let bytes =
                     std::fs::read(&trusted_root).with_context(|| format!("cannot read {}", trusted_root.display()))?;
-                let placeholder = Url::parse("https://localhost/").expect("valid URL");
-                let fresh = Store::new(self.metadata_dir.join(".init"))?;
-                // Verify it is a self-signed root before trusting it.
-                Updater::new(fresh, transport, placeholder, Some(&bytes), Floors::default(), Timestamp::now())?;
-                std::fs::remove_dir_all(self.metadata_dir.join(".init")).ok();
+                // Trust it only if it is a root signed by its own keys.
+                crate::trust::self_signed_root(&bytes)?;
                 store.save("root", &bytes)?;
             }
             Action::Refresh => {

@@ -50,7 +50,8 @@ pub async fn reconcile(repo: Arc<ModelRepository>, ctx: Arc<Context>) -> Result<
     let name = repo.name_any();
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     let interval = parse_duration(&repo.spec.refresh_interval).unwrap_or(Duration::from_secs(300));
-    if let Some(wait) = plan::next_refresh_in(&repo, interval, Timestamp::now()) {
+    let now = Timestamp::now();
+    if let Some(wait) = plan::next_refresh_in(&repo, interval, now) {
         return Ok(Action::requeue(wait));
     }
 
@@ -69,7 +70,6 @@ pub async fn reconcile(repo: Arc<ModelRepository>, ctx: Arc<Context>) -> Result<
         Ok::<_, String>((pinned, ca))
     }
     .await;
-    let now = Timestamp::now();
     let floors = plan::floors(repo.status.as_ref());
     let (refresh, newest_root) = match inputs {
         Err(message) => (Refresh::Failed { reason: "ConfigurationError".into(), message }, None),

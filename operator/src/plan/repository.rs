@@ -93,30 +93,18 @@ pub fn status(repo: &ModelRepository, refresh: &Refresh, now: Timestamp) -> Mode
         }
         Refresh::Failed { reason, message } => {
             flag(&mut s, TRUSTED, false, reason, message);
-            let is = |r: &str| reason == r;
-            let ok = "not the cause of the last failure";
-            flag(
-                &mut s,
-                EXPIRED,
-                is("Expired"),
-                if is("Expired") { "Expired" } else { "NotExpired" },
-                if is("Expired") { message } else { ok },
-            );
-            flag(
-                &mut s,
-                ROLLBACK_DETECTED,
-                is("RollbackDetected"),
-                if is("RollbackDetected") { "RollbackDetected" } else { "NoRollback" },
-                if is("RollbackDetected") { message } else { ok },
-            );
-            let unreachable = is("Unreachable") || is("NotFound");
-            flag(
-                &mut s,
-                UNREACHABLE,
-                unreachable,
-                if unreachable { "Unreachable" } else { "Reachable" },
-                if unreachable { message } else { ok },
-            );
+            // Each specific condition is True only when it is the cause of this failure.
+            let causes: [(&str, &[&str], &str, &str); 3] = [
+                (EXPIRED, &["Expired"], "Expired", "NotExpired"),
+                (ROLLBACK_DETECTED, &["RollbackDetected"], "RollbackDetected", "NoRollback"),
+                (UNREACHABLE, &["Unreachable", "NotFound"], "Unreachable", "Reachable"),
+            ];
+            for (type_, matching, yes, no) in causes {
+                let cause = matching.contains(&reason.as_str());
+                let (why, text) =
+                    if cause { (yes, message.as_str()) } else { (no, "not the cause of the last failure") };
+                flag(&mut s, type_, cause, why, text);
+            }
         }
     }
     s.observed_generation = generation;

@@ -85,14 +85,20 @@ impl Envelope {
             "roles": { kind.to_string(): {"keyids": role_keys.keyids, "threshold": role_keys.threshold} },
         });
         let root: tough::schema::Root = serde_json::from_value(root).map_err(|e| signature(&self.role, e))?;
-        let signed = Signed { signed: Raw::new(kind, self.signed.clone()), signatures: self.signatures.clone() };
         let result = match kind {
-            RoleType::Root => root.verify_role(&retag::<RootMarker>(signed)),
-            RoleType::Timestamp => root.verify_role(&retag::<TimestampMarker>(signed)),
-            RoleType::Snapshot => root.verify_role(&retag::<SnapshotMarker>(signed)),
-            _ => root.verify_role(&retag::<TargetsMarker>(signed)),
+            RoleType::Root => self.verify_as::<RootMarker>(&root),
+            RoleType::Timestamp => self.verify_as::<TimestampMarker>(&root),
+            RoleType::Snapshot => self.verify_as::<SnapshotMarker>(&root),
+            _ => self.verify_as::<TargetsMarker>(&root),
         };
         result.map_err(|e| signature(&self.role, e))
+    }
+}
+
+impl Envelope {
+    fn verify_as<M: Marker>(&self, root: &tough::schema::Root) -> tough::schema::Result<()> {
+        let signed = Raw::<M> { value: self.signed.clone(), _m: PhantomData };
+        root.verify_role(&Signed { signed, signatures: self.signatures.clone() })
     }
 }
 
@@ -268,16 +274,6 @@ impl Marker for TargetsMarker {
 struct Raw<M> {
     value: Value,
     _m: PhantomData<M>,
-}
-
-impl Raw<()> {
-    fn new(_kind: RoleType, value: Value) -> Self {
-        Raw { value, _m: PhantomData }
-    }
-}
-
-fn retag<M>(s: Signed<Raw<()>>) -> Signed<Raw<M>> {
-    Signed { signed: Raw { value: s.signed.value, _m: PhantomData }, signatures: s.signatures }
 }
 
 impl<M> Serialize for Raw<M> {

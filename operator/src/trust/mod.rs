@@ -17,4 +17,4 @@ pub use refresh::{RefreshInput, Refreshed, refresh};
 pub use store::Store;
 pub use target::Expected;
 pub use transport::{Transport, TransportOptions};
-pub use updater::{Floors, Limits, Trusted, Updater};
+pub use updater::{Floors, Trusted, Updater, self_signed_root};

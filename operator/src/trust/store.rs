@@ -58,7 +58,7 @@ pub fn encode_role(role: &str) -> String {
     out
 }
 
-fn store_err(path: &Path, e: std::io::Error) -> TrustError {
+pub(super) fn store_err(path: &Path, e: std::io::Error) -> TrustError {
     TrustError::Store { path: path.display().to_string(), reason: e.to_string() }
 }
 

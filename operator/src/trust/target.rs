@@ -11,6 +11,7 @@ use reqwest::Url;
 use super::{
     TrustError,
     metadata::TargetFile,
+    store::store_err,
     transport::Transport,
     updater::{Digests, check_hashes},
 };
@@ -102,10 +103,6 @@ pub async fn download(
     tmp.as_file().sync_all().map_err(|e| store_err(out, e))?;
     tmp.persist(out).map_err(|e| store_err(out, e.error))?;
     Ok(())
-}
-
-fn store_err(p: &Path, e: std::io::Error) -> TrustError {
-    TrustError::Store { path: p.display().to_string(), reason: e.to_string() }
 }
 
 /// Whether `path` already holds exactly this target (hashes and length match).

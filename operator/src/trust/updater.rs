@@ -74,7 +74,6 @@ pub struct Updater {
     floors: Floors,
     now: Timestamp,
     root: Loaded<RootMeta>,
-    root_envelope: Envelope,
     timestamp: Option<Loaded<MetaList>>,
     snapshot: Option<Loaded<MetaList>>,
     targets: BTreeMap<String, Loaded<TargetsMeta>>,
@@ -142,6 +141,24 @@ pub fn check_hashes(what: &str, hashes: &BTreeMap<String, String>, got: &Digests
     Ok(())
 }
 
+/// Parses a root and checks it is signed by a threshold of its own root keys (every
+/// root must be, whether pinned, stored or newly fetched).
+pub fn self_signed_root(bytes: &[u8]) -> Result<(Header, RootMeta, Envelope), TrustError> {
+    let envelope = Envelope::parse(ROOT, bytes)?;
+    let header = envelope.header()?;
+    let body: RootMeta = envelope.typed()?;
+    envelope.verify(&body.keys, body.role(ROOT)?)?;
+    Ok((header, body, envelope))
+}
+
+/// The version the referring metadata names must be the one received (mix-and-match).
+fn check_version(role: &str, expected: u64, got: u64, by: impl Into<String>) -> Result<(), TrustError> {
+    if got != expected {
+        return Err(TrustError::VersionMismatch { role: role.into(), expected, got, by: by.into() });
+    }
+    Ok(())
+}
+
 impl Updater {
     /// Starts from the trusted root in the store, or `initial_root` when the store has
     /// none (the pinned root). Either must be signed by its own threshold.
@@ -159,10 +176,7 @@ impl Updater {
             path: store.dir().display().to_string(),
             reason: "no trusted root: initialise with the repository's root.json".into(),
         })?;
-        let envelope = Envelope::parse(ROOT, bytes)?;
-        let header = envelope.header()?;
-        let body: RootMeta = envelope.typed()?;
-        envelope.verify(&body.keys, body.role(ROOT)?)?;
+        let (header, body, _) = self_signed_root(bytes)?;
         if stored.is_none() {
             store.save(ROOT, bytes)?;
         }
@@ -175,16 +189,10 @@ impl Updater {
             floors,
             now,
             root: Loaded { header, body },
-            root_envelope: envelope,
             timestamp: None,
             snapshot: None,
             targets: BTreeMap::new(),
         })
-    }
-
-    pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
-        self
     }
 
     fn url(&self, file: &str) -> Result<Url, TrustError> {
@@ -226,25 +234,13 @@ impl Updater {
                 Err(TrustError::NotFound { .. }) => break,
                 Err(e) => return Err(e),
             };
-            let envelope = Envelope::parse(ROOT, &bytes)?;
-            // Signed by a threshold of the trusted root's keys...
+            // Signed by a threshold of its own keys and of the trusted root's.
+            let (header, body, envelope) = self_signed_root(&bytes)?;
             envelope.verify(&self.root.body.keys, self.root.body.role(ROOT)?)?;
-            let header = envelope.header()?;
-            let body: RootMeta = envelope.typed()?;
-            // ...and by a threshold of its own.
-            envelope.verify(&body.keys, body.role(ROOT)?)?;
-            if header.version != next {
-                return Err(TrustError::VersionMismatch {
-                    role: ROOT.into(),
-                    expected: next,
-                    got: header.version,
-                    by: format!("file {next}.root.json"),
-                });
-            }
+            check_version(ROOT, next, header.version, format!("file {next}.root.json"))?;
             debug!(version = next, "root rotated");
             self.store.save(ROOT, &bytes)?;
             self.root = Loaded { header, body };
-            self.root_envelope = envelope;
         }
         if self.root.header.version < self.floors.root {
             return Err(TrustError::Rollback {
@@ -346,14 +342,7 @@ impl Updater {
         envelope.verify(&self.root.body.keys, &rk)?;
         let header = envelope.header()?;
         let body: MetaList = envelope.typed()?;
-        if header.version != meta.version {
-            return Err(TrustError::VersionMismatch {
-                role: SNAPSHOT.into(),
-                expected: meta.version,
-                got: header.version,
-                by: "timestamp".into(),
-            });
-        }
+        check_version(SNAPSHOT, meta.version, header.version, "timestamp")?;
         if let Some(old) = &local {
             for (name, old_meta) in &old.body.meta {
                 match body.meta.get(name) {
@@ -439,14 +428,7 @@ impl Updater {
         let envelope = Envelope::parse(role, bytes)?;
         envelope.verify(keys, rk)?;
         let header = envelope.header()?;
-        if header.version != meta.version {
-            return Err(TrustError::VersionMismatch {
-                role: role.into(),
-                expected: meta.version,
-                got: header.version,
-                by: "snapshot".into(),
-            });
-        }
+        check_version(role, meta.version, header.version, "snapshot")?;
         expired(role, &header, self.now)?;
         Ok(Loaded { header, body: envelope.typed()? })
     }
