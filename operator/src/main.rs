@@ -12,7 +12,16 @@ async fn main() -> std::process::ExitCode {
         Err(err) => {
             // One line a person can act on, with the chain of causes.
             eprintln!("modelgate: {}", modelgate::cli::render_error(&err));
-            std::process::ExitCode::FAILURE
+            // A refusal to trust (as opposed to, say, a network error) has its own code,
+            // so the operator can tell a pod's failed verification from a flaky fetch.
+            let refused = err
+                .chain()
+                .any(|e| e.downcast_ref::<modelgate::trust::TrustError>().is_some_and(|t| !t.is_transient()));
+            if refused {
+                std::process::ExitCode::from(modelgate::api::FETCH_EXIT_UNTRUSTED as u8)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }

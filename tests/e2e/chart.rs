@@ -68,18 +68,27 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
                 !rule.resources.clone().unwrap_or_default().iter().any(|r| r == "secrets"),
                 "secret access in {rule:?}"
             );
-            assert!(
-                !rule.verbs.iter().any(|v| matches!(v.as_str(), "delete" | "deletecollection" | "update")),
-                "{rule:?}"
-            );
-            if rule.verbs.iter().any(|v| matches!(v.as_str(), "patch" | "create")) {
-                // Writes: status subresources, the trust-state ConfigMaps, Events.
-                let ok = |r: &String| r.ends_with("/status") || r == "configmaps" || r == "events";
-                assert!(
-                    rule.resources.clone().unwrap_or_default().iter().all(ok),
-                    "write beyond status, trust state and events: {rule:?}"
-                );
+            assert!(!rule.verbs.iter().any(|v| matches!(v.as_str(), "deletecollection" | "update")), "{rule:?}");
+            let resources = rule.resources.clone().unwrap_or_default();
+            if rule.verbs.iter().any(|v| v == "delete") {
+                // Only old revisions' workloads are ever deleted.
+                assert_eq!(resources, ["replicasets"], "{rule:?}");
             }
+            if rule.verbs.iter().any(|v| matches!(v.as_str(), "patch" | "create")) {
+                // Writes: status subresources, the trust-state ConfigMaps, Events, and
+                // what a release runs (its ReplicaSets, their scale, its Service).
+                let ok = |r: &String| {
+                    r.ends_with("/status")
+                        || ["configmaps", "events", "replicasets", "replicasets/scale", "services"]
+                            .contains(&r.as_str())
+                };
+                assert!(resources.iter().all(ok), "write beyond status, trust state, events and workloads: {rule:?}");
+            }
+            assert!(
+                !resources.iter().any(|r| r == "pods")
+                    || rule.verbs.iter().all(|v| matches!(v.as_str(), "get" | "list" | "watch")),
+                "pods are only watched: {rule:?}"
+            );
             // The user's specs are never written.
             if rule
                 .resources

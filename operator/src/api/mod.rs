@@ -22,5 +22,18 @@ pub const FIELD_MANAGER: &str = "modelgate";
 pub const LABEL_RELEASE: &str = "modelgate.dev/release";
 /// Label naming the revision (a number) of a release that an object serves.
 pub const LABEL_REVISION: &str = "modelgate.dev/revision";
+/// Label with the revision's hash; a workload's selector uses it with the release label.
+pub const LABEL_HASH: &str = "modelgate.dev/revision-hash";
+/// Annotation an SRE sets (to any new value) to pass the current pause step.
+pub const ANNOTATION_PROMOTE: &str = "modelgate.dev/promote";
+/// Annotation an SRE sets (to any new value) to roll out a rolled-back or rejected revision again.
+pub const ANNOTATION_RETRY: &str = "modelgate.dev/retry";
+/// Annotation an SRE sets (to any new value) to stop the rollout and return to stable.
+pub const ANNOTATION_ABORT: &str = "modelgate.dev/abort";
+/// Name of the init container that fetches and verifies the model in every pod.
+pub const FETCH_CONTAINER: &str = "modelgate-fetch";
+/// Exit code of `modelgate fetch` when the model or its metadata failed verification
+/// (as opposed to, say, a network error): the pod's gate names it a trust failure.
+pub const FETCH_EXIT_UNTRUSTED: i32 = 3;
 /// Pod annotation carrying the sha256 of the verified model a pod serves.
 pub const ANNOTATION_MODEL_SHA256: &str = "modelgate.dev/model-sha256";

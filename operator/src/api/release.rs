@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{DNS_LABEL, DURATION, POSITIVE_DURATION};
+use super::common::{ConfigMapSource, DNS_LABEL, DURATION, POSITIVE_DURATION};
 
 /// A model served by pods of `template`, released from a verified TUF target.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -58,6 +58,29 @@ pub struct ModelReleaseSpec {
     /// When and how modelgate returns to the previous revision by itself.
     #[serde(default)]
     pub rollback: RollbackPolicy,
+
+    /// Hold the rollout at its current step (gates and automatic rollback keep running).
+    /// Set back to false to resume: `kubectl patch mr NAME --type merge -p '{"spec":{"paused":false}}'`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+
+    /// A Service named like the release that selects the pods of every revision, so
+    /// requests spread by pod count (the replica ratio). Omit it to bring your own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceSpec>,
+}
+
+/// The Service modelgate creates for a release.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Port the Service listens on.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Container port requests go to; the same as `port` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub target_port: Option<i32>,
 }
 
 fn default_replicas() -> i32 {
@@ -174,6 +197,17 @@ pub struct Gates {
     #[serde(default = "default_failure_limit")]
     #[schemars(range(min = 1, max = 100))]
     pub failure_limit: i32,
+    /// Consecutive results without data (or without an answer) of one check that trigger
+    /// a rollback: no data is never a pass.
+    #[serde(default = "default_inconclusive_limit")]
+    #[schemars(range(min = 1, max = 100))]
+    pub inconclusive_limit: i32,
+    /// How long the canary pods of a step may take to become Ready before the rollout
+    /// rolls back. Crash loops, OOM kills and failed verification roll back at once.
+    #[serde(default = "default_progress_deadline")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(POSITIVE_DURATION).message("gates.progressDeadline must be a positive duration such as 10m"))]
+    pub progress_deadline: String,
     /// The checks. Names are unique.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
@@ -183,8 +217,22 @@ pub struct Gates {
 
 impl Default for Gates {
     fn default() -> Self {
-        Self { interval: default_gate_interval(), failure_limit: default_failure_limit(), checks: Vec::new() }
+        Self {
+            interval: default_gate_interval(),
+            failure_limit: default_failure_limit(),
+            inconclusive_limit: default_inconclusive_limit(),
+            progress_deadline: default_progress_deadline(),
+            checks: Vec::new(),
+        }
     }
+}
+
+fn default_inconclusive_limit() -> i32 {
+    5
+}
+
+fn default_progress_deadline() -> String {
+    "10m".into()
 }
 
 fn default_gate_interval() -> String {
@@ -249,6 +297,18 @@ pub struct WebhookCheck {
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(POSITIVE_DURATION).message("webhook.timeout must be a positive duration such as 10s"))]
     pub timeout: String,
+    /// Further attempts after a timeout or a connection error (not after an answer).
+    #[serde(default = "default_webhook_retries")]
+    #[schemars(range(min = 0, max = 10))]
+    pub retries: i32,
+    /// PEM bundle of the certificate authorities that sign the webhook's certificate,
+    /// when it is not a public CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<ConfigMapSource>,
+}
+
+fn default_webhook_retries() -> i32 {
+    2
 }
 
 fn default_webhook_timeout() -> String {
@@ -327,6 +387,10 @@ pub enum Phase {
 pub struct RevisionStatus {
     /// Revision number, increasing with each new target or template.
     pub revision: i64,
+    /// Identity of the revision: a hash of `model.target` and `template`; its workload
+    /// is named `<release>-<hash>`.
+    #[serde(default)]
+    pub hash: String,
     /// TUF target path.
     pub target: String,
     /// Verified sha256 of the target, hex.
@@ -335,6 +399,9 @@ pub struct RevisionStatus {
     /// Verified length of the target in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub length: Option<i64>,
+    /// When it became the stable revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_at: Option<Time>,
 }
 
 /// The revision being rolled out.
@@ -343,6 +410,9 @@ pub struct RevisionStatus {
 pub struct CanaryStatus {
     /// Revision number.
     pub revision: i64,
+    /// Identity of the revision (hash of target and template).
+    #[serde(default)]
+    pub hash: String,
     /// TUF target path.
     pub target: String,
     /// Verified sha256 of the target, hex.
@@ -355,6 +425,12 @@ pub struct CanaryStatus {
     pub step: i32,
     /// Percent of replicas serving this revision.
     pub weight: i32,
+    /// When the rollout started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the current step started (pauses and deadlines count from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<Time>,
 }
 
 /// Last result of one gate check.
@@ -370,6 +446,9 @@ pub struct GateStatus {
     pub last_value: Option<String>,
     /// Failures in a row.
     pub consecutive_failures: i32,
+    /// Results without data in a row.
+    #[serde(default)]
+    pub consecutive_inconclusive: i32,
     /// When it ran last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_evaluated: Option<Time>,
@@ -381,6 +460,9 @@ pub struct GateStatus {
 pub struct HistoryEntry {
     /// Revision number.
     pub revision: i64,
+    /// Identity of the revision (hash of target and template).
+    #[serde(default)]
+    pub hash: String,
     /// TUF target path.
     pub target: String,
     /// Verified sha256 of the target, hex.
@@ -427,8 +509,27 @@ pub struct ModelReleaseStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Accepted`, `Verified`, `Progressing`, `Healthy`, `Degraded`, `TrustDegraded`.
+    /// The last command of each kind (annotations `modelgate.dev/promote`, `.../retry`,
+    /// `.../abort`) that modelgate carried out; a different annotation value is a new command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commands: Option<CommandsSeen>,
+    /// `Accepted`, `Verified`, `Progressing`, `Degraded`, `TrustDegraded`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// Tokens of the commands already carried out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandsSeen {
+    /// Value of `modelgate.dev/promote` last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote: Option<String>,
+    /// Value of `modelgate.dev/retry` last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
+    /// Value of `modelgate.dev/abort` last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<String>,
 }

@@ -4,39 +4,85 @@
 mod error;
 mod release;
 pub mod repository;
+mod trust_cache;
+pub mod workload;
 
 use std::sync::Arc;
 
 use futures::StreamExt;
+use k8s_openapi::api::{
+    apps::v1::ReplicaSet,
+    core::v1::{ConfigMap, Pod},
+};
 use kube::{
-    Api, Client, ResourceExt,
+    Api, Client, Resource, ResourceExt,
     api::ListParams,
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         events::{Recorder, Reporter},
-        reflector::ObjectRef,
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
 use tracing::{info, warn};
 
 pub use error::Error;
+pub use trust_cache::TrustCache;
 
-use k8s_openapi::api::core::v1::ConfigMap;
-
-use crate::api::{ModelRelease, ModelRepository};
+use crate::api::{LABEL_RELEASE, ModelRelease, ModelRepository};
 
 /// How the operator runs.
 #[derive(Clone, Debug, Default)]
 pub struct Settings {
     /// Watch a single namespace instead of the whole cluster.
     pub namespace: Option<String>,
+    /// Image of the `modelgate fetch` init container in model pods.
+    pub fetch_image: String,
 }
 
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
+    pub trust: TrustCache,
+    pub stores: Stores,
+    pub fetch_image: String,
+}
+
+/// In-memory views of what releases own, kept current by watches (no list per reconcile).
+pub struct Stores {
+    replica_sets: Store<ReplicaSet>,
+    pods: Store<Pod>,
+}
+
+impl Stores {
+    pub async fn wait_ready(&self) {
+        let _ = self.replica_sets.wait_until_ready().await;
+        let _ = self.pods.wait_until_ready().await;
+    }
+
+    fn owned_by<K>(store: &Store<K>, ns: &str, release: &str) -> Vec<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + 'static,
+    {
+        store
+            .state()
+            .into_iter()
+            .filter(|o| {
+                o.meta().namespace.as_deref() == Some(ns)
+                    && o.labels().get(LABEL_RELEASE).map(String::as_str) == Some(release)
+            })
+            .map(|o| (*o).clone())
+            .collect()
+    }
+
+    pub fn replica_sets(&self, ns: &str, release: &str) -> Vec<ReplicaSet> {
+        Self::owned_by(&self.replica_sets, ns, release)
+    }
+
+    pub fn pods(&self, ns: &str, release: &str) -> Vec<Pod> {
+        Self::owned_by(&self.pods, ns, release)
+    }
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -79,7 +125,30 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
     let releases = api::<ModelRelease>(&client, ns);
     let repositories = api::<ModelRepository>(&client, ns);
     let reporter = Reporter { controller: "modelgate".into(), instance: std::env::var("POD_NAME").ok() };
-    let context = Arc::new(Context { recorder: Recorder::new(client.clone(), reporter), client: client.clone() });
+
+    // Watches of what releases own: the stores answer reconciles, the streams trigger
+    // them (a pod turning bad wakes its release at once).
+    let owned = watcher::Config::default().labels(LABEL_RELEASE).any_semantic();
+    let (rs_store, rs_writer) = reflector::store();
+    let rs_stream = watcher(api::<ReplicaSet>(&client, ns), owned.clone())
+        .default_backoff()
+        .modify(|rs| rs.managed_fields_mut().clear())
+        .reflect(rs_writer)
+        .touched_objects();
+    let (pod_store, pod_writer) = reflector::store();
+    let pod_stream = watcher(api::<Pod>(&client, ns), owned)
+        .default_backoff()
+        .modify(|pod| pod.managed_fields_mut().clear())
+        .reflect(pod_writer)
+        .touched_objects();
+
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client: client.clone(),
+        trust: TrustCache::default(),
+        stores: Stores { replica_sets: rs_store, pods: pod_store },
+        fetch_image: settings.fetch_image.clone(),
+    });
 
     let repository_controller = Controller::new(repositories.clone(), watcher::Config::default().any_semantic())
         .owns(
@@ -97,6 +166,11 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
     let controller = Controller::new(releases, watcher::Config::default().any_semantic());
     let store = controller.store();
     let release_controller = controller
+        .owns_stream(rs_stream)
+        .watches_stream(pod_stream, |pod: Pod| {
+            let release = pod.labels().get(LABEL_RELEASE)?;
+            Some(ObjectRef::new(release).within(&pod.namespace()?))
+        })
         // A repository appearing (or changing) re-admits the releases that name it.
         .watches(repositories, watcher::Config::default(), move |repo| {
             let ns = repo.namespace();

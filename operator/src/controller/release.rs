@@ -1,28 +1,42 @@
-//! Reconcile of one ModelRelease: observe, plan, act.
+//! Reconcile of one ModelRelease: observe (repository, trust verdicts, workloads, pods,
+//! gates), plan (pure), act: status first, then workloads, then events.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::{
+    api::{
+        apps::v1::ReplicaSet,
+        core::v1::{ConfigMap, Pod, Service},
+    },
+    jiff::Timestamp,
+};
 use kube::{
     Api, Resource, ResourceExt,
-    api::{Patch, PatchParams},
-    runtime::controller::Action,
+    api::{DeleteParams, Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType},
+    },
 };
 use serde_json::json;
 use tracing::{debug, info, instrument, warn};
 
-use super::{Context, Error};
+use super::{Context, Error, trust_cache, workload};
 use crate::{
-    api::{FIELD_MANAGER, ModelRelease, ModelRepository},
-    plan,
+    api::{
+        ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_RETRY, FIELD_MANAGER, LABEL_HASH, LABEL_REVISION,
+        ModelRelease, ModelRepository,
+    },
+    gates::{self, GateContext},
+    plan::{self, Commands, GateOutcome, Observed, Workload},
 };
-
-/// Periodic re-check even without events, so drift is noticed.
-const RESYNC: Duration = Duration::from_secs(300);
 
 #[instrument(skip_all, fields(release = %release.name_any(), namespace = release.namespace().unwrap_or_default(), generation = release.metadata.generation))]
 pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = release.namespace().ok_or(Error::NoNamespace { kind: "ModelRelease" })?;
+    let name = release.name_any();
+    let now = plan::truncate(Timestamp::now());
+    ctx.stores.wait_ready().await;
 
     // Observe.
     let repositories: Api<ModelRepository> = Api::namespaced(ctx.client.clone(), &ns);
@@ -30,31 +44,199 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
         .get_opt(&release.spec.repository_ref.name)
         .await
         .map_err(|source| Error::Kube { action: "read the ModelRepository", source })?;
-    let observed = plan::Observed { repository_found: repository.is_some() };
+    let mut verdicts = BTreeMap::new();
+    if repository.is_some() {
+        let key = trust_cache::key(&ns, &release.spec.repository_ref.name);
+        for target in targets_of(&release) {
+            let verdict = ctx.trust.lookup(&key, &target, now).await;
+            verdicts.insert(target, verdict);
+        }
+    }
+    let replica_sets = ctx.stores.replica_sets(&ns, &name);
+    let workloads = replica_sets
+        .iter()
+        .filter_map(|rs| {
+            let labels = rs.labels();
+            let hash = labels.get(LABEL_HASH)?.clone();
+            let revision = labels.get(LABEL_REVISION).and_then(|r| r.parse().ok()).unwrap_or(0);
+            let replicas = rs.spec.replicas.unwrap_or(1);
+            Some((hash, Workload { revision, replicas }))
+        })
+        .collect();
+    let pods = ctx.stores.pods(&ns, &name);
+    let mut by_hash: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
+    for pod in &pods {
+        if let Some(hash) = pod.labels().get(LABEL_HASH) {
+            by_hash.entry(hash.clone()).or_default().push(pod);
+        }
+    }
+    let pods = by_hash.into_iter().map(|(hash, pods)| (hash, gates::kubernetes::assess(pods))).collect();
+    let gates = if plan::gates_due(&release, now) { evaluate_gates(&ctx, &release, &ns).await } else { Vec::new() };
+    let annotation = |k: &str| release.annotations().get(k).cloned();
+    let commands = Commands {
+        promote: annotation(ANNOTATION_PROMOTE),
+        retry: annotation(ANNOTATION_RETRY),
+        abort: annotation(ANNOTATION_ABORT),
+    };
+    let observed = Observed { repository_found: repository.is_some(), verdicts, workloads, pods, gates, commands };
 
     // Plan.
-    let status = plan::status(&release, &observed, Timestamp::now());
+    let plan = plan::plan(&release, &observed, now);
 
-    // Act: write only what changed, so a quiet release causes no API traffic.
-    if release.status.as_ref() != Some(&status) {
+    // Act. Status first: it is the record of the decision, so a restart between the
+    // two writes resumes from the decision instead of making it again differently.
+    if release.status.as_ref() != Some(&plan.status) {
         let releases: Api<ModelRelease> = Api::namespaced(ctx.client.clone(), &ns);
         let patch = json!({
             "apiVersion": ModelRelease::api_version(&()),
             "kind": ModelRelease::kind(&()),
-            "status": status,
+            "status": plan.status,
         });
         releases
-            .patch_status(&release.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
             .await
             .map_err(|source| Error::Kube { action: "write the ModelRelease status", source })?;
-        info!(phase = ?status.phase, accepted = observed.repository_found, "status updated");
+        let old_phase = release.status.as_ref().and_then(|s| s.phase);
+        if old_phase != plan.status.phase {
+            info!(from = ?old_phase, to = ?plan.status.phase, message = plan.status.message.as_deref().unwrap_or(""), "phase changed");
+        }
     } else {
         debug!("status unchanged");
     }
-    Ok(Action::requeue(RESYNC))
+
+    let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let desired = plan::desired_hash(&release);
+    for (hash, replicas) in &plan.scale {
+        match replica_sets.iter().find(|rs| rs.labels().get(LABEL_HASH) == Some(hash)) {
+            Some(rs) if rs.spec.replicas == Some(*replicas) => {}
+            Some(rs) => {
+                let scale = json!({"spec": {"replicas": replicas}});
+                let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+                rs_api
+                    .patch_scale(&rs.name_any(), &params, &Patch::Merge(&scale))
+                    .await
+                    .map_err(|source| Error::Kube { action: "scale a revision's ReplicaSet", source })?;
+                debug!(replicaset = %rs.name_any(), replicas, "scaled");
+            }
+            None if *hash == desired => {
+                let Some(repository) = &repository else { continue };
+                let Some(revision) = verified_revision(&plan.status, hash) else { continue };
+                let rs = workload::replica_set(&release, repository, &revision, *replicas, &ctx.fetch_image);
+                rs_api
+                    .patch(&workload::name(&name, hash), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&rs))
+                    .await
+                    .map_err(|source| Error::Kube { action: "create a revision's ReplicaSet", source })?;
+                info!(revision = revision.number, replicas, "revision workload created");
+            }
+            None => warn!(hash, "the workload of an earlier revision is gone; it cannot be scaled"),
+        }
+    }
+    if let Some(svc) = workload::service(&release) {
+        let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+        services
+            .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&svc))
+            .await
+            .map_err(|source| Error::Kube { action: "apply the release's Service", source })?;
+    }
+    for hash in &plan.prune {
+        match rs_api.delete(&workload::name(&name, hash), &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => return Err(Error::Kube { action: "delete an old revision's ReplicaSet", source }),
+        }
+    }
+    for note in plan.events {
+        let event = Event {
+            type_: if note.warning { EventType::Warning } else { EventType::Normal },
+            reason: note.reason.into(),
+            note: Some(note.message),
+            action: "Rollout".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &release.object_ref(&())).await {
+            warn!(error = %e, "cannot publish event");
+        }
+    }
+    debug!(requeue_s = plan.requeue.as_secs(), "reconciled");
+    Ok(Action::requeue(plan.requeue))
+}
+
+/// Every target the planner may ask about: the spec's, the running ones, the earlier ones.
+fn targets_of(release: &ModelRelease) -> Vec<String> {
+    let mut targets = vec![release.spec.model.target.clone()];
+    if let Some(s) = &release.status {
+        targets.extend(s.stable.iter().map(|r| r.target.clone()));
+        targets.extend(s.canary.iter().map(|c| c.target.clone()));
+        targets.extend(s.history.iter().filter(|h| h.outcome == "Promoted").map(|h| h.target.clone()));
+    }
+    targets.sort();
+    targets.dedup();
+    targets
+}
+
+/// The digests the planner verified for `hash` (the canary, or a stable to recreate).
+fn verified_revision<'a>(status: &'a crate::api::ModelReleaseStatus, hash: &'a str) -> Option<workload::Revision<'a>> {
+    let from = |number, sha256: &'a Option<String>, length: Option<i64>| {
+        Some(workload::Revision { number, hash, sha256: sha256.as_deref()?, length: length? })
+    };
+    match (&status.canary, &status.stable) {
+        (Some(c), _) if c.hash == hash => from(c.revision, &c.sha256, c.length),
+        (_, Some(s)) if s.hash == hash => from(s.revision, &s.sha256, s.length),
+        _ => None,
+    }
+}
+
+/// Runs the release's checks against the revision on trial.
+async fn evaluate_gates(ctx: &Context, release: &ModelRelease, ns: &str) -> Vec<GateOutcome> {
+    let Some(status) = &release.status else { return Vec::new() };
+    let previous_promoted = |exclude: i64| {
+        status.history.iter().rev().find(|h| h.outcome == "Promoted" && h.revision != exclude).map(|h| h.revision)
+    };
+    let gate_ctx = match (&status.canary, &status.stable) {
+        (Some(c), stable) => GateContext {
+            canary_revision: c.revision,
+            stable_revision: stable.as_ref().map(|s| s.revision),
+            target: c.target.clone(),
+            sha256: c.sha256.clone().unwrap_or_default(),
+            step: c.step,
+            weight: c.weight,
+            ..Default::default()
+        },
+        (None, Some(s)) => GateContext {
+            canary_revision: s.revision,
+            stable_revision: previous_promoted(s.revision),
+            target: s.target.clone(),
+            sha256: s.sha256.clone().unwrap_or_default(),
+            step: release.spec.strategy.steps.len() as i32,
+            weight: 100,
+            ..Default::default()
+        },
+        (None, None) => return Vec::new(),
+    };
+    let gate_ctx = GateContext { release: release.name_any(), namespace: ns.to_string(), ..gate_ctx };
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let mut providers = Vec::new();
+    for check in &release.spec.gates.checks {
+        let ca = match check.webhook.as_ref().and_then(|w| w.ca_bundle.as_ref()) {
+            Some(src) => match super::repository::read_source(&cms, src, "webhook.caBundle").await {
+                Ok(pem) => Some(pem),
+                Err(e) => {
+                    providers.push((check.name.clone(), Err(e)));
+                    continue;
+                }
+            },
+            None => None,
+        };
+        providers.push((check.name.clone(), gates::provider(check, ca)));
+    }
+    let outcomes = gates::evaluate_all(&providers, &gate_ctx).await;
+    for o in &outcomes {
+        debug!(check = %o.name, result = ?o.result, detail = %o.detail, "gate evaluated");
+    }
+    outcomes
 }
 
 pub fn error_policy(release: Arc<ModelRelease>, error: &Error, _ctx: Arc<Context>) -> Action {
     warn!(release = %release.name_any(), error = %error, kind = error.metric_label(), "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(10))
+    Action::requeue(Duration::from_secs(5))
 }

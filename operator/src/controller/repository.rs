@@ -20,7 +20,7 @@ use super::{Context, Error};
 use crate::{
     api::{ConfigMapSource, FIELD_MANAGER, ModelRepository, parse_duration},
     plan::repository::{self as plan, Refresh, TRUSTED},
-    trust::{self, RefreshInput},
+    trust::RefreshInput,
 };
 
 /// Key of the newest trusted root in the trust-state ConfigMap.
@@ -31,7 +31,7 @@ pub fn state_configmap(repository: &str) -> String {
     format!("{repository}-trust-state")
 }
 
-async fn read_source(cms: &Api<ConfigMap>, source: &ConfigMapSource, field: &str) -> Result<Vec<u8>, String> {
+pub async fn read_source(cms: &Api<ConfigMap>, source: &ConfigMapSource, field: &str) -> Result<Vec<u8>, String> {
     let r = &source.config_map_ref;
     let cm = cms
         .get_opt(&r.name)
@@ -74,17 +74,23 @@ pub async fn reconcile(repo: Arc<ModelRepository>, ctx: Arc<Context>) -> Result<
     let (refresh, newest_root) = match inputs {
         Err(message) => (Refresh::Failed { reason: "ConfigurationError".into(), message }, None),
         Ok((pinned, ca_bundle)) => {
-            let result = trust::refresh(RefreshInput {
-                metadata_url: &repo.spec.metadata_url,
-                pinned_root: &pinned,
-                persisted_root: persisted.as_deref().map(str::as_bytes),
-                ca_bundle,
-                floors,
-                now,
-            })
-            .await;
+            let key = super::trust_cache::key(&ns, &name);
+            let result = ctx
+                .trust
+                .refresh(
+                    &key,
+                    RefreshInput {
+                        metadata_url: &repo.spec.metadata_url,
+                        pinned_root: &pinned,
+                        persisted_root: persisted.as_deref().map(str::as_bytes),
+                        ca_bundle,
+                        floors,
+                        now,
+                    },
+                )
+                .await;
             match result {
-                Ok(r) => (Refresh::Trusted(r.trusted), Some(r.root)),
+                Ok((trusted, root)) => (Refresh::Trusted(trusted), Some(root)),
                 Err(e) => (Refresh::Failed { reason: e.reason().into(), message: e.to_string() }, None),
             }
         }

@@ -1,55 +1,149 @@
 //! The rollout brain: pure functions from what was observed (and the time, passed in)
-//! to the status the release should have. No I/O, no clock reads.
-//!
-//! Today it decides admission only: does the release refer to a repository that exists.
-//! Verification and the step machine build on this.
+//! to the status a release should have and the workloads it should run. No I/O, no
+//! clock reads. The rules themselves are in `rollout.rs`, in one place.
 
 pub mod repository;
+mod rollout;
 
+use std::{collections::BTreeMap, time::Duration};
+
+use aws_lc_rs::digest;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{ModelRelease, ModelReleaseStatus, Phase, condition, set_condition};
+use crate::api::{ModelRelease, ModelReleaseSpec};
 
-/// What the controller saw about a release's surroundings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Observed {
-    /// Whether `spec.repositoryRef` names an existing ModelRepository.
-    pub repository_found: bool,
-}
+pub use rollout::{gates_due, plan};
 
 /// Condition type: the spec refers to things that exist and can be worked on.
 pub const ACCEPTED: &str = "Accepted";
+/// Condition type: the newest revision's target verified against its repository.
+pub const VERIFIED: &str = "Verified";
+/// Condition type: a rollout is running.
+pub const PROGRESSING: &str = "Progressing";
+/// Condition type: the release had to roll back, or cannot roll back by itself.
+pub const DEGRADED: &str = "Degraded";
+/// Condition type: the serving model is no longer trusted by its repository.
+pub const TRUST_DEGRADED: &str = "TrustDegraded";
 
-/// The status a release should have, given what was observed at `now`.
-pub fn status(release: &ModelRelease, observed: &Observed, now: Timestamp) -> ModelReleaseStatus {
-    let mut status = release.status.clone().unwrap_or_default();
-    let generation = release.metadata.generation;
-    let repo = &release.spec.repository_ref.name;
-    let namespace = release.metadata.namespace.as_deref().unwrap_or("default");
+/// Identity of a revision: what it serves and how. Any change to either starts a new
+/// revision; the same pair is the same revision (its workload is reused).
+pub fn revision_hash(spec: &ModelReleaseSpec) -> String {
+    let identity =
+        serde_json::json!({"target": spec.model.target, "mountPath": spec.model.mount_path, "template": spec.template});
+    let bytes = serde_json::to_vec(&identity).expect("a spec serializes");
+    hex::encode(&digest::digest(&digest::SHA256, &bytes).as_ref()[..5])
+}
 
-    let accepted = if observed.repository_found {
-        condition(ACCEPTED, true, "RepositoryFound", format!("ModelRepository {repo:?} found"), generation, now)
-    } else {
-        condition(
-            ACCEPTED,
-            false,
-            "RepositoryNotFound",
-            format!(
-                "ModelRepository {repo:?} does not exist in namespace {namespace:?}: create it, or fix spec.repositoryRef.name"
-            ),
-            generation,
-            now,
-        )
-    };
-    status.message = Some(if observed.repository_found {
-        format!("verifying target {:?} against repository {repo:?}", release.spec.model.target)
-    } else {
-        accepted.message.clone()
-    });
-    set_condition(&mut status.conditions, accepted);
-    status.phase = Some(status.phase.unwrap_or(Phase::Verifying));
-    status.observed_generation = generation;
-    status
+/// What the repository says about one target now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Signed and current, with these digests.
+    Trusted { sha256: String, length: i64 },
+    /// Refused: not listed, expired, attacked, ... `reason` is a short label.
+    Untrusted { reason: String, message: String },
+    /// Cannot tell yet (repository not refreshed, or unreachable with nothing cached).
+    Unknown { message: String },
+}
+
+/// A revision's workload as observed (a ReplicaSet).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Workload {
+    pub revision: i64,
+    /// The replica count the workload is asked to run.
+    pub replicas: i32,
+}
+
+/// Why a revision's pods are not serving.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PodProblem {
+    /// Crash loop, OOM kill, failed init container: no point waiting.
+    Hard { reason: String, message: String },
+    /// `modelgate fetch` refused the model in the pod.
+    Untrusted { message: String },
+    /// Might resolve (image pull back-off, not ready yet): rolls back after the deadline.
+    Waiting { reason: String, message: String },
+}
+
+/// The pods of one revision, summarized by the kubernetes gate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodHealth {
+    pub ready: i32,
+    pub problem: Option<PodProblem>,
+}
+
+/// The result of one gate check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GateResult {
+    Pass,
+    Fail,
+    /// No data, or no answer: never a pass.
+    Inconclusive,
+}
+
+/// One check evaluated now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GateOutcome {
+    pub name: String,
+    pub result: GateResult,
+    /// The value seen, or why there was none.
+    pub detail: String,
+}
+
+/// Commands given through annotations (their current values).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Commands {
+    pub promote: Option<String>,
+    pub retry: Option<String>,
+    pub abort: Option<String>,
+}
+
+/// Everything the controller saw, for one release.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// Whether `spec.repositoryRef` names an existing ModelRepository.
+    pub repository_found: bool,
+    /// Trust verdicts, by target path: the spec's target, the stable and canary targets,
+    /// and the targets of earlier revisions (rollback candidates).
+    pub verdicts: BTreeMap<String, Verdict>,
+    /// Workloads by revision hash.
+    pub workloads: BTreeMap<String, Workload>,
+    /// Pod health by revision hash.
+    pub pods: BTreeMap<String, PodHealth>,
+    /// Gate checks evaluated just now (empty when none were due).
+    pub gates: Vec<GateOutcome>,
+    pub commands: Commands,
+}
+
+/// An Event to publish once the new status is written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What the controller should make true.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub status: crate::api::ModelReleaseStatus,
+    /// Replica count of every revision workload that should exist, by hash. A hash
+    /// without an observed workload is the spec's revision, to be created from the spec.
+    pub scale: BTreeMap<String, i32>,
+    /// Workloads of old revisions to delete.
+    pub prune: Vec<String>,
+    pub events: Vec<Note>,
+    /// When to look again even if nothing changes.
+    pub requeue: Duration,
+}
+
+/// The hashes of the release: the spec's (desired) revision.
+pub fn desired_hash(release: &ModelRelease) -> String {
+    revision_hash(&release.spec)
+}
+
+/// Seconds precision, as status timestamps round-trip through the API.
+pub fn truncate(now: Timestamp) -> Timestamp {
+    Timestamp::from_second(now.as_second()).expect("a valid time")
 }
 
 #[cfg(test)]

@@ -1,84 +1,643 @@
+//! The rollout rules, phase by phase. A `World` plays the controller: it feeds each
+//! plan's status back into the release and its scale into the observed workloads, and
+//! (unless told otherwise) makes every asked-for pod Ready.
+
 use kube::api::ObjectMeta;
+use serde_json::json;
 
 use super::*;
-use crate::api::{ModelReleaseSpec, ModelSource, RepositoryRef};
+use crate::api::{
+    GateCheck, Gates, ModelReleaseSpec, ModelReleaseStatus, ModelSource, Pause, Phase, PrometheusCheck, RepositoryRef,
+    RevocationAction, RollbackPolicy, Step, Strategy,
+};
 
-fn release(generation: i64) -> ModelRelease {
-    let mut r = ModelRelease::new(
-        "fraud",
-        ModelReleaseSpec {
-            repository_ref: RepositoryRef { name: "ml-models".into() },
-            model: ModelSource { target: "fraud/1.0/model.onnx".into(), mount_path: "/models".into() },
-            replicas: 2,
-            template: Default::default(),
-            strategy: Default::default(),
-            gates: Default::default(),
-            rollback: Default::default(),
-        },
-    );
-    r.metadata = ObjectMeta {
-        name: Some("fraud".into()),
-        namespace: Some("ml".into()),
-        generation: Some(generation),
-        ..Default::default()
-    };
-    r
+const V1: &str = "fraud/1.0/model.onnx";
+const V2: &str = "fraud/2.0/model.onnx";
+const V3: &str = "fraud/3.0/model.onnx";
+
+fn sha(target: &str) -> String {
+    format!("{:0>64}", target.len() + target.as_bytes()[6] as usize)
 }
 
-fn at(min: u32) -> Timestamp {
-    format!("2026-11-26T12:{min:02}:00Z").parse().unwrap()
+fn at(sec: i64) -> Timestamp {
+    Timestamp::from_second(1_790_000_000 + sec).unwrap()
+}
+
+fn weight(w: i32) -> Step {
+    Step { set_weight: Some(w), pause: None }
+}
+
+fn pause(d: Option<&str>) -> Step {
+    Step { set_weight: None, pause: Some(Pause { duration: d.map(Into::into) }) }
+}
+
+fn gate(name: &str) -> GateCheck {
+    GateCheck {
+        name: name.into(),
+        prometheus: Some(PrometheusCheck {
+            address: "http://p:9090".into(),
+            query: "q".into(),
+            min: None,
+            max: Some(0.0),
+        }),
+        webhook: None,
+    }
+}
+
+struct World {
+    release: ModelRelease,
+    obs: Observed,
+    /// Make every asked-for pod Ready when a plan scales a workload.
+    auto_ready: bool,
+    last: Option<Plan>,
+}
+
+impl World {
+    fn new(steps: Vec<Step>) -> Self {
+        let mut release = ModelRelease::new(
+            "fraud",
+            ModelReleaseSpec {
+                repository_ref: RepositoryRef { name: "ml-models".into() },
+                model: ModelSource { target: V1.into(), mount_path: "/models".into() },
+                replicas: 4,
+                template: serde_json::from_value(json!({"spec": {"containers": [{"name": "s", "image": "srv:1"}]}}))
+                    .unwrap(),
+                strategy: Strategy { steps, traffic: Default::default() },
+                gates: Gates::default(),
+                rollback: RollbackPolicy::default(),
+                paused: false,
+                service: None,
+            },
+        );
+        release.metadata = ObjectMeta {
+            name: Some("fraud".into()),
+            namespace: Some("ml".into()),
+            generation: Some(1),
+            ..Default::default()
+        };
+        let mut obs = Observed { repository_found: true, ..Default::default() };
+        for t in [V1, V2, V3] {
+            obs.verdicts.insert(t.into(), Verdict::Trusted { sha256: sha(t), length: 100 });
+        }
+        World { release, obs, auto_ready: true, last: None }
+    }
+
+    /// A world where V1 is already promoted and serving.
+    fn serving_v1(steps: Vec<Step>) -> Self {
+        let mut w = Self::new(steps);
+        w.settle(0);
+        assert_eq!(w.phase(), Phase::Promoted);
+        w
+    }
+
+    fn set_target(&mut self, target: &str) {
+        self.release.spec.model.target = target.into();
+        self.release.metadata.generation = Some(self.release.metadata.generation.unwrap() + 1);
+    }
+
+    fn run(&mut self, now: i64) -> &Plan {
+        let plan = plan(&self.release, &self.obs, at(now));
+        self.obs.gates.clear();
+        self.release.status = Some(plan.status.clone());
+        for (hash, replicas) in &plan.scale {
+            let revision = self.obs.workloads.get(hash).map_or(0, |w| w.revision);
+            self.obs.workloads.insert(hash.clone(), Workload { revision, replicas: *replicas });
+            if self.auto_ready {
+                self.obs.pods.entry(hash.clone()).or_default().ready = *replicas;
+            }
+        }
+        for hash in &plan.prune {
+            self.obs.workloads.remove(hash);
+        }
+        self.last = Some(plan);
+        self.last.as_ref().unwrap()
+    }
+
+    /// Runs until the status stops changing (as the controller would, event by event).
+    fn settle(&mut self, now: i64) -> &Plan {
+        for _ in 0..20 {
+            let before = self.release.status.clone();
+            self.run(now);
+            if self.release.status == before {
+                break;
+            }
+        }
+        self.last.as_ref().unwrap()
+    }
+
+    fn status(&self) -> &ModelReleaseStatus {
+        self.release.status.as_ref().unwrap()
+    }
+
+    fn phase(&self) -> Phase {
+        self.status().phase.unwrap()
+    }
+
+    fn canary_hash(&self) -> String {
+        self.status().canary.as_ref().unwrap().hash.clone()
+    }
+
+    fn stable_hash(&self) -> String {
+        self.status().stable.as_ref().unwrap().hash.clone()
+    }
+
+    fn replicas(&self, hash: &str) -> i32 {
+        self.obs.workloads.get(hash).map_or(0, |w| w.replicas)
+    }
+
+    fn condition(&self, type_: &str) -> (String, String) {
+        let c = self.status().conditions.iter().find(|c| c.type_ == type_).unwrap();
+        (c.status.clone(), c.reason.clone())
+    }
+
+    fn events(&self) -> Vec<&'static str> {
+        self.last.as_ref().unwrap().events.iter().map(|e| e.reason).collect()
+    }
+
+    fn pods(&mut self, hash: &str, problem: Option<PodProblem>) {
+        self.obs.pods.entry(hash.into()).or_default().problem = problem;
+    }
+
+    fn gate(&mut self, name: &str, result: GateResult) {
+        self.obs.gates.push(GateOutcome { name: name.into(), result, detail: format!("{result:?}") });
+    }
 }
 
 #[test]
-fn admission_table() {
+fn missing_repository_is_not_accepted_and_changes_nothing() {
+    let mut w = World::serving_v1(vec![]);
+    let stable = w.stable_hash();
+    w.obs.repository_found = false;
+    w.set_target(V2);
+    let plan = w.run(10).clone();
+    assert_eq!(w.condition(ACCEPTED), ("False".into(), "RepositoryNotFound".into()));
+    assert!(w.status().message.as_deref().unwrap().contains("fix spec.repositoryRef.name"));
+    assert_eq!(plan.scale.get(&stable), Some(&4), "the running model keeps running");
+    assert_eq!(plan.scale.len(), 1, "nothing new is created");
+    assert_eq!(w.status().observed_generation, Some(2));
+}
+
+#[test]
+fn first_revision_goes_to_full_size_then_is_promoted() {
+    let mut w = World::new(vec![weight(10), pause(None)]);
+    w.auto_ready = false;
+    let plan = w.run(0).clone();
+    assert_eq!(w.phase(), Phase::Progressing);
+    let canary = w.status().canary.clone().unwrap();
+    assert_eq!((canary.revision, canary.weight, canary.step), (1, 100, 2), "no steps without a stable revision");
+    assert_eq!(plan.scale[&canary.hash], 4);
+    assert_eq!(w.condition(VERIFIED).0, "True");
+    assert_eq!(w.events(), ["RolloutStarted"]);
+    w.obs.pods.insert(canary.hash.clone(), PodHealth { ready: 3, problem: None });
+    w.run(5);
+    assert_eq!(w.phase(), Phase::Progressing);
+    assert!(w.status().message.as_deref().unwrap().contains("3/4 canary pods Ready"));
+    w.obs.pods.insert(canary.hash.clone(), PodHealth { ready: 4, problem: None });
+    w.run(6);
+    assert_eq!(w.phase(), Phase::Promoted);
+    let stable = w.status().stable.clone().unwrap();
+    assert_eq!((stable.revision, stable.sha256.as_deref()), (1, Some(sha(V1).as_str())));
+    assert_eq!(w.status().history.last().unwrap().outcome, "Promoted");
+    assert_eq!(w.events(), ["Promoted"]);
+}
+
+#[test]
+fn steps_walk_in_order_with_pauses_and_promote() {
+    let mut w = World::serving_v1(vec![weight(25), pause(None), weight(50), pause(Some("2m"))]);
+    let v1 = w.stable_hash();
+    w.set_target(V2);
+    w.auto_ready = false;
+
+    w.run(100);
+    let v2 = w.canary_hash();
+    assert_eq!(w.status().canary.as_ref().unwrap().revision, 2);
+    assert_eq!((w.replicas(&v2), w.replicas(&v1)), (1, 3), "25% of 4 = 1 canary pod, 3 stable");
+    assert_eq!(w.phase(), Phase::Progressing);
+
+    w.obs.pods.insert(v2.clone(), PodHealth { ready: 1, problem: None });
+    w.run(110);
+    assert_eq!(w.phase(), Phase::Paused, "a pause without a duration waits");
+    assert!(w.status().message.as_deref().unwrap().contains("waiting for promote"));
+    w.run(5000);
+    assert_eq!(w.phase(), Phase::Paused, "... however long it takes");
+
+    w.obs.commands.promote = Some("t1".into());
+    w.run(5010);
+    let canary = w.status().canary.clone().unwrap();
+    assert_eq!((canary.step, canary.weight), (2, 50));
+    assert_eq!((w.replicas(&v2), w.replicas(&v1)), (2, 2));
+    assert_eq!(w.status().commands.as_ref().unwrap().promote.as_deref(), Some("t1"));
+    w.run(5011);
+    assert_eq!(w.status().canary.as_ref().unwrap().step, 2, "a promote is used once");
+
+    w.obs.pods.insert(v2.clone(), PodHealth { ready: 2, problem: None });
+    w.run(5020);
+    assert_eq!(w.phase(), Phase::Paused);
+    assert_eq!(w.last.as_ref().unwrap().requeue, Duration::from_secs(120), "wakes when the pause ends");
+    w.run(5139);
+    assert_eq!(w.status().canary.as_ref().unwrap().step, 3);
+    w.run(5140);
+    let canary = w.status().canary.clone().unwrap();
+    assert_eq!((canary.step, canary.weight), (4, 100));
+    assert_eq!((w.replicas(&v2), w.replicas(&v1)), (4, 0));
+
+    w.obs.pods.insert(v2.clone(), PodHealth { ready: 4, problem: None });
+    w.run(5150);
+    assert_eq!(w.phase(), Phase::Promoted);
+    assert_eq!(w.stable_hash(), v2);
+    assert_eq!(w.replicas(&v1), 0, "the old revision is kept at 0 for rollback");
+    assert!(w.obs.workloads.contains_key(&v1));
+}
+
+#[test]
+fn an_untrusted_target_is_rejected_and_nothing_is_deployed() {
+    let mut w = World::serving_v1(vec![weight(50)]);
+    let v1 = w.stable_hash();
+    w.obs.verdicts.insert(
+        V2.into(),
+        Verdict::Untrusted { reason: "UnknownTarget".into(), message: "not listed by any trusted targets role".into() },
+    );
+    w.set_target(V2);
+    let plan = w.run(10).clone();
+    assert_eq!(w.phase(), Phase::Rejected);
+    assert_eq!(w.condition(VERIFIED), ("False".into(), "UnknownTarget".into()));
+    assert!(w.status().message.as_deref().unwrap().contains("revision 1 keeps serving"));
+    assert_eq!(plan.scale, [(v1, 4)].into(), "no workload for the rejected revision");
+    assert_eq!(w.status().history.last().unwrap().outcome, "Rejected");
+    assert_eq!(w.events(), ["Rejected"]);
+    w.run(20);
+    assert_eq!(w.events(), Vec::<&str>::new(), "rejected once, not again on every reconcile");
+}
+
+#[test]
+fn an_unknown_verdict_waits_in_verifying() {
+    let mut w = World::new(vec![]);
+    w.obs.verdicts.insert(V1.into(), Verdict::Unknown { message: "the repository has not been refreshed yet".into() });
+    let plan = w.run(0).clone();
+    assert_eq!(w.phase(), Phase::Verifying);
+    assert!(plan.scale.is_empty());
+    assert_eq!(plan.requeue, Duration::from_secs(5));
+    assert_eq!(w.condition(VERIFIED).0, "Unknown");
+}
+
+#[test]
+fn a_crashing_canary_rolls_back_and_is_not_retried_until_asked() {
+    let mut w = World::serving_v1(vec![weight(50), pause(None)]);
+    let v1 = w.stable_hash();
+    w.set_target(V2);
+    w.run(10);
+    let v2 = w.canary_hash();
+    w.pods(&v2, Some(PodProblem::Hard { reason: "CrashLoopBackOff".into(), message: "pod x: crash-looping".into() }));
+    w.obs.pods.get_mut(&v1).unwrap().ready = 2;
+    w.auto_ready = false;
+    w.run(12);
+    assert_eq!(w.phase(), Phase::RollingBack);
+    assert_eq!((w.replicas(&v2), w.replicas(&v1)), (0, 4), "canary to 0, stable full, in the same decision");
+    assert_eq!(w.condition(DEGRADED), ("True".into(), "CrashLoopBackOff".into()));
+    let last = w.status().history.last().unwrap().clone();
+    assert_eq!((last.revision, last.outcome.as_str()), (2, "RolledBack"));
+    assert!(last.reason.unwrap().starts_with("CrashLoopBackOff"));
+    assert_eq!(w.events(), ["RolledBack"]);
+
+    w.obs.pods.get_mut(&v1).unwrap().ready = 4;
+    w.run(15);
+    assert_eq!(w.phase(), Phase::RolledBack);
+    w.pods(&v2, None);
+    w.run(100);
+    assert!(w.status().canary.is_none(), "the failed revision is not retried by itself");
+    assert_eq!(w.phase(), Phase::RolledBack);
+
+    w.obs.commands.retry = Some("r1".into());
+    w.auto_ready = true;
+    w.run(200);
+    let canary = w.status().canary.clone().unwrap();
+    assert_eq!(
+        (canary.revision, canary.hash.as_str()),
+        (2, v2.as_str()),
+        "a retry reuses the revision and its workload"
+    );
+    assert_eq!(w.replicas(&v2), 2);
+}
+
+#[test]
+fn a_new_spec_mid_rollout_supersedes_the_canary() {
+    let mut w = World::serving_v1(vec![weight(50), pause(None)]);
+    let v1 = w.stable_hash();
+    w.set_target(V2);
+    w.settle(10);
+    let v2 = w.canary_hash();
+    assert_eq!(w.phase(), Phase::Paused);
+    w.set_target(V3);
+    w.run(20);
+    let canary = w.status().canary.clone().unwrap();
+    assert_eq!((canary.revision, canary.target.as_str(), canary.weight), (3, V3, 50));
+    assert_eq!((w.replicas(&v2), w.replicas(&canary.hash), w.replicas(&v1)), (0, 2, 2), "never two canaries");
+    let superseded = w.status().history.last().unwrap();
+    assert_eq!((superseded.revision, superseded.outcome.as_str()), (2, "Superseded"));
+    assert_eq!(w.events(), ["Superseded", "RolloutStarted"]);
+
+    // Back to the stable spec: the canary goes, nothing new starts.
+    w.set_target(V1);
+    w.run(30);
+    assert!(w.status().canary.is_none());
+    assert_eq!(w.phase(), Phase::Promoted);
+    assert_eq!(w.replicas(&v1), 4);
+}
+
+#[test]
+fn gates_decide_progress_and_rollback() {
     struct Case {
         name: &'static str,
-        found: bool,
-        want_status: &'static str,
-        want_reason: &'static str,
+        results: &'static [GateResult],
+        step: i32,
+        rolled_back: Option<&'static str>,
     }
+    use GateResult::*;
     let cases = [
-        Case { name: "repository exists", found: true, want_status: "True", want_reason: "RepositoryFound" },
-        Case { name: "repository missing", found: false, want_status: "False", want_reason: "RepositoryNotFound" },
+        Case { name: "one pass advances", results: &[Pass], step: 1, rolled_back: None },
+        Case { name: "no data is not a pass", results: &[Inconclusive], step: 0, rolled_back: None },
+        Case { name: "a single failure holds", results: &[Fail], step: 0, rolled_back: None },
+        Case {
+            name: "flapping never reaches the limit",
+            results: &[Fail, Pass, Fail, Pass, Fail],
+            step: 2,
+            rolled_back: None,
+        },
+        Case { name: "failureLimit in a row", results: &[Fail, Fail], step: -1, rolled_back: Some("GateFailed") },
+        Case {
+            name: "inconclusiveLimit in a row",
+            results: &[Inconclusive, Inconclusive, Inconclusive],
+            step: -1,
+            rolled_back: Some("GateInconclusive"),
+        },
+        Case { name: "a pass resets the count", results: &[Fail, Pass, Fail], step: 1, rolled_back: None },
     ];
-    for c in cases {
-        let s = status(&release(3), &Observed { repository_found: c.found }, at(0));
-        let cond = s.conditions.iter().find(|c| c.type_ == ACCEPTED).unwrap();
-        assert_eq!(cond.status, c.want_status, "{}", c.name);
-        assert_eq!(cond.reason, c.want_reason, "{}", c.name);
-        assert_eq!(cond.observed_generation, Some(3), "{}", c.name);
-        assert_eq!(s.observed_generation, Some(3), "{}", c.name);
-        assert_eq!(s.phase, Some(Phase::Verifying), "{}", c.name);
+    for case in cases {
+        let mut w = World::serving_v1(vec![weight(25), weight(50)]);
+        w.release.spec.gates = Gates { checks: vec![gate("errors")], inconclusive_limit: 3, ..Default::default() };
+        w.set_target(V2);
+        w.run(100);
+        for (i, r) in case.results.iter().enumerate() {
+            w.gate("errors", *r);
+            w.run(101 + i as i64);
+        }
+        let canary = w.status().canary.as_ref();
+        assert_eq!(canary.map_or(-1, |c| c.step), case.step, "{}", case.name);
+        match case.rolled_back {
+            Some(reason) => {
+                assert_eq!(w.phase(), Phase::RollingBack, "{}", case.name);
+                assert_eq!(w.condition(DEGRADED).1, reason, "{}", case.name);
+            }
+            None => assert!(canary.is_some(), "{}: no rollback", case.name),
+        }
     }
 }
 
 #[test]
-fn missing_repository_message_says_what_to_do() {
-    let s = status(&release(1), &Observed { repository_found: false }, at(0));
-    let msg = s.message.unwrap();
-    assert!(
-        msg.contains("\"ml-models\"") && msg.contains("\"ml\"") && msg.contains("spec.repositoryRef.name"),
-        "{msg}"
-    );
+fn gates_must_pass_after_the_step_began() {
+    let mut w = World::serving_v1(vec![weight(25), weight(50), weight(75)]);
+    w.release.spec.gates.checks = vec![gate("errors")];
+    w.set_target(V2);
+    w.run(100);
+    w.gate("errors", GateResult::Pass);
+    w.run(100);
+    assert_eq!(w.status().canary.as_ref().unwrap().step, 0, "a pass in the second the step began does not count");
+    w.gate("errors", GateResult::Pass);
+    w.run(130);
+    assert_eq!(w.status().canary.as_ref().unwrap().step, 1);
+    w.run(131);
+    assert_eq!(w.status().canary.as_ref().unwrap().step, 1, "the old pass does not carry into the next step");
+    assert!(gates_due(&w.release, at(160)));
+    assert!(!gates_due(&w.release, at(159)));
 }
 
 #[test]
-fn unchanged_observation_gives_identical_status() {
-    // Idempotence: the controller writes only when this differs from what is stored.
-    let mut r = release(1);
-    let first = status(&r, &Observed { repository_found: true }, at(0));
-    r.status = Some(first.clone());
-    let second = status(&r, &Observed { repository_found: true }, at(7));
-    assert_eq!(first, second);
+fn scaling_the_release_while_a_canary_runs_keeps_the_ratio() {
+    let mut w = World::serving_v1(vec![weight(25), pause(None)]);
+    let v1 = w.stable_hash();
+    w.set_target(V2);
+    w.settle(10);
+    let v2 = w.canary_hash();
+    assert_eq!((w.replicas(&v2), w.replicas(&v1)), (1, 3));
+    w.release.spec.replicas = 10;
+    w.run(20);
+    assert_eq!((w.replicas(&v2), w.replicas(&v1)), (3, 7), "ceil(10 x 25%) = 3");
+    w.release.spec.replicas = 1;
+    w.run(30);
+    assert_eq!((w.replicas(&v2), w.replicas(&v1)), (1, 0), "at least one canary pod once weight > 0");
 }
 
 #[test]
-fn new_generation_is_observed_and_transition_time_kept() {
-    let mut r = release(1);
-    r.status = Some(status(&r, &Observed { repository_found: true }, at(0)));
-    r.metadata.generation = Some(2);
-    let s = status(&r, &Observed { repository_found: true }, at(9));
-    assert_eq!(s.observed_generation, Some(2));
-    assert_eq!(s.conditions[0].observed_generation, Some(2));
-    assert_eq!(s.conditions[0].last_transition_time.0, at(0));
+fn pod_failures_and_deadlines() {
+    struct Case {
+        name: &'static str,
+        problem: Option<PodProblem>,
+        after: i64,
+        want: Option<&'static str>,
+    }
+    let hard = |r: &str| Some(PodProblem::Hard { reason: r.into(), message: "m".into() });
+    let waiting = Some(PodProblem::Waiting { reason: "ImagePullBackOff".into(), message: "back-off".into() });
+    let cases = [
+        Case { name: "OOM kill rolls back at once", problem: hard("OOMKilled"), after: 1, want: Some("OOMKilled") },
+        Case {
+            name: "a refused model is a trust failure",
+            problem: Some(PodProblem::Untrusted { message: "sha256 mismatch".into() }),
+            after: 1,
+            want: Some("TrustFailure"),
+        },
+        Case { name: "image pull waits for the deadline", problem: waiting.clone(), after: 599, want: None },
+        Case {
+            name: "image pull past the deadline",
+            problem: waiting,
+            after: 600,
+            want: Some("ProgressDeadlineExceeded"),
+        },
+        Case { name: "not ready past the deadline", problem: None, after: 600, want: Some("ProgressDeadlineExceeded") },
+        Case { name: "not ready within the deadline", problem: None, after: 300, want: None },
+    ];
+    for case in cases {
+        let mut w = World::serving_v1(vec![weight(50)]);
+        w.set_target(V2);
+        w.auto_ready = false;
+        w.run(1000);
+        let v2 = w.canary_hash();
+        w.pods(&v2, case.problem.clone());
+        w.run(1000 + case.after);
+        match case.want {
+            Some(reason) => {
+                assert_eq!(w.phase(), Phase::RollingBack, "{}", case.name);
+                assert_eq!(w.condition(DEGRADED).1, reason, "{}", case.name);
+            }
+            None => {
+                assert_eq!(w.phase(), Phase::Progressing, "{}", case.name);
+                assert!(
+                    w.last.as_ref().unwrap().requeue <= Duration::from_secs(600),
+                    "{}: wakes for the deadline",
+                    case.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn without_automatic_rollback_a_failure_holds_and_waits_for_abort() {
+    let mut w = World::serving_v1(vec![weight(50)]);
+    w.release.spec.rollback.automatic = false;
+    let v1 = w.stable_hash();
+    w.set_target(V2);
+    w.run(10);
+    let v2 = w.canary_hash();
+    w.pods(&v2, Some(PodProblem::Hard { reason: "CrashLoopBackOff".into(), message: "m".into() }));
+    w.run(11);
+    assert_eq!(w.phase(), Phase::Paused);
+    assert_eq!(w.condition(DEGRADED), ("True".into(), "CrashLoopBackOff".into()));
+    assert_eq!((w.replicas(&v2), w.replicas(&v1)), (2, 2), "nothing moves by itself");
+    assert_eq!(w.events(), ["RollbackNeeded"]);
+    w.run(12);
+    assert_eq!(w.events(), Vec::<&str>::new());
+    w.obs.commands.abort = Some("a".into());
+    w.run(13);
+    assert_eq!(w.phase(), Phase::RollingBack);
+    assert_eq!((w.replicas(&v2), w.replicas(&v1)), (0, 4));
+}
+
+#[test]
+fn spec_paused_holds_the_step_but_not_the_gates() {
+    let mut w = World::serving_v1(vec![weight(25), weight(50)]);
+    w.release.spec.paused = true;
+    w.release.spec.gates.checks = vec![gate("errors")];
+    w.set_target(V2);
+    w.run(10);
+    w.gate("errors", GateResult::Pass);
+    w.run(40);
+    assert_eq!(w.phase(), Phase::Paused);
+    assert_eq!(w.status().canary.as_ref().unwrap().step, 0);
+    w.gate("errors", GateResult::Fail);
+    w.run(70);
+    w.gate("errors", GateResult::Fail);
+    w.run(100);
+    assert_eq!(w.phase(), Phase::RollingBack, "a paused rollout still rolls back");
+    w.release.spec.paused = false;
+}
+
+#[test]
+fn a_revoked_stable_returns_to_the_newest_trusted_revision() {
+    let mut w = World::serving_v1(vec![]);
+    let v1 = w.stable_hash();
+    w.set_target(V2);
+    w.settle(10);
+    let v2 = w.stable_hash();
+    w.set_target(V3);
+    w.settle(20);
+    let v3 = w.stable_hash();
+    assert_eq!(w.status().stable.as_ref().unwrap().revision, 3);
+
+    // v3 revoked, v2 too: back to v1, never to v2.
+    let revoked = Verdict::Untrusted { reason: "UnknownTarget".into(), message: "not listed".into() };
+    w.obs.verdicts.insert(V3.into(), revoked.clone());
+    w.obs.verdicts.insert(V2.into(), revoked.clone());
+    w.auto_ready = false;
+    w.run(30);
+    assert_eq!(w.phase(), Phase::RollingBack);
+    assert_eq!(w.stable_hash(), v1);
+    assert_eq!((w.replicas(&v1), w.replicas(&v2), w.replicas(&v3)), (4, 0, 0));
+    assert_eq!(w.condition(DEGRADED).1, "TrustRevoked");
+    let last = w.status().history.last().unwrap();
+    assert_eq!((last.revision, last.outcome.as_str()), (3, "RolledBack"));
+    w.obs.pods.insert(v1.clone(), PodHealth { ready: 4, problem: None });
+    w.run(31);
+    assert_eq!(w.phase(), Phase::RolledBack);
+    assert_eq!(w.condition(TRUST_DEGRADED), ("False".into(), "TargetTrusted".into()));
+    w.run(40);
+    assert!(w.status().canary.is_none(), "the revoked spec is not rolled out again");
+
+    // Now v1 is revoked too: nothing trusted is left, so it keeps serving and says so.
+    w.obs.verdicts.insert(V1.into(), revoked);
+    w.run(50);
+    assert_eq!(w.stable_hash(), v1);
+    assert_eq!(w.condition(TRUST_DEGRADED), ("True".into(), "UnknownTarget".into()));
+    assert!(w.status().conditions.iter().any(|c| c.message.contains("no earlier revision is still trusted")));
+    assert_eq!(w.events(), ["TrustDegraded"]);
+}
+
+#[test]
+fn revocation_alert_only_keeps_serving() {
+    let mut w = World::serving_v1(vec![]);
+    w.release.spec.rollback.on_revocation = RevocationAction::Alert;
+    w.set_target(V2);
+    w.settle(10);
+    let v2 = w.stable_hash();
+    w.obs.verdicts.insert(V2.into(), Verdict::Trusted { sha256: sha(V3), length: 100 });
+    w.run(20);
+    assert_eq!(w.stable_hash(), v2);
+    assert_eq!(w.condition(TRUST_DEGRADED), ("True".into(), "TargetChanged".into()));
+}
+
+#[test]
+fn post_promotion_window_rolls_back_to_the_previous_revision() {
+    let mut w = World::serving_v1(vec![weight(50)]);
+    w.release.spec.gates.checks = vec![gate("errors")];
+    w.release.spec.rollback.post_promotion_window = "10m".into();
+    let v1 = w.stable_hash();
+    w.set_target(V2);
+    w.run(100);
+    w.gate("errors", GateResult::Pass);
+    w.run(130);
+    w.gate("errors", GateResult::Pass);
+    w.run(160);
+    assert_eq!(w.phase(), Phase::Promoted);
+    assert!(gates_due(&w.release, at(190)), "gates keep running in the window");
+    assert!(!gates_due(&w.release, at(160 + 600)), "... and stop after it");
+    w.gate("errors", GateResult::Fail);
+    w.run(190);
+    w.gate("errors", GateResult::Fail);
+    w.run(220);
+    assert_eq!(w.phase(), Phase::RollingBack);
+    assert_eq!(w.stable_hash(), v1);
+    assert_eq!(w.replicas(&v1), 4);
+    assert!(w.status().message.as_deref().unwrap().contains("after promotion"));
+}
+
+#[test]
+fn the_plan_is_idempotent_so_restarts_change_nothing() {
+    // Replaying any reached state with the same observations yields the same status,
+    // the same scale and no event: a restarted operator picks up where it was.
+    let mut w = World::serving_v1(vec![weight(25), pause(Some("1m")), weight(50), pause(None)]);
+    w.set_target(V2);
+    for now in [10, 20, 90, 100, 110] {
+        let seen = w.obs.clone();
+        w.run(now);
+        // As if the operator died after writing status, before scaling anything.
+        let again = plan(&w.release, &seen, at(now));
+        assert_eq!(Some(&again.status), w.release.status.as_ref(), "at {now}");
+        assert_eq!(again.scale, w.last.as_ref().unwrap().scale, "at {now}");
+        assert!(again.events.is_empty(), "at {now}: {:?}", again.events);
+    }
+}
+
+#[test]
+fn history_is_bounded_and_old_workloads_are_pruned() {
+    let mut w = World::serving_v1(vec![]);
+    for i in 0..30 {
+        w.release.spec.template.metadata =
+            Some(ObjectMeta { annotations: Some([("v".to_string(), i.to_string())].into()), ..Default::default() });
+        w.settle(10 + i);
+    }
+    assert_eq!(w.status().history.len(), rollout::MAX_HISTORY);
+    assert_eq!(w.status().stable.as_ref().unwrap().revision, 31);
+    assert!(w.obs.workloads.len() <= 6, "{} workloads kept", w.obs.workloads.len());
+}
+
+#[test]
+fn revision_identity() {
+    let w = World::new(vec![]);
+    let mut spec = w.release.spec.clone();
+    let a = revision_hash(&spec);
+    spec.replicas = 9;
+    spec.strategy.steps.push(weight(5));
+    assert_eq!(revision_hash(&spec), a, "scale and strategy are not part of a revision");
+    spec.model.target = V2.into();
+    assert_ne!(revision_hash(&spec), a);
+    assert_eq!(a.len(), 10);
 }

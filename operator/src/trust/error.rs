@@ -48,6 +48,12 @@ pub enum TrustError {
 }
 
 impl TrustError {
+    /// Whether the failure may pass by itself (network, local disk) rather than being a
+    /// verdict about the repository. Trusted metadata stays usable until it expires.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, TrustError::Fetch { .. } | TrustError::NotFound { .. } | TrustError::Store { .. })
+    }
+
     /// A short, bounded label for metrics and condition reasons.
     pub fn reason(&self) -> &'static str {
         match self {

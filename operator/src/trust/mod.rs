@@ -13,7 +13,7 @@ mod updater;
 
 pub use error::TrustError;
 pub use metadata::TargetFile;
-pub use refresh::{RefreshInput, Refreshed, refresh};
+pub use refresh::{RefreshInput, Refreshed, Session, refresh};
 pub use store::Store;
 pub use target::Expected;
 pub use transport::{Transport, TransportOptions};

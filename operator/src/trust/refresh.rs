@@ -19,11 +19,18 @@ pub struct RefreshInput<'a> {
 }
 
 /// A successful refresh.
-#[derive(Debug)]
 pub struct Refreshed {
     pub trusted: Trusted,
     /// root.json of the newest trusted root, byte for byte.
     pub root: Vec<u8>,
+    /// The client that refreshed, ready to look up targets (delegated roles load lazily).
+    pub session: Session,
+}
+
+/// An updater and the scratch directory its store lives in.
+pub struct Session {
+    pub updater: Updater,
+    _dir: tempfile::TempDir,
 }
 
 pub async fn refresh(input: RefreshInput<'_>) -> Result<Refreshed, TrustError> {
@@ -38,5 +45,5 @@ pub async fn refresh(input: RefreshInput<'_>) -> Result<Refreshed, TrustError> {
     let mut updater = Updater::new(store.clone(), transport, url, Some(start), input.floors, input.now)?;
     let trusted = updater.refresh().await?;
     let root = store.load("root").unwrap_or_else(|| start.to_vec());
-    Ok(Refreshed { trusted, root })
+    Ok(Refreshed { trusted, root, session: Session { updater, _dir: scratch } })
 }

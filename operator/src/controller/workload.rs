@@ -1,0 +1,247 @@
+//! The objects a release owns, built from its spec: one ReplicaSet per revision (the
+//! pods that serve it, each fetching and verifying the model before the server starts)
+//! and, when asked, the Service in front of all of them.
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use super::repository::{STATE_ROOT_KEY, state_configmap};
+use crate::api::{
+    ANNOTATION_MODEL_SHA256, FETCH_CONTAINER, LABEL_HASH, LABEL_RELEASE, LABEL_REVISION, ModelRelease, ModelRepository,
+};
+
+const MODEL_VOLUME: &str = "modelgate-model";
+const TRUST_VOLUME: &str = "modelgate-trust";
+const CA_VOLUME: &str = "modelgate-ca";
+const FETCH_OUT: &str = "/var/run/modelgate/model";
+const TRUST_DIR: &str = "/var/run/modelgate/trust";
+const CA_DIR: &str = "/var/run/modelgate/ca";
+
+/// Name of a revision's ReplicaSet.
+pub fn name(release: &str, hash: &str) -> String {
+    format!("{release}-{hash}")
+}
+
+/// A verified revision, ready to become a workload.
+pub struct Revision<'a> {
+    pub number: i64,
+    pub hash: &'a str,
+    pub sha256: &'a str,
+    pub length: i64,
+}
+
+/// The ReplicaSet of the spec's revision, for server-side apply. The pod template is the
+/// user's, plus: the `modelgate fetch` init container carrying the verified target,
+/// digest and length and the repository's floors; the pinned root (the repository's
+/// newest trusted root) and CA bundle mounted read-only; the model volume mounted
+/// read-only into every serving container at `model.mountPath`; labels and the digest.
+pub fn replica_set(
+    release: &ModelRelease,
+    repository: &ModelRepository,
+    revision: &Revision,
+    replicas: i32,
+    fetch_image: &str,
+) -> Value {
+    let release_name = release.name_any();
+    let labels = json!({
+        LABEL_RELEASE: release_name,
+        LABEL_HASH: revision.hash,
+        LABEL_REVISION: revision.number.to_string(),
+        "app.kubernetes.io/managed-by": "modelgate",
+    });
+    let mut template: PodTemplateSpec = release.spec.template.clone();
+    let meta = template.metadata.get_or_insert_with(Default::default);
+    for (k, v) in labels.as_object().expect("an object") {
+        meta.labels.get_or_insert_with(Default::default).insert(k.clone(), v.as_str().unwrap_or_default().into());
+    }
+    meta.annotations
+        .get_or_insert_with(Default::default)
+        .insert(ANNOTATION_MODEL_SHA256.into(), revision.sha256.into());
+    let mut pod = serde_json::to_value(&template).expect("a template serializes");
+
+    let file = release.spec.model.target.rsplit('/').next().unwrap_or("model");
+    let mut args = vec![
+        "fetch".to_string(),
+        "--metadata-url".into(),
+        repository.spec.metadata_url.clone(),
+        "--targets-url".into(),
+        repository.spec.targets_url.clone(),
+        "--root".into(),
+        format!("{TRUST_DIR}/{STATE_ROOT_KEY}"),
+        "--target".into(),
+        release.spec.model.target.clone(),
+        "--sha256".into(),
+        revision.sha256.into(),
+        "--length".into(),
+        revision.length.to_string(),
+        "--out".into(),
+        format!("{FETCH_OUT}/{file}"),
+    ];
+    let floors = crate::plan::repository::floors(repository.status.as_ref());
+    for (role, version) in [
+        ("root", floors.root),
+        ("timestamp", floors.timestamp),
+        ("snapshot", floors.snapshot),
+        ("targets", floors.targets),
+    ] {
+        if version > 0 {
+            args.extend([format!("--min-{role}-version"), version.to_string()]);
+        }
+    }
+    let mut mounts = vec![
+        json!({"name": MODEL_VOLUME, "mountPath": FETCH_OUT}),
+        json!({"name": TRUST_VOLUME, "mountPath": TRUST_DIR, "readOnly": true}),
+    ];
+    let mut volumes = vec![
+        json!({"name": MODEL_VOLUME, "emptyDir": {}}),
+        json!({"name": TRUST_VOLUME, "configMap": {"name": state_configmap(&repository.name_any()), "items": [{"key": STATE_ROOT_KEY, "path": STATE_ROOT_KEY}]}}),
+    ];
+    if let Some(ca) = &repository.spec.ca_bundle {
+        let r = &ca.config_map_ref;
+        args.extend(["--ca-bundle".into(), format!("{CA_DIR}/ca.crt")]);
+        mounts.push(json!({"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": true}));
+        volumes.push(
+            json!({"name": CA_VOLUME, "configMap": {"name": r.name, "items": [{"key": r.key, "path": "ca.crt"}]}}),
+        );
+    }
+    let fetch = json!({
+        "name": FETCH_CONTAINER,
+        "image": fetch_image,
+        "args": args,
+        "volumeMounts": mounts,
+        // The reason a fetch refused the model shows in `kubectl describe pod`.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+        "securityContext": {
+            "runAsNonRoot": true, "runAsUser": 65532, "readOnlyRootFilesystem": true,
+            "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"}
+        },
+        "env": [{"name": "TMPDIR", "value": FETCH_OUT}],
+    });
+
+    let spec = pod["spec"].as_object_mut().expect("a pod template has a spec");
+    let inits = spec.entry("initContainers").or_insert_with(|| json!([]));
+    inits.as_array_mut().expect("a list").insert(0, fetch);
+    for container in spec.get_mut("containers").and_then(Value::as_array_mut).into_iter().flatten() {
+        let mounts = container.as_object_mut().expect("an object").entry("volumeMounts").or_insert_with(|| json!([]));
+        mounts.as_array_mut().expect("a list").push(json!({
+            "name": MODEL_VOLUME, "mountPath": release.spec.model.mount_path, "readOnly": true
+        }));
+    }
+    spec.entry("volumes").or_insert_with(|| json!([])).as_array_mut().expect("a list").extend(volumes);
+
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": name(&release_name, revision.hash),
+            "labels": labels,
+            "annotations": {ANNOTATION_MODEL_SHA256: revision.sha256, "modelgate.dev/target": release.spec.model.target},
+            "ownerReferences": [release.controller_owner_ref(&()).expect("a stored object has a UID")],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {LABEL_RELEASE: release_name, LABEL_HASH: revision.hash}},
+            "template": pod,
+        }
+    })
+}
+
+/// The Service that spreads requests over every revision's pods by count.
+pub fn service(release: &ModelRelease) -> Option<Value> {
+    let svc = release.spec.service.as_ref()?;
+    let name = release.name_any();
+    Some(json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "labels": {LABEL_RELEASE: name, "app.kubernetes.io/managed-by": "modelgate"},
+            "ownerReferences": [release.controller_owner_ref(&()).expect("a stored object has a UID")],
+        },
+        "spec": {
+            "selector": {LABEL_RELEASE: name},
+            "ports": [{"name": "http", "port": svc.port, "targetPort": svc.target_port.unwrap_or(svc.port)}],
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{
+        ConfigMapKeyRef, ConfigMapSource, ModelReleaseSpec, ModelRepositorySpec, ModelSource, RepositoryRef,
+    };
+
+    #[test]
+    fn the_pod_fetches_the_verified_model_and_serves_it_read_only() {
+        let template = serde_json::from_value(json!({
+            "metadata": {"labels": {"app": "fraud"}},
+            "spec": {"containers": [{"name": "server", "image": "srv:1"}, {"name": "sidecar", "image": "s:1"}]}
+        }))
+        .unwrap();
+        let mut release = ModelRelease::new(
+            "fraud",
+            ModelReleaseSpec {
+                repository_ref: RepositoryRef { name: "ml".into() },
+                model: ModelSource { target: "fraud/2.0/model.onnx".into(), mount_path: "/models".into() },
+                replicas: 4,
+                template,
+                strategy: Default::default(),
+                gates: Default::default(),
+                rollback: Default::default(),
+                paused: false,
+                service: None,
+            },
+        );
+        release.metadata.uid = Some("u1".into());
+        release.metadata.namespace = Some("ns".into());
+        let cm = |name: &str, key: &str| ConfigMapSource {
+            config_map_ref: ConfigMapKeyRef { name: name.into(), key: key.into() },
+        };
+        let mut repo = ModelRepository::new(
+            "ml",
+            ModelRepositorySpec {
+                metadata_url: "https://tuf/metadata/".into(),
+                targets_url: "https://tuf/targets/".into(),
+                trusted_root: cm("root", "root.json"),
+                ca_bundle: Some(cm("corp-ca", "bundle.pem")),
+                refresh_interval: "5m".into(),
+            },
+        );
+        repo.status = Some(crate::api::ModelRepositoryStatus {
+            timestamp: Some(crate::api::RoleState { version: 7, expires: None }),
+            ..Default::default()
+        });
+        let rev = Revision { number: 3, hash: "abcdef0123", sha256: "00ff", length: 42 };
+        let rs = replica_set(&release, &repo, &rev, 2, "modelgate/modelgate:0.1.0");
+
+        assert_eq!(rs["metadata"]["name"], "fraud-abcdef0123");
+        assert_eq!(rs["spec"]["replicas"], 2);
+        assert_eq!(rs["metadata"]["ownerReferences"][0]["kind"], "ModelRelease");
+        let pod = &rs["spec"]["template"];
+        assert_eq!(pod["metadata"]["labels"]["app"], "fraud");
+        assert_eq!(pod["metadata"]["labels"][LABEL_REVISION], "3");
+        assert_eq!(pod["metadata"]["annotations"][ANNOTATION_MODEL_SHA256], "00ff");
+        let fetch = &pod["spec"]["initContainers"][0];
+        assert_eq!(fetch["name"], FETCH_CONTAINER);
+        let args: Vec<&str> = fetch["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        let after = |flag: &str| args[args.iter().position(|a| *a == flag).unwrap() + 1];
+        assert_eq!(after("--sha256"), "00ff");
+        assert_eq!(after("--length"), "42");
+        assert_eq!(after("--target"), "fraud/2.0/model.onnx");
+        assert_eq!(after("--min-timestamp-version"), "7");
+        assert_eq!(after("--out"), "/var/run/modelgate/model/model.onnx");
+        assert_eq!(after("--ca-bundle"), "/var/run/modelgate/ca/ca.crt");
+        assert!(!args.contains(&"--min-root-version"), "floors at 0 are not passed");
+        for c in pod["spec"]["containers"].as_array().unwrap() {
+            let m = c["volumeMounts"].as_array().unwrap().last().unwrap();
+            assert_eq!((m["mountPath"].as_str(), m["readOnly"].as_bool()), (Some("/models"), Some(true)));
+        }
+        let volumes = pod["spec"]["volumes"].as_array().unwrap();
+        assert!(volumes.iter().any(|v| v["configMap"]["name"] == "ml-trust-state"));
+        assert!(volumes.iter().any(|v| v["configMap"]["items"][0]["key"] == "bundle.pem"));
+    }
+}

@@ -1,0 +1,77 @@
+//! Health gates: each provider judges the canary and answers pass, fail or
+//! inconclusive. Pod health (`kubernetes`) is always on and is pure; the others call out.
+
+pub mod kubernetes;
+mod prometheus;
+mod webhook;
+
+use std::{future::Future, pin::Pin, time::Duration};
+
+use serde::Serialize;
+
+use crate::{
+    api::{GateCheck, parse_duration},
+    plan::{GateOutcome, GateResult},
+};
+
+pub use prometheus::Prometheus;
+pub use webhook::Webhook;
+
+/// What a gate judges: the release, the revision on trial and the one it replaces.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GateContext {
+    pub release: String,
+    pub namespace: String,
+    /// The revision on trial (the canary, or the new stable in its post-promotion window).
+    pub canary_revision: i64,
+    /// The revision it replaces, if any.
+    pub stable_revision: Option<i64>,
+    pub target: String,
+    pub sha256: String,
+    pub step: i32,
+    pub weight: i32,
+}
+
+/// One provider of health verdicts.
+pub trait Gate: Send + Sync {
+    /// Never a pass on error: errors are failures or inconclusive, with the reason.
+    fn evaluate<'a>(&'a self, ctx: &'a GateContext) -> Pin<Box<dyn Future<Output = (GateResult, String)> + Send + 'a>>;
+}
+
+/// A check's provider, or why it could not be built (which counts as a failure).
+pub type Provider = Result<Box<dyn Gate>, String>;
+
+/// Builds the provider of a check. `ca_bundle` is the PEM the check names, already read.
+pub fn provider(check: &GateCheck, ca_bundle: Option<Vec<u8>>) -> Provider {
+    if let Some(p) = &check.prometheus {
+        return Ok(Box::new(Prometheus::new(p.clone())?));
+    }
+    if let Some(w) = &check.webhook {
+        let timeout = parse_duration(&w.timeout).unwrap_or(Duration::from_secs(10));
+        return Ok(Box::new(Webhook::new(w.url.clone(), timeout, w.retries.max(0) as u32, ca_bundle)?));
+    }
+    Err(format!("gate check {} names no provider", check.name))
+}
+
+/// Runs every check of a release once, concurrently.
+pub async fn evaluate_all(checks: &[(String, Provider)], ctx: &GateContext) -> Vec<GateOutcome> {
+    let runs = checks.iter().map(|(name, gate)| async move {
+        let (result, detail) = match gate {
+            Ok(gate) => gate.evaluate(ctx).await,
+            Err(e) => (GateResult::Fail, e.clone()),
+        };
+        GateOutcome { name: name.clone(), result, detail }
+    });
+    futures::future::join_all(runs).await
+}
+
+/// `{{canary}}`, `{{stable}}` and `{{release}}` replaced for a query or a message.
+pub fn render(template: &str, ctx: &GateContext) -> String {
+    let stable = ctx.stable_revision.map(|r| r.to_string()).unwrap_or_default();
+    template
+        .replace("{{canary}}", &ctx.canary_revision.to_string())
+        .replace("{{stable}}", &stable)
+        .replace("{{release}}", &ctx.release)
+        .replace("{{namespace}}", &ctx.namespace)
+}

@@ -1,0 +1,139 @@
+//! The prometheus gate: one instant query against the Prometheus HTTP API, its value
+//! held between `min` and `max`. No data, NaN or an unreachable server is inconclusive;
+//! a query Prometheus rejects is a failure. Nothing but a value in bounds passes.
+
+use std::{future::Future, pin::Pin, time::Duration};
+
+use serde::Deserialize;
+
+use super::{Gate, GateContext, render};
+use crate::{api::PrometheusCheck, plan::GateResult};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Prometheus {
+    check: PrometheusCheck,
+    http: reqwest::Client,
+    url: reqwest::Url,
+}
+
+#[derive(Deserialize)]
+struct Response {
+    status: String,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    data: Option<Data>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Data {
+    result_type: String,
+    result: serde_json::Value,
+}
+
+impl Prometheus {
+    pub fn new(check: PrometheusCheck) -> Result<Self, String> {
+        let base = check.address.trim_end_matches('/');
+        let url = reqwest::Url::parse(&format!("{base}/api/v1/query"))
+            .map_err(|e| format!("prometheus.address {:?} is not a URL: {e}", check.address))?;
+        let http = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .build()
+            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        Ok(Self { check, http, url })
+    }
+
+    async fn query(&self, ctx: &GateContext) -> (GateResult, String) {
+        let query = render(&self.check.query, ctx);
+        let mut url = self.url.clone();
+        url.query_pairs_mut().append_pair("query", &query);
+        let response = match self.http.get(url).send().await {
+            Ok(r) => r,
+            Err(e) => return (GateResult::Inconclusive, format!("Prometheus unreachable: {e}")),
+        };
+        let code = response.status();
+        let body: Response = match response.json().await {
+            Ok(b) => b,
+            Err(e) => {
+                return (GateResult::Inconclusive, format!("Prometheus answered {code} without a usable body: {e}"));
+            }
+        };
+        if body.status != "success" {
+            let error = body.error.unwrap_or_default();
+            // 4xx: the query itself is wrong, which waiting will not fix.
+            let result = if code.is_client_error() { GateResult::Fail } else { GateResult::Inconclusive };
+            return (result, format!("query refused ({code}): {error}"));
+        }
+        match body.data.as_ref().and_then(value) {
+            Some(Ok(v)) if v.is_nan() => (GateResult::Inconclusive, "no data (NaN)".into()),
+            Some(Ok(v)) => self.judge(v),
+            Some(Err(e)) => (GateResult::Inconclusive, e),
+            None => (GateResult::Inconclusive, "no data".into()),
+        }
+    }
+
+    fn judge(&self, v: f64) -> (GateResult, String) {
+        if let Some(min) = self.check.min.filter(|min| v < *min) {
+            return (GateResult::Fail, format!("{v} < min {min}"));
+        }
+        if let Some(max) = self.check.max.filter(|max| v > *max) {
+            return (GateResult::Fail, format!("{v} > max {max}"));
+        }
+        (GateResult::Pass, format!("{v}"))
+    }
+}
+
+/// The one number a query returned: `None` for no data, an error for more than one series.
+fn value(data: &Data) -> Option<Result<f64, String>> {
+    let sample = match data.result_type.as_str() {
+        "scalar" => data.result.get(1).cloned(),
+        "vector" => {
+            let series = data.result.as_array()?;
+            if series.len() > 1 {
+                return Some(Err(format!(
+                    "the query returned {} series; make it return one, e.g. with sum()",
+                    series.len()
+                )));
+            }
+            series.first()?.get("value")?.get(1).cloned()
+        }
+        other => return Some(Err(format!("the query returned a {other}; use an instant vector or scalar"))),
+    }?;
+    let text = sample.as_str()?;
+    Some(text.parse::<f64>().map_err(|e| format!("value {text:?} is not a number: {e}")))
+}
+
+impl Gate for Prometheus {
+    fn evaluate<'a>(&'a self, ctx: &'a GateContext) -> Pin<Box<dyn Future<Output = (GateResult, String)> + Send + 'a>> {
+        Box::pin(self.query(ctx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn data(v: serde_json::Value) -> Data {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn values_and_no_data() {
+        let one = data(json!({"resultType": "vector", "result": [{"metric": {}, "value": [1.0, "0.25"]}]}));
+        assert_eq!(value(&one), Some(Ok(0.25)));
+        assert_eq!(value(&data(json!({"resultType": "vector", "result": []}))), None);
+        assert_eq!(value(&data(json!({"resultType": "scalar", "result": [1.0, "3"]}))), Some(Ok(3.0)));
+        let two = data(json!({"resultType": "vector", "result": [{"value": [1, "1"]}, {"value": [1, "2"]}]}));
+        assert!(matches!(value(&two), Some(Err(e)) if e.contains("2 series")));
+        let check = |min, max| {
+            Prometheus::new(PrometheusCheck { address: "http://127.0.0.1:9".into(), query: "q".into(), min, max })
+                .unwrap()
+        };
+        assert_eq!(check(None, Some(0.01)).judge(0.02).0, GateResult::Fail);
+        assert_eq!(check(None, Some(0.01)).judge(0.01).0, GateResult::Pass);
+        assert_eq!(check(Some(0.9), None).judge(0.5).0, GateResult::Fail);
+    }
+}

@@ -1,0 +1,788 @@
+//! The rollout rules, in one place.
+//!
+//! - A spec (target + template) that is neither the stable nor the canary revision is
+//!   verified first; only a verified revision gets a workload. A refusal is `Rejected`.
+//! - A running canary whose spec is replaced is `Superseded`; the new spec starts over.
+//! - Steps run in order: `setWeight` moves that share of replicas once the canary pods are
+//!   Ready and every gate passed since the step began; `pause` waits for its duration or
+//!   for a promote. After the last step the canary goes to 100% and, once Ready and
+//!   passing, is `Promoted`. A first revision (nothing stable yet) goes to 100% at once.
+//! - Rollback, at once: a hard pod failure, a model the pod refused to verify, a target
+//!   no longer trusted, a gate failing `failureLimit` times in a row or without data
+//!   `inconclusiveLimit` times, pods not Ready by `progressDeadline`, or an abort.
+//!   The failed revision is not started again until the spec changes or a retry.
+//! - After promotion, gates keep running for `postPromotionWindow`; a failure there
+//!   returns to the previous revision.
+//! - A stable target that stops being trusted raises `TrustDegraded` and, with
+//!   `onRevocation: Rollback`, returns to the newest earlier revision still trusted;
+//!   never to one that is not.
+//! - Status is the record of every decision: the controller writes it before it touches
+//!   a workload, so a restart resumes from it and never starts a second canary.
+
+use std::time::Duration;
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+
+use super::*;
+use crate::api::{
+    CanaryStatus, CommandsSeen, GateStatus, HistoryEntry, ModelRelease, ModelReleaseSpec, ModelReleaseStatus, Phase,
+    RevisionStatus, RevocationAction, condition, parse_duration, set_condition,
+};
+
+const RESYNC: Duration = Duration::from_secs(300);
+const WAIT_FOR_TRUST: Duration = Duration::from_secs(5);
+/// History entries kept in status.
+pub const MAX_HISTORY: usize = 20;
+/// Revisions (from the newest history entries) whose workloads are kept, at 0 replicas,
+/// for rollback and inspection.
+const KEEP_REVISIONS: usize = 5;
+
+const PROMOTED: &str = "Promoted";
+const ROLLED_BACK: &str = "RolledBack";
+const REJECTED: &str = "Rejected";
+const SUPERSEDED: &str = "Superseded";
+
+/// Decides the status and workloads of `release` from what was observed at `now`
+/// (whole seconds, as status keeps them).
+pub fn plan(release: &ModelRelease, observed: &Observed, now: Timestamp) -> Plan {
+    let mut planner = Planner {
+        spec: &release.spec,
+        generation: release.metadata.generation,
+        name: release.metadata.name.as_deref().unwrap_or_default(),
+        namespace: release.metadata.namespace.as_deref().unwrap_or("default"),
+        obs: observed,
+        now,
+        status: release.status.clone().unwrap_or_default(),
+        desired: revision_hash(&release.spec),
+        events: Vec::new(),
+        requeue: RESYNC,
+    };
+    let admitted = planner.run();
+    planner.finish(admitted)
+}
+
+/// Whether the gate checks should run now: a canary is out (or the post-promotion window
+/// is open) and the last evaluation is at least `gates.interval` old.
+pub fn gates_due(release: &ModelRelease, now: Timestamp) -> bool {
+    let Some(status) = &release.status else { return false };
+    if release.spec.gates.checks.is_empty() || !(status.canary.is_some() || in_window(release, now)) {
+        return false;
+    }
+    let interval = duration(&release.spec.gates.interval, 30);
+    release.spec.gates.checks.iter().any(|check| {
+        match status.gates.iter().find(|g| g.name == check.name).and_then(|g| g.last_evaluated.as_ref()) {
+            Some(last) => last.0 + interval <= now,
+            None => true,
+        }
+    })
+}
+
+fn in_window(release: &ModelRelease, now: Timestamp) -> bool {
+    let Some(status) = &release.status else { return false };
+    let window = duration(&release.spec.rollback.post_promotion_window, 600);
+    status.phase == Some(Phase::Promoted)
+        && status.canary.is_none()
+        && status.stable.as_ref().and_then(|s| s.promoted_at.as_ref()).is_some_and(|at| at.0 + window > now)
+}
+
+fn duration(s: &str, default_secs: u64) -> Duration {
+    parse_duration(s).unwrap_or(Duration::from_secs(default_secs))
+}
+
+struct Planner<'a> {
+    spec: &'a ModelReleaseSpec,
+    generation: Option<i64>,
+    name: &'a str,
+    namespace: &'a str,
+    obs: &'a Observed,
+    now: Timestamp,
+    status: ModelReleaseStatus,
+    desired: String,
+    events: Vec<Note>,
+    requeue: Duration,
+}
+
+#[derive(Clone, Copy)]
+enum Command {
+    Promote,
+    Retry,
+    Abort,
+}
+
+impl Planner<'_> {
+    fn run(&mut self) -> bool {
+        self.status.observed_generation = self.generation;
+        if !self.admit() {
+            return false;
+        }
+        let retry = self.take(Command::Retry);
+        let abort = self.take(Command::Abort);
+        self.supersede();
+        let stable_hash = self.status.stable.as_ref().map(|s| s.hash.clone());
+        if self.status.canary.is_none() && stable_hash.as_deref() != Some(self.desired.as_str()) {
+            if retry || !self.blocked() {
+                self.start();
+            }
+        } else if self.status.canary.is_none() && self.status.phase != Some(Phase::RollingBack) {
+            // The spec is the stable revision (again): nothing to roll out.
+            self.set_phase(Phase::Promoted, self.serving_message());
+        }
+        if self.status.canary.is_some() {
+            if abort {
+                self.fail("Aborted", "aborted by the modelgate.dev/abort annotation".into());
+            } else {
+                self.progress();
+            }
+        } else {
+            self.watch_stable();
+        }
+        true
+    }
+
+    fn admit(&mut self) -> bool {
+        let repo = &self.spec.repository_ref.name;
+        if self.obs.repository_found {
+            let c = condition(
+                ACCEPTED,
+                true,
+                "RepositoryFound",
+                format!("ModelRepository {repo:?} found"),
+                self.generation,
+                self.now,
+            );
+            set_condition(&mut self.status.conditions, c);
+            return true;
+        }
+        let message = format!(
+            "ModelRepository {repo:?} does not exist in namespace {:?}: create it, or fix spec.repositoryRef.name",
+            self.namespace
+        );
+        let c = condition(ACCEPTED, false, "RepositoryNotFound", message.clone(), self.generation, self.now);
+        set_condition(&mut self.status.conditions, c);
+        self.status.message = Some(message);
+        self.status.phase.get_or_insert(Phase::Verifying);
+        false
+    }
+
+    /// A command is pending when its annotation has a value not yet carried out.
+    fn take(&mut self, command: Command) -> bool {
+        let seen = self.status.commands.get_or_insert_with(CommandsSeen::default);
+        let (given, done) = match command {
+            Command::Promote => (&self.obs.commands.promote, &mut seen.promote),
+            Command::Retry => (&self.obs.commands.retry, &mut seen.retry),
+            Command::Abort => (&self.obs.commands.abort, &mut seen.abort),
+        };
+        let pending = given.is_some() && given != done;
+        if pending {
+            done.clone_from(given);
+        }
+        if self.status.commands == Some(CommandsSeen::default()) {
+            self.status.commands = None;
+        }
+        pending
+    }
+
+    fn supersede(&mut self) {
+        let Some(canary) = self.status.canary.take_if(|c| c.hash != self.desired) else { return };
+        self.note(
+            false,
+            SUPERSEDED,
+            format!(
+                "revision {} ({}) was superseded by a new spec before it was promoted",
+                canary.revision, canary.target
+            ),
+        );
+        self.record(history_of_canary(&canary, SUPERSEDED, Some("spec changed during the rollout".into()), self.now));
+        self.status.gates.clear();
+    }
+
+    /// The spec's revision failed last time and nobody asked to retry it.
+    fn blocked(&self) -> bool {
+        self.status
+            .history
+            .last()
+            .is_some_and(|h| h.hash == self.desired && (h.outcome == ROLLED_BACK || h.outcome == REJECTED))
+    }
+
+    /// Verifies the spec's target; a trusted one becomes the canary.
+    fn start(&mut self) {
+        let target = self.spec.model.target.clone();
+        let revision = self.revision_for(&self.desired);
+        match self.verdict(&target) {
+            Verdict::Unknown { message } => {
+                self.set_verified("Unknown", "Verifying", format!("cannot verify {target:?} yet: {message}"));
+                self.set_phase(Phase::Verifying, format!("verifying target {target:?}: {message}"));
+                self.wake(WAIT_FOR_TRUST);
+            }
+            Verdict::Untrusted { reason, message } => {
+                let serving = match &self.status.stable {
+                    Some(s) => format!("; revision {} keeps serving", s.revision),
+                    None => String::new(),
+                };
+                let message =
+                    format!("target {target:?} failed verification: {message}; nothing was deployed{serving}");
+                self.set_verified("False", &reason, message.clone());
+                self.record(HistoryEntry {
+                    revision,
+                    hash: self.desired.clone(),
+                    target,
+                    outcome: REJECTED.into(),
+                    reason: Some(reason),
+                    started_at: Some(Time(self.now)),
+                    finished_at: Some(Time(self.now)),
+                    ..Default::default()
+                });
+                self.note(true, REJECTED, message.clone());
+                self.set_phase(Phase::Rejected, message);
+            }
+            Verdict::Trusted { sha256, length } => {
+                let first = self.status.stable.is_none();
+                let mut canary = CanaryStatus {
+                    revision,
+                    hash: self.desired.clone(),
+                    target: target.clone(),
+                    sha256: Some(sha256.clone()),
+                    length: Some(length),
+                    step: 0,
+                    weight: 0,
+                    started_at: Some(Time(self.now)),
+                    step_started_at: Some(Time(self.now)),
+                };
+                if first {
+                    canary.step = self.spec.strategy.steps.len() as i32;
+                } else {
+                    self.enter_step(&mut canary);
+                }
+                self.set_verified("True", "TargetVerified", format!("{target:?}: sha256 {sha256}, {length} bytes"));
+                self.note(
+                    false,
+                    "RolloutStarted",
+                    format!("revision {revision} ({target}, sha256 {}) verified; rolling out", short(&sha256)),
+                );
+                self.status.canary = Some(canary);
+                self.status.gates.clear();
+                self.set_phase(Phase::Progressing, format!("revision {revision} verified; rolling out"));
+            }
+        }
+    }
+
+    fn progress(&mut self) {
+        let canary = self.status.canary.clone().expect("called with a canary");
+        if let Some((reason, message)) = self.untrusted(&canary.target, canary.sha256.as_deref()) {
+            return self.fail("TrustFailure", format!("{reason}: {message}"));
+        }
+        let health = self.obs.pods.get(&canary.hash).cloned().unwrap_or_default();
+        match &health.problem {
+            Some(PodProblem::Untrusted { message }) => {
+                return self.fail("TrustFailure", format!("a canary pod refused the model: {message}"));
+            }
+            Some(PodProblem::Hard { reason, message }) => return self.fail(reason, message.clone()),
+            _ => {}
+        }
+        if let Some((reason, message)) = self.record_gates() {
+            return self.fail(&reason, message);
+        }
+        let want = self.canary_replicas(canary.weight);
+        let step_started = canary.step_started_at.as_ref().map_or(self.now, |t| t.0);
+        let deadline = duration(&self.spec.gates.progress_deadline, 600);
+        if health.ready < want {
+            if step_started + deadline <= self.now {
+                let why = match &health.problem {
+                    Some(PodProblem::Waiting { reason, message }) => format!(": {reason}: {message}"),
+                    _ => String::new(),
+                };
+                let message = format!(
+                    "{}/{want} canary pods Ready after {}{why}",
+                    health.ready, self.spec.gates.progress_deadline
+                );
+                return self.fail("ProgressDeadlineExceeded", message);
+            }
+            self.wake_at(step_started + deadline);
+        }
+        self.wake_for_gates();
+        if self.spec.paused {
+            let message = format!(
+                "revision {} paused at step {} (spec.paused); gates keep running",
+                canary.revision, canary.step
+            );
+            return self.set_phase(Phase::Paused, message);
+        }
+        self.advance(health.ready);
+    }
+
+    /// Walks the steps as far as they allow now.
+    fn advance(&mut self, ready: i32) {
+        let steps = &self.spec.strategy.steps;
+        loop {
+            let mut canary = self.status.canary.clone().expect("called with a canary");
+            let step = canary.step as usize;
+            let started = canary.step_started_at.as_ref().map_or(self.now, |t| t.0);
+            let last = step >= steps.len();
+            let pause = steps.get(step).and_then(|s| s.pause.as_ref());
+            if last {
+                canary.weight = 100;
+                self.status.canary = Some(canary.clone());
+            }
+            let want = self.canary_replicas(canary.weight);
+            let done = match pause {
+                Some(pause) if !self.take(Command::Promote) => match pause.duration.as_deref() {
+                    Some(d) => {
+                        let end = started + duration(d, 0);
+                        if end > self.now {
+                            self.wake_at(end);
+                            let message = format!("revision {} paused at step {step} until {end}", canary.revision);
+                            return self.set_phase(Phase::Paused, message);
+                        }
+                        true
+                    }
+                    None => {
+                        let message = format!(
+                            "revision {} paused at step {step} at {}%: waiting for promote \
+                             (kubectl annotate mr {} modelgate.dev/promote=$(date +%s) --overwrite)",
+                            canary.revision, canary.weight, self.name
+                        );
+                        return self.set_phase(Phase::Paused, message);
+                    }
+                },
+                Some(_) => true,
+                None => ready >= want && self.gates_passed_since(started) || self.take(Command::Promote),
+            };
+            if !done {
+                let message = if ready < want {
+                    format!("revision {} at {}%: {ready}/{want} canary pods Ready", canary.revision, canary.weight)
+                } else {
+                    format!("revision {} at {}%: waiting for every gate to pass", canary.revision, canary.weight)
+                };
+                return self.set_phase(Phase::Progressing, message);
+            }
+            if last {
+                return self.promote();
+            }
+            canary.step += 1;
+            canary.step_started_at = Some(Time(self.now));
+            self.enter_step(&mut canary);
+            self.note(
+                false,
+                "StepCompleted",
+                format!(
+                    "revision {} completed step {step}; now at step {} ({}%)",
+                    canary.revision, canary.step, canary.weight
+                ),
+            );
+            self.status.canary = Some(canary);
+        }
+    }
+
+    fn enter_step(&self, canary: &mut CanaryStatus) {
+        match self.spec.strategy.steps.get(canary.step as usize) {
+            Some(step) => {
+                if let Some(w) = step.set_weight {
+                    canary.weight = w;
+                }
+            }
+            None => canary.weight = 100,
+        }
+    }
+
+    fn promote(&mut self) {
+        let canary = self.status.canary.take().expect("called with a canary");
+        self.record(history_of_canary(&canary, PROMOTED, None, self.now));
+        self.status.stable = Some(RevisionStatus {
+            revision: canary.revision,
+            hash: canary.hash,
+            target: canary.target.clone(),
+            sha256: canary.sha256,
+            length: canary.length,
+            promoted_at: Some(Time(self.now)),
+        });
+        self.status.gates.clear();
+        let message = format!("revision {} ({}) promoted: it serves 100%", canary.revision, canary.target);
+        self.note(false, PROMOTED, message.clone());
+        self.set_condition(PROGRESSING, false, PROMOTED, message.clone());
+        self.set_condition(DEGRADED, false, PROMOTED, "the newest revision is healthy".into());
+        self.set_phase(Phase::Promoted, message);
+    }
+
+    /// The canary failed: roll back (or, with automatic rollback off, hold and say so).
+    fn fail(&mut self, reason: &str, message: String) {
+        let canary = self.status.canary.clone().expect("called with a canary");
+        let aborted = reason == "Aborted";
+        if !self.spec.rollback.automatic && !aborted {
+            let message = format!(
+                "revision {} failed: {message}; automatic rollback is off: abort (modelgate.dev/abort) or fix it",
+                canary.revision
+            );
+            if !self.condition_is(DEGRADED, "True", reason) {
+                self.note(true, "RollbackNeeded", message.clone());
+            }
+            self.set_condition(DEGRADED, true, reason, message.clone());
+            return self.set_phase(Phase::Paused, message);
+        }
+        self.status.canary = None;
+        let summary = format!("{reason}: {message}");
+        self.record(history_of_canary(&canary, ROLLED_BACK, Some(bounded(&summary)), self.now));
+        let to = match &self.status.stable {
+            Some(s) => format!("revision {} serves again", s.revision),
+            None => "no earlier revision exists, so nothing serves".into(),
+        };
+        let message = format!("revision {} ({}) rolled back: {summary}; {to}", canary.revision, canary.target);
+        self.note(true, ROLLED_BACK, message.clone());
+        self.set_condition(DEGRADED, true, reason, message.clone());
+        self.set_condition(PROGRESSING, false, ROLLED_BACK, message.clone());
+        let phase = if self.status.stable.is_some() { Phase::RollingBack } else { Phase::RolledBack };
+        self.set_phase(phase, message);
+    }
+
+    /// No canary: finish a rollback, keep the stable trusted, watch the post-promotion window.
+    fn watch_stable(&mut self) {
+        let Some(stable) = self.status.stable.clone() else { return };
+        let health = self.obs.pods.get(&stable.hash).cloned().unwrap_or_default();
+        if self.status.phase == Some(Phase::RollingBack) {
+            if health.ready >= self.spec.replicas {
+                let message = format!("rolled back: revision {} ({}) serves 100%", stable.revision, stable.target);
+                self.note(false, "RollbackComplete", message.clone());
+                self.set_phase(Phase::RolledBack, message);
+            } else {
+                let message = format!(
+                    "rolling back to revision {}: {}/{} pods Ready",
+                    stable.revision, health.ready, self.spec.replicas
+                );
+                self.status.message = Some(message);
+            }
+        }
+
+        match self.untrusted(&stable.target, stable.sha256.as_deref()) {
+            Some((reason, message)) => {
+                let message =
+                    format!("revision {} ({}) is no longer trusted: {message}", stable.revision, stable.target);
+                let candidate = (self.spec.rollback.on_revocation == RevocationAction::Rollback)
+                    .then(|| self.rollback_candidate(&stable.hash))
+                    .flatten();
+                if let Some(candidate) = candidate {
+                    self.set_condition(TRUST_DEGRADED, true, &reason, message.clone());
+                    return self.revert_to(candidate, "TrustRevoked", message);
+                }
+                let message = match self.spec.rollback.on_revocation {
+                    RevocationAction::Rollback => {
+                        format!("{message}; no earlier revision is still trusted, so it keeps serving")
+                    }
+                    RevocationAction::Alert => format!("{message}; onRevocation is Alert, so it keeps serving"),
+                };
+                if !self.condition_is(TRUST_DEGRADED, "True", &reason) {
+                    self.note(true, "TrustDegraded", message.clone());
+                }
+                self.set_condition(TRUST_DEGRADED, true, &reason, message);
+                return;
+            }
+            None => {
+                if matches!(self.verdict(&stable.target), Verdict::Trusted { .. }) {
+                    let message =
+                        format!("revision {} ({}) is trusted by its repository", stable.revision, stable.target);
+                    self.set_condition(TRUST_DEGRADED, false, "TargetTrusted", message);
+                } else {
+                    self.wake(WAIT_FOR_TRUST);
+                }
+            }
+        }
+
+        if !self.window_open(&stable) {
+            return;
+        }
+        let failure = match &health.problem {
+            Some(PodProblem::Untrusted { message }) => Some(("TrustFailure".to_string(), message.clone())),
+            Some(PodProblem::Hard { reason, message }) => Some((reason.clone(), message.clone())),
+            _ => None,
+        }
+        .or_else(|| self.record_gates());
+        self.wake_for_gates();
+        let Some((reason, message)) = failure else { return };
+        if !self.spec.rollback.automatic {
+            if !self.condition_is(DEGRADED, "True", &reason) {
+                self.note(
+                    true,
+                    "RollbackNeeded",
+                    format!("revision {} failed after promotion: {message}", stable.revision),
+                );
+            }
+            return self.set_condition(DEGRADED, true, &reason, message);
+        }
+        match self.rollback_candidate(&stable.hash) {
+            Some(candidate) => self.revert_to(candidate, &reason, format!("after promotion: {message}")),
+            None => {
+                let message = format!(
+                    "revision {} failed after promotion ({message}); no earlier trusted revision",
+                    stable.revision
+                );
+                if !self.condition_is(DEGRADED, "True", &reason) {
+                    self.note(true, "RollbackImpossible", message.clone());
+                }
+                self.set_condition(DEGRADED, true, &reason, message);
+            }
+        }
+    }
+
+    fn window_open(&mut self, stable: &RevisionStatus) -> bool {
+        if self.status.phase != Some(Phase::Promoted) {
+            return false;
+        }
+        let window = duration(&self.spec.rollback.post_promotion_window, 600);
+        let Some(end) = stable.promoted_at.as_ref().map(|t| t.0 + window) else { return false };
+        if end <= self.now {
+            return false;
+        }
+        self.wake_at(end);
+        true
+    }
+
+    /// The newest earlier promoted revision whose workload still exists and whose target
+    /// is still trusted with the same digest.
+    fn rollback_candidate(&self, failed: &str) -> Option<HistoryEntry> {
+        self.status
+            .history
+            .iter()
+            .rev()
+            .filter(|h| h.outcome == PROMOTED && h.hash != failed && self.obs.workloads.contains_key(&h.hash))
+            .find(|h| matches!(self.verdict(&h.target), Verdict::Trusted { sha256, .. } if Some(&sha256) == h.sha256.as_ref()))
+            .cloned()
+    }
+
+    fn revert_to(&mut self, to: HistoryEntry, reason: &str, message: String) {
+        let from = self.status.stable.take().expect("called with a stable revision");
+        let summary = format!("{reason}: {message}");
+        self.record(HistoryEntry {
+            revision: from.revision,
+            hash: from.hash,
+            target: from.target.clone(),
+            sha256: from.sha256,
+            length: from.length,
+            outcome: ROLLED_BACK.into(),
+            reason: Some(bounded(&summary)),
+            started_at: from.promoted_at,
+            finished_at: Some(Time(self.now)),
+        });
+        let message =
+            format!("revision {} ({}) rolled back to revision {}: {summary}", from.revision, from.target, to.revision);
+        self.status.stable = Some(RevisionStatus {
+            revision: to.revision,
+            hash: to.hash,
+            target: to.target,
+            sha256: to.sha256,
+            length: to.length,
+            promoted_at: Some(Time(self.now)),
+        });
+        self.status.gates.clear();
+        self.note(true, ROLLED_BACK, message.clone());
+        self.set_condition(DEGRADED, true, reason, message.clone());
+        self.set_phase(Phase::RollingBack, message);
+    }
+
+    /// Folds the checks evaluated now into the gate statuses; the first check past its
+    /// limit is the reason to roll back.
+    fn record_gates(&mut self) -> Option<(String, String)> {
+        let checks = &self.spec.gates.checks;
+        self.status.gates.retain(|g| checks.iter().any(|c| c.name == g.name));
+        for outcome in &self.obs.gates {
+            let index = match self.status.gates.iter().position(|g| g.name == outcome.name) {
+                Some(i) => i,
+                None => {
+                    self.status.gates.push(GateStatus { name: outcome.name.clone(), ..Default::default() });
+                    self.status.gates.len() - 1
+                }
+            };
+            let gate = &mut self.status.gates[index];
+            gate.last_value = Some(bounded(&outcome.detail));
+            gate.last_evaluated = Some(Time(self.now));
+            gate.result = format!("{:?}", outcome.result);
+            match outcome.result {
+                GateResult::Pass => (gate.consecutive_failures, gate.consecutive_inconclusive) = (0, 0),
+                GateResult::Fail => {
+                    (gate.consecutive_failures, gate.consecutive_inconclusive) = (gate.consecutive_failures + 1, 0)
+                }
+                GateResult::Inconclusive => gate.consecutive_inconclusive += 1,
+            }
+        }
+        let gates = &self.spec.gates;
+        self.status.gates.iter().find_map(|g| {
+            if g.consecutive_failures >= gates.failure_limit {
+                let value = g.last_value.as_deref().unwrap_or("");
+                Some((
+                    "GateFailed".into(),
+                    format!("check {} failed {} times in a row ({value})", g.name, g.consecutive_failures),
+                ))
+            } else if g.consecutive_inconclusive >= gates.inconclusive_limit {
+                let value = g.last_value.as_deref().unwrap_or("");
+                Some((
+                    "GateInconclusive".into(),
+                    format!(
+                        "check {} had no usable result {} times in a row ({value})",
+                        g.name, g.consecutive_inconclusive
+                    ),
+                ))
+            } else {
+                None
+            }
+        })
+    }
+
+    fn gates_passed_since(&self, since: Timestamp) -> bool {
+        self.spec.gates.checks.iter().all(|check| {
+            self.status.gates.iter().any(|g| {
+                g.name == check.name && g.result == "Pass" && g.last_evaluated.as_ref().is_some_and(|t| t.0 > since)
+            })
+        })
+    }
+
+    fn wake_for_gates(&mut self) {
+        if !self.spec.gates.checks.is_empty() {
+            self.wake(duration(&self.spec.gates.interval, 30));
+        }
+    }
+
+    /// `(reason, message)` when the repository refuses `target` or now lists other bytes.
+    fn untrusted(&self, target: &str, sha256: Option<&str>) -> Option<(String, String)> {
+        match self.verdict(target) {
+            Verdict::Untrusted { reason, message } => Some((reason, message)),
+            Verdict::Trusted { sha256: now, .. } if Some(now.as_str()) != sha256 => Some((
+                "TargetChanged".into(),
+                format!(
+                    "the repository now lists {target:?} with sha256 {}, not the verified {}",
+                    short(&now),
+                    short(sha256.unwrap_or(""))
+                ),
+            )),
+            _ => None,
+        }
+    }
+
+    fn verdict(&self, target: &str) -> Verdict {
+        self.obs
+            .verdicts
+            .get(target)
+            .cloned()
+            .unwrap_or_else(|| Verdict::Unknown { message: "not looked up yet".into() })
+    }
+
+    /// The revision number of a hash seen before, or the next one.
+    fn revision_for(&self, hash: &str) -> i64 {
+        let s = &self.status;
+        let known = s.stable.iter().map(|r| (r.hash.as_str(), r.revision));
+        let known = known.chain(s.canary.iter().map(|c| (c.hash.as_str(), c.revision)));
+        let known = known.chain(s.history.iter().map(|h| (h.hash.as_str(), h.revision)));
+        let known: Vec<_> = known.collect();
+        known
+            .iter()
+            .find(|(h, _)| *h == hash)
+            .map(|(_, r)| *r)
+            .unwrap_or_else(|| known.iter().map(|(_, r)| *r).max().unwrap_or(0) + 1)
+    }
+
+    fn canary_replicas(&self, weight: i32) -> i32 {
+        if weight <= 0 { 0 } else { (self.spec.replicas * weight.min(100) + 99) / 100 }
+    }
+
+    fn record(&mut self, entry: HistoryEntry) {
+        self.status.history.push(entry);
+        let excess = self.status.history.len().saturating_sub(MAX_HISTORY);
+        self.status.history.drain(..excess);
+    }
+
+    fn note(&mut self, warning: bool, reason: &'static str, message: String) {
+        self.events.push(Note { warning, reason, message });
+    }
+
+    fn set_phase(&mut self, phase: Phase, message: String) {
+        let canary = self.status.canary.is_some();
+        if canary {
+            let reason = if phase == Phase::Paused { "Paused" } else { "RolloutInProgress" };
+            self.set_condition(PROGRESSING, true, reason, message.clone());
+        }
+        self.status.phase = Some(phase);
+        self.status.message = Some(message);
+    }
+
+    fn set_condition(&mut self, type_: &str, status: bool, reason: &str, message: String) {
+        let c = condition(type_, status, reason, message, self.generation, self.now);
+        set_condition(&mut self.status.conditions, c);
+    }
+
+    fn set_verified(&mut self, status: &str, reason: &str, message: String) {
+        let mut c = condition(VERIFIED, true, reason, message, self.generation, self.now);
+        c.status = status.into();
+        set_condition(&mut self.status.conditions, c);
+    }
+
+    fn condition_is(&self, type_: &str, status: &str, reason: &str) -> bool {
+        self.status.conditions.iter().any(|c| c.type_ == type_ && c.status == status && c.reason == reason)
+    }
+
+    fn serving_message(&self) -> String {
+        match &self.status.stable {
+            Some(s) => format!("revision {} ({}) serves 100%", s.revision, s.target),
+            None => "nothing serves yet".into(),
+        }
+    }
+
+    fn wake(&mut self, after: Duration) {
+        self.requeue = self.requeue.min(after.max(Duration::from_secs(1)));
+    }
+
+    fn wake_at(&mut self, at: Timestamp) {
+        let secs = (at.as_second() - self.now.as_second()).max(1) as u64;
+        self.wake(Duration::from_secs(secs));
+    }
+
+    fn finish(self, admitted: bool) -> Plan {
+        let mut scale: std::collections::BTreeMap<String, i32> =
+            self.obs.workloads.iter().map(|(hash, w)| (hash.clone(), if admitted { 0 } else { w.replicas })).collect();
+        let replicas = self.spec.replicas;
+        if admitted {
+            let canary_n = self.status.canary.as_ref().map_or(0, |c| self.canary_replicas(c.weight));
+            if let Some(stable) = &self.status.stable {
+                scale.insert(stable.hash.clone(), replicas - canary_n);
+            }
+            if let Some(canary) = &self.status.canary {
+                scale.insert(canary.hash.clone(), canary_n);
+            }
+        }
+        let mut keep: Vec<&str> = self.status.stable.iter().map(|s| s.hash.as_str()).collect();
+        keep.extend(self.status.canary.iter().map(|c| c.hash.as_str()));
+        keep.extend(self.status.history.iter().rev().take(KEEP_REVISIONS).map(|h| h.hash.as_str()));
+        let prune: Vec<String> =
+            scale.iter().filter(|(h, n)| **n == 0 && !keep.contains(&h.as_str())).map(|(h, _)| h.clone()).collect();
+        for hash in &prune {
+            scale.remove(hash);
+        }
+        Plan { status: self.status, scale, prune, events: self.events, requeue: self.requeue }
+    }
+}
+
+fn history_of_canary(canary: &CanaryStatus, outcome: &str, reason: Option<String>, now: Timestamp) -> HistoryEntry {
+    HistoryEntry {
+        revision: canary.revision,
+        hash: canary.hash.clone(),
+        target: canary.target.clone(),
+        sha256: canary.sha256.clone(),
+        length: canary.length,
+        outcome: outcome.into(),
+        reason,
+        started_at: canary.started_at.clone(),
+        finished_at: Some(Time(now)),
+    }
+}
+
+fn short(sha256: &str) -> &str {
+    &sha256[..sha256.len().min(12)]
+}
+
+/// Status strings stay short enough to read in `kubectl get -o wide`.
+fn bounded(s: &str) -> String {
+    const MAX: usize = 300;
+    if s.len() <= MAX {
+        return s.to_string();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
