@@ -6,5 +6,6 @@ mod crds;
 mod kubelet;
 mod operator;
 mod repository;
+mod rollout;
 mod trust;
 mod validation;

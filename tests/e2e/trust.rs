@@ -251,13 +251,14 @@ async fn fetch_and_verify_commands() -> anyhow::Result<()> {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(&out)?, std::fs::read(&model)?);
 
-    // A digest the operator did not verify: exit 1, one line, nothing written.
+    // A digest the operator did not verify: refused with exit code 3 (a trust failure,
+    // which the pod's gate names as such), one line, nothing written.
     let out2 = work.path().join("models/other.onnx");
     let wrong = "0".repeat(64);
     let a = args(&["--sha256", &wrong, "--length", &len, "--out", out2.to_str().unwrap()]);
     let o = run_with_stdin(bin, &a.iter().map(String::as_str).collect::<Vec<_>>(), None)?;
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(modelgate::api::FETCH_EXIT_UNTRUSTED));
     assert!(stderr.contains("differs from the expected"), "{stderr}");
     assert_eq!(stderr.trim().lines().filter(|l| l.starts_with("modelgate:")).count(), 1, "{stderr}");
     assert!(!out2.exists());
@@ -342,9 +343,9 @@ async fn conformance_client_protocol() -> anyhow::Result<()> {
     assert!(o.status.success(), "second download: {}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::metadata(&fetched)?.modified()?, before, "an up-to-date target was fetched again");
 
-    // A failing target: exit 1.
+    // A target no role lists: refused (non-zero; 3 marks a trust verdict).
     let o = download("nope")?;
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(modelgate::api::FETCH_EXIT_UNTRUSTED));
     Ok(())
 }
 

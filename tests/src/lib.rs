@@ -4,4 +4,6 @@
 
 pub mod harness;
 pub mod kubelet;
+pub mod models;
+pub mod prometheus;
 pub mod tuf;

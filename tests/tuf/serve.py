@@ -4,6 +4,9 @@ spot. Prints one JSON line {"port", "ca"} when ready. Stops by itself when its s
 closes (the test process died) or after --ttl seconds.
 
 Paths under /slow/ are served at --slow-rate bytes per second (slow-retrieval attack).
+A POST (a webhook gate's call) is answered with the status code written in
+ROOT/webhook-status (200 when absent), and its body is appended to
+ROOT/webhook-requests.jsonl, so a test can judge a canary and see what it was told.
 """
 
 import argparse
@@ -75,6 +78,21 @@ def main():
 
         def log_message(self, *a):
             pass
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            with open(os.path.join(args.root, "webhook-requests.jsonl"), "ab") as f:
+                f.write(body + b"\n")
+            try:
+                with open(os.path.join(args.root, "webhook-status")) as f:
+                    code = int(f.read().strip())
+            except FileNotFoundError:
+                code = 200
+            reply = f"judged {code}".encode()
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
 
         def do_GET(self):
             if not self.path.startswith("/slow/"):

@@ -1,0 +1,389 @@
+//! Rollouts on the real control plane: the operator verifies each model against a
+//! python-tuf repository over HTTPS, runs one ReplicaSet per revision (pods bound and
+//! driven by the simulated kubelet), walks the steps, and rolls back by itself on a
+//! crash, a failing Prometheus or webhook gate, and a revoked model.
+
+use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
+
+use k8s_openapi::api::{
+    core::v1::{ConfigMap, Pod, Service},
+    events::v1::Event,
+};
+use kube::{
+    Api, Client,
+    api::{ListParams, PostParams},
+};
+use modelgate::api::{
+    ANNOTATION_MODEL_SHA256, ANNOTATION_PROMOTE, ANNOTATION_RETRY, FETCH_CONTAINER, LABEL_RELEASE, ModelRelease, Phase,
+};
+use modelgate_tests::{
+    harness::{Operator, crds_shared, eventually, with_temp_ns},
+    models::{ModelRepo, behave, command, release, revisions, set_target, wait_phase},
+    prometheus::Prometheus,
+    tuf::Server,
+};
+use serde_json::json;
+
+const V1: &str = "fraud/1.0/model.onnx";
+const V2: &str = "fraud/2.0/model.onnx";
+const V3: &str = "fraud/3.0/model.onnx";
+const WAIT: Duration = Duration::from_secs(90);
+
+/// A namespace with a registered repository publishing `versions`, and an operator.
+async fn rollout_test<F, Fut>(prefix: &str, versions: &[&str], body: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Client, String, Arc<ModelRepo>, Api<ModelRelease>) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let _crds = crds_shared().await?;
+    let versions: Vec<String> = versions.iter().map(|v| v.to_string()).collect();
+    with_temp_ns(prefix, |client, ns| async move {
+        let versions: Vec<&str> = versions.iter().map(String::as_str).collect();
+        // Held here too: a body that does not use the repository must not stop its server.
+        let repo = Arc::new(ModelRepo::new("fraud", &versions)?);
+        repo.register(&client, &ns).await?;
+        let operator = Operator::start(Some(&ns), &[])?;
+        let api = Api::namespaced(client.clone(), &ns);
+        let result = body(client, ns, repo.clone(), api).await;
+        result.map_err(|e| anyhow::anyhow!("{e:#}\n--- operator log ---\n{}", tail(&operator.logs(), 60)))
+    })
+    .await
+}
+
+fn tail(log: &str, lines: usize) -> String {
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn history(r: &ModelRelease) -> Vec<(i64, String)> {
+    r.status.as_ref().unwrap().history.iter().map(|h| (h.revision, h.outcome.clone())).collect()
+}
+
+fn condition(r: &ModelRelease, type_: &str) -> Option<(String, String)> {
+    let c = r.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone()))
+}
+
+async fn wait_revisions(client: &Client, ns: &str, want: &[(i64, i32)]) -> anyhow::Result<()> {
+    let want: BTreeMap<i64, i32> = want.iter().copied().collect();
+    eventually(&format!("ReplicaSets {want:?}"), WAIT, || async {
+        Ok((revisions(client, ns, "fraud").await? == want).then_some(()))
+    })
+    .await
+}
+
+async fn event_reasons(client: &Client, ns: &str) -> anyhow::Result<Vec<String>> {
+    let events = Api::<Event>::namespaced(client.clone(), ns).list(&ListParams::default()).await?;
+    Ok(events.items.into_iter().filter_map(|e| e.reason).collect())
+}
+
+#[tokio::test]
+async fn a_new_model_goes_through_every_step_to_promoted() -> anyhow::Result<()> {
+    rollout_test("rollout-happy", &["1.0", "2.0"], |client, ns, repo, api| async move {
+        let spec = json!({
+            "strategy": {"steps": [{"setWeight": 25}, {"pause": {"duration": "1s"}}, {"setWeight": 50}, {"pause": {}}]},
+            "service": {"port": 8080},
+        });
+        api.create(&PostParams::default(), &release("fraud", V1, 4, spec)?).await?;
+        let r = wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
+        let stable = r.status.as_ref().unwrap().stable.clone().unwrap();
+        assert_eq!((stable.revision, stable.sha256.as_deref()), (1, Some(repo.sha256(V1))));
+
+        // Every pod carries the proof: the fetch init container demands the verified
+        // digest and length; the server sees the model read-only at mountPath.
+        let pods = Api::<Pod>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default().labels(&format!("{LABEL_RELEASE}=fraud")))
+            .await?;
+        assert_eq!(pods.items.len(), 4);
+        for pod in &pods.items {
+            assert_eq!(pod.metadata.annotations.as_ref().unwrap()[ANNOTATION_MODEL_SHA256], repo.sha256(V1));
+            let spec = pod.spec.as_ref().unwrap();
+            let fetch = &spec.init_containers.as_ref().unwrap()[0];
+            assert_eq!(fetch.name, FETCH_CONTAINER);
+            let args = fetch.args.clone().unwrap();
+            let after = |flag: &str| args[args.iter().position(|a| a == flag).unwrap() + 1].clone();
+            assert_eq!(after("--sha256"), repo.sha256(V1));
+            assert_eq!(after("--target"), V1);
+            assert!(after("--min-timestamp-version").parse::<u64>()? >= 2, "the pod starts from the operator's floors");
+            let mount = spec.containers[0].volume_mounts.as_ref().unwrap().iter().find(|m| m.mount_path == "/models");
+            assert_eq!(mount.and_then(|m| m.read_only), Some(true));
+        }
+        let svc = Api::<Service>::namespaced(client.clone(), &ns).get("fraud").await?;
+        assert_eq!(svc.spec.unwrap().selector.unwrap()[LABEL_RELEASE], "fraud");
+
+        set_target(&api, "fraud", V2).await?;
+        wait_revisions(&client, &ns, &[(1, 3), (2, 1)]).await?;
+        let paused = eventually("paused at step 3", WAIT, || async {
+            let r = api.get("fraud").await?;
+            let at3 = r.status.as_ref().and_then(|s| s.canary.as_ref()).is_some_and(|c| c.step == 3 && c.weight == 50);
+            Ok((at3 && r.status.as_ref().unwrap().phase == Some(Phase::Paused)).then_some(r))
+        })
+        .await?;
+        assert!(paused.status.unwrap().message.unwrap().contains("waiting for promote"));
+        wait_revisions(&client, &ns, &[(1, 2), (2, 2)]).await?;
+
+        command(&api, "fraud", ANNOTATION_PROMOTE, "1").await?;
+        let r = wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
+        assert_eq!(r.status.as_ref().unwrap().stable.as_ref().unwrap().revision, 2);
+        assert_eq!(history(&r), [(1, "Promoted".into()), (2, "Promoted".into())]);
+        wait_revisions(&client, &ns, &[(1, 0), (2, 4)]).await?;
+        let reasons = event_reasons(&client, &ns).await?;
+        for want in ["RolloutStarted", "StepCompleted", "Promoted"] {
+            assert!(reasons.iter().any(|r| r == want), "no {want} event in {reasons:?}");
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_crashing_canary_is_rolled_back_and_only_retried_on_request() -> anyhow::Result<()> {
+    rollout_test("rollout-crash", &["1.0", "2.0"], |client, ns, repo, api| async move {
+        let spec = json!({"strategy": {"steps": [{"setWeight": 50}, {"pause": {}}]}});
+        api.create(&PostParams::default(), &release("fraud", V1, 2, spec)?).await?;
+        wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
+
+        behave(&client, &ns, repo.sha256(V2), "CrashLoop").await?;
+        set_target(&api, "fraud", V2).await?;
+        let r = wait_phase(&api, "fraud", Phase::RolledBack, WAIT).await?;
+        let status = r.status.clone().unwrap();
+        assert_eq!(status.stable.as_ref().unwrap().revision, 1);
+        assert!(status.canary.is_none());
+        let last = status.history.last().unwrap();
+        assert_eq!((last.revision, last.outcome.as_str()), (2, "RolledBack"));
+        assert!(last.reason.as_deref().unwrap().starts_with("CrashLoopBackOff"), "{last:?}");
+        assert_eq!(condition(&r, "Degraded"), Some(("True".into(), "CrashLoopBackOff".into())));
+        wait_revisions(&client, &ns, &[(1, 2), (2, 0)]).await?;
+        assert!(event_reasons(&client, &ns).await?.iter().any(|r| r == "RolledBack"));
+
+        // Not retried by itself...
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let r = api.get("fraud").await?;
+        assert_eq!(r.status.as_ref().unwrap().phase, Some(Phase::RolledBack));
+        assert_eq!(revisions(&client, &ns, "fraud").await?, [(1, 2), (2, 0)].into());
+
+        // ... but on request, once fixed.
+        behave(&client, &ns, repo.sha256(V2), "Ready").await?;
+        command(&api, "fraud", ANNOTATION_RETRY, "1").await?;
+        let r = wait_phase(&api, "fraud", Phase::Paused, WAIT).await?;
+        assert_eq!(r.status.unwrap().canary.unwrap().revision, 2, "the same revision, retried");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_target_that_fails_verification_is_rejected_and_nothing_runs() -> anyhow::Result<()> {
+    rollout_test("rollout-reject", &["1.0"], |client, ns, _repo, api| async move {
+        // A first release of an unsigned target: no workload, no pod.
+        api.create(&PostParams::default(), &release("ghost", "fraud/9.9/model.onnx", 2, json!({}))?).await?;
+        let r = wait_phase(&api, "ghost", Phase::Rejected, WAIT).await?;
+        assert_eq!(condition(&r, "Verified"), Some(("False".into(), "UnknownTarget".into())));
+        assert!(r.status.unwrap().message.unwrap().contains("nothing was deployed"));
+        assert!(revisions(&client, &ns, "ghost").await?.is_empty());
+
+        // A running release asked to serve an unsigned target keeps serving what it had.
+        api.create(&PostParams::default(), &release("fraud", V1, 2, json!({}))?).await?;
+        wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
+        set_target(&api, "fraud", "fraud/1.1/model.onnx").await?;
+        let r = wait_phase(&api, "fraud", Phase::Rejected, WAIT).await?;
+        assert!(r.status.as_ref().unwrap().message.as_deref().unwrap().contains("revision 1 keeps serving"));
+        assert_eq!(revisions(&client, &ns, "fraud").await?, [(1, 2)].into());
+        let pods = Api::<Pod>::namespaced(client.clone(), &ns).list(&ListParams::default()).await?;
+        assert_eq!(pods.items.len(), 2, "only the running model's pods exist");
+        assert!(event_reasons(&client, &ns).await?.iter().any(|r| r == "Rejected"));
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_failing_prometheus_gate_rolls_back() -> anyhow::Result<()> {
+    rollout_test("rollout-prom", &["1.0", "2.0"], |_client, _ns, _repo, api| async move {
+        // The exporter: per-revision error counts, as a model server would expose them.
+        let exporter_dir = tempfile::tempdir()?;
+        std::fs::write(
+            exporter_dir.path().join("metrics"),
+            "model_errors_total{release=\"fraud\",revision=\"1\"} 0\nmodel_errors_total{release=\"fraud\",revision=\"2\"} 7\n",
+        )?;
+        let exporter = Server::plain_http(exporter_dir.path())?;
+        let prometheus = Prometheus::start(&format!("127.0.0.1:{}", exporter.port)).await?;
+        prometheus.wait_for_value("model_errors_total{revision=\"2\"}", Duration::from_secs(30)).await?;
+
+        let spec = json!({
+            "strategy": {"steps": [{"setWeight": 50}, {"pause": {}}]},
+            "gates": {"interval": "1s", "failureLimit": 2, "checks": [{"name": "errors", "prometheus": {
+                "address": prometheus.url(),
+                "query": "sum(model_errors_total{release=\"{{release}}\",revision=\"{{canary}}\"})",
+                "max": 0
+            }}]},
+        });
+        api.create(&PostParams::default(), &release("fraud", V1, 2, spec)?).await?;
+        let r = wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
+        let gate = &r.status.as_ref().unwrap().history[0];
+        assert_eq!(gate.outcome, "Promoted", "revision 1 has no errors, so its gate passed");
+
+        set_target(&api, "fraud", V2).await?;
+        let r = wait_phase(&api, "fraud", Phase::RolledBack, WAIT).await?;
+        let status = r.status.unwrap();
+        let gate = status.gates.iter().find(|g| g.name == "errors").unwrap();
+        assert_eq!((gate.result.as_str(), gate.consecutive_failures), ("Fail", 2));
+        assert_eq!(gate.last_value.as_deref(), Some("7 > max 0"));
+        assert!(status.history.last().unwrap().reason.as_deref().unwrap().starts_with("GateFailed"));
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_failing_webhook_gate_rolls_back() -> anyhow::Result<()> {
+    rollout_test("rollout-hook", &["1.0", "2.0"], |client, ns, repo, api| async move {
+        let judge_dir = tempfile::tempdir()?;
+        let judge = Server::https(judge_dir.path())?;
+        let ca = std::fs::read_to_string(judge.ca.as_ref().unwrap())?;
+        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "judge-ca"}, "data": {"ca.crt": ca}}))?;
+        Api::<ConfigMap>::namespaced(client.clone(), &ns).create(&PostParams::default(), &cm).await?;
+        let spec = json!({
+            "strategy": {"steps": [{"setWeight": 50}, {"pause": {}}]},
+            "gates": {"interval": "1s", "failureLimit": 2, "checks": [{"name": "golden-predictions", "webhook": {
+                "url": judge.url("judge"), "timeout": "2s",
+                "caBundle": {"configMapRef": {"name": "judge-ca", "key": "ca.crt"}}
+            }}]},
+        });
+        api.create(&PostParams::default(), &release("fraud", V1, 2, spec)?).await?;
+        wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
+
+        std::fs::write(judge_dir.path().join("webhook-status"), "500")?;
+        set_target(&api, "fraud", V2).await?;
+        let r = wait_phase(&api, "fraud", Phase::RolledBack, WAIT).await?;
+        let gate = r.status.as_ref().unwrap().gates.iter().find(|g| g.name == "golden-predictions").cloned().unwrap();
+        assert_eq!(gate.last_value.as_deref(), Some("HTTP 500 Internal Server Error: judged 500"));
+
+        // What the judge was told about the canary.
+        let calls = std::fs::read_to_string(judge_dir.path().join("webhook-requests.jsonl"))?;
+        let about_v2: Vec<serde_json::Value> = calls
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<Vec<serde_json::Value>, _>>()?
+            .into_iter()
+            .filter(|c| c["canaryRevision"] == 2)
+            .collect();
+        let call = about_v2.first().expect("the judge was asked about revision 2");
+        assert_eq!(call["release"], "fraud");
+        assert_eq!(call["namespace"], ns.as_str());
+        assert_eq!(call["stableRevision"], 1);
+        assert_eq!(call["target"], V2);
+        assert_eq!(call["sha256"], repo.sha256(V2));
+        assert_eq!(call["weight"], 50);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_revoked_model_is_rolled_back_to_the_last_trusted_revision() -> anyhow::Result<()> {
+    rollout_test("rollout-revoke", &["1.0", "2.0"], |client, ns, repo, api| async move {
+        api.create(&PostParams::default(), &release("fraud", V1, 2, json!({}))?).await?;
+        wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
+        set_target(&api, "fraud", V2).await?;
+        eventually("revision 2 promoted", WAIT, || async {
+            let r = api.get("fraud").await?;
+            Ok(r.status.as_ref().and_then(|s| s.stable.as_ref()).is_some_and(|s| s.revision == 2).then_some(()))
+        })
+        .await?;
+
+        // The publishers revoke 2.0 (new targets metadata without it).
+        repo.remove(&[V2])?;
+        let r = wait_phase(&api, "fraud", Phase::RolledBack, WAIT).await?;
+        let status = r.status.clone().unwrap();
+        assert_eq!(status.stable.as_ref().unwrap().revision, 1);
+        let last = status.history.last().unwrap();
+        assert_eq!((last.revision, last.outcome.as_str()), (2, "RolledBack"));
+        assert!(last.reason.as_deref().unwrap().starts_with("TrustRevoked"), "{last:?}");
+        wait_revisions(&client, &ns, &[(1, 2), (2, 0)]).await?;
+        assert_eq!(
+            condition(&r, "TrustDegraded"),
+            Some(("False".into(), "TargetTrusted".into())),
+            "revision 1 is trusted"
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_operator_killed_mid_rollout_resumes_without_a_second_canary() -> anyhow::Result<()> {
+    let _crds = crds_shared().await?;
+    with_temp_ns("rollout-restart", |client, ns| async move {
+        let repo = ModelRepo::new("fraud", &["1.0", "2.0"])?;
+        repo.register(&client, &ns).await?;
+        let api: Api<ModelRelease> = Api::namespaced(client.clone(), &ns);
+        let mut operator = Operator::start(Some(&ns), &[])?;
+        let spec = json!({"strategy": {"steps": [{"setWeight": 25}, {"pause": {}}, {"setWeight": 75}, {"pause": {}}]}});
+        api.create(&PostParams::default(), &release("fraud", V1, 4, spec)?).await?;
+        wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
+
+        // Never more than one revision besides the stable one has pods, whatever happens.
+        let at_most_one_canary = || async {
+            let rs = revisions(&client, &ns, "fraud").await?;
+            assert!(rs.keys().all(|r| *r == 1 || *r == 2), "only revisions 1 and 2 exist: {rs:?}");
+            anyhow::Ok(())
+        };
+
+        // Killed (SIGKILL) right after the spec change, wherever it was.
+        set_target(&api, "fraud", V2).await?;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        drop(operator);
+        at_most_one_canary().await?;
+        operator = Operator::start(Some(&ns), &[])?;
+        wait_revisions(&client, &ns, &[(1, 3), (2, 1)]).await?;
+        wait_phase(&api, "fraud", Phase::Paused, WAIT).await?;
+
+        // Killed while paused; promoted while it is down.
+        drop(operator);
+        command(&api, "fraud", ANNOTATION_PROMOTE, "1").await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(revisions(&client, &ns, "fraud").await?, [(1, 3), (2, 1)].into(), "nothing moves while it is down");
+        operator = Operator::start(Some(&ns), &[])?;
+        wait_revisions(&client, &ns, &[(1, 1), (2, 3)]).await?;
+        let r = wait_phase(&api, "fraud", Phase::Paused, WAIT).await?;
+        assert_eq!(r.status.as_ref().unwrap().canary.as_ref().unwrap().step, 3, "the promote was used once");
+
+        // Killed just after the last promote.
+        command(&api, "fraud", ANNOTATION_PROMOTE, "2").await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(operator);
+        at_most_one_canary().await?;
+        let _operator = Operator::start(Some(&ns), &[])?;
+        let r = wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
+        wait_revisions(&client, &ns, &[(1, 0), (2, 4)]).await?;
+        assert_eq!(history(&r), [(1, "Promoted".into()), (2, "Promoted".into())], "no step lost or repeated");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_spec_change_mid_rollout_supersedes_the_canary() -> anyhow::Result<()> {
+    rollout_test("rollout-supersede", &["1.0", "2.0", "3.0"], |client, ns, _repo, api| async move {
+        let spec = json!({"strategy": {"steps": [{"setWeight": 50}, {"pause": {}}]}});
+        api.create(&PostParams::default(), &release("fraud", V1, 2, spec)?).await?;
+        wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
+        set_target(&api, "fraud", V2).await?;
+        wait_phase(&api, "fraud", Phase::Paused, WAIT).await?;
+        wait_revisions(&client, &ns, &[(1, 1), (2, 1)]).await?;
+
+        set_target(&api, "fraud", V3).await?;
+        wait_revisions(&client, &ns, &[(1, 1), (2, 0), (3, 1)]).await?;
+        let r = wait_phase(&api, "fraud", Phase::Paused, WAIT).await?;
+        assert_eq!(r.status.as_ref().unwrap().canary.as_ref().unwrap().revision, 3);
+        assert_eq!(history(&r), [(1, "Promoted".into()), (2, "Superseded".into())]);
+
+        command(&api, "fraud", ANNOTATION_PROMOTE, "1").await?;
+        let r = wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
+        assert_eq!(r.status.unwrap().stable.unwrap().revision, 3);
+        wait_revisions(&client, &ns, &[(1, 0), (2, 0), (3, 2)]).await?;
+        Ok(())
+    })
+    .await
+}

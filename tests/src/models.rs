@@ -1,0 +1,175 @@
+//! A model repository that the tests change while the operator watches it: made and
+//! re-signed by python-tuf (`tests/tuf/modelrepo.py`), served over HTTPS on loopback,
+//! and registered in a namespace as a ModelRepository with its pinned root and CA.
+
+use std::{collections::BTreeMap, path::Path, process::Command, time::Duration};
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::{apps::v1::ReplicaSet, core::v1::ConfigMap};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, Patch, PatchParams, PostParams},
+};
+use modelgate::api::{LABEL_RELEASE, LABEL_REVISION, ModelRelease, ModelRepository, Phase};
+use serde_json::{Value, json};
+
+use crate::{
+    harness::{eventually, repo_root},
+    tuf::{Server, python},
+};
+
+/// Name of the ModelRepository every fixture creates.
+pub const REPOSITORY: &str = "ml-models";
+
+pub struct ModelRepo {
+    dir: tempfile::TempDir,
+    pub server: Server,
+    /// sha256 of each published target, by path.
+    pub digests: BTreeMap<String, String>,
+}
+
+impl ModelRepo {
+    /// A repository publishing `name/<v>/model.onnx` for each of `versions`.
+    pub fn new(name: &str, versions: &[&str]) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        tool(dir.path(), &["init"])?;
+        let mut repo = Self { server: Server::https(&dir.path().join("public"))?, dir, digests: BTreeMap::new() };
+        repo.add(name, versions)?;
+        Ok(repo)
+    }
+
+    /// Publishes more versions (new targets, snapshot and timestamp versions).
+    pub fn add(&mut self, name: &str, versions: &[&str]) -> anyhow::Result<()> {
+        let out = tool(self.dir.path(), &[&["add", name], versions].concat())?;
+        for line in out.lines() {
+            if let Some((path, sha)) = line.split_once(' ') {
+                self.digests.insert(path.into(), sha.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Revokes targets: the publishers sign new targets metadata without them.
+    pub fn remove(&self, paths: &[&str]) -> anyhow::Result<()> {
+        tool(self.dir.path(), &[&["remove"], paths].concat()).map(|_| ())
+    }
+
+    pub fn sha256(&self, target: &str) -> &str {
+        &self.digests[target]
+    }
+
+    /// Creates the pinned-root and CA ConfigMaps and the ModelRepository in `ns`.
+    pub async fn register(&self, client: &Client, ns: &str) -> anyhow::Result<()> {
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+        let root = std::fs::read_to_string(self.dir.path().join("root.json"))?;
+        let ca = std::fs::read_to_string(self.server.ca.as_ref().context("an HTTPS server")?)?;
+        for (name, key, value) in [("ml-root", "root.json", root), ("repo-ca", "ca.crt", ca)] {
+            let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": name}, "data": {key: value}}))?;
+            cms.create(&PostParams::default(), &cm).await?;
+        }
+        let repo: ModelRepository = serde_json::from_value(json!({
+            "apiVersion": "modelgate.dev/v1alpha1", "kind": "ModelRepository", "metadata": {"name": REPOSITORY},
+            "spec": {
+                "metadataUrl": self.server.url("metadata/"),
+                "targetsUrl": self.server.url("targets/"),
+                "trustedRoot": {"configMapRef": {"name": "ml-root", "key": "root.json"}},
+                "caBundle": {"configMapRef": {"name": "repo-ca", "key": "ca.crt"}},
+                "refreshInterval": "10s"
+            }
+        }))?;
+        Api::<ModelRepository>::namespaced(client.clone(), ns).create(&PostParams::default(), &repo).await?;
+        Ok(())
+    }
+}
+
+fn tool(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let (cmd, rest) = args.split_first().context("a command")?;
+    let out = Command::new(python())
+        .arg(repo_root().join("tests/tuf/modelrepo.py"))
+        .arg(cmd)
+        .arg(dir)
+        .args(rest)
+        .output()
+        .context("run tests/tuf/modelrepo.py")?;
+    if !out.status.success() {
+        bail!("modelrepo.py {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A ModelRelease manifest: `replicas` pods of a tiny server serving `target`, with
+/// `spec` merged over the defaults (steps, gates, rollback, ...).
+pub fn release(name: &str, target: &str, replicas: i32, spec: Value) -> anyhow::Result<ModelRelease> {
+    let mut manifest = json!({
+        "apiVersion": "modelgate.dev/v1alpha1", "kind": "ModelRelease", "metadata": {"name": name},
+        "spec": {
+            "repositoryRef": {"name": REPOSITORY},
+            "model": {"target": target, "mountPath": "/models"},
+            "replicas": replicas,
+            "template": {"spec": {"containers": [{"name": "server", "image": "model-server:1"}]}},
+        }
+    });
+    for (k, v) in spec.as_object().context("spec is an object")? {
+        manifest["spec"][k] = v.clone();
+    }
+    Ok(serde_json::from_value(manifest)?)
+}
+
+/// Changes a release's target (a new revision), as `kubectl patch` would.
+pub async fn set_target(api: &Api<ModelRelease>, name: &str, target: &str) -> anyhow::Result<()> {
+    let patch = json!({"spec": {"model": {"target": target}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+/// Sets a command annotation (`modelgate.dev/promote`, ...) to a new value.
+pub async fn command(api: &Api<ModelRelease>, name: &str, annotation: &str, value: &str) -> anyhow::Result<()> {
+    let patch = json!({"metadata": {"annotations": {annotation: value}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+/// Waits for `phase`, failing early (with the status) if the release lands in `Rejected`
+/// or `RolledBack` when those are not what is awaited.
+pub async fn wait_phase(
+    api: &Api<ModelRelease>,
+    name: &str,
+    phase: Phase,
+    timeout: Duration,
+) -> anyhow::Result<ModelRelease> {
+    eventually(&format!("{name} in phase {phase:?}"), timeout, || async {
+        let r = api.get(name).await?;
+        let now = r.status.as_ref().and_then(|s| s.phase);
+        for terminal in [Phase::Rejected, Phase::RolledBack] {
+            if now == Some(terminal) && phase != terminal && phase != Phase::RolledBack {
+                bail!("{name} went {terminal:?} instead: {:?}", r.status.as_ref().and_then(|s| s.message.clone()));
+            }
+        }
+        Ok((now == Some(phase)).then_some(r))
+    })
+    .await
+}
+
+/// Replica count of each revision's ReplicaSet, by revision number.
+pub async fn revisions(client: &Client, ns: &str, release: &str) -> anyhow::Result<BTreeMap<i64, i32>> {
+    let list = Api::<ReplicaSet>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("{LABEL_RELEASE}={release}")))
+        .await?;
+    Ok(list
+        .items
+        .iter()
+        .map(|rs| {
+            let revision = rs.labels().get(LABEL_REVISION).and_then(|r| r.parse().ok()).unwrap_or(-1);
+            (revision, rs.spec.replicas.unwrap_or(0))
+        })
+        .collect())
+}
+
+/// Makes every pod serving `sha256` in `ns` behave so (see the simulated kubelet).
+pub async fn behave(client: &Client, ns: &str, sha256: &str, behavior: &str) -> anyhow::Result<()> {
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "sim-kubelet"}, "data": {sha256: behavior}});
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .patch("sim-kubelet", &PatchParams::apply("modelgate-tests").force(), &Patch::Apply(&cm))
+        .await?;
+    Ok(())
+}
