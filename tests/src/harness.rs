@@ -243,8 +243,11 @@ impl Operator {
     pub fn start_as(namespace: Option<&str>, extra: &[&str], kubeconfig: Option<&Path>) -> anyhow::Result<Self> {
         let log = std::env::temp_dir().join(format!("modelgate-{}-{}.log", namespace.unwrap_or("all"), rand_suffix()));
         let file = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(cargo_bin("modelgate"));
-        cmd.arg("run").args(extra).env("RUST_LOG", "info,modelgate=debug");
+        // Benchmarks point this at a release build.
+        let bin = std::env::var_os("MODELGATE_BIN").map_or_else(|| cargo_bin("modelgate"), PathBuf::from);
+        let mut cmd = Command::new(bin);
+        let log_level = std::env::var("MODELGATE_LOG").unwrap_or_else(|_| "info,modelgate=debug".into());
+        cmd.arg("run").args(extra).env("RUST_LOG", log_level);
         if let Some(ns) = namespace {
             cmd.args(["--namespace", ns]);
         }
@@ -283,6 +286,10 @@ impl Operator {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn logs(&self) -> String {

@@ -129,25 +129,26 @@ pub async fn command(api: &Api<ModelRelease>, name: &str, annotation: &str, valu
     Ok(())
 }
 
-/// Waits for `phase`, failing early (with the status) if the release lands in `Rejected`
-/// or `RolledBack` when those are not what is awaited.
+/// Waits for `phase`; on timeout the error carries the release's last phase and message.
 pub async fn wait_phase(
     api: &Api<ModelRelease>,
     name: &str,
     phase: Phase,
     timeout: Duration,
 ) -> anyhow::Result<ModelRelease> {
-    eventually(&format!("{name} in phase {phase:?}"), timeout, || async {
+    let reached = eventually(&format!("{name} in phase {phase:?}"), timeout, || async {
         let r = api.get(name).await?;
-        let now = r.status.as_ref().and_then(|s| s.phase);
-        for terminal in [Phase::Rejected, Phase::RolledBack] {
-            if now == Some(terminal) && phase != terminal && phase != Phase::RolledBack {
-                bail!("{name} went {terminal:?} instead: {:?}", r.status.as_ref().and_then(|s| s.message.clone()));
-            }
-        }
-        Ok((now == Some(phase)).then_some(r))
+        Ok((r.status.as_ref().and_then(|s| s.phase) == Some(phase)).then_some(r))
     })
-    .await
+    .await;
+    match reached {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            let status = api.get(name).await.ok().and_then(|r| r.status);
+            let (last, message) = status.map(|s| (s.phase, s.message)).unwrap_or_default();
+            bail!("{e}; it is {last:?}: {}", message.unwrap_or_default())
+        }
+    }
 }
 
 /// Replica count of each revision's ReplicaSet, by revision number.

@@ -1,0 +1,154 @@
+//! One operator, many releases (run by `tests/bench/scale`): RELEASES ModelReleases
+//! (default 1000) across NAMESPACES namespaces (default 20), each a one-pod revision of a
+//! verified model. Measures the operator's peak RSS and, after a restart during which
+//! every release was scaled from 1 to 2 replicas, the time until every release's
+//! workload asks for 2 pods and its status describes the new generation. Yardstick,
+//! same run: the time this program takes to write those 1000 scale changes itself.
+
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, Patch, PatchParams, PostParams},
+};
+use modelgate::api::{LABEL_RELEASE, ModelRelease, Phase};
+use modelgate_tests::{
+    harness::{Operator, TempNamespace, client, install_crds},
+    models::{ModelRepo, release},
+};
+use serde_json::json;
+
+const PARALLEL: usize = 16;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let (releases, namespaces) = (env("RELEASES", 1000), env("NAMESPACES", 20));
+    let client = client().await?;
+    install_crds()?;
+    let mut spaces = Vec::new();
+    for _ in 0..namespaces {
+        spaces.push(TempNamespace::new(&client, "bench-scale").await?);
+    }
+    let names: Vec<String> = spaces.iter().map(|n| n.name.clone()).collect();
+    let result = bench(&client, &names, releases).await;
+    for ns in spaces {
+        ns.delete().await;
+    }
+    let (rss, reconverge, yardstick, converge) = result?;
+    println!("{releases} releases in {namespaces} namespaces, one operator");
+    println!("  first convergence (every release Promoted, pods included): {converge:.1} s");
+    println!("  peak RSS of the operator: {rss:.1} MiB");
+    println!("  restart -> every release re-converged (scaled 1 -> 2 while it was down): {reconverge:.1} s");
+    println!("  yardstick: writing those {releases} scale changes from here: {yardstick:.1} s");
+    println!(
+        "RESULT releases={releases} namespaces={namespaces} peak_rss_mib={rss:.1} reconverge_s={reconverge:.1} \
+         yardstick_writes_s={yardstick:.1} first_converge_s={converge:.1}"
+    );
+    Ok(())
+}
+
+fn key(r: &ModelRelease) -> (String, String) {
+    (r.namespace().unwrap_or_default(), r.name_any())
+}
+
+async fn count(all: &Api<ModelRelease>, done: impl Fn(&ModelRelease) -> bool) -> anyhow::Result<usize> {
+    Ok(all.list(&ListParams::default()).await?.items.iter().filter(|r| done(r)).count())
+}
+
+async fn wait(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> anyhow::Result<(usize, usize)>,
+) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    loop {
+        let (done, total) = check().await?;
+        if done >= total {
+            return Ok(start.elapsed().as_secs_f64());
+        }
+        if start.elapsed() > timeout {
+            anyhow::bail!("{what}: only {done}/{total} after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn bench(client: &Client, namespaces: &[String], n: usize) -> anyhow::Result<(f64, f64, f64, f64)> {
+    let repo = ModelRepo::new("fraud", &["1.0"])?;
+    for ns in namespaces {
+        repo.register(client, ns).await?;
+    }
+    // Cluster-wide, as the chart installs it. (tests/bench/scale sets MODELGATE_LOG=warn.)
+    let start_operator = || Operator::start(None, &[]);
+    let mut operator = start_operator()?;
+    let started = Instant::now();
+    stream::iter(0..n)
+        .map(|i| {
+            let api: Api<ModelRelease> = Api::namespaced(client.clone(), &namespaces[i % namespaces.len()]);
+            async move {
+                let r = release(&format!("model-{i:04}"), "fraud/1.0/model.onnx", 1, json!({}))?;
+                api.create(&PostParams::default(), &r).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(PARALLEL)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let all: Api<ModelRelease> = Api::all(client.clone());
+    let promoted = |r: &ModelRelease| r.status.as_ref().and_then(|s| s.phase) == Some(Phase::Promoted);
+    wait("first convergence", Duration::from_secs(1200), async || Ok((count(&all, promoted).await?, n))).await?;
+    let converge = started.elapsed().as_secs_f64();
+    let mut rss = peak_rss_mib(operator.pid());
+    eprintln!("converged in {converge:.1} s, operator peak RSS {rss:.1} MiB; restarting");
+
+    drop(operator);
+    let list = all.list(&ListParams::default()).await?.items;
+    let t = Instant::now();
+    stream::iter(list.iter().map(key))
+        .map(|(ns, name)| {
+            let api: Api<ModelRelease> = Api::namespaced(client.clone(), &ns);
+            async move {
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 2}}))).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(PARALLEL)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let yardstick = t.elapsed().as_secs_f64();
+
+    operator = start_operator()?;
+    let replica_sets: Api<ReplicaSet> = Api::all(client.clone());
+    let reconverge = wait("re-convergence", Duration::from_secs(600), async || {
+        let fresh = |r: &ModelRelease| r.status.as_ref().and_then(|s| s.observed_generation) == r.metadata.generation;
+        let statuses = count(&all, fresh).await?;
+        let scaled = replica_sets
+            .list(&ListParams::default().labels(LABEL_RELEASE))
+            .await?
+            .items
+            .iter()
+            .filter(|rs| rs.spec.replicas == Some(2))
+            .count();
+        Ok((statuses.min(scaled), n))
+    })
+    .await?;
+    rss = rss.max(peak_rss_mib(operator.pid()));
+    Ok((rss, reconverge, yardstick, converge))
+}
