@@ -173,6 +173,26 @@ async fn a_crashing_canary_is_rolled_back_and_only_retried_on_request() -> anyho
 }
 
 #[tokio::test]
+async fn a_canary_whose_pods_refuse_the_model_is_rolled_back_as_a_trust_failure() -> anyhow::Result<()> {
+    rollout_test("rollout-refused", &["1.0", "2.0"], |client, ns, repo, api| async move {
+        api.create(&PostParams::default(), &release("fraud", V1, 2, json!({}))?).await?;
+        wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
+        // The bytes the pods download for 2.0 are not the signed ones: `modelgate fetch`
+        // refuses them (exit code 3), as the simulated kubelet reports.
+        let refusal = "FetchRefused: target fraud/2.0/model.onnx: sha256 differs from the signed one";
+        behave(&client, &ns, repo.sha256(V2), refusal).await?;
+        set_target(&api, "fraud", V2).await?;
+        let r = wait_phase(&api, "fraud", Phase::RolledBack, WAIT).await?;
+        assert_eq!(condition(&r, "Degraded"), Some(("True".into(), "TrustFailure".into())));
+        let reason = r.status.unwrap().history.last().unwrap().reason.clone().unwrap();
+        assert!(reason.starts_with("TrustFailure") && reason.contains("sha256 differs"), "{reason}");
+        wait_revisions(&client, &ns, &[(1, 2), (2, 0)]).await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
 async fn a_target_that_fails_verification_is_rejected_and_nothing_runs() -> anyhow::Result<()> {
     rollout_test("rollout-reject", &["1.0"], |client, ns, _repo, api| async move {
         // A first release of an unsigned target: no workload, no pod.

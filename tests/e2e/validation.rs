@@ -2,7 +2,7 @@
 //! real API server (schema and CEL rules in the CRDs), each with a message naming the
 //! field; a valid one is accepted with its defaults filled in.
 
-use modelgate_tests::harness::{crds_shared, kubectl, kubectl_ok, with_temp_ns};
+use modelgate_tests::harness::{crds_shared, kubectl, kubectl_ok, repo_root, with_temp_ns};
 use serde_json::{Value, json};
 
 fn release() -> Value {
@@ -299,6 +299,19 @@ async fn valid_manifests_are_accepted_and_defaulted() -> anyhow::Result<()> {
         }
         let explain = kubectl_ok(&["explain", "modelrelease.spec.strategy"], None)?;
         assert!(explain.contains("setWeight") || explain.contains("steps"), "{explain}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_documented_examples_are_valid() -> anyhow::Result<()> {
+    let _crds = crds_shared().await?;
+    with_temp_ns("examples", |_client, ns| async move {
+        let dir = repo_root().join("docs/examples");
+        let out = kubectl_ok(&["apply", "--dry-run=server", "-n", &ns, "-f", dir.to_str().unwrap()], None)?;
+        assert!(out.contains("modelrelease.modelgate.dev/fraud-detector created (server dry run)"), "{out}");
+        assert!(out.contains("modelrepository.modelgate.dev/ml-models created (server dry run)"), "{out}");
         Ok(())
     })
     .await

@@ -9,7 +9,9 @@ pub mod workload;
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use std::future::Future;
+
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::{
     apps::v1::ReplicaSet,
     core::v1::{ConfigMap, Pod},
@@ -20,7 +22,7 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         events::{Recorder, Reporter},
-        reflector::{self, ObjectRef, Store},
+        reflector::{self, ObjectRef, ReflectHandle, Store},
         watcher,
     },
 };
@@ -51,14 +53,22 @@ pub struct Context {
 
 /// In-memory views of what releases own, kept current by watches (no list per reconcile).
 pub struct Stores {
+    repositories: Store<ModelRepository>,
     replica_sets: Store<ReplicaSet>,
     pods: Store<Pod>,
 }
 
 impl Stores {
-    pub async fn wait_ready(&self) {
-        let _ = self.replica_sets.wait_until_ready().await;
-        let _ = self.pods.wait_until_ready().await;
+    /// Whether every watch has delivered its first full list.
+    pub fn ready(&self) -> bool {
+        let ready = |s: Option<Result<(), _>>| matches!(s, Some(Ok(())));
+        ready(self.repositories.wait_until_ready().now_or_never())
+            && ready(self.replica_sets.wait_until_ready().now_or_never())
+            && ready(self.pods.wait_until_ready().now_or_never())
+    }
+
+    pub fn repository(&self, ns: &str, name: &str) -> Option<Arc<ModelRepository>> {
+        self.repositories.get(&ObjectRef::new(name).within(ns))
     }
 
     fn owned_by<K>(store: &Store<K>, ns: &str, release: &str) -> Vec<K>
@@ -116,41 +126,81 @@ pub async fn ensure_crds_installed(client: &Client, namespace: Option<&str>) -> 
     Ok(())
 }
 
+/// Events a shared store holds for slow subscribers before its watch waits for them.
+const SHARED_BUFFER: usize = 1024;
+
+/// A watch of `api` into a store, a stream of its changes for a controller, and the
+/// future that drives both. `trim` drops what reconciles never read before an object is
+/// stored (managed fields always): memory grows with the number of pods, not with them.
+/// Each of the `N` subscribers must be consumed, or the watch waits for it.
+fn shared_reflector<K, const N: usize>(
+    api: Api<K>,
+    config: watcher::Config,
+    trim: fn(&mut K),
+) -> (Store<K>, [ReflectHandle<K>; N], impl Future<Output = ()> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store_shared(SHARED_BUFFER);
+    let events = std::array::from_fn(|_| writer.subscribe().expect("a shared store has subscribers"));
+    let drive = watcher(api, config)
+        .default_backoff()
+        .modify(move |o| {
+            o.managed_fields_mut().clear();
+            trim(o);
+        })
+        .reflect_shared(writer)
+        .for_each(|event| async move {
+            if let Err(e) = event {
+                warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying (check the operator's RBAC)");
+            }
+        });
+    (store, events, drive)
+}
+
 /// Runs the controllers until SIGTERM or Ctrl-C.
 pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
     let ns = settings.namespace.as_deref();
     ensure_crds_installed(&client, ns).await?;
     info!(namespace = ns.unwrap_or("<all>"), "modelgate operator starting");
 
-    let releases = api::<ModelRelease>(&client, ns);
-    let repositories = api::<ModelRepository>(&client, ns);
     let reporter = Reporter { controller: "modelgate".into(), instance: std::env::var("POD_NAME").ok() };
 
-    // Watches of what releases own: the stores answer reconciles, the streams trigger
-    // them (a pod turning bad wakes its release at once).
+    // Releases and what they own are watched once each, into stores that answer
+    // reconciles and streams that trigger them (a pod turning bad wakes its release at
+    // once). A reconcile waits until the stores are filled, so none decides on a
+    // partial view; it does not block on them (the controller must keep consuming the
+    // streams for the stores to fill).
     let owned = watcher::Config::default().labels(LABEL_RELEASE).any_semantic();
-    let (rs_store, rs_writer) = reflector::store();
-    let rs_stream = watcher(api::<ReplicaSet>(&client, ns), owned.clone())
-        .default_backoff()
-        .modify(|rs| rs.managed_fields_mut().clear())
-        .reflect(rs_writer)
-        .touched_objects();
-    let (pod_store, pod_writer) = reflector::store();
-    let pod_stream = watcher(api::<Pod>(&client, ns), owned)
-        .default_backoff()
-        .modify(|pod| pod.managed_fields_mut().clear())
-        .reflect(pod_writer)
-        .touched_objects();
+    let (release_store, [release_events], release_watch) =
+        shared_reflector(api::<ModelRelease>(&client, ns), watcher::Config::default().any_semantic(), |_| {});
+    // Of a ReplicaSet only its labels and replica count are read; of a pod, its labels and status.
+    let (rs_store, [rs_events], rs_watch) = shared_reflector(api::<ReplicaSet>(&client, ns), owned.clone(), |rs| {
+        rs.spec.template = None;
+        rs.status = None;
+        rs.metadata.annotations = None;
+    });
+    let (repo_store, [repo_events, repo_events_for_releases], repo_watch) =
+        shared_reflector(api::<ModelRepository>(&client, ns), watcher::Config::default().any_semantic(), |_| {});
+    let (pod_store, [pod_events], pod_watch) = shared_reflector(api::<Pod>(&client, ns), owned, |pod| {
+        pod.spec = None;
+        pod.metadata.annotations = None;
+        pod.metadata.owner_references = None;
+    });
+    tokio::spawn(release_watch);
+    tokio::spawn(repo_watch);
+    tokio::spawn(rs_watch);
+    tokio::spawn(pod_watch);
 
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
         trust: TrustCache::default(),
-        stores: Stores { replica_sets: rs_store, pods: pod_store },
+        stores: Stores { repositories: repo_store.clone(), replica_sets: rs_store, pods: pod_store },
         fetch_image: settings.fetch_image.clone(),
     });
 
-    let repository_controller = Controller::new(repositories.clone(), watcher::Config::default().any_semantic())
+    let repository_controller = Controller::for_shared_stream(repo_events, repo_store)
         .owns(
             api::<ConfigMap>(&client, ns),
             watcher::Config::default().labels("app.kubernetes.io/managed-by=modelgate"),
@@ -163,19 +213,19 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
             }
         });
 
-    let controller = Controller::new(releases, watcher::Config::default().any_semantic());
-    let store = controller.store();
-    let release_controller = controller
-        .owns_stream(rs_stream)
-        .watches_stream(pod_stream, |pod: Pod| {
+    let releases_of_repository = release_store.clone();
+    let release_controller = Controller::for_shared_stream(release_events, release_store)
+        .owns_shared_stream(rs_events)
+        .watches_shared_stream(pod_events, |pod: Arc<Pod>| {
             let release = pod.labels().get(LABEL_RELEASE)?;
             Some(ObjectRef::new(release).within(&pod.namespace()?))
         })
-        // A repository appearing (or changing) re-admits the releases that name it.
-        .watches(repositories, watcher::Config::default(), move |repo| {
+        // A repository appearing (or changing: refreshed, revoked, expired) re-checks
+        // the releases that name it.
+        .watches_shared_stream(repo_events_for_releases, move |repo: Arc<ModelRepository>| {
             let ns = repo.namespace();
             let name = repo.name_any();
-            store
+            releases_of_repository
                 .state()
                 .into_iter()
                 .filter(|r| r.namespace() == ns && r.spec.repository_ref.name == name)

@@ -24,8 +24,7 @@ use tracing::{debug, info, instrument, warn};
 use super::{Context, Error, trust_cache, workload};
 use crate::{
     api::{
-        ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_RETRY, FIELD_MANAGER, LABEL_HASH, LABEL_REVISION,
-        ModelRelease, ModelRepository,
+        ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_RETRY, FIELD_MANAGER, LABEL_HASH, LABEL_REVISION, ModelRelease,
     },
     gates::{self, GateContext},
     plan::{self, Commands, GateOutcome, Observed, Workload},
@@ -36,14 +35,13 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
     let ns = release.namespace().ok_or(Error::NoNamespace { kind: "ModelRelease" })?;
     let name = release.name_any();
     let now = plan::truncate(Timestamp::now());
-    ctx.stores.wait_ready().await;
+    if !ctx.stores.ready() {
+        debug!("waiting for the pod and ReplicaSet caches to fill");
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
 
     // Observe.
-    let repositories: Api<ModelRepository> = Api::namespaced(ctx.client.clone(), &ns);
-    let repository = repositories
-        .get_opt(&release.spec.repository_ref.name)
-        .await
-        .map_err(|source| Error::Kube { action: "read the ModelRepository", source })?;
+    let repository = ctx.stores.repository(&ns, &release.spec.repository_ref.name);
     let mut verdicts = BTreeMap::new();
     if repository.is_some() {
         let key = trust_cache::key(&ns, &release.spec.repository_ref.name);

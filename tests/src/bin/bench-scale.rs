@@ -78,13 +78,16 @@ async fn wait(
     mut check: impl AsyncFnMut() -> anyhow::Result<(usize, usize)>,
 ) -> anyhow::Result<f64> {
     let start = Instant::now();
+    let mut last = (0, 1);
     loop {
-        let (done, total) = check().await?;
-        if done >= total {
-            return Ok(start.elapsed().as_secs_f64());
+        // An overloaded API server may drop a request: that is not the answer, ask again.
+        match check().await {
+            Ok((done, total)) if done >= total => return Ok(start.elapsed().as_secs_f64()),
+            Ok(progress) => last = progress,
+            Err(e) => eprintln!("{what}: {e:#}; retrying"),
         }
         if start.elapsed() > timeout {
-            anyhow::bail!("{what}: only {done}/{total} after {timeout:?}");
+            anyhow::bail!("{what}: only {}/{} after {timeout:?}", last.0, last.1);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -35,6 +35,9 @@ pub enum Behavior {
     /// The first init container fails again and again; the message is its termination
     /// message (what `modelgate fetch` would print).
     InitFailed(String),
+    /// Like `InitFailed`, with the exit code `modelgate fetch` uses when it refuses a
+    /// model that does not match what was signed (a tampered file).
+    FetchRefused(String),
     /// The image cannot be pulled.
     ImagePullBackOff,
 }
@@ -42,7 +45,7 @@ pub enum Behavior {
 impl Behavior {
     /// Whether restarts keep rising while the pod behaves so.
     pub fn restarts(&self) -> bool {
-        matches!(self, Behavior::CrashLoop | Behavior::OomKilled | Behavior::InitFailed(_))
+        matches!(self, Behavior::CrashLoop | Behavior::OomKilled | Behavior::InitFailed(_) | Behavior::FetchRefused(_))
     }
 }
 
@@ -56,10 +59,13 @@ impl FromStr for Behavior {
             "CrashLoop" | "CrashLoopBackOff" => Behavior::CrashLoop,
             "OOMKilled" | "OomKilled" => Behavior::OomKilled,
             "InitFailed" => Behavior::InitFailed(message.unwrap_or("init container failed").to_string()),
+            "FetchRefused" => {
+                Behavior::FetchRefused(message.unwrap_or("the model does not match what was signed").to_string())
+            }
             "ImagePullBackOff" => Behavior::ImagePullBackOff,
             other => {
                 return Err(format!(
-                    "unknown behaviour {other:?}; use Ready, NotReady, CrashLoop, OOMKilled, InitFailed[:message] or ImagePullBackOff"
+                    "unknown behaviour {other:?}; use Ready, NotReady, CrashLoop, OOMKilled, InitFailed[:message], FetchRefused[:message] or ImagePullBackOff"
                 ));
             }
         })
@@ -74,6 +80,7 @@ impl fmt::Display for Behavior {
             Behavior::CrashLoop => f.write_str("CrashLoop"),
             Behavior::OomKilled => f.write_str("OOMKilled"),
             Behavior::InitFailed(m) => write!(f, "InitFailed:{m}"),
+            Behavior::FetchRefused(m) => write!(f, "FetchRefused:{m}"),
             Behavior::ImagePullBackOff => f.write_str("ImagePullBackOff"),
         }
     }
@@ -153,19 +160,27 @@ pub fn desired_status(pod: &Pod, behavior: &Behavior, restarts: i32, now: Timest
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let inits = spec.init_containers.unwrap_or_default();
 
-    let init_blocked = matches!(behavior, Behavior::InitFailed(_)) && !inits.is_empty();
+    let init_failure = match behavior {
+        Behavior::InitFailed(m) => Some((1, m)),
+        Behavior::FetchRefused(m) => Some((modelgate::api::FETCH_EXIT_UNTRUSTED, m)),
+        _ => None,
+    };
+    let init_blocked = init_failure.is_some() && !inits.is_empty();
     let mut init_statuses = Vec::new();
     for (i, c) in inits.iter().enumerate() {
         let image = c.image.clone().unwrap_or_default();
         init_statuses.push(match behavior {
-            Behavior::InitFailed(msg) if i == 0 => status_of(
-                &c.name,
-                &image,
-                false,
-                restarts,
-                waiting("CrashLoopBackOff", &format!("back-off restarting failed container {} in pod", c.name)),
-                Some(terminated(1, "Error", Some(msg), &now)),
-            ),
+            _ if i == 0 && init_failure.is_some() => {
+                let (code, msg) = init_failure.expect("checked");
+                status_of(
+                    &c.name,
+                    &image,
+                    false,
+                    restarts,
+                    waiting("CrashLoopBackOff", &format!("back-off restarting failed container {} in pod", c.name)),
+                    Some(terminated(code, "Error", Some(msg), &now)),
+                )
+            }
             _ if init_blocked => status_of(&c.name, &image, false, 0, waiting("PodInitializing", ""), None),
             _ => status_of(&c.name, &image, false, 0, terminated(0, "Completed", None, &started_at), None),
         });
@@ -310,6 +325,7 @@ mod tests {
             "InitFailed: sha256 mismatch".parse::<Behavior>().unwrap(),
             Behavior::InitFailed("sha256 mismatch".into())
         );
+        assert_eq!("FetchRefused:x".parse::<Behavior>().unwrap(), Behavior::FetchRefused("x".into()));
         assert!("Explode".parse::<Behavior>().unwrap_err().contains("CrashLoop"));
     }
 
