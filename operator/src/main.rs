@@ -3,6 +3,13 @@
 use clap::Parser;
 use modelgate::cli::Cli;
 
+// jemalloc keeps the resident size close to the live data under the operator's pattern
+// (bursts of short-lived objects from watch events); glibc's per-thread arenas hold on
+// to it. See the scale benchmark in docs/benchmarks.md.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();

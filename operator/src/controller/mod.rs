@@ -20,7 +20,7 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::ListParams,
     runtime::{
-        Controller, WatchStreamExt,
+        Controller, WatchStreamExt, controller,
         events::{Recorder, Reporter},
         reflector::{self, ObjectRef, ReflectHandle, Store},
         watcher,
@@ -126,6 +126,10 @@ pub async fn ensure_crds_installed(client: &Client, namespace: Option<&str>) -> 
     Ok(())
 }
 
+/// Release reconciles in flight at once: enough to keep the API server busy after a
+/// restart with a thousand releases, few enough that their requests do not crowd it.
+const RECONCILE_CONCURRENCY: u16 = 32;
+
 /// Events a shared store holds for slow subscribers before its watch waits for them.
 const SHARED_BUFFER: usize = 1024;
 
@@ -215,6 +219,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
 
     let releases_of_repository = release_store.clone();
     let release_controller = Controller::for_shared_stream(release_events, release_store)
+        .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .owns_shared_stream(rs_events)
         .watches_shared_stream(pod_events, |pod: Arc<Pod>| {
             let release = pod.labels().get(LABEL_RELEASE)?;

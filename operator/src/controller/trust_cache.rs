@@ -58,11 +58,6 @@ impl TrustCache {
         }
     }
 
-    /// Forgets a repository (deleted, or its spec changed).
-    pub fn forget(&self, key: &str) {
-        self.repositories.lock().expect("not poisoned").remove(key);
-    }
-
     /// What the repository says about `target` at `now`.
     pub async fn lookup(&self, key: &str, target: &str, now: Timestamp) -> Verdict {
         let entry = self.entry(key);
