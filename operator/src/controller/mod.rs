@@ -45,7 +45,10 @@ pub struct Settings {
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
+    /// Repeated events (a repository unreachable at every refresh) become one series.
     pub recorder: Recorder,
+    /// Who reports events; rollout events are not merged into series (see `release.rs`).
+    pub reporter: Reporter,
     pub trust: TrustCache,
     pub stores: Stores,
     pub fetch_image: String,
@@ -197,7 +200,8 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
     tokio::spawn(pod_watch);
 
     let context = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: Recorder::new(client.clone(), reporter.clone()),
+        reporter,
         client: client.clone(),
         trust: TrustCache::default(),
         stores: Stores { repositories: repo_store.clone(), replica_sets: rs_store, pods: pod_store },

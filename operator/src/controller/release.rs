@@ -15,7 +15,7 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams},
     runtime::{
         controller::Action,
-        events::{Event, EventType},
+        events::{Event, EventType, Recorder},
     },
 };
 use serde_json::json;
@@ -143,6 +143,9 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
             Err(source) => return Err(Error::Kube { action: "delete an old revision's ReplicaSet", source }),
         }
     }
+    // A fresh recorder: a shared one merges events of the same reason into a series that
+    // keeps the first message, so "Promoted" for revision 3 would read as revision 2's.
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
     for note in plan.events {
         let event = Event {
             type_: if note.warning { EventType::Warning } else { EventType::Normal },
@@ -151,7 +154,7 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
             action: "Rollout".into(),
             secondary: None,
         };
-        if let Err(e) = ctx.recorder.publish(&event, &release.object_ref(&())).await {
+        if let Err(e) = recorder.publish(&event, &release.object_ref(&())).await {
             warn!(error = %e, "cannot publish event");
         }
     }
