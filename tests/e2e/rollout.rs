@@ -218,38 +218,65 @@ async fn a_target_that_fails_verification_is_rejected_and_nothing_runs() -> anyh
 }
 
 #[tokio::test]
-async fn a_failing_prometheus_gate_rolls_back() -> anyhow::Result<()> {
-    rollout_test("rollout-prom", &["1.0", "2.0"], |_client, _ns, _repo, api| async move {
+async fn a_failing_prometheus_gate_rolls_back_during_the_rollout_and_after_promotion() -> anyhow::Result<()> {
+    rollout_test("rollout-prom", &["1.0", "2.0", "3.0"], |_client, _ns, _repo, api| async move {
         // The exporter: per-revision error counts, as a model server would expose them.
         let exporter_dir = tempfile::tempdir()?;
-        std::fs::write(
-            exporter_dir.path().join("metrics"),
-            "model_errors_total{release=\"fraud\",revision=\"1\"} 0\nmodel_errors_total{release=\"fraud\",revision=\"2\"} 7\n",
-        )?;
+        let errors = |v2: u32, v3: u32| {
+            let metrics = format!(
+                "model_errors_total{{release=\"fraud\",revision=\"1\"}} 0\n\
+                 model_errors_total{{release=\"fraud\",revision=\"2\"}} {v2}\n\
+                 model_errors_total{{release=\"fraud\",revision=\"3\"}} {v3}\n"
+            );
+            std::fs::write(exporter_dir.path().join("metrics"), metrics)
+        };
+        errors(0, 7)?;
         let exporter = Server::plain_http(exporter_dir.path())?;
         let prometheus = Prometheus::start(&format!("127.0.0.1:{}", exporter.port)).await?;
-        prometheus.wait_for_value("model_errors_total{revision=\"2\"}", Duration::from_secs(30)).await?;
+        prometheus.wait_for_value("model_errors_total{revision=\"3\"}", Duration::from_secs(30)).await?;
 
         let spec = json!({
-            "strategy": {"steps": [{"setWeight": 50}, {"pause": {}}]},
+            "strategy": {"steps": [{"setWeight": 50}]},
             "gates": {"interval": "1s", "failureLimit": 2, "checks": [{"name": "errors", "prometheus": {
                 "address": prometheus.url(),
                 "query": "sum(model_errors_total{release=\"{{release}}\",revision=\"{{canary}}\"})",
                 "max": 0
             }}]},
+            "rollback": {"postPromotionWindow": "10m"},
         });
         api.create(&PostParams::default(), &release("fraud", V1, 2, spec)?).await?;
-        let r = wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
-        let gate = &r.status.as_ref().unwrap().history[0];
-        assert_eq!(gate.outcome, "Promoted", "revision 1 has no errors, so its gate passed");
+        wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
 
+        // 2.0 passes its gates and is promoted, then turns bad within the window.
         set_target(&api, "fraud", V2).await?;
+        eventually("revision 2 promoted", WAIT, || async {
+            let r = api.get("fraud").await?;
+            Ok(r.status.as_ref().and_then(|s| s.stable.as_ref()).is_some_and(|s| s.revision == 2).then_some(()))
+        })
+        .await?;
+        errors(5, 7)?;
+        let r = wait_phase(&api, "fraud", Phase::RolledBack, WAIT).await?;
+        let status = r.status.unwrap();
+        assert_eq!(status.stable.as_ref().unwrap().revision, 1, "back to the previous revision");
+        let last = status.history.last().unwrap();
+        assert_eq!((last.revision, last.outcome.as_str()), (2, "RolledBack"));
+        assert!(last.reason.as_deref().unwrap().contains("after promotion"), "{last:?}");
+
+        // 3.0 fails while it is a canary.
+        set_target(&api, "fraud", V3).await?;
+        eventually("revision 3 rolled back", WAIT, || async {
+            let r = api.get("fraud").await?;
+            let s = r.status.unwrap_or_default();
+            Ok(s.history.last().is_some_and(|h| h.revision == 3 && h.outcome == "RolledBack").then_some(s))
+        })
+        .await?;
         let r = wait_phase(&api, "fraud", Phase::RolledBack, WAIT).await?;
         let status = r.status.unwrap();
         let gate = status.gates.iter().find(|g| g.name == "errors").unwrap();
         assert_eq!((gate.result.as_str(), gate.consecutive_failures), ("Fail", 2));
         assert_eq!(gate.last_value.as_deref(), Some("7 > max 0"));
         assert!(status.history.last().unwrap().reason.as_deref().unwrap().starts_with("GateFailed"));
+        assert_eq!(status.stable.unwrap().revision, 1);
         Ok(())
     })
     .await
