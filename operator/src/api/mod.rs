@@ -26,6 +26,12 @@ pub const LABEL_REVISION: &str = "modelgate.dev/revision";
 pub const LABEL_HASH: &str = "modelgate.dev/revision-hash";
 /// Annotation an SRE sets (to any new value) to pass the current pause step.
 pub const ANNOTATION_PROMOTE: &str = "modelgate.dev/promote";
+/// Annotation an SRE sets (to any new value) to skip the remaining steps: the canary goes
+/// to 100% and is promoted once Ready and passing.
+pub const ANNOTATION_PROMOTE_FULL: &str = "modelgate.dev/promote-full";
+/// Annotation an SRE sets to `<revision>@<any new token>` to return to an earlier
+/// promoted revision (refused when its target is no longer trusted).
+pub const ANNOTATION_ROLLBACK: &str = "modelgate.dev/rollback";
 /// Annotation an SRE sets (to any new value) to roll out a rolled-back or rejected revision again.
 pub const ANNOTATION_RETRY: &str = "modelgate.dev/retry";
 /// Annotation an SRE sets (to any new value) to stop the rollout and return to stable.

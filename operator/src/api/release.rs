@@ -509,8 +509,9 @@ pub struct ModelReleaseStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// The last command of each kind (annotations `modelgate.dev/promote`, `.../retry`,
-    /// `.../abort`) that modelgate carried out; a different annotation value is a new command.
+    /// The last command of each kind (annotations `modelgate.dev/promote`, `.../promote-full`,
+    /// `.../retry`, `.../abort`, `.../rollback`) that modelgate carried out; a different
+    /// annotation value is a new command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commands: Option<CommandsSeen>,
     /// `Accepted`, `Verified`, `Progressing`, `Degraded`, `TrustDegraded`.
@@ -532,4 +533,10 @@ pub struct CommandsSeen {
     /// Value of `modelgate.dev/abort` last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort: Option<String>,
+    /// Value of `modelgate.dev/promote-full` last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote_full: Option<String>,
+    /// Value of `modelgate.dev/rollback` last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<String>,
 }

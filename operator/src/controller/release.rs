@@ -24,7 +24,7 @@ use tracing::{debug, info, instrument, warn};
 use super::{Context, Error, trust_cache, workload};
 use crate::{
     api::{
-        ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_RETRY, FIELD_MANAGER, LABEL_HASH, LABEL_REVISION, ModelRelease,
+        ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY, ANNOTATION_ROLLBACK, FIELD_MANAGER, LABEL_HASH, LABEL_REVISION, ModelRelease,
     },
     gates::{self, GateContext},
     plan::{self, Commands, GateOutcome, Observed, Workload},
@@ -73,8 +73,10 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
     let annotation = |k: &str| release.annotations().get(k).cloned();
     let commands = Commands {
         promote: annotation(ANNOTATION_PROMOTE),
+        promote_full: annotation(ANNOTATION_PROMOTE_FULL),
         retry: annotation(ANNOTATION_RETRY),
         abort: annotation(ANNOTATION_ABORT),
+        rollback: annotation(ANNOTATION_ROLLBACK),
     };
     let observed = Observed { repository_found: repository.is_some(), verdicts, workloads, pods, gates, commands };
 

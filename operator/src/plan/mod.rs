@@ -93,8 +93,11 @@ pub struct GateOutcome {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Commands {
     pub promote: Option<String>,
+    pub promote_full: Option<String>,
     pub retry: Option<String>,
     pub abort: Option<String>,
+    /// `<revision>@<token>`.
+    pub rollback: Option<String>,
 }
 
 /// Everything the controller saw, for one release.

@@ -105,8 +105,10 @@ struct Planner<'a> {
 #[derive(Clone, Copy)]
 enum Command {
     Promote,
+    PromoteFull,
     Retry,
     Abort,
+    Rollback,
 }
 
 impl Planner<'_> {
@@ -117,7 +119,12 @@ impl Planner<'_> {
         }
         let retry = self.take(Command::Retry);
         let abort = self.take(Command::Abort);
+        let rollback = self.take(Command::Rollback);
         self.supersede();
+        if rollback {
+            self.rollback_on_request();
+            return true;
+        }
         let stable_hash = self.status.stable.as_ref().map(|s| s.hash.clone());
         if self.status.canary.is_none() && stable_hash.as_deref() != Some(self.desired.as_str()) {
             if retry || !self.blocked() {
@@ -169,6 +176,8 @@ impl Planner<'_> {
         let seen = self.status.commands.get_or_insert_with(CommandsSeen::default);
         let (given, done) = match command {
             Command::Promote => (&self.obs.commands.promote, &mut seen.promote),
+            Command::PromoteFull => (&self.obs.commands.promote_full, &mut seen.promote_full),
+            Command::Rollback => (&self.obs.commands.rollback, &mut seen.rollback),
             Command::Retry => (&self.obs.commands.retry, &mut seen.retry),
             Command::Abort => (&self.obs.commands.abort, &mut seen.abort),
         };
@@ -194,6 +203,43 @@ impl Planner<'_> {
         );
         self.record(history_of_canary(&canary, SUPERSEDED, Some("spec changed during the rollout".into()), self.now));
         self.status.gates.clear();
+    }
+
+    /// `modelgate.dev/rollback: N@token`: back to promoted revision N, if it still has its
+    /// workload and its target is still trusted; a running canary goes first.
+    fn rollback_on_request(&mut self) {
+        let value = self.obs.commands.rollback.clone().unwrap_or_default();
+        let Some(to) = value.split('@').next().and_then(|n| n.trim().parse::<i64>().ok()) else {
+            let message = format!("modelgate.dev/rollback={value:?} names no revision; use <revision>@<token>, such as 3@1");
+            return self.note(true, "RollbackRefused", message);
+        };
+        if self.status.canary.is_some() {
+            self.fail_with("RollbackRequested", format!("rollback to revision {to} requested"), true);
+        }
+        if self.status.stable.as_ref().is_some_and(|s| s.revision == to) {
+            return;
+        }
+        let Some(entry) = self.status.history.iter().rev().find(|h| h.revision == to && h.outcome == PROMOTED).cloned() else {
+            let message = format!("revision {to} was never promoted (see status.history); nothing changed");
+            return self.note(true, "RollbackRefused", message);
+        };
+        let refusal = if !self.obs.workloads.contains_key(&entry.hash) {
+            Some("its ReplicaSet no longer exists (only the newest revisions are kept)".to_string())
+        } else {
+            match self.verdict(&entry.target) {
+                Verdict::Trusted { sha256, .. } if Some(&sha256) == entry.sha256.as_ref() => None,
+                Verdict::Trusted { .. } => Some(format!("its target {:?} is now signed with other bytes", entry.target)),
+                Verdict::Untrusted { message, .. } => Some(format!("its target is no longer trusted: {message}")),
+                Verdict::Unknown { message } => Some(format!("its target cannot be verified now: {message}")),
+            }
+        };
+        match refusal {
+            Some(why) => self.note(true, "RollbackRefused", format!("rollback to revision {to} refused: {why}")),
+            None => match self.status.stable.is_some() {
+                true => self.revert_to(entry, "RollbackRequested", format!("rollback to revision {to} requested")),
+                false => self.note(true, "RollbackRefused", format!("rollback to revision {to} refused: nothing serves to return from")),
+            },
+        }
     }
 
     /// The spec's revision failed last time and nobody asked to retry it.
@@ -313,6 +359,16 @@ impl Planner<'_> {
     /// Walks the steps as far as they allow now.
     fn advance(&mut self, ready: i32) {
         let steps = &self.spec.strategy.steps;
+        if self.take(Command::PromoteFull)
+            && let Some(canary) = self.status.canary.as_mut()
+            && (canary.step as usize) < steps.len()
+        {
+            canary.step = steps.len() as i32;
+            canary.step_started_at = Some(Time(self.now));
+            canary.weight = 100;
+            let message = format!("revision {} skips its remaining steps (promote-full): now at 100%", canary.revision);
+            self.note(false, "StepCompleted", message);
+        }
         loop {
             let mut canary = self.status.canary.clone().expect("called with a canary");
             let step = canary.step as usize;
@@ -405,9 +461,14 @@ impl Planner<'_> {
 
     /// The canary failed: roll back (or, with automatic rollback off, hold and say so).
     fn fail(&mut self, reason: &str, message: String) {
+        let requested = reason == "Aborted";
+        self.fail_with(reason, message, requested);
+    }
+
+    /// `requested`: a person asked for it, so it happens even without automatic rollback.
+    fn fail_with(&mut self, reason: &str, message: String, requested: bool) {
         let canary = self.status.canary.clone().expect("called with a canary");
-        let aborted = reason == "Aborted";
-        if !self.spec.rollback.automatic && !aborted {
+        if !self.spec.rollback.automatic && !requested {
             let message = format!(
                 "revision {} failed: {message}; automatic rollback is off: abort (modelgate.dev/abort) or fix it",
                 canary.revision

@@ -641,3 +641,56 @@ fn revision_identity() {
     assert_ne!(revision_hash(&spec), a);
     assert_eq!(a.len(), 10);
 }
+
+#[test]
+fn rollback_on_request_returns_to_a_trusted_earlier_revision_only() {
+    let mut w = World::serving_v1(vec![]);
+    let v1 = w.stable_hash();
+    w.set_target(V2);
+    w.settle(10);
+    w.set_target(V3);
+    w.settle(20);
+    assert_eq!(w.status().stable.as_ref().unwrap().revision, 3);
+
+    // Revision 2 is no longer signed: refused, with the reason, nothing moves.
+    w.obs.verdicts.insert(V2.into(), Verdict::Untrusted { reason: "UnknownTarget".into(), message: "not listed".into() });
+    w.obs.commands.rollback = Some("2@a".into());
+    w.run(30);
+    assert_eq!(w.status().stable.as_ref().unwrap().revision, 3);
+    assert_eq!(w.events(), ["RollbackRefused"]);
+    assert!(w.last.as_ref().unwrap().events[0].message.contains("no longer trusted"));
+
+    w.obs.commands.rollback = Some("1@b".into());
+    w.run(40);
+    assert_eq!(w.phase(), Phase::RollingBack);
+    assert_eq!(w.stable_hash(), v1);
+    assert_eq!(w.replicas(&v1), 4);
+    assert_eq!(w.status().history.last().unwrap().outcome, "RolledBack");
+    w.run(41);
+    assert!(w.status().canary.is_none(), "the spec's revision is not rolled out again by itself");
+
+    w.obs.commands.rollback = Some("9@c".into());
+    w.run(50);
+    assert_eq!(w.events(), ["RollbackRefused"], "an unknown revision");
+}
+
+#[test]
+fn rollback_on_request_during_a_canary_and_promote_full() {
+    let mut w = World::serving_v1(vec![weight(10), pause(None), weight(50), pause(None)]);
+    w.release.spec.rollback.automatic = false;
+    let v1 = w.stable_hash();
+    w.set_target(V2);
+    w.settle(10);
+    let v2 = w.canary_hash();
+    w.obs.commands.promote_full = Some("f".into());
+    w.run(20);
+    let canary = w.status().canary.clone().unwrap();
+    assert_eq!((canary.step, canary.weight), (4, 100), "promote-full skips to the end");
+    assert_eq!((w.replicas(&v2), w.replicas(&v1)), (4, 0));
+
+    w.obs.commands.rollback = Some("1@x".into());
+    w.run(30);
+    assert_eq!(w.phase(), Phase::RollingBack, "a person's rollback happens even without automatic rollback");
+    assert!(w.status().canary.is_none());
+    assert_eq!((w.replicas(&v2), w.replicas(&v1)), (0, 4));
+}
