@@ -2,7 +2,8 @@
 //!
 //! `api` holds the resources, `plan` the pure rollout decisions, `gates` the health
 //! checks, `trust` the TUF client, `controller` the only
-//! code that talks to the API server, `cli` the `modelgate` subcommands.
+//! code that talks to the API server, `cli` the `modelgate` subcommands, `plugin` the
+//! `kubectl modelgate` verbs.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -10,5 +11,6 @@ pub mod cli;
 pub mod controller;
 pub mod gates;
 pub mod plan;
+pub mod plugin;
 pub mod telemetry;
 pub mod trust;

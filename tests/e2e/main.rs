@@ -5,6 +5,7 @@ mod chart;
 mod crds;
 mod kubelet;
 mod operator;
+mod plugin;
 mod repository;
 mod rollout;
 mod trust;

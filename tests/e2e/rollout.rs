@@ -30,7 +30,7 @@ const V3: &str = "fraud/3.0/model.onnx";
 const WAIT: Duration = Duration::from_secs(90);
 
 /// A namespace with a registered repository publishing `versions`, and an operator.
-async fn rollout_test<F, Fut>(prefix: &str, versions: &[&str], body: F) -> anyhow::Result<()>
+pub async fn rollout_test<F, Fut>(prefix: &str, versions: &[&str], body: F) -> anyhow::Result<()>
 where
     F: FnOnce(Client, String, Arc<ModelRepo>, Api<ModelRelease>) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,

@@ -24,7 +24,8 @@ use tracing::{debug, info, instrument, warn};
 use super::{Context, Error, trust_cache, workload};
 use crate::{
     api::{
-        ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY, ANNOTATION_ROLLBACK, FIELD_MANAGER, LABEL_HASH, LABEL_REVISION, ModelRelease,
+        ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY, ANNOTATION_ROLLBACK,
+        FIELD_MANAGER, LABEL_HASH, LABEL_REVISION, ModelRelease,
     },
     gates::{self, GateContext},
     plan::{self, Commands, GateOutcome, Observed, Workload},

@@ -139,6 +139,12 @@ pub struct Plan {
     pub requeue: Duration,
 }
 
+/// Pods of a canary at `weight` percent: ceil(replicas x weight / 100), so any weight
+/// above 0 gets at least one pod.
+pub fn canary_replicas(replicas: i32, weight: i32) -> i32 {
+    if weight <= 0 { 0 } else { (replicas * weight.min(100) + 99) / 100 }
+}
+
 /// The hashes of the release: the spec's (desired) revision.
 pub fn desired_hash(release: &ModelRelease) -> String {
     revision_hash(&release.spec)

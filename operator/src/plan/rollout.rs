@@ -210,7 +210,8 @@ impl Planner<'_> {
     fn rollback_on_request(&mut self) {
         let value = self.obs.commands.rollback.clone().unwrap_or_default();
         let Some(to) = value.split('@').next().and_then(|n| n.trim().parse::<i64>().ok()) else {
-            let message = format!("modelgate.dev/rollback={value:?} names no revision; use <revision>@<token>, such as 3@1");
+            let message =
+                format!("modelgate.dev/rollback={value:?} names no revision; use <revision>@<token>, such as 3@1");
             return self.note(true, "RollbackRefused", message);
         };
         if self.status.canary.is_some() {
@@ -219,7 +220,8 @@ impl Planner<'_> {
         if self.status.stable.as_ref().is_some_and(|s| s.revision == to) {
             return;
         }
-        let Some(entry) = self.status.history.iter().rev().find(|h| h.revision == to && h.outcome == PROMOTED).cloned() else {
+        let Some(entry) = self.status.history.iter().rev().find(|h| h.revision == to && h.outcome == PROMOTED).cloned()
+        else {
             let message = format!("revision {to} was never promoted (see status.history); nothing changed");
             return self.note(true, "RollbackRefused", message);
         };
@@ -228,7 +230,9 @@ impl Planner<'_> {
         } else {
             match self.verdict(&entry.target) {
                 Verdict::Trusted { sha256, .. } if Some(&sha256) == entry.sha256.as_ref() => None,
-                Verdict::Trusted { .. } => Some(format!("its target {:?} is now signed with other bytes", entry.target)),
+                Verdict::Trusted { .. } => {
+                    Some(format!("its target {:?} is now signed with other bytes", entry.target))
+                }
                 Verdict::Untrusted { message, .. } => Some(format!("its target is no longer trusted: {message}")),
                 Verdict::Unknown { message } => Some(format!("its target cannot be verified now: {message}")),
             }
@@ -237,7 +241,11 @@ impl Planner<'_> {
             Some(why) => self.note(true, "RollbackRefused", format!("rollback to revision {to} refused: {why}")),
             None => match self.status.stable.is_some() {
                 true => self.revert_to(entry, "RollbackRequested", format!("rollback to revision {to} requested")),
-                false => self.note(true, "RollbackRefused", format!("rollback to revision {to} refused: nothing serves to return from")),
+                false => self.note(
+                    true,
+                    "RollbackRefused",
+                    format!("rollback to revision {to} refused: nothing serves to return from"),
+                ),
             },
         }
     }
@@ -738,7 +746,7 @@ impl Planner<'_> {
     }
 
     fn canary_replicas(&self, weight: i32) -> i32 {
-        if weight <= 0 { 0 } else { (self.spec.replicas * weight.min(100) + 99) / 100 }
+        super::canary_replicas(self.spec.replicas, weight)
     }
 
     fn record(&mut self, entry: HistoryEntry) {

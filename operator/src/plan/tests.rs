@@ -653,7 +653,9 @@ fn rollback_on_request_returns_to_a_trusted_earlier_revision_only() {
     assert_eq!(w.status().stable.as_ref().unwrap().revision, 3);
 
     // Revision 2 is no longer signed: refused, with the reason, nothing moves.
-    w.obs.verdicts.insert(V2.into(), Verdict::Untrusted { reason: "UnknownTarget".into(), message: "not listed".into() });
+    w.obs
+        .verdicts
+        .insert(V2.into(), Verdict::Untrusted { reason: "UnknownTarget".into(), message: "not listed".into() });
     w.obs.commands.rollback = Some("2@a".into());
     w.run(30);
     assert_eq!(w.status().stable.as_ref().unwrap().revision, 3);

@@ -1,0 +1,281 @@
+//! `kubectl modelgate`: the SRE's view of releases and the verbs that steer them. Every
+//! verb is one ordinary API write (an annotation or `spec.paused`) that `kubectl patch`
+//! or `kubectl annotate` can make as well; the plugin adds the checks a person needs
+//! first (is there a canary to promote? is that revision still trusted?).
+
+mod view;
+
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use clap::{Parser, Subcommand};
+use k8s_openapi::{api::core::v1::ConfigMap, jiff::Timestamp};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{Patch, PatchParams},
+};
+use serde_json::json;
+
+use crate::{
+    api::{
+        ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY, ANNOTATION_ROLLBACK,
+        ModelRelease, ModelRepository, Phase,
+    },
+    controller::repository::{STATE_ROOT_KEY, read_source, state_configmap},
+    plan::{self, Verdict},
+    trust::{self, RefreshInput},
+};
+
+/// Watch and steer modelgate releases.
+#[derive(Debug, Parser)]
+#[command(name = "kubectl-modelgate", bin_name = "kubectl modelgate", version, about)]
+pub struct Plugin {
+    /// Namespace of the release (default: the kubeconfig context's).
+    #[arg(short, long, global = true)]
+    namespace: Option<String>,
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Debug, Subcommand)]
+enum Verb {
+    /// Phase, revisions, step, gates, trust and recent events of a release.
+    Status {
+        name: String,
+        /// Keep watching, printing the view again whenever it changes.
+        #[arg(short, long)]
+        watch: bool,
+    },
+    /// Hold the rollout at its current step (gates and automatic rollback keep running).
+    Pause { name: String },
+    /// Let a paused rollout go on.
+    Resume { name: String },
+    /// Pass the current pause; with --full, skip every remaining step.
+    Promote {
+        name: String,
+        #[arg(long)]
+        full: bool,
+    },
+    /// Stop the rollout and return to the stable revision now.
+    Abort { name: String },
+    /// Roll out again a revision that was rolled back or rejected.
+    Retry { name: String },
+    /// Return to an earlier promoted revision (default: the previous one).
+    Rollback {
+        name: String,
+        #[arg(long)]
+        to_revision: Option<i64>,
+    },
+    /// Past rollouts, oldest first.
+    History { name: String },
+    /// Dry run: verify the spec's target, show the steps and the workload that would be
+    /// created, evaluate the gates once. Changes nothing.
+    Plan { name: String },
+}
+
+impl Plugin {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let client = Client::try_default()
+            .await
+            .map_err(|e| anyhow!("cannot reach the cluster ({e}); check KUBECONFIG / the current context"))?;
+        let ns = self.namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
+        let api: Api<ModelRelease> = Api::namespaced(client.clone(), &ns);
+        let name = self.verb.name().to_string();
+        let release =
+            api.get_opt(&name).await.map_err(|e| explain(e, "get", &ns))?.ok_or_else(|| {
+                anyhow!("modelrelease {name:?} not found in namespace {ns:?} (kubectl get mr -n {ns})")
+            })?;
+        let phase = release.status.as_ref().and_then(|s| s.phase);
+        let has_canary = release.status.as_ref().is_some_and(|s| s.canary.is_some());
+        let token = Timestamp::now().as_second().to_string();
+        match self.verb {
+            Verb::Status { watch, .. } => view::status(&client, &api, &ns, &name, watch).await,
+            Verb::History { .. } => {
+                print!("{}", view::history(&release));
+                Ok(())
+            }
+            Verb::Pause { .. } => patch(&api, &name, &ns, json!({"spec": {"paused": true}}), "paused").await,
+            Verb::Resume { .. } => {
+                if !release.spec.paused {
+                    bail!(
+                        "{name} is not paused (spec.paused is false); a rollout waiting at a pause step needs `promote`"
+                    );
+                }
+                patch(&api, &name, &ns, json!({"spec": {"paused": false}}), "resumed").await
+            }
+            Verb::Promote { full, .. } => {
+                if !has_canary {
+                    bail!("{name} has no rollout in progress (phase {}): nothing to promote", show(phase));
+                }
+                let key = if full { ANNOTATION_PROMOTE_FULL } else { ANNOTATION_PROMOTE };
+                annotate(&api, &name, &ns, key, &token, if full { "promoted to 100%" } else { "promoted" }).await
+            }
+            Verb::Abort { .. } => {
+                if !has_canary {
+                    bail!("{name} has no rollout in progress (phase {}): nothing to abort", show(phase));
+                }
+                annotate(&api, &name, &ns, ANNOTATION_ABORT, &token, "aborted").await
+            }
+            Verb::Retry { .. } => {
+                if !matches!(phase, Some(Phase::RolledBack | Phase::Rejected)) {
+                    bail!("{name} is {}: only a RolledBack or Rejected release can be retried", show(phase));
+                }
+                annotate(&api, &name, &ns, ANNOTATION_RETRY, &token, "retrying").await
+            }
+            Verb::Rollback { to_revision, .. } => {
+                let status = release.status.clone().unwrap_or_default();
+                let stable = status.stable.as_ref().map(|s| s.revision);
+                let to = match to_revision {
+                    Some(n) => n,
+                    None => status
+                        .history
+                        .iter()
+                        .rev()
+                        .find(|h| h.outcome == "Promoted" && Some(h.revision) != stable)
+                        .map(|h| h.revision)
+                        .ok_or_else(|| anyhow!("{name} has no earlier promoted revision to return to"))?,
+                };
+                let entry =
+                    status.history.iter().rev().find(|h| h.revision == to && h.outcome == "Promoted").ok_or_else(
+                        || anyhow!("revision {to} of {name} was never promoted (kubectl modelgate history {name})"),
+                    )?;
+                if Some(to) != stable {
+                    match verify(&client, &ns, &release, &entry.target).await? {
+                        Verdict::Trusted { sha256, .. } if Some(&sha256) == entry.sha256.as_ref() => {}
+                        Verdict::Trusted { sha256, .. } => bail!(
+                            "refusing to roll back to revision {to}: {:?} is now signed with sha256 {sha256}, not the {} it served",
+                            entry.target,
+                            entry.sha256.as_deref().unwrap_or("?")
+                        ),
+                        Verdict::Untrusted { message, .. } | Verdict::Unknown { message } => {
+                            bail!(
+                                "refusing to roll back to revision {to}: its target {:?} is not trusted: {message}",
+                                entry.target
+                            )
+                        }
+                    }
+                }
+                annotate(
+                    &api,
+                    &name,
+                    &ns,
+                    ANNOTATION_ROLLBACK,
+                    &format!("{to}@{token}"),
+                    &format!("rolling back to revision {to}"),
+                )
+                .await
+            }
+            Verb::Plan { .. } => view::plan(&client, &ns, &release).await,
+        }
+    }
+}
+
+impl Verb {
+    fn name(&self) -> &str {
+        match self {
+            Verb::Status { name, .. }
+            | Verb::Pause { name }
+            | Verb::Resume { name }
+            | Verb::Promote { name, .. }
+            | Verb::Abort { name }
+            | Verb::Retry { name }
+            | Verb::Rollback { name, .. }
+            | Verb::History { name }
+            | Verb::Plan { name } => name,
+        }
+    }
+}
+
+fn show(phase: Option<Phase>) -> String {
+    phase.map_or("without status".into(), |p| format!("{p:?}"))
+}
+
+/// A Kubernetes error, with what to do about a missing permission.
+fn explain(e: kube::Error, verb: &str, ns: &str) -> anyhow::Error {
+    match &e {
+        kube::Error::Api(s) if s.code == 403 => anyhow!(
+            "forbidden: you may not {verb} modelreleases in namespace {ns:?} ({}); check with `kubectl auth can-i {verb} modelreleases -n {ns}`",
+            s.message
+        ),
+        _ => anyhow!(e),
+    }
+}
+
+async fn patch(
+    api: &Api<ModelRelease>,
+    name: &str,
+    ns: &str,
+    body: serde_json::Value,
+    done: &str,
+) -> anyhow::Result<()> {
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&body)).await.map_err(|e| explain(e, "patch", ns))?;
+    println!("modelrelease.modelgate.dev/{name} {done}");
+    Ok(())
+}
+
+async fn annotate(
+    api: &Api<ModelRelease>,
+    name: &str,
+    ns: &str,
+    key: &str,
+    value: &str,
+    done: &str,
+) -> anyhow::Result<()> {
+    patch(api, name, ns, json!({"metadata": {"annotations": {key: value}}}), done).await
+}
+
+/// What the release's repository says about `target` now, checked from here with the
+/// same TUF client the operator uses (the newest trusted root, the floors in status).
+pub async fn verify(client: &Client, ns: &str, release: &ModelRelease, target: &str) -> anyhow::Result<Verdict> {
+    let repo_name = &release.spec.repository_ref.name;
+    let repo = Api::<ModelRepository>::namespaced(client.clone(), ns)
+        .get_opt(repo_name)
+        .await?
+        .ok_or_else(|| anyhow!("modelrepository {repo_name:?} (spec.repositoryRef) not found in {ns:?}"))?;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let pinned = read_source(&cms, &repo.spec.trusted_root, "spec.trustedRoot").await.map_err(|e| anyhow!(e))?;
+    let persisted = cms
+        .get_opt(&state_configmap(&repo.name_any()))
+        .await?
+        .and_then(|cm| cm.data)
+        .and_then(|d| d.get(STATE_ROOT_KEY).cloned());
+    let ca_bundle = match &repo.spec.ca_bundle {
+        Some(src) => Some(read_source(&cms, src, "spec.caBundle").await.map_err(|e| anyhow!(e))?),
+        None => None,
+    };
+    let refreshed = trust::refresh(RefreshInput {
+        metadata_url: &repo.spec.metadata_url,
+        pinned_root: &pinned,
+        persisted_root: persisted.as_deref().map(str::as_bytes),
+        ca_bundle,
+        floors: plan::repository::floors(repo.status.as_ref()),
+        now: Timestamp::now(),
+    })
+    .await;
+    let mut session = match refreshed {
+        Ok(r) => r.session,
+        Err(e) => return Ok(Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() }),
+    };
+    Ok(match session.updater.target(target).await {
+        Ok(info) => match info.hashes.get("sha256") {
+            Some(sha256) => Verdict::Trusted { sha256: sha256.to_lowercase(), length: info.length as i64 },
+            None => Verdict::Untrusted { reason: "NoSha256".into(), message: "signed without a sha256".into() },
+        },
+        Err(e) => Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() },
+    })
+}
+
+/// Waits between two renderings of `status -w`.
+pub const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// For `main`: parse, run, and say what failed on one line.
+pub async fn main() -> std::process::ExitCode {
+    let plugin = Plugin::parse();
+    match plugin.run().await.context("kubectl modelgate") {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.chain().skip(1).map(ToString::to_string).collect::<Vec<_>>().join(": "));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! What `kubectl modelgate status`, `history` and `plan` print.
+
+use std::fmt::Write as _;
+
+use k8s_openapi::api::{
+    apps::v1::ReplicaSet,
+    core::v1::{ConfigMap, Event},
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, ObjectList},
+};
+
+use super::{WATCH_EVERY, verify};
+use crate::{
+    api::{LABEL_RELEASE, LABEL_REVISION, ModelRelease, ModelRepository},
+    controller::{repository::read_source, workload},
+    gates::{self, GateContext},
+    plan::{self, Verdict},
+};
+
+fn short(sha: Option<&str>) -> &str {
+    sha.map_or("-", |s| &s[..s.len().min(12)])
+}
+
+fn ago(t: Option<k8s_openapi::jiff::Timestamp>) -> String {
+    let Some(t) = t else { return "?".into() };
+    let secs = (k8s_openapi::jiff::Timestamp::now().as_second() - t.as_second()).max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s => format!("{}h", s / 3600),
+    }
+}
+
+/// `status NAME [-w]`.
+pub async fn status(client: &Client, api: &Api<ModelRelease>, ns: &str, name: &str, watch: bool) -> anyhow::Result<()> {
+    let mut last = String::new();
+    loop {
+        let release = api.get(name).await?;
+        let view = render_status(client, ns, &release).await?;
+        if view != last {
+            if watch && !last.is_empty() {
+                println!("{}", "-".repeat(72));
+            }
+            print!("{view}");
+            last = view;
+        }
+        if !watch {
+            return Ok(());
+        }
+        tokio::time::sleep(WATCH_EVERY).await;
+    }
+}
+
+async fn render_status(client: &Client, ns: &str, release: &ModelRelease) -> anyhow::Result<String> {
+    let name = release.name_any();
+    let status = release.status.clone().unwrap_or_default();
+    let sets: ObjectList<ReplicaSet> = Api::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("{LABEL_RELEASE}={name}")))
+        .await?;
+    let pods = |revision: i64| {
+        let rs = sets.items.iter().find(|rs| rs.labels().get(LABEL_REVISION) == Some(&revision.to_string()));
+        let want = rs.and_then(|r| r.spec.replicas).unwrap_or(0);
+        let ready = rs.and_then(|r| r.status.as_ref()).and_then(|s| s.ready_replicas).unwrap_or(0);
+        format!("pods {ready}/{want} ready")
+    };
+    let mut out = String::new();
+    let phase = status.phase.map_or("-".into(), |p| format!("{p:?}"));
+    writeln!(out, "Name:      {name} (namespace {ns})")?;
+    writeln!(out, "Phase:     {phase}  {}", status.message.as_deref().unwrap_or(""))?;
+    match &status.stable {
+        Some(s) => writeln!(
+            out,
+            "Stable:    revision {}  {}  sha256 {}  {}",
+            s.revision,
+            s.target,
+            short(s.sha256.as_deref()),
+            pods(s.revision)
+        )?,
+        None => writeln!(out, "Stable:    none")?,
+    }
+    match &status.canary {
+        Some(c) => writeln!(
+            out,
+            "Canary:    revision {}  {}  sha256 {}  {}  step {}/{}  weight {}%",
+            c.revision,
+            c.target,
+            short(c.sha256.as_deref()),
+            pods(c.revision),
+            c.step,
+            release.spec.strategy.steps.len(),
+            c.weight
+        )?,
+        None => writeln!(out, "Canary:    none")?,
+    }
+    if !status.gates.is_empty() || !release.spec.gates.checks.is_empty() {
+        writeln!(out, "Gates:")?;
+        for check in &release.spec.gates.checks {
+            match status.gates.iter().find(|g| g.name == check.name) {
+                Some(g) => writeln!(
+                    out,
+                    "  {:<20} {:<13} {:<24} failures {} no-data {}  {} ago",
+                    g.name,
+                    g.result,
+                    g.last_value.as_deref().unwrap_or("-"),
+                    g.consecutive_failures,
+                    g.consecutive_inconclusive,
+                    ago(g.last_evaluated.as_ref().map(|t| t.0))
+                )?,
+                None => writeln!(out, "  {:<20} not evaluated yet", check.name)?,
+            }
+        }
+    }
+    let repo =
+        Api::<ModelRepository>::namespaced(client.clone(), ns).get_opt(&release.spec.repository_ref.name).await?;
+    match repo.and_then(|r| r.status) {
+        Some(rs) => {
+            let trusted = rs.conditions.iter().find(|c| c.type_ == "Trusted");
+            let expires =
+                rs.timestamp.as_ref().and_then(|t| t.expires.as_ref()).map_or("?".into(), |t| t.0.to_string());
+            writeln!(
+                out,
+                "Trust:     repository {} Trusted={} ({}), timestamp v{} expires {expires}",
+                release.spec.repository_ref.name,
+                trusted.map_or("?", |c| c.status.as_str()),
+                trusted.map_or("", |c| c.reason.as_str()),
+                rs.timestamp.as_ref().map_or(0, |t| t.version),
+            )?;
+        }
+        None => writeln!(out, "Trust:     repository {} has no status yet", release.spec.repository_ref.name)?,
+    }
+    let conditions: Vec<String> =
+        status.conditions.iter().map(|c| format!("{}={} ({})", c.type_, c.status, c.reason)).collect();
+    writeln!(out, "Conditions: {}", conditions.join(", "))?;
+    let events: ObjectList<Event> = Api::namespaced(client.clone(), ns)
+        .list(&ListParams::default().fields(&format!("involvedObject.kind=ModelRelease,involvedObject.name={name}")))
+        .await?;
+    let mut events = events.items;
+    events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0).or(e.metadata.creation_timestamp.as_ref().map(|t| t.0)));
+    writeln!(out, "Events:")?;
+    for e in events.iter().rev().take(5).rev() {
+        let at = e.event_time.as_ref().map(|t| t.0).or(e.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        writeln!(
+            out,
+            "  {:>4} ago  {:<8} {:<17} {}",
+            ago(at),
+            e.type_.as_deref().unwrap_or(""),
+            e.reason.as_deref().unwrap_or(""),
+            e.message.as_deref().unwrap_or("")
+        )?;
+    }
+    Ok(out)
+}
+
+/// `history NAME`: one line per finished rollout.
+pub fn history(release: &ModelRelease) -> String {
+    let mut out = format!(
+        "{:<9} {:<36} {:<14} {:<11} {:<21} {}\n",
+        "REVISION", "TARGET", "SHA256", "OUTCOME", "FINISHED", "REASON"
+    );
+    let status = release.status.clone().unwrap_or_default();
+    for h in &status.history {
+        let finished = h.finished_at.as_ref().map_or("-".into(), |t| t.0.to_string());
+        let _ = writeln!(
+            out,
+            "{:<9} {:<36} {:<14} {:<11} {:<21} {}",
+            h.revision,
+            h.target,
+            short(h.sha256.as_deref()),
+            h.outcome,
+            finished,
+            h.reason.as_deref().unwrap_or("")
+        );
+    }
+    if let Some(s) = &status.stable {
+        let _ = writeln!(out, "\nserving: revision {} ({})", s.revision, s.target);
+    }
+    out
+}
+
+/// `plan NAME`: what the spec would do, without doing it.
+pub async fn plan(client: &Client, ns: &str, release: &ModelRelease) -> anyhow::Result<()> {
+    let target = &release.spec.model.target;
+    let status = release.status.clone().unwrap_or_default();
+    let hash = plan::desired_hash(release);
+    println!(
+        "Revision:  {hash} ({})",
+        if status.stable.as_ref().is_some_and(|s| s.hash == hash) { "the stable one" } else { "new" }
+    );
+    let verdict = verify(client, ns, release, target).await?;
+    let (sha256, length) = match &verdict {
+        Verdict::Trusted { sha256, length } => {
+            println!("Verify:    {target}: trusted, sha256 {sha256}, {length} bytes");
+            (sha256.clone(), *length)
+        }
+        Verdict::Untrusted { message, .. } | Verdict::Unknown { message } => {
+            println!("Verify:    {target}: REFUSED: {message}");
+            println!("           the release would be Rejected; nothing would be deployed");
+            return Ok(());
+        }
+    };
+    let replicas = release.spec.replicas;
+    println!("Steps (replicas {replicas}):");
+    let first = status.stable.is_none();
+    if first {
+        println!("  first revision: straight to 100% ({replicas} pods), then promoted when Ready and passing");
+    } else {
+        for (i, step) in release.spec.strategy.steps.iter().enumerate() {
+            match (step.set_weight, &step.pause) {
+                (Some(w), _) => {
+                    let canary = plan::canary_replicas(replicas, w);
+                    println!("  {i}. setWeight {w}%: canary {canary} pod(s), stable {}", replicas - canary);
+                }
+                (None, Some(p)) => match &p.duration {
+                    Some(d) => println!("  {i}. pause {d}"),
+                    None => println!("  {i}. pause until promoted (kubectl modelgate promote {})", release.name_any()),
+                },
+                _ => {}
+            }
+        }
+        println!(
+            "  {}. 100%: canary {replicas} pod(s), then promoted when Ready and passing",
+            release.spec.strategy.steps.len()
+        );
+    }
+    let repo = Api::<ModelRepository>::namespaced(client.clone(), ns).get(&release.spec.repository_ref.name).await?;
+    let next =
+        status.history.iter().map(|h| h.revision).chain(status.stable.iter().map(|s| s.revision)).max().unwrap_or(0)
+            + 1;
+    let revision = workload::Revision { number: next, hash: &hash, sha256: &sha256, length };
+    let first_weight = release.spec.strategy.steps.iter().find_map(|s| s.set_weight).unwrap_or(100);
+    let rs = workload::replica_set(
+        release,
+        &repo,
+        &revision,
+        plan::canary_replicas(replicas, if first { 100 } else { first_weight }),
+        concat!("modelgate/modelgate:", env!("CARGO_PKG_VERSION")),
+    );
+    println!("Workload that would be created (the fetch image is the operator's own):");
+    print!("{}", serde_yaml::to_string(&rs)?.lines().map(|l| format!("  {l}\n")).collect::<String>());
+    if release.spec.gates.checks.is_empty() {
+        println!("Gates:     pod health only");
+        return Ok(());
+    }
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let mut providers = Vec::new();
+    for check in &release.spec.gates.checks {
+        let ca = match check.webhook.as_ref().and_then(|w| w.ca_bundle.as_ref()) {
+            Some(src) => Some(read_source(&cms, src, "webhook.caBundle").await.map_err(|e| anyhow::anyhow!(e))?),
+            None => None,
+        };
+        providers.push((check.name.clone(), gates::provider(check, ca)));
+    }
+    let ctx = GateContext {
+        release: release.name_any(),
+        namespace: ns.to_string(),
+        canary_revision: next,
+        stable_revision: status.stable.as_ref().map(|s| s.revision),
+        target: target.clone(),
+        sha256,
+        step: 0,
+        weight: first_weight,
+    };
+    println!("Gates (evaluated once, now, for revision {next}):");
+    for o in gates::evaluate_all(&providers, &ctx).await {
+        println!("  {:<20} {:<13?} {}", o.name, o.result, o.detail);
+    }
+    Ok(())
+}
