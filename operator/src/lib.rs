@@ -10,6 +10,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod gates;
+pub mod metrics;
 pub mod plan;
 pub mod plugin;
 pub mod telemetry;

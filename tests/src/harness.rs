@@ -247,7 +247,8 @@ impl Operator {
         let bin = std::env::var_os("MODELGATE_BIN").map_or_else(|| cargo_bin("modelgate"), PathBuf::from);
         let mut cmd = Command::new(bin);
         let log_level = std::env::var("MODELGATE_LOG").unwrap_or_else(|_| "info,modelgate=debug".into());
-        cmd.arg("run").args(extra).env("RUST_LOG", log_level);
+        // Many operators run at once in the tests: each serves its endpoints on a free port.
+        cmd.args(["run", "--http-address", "127.0.0.1:0"]).args(extra).env("RUST_LOG", log_level);
         if let Some(ns) = namespace {
             cmd.args(["--namespace", ns]);
         }
@@ -286,6 +287,14 @@ impl Operator {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The address of `/metrics`, `/healthz`, `/readyz`, once the operator logged it.
+    pub fn http_address(&self) -> Option<String> {
+        let logs = self.logs();
+        let line = logs.lines().find(|l| l.contains("serving /metrics"))?;
+        let at = line.find("address=")? + "address=".len();
+        Some(line[at..].split_whitespace().next()?.to_string())
     }
 
     pub fn pid(&self) -> u32 {

@@ -18,6 +18,14 @@ pub enum Error {
 
     #[error("{kind} has no namespace; modelgate resources are namespaced")]
     NoNamespace { kind: &'static str },
+
+    #[error(
+        "leadership of Lease {lease} was lost (another replica took it, or it could not be renewed); exiting so this replica restarts as a follower"
+    )]
+    LeadershipLost { lease: String },
+
+    #[error("cannot serve metrics and health endpoints: {0}")]
+    Http(#[from] std::io::Error),
 }
 
 impl Error {
@@ -27,6 +35,8 @@ impl Error {
             Error::CrdMissing { .. } => "crd_missing",
             Error::Kube { .. } => "kube_api",
             Error::NoNamespace { .. } => "no_namespace",
+            Error::LeadershipLost { .. } => "leadership_lost",
+            Error::Http(_) => "http",
         }
     }
 }

@@ -2,6 +2,7 @@
 //! status writes through server-side apply.
 
 mod error;
+mod leader;
 mod release;
 pub mod repository;
 mod trust_cache;
@@ -34,12 +35,25 @@ pub use trust_cache::TrustCache;
 use crate::api::{LABEL_RELEASE, ModelRelease, ModelRepository};
 
 /// How the operator runs.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Settings {
     /// Watch a single namespace instead of the whole cluster.
     pub namespace: Option<String>,
     /// Image of the `modelgate fetch` init container in model pods.
     pub fetch_image: String,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub http_address: std::net::SocketAddr,
+    /// Reconcile only while holding this Lease.
+    pub leader_election: Option<LeaderElection>,
+}
+
+/// The Lease that elects one leader among replicas.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    pub namespace: String,
+    pub name: String,
+    /// This replica's name in the Lease (the pod name in a cluster).
+    pub identity: String,
 }
 
 /// Shared by every reconcile.
@@ -52,6 +66,7 @@ pub struct Context {
     pub trust: TrustCache,
     pub stores: Stores,
     pub fetch_image: String,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// In-memory views of what releases own, kept current by watches (no list per reconcile).
@@ -170,6 +185,20 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
     let ns = settings.namespace.as_deref();
     ensure_crds_installed(&client, ns).await?;
     info!(namespace = ns.unwrap_or("<all>"), "modelgate operator starting");
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let listener = crate::metrics::bind(settings.http_address).await?;
+    tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
+    let leader = settings
+        .leader_election
+        .as_ref()
+        .map(|le| leader::Leader::new(Api::namespaced(client.clone(), &le.namespace), &le.name, &le.identity));
+    if let Some(leader) = &leader {
+        // A follower is ready: it serves its purpose (standing by). Once leading, it is
+        // ready again when its caches are filled.
+        metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        leader.acquire().await?;
+        metrics.ready.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
 
     let reporter = Reporter { controller: "modelgate".into(), instance: std::env::var("POD_NAME").ok() };
 
@@ -206,6 +235,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
         trust: TrustCache::default(),
         stores: Stores { repositories: repo_store.clone(), replica_sets: rs_store, pods: pod_store },
         fetch_image: settings.fetch_image.clone(),
+        metrics,
     });
 
     let repository_controller = Controller::for_shared_stream(repo_events, repo_store)
@@ -248,7 +278,18 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
                 warn!(error = %err, "release reconcile failed");
             }
         });
-    futures::join!(repository_controller, release_controller);
+    let controllers = futures::future::join(repository_controller, release_controller);
+    match &leader {
+        None => {
+            controllers.await;
+        }
+        Some(leader) => {
+            tokio::select! {
+                _ = controllers => {}
+                lost = leader.hold() => return Err(lost),
+            }
+        }
+    }
     info!("modelgate operator stopped");
     Ok(())
 }

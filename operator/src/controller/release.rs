@@ -28,6 +28,7 @@ use crate::{
         FIELD_MANAGER, LABEL_HASH, LABEL_REVISION, ModelRelease,
     },
     gates::{self, GateContext},
+    metrics::{ErrorLabels, Metrics, ReasonLabel, ResultLabel},
     plan::{self, Commands, GateOutcome, Observed, Workload},
 };
 
@@ -36,10 +37,12 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
     let ns = release.namespace().ok_or(Error::NoNamespace { kind: "ModelRelease" })?;
     let name = release.name_any();
     let now = plan::truncate(Timestamp::now());
+    let _timer = ctx.metrics.timer("release");
     if !ctx.stores.ready() {
         debug!("waiting for the pod and ReplicaSet caches to fill");
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
+    ctx.metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
 
     // Observe.
     let repository = ctx.stores.repository(&ns, &release.spec.repository_ref.name);
@@ -83,6 +86,7 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
 
     // Plan.
     let plan = plan::plan(&release, &observed, now);
+    record(&ctx.metrics, &ns, &name, &observed, &plan);
 
     // Act. Status first: it is the record of the decision, so a restart between the
     // two writes resumes from the decision instead of making it again differently.
@@ -165,6 +169,26 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
     Ok(Action::requeue(plan.requeue))
 }
 
+fn record(metrics: &Metrics, ns: &str, name: &str, observed: &Observed, plan: &plan::Plan) {
+    metrics.set_phase(ns, name, plan.status.phase);
+    for o in &observed.gates {
+        metrics.gate_evaluations.get_or_create(&ResultLabel { result: format!("{:?}", o.result) }).inc();
+    }
+    let reason_of = |type_: &str| {
+        let c = plan.status.conditions.iter().find(|c| c.type_ == type_);
+        c.map_or_else(|| "Unknown".to_string(), |c| c.reason.clone())
+    };
+    for note in &plan.events {
+        match note.reason {
+            "RolledBack" => metrics.rollbacks.get_or_create(&ReasonLabel { reason: reason_of(plan::DEGRADED) }).inc(),
+            "Rejected" => {
+                metrics.verification_failures.get_or_create(&ReasonLabel { reason: reason_of(plan::VERIFIED) }).inc()
+            }
+            _ => 0,
+        };
+    }
+}
+
 /// Every target the planner may ask about: the spec's, the running ones, the earlier ones.
 fn targets_of(release: &ModelRelease) -> Vec<String> {
     let mut targets = vec![release.spec.model.target.clone()];
@@ -240,7 +264,8 @@ async fn evaluate_gates(ctx: &Context, release: &ModelRelease, ns: &str) -> Vec<
     outcomes
 }
 
-pub fn error_policy(release: Arc<ModelRelease>, error: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy(release: Arc<ModelRelease>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.errors.get_or_create(&ErrorLabels { controller: "release", kind: error.metric_label() }).inc();
     warn!(release = %release.name_any(), error = %error, kind = error.metric_label(), "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }

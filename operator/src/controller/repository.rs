@@ -19,6 +19,7 @@ use tracing::{info, instrument, warn};
 use super::{Context, Error};
 use crate::{
     api::{ConfigMapSource, FIELD_MANAGER, ModelRepository, parse_duration},
+    metrics::{ErrorLabels, RoleLabels},
     plan::repository::{self as plan, Refresh, TRUSTED},
     trust::RefreshInput,
 };
@@ -51,6 +52,7 @@ pub async fn reconcile(repo: Arc<ModelRepository>, ctx: Arc<Context>) -> Result<
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     let interval = parse_duration(&repo.spec.refresh_interval).unwrap_or(Duration::from_secs(300));
     let now = Timestamp::now();
+    let _timer = ctx.metrics.timer("repository");
     if let Some(wait) = plan::next_refresh_in(&repo, interval, now) {
         return Ok(Action::requeue(wait));
     }
@@ -98,6 +100,19 @@ pub async fn reconcile(repo: Arc<ModelRepository>, ctx: Arc<Context>) -> Result<
 
     // Plan.
     let status = plan::status(&repo, &refresh, now);
+    for (role, state) in [
+        ("root", &status.root),
+        ("timestamp", &status.timestamp),
+        ("snapshot", &status.snapshot),
+        ("targets", &status.targets),
+    ] {
+        let Some(state) = state else { continue };
+        let labels = RoleLabels { namespace: ns.clone(), repository: name.clone(), role };
+        ctx.metrics.floor_version.get_or_create(&labels).set(state.version);
+        if let Some(expires) = &state.expires {
+            ctx.metrics.expiry_seconds.get_or_create(&labels).set(expires.0.as_second());
+        }
+    }
 
     // Act: persist the newest root first, so status never claims a root we lost.
     if let Some(root) = newest_root
@@ -153,7 +168,8 @@ async fn publish(ctx: &Context, repo: &ModelRepository, type_: EventType, reason
     }
 }
 
-pub fn error_policy(repo: Arc<ModelRepository>, error: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy(repo: Arc<ModelRepository>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.errors.get_or_create(&ErrorLabels { controller: "repository", kind: error.metric_label() }).inc();
     warn!(repository = %repo.name_any(), error = %error, kind = error.metric_label(), "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(15))
 }

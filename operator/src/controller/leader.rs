@@ -1,0 +1,110 @@
+//! Leader election on a `coordination.k8s.io` Lease, so two replicas are safe: only the
+//! holder reconciles. Writes use the Lease's resourceVersion, so two candidates can never
+//! both win; a holder that cannot renew within the lease duration stops the process
+//! (its pod restarts as a follower) rather than risk two leaders.
+
+use std::time::Duration;
+
+use k8s_openapi::{
+    api::coordination::v1::{Lease, LeaseSpec},
+    apimachinery::pkg::apis::meta::v1::MicroTime,
+    jiff::Timestamp,
+};
+use kube::{
+    Api,
+    api::{ObjectMeta, PostParams},
+};
+use tracing::{info, warn};
+
+use super::Error;
+
+const LEASE_DURATION: Duration = Duration::from_secs(15);
+const RETRY_EVERY: Duration = Duration::from_secs(2);
+const RENEW_EVERY: Duration = Duration::from_secs(5);
+
+pub struct Leader {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+}
+
+impl Leader {
+    pub fn new(api: Api<Lease>, name: &str, identity: &str) -> Self {
+        Self { api, name: name.into(), identity: identity.into() }
+    }
+
+    /// Waits until this process holds the lease.
+    pub async fn acquire(&self) -> Result<(), Error> {
+        let mut said = false;
+        loop {
+            match self.try_take().await {
+                Ok(true) => {
+                    info!(lease = %self.name, identity = %self.identity, "leader election won");
+                    return Ok(());
+                }
+                Ok(false) if !said => {
+                    info!(lease = %self.name, "another replica leads; waiting");
+                    said = true;
+                }
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "leader election: cannot read or write the Lease; retrying"),
+            }
+            tokio::time::sleep(RETRY_EVERY).await;
+        }
+    }
+
+    /// Renews the lease until it is lost; returns why.
+    pub async fn hold(&self) -> Error {
+        let mut last_renewed = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(RENEW_EVERY).await;
+            match self.try_take().await {
+                Ok(true) => last_renewed = tokio::time::Instant::now(),
+                Ok(false) => return Error::LeadershipLost { lease: self.name.clone() },
+                Err(e) => warn!(error = %e, "leader election: renewal failed; retrying"),
+            }
+            if last_renewed.elapsed() >= LEASE_DURATION {
+                return Error::LeadershipLost { lease: self.name.clone() };
+            }
+        }
+    }
+
+    /// Takes (or renews) the lease if it is free, expired or ours. `Ok(false)`: held by another.
+    async fn try_take(&self) -> Result<bool, kube::Error> {
+        let now = Timestamp::now();
+        let fresh = |acquired: Option<MicroTime>, transitions: i32| LeaseSpec {
+            holder_identity: Some(self.identity.clone()),
+            lease_duration_seconds: Some(LEASE_DURATION.as_secs() as i32),
+            acquire_time: acquired.or(Some(MicroTime(now))),
+            renew_time: Some(MicroTime(now)),
+            lease_transitions: Some(transitions),
+            ..Default::default()
+        };
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            let lease = Lease {
+                metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() },
+                spec: Some(fresh(None, 0)),
+            };
+            return match self.api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+                Err(e) => Err(e),
+            };
+        };
+        let spec = lease.spec.clone().unwrap_or_default();
+        let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
+        let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(15).max(1) as u64);
+        let expired = spec.renew_time.as_ref().is_none_or(|t| t.0 + duration <= now);
+        if !ours && !expired && spec.holder_identity.is_some() {
+            return Ok(false);
+        }
+        let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
+        lease.spec = Some(fresh(if ours { spec.acquire_time } else { None }, transitions));
+        // `replace` carries the resourceVersion read above: a concurrent taker gets 409.
+        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
