@@ -102,12 +102,44 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
         }
 
         // The chart's RBAC is enough: the operator, run with only the chart's
-        // ServiceAccount token, trusts a repository and admits a release.
+        // ServiceAccount token and leader election on, rolls a model out to Promoted.
         operator_works_with_the_chart_identity(&client, &ns, &release).await?;
 
+        // An upgrade to two replicas with a disruption budget, and a change that reaches
+        // the CRDs (a label, standing in for a new schema): Helm applies both, because
+        // the chart renders its CRDs as templates rather than from Helm's never-upgraded
+        // crds/ directory.
+        helm_ok(&[
+            "upgrade",
+            &release,
+            &chart(),
+            "-n",
+            &ns,
+            "--wait",
+            "--timeout",
+            "120s",
+            "--set",
+            "replicas=2",
+            "--set",
+            "podDisruptionBudget.enabled=true",
+            "--set-string",
+            "commonLabels.upgraded=yes",
+        ])?;
+        let d = deployments.get(&format!("{release}-modelgate")).await?;
+        assert_eq!(d.spec.replicas, Some(2));
+        kubectl_ok(&["get", "pdb", &format!("{release}-modelgate"), "-n", &ns], None)?;
+        let label = kubectl_ok(
+            &["get", "crd", "modelreleases.modelgate.dev", "-o", "jsonpath={.metadata.labels.upgraded}"],
+            None,
+        )?;
+        assert_eq!(label, "yes", "helm upgrade did not update the CRDs");
+
+        // Uninstall keeps the CRDs and the users' releases.
         helm_ok(&["uninstall", &release, "-n", &ns, "--wait"])?;
         let names = kubectl_ok(&["get", "crd", "-o", "name"], None)?;
         assert!(names.contains("modelreleases.modelgate.dev"), "helm uninstall deleted the CRDs: {names}");
+        let left = kubectl_ok(&["get", "modelreleases", "-n", &ns, "-o", "name"], None)?;
+        assert!(left.contains("modelrelease.modelgate.dev/fraud"), "helm uninstall deleted a release: {left}");
         Ok(())
     })
     .await?;
@@ -138,70 +170,42 @@ async fn namespaced_install_renders_a_role_and_watches_one_namespace() -> anyhow
 async fn operator_works_with_the_chart_identity(client: &kube::Client, ns: &str, release: &str) -> anyhow::Result<()> {
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::api::PostParams;
-    use modelgate::api::{ModelRelease, ModelRepository};
+    use modelgate::api::{ANNOTATION_PROMOTE, ModelRelease, Phase};
     use modelgate_tests::{
         harness::{Operator, token_kubeconfig},
-        tuf::{Server, scenarios},
+        models::{ModelRepo, command, release as model_release, set_target, wait_phase},
     };
     use serde_json::json;
 
-    let root = scenarios()?;
-    let server = Server::https(root)?;
     let work = tempfile::tempdir()?;
     let token = kubectl_ok(&["create", "token", &format!("{release}-modelgate"), "-n", ns], None)?;
     let kubeconfig = token_kubeconfig(&token, work.path())?;
+    let repo = ModelRepo::new("fraud", &["1.0", "2.0"])?;
+    repo.register(client, ns).await?;
 
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let pinned = std::fs::read_to_string(root.join("ok_basic/root.json"))?;
-    let ca = std::fs::read_to_string(server.ca.as_ref().unwrap())?;
-    for (name, key, value) in [("root", "root.json", pinned), ("ca", "ca.crt", ca)] {
-        cms.create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": name}, "data": {key: value}}))?,
-        )
-        .await?;
-    }
-    let repos: Api<ModelRepository> = Api::namespaced(client.clone(), ns);
-    repos
-        .create(&PostParams::default(), &serde_json::from_value(json!({
-            "apiVersion": "modelgate.dev/v1alpha1", "kind": "ModelRepository", "metadata": {"name": "ml"},
-            "spec": {"metadataUrl": server.url("ok_basic/phase1/metadata/"), "targetsUrl": server.url("ok_basic/phase1/targets/"),
-                     "trustedRoot": {"configMapRef": {"name": "root", "key": "root.json"}},
-                     "caBundle": {"configMapRef": {"name": "ca", "key": "ca.crt"}}}
-        }))?)
-        .await?;
+    // As the chart runs it: leader election on, with only the chart's ServiceAccount.
+    let operator =
+        Operator::start_as(Some(ns), &["--leader-elect", "--leader-election-namespace", ns], Some(&kubeconfig))?;
     let releases: Api<ModelRelease> = Api::namespaced(client.clone(), ns);
-    releases
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "modelgate.dev/v1alpha1", "kind": "ModelRelease", "metadata": {"name": "fraud"},
-                "spec": {"repositoryRef": {"name": "ml"}, "model": {"target": "fraud/1.0/model.onnx"},
-                         "template": {"spec": {"containers": [{"name": "s", "image": "s:1"}]}}}
-            }))?,
-        )
-        .await?;
-
-    let operator = Operator::start_as(Some(ns), &[], Some(&kubeconfig))?;
-    let trusted = |c: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], t: &str| {
-        c.iter().any(|c| c.type_ == t && c.status == "True")
+    let spec = json!({"strategy": {"steps": [{"setWeight": 50}, {"pause": {}}]}, "service": {"port": 8080}});
+    releases.create(&PostParams::default(), &model_release("fraud", "fraud/1.0/model.onnx", 2, spec)?).await?;
+    let wait = Duration::from_secs(90);
+    let rollout = async {
+        wait_phase(&releases, "fraud", Phase::Promoted, wait).await?;
+        set_target(&releases, "fraud", "fraud/2.0/model.onnx").await?;
+        wait_phase(&releases, "fraud", Phase::Paused, wait).await?;
+        command(&releases, "fraud", ANNOTATION_PROMOTE, "1").await?;
+        eventually("revision 2 promoted", wait, || async {
+            let r = releases.get("fraud").await?;
+            Ok(r.status.and_then(|s| s.stable).is_some_and(|s| s.revision == 2).then_some(()))
+        })
+        .await
     };
-    eventually(
-        "the repository Trusted and the release Accepted, as the chart's ServiceAccount",
-        Duration::from_secs(60),
-        || async {
-            let repo = repos.get("ml").await?;
-            let rel = releases.get("fraud").await?;
-            let ok = repo.status.is_some_and(|s| trusted(&s.conditions, "Trusted"))
-                && rel.status.is_some_and(|s| trusted(&s.conditions, "Accepted"));
-            Ok(ok.then_some(()))
-        },
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}\noperator log:\n{}", operator.logs()))?;
+    rollout.await.map_err(|e| anyhow::anyhow!("{e}\noperator log:\n{}", operator.logs()))?;
     // The trust state ConfigMap was written, and nothing was forbidden on the way.
-    cms.get("ml-trust-state").await?;
+    Api::<ConfigMap>::namespaced(client.clone(), ns).get("ml-models-trust-state").await?;
     let logs = operator.logs();
+    assert!(logs.contains("leader election won"), "{logs}");
     assert!(!logs.contains("forbidden") && !logs.contains("Forbidden"), "RBAC denied something:\n{logs}");
     Ok(())
 }
