@@ -78,7 +78,7 @@ mod tests {
                 let committed = std::fs::read_to_string(&path).unwrap_or_default();
                 assert!(
                     committed == yaml,
-                    "{} is out of date; run `cargo run -p modelgate -- crd --out crds --out charts/modelgate/files/crds`",
+                    "{} is out of date; run `cargo run -p modelgate -- crd --out crds --out charts/modelgate/files/crds --reference docs/api.md`",
                     path.display()
                 );
             }

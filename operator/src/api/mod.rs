@@ -3,11 +3,13 @@
 
 mod common;
 mod crd;
+mod reference;
 mod release;
 mod repository;
 
 pub use common::{ConfigMapKeyRef, ConfigMapSource, condition, parse_duration, set_condition};
 pub use crd::{crds, crds_yaml};
+pub use reference::reference_markdown;
 pub use release::*;
 pub use repository::*;
 

@@ -13,12 +13,20 @@ pub struct Crd {
     /// write several copies (the repository's `crds/` and the chart's).
     #[arg(long)]
     out: Vec<PathBuf>,
+    /// Also write the API reference (Markdown) generated from the same schemas.
+    #[arg(long)]
+    reference: Option<PathBuf>,
 }
 
 impl Crd {
     pub async fn run(self) -> anyhow::Result<()> {
         let files = crds_yaml();
-        if self.out.is_empty() {
+        if let Some(path) = &self.reference {
+            std::fs::write(path, crate::api::reference_markdown())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        if self.out.is_empty() && self.reference.is_none() {
             let docs: Vec<&str> = files.iter().map(|(_, yaml)| yaml.as_str()).collect();
             print!("{}", docs.join("---\n"));
         }
