@@ -402,7 +402,7 @@ impl Planner<'_> {
                     None => {
                         let message = format!(
                             "revision {} paused at step {step} at {}%: waiting for promote \
-                             (kubectl annotate mr {} modelgate.dev/promote=$(date +%s) --overwrite)",
+                             (kubectl modelgate promote {})",
                             canary.revision, canary.weight, self.name
                         );
                         return self.set_phase(Phase::Paused, message);
