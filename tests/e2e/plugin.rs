@@ -6,7 +6,7 @@ use std::time::Duration;
 use kube::api::PostParams;
 use modelgate::api::Phase;
 use modelgate_tests::{
-    harness::{cargo_bin, run_with_stdin},
+    harness::{cargo_bin, kubectl_ok, run_with_stdin, token_kubeconfig},
     models::{release, set_target, wait_phase},
 };
 use serde_json::json;
@@ -64,12 +64,30 @@ async fn the_kubectl_plugin_steers_a_release() -> anyhow::Result<()> {
         assert!(out.lines().nth(1).unwrap().starts_with(&format!("1         {V1}")), "{out}");
         assert!(out.contains("serving: revision 2"), "{out}");
 
-        // Revision 1's model is revoked: rolling back to it is refused, with the reason.
-        repo.remove(&[V1])?;
-        let (ok, _, err) = plugin(&ns, &["rollback", "fraud"])?;
-        assert!(!ok && err.contains("refusing to roll back to revision 1") && err.contains("not trusted"), "{err}");
+        // Back to revision 1 on request.
+        let (ok, out, err) = plugin(&ns, &["rollback", "fraud"])?;
+        assert!(ok && out.contains("rolling back to revision 1"), "{out}{err}");
+        let r = wait_phase(&api, "fraud", Phase::RolledBack, WAIT).await?;
+        assert_eq!(r.status.unwrap().stable.unwrap().revision, 1);
+
+        // Revision 2's model is revoked: returning to it is refused, with the reason.
+        repo.remove(&[V2])?;
+        let (ok, _, err) = plugin(&ns, &["rollback", "fraud", "--to-revision", "2"])?;
+        assert!(!ok && err.contains("refusing to roll back to revision 2") && err.contains("not trusted"), "{err}");
         let (ok, _, err) = plugin(&ns, &["rollback", "fraud", "--to-revision", "7"])?;
         assert!(!ok && err.contains("revision 7 of fraud was never promoted"), "{err}");
+
+        // Someone without permission is told which one is missing.
+        let token = kubectl_ok(&["create", "token", "default", "-n", &ns], None)?;
+        let work = tempfile::tempdir()?;
+        let kubeconfig = token_kubeconfig(token.trim(), work.path())?;
+        let out = std::process::Command::new(cargo_bin("kubectl-modelgate"))
+            .args(["-n", &ns, "promote", "fraud"])
+            .env("KUBECONFIG", &kubeconfig)
+            .output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("forbidden: you may not get modelreleases"), "{err}");
+        assert!(err.contains(&format!("kubectl auth can-i get modelreleases -n {ns}")), "{err}");
 
         let (ok, _, _) = plugin(&ns, &["pause", "fraud"])?;
         assert!(ok);
