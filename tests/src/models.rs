@@ -54,6 +54,16 @@ impl ModelRepo {
         tool(self.dir.path(), &[&["remove"], paths].concat()).map(|_| ())
     }
 
+    /// Changes one byte of a published target on the server, as an attacker with access
+    /// to the file server (not to the signing keys) would.
+    pub fn tamper(&self, target: &str) -> anyhow::Result<()> {
+        let path = self.dir.path().join("public/targets").join(target);
+        let mut bytes = std::fs::read(&path)?;
+        bytes[100] ^= 0x01;
+        std::fs::write(&path, bytes)?;
+        Ok(())
+    }
+
     pub fn sha256(&self, target: &str) -> &str {
         &self.digests[target]
     }
@@ -164,6 +174,11 @@ pub async fn revisions(client: &Client, ns: &str, release: &str) -> anyhow::Resu
             (revision, rs.spec.replicas.unwrap_or(0))
         })
         .collect())
+}
+
+/// Makes model pods in `ns` run their `modelgate fetch` init container for real.
+pub async fn run_fetch(client: &Client, ns: &str) -> anyhow::Result<()> {
+    behave(client, ns, crate::kubelet::RUN_FETCH, "true").await
 }
 
 /// Makes every pod serving `sha256` in `ns` behave so (see the simulated kubelet).

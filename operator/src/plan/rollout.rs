@@ -512,11 +512,14 @@ impl Planner<'_> {
                 self.note(false, "RollbackComplete", message.clone());
                 self.set_phase(Phase::RolledBack, message);
             } else {
-                let message = format!(
-                    "rolling back to revision {}: {}/{} pods Ready",
-                    stable.revision, health.ready, self.spec.replicas
-                );
-                self.status.message = Some(message);
+                // Keep the reason in view while the stable pods come back.
+                let why = self.status.conditions.iter().find(|c| c.type_ == DEGRADED).map(|c| c.message.clone());
+                let progress =
+                    format!("{}/{} pods of revision {} Ready", health.ready, self.spec.replicas, stable.revision);
+                self.status.message = Some(match why {
+                    Some(why) => format!("{why} ({progress})"),
+                    None => format!("rolling back: {progress}"),
+                });
             }
         }
 

@@ -47,6 +47,8 @@ struct Kubelet {
     configmaps: reflector::Store<ConfigMap>,
     /// Last restart bump per pod UID.
     bumps: Mutex<HashMap<String, Instant>>,
+    /// What the real `modelgate fetch` init container did, per pod UID (see `fetch`).
+    fetched: Mutex<HashMap<String, Option<Behavior>>>,
 }
 
 /// Runs until the process is stopped.
@@ -67,7 +69,12 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     .for_each(|_| async {});
     tokio::spawn(cm_watch);
 
-    let kubelet = Arc::new(Kubelet { client: client.clone(), configmaps: cm_store, bumps: Mutex::default() });
+    let kubelet = Arc::new(Kubelet {
+        client: client.clone(),
+        configmaps: cm_store,
+        bumps: Mutex::default(),
+        fetched: Mutex::default(),
+    });
 
     let (pod_store, pod_writer) = reflector::store::<Pod>();
     let pods = reflector(pod_writer, watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()))
@@ -160,6 +167,7 @@ impl Kubelet {
                 let dp = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
                 api.delete(&name, &dp).await?;
                 self.bumps.lock().unwrap().remove(&pod.uid().unwrap_or_default());
+                self.fetched.lock().unwrap().remove(&pod.uid().unwrap_or_default());
             }
             return Ok(());
         }
@@ -181,7 +189,10 @@ impl Kubelet {
     }
 
     async fn write_status(&self, api: &Api<Pod>, pod: &Pod) -> anyhow::Result<()> {
-        let behavior = self.behavior(pod);
+        let behavior = match self.fetch(pod).await {
+            Some(outcome) => outcome,
+            None => self.behavior(pod),
+        };
         let uid = pod.uid().unwrap_or_default();
         let current = pod.status.clone().unwrap_or_default();
         let current_restarts = current
@@ -213,6 +224,97 @@ impl Kubelet {
         debug!(pod = %pod.name_any(), %behavior, restarts, "status written");
         Ok(())
     }
+}
+
+impl Kubelet {
+    /// With `run-fetch: "true"` in the namespace's `sim-kubelet` ConfigMap, the pod's
+    /// `modelgate-fetch` init container really runs, on this machine: its ConfigMap and
+    /// emptyDir volumes become directories, its paths are mapped into them, and the
+    /// modelgate binary next to this one verifies and downloads the model. Its exit code
+    /// and message become the pod's status (exit 3: the model was refused). `None`: not
+    /// asked for, no such init container, or the fetch succeeded (the pod then behaves as
+    /// the other rules say); `NotReady` while it runs.
+    async fn fetch(&self, pod: &Pod) -> Option<Behavior> {
+        let ns = pod.namespace()?;
+        let cm = self.configmaps.get(&reflector::ObjectRef::new(BEHAVIOR_CONFIGMAP).within(&ns))?;
+        if cm.data.as_ref()?.get(RUN_FETCH).map(String::as_str) != Some("true")
+            || pod.annotations().contains_key(BEHAVIOR_ANNOTATION)
+        {
+            return None;
+        }
+        let spec = pod.spec.as_ref()?;
+        let init = spec.init_containers.iter().flatten().find(|c| c.name == modelgate::api::FETCH_CONTAINER)?;
+        let uid = pod.uid()?;
+        {
+            let mut fetched = self.fetched.lock().unwrap();
+            match fetched.get(&uid) {
+                Some(Some(Behavior::Ready)) => return None,
+                Some(Some(done)) => return Some(done.clone()),
+                Some(None) => return Some(Behavior::NotReady),
+                None => {
+                    fetched.insert(uid.clone(), None);
+                }
+            }
+        }
+        let outcome = match run_fetch(&self.client, &ns, spec, init).await {
+            Ok((0, _)) => Behavior::Ready,
+            Ok((code, message)) if code == modelgate::api::FETCH_EXIT_UNTRUSTED => Behavior::FetchRefused(message),
+            Ok((_, message)) => Behavior::InitFailed(message),
+            Err(e) => Behavior::InitFailed(format!("the simulated kubelet could not run the init container: {e:#}")),
+        };
+        info!(pod = %pod.name_any(), %outcome, "modelgate-fetch ran");
+        self.fetched.lock().unwrap().insert(uid, Some(outcome.clone()));
+        (outcome != Behavior::Ready).then_some(outcome)
+    }
+}
+
+/// Key of the `sim-kubelet` ConfigMap that makes model pods run their fetch for real.
+pub const RUN_FETCH: &str = "run-fetch";
+
+async fn run_fetch(
+    client: &Client,
+    ns: &str,
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    init: &k8s_openapi::api::core::v1::Container,
+) -> anyhow::Result<(i32, String)> {
+    let root = tempfile::tempdir()?;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let mut mounts = Vec::new();
+    for m in init.volume_mounts.iter().flatten() {
+        let host = root.path().join(&m.name);
+        std::fs::create_dir_all(&host)?;
+        let volume = spec.volumes.iter().flatten().find(|v| v.name == m.name).context("a mounted volume exists")?;
+        if let Some(source) = &volume.config_map {
+            let cm = cms.get(&source.name).await?;
+            let data = cm.data.unwrap_or_default();
+            for item in source.items.iter().flatten() {
+                let value = data
+                    .get(&item.key)
+                    .with_context(|| format!("ConfigMap {} has no key {}", source.name, item.key))?;
+                std::fs::write(host.join(&item.path), value)?;
+            }
+        }
+        mounts.push((m.mount_path.clone(), host));
+    }
+    let args: Vec<String> = init
+        .args
+        .iter()
+        .flatten()
+        .map(|a| match mounts.iter().find(|(path, _)| a.starts_with(path.as_str())) {
+            Some((path, host)) => format!("{}{}", host.display(), &a[path.len()..]),
+            None => a.clone(),
+        })
+        .collect();
+    let bin = std::env::current_exe()?.with_file_name("modelgate");
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(&bin).args(&args).env("TMPDIR", root.path()).output(),
+    )
+    .await
+    .context("modelgate fetch took longer than 60 s")??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let message = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+    Ok((out.status.code().unwrap_or(1), message))
 }
 
 fn node_status() -> NodeStatus {
