@@ -137,6 +137,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts a reconcile of `controller`; its duration is observed when the timer drops.
+    pub fn timer(&self, controller: &'static str) -> Timer<'_> {
+        self.reconciles.get_or_create(&ControllerLabel { controller }).inc();
+        Timer { metrics: self, controller, start: std::time::Instant::now() }
+    }
+
     pub fn set_phase(&self, namespace: &str, release: &str, now: Option<Phase>) {
         for p in PHASES {
             let labels = PhaseLabels { namespace: namespace.into(), release: release.into(), phase: format!("{p:?}") };
@@ -185,13 +191,6 @@ pub struct Timer<'a> {
     metrics: &'a Metrics,
     controller: &'static str,
     start: std::time::Instant,
-}
-
-impl Metrics {
-    pub fn timer(&self, controller: &'static str) -> Timer<'_> {
-        self.reconciles.get_or_create(&ControllerLabel { controller }).inc();
-        Timer { metrics: self, controller, start: std::time::Instant::now() }
-    }
 }
 
 impl Drop for Timer<'_> {

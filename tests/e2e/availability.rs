@@ -8,7 +8,7 @@ use kube::{Api, api::PostParams};
 use modelgate::api::{ModelRelease, Phase};
 use modelgate_tests::{
     harness::{Operator, crds_shared, eventually, with_temp_ns},
-    models::{ModelRepo, release, set_target, wait_phase},
+    models::{ModelRepo, release, set_target, wait_phase, wait_stable},
 };
 use serde_json::json;
 
@@ -71,12 +71,9 @@ async fn two_replicas_elect_one_leader_which_fails_over_and_reports_metrics() ->
         })
         .await?;
         let r = wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
-        eventually("revision 2 promoted by the new leader", WAIT, || async {
-            let r = api.get("fraud").await?;
-            Ok(r.status.and_then(|s| s.stable).is_some_and(|s| s.revision == 2).then_some(()))
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}: {:?}\n{}", r.status, follower.logs()))?;
+        wait_stable(&api, "fraud", 2, WAIT)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}: {:?}\n{}", r.status, follower.logs()))?;
         assert!(follower.logs().contains("leader election won"));
         Ok(())
     })

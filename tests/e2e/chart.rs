@@ -173,7 +173,7 @@ async fn operator_works_with_the_chart_identity(client: &kube::Client, ns: &str,
     use modelgate::api::{ANNOTATION_PROMOTE, ModelRelease, Phase};
     use modelgate_tests::{
         harness::{Operator, token_kubeconfig},
-        models::{ModelRepo, command, release as model_release, set_target, wait_phase},
+        models::{ModelRepo, command, release as model_release, set_target, wait_phase, wait_stable},
     };
     use serde_json::json;
 
@@ -195,11 +195,7 @@ async fn operator_works_with_the_chart_identity(client: &kube::Client, ns: &str,
         set_target(&releases, "fraud", "fraud/2.0/model.onnx").await?;
         wait_phase(&releases, "fraud", Phase::Paused, wait).await?;
         command(&releases, "fraud", ANNOTATION_PROMOTE, "1").await?;
-        eventually("revision 2 promoted", wait, || async {
-            let r = releases.get("fraud").await?;
-            Ok(r.status.and_then(|s| s.stable).is_some_and(|s| s.revision == 2).then_some(()))
-        })
-        .await
+        wait_stable(&releases, "fraud", 2, wait).await
     };
     rollout.await.map_err(|e| anyhow::anyhow!("{e}\noperator log:\n{}", operator.logs()))?;
     // The trust state ConfigMap was written, and nothing was forbidden on the way.

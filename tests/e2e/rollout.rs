@@ -18,7 +18,7 @@ use modelgate::api::{
 };
 use modelgate_tests::{
     harness::{Operator, crds_shared, eventually, with_temp_ns},
-    models::{ModelRepo, behave, command, release, revisions, run_fetch, set_target, wait_phase},
+    models::{ModelRepo, behave, command, release, revisions, run_fetch, set_target, wait_phase, wait_stable},
     prometheus::Prometheus,
     tuf::Server,
 };
@@ -250,11 +250,7 @@ async fn a_failing_prometheus_gate_rolls_back_during_the_rollout_and_after_promo
 
         // 2.0 passes its gates and is promoted, then turns bad within the window.
         set_target(&api, "fraud", V2).await?;
-        eventually("revision 2 promoted", WAIT, || async {
-            let r = api.get("fraud").await?;
-            Ok(r.status.as_ref().and_then(|s| s.stable.as_ref()).is_some_and(|s| s.revision == 2).then_some(()))
-        })
-        .await?;
+        wait_stable(&api, "fraud", 2, WAIT).await?;
         errors(5, 7)?;
         let r = wait_phase(&api, "fraud", Phase::RolledBack, WAIT).await?;
         let status = r.status.unwrap();
@@ -334,11 +330,7 @@ async fn a_revoked_model_is_rolled_back_to_the_last_trusted_revision() -> anyhow
         api.create(&PostParams::default(), &release("fraud", V1, 2, json!({}))?).await?;
         wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
         set_target(&api, "fraud", V2).await?;
-        eventually("revision 2 promoted", WAIT, || async {
-            let r = api.get("fraud").await?;
-            Ok(r.status.as_ref().and_then(|s| s.stable.as_ref()).is_some_and(|s| s.revision == 2).then_some(()))
-        })
-        .await?;
+        wait_stable(&api, "fraud", 2, WAIT).await?;
 
         // The publishers revoke 2.0 (new targets metadata without it).
         repo.remove(&[V2])?;

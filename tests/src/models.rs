@@ -161,6 +161,15 @@ pub async fn wait_phase(
     }
 }
 
+/// Waits until `revision` is the stable revision (promoted, or returned to).
+pub async fn wait_stable(api: &Api<ModelRelease>, name: &str, revision: i64, timeout: Duration) -> anyhow::Result<()> {
+    eventually(&format!("{name} serving revision {revision}"), timeout, || async {
+        let r = api.get(name).await?;
+        Ok(r.status.and_then(|s| s.stable).is_some_and(|s| s.revision == revision).then_some(()))
+    })
+    .await
+}
+
 /// Replica count of each revision's ReplicaSet, by revision number.
 pub async fn revisions(client: &Client, ns: &str, release: &str) -> anyhow::Result<BTreeMap<i64, i32>> {
     let list = Api::<ReplicaSet>::namespaced(client.clone(), ns)

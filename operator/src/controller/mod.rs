@@ -3,9 +3,9 @@
 
 mod error;
 mod leader;
-mod release;
+pub mod release;
 pub mod repository;
-mod trust_cache;
+pub mod trust_cache;
 pub mod workload;
 
 use std::sync::Arc;

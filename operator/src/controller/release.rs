@@ -25,7 +25,7 @@ use super::{Context, Error, trust_cache, workload};
 use crate::{
     api::{
         ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY, ANNOTATION_ROLLBACK,
-        FIELD_MANAGER, LABEL_HASH, LABEL_REVISION, ModelRelease,
+        FIELD_MANAGER, GateCheck, LABEL_HASH, LABEL_REVISION, ModelRelease,
     },
     gates::{self, GateContext},
     metrics::{ErrorLabels, Metrics, ReasonLabel, ResultLabel},
@@ -179,13 +179,12 @@ fn record(metrics: &Metrics, ns: &str, name: &str, observed: &Observed, plan: &p
         c.map_or_else(|| "Unknown".to_string(), |c| c.reason.clone())
     };
     for note in &plan.events {
-        match note.reason {
-            "RolledBack" => metrics.rollbacks.get_or_create(&ReasonLabel { reason: reason_of(plan::DEGRADED) }).inc(),
-            "Rejected" => {
-                metrics.verification_failures.get_or_create(&ReasonLabel { reason: reason_of(plan::VERIFIED) }).inc()
-            }
-            _ => 0,
+        let (family, condition) = match note.reason {
+            "RolledBack" => (&metrics.rollbacks, plan::DEGRADED),
+            "Rejected" => (&metrics.verification_failures, plan::VERIFIED),
+            _ => continue,
         };
+        family.get_or_create(&ReasonLabel { reason: reason_of(condition) }).inc();
     }
 }
 
@@ -243,25 +242,28 @@ async fn evaluate_gates(ctx: &Context, release: &ModelRelease, ns: &str) -> Vec<
     };
     let gate_ctx = GateContext { release: release.name_any(), namespace: ns.to_string(), ..gate_ctx };
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    let mut providers = Vec::new();
-    for check in &release.spec.gates.checks {
-        let ca = match check.webhook.as_ref().and_then(|w| w.ca_bundle.as_ref()) {
-            Some(src) => match super::repository::read_source(&cms, src, "webhook.caBundle").await {
-                Ok(pem) => Some(pem),
-                Err(e) => {
-                    providers.push((check.name.clone(), Err(e)));
-                    continue;
-                }
-            },
-            None => None,
-        };
-        providers.push((check.name.clone(), gates::provider(check, ca)));
-    }
+    let providers = gate_providers(&cms, &release.spec.gates.checks).await;
     let outcomes = gates::evaluate_all(&providers, &gate_ctx).await;
     for o in &outcomes {
         debug!(check = %o.name, result = ?o.result, detail = %o.detail, "gate evaluated");
     }
     outcomes
+}
+
+/// A provider per check; a webhook CA bundle that cannot be read fails that check.
+pub async fn gate_providers(cms: &Api<ConfigMap>, checks: &[GateCheck]) -> Vec<(String, gates::Provider)> {
+    let mut providers = Vec::new();
+    for check in checks {
+        let provider = match check.webhook.as_ref().and_then(|w| w.ca_bundle.as_ref()) {
+            Some(src) => match super::repository::read_source(cms, src, "webhook.caBundle").await {
+                Ok(pem) => gates::provider(check, Some(pem)),
+                Err(e) => Err(e),
+            },
+            None => gates::provider(check, None),
+        };
+        providers.push((check.name.clone(), provider));
+    }
+    providers
 }
 
 pub fn error_policy(release: Arc<ModelRelease>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -45,6 +45,25 @@ pub async fn read_source(cms: &Api<ConfigMap>, source: &ConfigMapSource, field: 
         .ok_or_else(|| format!("ConfigMap {:?} has no key {:?} (named by {field})", r.name, r.key))
 }
 
+/// The newest trusted root kept in the repository's trust state, if any yet.
+pub async fn persisted_root(cms: &Api<ConfigMap>, repository: &str) -> Result<Option<String>, kube::Error> {
+    let state = cms.get_opt(&state_configmap(repository)).await?;
+    Ok(state.and_then(|cm| cm.data).and_then(|mut d| d.remove(STATE_ROOT_KEY)))
+}
+
+/// The pinned root and the CA bundle a repository names; an error says which is missing.
+pub async fn pinned_root_and_ca(
+    cms: &Api<ConfigMap>,
+    repo: &ModelRepository,
+) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
+    let pinned = read_source(cms, &repo.spec.trusted_root, "spec.trustedRoot").await?;
+    let ca = match &repo.spec.ca_bundle {
+        Some(src) => Some(read_source(cms, src, "spec.caBundle").await?),
+        None => None,
+    };
+    Ok((pinned, ca))
+}
+
 #[instrument(skip_all, fields(repository = %repo.name_any(), namespace = repo.namespace().unwrap_or_default()))]
 pub async fn reconcile(repo: Arc<ModelRepository>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = repo.namespace().ok_or(Error::NoNamespace { kind: "ModelRepository" })?;
@@ -58,20 +77,10 @@ pub async fn reconcile(repo: Arc<ModelRepository>, ctx: Arc<Context>) -> Result<
     }
 
     // Observe: the pinned root, the CA bundle, the persisted newest root, the floors.
-    let state = cms
-        .get_opt(&state_configmap(&name))
+    let persisted = persisted_root(&cms, &name)
         .await
         .map_err(|source| Error::Kube { action: "read the trust state ConfigMap", source })?;
-    let persisted = state.and_then(|cm| cm.data).and_then(|d| d.get(STATE_ROOT_KEY).cloned());
-    let inputs = async {
-        let pinned = read_source(&cms, &repo.spec.trusted_root, "spec.trustedRoot").await?;
-        let ca = match &repo.spec.ca_bundle {
-            Some(src) => Some(read_source(&cms, src, "spec.caBundle").await?),
-            None => None,
-        };
-        Ok::<_, String>((pinned, ca))
-    }
-    .await;
+    let inputs = pinned_root_and_ca(&cms, &repo).await;
     let floors = plan::floors(repo.status.as_ref());
     let (refresh, newest_root) = match inputs {
         Err(message) => (Refresh::Failed { reason: "ConfigurationError".into(), message }, None),

@@ -12,7 +12,7 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use crate::{
     plan::Verdict,
-    trust::{self, RefreshInput, Refreshed, Session, TrustError},
+    trust::{self, RefreshInput, Refreshed, Session, TargetFile, TrustError},
 };
 
 #[derive(Default)]
@@ -80,18 +80,24 @@ impl TrustCache {
                 return Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() };
             }
         }
-        match session.updater.target(target).await {
-            Ok(info) => match info.hashes.get("sha256") {
-                Some(sha256) => Verdict::Trusted { sha256: sha256.to_lowercase(), length: info.length as i64 },
-                None => Verdict::Untrusted {
-                    reason: "NoSha256".into(),
-                    message: format!(
-                        "target {target:?} is signed without a sha256 hash, which modelgate pins pods to; sign it with sha256"
-                    ),
-                },
+        verdict_of(target, session.updater.target(target).await)
+    }
+}
+
+/// What a target lookup means for a release: its digests, a refusal, or (for network
+/// trouble) no verdict yet.
+pub fn verdict_of(target: &str, found: Result<TargetFile, TrustError>) -> Verdict {
+    match found {
+        Ok(info) => match info.hashes.get("sha256") {
+            Some(sha256) => Verdict::Trusted { sha256: sha256.to_lowercase(), length: info.length as i64 },
+            None => Verdict::Untrusted {
+                reason: "NoSha256".into(),
+                message: format!(
+                    "target {target:?} is signed without a sha256 hash, which modelgate pins pods to; sign it with sha256"
+                ),
             },
-            Err(e) if e.is_transient() => Verdict::Unknown { message: e.to_string() },
-            Err(e) => Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() },
-        }
+        },
+        Err(e) if e.is_transient() => Verdict::Unknown { message: e.to_string() },
+        Err(e) => Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() },
     }
 }

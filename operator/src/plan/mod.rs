@@ -145,7 +145,7 @@ pub fn canary_replicas(replicas: i32, weight: i32) -> i32 {
     if weight <= 0 { 0 } else { (replicas * weight.min(100) + 99) / 100 }
 }
 
-/// The hashes of the release: the spec's (desired) revision.
+/// The revision the spec asks for.
 pub fn desired_hash(release: &ModelRelease) -> String {
     revision_hash(&release.spec)
 }

@@ -21,7 +21,10 @@ use crate::{
         ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY, ANNOTATION_ROLLBACK,
         ModelRelease, ModelRepository, Phase,
     },
-    controller::repository::{STATE_ROOT_KEY, read_source, state_configmap},
+    controller::{
+        repository::{persisted_root, pinned_root_and_ca},
+        trust_cache::verdict_of,
+    },
     plan::{self, Verdict},
     trust::{self, RefreshInput},
 };
@@ -233,16 +236,8 @@ pub async fn verify(client: &Client, ns: &str, release: &ModelRelease, target: &
         .await?
         .ok_or_else(|| anyhow!("modelrepository {repo_name:?} (spec.repositoryRef) not found in {ns:?}"))?;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let pinned = read_source(&cms, &repo.spec.trusted_root, "spec.trustedRoot").await.map_err(|e| anyhow!(e))?;
-    let persisted = cms
-        .get_opt(&state_configmap(&repo.name_any()))
-        .await?
-        .and_then(|cm| cm.data)
-        .and_then(|d| d.get(STATE_ROOT_KEY).cloned());
-    let ca_bundle = match &repo.spec.ca_bundle {
-        Some(src) => Some(read_source(&cms, src, "spec.caBundle").await.map_err(|e| anyhow!(e))?),
-        None => None,
-    };
+    let (pinned, ca_bundle) = pinned_root_and_ca(&cms, &repo).await.map_err(|e| anyhow!(e))?;
+    let persisted = persisted_root(&cms, &repo.name_any()).await?;
     let refreshed = trust::refresh(RefreshInput {
         metadata_url: &repo.spec.metadata_url,
         pinned_root: &pinned,
@@ -256,13 +251,7 @@ pub async fn verify(client: &Client, ns: &str, release: &ModelRelease, target: &
         Ok(r) => r.session,
         Err(e) => return Ok(Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() }),
     };
-    Ok(match session.updater.target(target).await {
-        Ok(info) => match info.hashes.get("sha256") {
-            Some(sha256) => Verdict::Trusted { sha256: sha256.to_lowercase(), length: info.length as i64 },
-            None => Verdict::Untrusted { reason: "NoSha256".into(), message: "signed without a sha256".into() },
-        },
-        Err(e) => Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() },
-    })
+    Ok(verdict_of(target, session.updater.target(target).await))
 }
 
 /// Waits between two renderings of `status -w`.

@@ -14,7 +14,7 @@ use kube::{
 use super::{WATCH_EVERY, verify};
 use crate::{
     api::{LABEL_RELEASE, LABEL_REVISION, ModelRelease, ModelRepository},
-    controller::{repository::read_source, workload},
+    controller::{release, workload},
     gates::{self, GateContext},
     plan::{self, Verdict},
 };
@@ -244,14 +244,7 @@ pub async fn plan(client: &Client, ns: &str, release: &ModelRelease) -> anyhow::
         return Ok(());
     }
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let mut providers = Vec::new();
-    for check in &release.spec.gates.checks {
-        let ca = match check.webhook.as_ref().and_then(|w| w.ca_bundle.as_ref()) {
-            Some(src) => Some(read_source(&cms, src, "webhook.caBundle").await.map_err(|e| anyhow::anyhow!(e))?),
-            None => None,
-        };
-        providers.push((check.name.clone(), gates::provider(check, ca)));
-    }
+    let providers = release::gate_providers(&cms, &release.spec.gates.checks).await;
     let ctx = GateContext {
         release: release.name_any(),
         namespace: ns.to_string(),
