@@ -5,6 +5,9 @@
 //! code that talks to the API server, `cli` the `modelgate` subcommands, `plugin` the
 //! `kubectl modelgate` verbs.
 #![forbid(unsafe_code)]
+// Nothing a tenant or a repository writes may panic the operator: no unwrap, expect or
+// indexing outside tests (the property tests in `proptests` drive the entry points).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
 
 pub mod api;
 pub mod cli;
@@ -13,5 +16,7 @@ pub mod gates;
 pub mod metrics;
 pub mod plan;
 pub mod plugin;
+#[cfg(test)]
+mod proptests;
 pub mod telemetry;
 pub mod trust;

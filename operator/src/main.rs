@@ -14,6 +14,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     modelgate::telemetry::init(cli.log_format);
+    // The conformance client protocol `modelgate tuf` implements says 1 for any failure.
+    let refusal_code = cli.command.has_refusal_exit_code();
     match cli.command.run().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
@@ -24,7 +26,7 @@ async fn main() -> std::process::ExitCode {
             let refused = err
                 .chain()
                 .any(|e| e.downcast_ref::<modelgate::trust::TrustError>().is_some_and(|t| !t.is_transient()));
-            if refused {
+            if refused && refusal_code {
                 std::process::ExitCode::from(modelgate::api::FETCH_EXIT_UNTRUSTED as u8)
             } else {
                 std::process::ExitCode::FAILURE

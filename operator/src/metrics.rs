@@ -152,7 +152,10 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        // Writing to a String cannot fail; an empty page would only mean no metrics.
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
         out
     }
 }

@@ -205,3 +205,63 @@ async fn operator_works_with_the_chart_identity(client: &kube::Client, ns: &str,
     assert!(!logs.contains("forbidden") && !logs.contains("Forbidden"), "RBAC denied something:\n{logs}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_namespaced_install_holds_rights_only_in_its_namespaces() -> anyhow::Result<()> {
+    let _crds = modelgate_tests::harness::crds_shared().await?;
+    with_temp_ns("chart-scope", |_client, ns| async move {
+        with_temp_ns("chart-team-a", |_client, team_a| async move {
+            with_temp_ns("chart-team-b", |_client, team_b| async move {
+                let release = format!("mg-{ns}");
+                let namespaces = format!("rbac.namespaces={{{team_a},{team_b}}}");
+                helm_ok(&[
+                    "install",
+                    &release,
+                    &chart(),
+                    "-n",
+                    &ns,
+                    "--set",
+                    "crds.install=false",
+                    "--set",
+                    "rbac.clusterWide=false",
+                    "--set",
+                    &namespaces,
+                ])?;
+                let sa = format!("system:serviceaccount:{ns}:{release}-modelgate");
+                let can = |verb: &str, resource: &str, namespace: &str| {
+                    let out = modelgate_tests::harness::kubectl(
+                        &["auth", "can-i", verb, resource, "-n", namespace, "--as", &sa],
+                        None,
+                    )?;
+                    anyhow::Ok(String::from_utf8_lossy(&out.stdout).trim() == "yes")
+                };
+                for (verb, resource) in [("create", "replicasets"), ("patch", "configmaps"), ("create", "services")] {
+                    assert!(can(verb, resource, &team_a)?, "{verb} {resource} in {team_a}");
+                    assert!(can(verb, resource, &team_b)?, "{verb} {resource} in {team_b}");
+                    assert!(!can(verb, resource, "kube-system")?, "{verb} {resource} in kube-system");
+                    assert!(!can(verb, resource, "default")?, "{verb} {resource} in default");
+                }
+                assert!(!can("list", "modelreleases.modelgate.dev", "kube-system")?);
+                // The operator is told exactly those namespaces.
+                let env = kubectl_ok(
+                    &[
+                        "get",
+                        "deploy",
+                        &format!("{release}-modelgate"),
+                        "-n",
+                        &ns,
+                        "-o",
+                        "jsonpath={.spec.template.spec.containers[0].env[?(@.name==\"MODELGATE_NAMESPACE\")].value}",
+                    ],
+                    None,
+                )?;
+                assert_eq!(env, format!("{team_a},{team_b}"));
+                helm_ok(&["uninstall", &release, "-n", &ns])?;
+                Ok(())
+            })
+            .await
+        })
+        .await
+    })
+    .await
+}

@@ -9,5 +9,6 @@ mod operator;
 mod plugin;
 mod repository;
 mod rollout;
+mod tenancy;
 mod trust;
 mod validation;

@@ -238,7 +238,7 @@ async fn a_failing_prometheus_gate_rolls_back_during_the_rollout_and_after_promo
 
         let spec = json!({
             "strategy": {"steps": [{"setWeight": 50}]},
-            "gates": {"interval": "1s", "failureLimit": 2, "checks": [{"name": "errors", "prometheus": {
+            "gates": {"interval": "5s", "failureLimit": 2, "checks": [{"name": "errors", "prometheus": {
                 "address": prometheus.url(),
                 "query": "sum(model_errors_total{release=\"{{release}}\",revision=\"{{canary}}\"})",
                 "max": 0
@@ -289,7 +289,7 @@ async fn a_failing_webhook_gate_rolls_back() -> anyhow::Result<()> {
         Api::<ConfigMap>::namespaced(client.clone(), &ns).create(&PostParams::default(), &cm).await?;
         let spec = json!({
             "strategy": {"steps": [{"setWeight": 50}, {"pause": {}}]},
-            "gates": {"interval": "1s", "failureLimit": 2, "checks": [{"name": "golden-predictions", "webhook": {
+            "gates": {"interval": "5s", "failureLimit": 2, "checks": [{"name": "golden-predictions", "webhook": {
                 "url": judge.url("judge"), "timeout": "2s",
                 "caBundle": {"configMapRef": {"name": "judge-ca", "key": "ca.crt"}}
             }}]},
@@ -301,7 +301,7 @@ async fn a_failing_webhook_gate_rolls_back() -> anyhow::Result<()> {
         set_target(&api, "fraud", V2).await?;
         let r = wait_phase(&api, "fraud", Phase::RolledBack, WAIT).await?;
         let gate = r.status.as_ref().unwrap().gates.iter().find(|g| g.name == "golden-predictions").cloned().unwrap();
-        assert_eq!(gate.last_value.as_deref(), Some("HTTP 500 Internal Server Error: judged 500"));
+        assert_eq!(gate.last_value.as_deref(), Some("HTTP 500"), "the code, never the reply's text");
 
         // What the judge was told about the canary.
         let calls = std::fs::read_to_string(judge_dir.path().join("webhook-requests.jsonl"))?;

@@ -343,9 +343,93 @@ async fn conformance_client_protocol() -> anyhow::Result<()> {
     assert!(o.status.success(), "second download: {}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::metadata(&fetched)?.modified()?, before, "an up-to-date target was fetched again");
 
-    // A target no role lists: refused (non-zero; 3 marks a trust verdict).
+    // The protocol's exit codes: 0 for success, 1 for any failure (3, which `modelgate
+    // fetch` uses for a trust verdict, is not part of it).
     let o = download("nope")?;
-    assert_eq!(o.status.code(), Some(modelgate::api::FETCH_EXIT_UNTRUSTED));
+    assert_eq!(o.status.code(), Some(1), "download of an unknown target");
+    let garbage = work.path().join("garbage.json");
+    std::fs::write(&garbage, "{\"signed\": {}}")?;
+    let fresh = work.path().join("fresh");
+    let fresh_s = fresh.to_str().unwrap();
+    let o = run_with_stdin(bin, &["tuf", "--metadata-dir", fresh_s, "init", garbage.to_str().unwrap()], None)?;
+    assert_eq!(o.status.code(), Some(1), "init with a root that is not one");
+    let attack = root.join("rollback_timestamp");
+    let o = run_with_stdin(
+        bin,
+        &["tuf", "--metadata-dir", fresh_s, "init", attack.join("root.json").to_str().unwrap()],
+        None,
+    )?;
+    assert!(o.status.success());
+    for phase in ["phase1", "phase2"] {
+        let url = server.url(&format!("rollback_timestamp/{phase}/metadata"));
+        let o = run_with_stdin(bin, &["tuf", "--metadata-url", &url, "--metadata-dir", fresh_s, "refresh"], None)?;
+        let want = if phase == "phase1" { Some(0) } else { Some(1) };
+        assert_eq!(o.status.code(), want, "refresh of {phase}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let o = run_with_stdin(
+        bin,
+        &["tuf", "--metadata-url", "http://127.0.0.1:9/nothing", "--metadata-dir", meta_s, "refresh"],
+        None,
+    )?;
+    assert_eq!(o.status.code(), Some(1), "refresh of an unreachable repository");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_delegated_role_is_verified_against_each_delegator_that_names_it() -> anyhow::Result<()> {
+    // python-tuf's repository: role "shared" signed by the key "a" names, also
+    // delegated by "b" with another key. The first lookup (through "a") passes; the
+    // second (through "b") must not reuse that verdict.
+    let root = scenarios()?;
+    let server = Server::https(root)?;
+    let base = "ok_delegations_checked_per_delegator";
+    let ca = std::fs::read(server.ca.as_ref().unwrap())?;
+    let transport = Transport::new(TransportOptions { ca_bundle: Some(ca), ..Default::default() })?;
+    let url = Url::parse(&server.url(&format!("{base}/phase1/metadata/")))?;
+    let pinned = std::fs::read(root.join(base).join("root.json"))?;
+    let mut updater =
+        Updater::new(Store::memory(), transport, url, Some(&pinned), Floors::default(), Timestamp::now())?;
+    updater.refresh().await?;
+    assert!(updater.target("fraud/1.0/model.onnx").await.is_ok());
+    let second = updater.target("payments/1.0/model.onnx").await.unwrap_err();
+    assert_eq!(second.reason(), "BadSignature", "{second}");
+    assert!(second.to_string().contains("shared"), "{second}");
+    // The same in the conformance client: one run, two targets, exit code 1, and the
+    // first target (verified) written.
+    let work = tempfile::tempdir()?;
+    let meta = work.path().join("metadata");
+    let targets = work.path().join("targets");
+    let bin = cargo_bin("modelgate");
+    let bin = bin.to_str().unwrap();
+    let plain = Server::plain_http(root)?;
+    let o = run_with_stdin(
+        bin,
+        &["tuf", "--metadata-dir", meta.to_str().unwrap(), "init", root.join(base).join("root.json").to_str().unwrap()],
+        None,
+    )?;
+    assert!(o.status.success());
+    let url = plain.url(&format!("{base}/phase1/metadata"));
+    let turl = plain.url(&format!("{base}/phase1/targets/"));
+    let args = [
+        "tuf",
+        "--metadata-url",
+        &url,
+        "--metadata-dir",
+        meta.to_str().unwrap(),
+        "--target-name",
+        "fraud/1.0/model.onnx",
+        "--target-name",
+        "payments/1.0/model.onnx",
+        "--target-dir",
+        targets.to_str().unwrap(),
+        "--target-base-url",
+        &turl,
+        "download",
+    ];
+    let o = run_with_stdin(bin, &args, None)?;
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(targets.join("fraud%2F1.0%2Fmodel.onnx").exists());
+    assert!(!targets.join("payments%2F1.0%2Fmodel.onnx").exists());
     Ok(())
 }
 

@@ -136,12 +136,12 @@ fn cases() -> Vec<Case> {
         Case {
             name: "pause malformed",
             manifest: with(r(), "/spec/strategy/steps/1/pause/duration", json!("2 minutes")),
-            expect: &["spec.strategy.steps[1].pause.duration", "positive duration"],
+            expect: &["spec.strategy.steps[1].pause.duration", "duration such as"],
         },
         Case {
             name: "pause zero",
             manifest: with(r(), "/spec/strategy/steps/1/pause/duration", json!("0s")),
-            expect: &["spec.strategy.steps[1].pause.duration", "positive duration"],
+            expect: &["spec.strategy.steps[1].pause.duration", "between 1s and 168h"],
         },
         Case {
             name: "failureLimit zero",
@@ -151,7 +151,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "gate interval negative",
             manifest: with(r(), "/spec/gates/interval", json!("-30s")),
-            expect: &["spec.gates.interval", "positive duration"],
+            expect: &["spec.gates.interval", "duration such as"],
         },
         Case {
             name: "target empty",
@@ -233,6 +233,114 @@ fn cases() -> Vec<Case> {
             expect: &["spec.template.spec.containers", "Required value"],
         },
         Case {
+            name: "a duration too large to compute",
+            manifest: with(r(), "/spec/rollback/postPromotionWindow", json!("99999999999999999999h")),
+            expect: &["spec.rollback.postPromotionWindow", "duration such as 10m"],
+        },
+        Case {
+            name: "post-promotion window past its maximum",
+            manifest: with(r(), "/spec/rollback/postPromotionWindow", json!("200h")),
+            expect: &["spec.rollback.postPromotionWindow", "at most 168h"],
+        },
+        Case {
+            name: "gate interval below its floor",
+            manifest: with(r(), "/spec/gates/interval", json!("1ms")),
+            expect: &["spec.gates.interval", "between 5s and 1h"],
+        },
+        Case {
+            name: "progress deadline past its maximum",
+            manifest: with(r(), "/spec/gates/progressDeadline", json!("48h")),
+            expect: &["spec.gates.progressDeadline", "between 10s and 24h"],
+        },
+        Case {
+            name: "webhook timeout past its maximum",
+            manifest: with(r(), "/spec/gates/checks/1/webhook/timeout", json!("5m")),
+            expect: &["spec.gates.checks[1].webhook.timeout", "between 1s and 30s"],
+        },
+        Case {
+            name: "query of blanks",
+            manifest: with(r(), "/spec/gates/checks/0/prometheus/query", json!("   ")),
+            expect: &["spec.gates.checks[0].prometheus.query", "not blanks"],
+        },
+        Case {
+            name: "credentials in the prometheus address",
+            manifest: with(r(), "/spec/gates/checks/0/prometheus/address", json!("https://u:p@prometheus:9090")),
+            expect: &["spec.gates.checks[0].prometheus.address", "credentials"],
+        },
+        Case {
+            name: "credentials in the webhook url",
+            manifest: with(r(), "/spec/gates/checks/1/webhook/url", json!("https://u:p@evaluator.fraud/check")),
+            expect: &["spec.gates.checks[1].webhook.url", "credentials"],
+        },
+        Case {
+            name: "credentials in the repository url",
+            manifest: with(repo(), "/spec/metadataUrl", json!("https://u:p@tuf.example.com/metadata/")),
+            expect: &["spec.metadataUrl", "credentials"],
+        },
+        Case {
+            name: "mountPath over the root",
+            manifest: with(r(), "/spec/model/mountPath", json!("//")),
+            expect: &["spec.model.mountPath", "plain absolute path"],
+        },
+        Case {
+            name: "mountPath dot",
+            manifest: with(r(), "/spec/model/mountPath", json!("/.")),
+            expect: &["spec.model.mountPath", "plain absolute path"],
+        },
+        Case {
+            name: "mountPath over /proc",
+            manifest: with(r(), "/spec/model/mountPath", json!("/proc")),
+            expect: &["spec.model.mountPath", "/proc"],
+        },
+        Case {
+            name: "mountPath over the token",
+            manifest: with(r(), "/spec/model/mountPath", json!("/var/run/secrets/kubernetes.io/serviceaccount")),
+            expect: &["spec.model.mountPath", "ServiceAccount token"],
+        },
+        Case {
+            name: "a target given as a URL",
+            manifest: with(r(), "/spec/model/target", json!("https://tuf.example.com/targets/model.onnx")),
+            expect: &["spec.model.target", "not a URL"],
+        },
+        Case {
+            name: "dotted release name with a Service",
+            manifest: with(with(r(), "/metadata/name", json!("fraud.v2")), "/spec/service", json!({"port": 8080})),
+            expect: &["without '.'", "spec.service"],
+        },
+        Case {
+            name: "repository named so no release can name it",
+            manifest: with(repo(), "/metadata/name", json!("ml.models")),
+            expect: &["metadata.name", "DNS label"],
+        },
+        Case {
+            name: "repository name too long",
+            manifest: with(repo(), "/metadata/name", json!("m".repeat(64))),
+            expect: &["metadata.name", "at most 63 characters"],
+        },
+        Case {
+            name: "empty container list",
+            manifest: with(r(), "/spec/template/spec/containers", json!([])),
+            expect: &["spec.template", "at least one"],
+        },
+        Case {
+            name: "duplicate container names",
+            manifest: with(
+                r(),
+                "/spec/template/spec/containers",
+                json!([{"name": "server", "image": "a:1"}, {"name": "server", "image": "b:1"}]),
+            ),
+            expect: &["spec.template", "a name of its own"],
+        },
+        Case {
+            name: "a container mounting the model volume",
+            manifest: with(
+                r(),
+                "/spec/template/spec/containers/0/volumeMounts",
+                json!([{"name": "modelgate-model", "mountPath": "/models"}]),
+            ),
+            expect: &["spec.template", "reserved"],
+        },
+        Case {
             name: "release name too long",
             manifest: with(r(), "/metadata/name", json!("a".repeat(60))),
             expect: &["metadata.name", "at most 52 characters"],
@@ -299,6 +407,24 @@ async fn valid_manifests_are_accepted_and_defaulted() -> anyhow::Result<()> {
         }
         let explain = kubectl_ok(&["explain", "modelrelease.spec.strategy"], None)?;
         assert!(explain.contains("setWeight") || explain.contains("steps"), "{explain}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn who_vouches_for_a_release_cannot_change_under_it() -> anyhow::Result<()> {
+    let _crds = crds_shared().await?;
+    with_temp_ns("immutable", |_client, ns| async move {
+        kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&serde_yaml::to_string(&release())?))?;
+        let moved = with(release(), "/spec/repositoryRef/name", json!("other-models"));
+        let out = kubectl(&["apply", "-n", &ns, "-f", "-"], Some(&serde_yaml::to_string(&moved)?))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a changed repositoryRef was accepted");
+        assert!(stderr.contains("spec.repositoryRef cannot change"), "{stderr}");
+        let kept =
+            kubectl_ok(&["get", "mr", "fraud-detector", "-n", &ns, "-o", "jsonpath={.spec.repositoryRef.name}"], None)?;
+        assert_eq!(kept, "ml-models");
         Ok(())
     })
     .await

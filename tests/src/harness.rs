@@ -234,13 +234,33 @@ pub struct Operator {
 
 impl Operator {
     /// Starts `modelgate run` watching only `namespace`, logging to a file in the
-    /// target directory (printed when a test fails).
+    /// target directory (printed when a test fails). The tests' Prometheus and webhook
+    /// servers listen on plain http and on loopback, which an installation refuses by
+    /// default (chart values `gates.allowCidrs`, `gates.allowHttp`): this operator is
+    /// given those two settings; `start_strict` runs with the installation defaults.
     pub fn start(namespace: Option<&str>, extra: &[&str]) -> anyhow::Result<Self> {
-        Self::start_as(namespace, extra, None)
+        let loopback_gates = ["--gate-allow-cidr", "127.0.0.0/8", "--gate-allow-http"];
+        Self::start_with(namespace, &[&loopback_gates[..], extra].concat(), None, &[])
+    }
+
+    /// `modelgate run` with every setting at the default an installation gets.
+    pub fn start_strict(namespace: Option<&str>, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with(namespace, extra, None, &[])
     }
 
     /// Like `start`, with another kubeconfig (another identity) than the test's.
     pub fn start_as(namespace: Option<&str>, extra: &[&str], kubeconfig: Option<&Path>) -> anyhow::Result<Self> {
+        let loopback_gates = ["--gate-allow-cidr", "127.0.0.0/8", "--gate-allow-http"];
+        Self::start_with(namespace, &[&loopback_gates[..], extra].concat(), kubeconfig, &[])
+    }
+
+    /// The general form: arguments, identity and environment.
+    pub fn start_with(
+        namespace: Option<&str>,
+        extra: &[&str],
+        kubeconfig: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let log = std::env::temp_dir().join(format!("modelgate-{}-{}.log", namespace.unwrap_or("all"), rand_suffix()));
         let file = std::fs::File::create(&log)?;
         // Benchmarks point this at a release build.
@@ -255,6 +275,7 @@ impl Operator {
         if let Some(path) = kubeconfig {
             cmd.env("KUBECONFIG", path);
         }
+        cmd.envs(env.iter().copied());
         let child = cmd.stdout(file.try_clone()?).stderr(file).spawn().context("start modelgate run")?;
         Ok(Self { child, log })
     }

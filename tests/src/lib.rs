@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod harness;
+pub mod hostile;
 pub mod kubelet;
 pub mod models;
 pub mod prometheus;

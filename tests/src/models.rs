@@ -68,23 +68,41 @@ impl ModelRepo {
         &self.digests[target]
     }
 
+    /// The pinned root (version 1) as python-tuf wrote it.
+    pub fn root_json(&self) -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(self.dir.path().join("root.json"))?)
+    }
+
     /// Creates the pinned-root and CA ConfigMaps and the ModelRepository in `ns`.
     pub async fn register(&self, client: &Client, ns: &str) -> anyhow::Result<()> {
+        self.register_as(client, ns, REPOSITORY, "10s").await
+    }
+
+    /// `register`, with the repository's name and refresh interval.
+    pub async fn register_as(&self, client: &Client, ns: &str, name: &str, refresh: &str) -> anyhow::Result<()> {
         let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
         let root = std::fs::read_to_string(self.dir.path().join("root.json"))?;
         let ca = std::fs::read_to_string(self.server.ca.as_ref().context("an HTTPS server")?)?;
-        for (name, key, value) in [("ml-root", "root.json", root), ("repo-ca", "ca.crt", ca)] {
-            let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": name}, "data": {key: value}}))?;
-            cms.create(&PostParams::default(), &cm).await?;
+        for (cm_name, key, value) in [("ml-root", "root.json", root), ("repo-ca", "ca.crt", ca)] {
+            let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": cm_name}, "data": {key: value}}))?;
+            let params = PatchParams::apply("modelgate-tests");
+            cms.patch(
+                cm_name,
+                &params,
+                &Patch::Apply(
+                    &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": cm.metadata, "data": cm.data}),
+                ),
+            )
+            .await?;
         }
         let repo: ModelRepository = serde_json::from_value(json!({
-            "apiVersion": "modelgate.dev/v1alpha1", "kind": "ModelRepository", "metadata": {"name": REPOSITORY},
+            "apiVersion": "modelgate.dev/v1alpha1", "kind": "ModelRepository", "metadata": {"name": name},
             "spec": {
                 "metadataUrl": self.server.url("metadata/"),
                 "targetsUrl": self.server.url("targets/"),
                 "trustedRoot": {"configMapRef": {"name": "ml-root", "key": "root.json"}},
                 "caBundle": {"configMapRef": {"name": "repo-ca", "key": "ca.crt"}},
-                "refreshInterval": "10s"
+                "refreshInterval": refresh
             }
         }))?;
         Api::<ModelRepository>::namespaced(client.clone(), ns).create(&PostParams::default(), &repo).await?;

@@ -496,6 +496,29 @@ def delegation_cycle_terminates(out):
     return r, {"target": "fraud/1.0/model.onnx", "error": "UnknownTarget", "role": "fraud/1.0/model.onnx"}
 
 
+@scenario
+def ok_delegations_checked_per_delegator(out):
+    # Role "shared" is delegated twice: by "a" for fraud/* with the key that signs it,
+    # and by "b" for payments/* with another key. A client that looked "shared" up
+    # through "a" must not trust it through "b": payments/1.0 must be refused.
+    r = Repo()
+    r.delegate("a", paths=["fraud/*/*"])
+    r.delegate("b", paths=["payments/*/*"])
+    good, other = signer(), signer()
+    for parent, key, paths in (("a", good, ["fraud/*/*"]), ("b", other, ["payments/*/*"])):
+        d = r.delegated[parent].signed
+        d.delegations = Delegations(
+            keys={key.public_key.keyid: key.public_key},
+            roles={"shared": DelegatedRole("shared", [key.public_key.keyid], 1, False, paths)},
+        )
+    r.delegated["shared"] = Metadata(Targets(expires=FUTURE))
+    r.delegated_signers["shared"] = [good]
+    r.add_target("fraud/1.0/model.onnx", role="shared")
+    r.add_target("payments/1.0/model.onnx", role="shared")
+    r.publish(f"{out}/phase1")
+    return r, {"target": "fraud/1.0/model.onnx", "second_target": "payments/1.0/model.onnx"}
+
+
 def main():
     out = sys.argv[1]
     shutil.rmtree(out, ignore_errors=True)

@@ -4,52 +4,112 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// CEL expression: a Go-style duration (`30s`, `5m`, `1h30m`), the shape `parse_duration`
-/// reads. A macro, so rules can be built from it with `concat!`.
+/// reads: at most four parts of at most five digits each, so that `duration(self)` can
+/// never overflow in the API server and a later rule can say what bound was crossed. A
+/// macro, so rules can be built from it with `concat!`.
 macro_rules! duration_shape {
     () => {
-        "self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$')"
+        "self.matches('^([0-9]{1,5}(\\\\.[0-9]{1,9})?(ms|s|m|h)){1,4}$')"
     };
 }
 pub(crate) use duration_shape;
 
+/// A CEL rule: a duration between two bounds (Go duration literals), inclusive.
+macro_rules! duration_between {
+    ($min:literal, $max:literal) => {
+        concat!(
+            "!",
+            $crate::api::common::duration_shape!(),
+            " || (duration(self) >= duration('",
+            $min,
+            "') && duration(self) <= duration('",
+            $max,
+            "'))"
+        )
+    };
+}
+pub(crate) use duration_between;
+
 /// CEL rule: a duration of any length, zero included.
 pub(crate) const DURATION: &str = duration_shape!();
-/// CEL rule: a duration greater than zero.
-pub(crate) const POSITIVE_DURATION: &str = concat!(duration_shape!(), " && duration(self) > duration('0s')");
+/// CEL rule: a URL without `user:password@` (credentials would end up in logs and status).
+pub(crate) const NO_CREDENTIALS: &str = "!self.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@')";
 /// CEL rule: a DNS-1123 label, the shape of a Kubernetes object or check name.
 pub(crate) const DNS_LABEL: &str = "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')";
 /// CEL rule: a DNS-1123 subdomain, the shape of a ConfigMap name.
 pub(crate) const DNS_SUBDOMAIN: &str =
     "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')";
 
-/// Parses the Go durations the CRDs accept (`30s`, `5m`, `1h30m`, `250ms`).
-pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
-    let mut total = 0f64;
+/// Bounds of a duration field: what the API server enforces (CEL) and what the operator
+/// applies to whatever reaches it anyway (an object stored before a rule existed): a
+/// value out of bounds is clamped, one that does not parse takes the default.
+#[derive(Clone, Copy, Debug)]
+pub struct DurationBounds {
+    pub default: Duration,
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl DurationBounds {
+    pub const fn secs(default: u64, min: u64, max: u64) -> Self {
+        Self { default: Duration::from_secs(default), min: Duration::from_secs(min), max: Duration::from_secs(max) }
+    }
+
+    /// The field's value as the operator uses it.
+    pub fn of(&self, s: &str) -> Duration {
+        parse_duration(s).map_or(self.default, |d| d.clamp(self.min, self.max))
+    }
+}
+
+/// Parses the Go durations the CRDs accept (`30s`, `5m`, `1h30m`, `250ms`): the shape
+/// `duration_shape!` describes, so a string the API server refused is refused here too.
+/// Integer arithmetic only: no float conversion that could panic on a huge value.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    const MAX_PARTS: usize = 4;
+    const MAX_DIGITS: usize = 5;
+    const MAX_FRACTION: usize = 9;
+    let mut total = Duration::ZERO;
     let mut rest = s;
+    let mut parts = 0;
     if rest.is_empty() {
         return None;
     }
     while !rest.is_empty() {
+        parts += 1;
+        if parts > MAX_PARTS {
+            return None;
+        }
         let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        let value: f64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let (unit, len) = if rest.starts_with("ms") {
-            (0.001, 2)
-        } else if rest.starts_with('s') {
-            (1.0, 1)
-        } else if rest.starts_with('m') {
-            (60.0, 1)
-        } else if rest.starts_with('h') {
-            (3600.0, 1)
+        let (number, tail) = rest.split_at_checked(digits)?;
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if whole.is_empty() || whole.len() > MAX_DIGITS || fraction.len() > MAX_FRACTION || fraction.contains('.') {
+            return None;
+        }
+        if number.ends_with('.') {
+            return None;
+        }
+        let (unit_nanos, unit_len): (u128, usize) = if tail.starts_with("ms") {
+            (1_000_000, 2)
+        } else if tail.starts_with('s') {
+            (1_000_000_000, 1)
+        } else if tail.starts_with('m') {
+            (60_000_000_000, 1)
+        } else if tail.starts_with('h') {
+            (3_600_000_000_000, 1)
         } else {
             return None;
         };
-        total += value * unit;
-        rest = &rest[len..];
+        let whole: u128 = whole.parse().ok()?;
+        let scale = 10u128.pow(fraction.len() as u32);
+        let fraction: u128 = if fraction.is_empty() { 0 } else { fraction.parse().ok()? };
+        let nanos = whole * unit_nanos + fraction * unit_nanos / scale;
+        total = total.checked_add(Duration::from_nanos(u64::try_from(nanos).ok()?))?;
+        rest = tail.get(unit_len..)?;
     }
-    Some(std::time::Duration::from_secs_f64(total))
+    Some(total)
 }
 
 /// A key of a ConfigMap in the same namespace as the referring object.
@@ -114,13 +174,23 @@ mod tests {
 
     #[test]
     fn go_durations() {
-        use std::time::Duration;
         assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
         assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("1.5m"), Some(Duration::from_secs(90)));
         assert_eq!(parse_duration("5 minutes"), None);
         assert_eq!(parse_duration(""), None);
+        // What a hostile spec writes never panics and never parses past the bounds.
+        assert_eq!(parse_duration("99999999999999999999h"), None);
+        assert_eq!(parse_duration("1h1h1h1h1h"), None);
+        assert_eq!(parse_duration("1..5s"), None);
+        assert_eq!(parse_duration("1.s"), None);
+        assert_eq!(parse_duration(".5s"), None);
+        assert_eq!(parse_duration("99999h99999h99999h99999h"), Some(Duration::from_secs(4 * 99999 * 3600)));
+        let bounds = DurationBounds::secs(30, 5, 3600);
+        assert_eq!(bounds.of("1ms"), Duration::from_secs(5));
+        assert_eq!(bounds.of("99999h"), Duration::from_secs(3600));
+        assert_eq!(bounds.of("garbage"), Duration::from_secs(30));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::{ModelRelease, ModelRepository};
 /// a malformed pod spec at `kubectl apply`, but without its field descriptions: they are
 /// most of its size, and `kubectl explain pod.spec` already documents them. That keeps
 /// the ModelRelease CRD well under the 256 KiB annotation limit of client-side apply.
+#[allow(clippy::expect_used, reason = "our own types, fixed at build time: no input reaches them")]
 pub fn crds() -> Vec<CustomResourceDefinition> {
     let mut release = ModelRelease::crd();
     for version in &mut release.spec.versions {
@@ -21,6 +22,20 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         let mut json = serde_json::to_value(&*schema).expect("a CRD schema serialises to JSON");
         if let Some(template) = json.pointer_mut("/properties/spec/properties/template") {
             strip_nested_descriptions(template);
+            // Bounded lists keep the template's CEL rules (unique names) within the API
+            // server's cost budget; a model server's pod needs far fewer.
+            for (list, max) in [("containers", 32), ("initContainers", 32), ("volumes", 128)] {
+                if let Some(Value::Object(node)) = template.pointer_mut(&format!("/properties/spec/properties/{list}"))
+                {
+                    node.insert("maxItems".into(), max.into());
+                }
+            }
+            for list in ["containers", "initContainers"] {
+                let mounts = format!("/properties/spec/properties/{list}/items/properties/volumeMounts");
+                if let Some(Value::Object(node)) = template.pointer_mut(&mounts) {
+                    node.insert("maxItems".into(), 64.into());
+                }
+            }
         }
         *schema = serde_json::from_value(json).expect("a stripped schema is still a schema");
     }
@@ -49,6 +64,7 @@ fn strip_nested_descriptions(node: &mut Value) {
 }
 
 /// Each CRD as `(file name, YAML)`, the files of `crds/`.
+#[allow(clippy::expect_used, reason = "our own types, fixed at build time: no input reaches them")]
 pub fn crds_yaml() -> Vec<(String, String)> {
     crds()
         .into_iter()

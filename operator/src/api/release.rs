@@ -7,7 +7,20 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{ConfigMapSource, DNS_LABEL, DURATION, POSITIVE_DURATION};
+use std::time::Duration;
+
+use super::common::{ConfigMapSource, DNS_LABEL, DURATION, DurationBounds, NO_CREDENTIALS, duration_between};
+
+/// `strategy.steps[].pause.duration`: up to a week.
+pub const PAUSE: DurationBounds = DurationBounds::secs(0, 1, 7 * 24 * 3600);
+/// `gates.interval`: often enough to matter, rarely enough not to hammer the providers.
+pub const GATE_INTERVAL: DurationBounds = DurationBounds::secs(30, 5, 3600);
+/// `gates.progressDeadline`.
+pub const PROGRESS_DEADLINE: DurationBounds = DurationBounds::secs(600, 10, 24 * 3600);
+/// `gates.checks[].webhook.timeout`: a gate call never holds a worker longer.
+pub const WEBHOOK_TIMEOUT: DurationBounds = DurationBounds::secs(10, 1, 30);
+/// `rollback.postPromotionWindow`: off (0s) up to a week.
+pub const POST_PROMOTION_WINDOW: DurationBounds = DurationBounds::secs(600, 0, 7 * 24 * 3600);
 
 /// A model served by pods of `template`, released from a verified TUF target.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -21,6 +34,7 @@ use super::common::{ConfigMapSource, DNS_LABEL, DURATION, POSITIVE_DURATION};
     namespaced,
     status = "ModelReleaseStatus",
     validation = Rule::new("size(self.metadata.name) <= 52").message("metadata.name of a ModelRelease must be at most 52 characters, so that the names and labels of its revisions stay valid"),
+    validation = Rule::new("!has(self.spec.service) || !self.metadata.name.contains('.')").message("a ModelRelease with spec.service needs a metadata.name without '.', because its Service is named like it and Service names are DNS labels; rename the release or remove spec.service"),
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Stable","type":"string","description":"Target served by the stable revision","jsonPath":".status.stable.target"}"#,
     printcolumn = r#"{"name":"Canary","type":"string","description":"Target being rolled out","jsonPath":".status.canary.target"}"#,
@@ -29,7 +43,9 @@ use super::common::{ConfigMapSource, DNS_LABEL, DURATION, POSITIVE_DURATION};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ModelReleaseSpec {
-    /// The ModelRepository (same namespace) whose signers vouch for the model.
+    /// The ModelRepository (same namespace) whose signers vouch for the model. It cannot
+    /// change: who vouches for a running model must not change under it.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.repositoryRef cannot change: who vouches for a running model must not change under it; to release from another repository, create a new ModelRelease"))]
     pub repository_ref: RepositoryRef,
 
     /// Which signed model to serve, and where the serving containers find it.
@@ -44,7 +60,13 @@ pub struct ModelReleaseSpec {
     /// modelgate adds an init container that fetches and verifies the model and a
     /// read-only volume at `model.mountPath`; labels under `modelgate.dev/` are
     /// reserved. See `kubectl explain pod.spec` for the fields.
-    #[x_kube(validation = Rule::new("!has(self.metadata) || !has(self.metadata.labels) || !self.metadata.labels.exists(k, k.startsWith('modelgate.dev/'))").message("template.metadata.labels must not use the reserved prefix modelgate.dev/; modelgate sets those labels itself"))]
+    #[x_kube(
+        validation = Rule::new("!has(self.metadata) || !has(self.metadata.labels) || !self.metadata.labels.exists(k, k.startsWith('modelgate.dev/'))").message("template.metadata.labels must not use the reserved prefix modelgate.dev/; modelgate sets those labels itself"),
+        validation = Rule::new("has(self.spec) && size(self.spec.containers) > 0").message("template.spec.containers must list the model server's container (at least one)"),
+        validation = Rule::new("!has(self.spec) || self.spec.containers.all(c, self.spec.containers.exists_one(d, d.name == c.name))").message("template.spec.containers: each container needs a name of its own"),
+        validation = Rule::new("!has(self.spec) || !has(self.spec.initContainers) || self.spec.initContainers.all(c, !self.spec.containers.exists(d, d.name == c.name) && self.spec.initContainers.exists_one(d, d.name == c.name))").message("template.spec.initContainers: each init container needs a name of its own, different from every container's"),
+        validation = Rule::new("!has(self.spec) || ((!has(self.spec.volumes) || !self.spec.volumes.exists(v, v.name.startsWith('modelgate-'))) && self.spec.containers.all(c, !has(c.volumeMounts) || !c.volumeMounts.exists(m, m.name.startsWith('modelgate-'))) && (!has(self.spec.initContainers) || self.spec.initContainers.all(c, !has(c.volumeMounts) || !c.volumeMounts.exists(m, m.name.startsWith('modelgate-')))))").message("template: volume names starting with modelgate- are reserved; modelgate mounts the verified model itself, read-only, at model.mountPath")
+    )]
     pub template: PodTemplateSpec,
 
     /// How a new revision is rolled out.
@@ -105,8 +127,9 @@ pub struct ModelSource {
     /// `fraud-detector/2.4.0/model.onnx`. Changing it starts a new revision.
     #[schemars(length(min = 1, max = 1024))]
     #[x_kube(
-        validation = Rule::new("!self.startsWith('/')").message("model.target is a TUF target path relative to the repository, such as fraud-detector/2.4.0/model.onnx; remove the leading '/'"),
-        validation = Rule::new("!self.split('/').exists(s, s == '..' || s == '.' || s == '')").message("model.target must not contain '..', '.' or empty path segments"),
+        validation = Rule::new("!self.contains('://')").message("model.target is a path relative to the repository's targetsUrl, such as fraud-detector/2.4.0/model.onnx, not a URL"),
+        validation = Rule::new("self.contains('://') || !self.startsWith('/')").message("model.target is a TUF target path relative to the repository, such as fraud-detector/2.4.0/model.onnx; remove the leading '/'"),
+        validation = Rule::new("self.contains('://') || self.startsWith('/') || !self.split('/').exists(s, s == '..' || s == '.' || s == '')").message("model.target must not contain '..', '.' or empty path segments"),
         validation = Rule::new("!self.contains('\\\\')").message("model.target must use '/' as separator, not '\\\\'")
     )]
     pub target: String,
@@ -117,7 +140,8 @@ pub struct ModelSource {
     #[schemars(length(min = 2, max = 1024))]
     #[x_kube(
         validation = Rule::new("self.startsWith('/') && self != '/'").message("model.mountPath must be an absolute directory other than '/', such as /models"),
-        validation = Rule::new("!self.split('/').exists(s, s == '..')").message("model.mountPath must not contain '..'")
+        validation = Rule::new("!self.contains('//') && !self.split('/').exists(s, s == '..' || s == '.')").message("model.mountPath must be a plain absolute path without '//', '.' or '..' segments, such as /models"),
+        validation = Rule::new("!['/proc', '/sys', '/dev', '/etc', '/var/run/secrets', '/run/secrets', '/var/run/modelgate'].exists(p, self == p || self == p + '/' || self.startsWith(p + '/'))").message("model.mountPath must not be or lie under /proc, /sys, /dev, /etc, the ServiceAccount token directory (/var/run/secrets) or /var/run/modelgate; use a directory of its own, such as /models")
     )]
     pub mount_path: String,
 }
@@ -165,7 +189,10 @@ pub struct Pause {
     /// waits until someone promotes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new(POSITIVE_DURATION).message("pause.duration must be a positive duration such as 30s, 5m or 1h; omit it to wait for promote"))]
+    #[x_kube(
+        validation = Rule::new(DURATION).message("pause.duration must be a duration such as 30s, 5m or 1h; omit it to wait for promote"),
+        validation = Rule::new(duration_between!("1s", "168h")).message("pause.duration must be between 1s and 168h (a week); omit it to wait for promote")
+    )]
     pub duration: Option<String>,
 }
 
@@ -191,7 +218,10 @@ pub struct Gates {
     /// How often the checks run.
     #[serde(default = "default_gate_interval")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new(POSITIVE_DURATION).message("gates.interval must be a positive duration such as 30s or 1m"))]
+    #[x_kube(
+        validation = Rule::new(DURATION).message("gates.interval must be a duration such as 30s or 1m"),
+        validation = Rule::new(duration_between!("5s", "1h")).message("gates.interval must be between 5s and 1h, such as 30s")
+    )]
     pub interval: String,
     /// Consecutive failures of one check that trigger a rollback.
     #[serde(default = "default_failure_limit")]
@@ -206,13 +236,49 @@ pub struct Gates {
     /// rolls back. Crash loops, OOM kills and failed verification roll back at once.
     #[serde(default = "default_progress_deadline")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new(POSITIVE_DURATION).message("gates.progressDeadline must be a positive duration such as 10m"))]
+    #[x_kube(
+        validation = Rule::new(DURATION).message("gates.progressDeadline must be a duration such as 10m"),
+        validation = Rule::new(duration_between!("10s", "24h")).message("gates.progressDeadline must be between 10s and 24h, such as 10m")
+    )]
     pub progress_deadline: String,
     /// The checks. Names are unique.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub checks: Vec<GateCheck>,
+}
+
+impl Gates {
+    /// How often the checks run.
+    pub fn interval(&self) -> Duration {
+        GATE_INTERVAL.of(&self.interval)
+    }
+
+    /// How long a step's canary pods may take to become Ready.
+    pub fn progress_deadline(&self) -> Duration {
+        PROGRESS_DEADLINE.of(&self.progress_deadline)
+    }
+}
+
+impl Pause {
+    /// How long to wait, or `None` to wait for promote.
+    pub fn duration(&self) -> Option<Duration> {
+        self.duration.as_deref().map(|d| PAUSE.of(d))
+    }
+}
+
+impl WebhookCheck {
+    /// The request timeout.
+    pub fn timeout(&self) -> Duration {
+        WEBHOOK_TIMEOUT.of(&self.timeout)
+    }
+}
+
+impl RollbackPolicy {
+    /// How long gates keep running after promotion; zero for none.
+    pub fn post_promotion_window(&self) -> Duration {
+        POST_PROMOTION_WINDOW.of(&self.post_promotion_window)
+    }
 }
 
 impl Default for Gates {
@@ -268,13 +334,18 @@ pub struct GateCheck {
     validation = Rule::new("!has(self.min) || !has(self.max) || self.min <= self.max").message("prometheus check: min must not be greater than max")
 )]
 pub struct PrometheusCheck {
-    /// Base URL of the Prometheus HTTP API, such as http://prometheus.monitoring:9090.
+    /// Base URL of the Prometheus HTTP API, such as https://prometheus.monitoring:9090
+    /// (plain http:// only where the installation allows it).
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHost() != ''").message("prometheus.address must be an http:// or https:// URL with a host"))]
+    #[x_kube(
+        validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHost() != ''").message("prometheus.address must be an http:// or https:// URL with a host"),
+        validation = Rule::new(NO_CREDENTIALS).message("prometheus.address must not carry credentials (user:password@); modelgate sends none")
+    )]
     pub address: String,
     /// PromQL returning one number. `{{canary}}` and `{{stable}}` are replaced by the
     /// revision numbers, `{{release}}` by the release name.
     #[schemars(length(min = 1, max = 4096))]
+    #[x_kube(validation = Rule::new("self.matches('[^ \\t\\r\\n]')").message("prometheus.query must be a PromQL expression, not blanks"))]
     pub query: String,
     /// The check fails when the value is below this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -290,12 +361,18 @@ pub struct PrometheusCheck {
 pub struct WebhookCheck {
     /// https:// URL to POST to.
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() == 'https' && url(self).getHost() != ''").message("webhook.url must be an https:// URL with a host"))]
+    #[x_kube(
+        validation = Rule::new("isURL(self) && url(self).getScheme() == 'https' && url(self).getHost() != ''").message("webhook.url must be an https:// URL with a host"),
+        validation = Rule::new(NO_CREDENTIALS).message("webhook.url must not carry credentials (user:password@); modelgate sends none")
+    )]
     pub url: String,
     /// Request timeout; a timeout counts as a failure, never a pass.
     #[serde(default = "default_webhook_timeout")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new(POSITIVE_DURATION).message("webhook.timeout must be a positive duration such as 10s"))]
+    #[x_kube(
+        validation = Rule::new(DURATION).message("webhook.timeout must be a duration such as 10s"),
+        validation = Rule::new(duration_between!("1s", "30s")).message("webhook.timeout must be between 1s and 30s, such as 10s")
+    )]
     pub timeout: String,
     /// Further attempts after a timeout or a connection error (not after an answer).
     #[serde(default = "default_webhook_retries")]
@@ -326,7 +403,10 @@ pub struct RollbackPolicy {
     /// `0s` turns the window off.
     #[serde(default = "default_post_promotion_window")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new(DURATION).message("postPromotionWindow must be a duration such as 10m, or 0s for none"))]
+    #[x_kube(
+        validation = Rule::new(DURATION).message("postPromotionWindow must be a duration such as 10m, or 0s for none"),
+        validation = Rule::new(duration_between!("0s", "168h")).message("postPromotionWindow must be at most 168h (a week), such as 10m, or 0s for none")
+    )]
     pub post_promotion_window: String,
     /// What to do when the stable target is revoked or its metadata expires.
     #[serde(default)]

@@ -5,7 +5,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{ConfigMapSource, POSITIVE_DURATION, duration_shape};
+use std::time::Duration;
+
+use super::common::{ConfigMapSource, DURATION, DurationBounds, NO_CREDENTIALS, duration_between};
+
+/// `refreshInterval`.
+pub const REFRESH_INTERVAL: DurationBounds = DurationBounds::secs(300, 10, 24 * 3600);
 
 const HTTPS_URL: &str = "isURL(self) && url(self).getScheme() == 'https' && url(self).getHost() != ''";
 
@@ -21,6 +26,7 @@ const HTTPS_URL: &str = "isURL(self) && url(self).getScheme() == 'https' && url(
     category = "modelgate",
     namespaced,
     status = "ModelRepositoryStatus",
+    validation = Rule::new("size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name of a ModelRepository must be a DNS label (lowercase letters, digits and '-', at most 63 characters, no '.'), because releases name it in spec.repositoryRef.name"),
     printcolumn = r#"{"name":"Trusted","type":"string","jsonPath":".status.conditions[?(@.type==\"Trusted\")].status"}"#,
     printcolumn = r#"{"name":"Root","type":"integer","description":"Version of the newest trusted root","jsonPath":".status.root.version"}"#,
     printcolumn = r#"{"name":"Timestamp-Expires","type":"string","description":"When the trusted timestamp metadata expires","jsonPath":".status.timestamp.expires"}"#,
@@ -31,18 +37,25 @@ pub struct ModelRepositorySpec {
     /// Base URL of the TUF metadata (`root.json`, `timestamp.json`, ...). Must be https://:
     /// plain HTTP is refused, there is no switch to allow it.
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new(HTTPS_URL).message("metadataUrl must be an https:// URL with a host; modelgate never fetches TUF metadata over plain HTTP"))]
+    #[x_kube(
+        validation = Rule::new(HTTPS_URL).message("metadataUrl must be an https:// URL with a host; modelgate never fetches TUF metadata over plain HTTP"),
+        validation = Rule::new(NO_CREDENTIALS).message("metadataUrl must not carry credentials (user:password@): TUF metadata is public and signed")
+    )]
     pub metadata_url: String,
 
     /// Base URL of the target files (the models). Must be https://.
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new(HTTPS_URL).message("targetsUrl must be an https:// URL with a host; modelgate never fetches models over plain HTTP"))]
+    #[x_kube(
+        validation = Rule::new(HTTPS_URL).message("targetsUrl must be an https:// URL with a host; modelgate never fetches models over plain HTTP"),
+        validation = Rule::new(NO_CREDENTIALS).message("targetsUrl must not carry credentials (user:password@); they would be copied into every model pod")
+    )]
     pub targets_url: String,
 
     /// The pinned initial root metadata (`root.json`) that all trust starts from,
     /// usually version 1 distributed out of band by the repository owners. Later roots
-    /// are fetched and verified from it; the newest trusted one is kept in the
-    /// repository's trust state, so this pin is only the starting point.
+    /// are fetched and verified from it, and recorded in ConfigMap
+    /// `<name>-trust-state`; every reader verifies that record from this pin again.
+    /// Changing the pin re-anchors trust (an Event says so).
     pub trusted_root: ConfigMapSource,
 
     /// PEM bundle of the certificate authorities that sign the repository's HTTPS
@@ -55,10 +68,17 @@ pub struct ModelRepositorySpec {
     #[serde(default = "default_refresh_interval")]
     #[schemars(length(max = 32))]
     #[x_kube(
-        validation = Rule::new(POSITIVE_DURATION).message("refreshInterval must be a duration such as 30s, 5m or 1h"),
-        validation = Rule::new(concat!("!", duration_shape!(), " || (duration(self) >= duration('10s') && duration(self) <= duration('24h'))")).message("refreshInterval must be between 10s and 24h")
+        validation = Rule::new(DURATION).message("refreshInterval must be a duration such as 30s, 5m or 1h"),
+        validation = Rule::new(duration_between!("10s", "24h")).message("refreshInterval must be between 10s and 24h")
     )]
     pub refresh_interval: String,
+}
+
+impl ModelRepositorySpec {
+    /// How often the metadata is refreshed.
+    pub fn refresh_interval(&self) -> Duration {
+        REFRESH_INTERVAL.of(&self.refresh_interval)
+    }
 }
 
 fn default_refresh_interval() -> String {

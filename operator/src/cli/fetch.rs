@@ -9,7 +9,7 @@ use clap::Args;
 use k8s_openapi::jiff::Timestamp;
 use reqwest::Url;
 
-use crate::trust::{Expected, Floors, Store, TargetFile, Transport, TransportOptions, Trusted, Updater, target};
+use crate::trust::{Expected, Floors, Store, TargetFile, Transport, TransportOptions, Trusted, Updater, state, target};
 
 /// Where the repository is and what anchors trust in it.
 #[derive(Debug, Args)]
@@ -20,9 +20,13 @@ pub struct Repository {
     /// Base URL of the targets (https only).
     #[arg(long)]
     targets_url: Url,
-    /// The pinned root.json.
+    /// The pinned root.json (trust starts here).
     #[arg(long)]
     root: PathBuf,
+    /// A recorded chain of later roots (JSON list, oldest first), verified from the
+    /// pinned root before it is used; a missing file means none.
+    #[arg(long)]
+    root_chain: Option<PathBuf>,
     /// PEM bundle of CAs for the repository's certificate.
     #[arg(long)]
     ca_bundle: Option<PathBuf>,
@@ -55,7 +59,14 @@ impl Repository {
             None => None,
         };
         let transport = Transport::new(TransportOptions { ca_bundle, ..Default::default() })?;
-        let root = std::fs::read(&self.root).with_context(|| format!("cannot read root {}", self.root.display()))?;
+        let pin = std::fs::read(&self.root).with_context(|| format!("cannot read root {}", self.root.display()))?;
+        let chain = match self.root_chain.as_ref().map(std::fs::read_to_string) {
+            Some(Ok(text)) => state::parse_chain(&text)?,
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Some(Err(e)) => return Err(e).context("cannot read the root chain"),
+            None => Vec::new(),
+        };
+        let root = state::anchor(&pin, &chain)?;
         let scratch;
         let dir = match &self.metadata_dir {
             Some(d) => d.clone(),

@@ -37,6 +37,13 @@ pub enum Command {
 }
 
 impl Command {
+    /// Whether a refusal to trust exits with `FETCH_EXIT_UNTRUSTED` (3) rather than 1:
+    /// `fetch` (the operator reads the init container's code) and `verify`; never `tuf`,
+    /// whose protocol fixes its codes.
+    pub fn has_refusal_exit_code(&self) -> bool {
+        matches!(self, Command::Fetch(_) | Command::Verify(_))
+    }
+
     pub async fn run(self) -> anyhow::Result<()> {
         match self {
             Command::Run(cmd) => cmd.run().await,

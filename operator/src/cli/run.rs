@@ -2,13 +2,18 @@
 
 use clap::Args;
 
-use crate::controller::{self, Settings};
+use crate::{
+    controller::{self, Settings},
+    gates::EgressPolicy,
+    plan::pod_policy::{Level, PodPolicy},
+};
 
 #[derive(Debug, Args)]
 pub struct Run {
-    /// Watch only this namespace (namespaced install). Default: all namespaces.
-    #[arg(long, env = "MODELGATE_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only these namespaces (repeatable or comma-separated; the chart's
+    /// namespaced modes). Default: all namespaces.
+    #[arg(long = "namespace", env = "MODELGATE_NAMESPACE", value_delimiter = ',')]
+    namespaces: Vec<String>,
     /// Image of the init container that fetches and verifies models in model pods;
     /// the chart sets it to the operator's own image.
     #[arg(long, env = "MODELGATE_FETCH_IMAGE", default_value = concat!("modelgate/modelgate:", env!("CARGO_PKG_VERSION")))]
@@ -23,6 +28,25 @@ pub struct Run {
     /// Namespace of the Lease (default: $POD_NAMESPACE, else the watched namespace, else default).
     #[arg(long, env = "MODELGATE_LEADER_ELECTION_NAMESPACE")]
     leader_election_namespace: Option<String>,
+    /// Pod Security Standards level every pod modelgate renders must meet; a release
+    /// whose template does not is refused (its running revision keeps serving).
+    #[arg(long, env = "MODELGATE_POD_SECURITY", value_enum, default_value_t = Level::Baseline)]
+    pod_security: Level,
+    /// The operator's own ServiceAccount (`namespace/name`; the chart sets it): model
+    /// pods may never run as it.
+    #[arg(long, env = "MODELGATE_SERVICE_ACCOUNT")]
+    service_account: Option<String>,
+    /// Address ranges (CIDR) gate checks may reach; repeatable or comma-separated.
+    /// Without any: every address except loopback, link-local (cloud metadata) and the
+    /// API server. Inside an allowed range, those defaults do not apply.
+    #[arg(long, env = "MODELGATE_GATE_ALLOW_CIDRS", value_delimiter = ',')]
+    gate_allow_cidr: Vec<ipnet::IpNet>,
+    /// Address ranges (CIDR) gate checks may never reach, whatever else is allowed.
+    #[arg(long, env = "MODELGATE_GATE_DENY_CIDRS", value_delimiter = ',')]
+    gate_deny_cidr: Vec<ipnet::IpNet>,
+    /// Allow `http://` Prometheus addresses in gate checks (https only by default).
+    #[arg(long, env = "MODELGATE_GATE_ALLOW_HTTP")]
+    gate_allow_http: bool,
 }
 
 impl Run {
@@ -36,18 +60,31 @@ impl Run {
                 .leader_election_namespace
                 .clone()
                 .or_else(|| std::env::var("POD_NAMESPACE").ok())
-                .or_else(|| self.namespace.clone())
+                .or_else(|| self.namespaces.first().cloned())
                 .unwrap_or_else(|| "default".into()),
             name: "modelgate-leader".into(),
             identity: std::env::var("POD_NAME").unwrap_or_else(|_| {
                 format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "modelgate".into()), std::process::id())
             }),
         });
+        let operator_service_account = match self.service_account.as_deref() {
+            Some(full) => {
+                let (ns, name) = full.split_once('/').ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--service-account {full:?} must be namespace/name, such as modelgate-system/modelgate"
+                    )
+                })?;
+                Some((ns.to_string(), name.to_string()))
+            }
+            None => None,
+        };
         let settings = Settings {
-            namespace: self.namespace,
+            namespaces: self.namespaces,
             fetch_image: self.fetch_image,
             http_address: self.http_address,
             leader_election,
+            pod_policy: PodPolicy { level: self.pod_security, operator_service_account },
+            egress: EgressPolicy::from_env(self.gate_allow_cidr, self.gate_deny_cidr, self.gate_allow_http),
         };
         controller::run(client, settings).await?;
         Ok(())

@@ -19,6 +19,9 @@ pub enum Error {
     #[error("{kind} has no namespace; modelgate resources are namespaced")]
     NoNamespace { kind: &'static str },
 
+    #[error("{kind} has no UID yet (not stored by the API server); it is reconciled again when it is")]
+    NoUid { kind: &'static str },
+
     #[error(
         "leadership of Lease {lease} was lost (another replica took it, or it could not be renewed); exiting so this replica restarts as a follower"
     )]
@@ -35,6 +38,7 @@ impl Error {
             Error::CrdMissing { .. } => "crd_missing",
             Error::Kube { .. } => "kube_api",
             Error::NoNamespace { .. } => "no_namespace",
+            Error::NoUid { .. } => "no_uid",
             Error::LeadershipLost { .. } => "leadership_lost",
             Error::Http(_) => "http",
         }

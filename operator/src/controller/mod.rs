@@ -2,6 +2,7 @@
 //! status writes through server-side apply.
 
 mod error;
+pub mod gate_runner;
 mod leader;
 pub mod release;
 pub mod repository;
@@ -37,14 +38,18 @@ use crate::api::{LABEL_RELEASE, ModelRelease, ModelRepository};
 /// How the operator runs.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Watch a single namespace instead of the whole cluster.
-    pub namespace: Option<String>,
+    /// Watch only these namespaces (each with its own watches); empty: the whole cluster.
+    pub namespaces: Vec<String>,
     /// Image of the `modelgate fetch` init container in model pods.
     pub fetch_image: String,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub http_address: std::net::SocketAddr,
     /// Reconcile only while holding this Lease.
     pub leader_election: Option<LeaderElection>,
+    /// What the pods modelgate renders may be (the admin's choice, not a tenant's).
+    pub pod_policy: crate::plan::pod_policy::PodPolicy,
+    /// Where gate checks may send requests.
+    pub egress: crate::gates::EgressPolicy,
 }
 
 /// The Lease that elects one leader among replicas.
@@ -67,6 +72,9 @@ pub struct Context {
     pub stores: Stores,
     pub fetch_image: String,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub gates: gate_runner::GateRunner,
+    pub pod_policy: crate::plan::pod_policy::PodPolicy,
+    pub egress: crate::gates::EgressPolicy,
 }
 
 /// In-memory views of what releases own, kept current by watches (no list per reconcile).
@@ -87,6 +95,11 @@ impl Stores {
 
     pub fn repository(&self, ns: &str, name: &str) -> Option<Arc<ModelRepository>> {
         self.repositories.get(&ObjectRef::new(name).within(ns))
+    }
+
+    /// UIDs of every repository that exists now.
+    pub fn repository_uids(&self) -> std::collections::HashSet<String> {
+        self.repositories.state().iter().filter_map(|r| r.uid()).collect()
     }
 
     fn owned_by<K>(store: &Store<K>, ns: &str, release: &str) -> Vec<K>
@@ -164,6 +177,8 @@ where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store_shared(SHARED_BUFFER);
+    // A writer made by `store_shared` always hands out subscribers.
+    #[allow(clippy::expect_used, reason = "store_shared writers are always subscribable")]
     let events = std::array::from_fn(|_| writer.subscribe().expect("a shared store has subscribers"));
     let drive = watcher(api, config)
         .default_backoff()
@@ -182,9 +197,16 @@ where
 
 /// Runs the controllers until SIGTERM or Ctrl-C.
 pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
-    let ns = settings.namespace.as_deref();
-    ensure_crds_installed(&client, ns).await?;
-    info!(namespace = ns.unwrap_or("<all>"), "modelgate operator starting");
+    // One scope per watched namespace, or one for the whole cluster.
+    let scopes: Vec<Option<String>> = match settings.namespaces.as_slice() {
+        [] => vec![None],
+        list => list.iter().cloned().map(Some).collect(),
+    };
+    for ns in &scopes {
+        ensure_crds_installed(&client, ns.as_deref()).await?;
+    }
+    let shown = if settings.namespaces.is_empty() { "<all>".to_string() } else { settings.namespaces.join(",") };
+    info!(namespaces = %shown, "modelgate operator starting");
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let listener = crate::metrics::bind(settings.http_address).await?;
     tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
@@ -200,6 +222,33 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
         metrics.ready.store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
+    let unready = Arc::new(std::sync::atomic::AtomicUsize::new(scopes.len()));
+    let controllers =
+        futures::future::join_all(scopes.into_iter().map(|ns| scope(&client, ns, &settings, &metrics, &unready)));
+    match &leader {
+        None => {
+            controllers.await;
+        }
+        Some(leader) => {
+            tokio::select! {
+                _ = controllers => {}
+                lost = leader.hold() => return Err(lost),
+            }
+        }
+    }
+    info!("modelgate operator stopped");
+    Ok(())
+}
+
+/// The watches and controllers of one namespace (or of the whole cluster, `None`).
+fn scope(
+    client: &Client,
+    namespace: Option<String>,
+    settings: &Settings,
+    metrics: &Arc<crate::metrics::Metrics>,
+    unready: &Arc<std::sync::atomic::AtomicUsize>,
+) -> impl Future<Output = ()> + use<> {
+    let ns = namespace.as_deref();
     let reporter = Reporter { controller: "modelgate".into(), instance: std::env::var("POD_NAME").ok() };
 
     // Releases and what they own are watched once each, into stores that answer
@@ -209,16 +258,16 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
     // streams for the stores to fill).
     let owned = watcher::Config::default().labels(LABEL_RELEASE).any_semantic();
     let (release_store, [release_events], release_watch) =
-        shared_reflector(api::<ModelRelease>(&client, ns), watcher::Config::default().any_semantic(), |_| {});
+        shared_reflector(api::<ModelRelease>(client, ns), watcher::Config::default().any_semantic(), |_| {});
     // Of a ReplicaSet only its labels and replica count are read; of a pod, its labels and status.
-    let (rs_store, [rs_events], rs_watch) = shared_reflector(api::<ReplicaSet>(&client, ns), owned.clone(), |rs| {
+    let (rs_store, [rs_events], rs_watch) = shared_reflector(api::<ReplicaSet>(client, ns), owned.clone(), |rs| {
         rs.spec.template = None;
         rs.status = None;
         rs.metadata.annotations = None;
     });
     let (repo_store, [repo_events, repo_events_for_releases], repo_watch) =
-        shared_reflector(api::<ModelRepository>(&client, ns), watcher::Config::default().any_semantic(), |_| {});
-    let (pod_store, [pod_events], pod_watch) = shared_reflector(api::<Pod>(&client, ns), owned, |pod| {
+        shared_reflector(api::<ModelRepository>(client, ns), watcher::Config::default().any_semantic(), |_| {});
+    let (pod_store, [pod_events], pod_watch) = shared_reflector(api::<Pod>(client, ns), owned, |pod| {
         pod.spec = None;
         pod.metadata.annotations = None;
         pod.metadata.owner_references = None;
@@ -228,6 +277,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
     tokio::spawn(rs_watch);
     tokio::spawn(pod_watch);
 
+    let (gates, gates_done) = gate_runner::GateRunner::new();
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter.clone()),
         reporter,
@@ -235,21 +285,43 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
         trust: TrustCache::default(),
         stores: Stores { repositories: repo_store.clone(), replica_sets: rs_store, pods: pod_store },
         fetch_image: settings.fetch_image.clone(),
-        metrics,
+        metrics: metrics.clone(),
+        gates,
+        pod_policy: settings.pod_policy.clone(),
+        egress: settings.egress.clone(),
     });
-
-    let repository_controller = Controller::for_shared_stream(repo_events, repo_store)
-        .owns(
-            api::<ConfigMap>(&client, ns),
-            watcher::Config::default().labels("app.kubernetes.io/managed-by=modelgate"),
-        )
-        .shutdown_on_signal()
-        .run(repository::reconcile, repository::error_policy, context.clone())
-        .for_each(|result| async move {
-            if let Err(err) = result {
-                warn!(error = %err, "repository reconcile failed");
+    // Health is not work: ready once every scope's caches are filled, with or without
+    // releases.
+    {
+        let (context, releases, unready) = (context.clone(), release_store.clone(), unready.clone());
+        tokio::spawn(async move {
+            let _ = releases.wait_until_ready().await;
+            while !context.stores.ready() {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            if unready.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+                context.metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
             }
         });
+    }
+    // Gate results of deleted releases are dropped now and then.
+    {
+        let (context, releases) = (context.clone(), release_store.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                context.gates.retain(&releases.state().iter().filter_map(|r| r.uid()).collect());
+            }
+        });
+    }
+
+    let repository_controller = Controller::for_shared_stream(repo_events, repo_store)
+        .owns(api::<ConfigMap>(client, ns), watcher::Config::default().labels("app.kubernetes.io/managed-by=modelgate"))
+        .shutdown_on_signal()
+        .run(repository::reconcile, repository::error_policy, context.clone())
+        // `error_policy` already logged each failure.
+        .for_each(|_| async {});
 
     let releases_of_repository = release_store.clone();
     let release_controller = Controller::for_shared_stream(release_events, release_store)
@@ -271,25 +343,12 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
                 .map(|r| ObjectRef::from_obj(&*r))
                 .collect::<Vec<_>>()
         })
+        // Finished gate checks wake their release.
+        .reconcile_on(gates_done)
         .shutdown_on_signal()
         .run(release::reconcile, release::error_policy, context)
-        .for_each(|result| async move {
-            if let Err(err) = result {
-                warn!(error = %err, "release reconcile failed");
-            }
-        });
-    let controllers = futures::future::join(repository_controller, release_controller);
-    match &leader {
-        None => {
-            controllers.await;
-        }
-        Some(leader) => {
-            tokio::select! {
-                _ = controllers => {}
-                lost = leader.hold() => return Err(lost),
-            }
-        }
+        .for_each(|_| async {});
+    async move {
+        futures::future::join(repository_controller, release_controller).await;
     }
-    info!("modelgate operator stopped");
-    Ok(())
 }

@@ -16,12 +16,13 @@ use kube::{
     runtime::{
         controller::Action,
         events::{Event, EventType, Recorder},
+        reflector::ObjectRef,
     },
 };
 use serde_json::json;
 use tracing::{debug, info, instrument, warn};
 
-use super::{Context, Error, trust_cache, workload};
+use super::{Context, Error, gate_runner, workload};
 use crate::{
     api::{
         ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY, ANNOTATION_ROLLBACK,
@@ -29,7 +30,7 @@ use crate::{
     },
     gates::{self, GateContext},
     metrics::{ErrorLabels, Metrics, ReasonLabel, ResultLabel},
-    plan::{self, Commands, GateOutcome, Observed, Workload},
+    plan::{self, Commands, Observed, Workload, pod_policy},
 };
 
 #[instrument(skip_all, fields(release = %release.name_any(), namespace = release.namespace().unwrap_or_default(), generation = release.metadata.generation))]
@@ -42,15 +43,13 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
         debug!("waiting for the pod and ReplicaSet caches to fill");
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    ctx.metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
 
     // Observe.
     let repository = ctx.stores.repository(&ns, &release.spec.repository_ref.name);
     let mut verdicts = BTreeMap::new();
-    if repository.is_some() {
-        let key = trust_cache::key(&ns, &release.spec.repository_ref.name);
+    if let Some(uid) = repository.as_ref().and_then(|r| r.uid()) {
         for target in targets_of(&release) {
-            let verdict = ctx.trust.lookup(&key, &target, now).await;
+            let verdict = ctx.trust.lookup(&uid, &target, now).await;
             verdicts.insert(target, verdict);
         }
     }
@@ -73,7 +72,17 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
         }
     }
     let pods = by_hash.into_iter().map(|(hash, pods)| (hash, gates::kubernetes::assess(pods))).collect();
-    let gates = if plan::gates_due(&release, now) { evaluate_gates(&ctx, &release, &ns).await } else { Vec::new() };
+    let finished = observe_gates(&ctx, &release, &ns, now);
+    let gates_started = finished.as_ref().map(|f| f.started);
+    let gates = finished.map(|f| f.outcomes).unwrap_or_default();
+    let refusal = {
+        let found = pod_policy::check(&release.spec.template, &ns, &ctx.pod_policy);
+        (!found.is_empty()).then(|| found.join("; "))
+    };
+    let service_conflict = match &release.spec.service {
+        Some(_) => service_conflict(&ctx, &release, &ns).await?,
+        None => None,
+    };
     let annotation = |k: &str| release.annotations().get(k).cloned();
     let commands = Commands {
         promote: annotation(ANNOTATION_PROMOTE),
@@ -82,7 +91,17 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
         abort: annotation(ANNOTATION_ABORT),
         rollback: annotation(ANNOTATION_ROLLBACK),
     };
-    let observed = Observed { repository_found: repository.is_some(), verdicts, workloads, pods, gates, commands };
+    let observed = Observed {
+        repository_found: repository.is_some(),
+        verdicts,
+        workloads,
+        pods,
+        gates,
+        gates_started,
+        commands,
+        refusal,
+        service_conflict,
+    };
 
     // Plan.
     let plan = plan::plan(&release, &observed, now);
@@ -126,7 +145,22 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
             None if *hash == desired => {
                 let Some(repository) = &repository else { continue };
                 let Some(revision) = verified_revision(&plan.status, hash) else { continue };
-                let rs = workload::replica_set(&release, repository, &revision, *replicas, &ctx.fetch_image);
+                let rs = match workload::replica_set(
+                    &release,
+                    repository,
+                    &revision,
+                    *replicas,
+                    &ctx.fetch_image,
+                    &ctx.pod_policy,
+                ) {
+                    Ok(rs) => rs,
+                    Err(refused) => {
+                        // The planner refuses such a spec before it gets here; a policy
+                        // that changed under a running revision lands here instead.
+                        warn!(%refused, "the revision's pods are refused; its workload is not created");
+                        continue;
+                    }
+                };
                 rs_api
                     .patch(&workload::name(&name, hash), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&rs))
                     .await
@@ -136,7 +170,7 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
             None => warn!(hash, "the workload of an earlier revision is gone; it cannot be scaled"),
         }
     }
-    if let Some(svc) = workload::service(&release) {
+    if let Some(svc) = workload::service(&release).filter(|_| observed.service_conflict.is_none()) {
         let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
         services
             .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&svc))
@@ -213,13 +247,14 @@ fn verified_revision<'a>(status: &'a crate::api::ModelReleaseStatus, hash: &'a s
     }
 }
 
-/// Runs the release's checks against the revision on trial.
-async fn evaluate_gates(ctx: &Context, release: &ModelRelease, ns: &str) -> Vec<GateOutcome> {
-    let Some(status) = &release.status else { return Vec::new() };
+/// The revision the checks judge now: the canary, or the stable one in its
+/// post-promotion window (its predecessor is the baseline).
+fn gate_context(release: &ModelRelease, ns: &str) -> Option<GateContext> {
+    let status = release.status.as_ref()?;
     let previous_promoted = |exclude: i64| {
         status.history.iter().rev().find(|h| h.outcome == "Promoted" && h.revision != exclude).map(|h| h.revision)
     };
-    let gate_ctx = match (&status.canary, &status.stable) {
+    let on_trial = match (&status.canary, &status.stable) {
         (Some(c), stable) => GateContext {
             canary_revision: c.revision,
             stable_revision: stable.as_ref().map(|s| s.revision),
@@ -234,32 +269,73 @@ async fn evaluate_gates(ctx: &Context, release: &ModelRelease, ns: &str) -> Vec<
             stable_revision: previous_promoted(s.revision),
             target: s.target.clone(),
             sha256: s.sha256.clone().unwrap_or_default(),
-            step: release.spec.strategy.steps.len() as i32,
+            step: i32::try_from(release.spec.strategy.steps.len()).unwrap_or(i32::MAX),
             weight: 100,
             ..Default::default()
         },
-        (None, None) => return Vec::new(),
+        (None, None) => return None,
     };
-    let gate_ctx = GateContext { release: release.name_any(), namespace: ns.to_string(), ..gate_ctx };
-    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    let providers = gate_providers(&cms, &release.spec.gates.checks).await;
-    let outcomes = gates::evaluate_all(&providers, &gate_ctx).await;
-    for o in &outcomes {
-        debug!(check = %o.name, result = ?o.result, detail = %o.detail, "gate evaluated");
+    Some(GateContext { release: release.name_any(), namespace: ns.to_string(), ..on_trial })
+}
+
+/// The checks finished since the last reconcile, and a new run started when one is due.
+/// Never waits for a check: they run in `GateRunner`'s pool.
+fn observe_gates(
+    ctx: &Arc<Context>,
+    release: &ModelRelease,
+    ns: &str,
+    now: Timestamp,
+) -> Option<gate_runner::Finished> {
+    let (Some(uid), Some(gate_ctx)) = (release.uid(), gate_context(release, ns)) else { return None };
+    let finished = ctx.gates.take(&uid, gate_ctx.canary_revision);
+    if finished.is_none() && plan::gates_due(release, now) && !ctx.gates.running(&uid) {
+        let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+        let checks = release.spec.gates.checks.clone();
+        let egress = ctx.egress.clone();
+        let revision = gate_ctx.canary_revision;
+        ctx.gates.start(&uid, ObjectRef::from_obj(release), revision, async move {
+            let providers = gate_providers(&cms, &checks, &egress).await;
+            let outcomes = gates::evaluate_all(&providers, &gate_ctx).await;
+            for o in &outcomes {
+                debug!(check = %o.name, result = ?o.result, detail = %o.detail, "gate evaluated");
+            }
+            outcomes
+        });
     }
-    outcomes
+    finished
+}
+
+/// Whether the release's Service name is taken by a Service it does not own: modelgate
+/// never takes over (or deletes with the release) what someone else made.
+async fn service_conflict(ctx: &Context, release: &ModelRelease, ns: &str) -> Result<Option<String>, Error> {
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+    let name = release.name_any();
+    let existing =
+        services.get_opt(&name).await.map_err(|source| Error::Kube { action: "read the release's Service", source })?;
+    let owned = |svc: &Service| svc.owner_references().iter().any(|o| Some(&o.uid) == release.uid().as_ref());
+    Ok(existing.filter(|svc| !owned(svc)).map(|_| {
+        format!(
+            "Service {name:?} already exists and does not belong to this release, so modelgate leaves it alone: \
+             delete or rename it, or remove spec.service and select the pods (label modelgate.dev/release={name}) \
+             with your own Service"
+        )
+    }))
 }
 
 /// A provider per check; a webhook CA bundle that cannot be read fails that check.
-pub async fn gate_providers(cms: &Api<ConfigMap>, checks: &[GateCheck]) -> Vec<(String, gates::Provider)> {
+pub async fn gate_providers(
+    cms: &Api<ConfigMap>,
+    checks: &[GateCheck],
+    egress: &gates::EgressPolicy,
+) -> Vec<(String, gates::Provider)> {
     let mut providers = Vec::new();
     for check in checks {
         let provider = match check.webhook.as_ref().and_then(|w| w.ca_bundle.as_ref()) {
             Some(src) => match super::repository::read_source(cms, src, "webhook.caBundle").await {
-                Ok(pem) => gates::provider(check, Some(pem)),
+                Ok(pem) => gates::provider(check, Some(pem), egress),
                 Err(e) => Err(e),
             },
-            None => gates::provider(check, None),
+            None => gates::provider(check, None, egress),
         };
         providers.push((check.name.clone(), provider));
     }

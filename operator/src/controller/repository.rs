@@ -18,19 +18,14 @@ use tracing::{info, instrument, warn};
 
 use super::{Context, Error};
 use crate::{
-    api::{ConfigMapSource, FIELD_MANAGER, ModelRepository, parse_duration},
+    api::{ConfigMapSource, FIELD_MANAGER, ModelRepository},
     metrics::{ErrorLabels, RoleLabels},
     plan::repository::{self as plan, Refresh, TRUSTED},
-    trust::RefreshInput,
+    trust::{
+        Record, RefreshInput,
+        state::{STATE_CHAIN_KEY, STATE_PIN_KEY, render_chain, state_configmap},
+    },
 };
-
-/// Key of the newest trusted root in the trust-state ConfigMap.
-pub const STATE_ROOT_KEY: &str = "root.json";
-
-/// Name of the ConfigMap holding a repository's newest trusted root.
-pub fn state_configmap(repository: &str) -> String {
-    format!("{repository}-trust-state")
-}
 
 pub async fn read_source(cms: &Api<ConfigMap>, source: &ConfigMapSource, field: &str) -> Result<Vec<u8>, String> {
     let r = &source.config_map_ref;
@@ -45,10 +40,15 @@ pub async fn read_source(cms: &Api<ConfigMap>, source: &ConfigMapSource, field: 
         .ok_or_else(|| format!("ConfigMap {:?} has no key {:?} (named by {field})", r.name, r.key))
 }
 
-/// The newest trusted root kept in the repository's trust state, if any yet.
-pub async fn persisted_root(cms: &Api<ConfigMap>, repository: &str) -> Result<Option<String>, kube::Error> {
+/// The trust record kept for a repository (unverified: `trust::refresh` checks it).
+pub async fn read_record(cms: &Api<ConfigMap>, repository: &str) -> Result<Option<Record>, kube::Error> {
     let state = cms.get_opt(&state_configmap(repository)).await?;
-    Ok(state.and_then(|cm| cm.data).and_then(|mut d| d.remove(STATE_ROOT_KEY)))
+    Ok(state.and_then(|cm| cm.data).map(|mut d| Record {
+        pin_sha256: d.remove(STATE_PIN_KEY),
+        // An older modelgate kept only the newest root: a record to set aside, like a
+        // record built on another pin.
+        chain: d.remove(STATE_CHAIN_KEY).or_else(|| d.remove("root.json").map(|_| String::new())),
+    }))
 }
 
 /// The pinned root and the CA bundle a repository names; an error says which is missing.
@@ -69,39 +69,40 @@ pub async fn reconcile(repo: Arc<ModelRepository>, ctx: Arc<Context>) -> Result<
     let ns = repo.namespace().ok_or(Error::NoNamespace { kind: "ModelRepository" })?;
     let name = repo.name_any();
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-    let interval = parse_duration(&repo.spec.refresh_interval).unwrap_or(Duration::from_secs(300));
+    let uid = repo.uid().ok_or(Error::NoUid { kind: "ModelRepository" })?;
+    let interval = repo.spec.refresh_interval();
     let now = Timestamp::now();
     let _timer = ctx.metrics.timer("repository");
-    if let Some(wait) = plan::next_refresh_in(&repo, interval, now) {
+    forget_deleted(&ctx);
+    // A fresh status is only enough while this process holds the verdict it records:
+    // after a restart (or on taking the lease) every repository is refreshed at once,
+    // so no release waits a whole interval for a verdict.
+    if ctx.trust.has_verdict(&uid).await
+        && let Some(wait) = plan::next_refresh_in(&repo, interval, now)
+    {
         return Ok(Action::requeue(wait));
     }
 
-    // Observe: the pinned root, the CA bundle, the persisted newest root, the floors.
-    let persisted = persisted_root(&cms, &name)
+    // Observe: the pinned root, the CA bundle, the recorded root chain, the floors.
+    let record = read_record(&cms, &name)
         .await
         .map_err(|source| Error::Kube { action: "read the trust state ConfigMap", source })?;
     let inputs = pinned_root_and_ca(&cms, &repo).await;
     let floors = plan::floors(repo.status.as_ref());
-    let (refresh, newest_root) = match inputs {
+    let recorded = record.clone().unwrap_or_default();
+    let (refresh, keep) = match inputs {
         Err(message) => (Refresh::Failed { reason: "ConfigurationError".into(), message }, None),
         Ok((pinned, ca_bundle)) => {
-            let key = super::trust_cache::key(&ns, &name);
-            let result = ctx
-                .trust
-                .refresh(
-                    &key,
-                    RefreshInput {
-                        metadata_url: &repo.spec.metadata_url,
-                        pinned_root: &pinned,
-                        persisted_root: persisted.as_deref().map(str::as_bytes),
-                        ca_bundle,
-                        floors,
-                        now,
-                    },
-                )
-                .await;
-            match result {
-                Ok((trusted, root)) => (Refresh::Trusted(trusted), Some(root)),
+            let input = RefreshInput {
+                metadata_url: &repo.spec.metadata_url,
+                pinned_root: &pinned,
+                record,
+                ca_bundle,
+                floors,
+                now,
+            };
+            match ctx.trust.refresh(&uid, input).await {
+                Ok(keep) => (Refresh::Trusted(keep.trusted.clone()), Some(keep)),
                 Err(e) => (Refresh::Failed { reason: e.reason().into(), message: e.to_string() }, None),
             }
         }
@@ -123,20 +124,36 @@ pub async fn reconcile(repo: Arc<ModelRepository>, ctx: Arc<Context>) -> Result<
         }
     }
 
-    // Act: persist the newest root first, so status never claims a root we lost.
-    if let Some(root) = newest_root
-        && persisted.as_deref().map(str::as_bytes) != Some(root.as_slice())
-    {
-        let owner = repo.controller_owner_ref(&()).expect("a stored object has a UID");
-        let cm = json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": state_configmap(&name), "ownerReferences": [owner],
-                         "labels": {"app.kubernetes.io/managed-by": "modelgate", "modelgate.dev/repository": name}},
-            "data": {STATE_ROOT_KEY: String::from_utf8_lossy(&root)},
+    // Act: record the root chain first, so status never claims a root we lost. The
+    // record is re-verified from the pin by every reader; an unchanged one is not written.
+    if let Some(keep) = &keep {
+        if keep.reanchored {
+            let message = format!(
+                "spec.trustedRoot changed (now sha256 {}): the recorded root chain was set aside and trust re-verified \
+                 from the new pin",
+                crate::plan::short(&keep.pin_sha256)
+            );
+            warn!(%message, "trust re-anchored");
+            publish(&ctx, &repo, EventType::Warning, "ReAnchored", message).await;
+        }
+        let chain = render_chain(&keep.chain).unwrap_or_else(|| {
+            warn!("the root chain is too large to record; pods walk the roots from the repository");
+            "[]".into()
         });
-        cms.patch(&state_configmap(&name), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&cm))
-            .await
-            .map_err(|source| Error::Kube { action: "persist the newest trusted root", source })?;
+        let unchanged = recorded.pin_sha256.as_deref() == Some(keep.pin_sha256.as_str())
+            && recorded.chain.as_deref() == Some(chain.as_str());
+        if !unchanged {
+            let owner = repo.controller_owner_ref(&()).ok_or(Error::NoUid { kind: "ModelRepository" })?;
+            let cm = json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": state_configmap(&name), "ownerReferences": [owner],
+                             "labels": {"app.kubernetes.io/managed-by": "modelgate", "modelgate.dev/repository": name}},
+                "data": {STATE_CHAIN_KEY: chain, STATE_PIN_KEY: keep.pin_sha256},
+            });
+            cms.patch(&state_configmap(&name), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&cm))
+                .await
+                .map_err(|source| Error::Kube { action: "record the trusted root chain", source })?;
+        }
     }
     let was_trusted =
         repo.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == TRUSTED)).map(|c| c.status.clone());
@@ -168,6 +185,13 @@ pub async fn reconcile(repo: Arc<ModelRepository>, ctx: Arc<Context>) -> Result<
         }
     }
     Ok(Action::requeue(interval))
+}
+
+/// Drops the sessions of repositories that no longer exist.
+fn forget_deleted(ctx: &Context) {
+    if ctx.stores.ready() {
+        ctx.trust.retain(&ctx.stores.repository_uids());
+    }
 }
 
 async fn publish(ctx: &Context, repo: &ModelRepository, type_: EventType, reason: &str, note: String) {

@@ -23,31 +23,43 @@ struct Entry {
     refused: Option<(String, String)>,
 }
 
+/// Sessions by repository UID: a deleted and re-created repository of the same name
+/// never inherits the old one's verdicts, and `retain` drops deleted ones.
 #[derive(Default)]
 pub struct TrustCache {
     repositories: Mutex<HashMap<String, Arc<AsyncMutex<Entry>>>>,
 }
 
-/// Cache key of a repository.
-pub fn key(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}")
-}
-
 impl TrustCache {
-    fn entry(&self, key: &str) -> Arc<AsyncMutex<Entry>> {
-        self.repositories.lock().expect("not poisoned").entry(key.to_string()).or_default().clone()
+    fn entry(&self, uid: &str) -> Arc<AsyncMutex<Entry>> {
+        let mut map = self.repositories.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.entry(uid.to_string()).or_default().clone()
+    }
+
+    /// Whether a refresh of this repository succeeded or was refused since the operator
+    /// started: without either, releases have no verdict to decide on.
+    pub async fn has_verdict(&self, uid: &str) -> bool {
+        let entry = self.entry(uid);
+        let entry = entry.lock().await;
+        entry.session.is_some() || entry.refused.is_some()
+    }
+
+    /// Forgets every repository whose UID is not in `live`.
+    pub fn retain(&self, live: &std::collections::HashSet<String>) {
+        let mut map = self.repositories.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.retain(|uid, _| live.contains(uid));
     }
 
     /// Refreshes a repository and keeps the result for lookups. Returns what to record.
-    pub async fn refresh(&self, key: &str, input: RefreshInput<'_>) -> Result<(trust::Trusted, Vec<u8>), TrustError> {
+    pub async fn refresh(&self, uid: &str, input: RefreshInput<'_>) -> Result<RecordToKeep, TrustError> {
         let result = trust::refresh(input).await;
-        let entry = self.entry(key);
+        let entry = self.entry(uid);
         let mut entry = entry.lock().await;
         match result {
-            Ok(Refreshed { trusted, root, session }) => {
+            Ok(Refreshed { trusted, chain, pin_sha256, reanchored, session }) => {
                 entry.session = Some(session);
                 entry.refused = None;
-                Ok((trusted, root))
+                Ok(RecordToKeep { trusted, chain, pin_sha256, reanchored })
             }
             Err(e) => {
                 if !e.is_transient() {
@@ -59,8 +71,8 @@ impl TrustCache {
     }
 
     /// What the repository says about `target` at `now`.
-    pub async fn lookup(&self, key: &str, target: &str, now: Timestamp) -> Verdict {
-        let entry = self.entry(key);
+    pub async fn lookup(&self, uid: &str, target: &str, now: Timestamp) -> Verdict {
+        let entry = self.entry(uid);
         let mut entry = entry.lock().await;
         if let Some((reason, message)) = &entry.refused {
             return Verdict::Untrusted {
@@ -80,17 +92,31 @@ impl TrustCache {
                 return Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() };
             }
         }
+        session.updater.set_now(now);
         verdict_of(target, session.updater.target(target).await)
     }
+}
+
+/// What a successful refresh leaves to persist and report.
+pub struct RecordToKeep {
+    pub trusted: trust::Trusted,
+    pub chain: Vec<Vec<u8>>,
+    pub pin_sha256: String,
+    pub reanchored: bool,
 }
 
 /// What a target lookup means for a release: its digests, a refusal, or (for network
 /// trouble) no verdict yet.
 pub fn verdict_of(target: &str, found: Result<TargetFile, TrustError>) -> Verdict {
     match found {
-        Ok(info) => match info.hashes.get("sha256") {
-            Some(sha256) => Verdict::Trusted { sha256: sha256.to_lowercase(), length: info.length as i64 },
-            None => Verdict::Untrusted {
+        Ok(info) => match (info.hash("sha256"), i64::try_from(info.length)) {
+            (Err(e), _) => Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() },
+            (Ok(_), Err(_)) => Verdict::Untrusted {
+                reason: "Malformed".into(),
+                message: format!("target {target:?} is signed with a length beyond any real file ({})", info.length),
+            },
+            (Ok(Some(sha256)), Ok(length)) => Verdict::Trusted { sha256, length },
+            (Ok(None), Ok(_)) => Verdict::Untrusted {
                 reason: "NoSha256".into(),
                 message: format!(
                     "target {target:?} is signed without a sha256 hash, which modelgate pins pods to; sign it with sha256"

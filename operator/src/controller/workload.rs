@@ -2,17 +2,26 @@
 //! pods that serve it, each fetching and verifying the model before the server starts)
 //! and, when asked, the Service in front of all of them.
 
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{PodTemplateSpec, Volume, VolumeMount};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
-use super::repository::{STATE_ROOT_KEY, state_configmap};
-use crate::api::{
-    ANNOTATION_MODEL_SHA256, FETCH_CONTAINER, LABEL_HASH, LABEL_RELEASE, LABEL_REVISION, ModelRelease, ModelRepository,
+use crate::{
+    api::{
+        ANNOTATION_MODEL_SHA256, FETCH_CONTAINER, LABEL_HASH, LABEL_RELEASE, LABEL_REVISION, ModelRelease,
+        ModelRepository,
+    },
+    plan::pod_policy::{self, PodPolicy},
+    trust::state::{STATE_CHAIN_KEY, state_configmap},
 };
 
 const MODEL_VOLUME: &str = "modelgate-model";
 const TRUST_VOLUME: &str = "modelgate-trust";
+const PIN_VOLUME: &str = "modelgate-pin";
+const PIN_DIR: &str = "/var/run/modelgate/pin";
+const PIN_FILE: &str = "root.json";
 const CA_VOLUME: &str = "modelgate-ca";
 const FETCH_OUT: &str = "/var/run/modelgate/model";
 const TRUST_DIR: &str = "/var/run/modelgate/trust";
@@ -31,36 +40,53 @@ pub struct Revision<'a> {
     pub length: i64,
 }
 
+/// Why a revision cannot become a workload: the template modelgate would render from
+/// is not a pod it may create (see `plan::pod_policy`).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("; "))]
+pub struct Refused(pub Vec<String>);
+
 /// The ReplicaSet of the spec's revision, for server-side apply. The pod template is the
-/// user's, plus: the `modelgate fetch` init container carrying the verified target,
-/// digest and length and the repository's floors; the pinned root (the repository's
-/// newest trusted root) and CA bundle mounted read-only; the model volume mounted
-/// read-only into every serving container at `model.mountPath`; labels and the digest.
+/// user's, plus: the `modelgate fetch` init container (first, so no user init container
+/// runs before the model is verified) carrying the verified target, digest and length
+/// and the repository's floors; the pinned root, the persisted root chain and the CA
+/// bundle mounted read-only; the model volume mounted read-only into every serving
+/// container at `model.mountPath`; labels and the digest. A template the policy refuses
+/// is not rendered.
 pub fn replica_set(
     release: &ModelRelease,
     repository: &ModelRepository,
     revision: &Revision,
     replicas: i32,
     fetch_image: &str,
-) -> Value {
+    policy: &PodPolicy,
+) -> Result<Value, Refused> {
     let release_name = release.name_any();
-    let labels = json!({
-        LABEL_RELEASE: release_name,
-        LABEL_HASH: revision.hash,
-        LABEL_REVISION: revision.number.to_string(),
-        "app.kubernetes.io/managed-by": "modelgate",
-    });
+    let namespace = release.namespace().unwrap_or_default();
+    let refusals = pod_policy::check(&release.spec.template, &namespace, policy);
+    if !refusals.is_empty() {
+        return Err(Refused(refusals));
+    }
+    let owner = release.controller_owner_ref(&()).ok_or_else(|| Refused(vec!["the release has no UID yet".into()]))?;
+    let labels: BTreeMap<String, String> = [
+        (LABEL_RELEASE, release_name.clone()),
+        (LABEL_HASH, revision.hash.to_string()),
+        (LABEL_REVISION, revision.number.to_string()),
+        ("app.kubernetes.io/managed-by", "modelgate".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
     let mut template: PodTemplateSpec = release.spec.template.clone();
     let meta = template.metadata.get_or_insert_with(Default::default);
-    for (k, v) in labels.as_object().expect("an object") {
-        meta.labels.get_or_insert_with(Default::default).insert(k.clone(), v.as_str().unwrap_or_default().into());
-    }
+    meta.labels.get_or_insert_with(Default::default).extend(labels.clone());
     meta.annotations
         .get_or_insert_with(Default::default)
         .insert(ANNOTATION_MODEL_SHA256.into(), revision.sha256.into());
-    let mut pod = serde_json::to_value(&template).expect("a template serializes");
 
     let file = release.spec.model.target.rsplit('/').next().unwrap_or("model");
+    let repo_name = repository.name_any();
+    let pin = &repository.spec.trusted_root.config_map_ref;
     let mut args = vec![
         "fetch".to_string(),
         "--metadata-url".into(),
@@ -68,7 +94,9 @@ pub fn replica_set(
         "--targets-url".into(),
         repository.spec.targets_url.clone(),
         "--root".into(),
-        format!("{TRUST_DIR}/{STATE_ROOT_KEY}"),
+        format!("{PIN_DIR}/{PIN_FILE}"),
+        "--root-chain".into(),
+        format!("{TRUST_DIR}/{STATE_CHAIN_KEY}"),
         "--target".into(),
         release.spec.model.target.clone(),
         "--sha256".into(),
@@ -91,11 +119,17 @@ pub fn replica_set(
     }
     let mut mounts = vec![
         json!({"name": MODEL_VOLUME, "mountPath": FETCH_OUT}),
+        json!({"name": PIN_VOLUME, "mountPath": PIN_DIR, "readOnly": true}),
         json!({"name": TRUST_VOLUME, "mountPath": TRUST_DIR, "readOnly": true}),
     ];
+    // The pin is what the security team wrote; the chain is only a record, verified
+    // from the pin in the pod as in the operator (optional: absent before the first
+    // refresh, and then the pod walks the roots from the server).
     let mut volumes = vec![
         json!({"name": MODEL_VOLUME, "emptyDir": {}}),
-        json!({"name": TRUST_VOLUME, "configMap": {"name": state_configmap(&repository.name_any()), "items": [{"key": STATE_ROOT_KEY, "path": STATE_ROOT_KEY}]}}),
+        json!({"name": PIN_VOLUME, "configMap": {"name": pin.name, "items": [{"key": pin.key, "path": PIN_FILE}]}}),
+        json!({"name": TRUST_VOLUME, "configMap": {"name": state_configmap(&repo_name), "optional": true,
+               "items": [{"key": STATE_CHAIN_KEY, "path": STATE_CHAIN_KEY}]}}),
     ];
     if let Some(ca) = &repository.spec.ca_bundle {
         let r = &ca.config_map_ref;
@@ -120,46 +154,50 @@ pub fn replica_set(
         },
         "env": [{"name": "TMPDIR", "value": FETCH_OUT}],
     });
-
-    let spec = pod["spec"].as_object_mut().expect("a pod template has a spec");
-    let inits = spec.entry("initContainers").or_insert_with(|| json!([]));
-    inits.as_array_mut().expect("a list").insert(0, fetch);
-    for container in spec.get_mut("containers").and_then(Value::as_array_mut).into_iter().flatten() {
-        let mounts = container.as_object_mut().expect("an object").entry("volumeMounts").or_insert_with(|| json!([]));
-        mounts.as_array_mut().expect("a list").push(json!({
-            "name": MODEL_VOLUME, "mountPath": release.spec.model.mount_path, "readOnly": true
-        }));
+    fn typed<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, Refused> {
+        serde_json::from_value(v).map_err(|e| Refused(vec![format!("cannot render the pod: {e}")]))
     }
-    spec.entry("volumes").or_insert_with(|| json!([])).as_array_mut().expect("a list").extend(volumes);
+    // `check` refused a template without a spec.
+    let spec = template.spec.get_or_insert_with(Default::default);
+    spec.init_containers.get_or_insert_with(Vec::new).insert(0, typed(fetch)?);
+    let model_mount: VolumeMount = typed(json!({
+        "name": MODEL_VOLUME, "mountPath": release.spec.model.mount_path, "readOnly": true
+    }))?;
+    for container in &mut spec.containers {
+        container.volume_mounts.get_or_insert_with(Vec::new).push(model_mount.clone());
+    }
+    let volumes: Vec<Volume> = volumes.into_iter().map(typed).collect::<Result<_, _>>()?;
+    spec.volumes.get_or_insert_with(Vec::new).extend(volumes);
 
-    json!({
+    Ok(json!({
         "apiVersion": "apps/v1",
         "kind": "ReplicaSet",
         "metadata": {
             "name": name(&release_name, revision.hash),
             "labels": labels,
             "annotations": {ANNOTATION_MODEL_SHA256: revision.sha256, "modelgate.dev/target": release.spec.model.target},
-            "ownerReferences": [release.controller_owner_ref(&()).expect("a stored object has a UID")],
+            "ownerReferences": [owner],
         },
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": {LABEL_RELEASE: release_name, LABEL_HASH: revision.hash}},
-            "template": pod,
+            "template": template,
         }
-    })
+    }))
 }
 
 /// The Service that spreads requests over every revision's pods by count.
 pub fn service(release: &ModelRelease) -> Option<Value> {
     let svc = release.spec.service.as_ref()?;
     let name = release.name_any();
+    let owner = release.controller_owner_ref(&())?;
     Some(json!({
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
             "name": name,
             "labels": {LABEL_RELEASE: name, "app.kubernetes.io/managed-by": "modelgate"},
-            "ownerReferences": [release.controller_owner_ref(&()).expect("a stored object has a UID")],
+            "ownerReferences": [owner],
         },
         "spec": {
             "selector": {LABEL_RELEASE: name},
@@ -216,7 +254,7 @@ mod tests {
             ..Default::default()
         });
         let rev = Revision { number: 3, hash: "abcdef0123", sha256: "00ff", length: 42 };
-        let rs = replica_set(&release, &repo, &rev, 2, "modelgate/modelgate:0.1.0");
+        let rs = replica_set(&release, &repo, &rev, 2, "modelgate/modelgate:0.1.0", &PodPolicy::default()).unwrap();
 
         assert_eq!(rs["metadata"]["name"], "fraud-abcdef0123");
         assert_eq!(rs["spec"]["replicas"], 2);
@@ -242,6 +280,8 @@ mod tests {
         }
         let volumes = pod["spec"]["volumes"].as_array().unwrap();
         assert!(volumes.iter().any(|v| v["configMap"]["name"] == "ml-trust-state"));
+        assert!(volumes.iter().any(|v| v["configMap"]["name"] == "root"), "the pin is mounted, not only the record");
+        assert_eq!(after("--root"), "/var/run/modelgate/pin/root.json");
         assert!(volumes.iter().any(|v| v["configMap"]["items"][0]["key"] == "bundle.pem"));
     }
 }

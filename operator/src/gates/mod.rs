@@ -1,6 +1,7 @@
 //! Health gates: each provider judges the canary and answers pass, fail or
 //! inconclusive. Pod health (`kubernetes`) is always on and is pure; the others call out.
 
+pub mod egress;
 pub mod kubernetes;
 mod prometheus;
 mod webhook;
@@ -10,10 +11,11 @@ use std::{future::Future, pin::Pin, time::Duration};
 use serde::Serialize;
 
 use crate::{
-    api::{GateCheck, parse_duration},
+    api::GateCheck,
     plan::{GateOutcome, GateResult},
 };
 
+pub use egress::EgressPolicy;
 pub use prometheus::Prometheus;
 pub use webhook::Webhook;
 
@@ -43,22 +45,29 @@ pub trait Gate: Send + Sync {
 pub type Provider = Result<Box<dyn Gate>, String>;
 
 /// Builds the provider of a check. `ca_bundle` is the PEM the check names, already read.
-pub fn provider(check: &GateCheck, ca_bundle: Option<Vec<u8>>) -> Provider {
+pub fn provider(check: &GateCheck, ca_bundle: Option<Vec<u8>>, egress: &EgressPolicy) -> Provider {
     if let Some(p) = &check.prometheus {
-        return Ok(Box::new(Prometheus::new(p.clone())?));
+        return Ok(Box::new(Prometheus::new(p.clone(), egress.clone())?));
     }
     if let Some(w) = &check.webhook {
-        let timeout = parse_duration(&w.timeout).unwrap_or(Duration::from_secs(10));
-        return Ok(Box::new(Webhook::new(w.url.clone(), timeout, w.retries.max(0) as u32, ca_bundle)?));
+        let retries = u32::try_from(w.retries.clamp(0, 10)).unwrap_or(0);
+        return Ok(Box::new(Webhook::new(w.url.clone(), w.timeout(), retries, ca_bundle, egress.clone())?));
     }
     Err(format!("gate check {} names no provider", check.name))
 }
 
-/// Runs every check of a release once, concurrently.
+/// Longest a single check may take, retries included, whatever its settings: a check
+/// that has not answered by then is inconclusive (never a pass).
+pub const CHECK_DEADLINE: Duration = Duration::from_secs(45);
+
+/// Runs every check of a release once, concurrently, each within `CHECK_DEADLINE`.
 pub async fn evaluate_all(checks: &[(String, Provider)], ctx: &GateContext) -> Vec<GateOutcome> {
     let runs = checks.iter().map(|(name, gate)| async move {
         let (result, detail) = match gate {
-            Ok(gate) => gate.evaluate(ctx).await,
+            Ok(gate) => match tokio::time::timeout(CHECK_DEADLINE, gate.evaluate(ctx)).await {
+                Ok(r) => r,
+                Err(_) => (GateResult::Inconclusive, format!("no result within {}s", CHECK_DEADLINE.as_secs())),
+            },
             Err(e) => (GateResult::Fail, e.clone()),
         };
         GateOutcome { name: name.clone(), result, detail }

@@ -4,50 +4,68 @@
 
 use std::{future::Future, pin::Pin, time::Duration};
 
-use super::{Gate, GateContext};
+use tracing::debug;
+
+use super::{
+    Gate, GateContext,
+    egress::{self, EgressPolicy},
+};
 use crate::plan::GateResult;
 
 pub struct Webhook {
     url: reqwest::Url,
-    http: reqwest::Client,
+    timeout: Duration,
     retries: u32,
+    ca_bundle: Option<Vec<u8>>,
+    egress: EgressPolicy,
 }
 
 impl Webhook {
-    pub fn new(url: String, timeout: Duration, retries: u32, ca_bundle: Option<Vec<u8>>) -> Result<Self, String> {
-        let url = reqwest::Url::parse(&url).map_err(|e| format!("webhook.url {url:?} is not a URL: {e}"))?;
-        if url.scheme() != "https" {
-            return Err(format!("webhook.url {url} must be https"));
-        }
-        let mut builder = reqwest::Client::builder().timeout(timeout).https_only(true);
-        if let Some(pem) = ca_bundle {
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("webhook caBundle is not PEM: {e}"))?;
-            if certs.is_empty() {
-                return Err("webhook caBundle holds no certificate".into());
-            }
-            builder = builder.tls_certs_only(certs);
-        }
-        let http = builder.build().map_err(|e| format!("cannot build an HTTPS client: {e}"))?;
-        Ok(Self { url, http, retries })
+    pub fn new(
+        url: String,
+        timeout: Duration,
+        retries: u32,
+        ca_bundle: Option<Vec<u8>>,
+        egress: EgressPolicy,
+    ) -> Result<Self, String> {
+        let url = reqwest::Url::parse(&url).map_err(|_| "webhook.url is not a URL".to_string())?;
+        Ok(Self { url, timeout, retries, ca_bundle, egress })
     }
 
+    /// Status gets the HTTP code and our own words; the reply's text goes to the
+    /// operator's log only.
     async fn call(&self, ctx: &GateContext) -> (GateResult, String) {
+        let (host, addrs) = match self.egress.resolve(&self.url, false).await {
+            Ok(r) => r,
+            Err(refused) => return (GateResult::Fail, format!("not called: {refused}")),
+        };
+        let http = match egress::client(&host, &addrs, self.timeout, self.ca_bundle.as_deref()) {
+            Ok(c) => c,
+            Err(e) => return (GateResult::Fail, e),
+        };
         let mut last = String::new();
         for attempt in 0..=self.retries {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
             }
-            match self.http.post(self.url.clone()).json(ctx).send().await {
+            match http.post(self.url.clone()).json(ctx).send().await {
                 Ok(response) => {
                     let code = response.status();
-                    let body = response.text().await.unwrap_or_default();
-                    let body: String = body.trim().chars().take(200).collect();
-                    let detail = if body.is_empty() { format!("HTTP {code}") } else { format!("HTTP {code}: {body}") };
+                    let body = egress::read_capped(response).await.unwrap_or_default();
+                    let text: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+                    debug!(code = code.as_u16(), reply = %text.escape_debug(), "webhook gate answered");
                     let result = if code.is_success() { GateResult::Pass } else { GateResult::Fail };
+                    let detail = if code.is_redirection() {
+                        format!("HTTP {} (a redirect, which gates do not follow)", code.as_u16())
+                    } else {
+                        format!("HTTP {}", code.as_u16())
+                    };
                     return (result, detail);
                 }
-                Err(e) => last = format!("no answer after {} attempt(s): {e}", attempt + 1),
+                Err(e) => {
+                    debug!(error = %e, attempt, "webhook gate: no answer");
+                    last = format!("no answer after {} attempt(s)", attempt + 1);
+                }
             }
         }
         (GateResult::Fail, last)

@@ -2,6 +2,7 @@
 //! to the status a release should have and the workloads it should run. No I/O, no
 //! clock reads. The rules themselves are in `rollout.rs`, in one place.
 
+pub mod pod_policy;
 pub mod repository;
 mod rollout;
 
@@ -12,7 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{ModelRelease, ModelReleaseSpec};
 
-pub use rollout::{gates_due, plan};
+pub use rollout::{MAX_HISTORY, gates_due, plan, short};
 
 /// Condition type: the spec refers to things that exist and can be worked on.
 pub const ACCEPTED: &str = "Accepted";
@@ -24,14 +25,17 @@ pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 /// Condition type: the serving model is no longer trusted by its repository.
 pub const TRUST_DEGRADED: &str = "TrustDegraded";
+/// Condition type: the release's Service (`spec.service`) is in place.
+pub const SERVICE_READY: &str = "ServiceReady";
 
 /// Identity of a revision: what it serves and how. Any change to either starts a new
 /// revision; the same pair is the same revision (its workload is reused).
 pub fn revision_hash(spec: &ModelReleaseSpec) -> String {
     let identity =
         serde_json::json!({"target": spec.model.target, "mountPath": spec.model.mount_path, "template": spec.template});
-    let bytes = serde_json::to_vec(&identity).expect("a spec serializes");
-    hex::encode(&digest::digest(&digest::SHA256, &bytes).as_ref()[..5])
+    // A JSON value always serializes; the fallback only keeps this total.
+    let bytes = serde_json::to_vec(&identity).unwrap_or_default();
+    hex::encode(digest::digest(&digest::SHA256, &bytes).as_ref().get(..5).unwrap_or_default())
 }
 
 /// What the repository says about one target now.
@@ -112,9 +116,18 @@ pub struct Observed {
     pub workloads: BTreeMap<String, Workload>,
     /// Pod health by revision hash.
     pub pods: BTreeMap<String, PodHealth>,
-    /// Gate checks evaluated just now (empty when none were due).
+    /// Gate checks that finished since the last reconcile (empty when none did).
     pub gates: Vec<GateOutcome>,
+    /// When those checks started: they speak for the revision from then on, not for a
+    /// step that began while they ran.
+    pub gates_started: Option<Timestamp>,
     pub commands: Commands,
+    /// Why the spec's pod may not be created (the admin's pod policy, or a template
+    /// modelgate cannot render), if it may not.
+    pub refusal: Option<String>,
+    /// Why the release's Service is left alone, if it is (a Service of that name that
+    /// the release does not own).
+    pub service_conflict: Option<String>,
 }
 
 /// An Event to publish once the new status is written.
@@ -152,7 +165,7 @@ pub fn desired_hash(release: &ModelRelease) -> String {
 
 /// Seconds precision, as status timestamps round-trip through the API.
 pub fn truncate(now: Timestamp) -> Timestamp {
-    Timestamp::from_second(now.as_second()).expect("a valid time")
+    Timestamp::from_second(now.as_second()).unwrap_or(now)
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use super::*;
 use crate::api::{
     CanaryStatus, CommandsSeen, GateStatus, HistoryEntry, ModelRelease, ModelReleaseSpec, ModelReleaseStatus, Phase,
-    RevisionStatus, RevocationAction, condition, parse_duration, set_condition,
+    RevisionStatus, RevocationAction, condition, set_condition,
 };
 
 const RESYNC: Duration = Duration::from_secs(300);
@@ -68,10 +68,10 @@ pub fn gates_due(release: &ModelRelease, now: Timestamp) -> bool {
     if release.spec.gates.checks.is_empty() || !(status.canary.is_some() || in_window(release, now)) {
         return false;
     }
-    let interval = duration(&release.spec.gates.interval, 30);
+    let interval = release.spec.gates.interval();
     release.spec.gates.checks.iter().any(|check| {
         match status.gates.iter().find(|g| g.name == check.name).and_then(|g| g.last_evaluated.as_ref()) {
-            Some(last) => last.0 + interval <= now,
+            Some(last) => after(last.0, interval) <= now,
             None => true,
         }
     })
@@ -79,14 +79,16 @@ pub fn gates_due(release: &ModelRelease, now: Timestamp) -> bool {
 
 fn in_window(release: &ModelRelease, now: Timestamp) -> bool {
     let Some(status) = &release.status else { return false };
-    let window = duration(&release.spec.rollback.post_promotion_window, 600);
+    let window = release.spec.rollback.post_promotion_window();
     status.phase == Some(Phase::Promoted)
         && status.canary.is_none()
-        && status.stable.as_ref().and_then(|s| s.promoted_at.as_ref()).is_some_and(|at| at.0 + window > now)
+        && status.stable.as_ref().and_then(|s| s.promoted_at.as_ref()).is_some_and(|at| after(at.0, window) > now)
 }
 
-fn duration(s: &str, default_secs: u64) -> Duration {
-    parse_duration(s).unwrap_or(Duration::from_secs(default_secs))
+/// `t + d`, saturating: times in a status and durations in a spec are bounded, but
+/// arithmetic on them must not be able to panic whatever they hold.
+pub(super) fn after(t: Timestamp, d: Duration) -> Timestamp {
+    k8s_openapi::jiff::SignedDuration::try_from(d).ok().and_then(|d| t.checked_add(d).ok()).unwrap_or(Timestamp::MAX)
 }
 
 struct Planner<'a> {
@@ -125,9 +127,12 @@ impl Planner<'_> {
             self.rollback_on_request();
             return true;
         }
+        self.service();
         let stable_hash = self.status.stable.as_ref().map(|s| s.hash.clone());
         if self.status.canary.is_none() && stable_hash.as_deref() != Some(self.desired.as_str()) {
-            if retry || !self.blocked() {
+            if let Some(refusal) = self.obs.refusal.clone() {
+                self.refuse(refusal);
+            } else if retry || !self.blocked() {
                 self.start();
             }
         } else if self.status.canary.is_none() && self.status.phase != Some(Phase::RollingBack) {
@@ -148,6 +153,10 @@ impl Planner<'_> {
 
     fn admit(&mut self) -> bool {
         let repo = &self.spec.repository_ref.name;
+        if self.obs.repository_found && self.obs.refusal.is_some() {
+            // `refuse` says why, when the refused spec is the one to roll out.
+            return true;
+        }
         if self.obs.repository_found {
             let c = condition(
                 ACCEPTED,
@@ -169,6 +178,44 @@ impl Planner<'_> {
         self.status.message = Some(message);
         self.status.phase.get_or_insert(Phase::Verifying);
         false
+    }
+
+    /// The spec's pod may not be created: nothing new is deployed, whatever serves keeps
+    /// serving, and the release says why until the spec (or the policy) changes.
+    fn refuse(&mut self, refusal: String) {
+        const REASON: &str = "PodRefused";
+        let serving = match &self.status.stable {
+            Some(s) => format!("; revision {} keeps serving", s.revision),
+            None => String::new(),
+        };
+        let message = format!("the pod template is refused: {refusal}; nothing was deployed{serving}");
+        let message = bounded_long(&message);
+        if !self.condition_is(ACCEPTED, "False", REASON) {
+            self.note(true, REASON, message.clone());
+        }
+        self.set_condition(ACCEPTED, false, REASON, message.clone());
+        self.set_condition(DEGRADED, true, REASON, message.clone());
+        self.set_phase(Phase::Rejected, message);
+    }
+
+    /// Whether the release's Service is modelgate's to apply.
+    fn service(&mut self) {
+        if self.spec.service.is_none() {
+            self.status.conditions.retain(|c| c.type_ != SERVICE_READY);
+            return;
+        }
+        match self.obs.service_conflict.clone() {
+            Some(conflict) => {
+                if !self.condition_is(SERVICE_READY, "False", "ServiceNotOwned") {
+                    self.note(true, "ServiceNotOwned", conflict.clone());
+                }
+                self.set_condition(SERVICE_READY, false, "ServiceNotOwned", conflict);
+            }
+            None => {
+                let message = format!("Service {:?} selects every revision's pods", self.name);
+                self.set_condition(SERVICE_READY, true, "ServiceApplied", message);
+            }
+        }
     }
 
     /// A command is pending when its annotation has a value not yet carried out.
@@ -321,7 +368,7 @@ impl Planner<'_> {
     }
 
     fn progress(&mut self) {
-        let canary = self.status.canary.clone().expect("called with a canary");
+        let Some(canary) = self.status.canary.clone() else { return };
         if let Some((reason, message)) = self.untrusted(&canary.target, canary.sha256.as_deref()) {
             return self.fail("TrustFailure", format!("{reason}: {message}"));
         }
@@ -338,9 +385,9 @@ impl Planner<'_> {
         }
         let want = self.canary_replicas(canary.weight);
         let step_started = canary.step_started_at.as_ref().map_or(self.now, |t| t.0);
-        let deadline = duration(&self.spec.gates.progress_deadline, 600);
+        let deadline = self.spec.gates.progress_deadline();
         if health.ready < want {
-            if step_started + deadline <= self.now {
+            if after(step_started, deadline) <= self.now {
                 let why = match &health.problem {
                     Some(PodProblem::Waiting { reason, message }) => format!(": {reason}: {message}"),
                     _ => String::new(),
@@ -351,7 +398,7 @@ impl Planner<'_> {
                 );
                 return self.fail("ProgressDeadlineExceeded", message);
             }
-            self.wake_at(step_started + deadline);
+            self.wake_at(after(step_started, deadline));
         }
         self.wake_for_gates();
         if self.spec.paused {
@@ -378,8 +425,8 @@ impl Planner<'_> {
             self.note(false, "StepCompleted", message);
         }
         loop {
-            let mut canary = self.status.canary.clone().expect("called with a canary");
-            let step = canary.step as usize;
+            let Some(mut canary) = self.status.canary.clone() else { return };
+            let step = usize::try_from(canary.step).unwrap_or(0);
             let started = canary.step_started_at.as_ref().map_or(self.now, |t| t.0);
             let last = step >= steps.len();
             let pause = steps.get(step).and_then(|s| s.pause.as_ref());
@@ -389,9 +436,9 @@ impl Planner<'_> {
             }
             let want = self.canary_replicas(canary.weight);
             let done = match pause {
-                Some(pause) if !self.take(Command::Promote) => match pause.duration.as_deref() {
+                Some(pause) if !self.take(Command::Promote) => match pause.duration() {
                     Some(d) => {
-                        let end = started + duration(d, 0);
+                        let end = after(started, d);
                         if end > self.now {
                             self.wake_at(end);
                             let message = format!("revision {} paused at step {step} until {end}", canary.revision);
@@ -449,7 +496,7 @@ impl Planner<'_> {
     }
 
     fn promote(&mut self) {
-        let canary = self.status.canary.take().expect("called with a canary");
+        let Some(canary) = self.status.canary.take() else { return };
         self.record(history_of_canary(&canary, PROMOTED, None, self.now));
         self.status.stable = Some(RevisionStatus {
             revision: canary.revision,
@@ -475,7 +522,7 @@ impl Planner<'_> {
 
     /// `requested`: a person asked for it, so it happens even without automatic rollback.
     fn fail_with(&mut self, reason: &str, message: String, requested: bool) {
-        let canary = self.status.canary.clone().expect("called with a canary");
+        let Some(canary) = self.status.canary.clone() else { return };
         if !self.spec.rollback.automatic && !requested {
             let message = format!(
                 "revision {} failed: {message}; automatic rollback is off: abort (modelgate.dev/abort) or fix it",
@@ -597,8 +644,8 @@ impl Planner<'_> {
         if self.status.phase != Some(Phase::Promoted) {
             return false;
         }
-        let window = duration(&self.spec.rollback.post_promotion_window, 600);
-        let Some(end) = stable.promoted_at.as_ref().map(|t| t.0 + window) else { return false };
+        let window = self.spec.rollback.post_promotion_window();
+        let Some(end) = stable.promoted_at.as_ref().map(|t| after(t.0, window)) else { return false };
         if end <= self.now {
             return false;
         }
@@ -619,7 +666,7 @@ impl Planner<'_> {
     }
 
     fn revert_to(&mut self, to: HistoryEntry, reason: &str, message: String) {
-        let from = self.status.stable.take().expect("called with a stable revision");
+        let Some(from) = self.status.stable.take() else { return };
         let summary = format!("{reason}: {message}");
         self.record(HistoryEntry {
             revision: from.revision,
@@ -661,9 +708,9 @@ impl Planner<'_> {
                     self.status.gates.len() - 1
                 }
             };
-            let gate = &mut self.status.gates[index];
+            let Some(gate) = self.status.gates.get_mut(index) else { continue };
             gate.last_value = Some(bounded(&outcome.detail));
-            gate.last_evaluated = Some(Time(self.now));
+            gate.last_evaluated = Some(Time(self.obs.gates_started.map_or(self.now, |t| t.min(self.now))));
             gate.result = format!("{:?}", outcome.result);
             match outcome.result {
                 GateResult::Pass => (gate.consecutive_failures, gate.consecutive_inconclusive) = (0, 0),
@@ -706,7 +753,7 @@ impl Planner<'_> {
 
     fn wake_for_gates(&mut self) {
         if !self.spec.gates.checks.is_empty() {
-            self.wake(duration(&self.spec.gates.interval, 30));
+            self.wake(self.spec.gates.interval());
         }
     }
 
@@ -799,7 +846,7 @@ impl Planner<'_> {
     }
 
     fn wake_at(&mut self, at: Timestamp) {
-        let secs = (at.as_second() - self.now.as_second()).max(1) as u64;
+        let secs = at.as_second().saturating_sub(self.now.as_second()).max(1).unsigned_abs();
         self.wake(Duration::from_secs(secs));
     }
 
@@ -842,8 +889,18 @@ fn history_of_canary(canary: &CanaryStatus, outcome: &str, reason: Option<String
     }
 }
 
-fn short(sha256: &str) -> &str {
-    &sha256[..sha256.len().min(12)]
+/// The first 12 characters of a digest, for messages (whatever the string holds).
+pub fn short(sha256: &str) -> &str {
+    sha256.char_indices().nth(12).and_then(|(end, _)| sha256.get(..end)).unwrap_or(sha256)
+}
+
+/// Messages that list several problems get more room, still bounded.
+fn bounded_long(s: &str) -> String {
+    const MAX: usize = 2000;
+    match s.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}...", s.get(..end).unwrap_or(s)),
+        None => s.to_string(),
+    }
 }
 
 /// Status strings stay short enough to read in `kubectl get -o wide`.
@@ -856,5 +913,5 @@ fn bounded(s: &str) -> String {
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}...", &s[..end])
+    format!("{}...", s.get(..end).unwrap_or_default())
 }

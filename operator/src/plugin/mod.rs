@@ -5,6 +5,8 @@
 
 mod view;
 
+pub use view::history as history_view;
+
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
@@ -22,7 +24,7 @@ use crate::{
         ModelRelease, ModelRepository, Phase,
     },
     controller::{
-        repository::{persisted_root, pinned_root_and_ca},
+        repository::{pinned_root_and_ca, read_record},
         trust_cache::verdict_of,
     },
     plan::{self, Verdict},
@@ -237,11 +239,11 @@ pub async fn verify(client: &Client, ns: &str, release: &ModelRelease, target: &
         .ok_or_else(|| anyhow!("modelrepository {repo_name:?} (spec.repositoryRef) not found in {ns:?}"))?;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let (pinned, ca_bundle) = pinned_root_and_ca(&cms, &repo).await.map_err(|e| anyhow!(e))?;
-    let persisted = persisted_root(&cms, &repo.name_any()).await?;
+    let record = read_record(&cms, &repo.name_any()).await?;
     let refreshed = trust::refresh(RefreshInput {
         metadata_url: &repo.spec.metadata_url,
         pinned_root: &pinned,
-        persisted_root: persisted.as_deref().map(str::as_bytes),
+        record,
         ca_bundle,
         floors: plan::repository::floors(repo.status.as_ref()),
         now: Timestamp::now(),

@@ -16,11 +16,19 @@ use crate::{
     api::{LABEL_RELEASE, LABEL_REVISION, ModelRelease, ModelRepository},
     controller::{release, workload},
     gates::{self, GateContext},
-    plan::{self, Verdict},
+    plan::{self, Verdict, pod_policy::PodPolicy},
 };
 
+/// Text from the cluster (messages, event notes, gate values) may hold terminal
+/// control sequences a tenant or a server wrote; they are shown escaped, never obeyed.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() && c != '\n' { c.escape_unicode().to_string() } else { c.to_string() })
+        .collect()
+}
+
 fn short(sha: Option<&str>) -> &str {
-    sha.map_or("-", |s| &s[..s.len().min(12)])
+    sha.map_or("-", plan::short)
 }
 
 fn ago(t: Option<k8s_openapi::jiff::Timestamp>) -> String {
@@ -38,7 +46,7 @@ pub async fn status(client: &Client, api: &Api<ModelRelease>, ns: &str, name: &s
     let mut last = String::new();
     loop {
         let release = api.get(name).await?;
-        let view = render_status(client, ns, &release).await?;
+        let view = printable(&render_status(client, ns, &release).await?);
         if view != last {
             if watch && !last.is_empty() {
                 println!("{}", "-".repeat(72));
@@ -176,7 +184,7 @@ pub fn history(release: &ModelRelease) -> String {
     if let Some(s) = &status.stable {
         let _ = writeln!(out, "\nserving: revision {} ({})", s.revision, s.target);
     }
-    out
+    printable(&out)
 }
 
 /// `plan NAME`: what the spec would do, without doing it.
@@ -195,7 +203,7 @@ pub async fn plan(client: &Client, ns: &str, release: &ModelRelease) -> anyhow::
             (sha256.clone(), *length)
         }
         Verdict::Untrusted { message, .. } | Verdict::Unknown { message } => {
-            println!("Verify:    {target}: REFUSED: {message}");
+            println!("Verify:    {}", printable(&format!("{target}: REFUSED: {message}")));
             println!("           the release would be Rejected; nothing would be deployed");
             return Ok(());
         }
@@ -230,13 +238,22 @@ pub async fn plan(client: &Client, ns: &str, release: &ModelRelease) -> anyhow::
             + 1;
     let revision = workload::Revision { number: next, hash: &hash, sha256: &sha256, length };
     let first_weight = release.spec.strategy.steps.iter().find_map(|s| s.set_weight).unwrap_or(100);
-    let rs = workload::replica_set(
+    // The installation's pod policy is the operator's; the plugin checks the default.
+    let rs = match workload::replica_set(
         release,
         &repo,
         &revision,
         plan::canary_replicas(replicas, if first { 100 } else { first_weight }),
         concat!("modelgate/modelgate:", env!("CARGO_PKG_VERSION")),
-    );
+        &PodPolicy::default(),
+    ) {
+        Ok(rs) => rs,
+        Err(refused) => {
+            println!("Workload:  REFUSED by the default pod policy (baseline): {}", printable(&refused.to_string()));
+            println!("           the release would be Rejected; nothing would be deployed");
+            return Ok(());
+        }
+    };
     println!("Workload that would be created (the fetch image is the operator's own):");
     print!("{}", serde_yaml::to_string(&rs)?.lines().map(|l| format!("  {l}\n")).collect::<String>());
     if release.spec.gates.checks.is_empty() {
@@ -244,7 +261,10 @@ pub async fn plan(client: &Client, ns: &str, release: &ModelRelease) -> anyhow::
         return Ok(());
     }
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let providers = release::gate_providers(&cms, &release.spec.gates.checks).await;
+    // From the SRE's machine, under the default egress policy (no loopback, link-local
+    // or API server; https only for Prometheus).
+    let egress = gates::EgressPolicy::from_env(Vec::new(), Vec::new(), false);
+    let providers = release::gate_providers(&cms, &release.spec.gates.checks, &egress).await;
     let ctx = GateContext {
         release: release.name_any(),
         namespace: ns.to_string(),
@@ -257,7 +277,7 @@ pub async fn plan(client: &Client, ns: &str, release: &ModelRelease) -> anyhow::
     };
     println!("Gates (evaluated once, now, for revision {next}):");
     for o in gates::evaluate_all(&providers, &ctx).await {
-        println!("  {:<20} {:<13?} {}", o.name, o.result, o.detail);
+        println!("  {:<20} {:<13?} {}", printable(&o.name), o.result, printable(&o.detail));
     }
     Ok(())
 }

@@ -45,6 +45,12 @@ pub enum TrustError {
 
     #[error("local trust state in {path}: {reason}")]
     Store { path: String, reason: String },
+
+    #[error(
+        "the repository's trust record does not chain from the pinned root ({reason}); someone changed it: \
+         find out who, then delete the repository's <name>-trust-state ConfigMap and modelgate rebuilds it from spec.trustedRoot"
+    )]
+    TrustState { reason: String },
 }
 
 impl TrustError {
@@ -71,6 +77,7 @@ impl TrustError {
             TrustError::TargetMismatch { .. } => "TargetMismatch",
             TrustError::Insecure(_) => "Insecure",
             TrustError::Store { .. } => "StoreError",
+            TrustError::TrustState { .. } => "TrustStateTampered",
         }
     }
 }

@@ -186,6 +186,28 @@ pub struct TargetFile {
     pub custom: Option<Value>,
 }
 
+impl TargetFile {
+    /// The signed hash of `alg`, checked to be lowercase-able hex of the algorithm's
+    /// length: whoever signs a delegated role may write anything there, and the value
+    /// ends up in URLs, pod arguments and status.
+    pub fn hash(&self, alg: &str) -> Result<Option<String>, TrustError> {
+        let Some(value) = self.hashes.get(alg) else { return Ok(None) };
+        let want = match alg {
+            "sha256" => 64,
+            "sha512" => 128,
+            _ => value.len(),
+        };
+        if value.len() != want || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let shown: String = value.chars().take(20).filter(|c| !c.is_control()).collect();
+            return Err(TrustError::Malformed {
+                what: "targets metadata".into(),
+                reason: format!("the {alg} of a target is not {want} hex digits ({shown:?}...)"),
+            });
+        }
+        Ok(Some(value.to_ascii_lowercase()))
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 pub struct TargetsMeta {
     #[serde(default)]
@@ -239,14 +261,33 @@ pub fn path_matches(pattern: &str, path: &str) -> bool {
     p.len() == t.len() && p.iter().zip(&t).all(|(p, t)| glob(p.as_bytes(), t.as_bytes()))
 }
 
+/// `*` (any run) and `?` (any one byte) over one path segment. Greedy with one
+/// backtrack point (the last `*`), so at most |p| x |t| steps: a crafted pattern such as
+/// `*a*a*a*a*b` cannot make it exponential.
 fn glob(p: &[u8], t: &[u8]) -> bool {
-    match (p.first(), t.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => glob(&p[1..], t) || (!t.is_empty() && glob(p, &t[1..])),
-        (Some(b'?'), Some(_)) => glob(&p[1..], &t[1..]),
-        (Some(a), Some(b)) if a == b => glob(&p[1..], &t[1..]),
-        _ => false,
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some(b'*') => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            Some(&c) if c == b'?' || Some(&c) == t.get(ti) => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    pi = sp + 1;
+                    ti = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
     }
+    p.iter().skip(pi).all(|&c| c == b'*')
 }
 
 // tough verifies any `Role`; these wrappers make the received JSON one, serialising
@@ -307,5 +348,18 @@ mod tests {
         assert!(path_matches("*.onnx", "a.onnx"));
         assert!(!path_matches("*.onnx", "dir/a.onnx"));
         assert!(path_matches("fraud-?/x", "fraud-1/x"));
+        assert!(path_matches("*", ""));
+        assert!(path_matches("a*b*c", "aXbYc"));
+        assert!(!path_matches("a*b*c", "aXbY"));
+        assert!(path_matches("*.onnx", ".onnx"));
+        assert!(!path_matches("?", ""));
+    }
+
+    #[test]
+    fn a_crafted_pattern_is_matched_in_polynomial_time() {
+        let name = "a".repeat(5000);
+        let start = std::time::Instant::now();
+        assert!(!path_matches("*a*a*a*a*a*a*a*a*a*a*a*a*b", &name));
+        assert!(start.elapsed() < std::time::Duration::from_secs(2), "took {:?}", start.elapsed());
     }
 }

@@ -6,6 +6,7 @@
 mod error;
 pub mod metadata;
 mod refresh;
+pub mod state;
 mod store;
 pub mod target;
 mod transport;
@@ -13,7 +14,7 @@ mod updater;
 
 pub use error::TrustError;
 pub use metadata::TargetFile;
-pub use refresh::{RefreshInput, Refreshed, Session, refresh};
+pub use refresh::{Record, RefreshInput, Refreshed, Session, refresh};
 pub use store::Store;
 pub use target::Expected;
 pub use transport::{Transport, TransportOptions};

@@ -1,49 +1,67 @@
-//! One refresh of a repository for the controller: start from the newest trusted root
-//! (persisted in the cluster) or the pinned one, hold the floors from status, and
-//! return what is trusted now plus the newest root to persist.
+//! One refresh of a repository for the controller: verify the recorded root chain from
+//! the pinned root, walk on from its newest root, hold the floors from status, and
+//! return what is trusted now plus the chain to record.
 
 use k8s_openapi::jiff::Timestamp;
 use reqwest::Url;
 
-use super::{Floors, Store, Transport, TransportOptions, TrustError, Trusted, Updater};
+use super::{
+    Floors, Store, Transport, TransportOptions, TrustError, Trusted, Updater,
+    state::{anchor, parse_chain, pin_digest},
+};
 
 /// What a refresh starts from.
 pub struct RefreshInput<'a> {
     pub metadata_url: &'a str,
+    /// The security team's pin (`spec.trustedRoot`): all trust starts here.
     pub pinned_root: &'a [u8],
-    /// The newest root trusted earlier (persisted trust state), preferred when present.
-    pub persisted_root: Option<&'a [u8]>,
+    /// The trust record kept in the cluster, if any: `(pin digest, root chain)` as read.
+    pub record: Option<Record>,
     pub ca_bundle: Option<Vec<u8>>,
     pub floors: Floors,
     pub now: Timestamp,
 }
 
+/// The trust-state ConfigMap's data, unverified.
+#[derive(Clone, Debug, Default)]
+pub struct Record {
+    pub pin_sha256: Option<String>,
+    pub chain: Option<String>,
+}
+
 /// A successful refresh.
 pub struct Refreshed {
     pub trusted: Trusted,
-    /// root.json of the newest trusted root, byte for byte.
-    pub root: Vec<u8>,
+    /// Every root after the pin, oldest first: the record to keep.
+    pub chain: Vec<Vec<u8>>,
+    /// Digest of the pin the chain starts from.
+    pub pin_sha256: String,
+    /// The pin differs from the one the record was built on: trust was re-anchored.
+    pub reanchored: bool,
     /// The client that refreshed, ready to look up targets (delegated roles load lazily).
     pub session: Session,
 }
 
-/// An updater and the scratch directory its store lives in.
+/// A client session kept between refreshes (metadata in memory).
 pub struct Session {
     pub updater: Updater,
-    _dir: tempfile::TempDir,
 }
 
 pub async fn refresh(input: RefreshInput<'_>) -> Result<Refreshed, TrustError> {
     let url = Url::parse(input.metadata_url)
         .map_err(|e| TrustError::Malformed { what: "metadataUrl".into(), reason: e.to_string() })?;
     let transport = Transport::new(TransportOptions { ca_bundle: input.ca_bundle, ..Default::default() })?;
-    // A scratch store per refresh: everything that must survive lives in the cluster.
-    let scratch = tempfile::tempdir()
-        .map_err(|e| TrustError::Store { path: std::env::temp_dir().display().to_string(), reason: e.to_string() })?;
-    let store = Store::new(scratch.path())?;
-    let start = input.persisted_root.unwrap_or(input.pinned_root);
-    let mut updater = Updater::new(store.clone(), transport, url, Some(start), input.floors, input.now)?;
+    let pin_sha256 = pin_digest(input.pinned_root);
+    let record = input.record.unwrap_or_default();
+    // A record built on another pin (or on none: an older modelgate) is set aside.
+    let reanchored = record.chain.is_some() && record.pin_sha256.as_deref() != Some(pin_sha256.as_str());
+    let mut chain = match (&record.chain, reanchored) {
+        (Some(text), false) => parse_chain(text)?,
+        _ => Vec::new(),
+    };
+    let start = anchor(input.pinned_root, &chain)?;
+    let mut updater = Updater::new(Store::memory(), transport, url, Some(&start), input.floors, input.now)?;
     let trusted = updater.refresh().await?;
-    let root = store.load("root").unwrap_or_else(|| start.to_vec());
-    Ok(Refreshed { trusted, root, session: Session { updater, _dir: scratch } })
+    chain.extend(updater.rotated_roots().iter().cloned());
+    Ok(Refreshed { trusted, chain, pin_sha256, reanchored, session: Session { updater } })
 }

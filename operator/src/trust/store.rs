@@ -1,38 +1,72 @@
 //! The local metadata directory: `<role>.json` exactly as the server sent it, written
 //! atomically (temporary file, then rename) so a crash never leaves half a file.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
 
 use super::TrustError;
 
+/// Where a client keeps the metadata it trusts: a directory (the command line tools,
+/// where it outlives the process) or memory (the operator, whose lasting state is in
+/// the cluster: no temporary files, so many repositories cannot fill its `/tmp`).
 #[derive(Clone, Debug)]
 pub struct Store {
-    dir: PathBuf,
+    place: Place,
+}
+
+#[derive(Clone, Debug)]
+enum Place {
+    Dir(PathBuf),
+    Memory(Arc<Mutex<HashMap<String, Vec<u8>>>>),
 }
 
 impl Store {
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self, TrustError> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|e| store_err(&dir, e))?;
-        Ok(Self { dir })
+        Ok(Self { place: Place::Dir(dir) })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// A store in memory; its size is bounded by the metadata size limits.
+    pub fn memory() -> Self {
+        Self { place: Place::Memory(Arc::default()) }
     }
 
-    fn path(&self, role: &str) -> PathBuf {
-        self.dir.join(format!("{}.json", encode_role(role)))
+    /// Where the store lives, for messages.
+    pub fn describe(&self) -> String {
+        match &self.place {
+            Place::Dir(d) => d.display().to_string(),
+            Place::Memory(_) => "memory".into(),
+        }
+    }
+
+    fn path(dir: &Path, role: &str) -> PathBuf {
+        dir.join(format!("{}.json", encode_role(role)))
     }
 
     pub fn load(&self, role: &str) -> Option<Vec<u8>> {
-        std::fs::read(self.path(role)).ok()
+        match &self.place {
+            Place::Dir(dir) => std::fs::read(Self::path(dir, role)).ok(),
+            Place::Memory(m) => m.lock().ok()?.get(role).cloned(),
+        }
     }
 
     pub fn save(&self, role: &str, bytes: &[u8]) -> Result<(), TrustError> {
-        let path = self.path(role);
+        let dir = match &self.place {
+            Place::Dir(dir) => dir,
+            Place::Memory(m) => {
+                let mut m =
+                    m.lock().map_err(|_| TrustError::Store { path: "memory".into(), reason: "poisoned".into() })?;
+                m.insert(role.to_string(), bytes.to_vec());
+                return Ok(());
+            }
+        };
+        let path = Self::path(dir, role);
         // Private scratch space lives in a subfolder: the directory holds only metadata.
-        let tmp_dir = self.dir.join(".tmp");
+        let tmp_dir = dir.join(".tmp");
         std::fs::create_dir_all(&tmp_dir).map_err(|e| store_err(&tmp_dir, e))?;
         let tmp = tmp_dir.join(format!("{}.json.part", encode_role(role)));
         std::fs::write(&tmp, bytes).map_err(|e| store_err(&tmp, e))?;
@@ -40,7 +74,16 @@ impl Store {
     }
 
     pub fn remove(&self, role: &str) {
-        let _ = std::fs::remove_file(self.path(role));
+        match &self.place {
+            Place::Dir(dir) => {
+                let _ = std::fs::remove_file(Self::path(dir, role));
+            }
+            Place::Memory(m) => {
+                if let Ok(mut m) = m.lock() {
+                    m.remove(role);
+                }
+            }
+        }
     }
 }
 
@@ -89,5 +132,14 @@ mod tests {
         assert_eq!(json, ["timestamp.json"]);
         store.remove("timestamp");
         assert!(store.load("timestamp").is_none());
+    }
+
+    #[test]
+    fn a_memory_store_keeps_what_it_is_given() {
+        let store = Store::memory();
+        store.save("root", b"r").unwrap();
+        assert_eq!(store.clone().load("root").unwrap(), b"r");
+        store.remove("root");
+        assert!(store.load("root").is_none());
     }
 }

@@ -39,12 +39,19 @@ pub fn check_expected(name: &str, info: &TargetFile, expected: Option<&Expected>
 
 /// The URL of a target, hash-prefixed when the repository uses consistent snapshots.
 pub fn target_url(base: &Url, name: &str, info: &TargetFile, consistent: bool) -> Result<Url, TrustError> {
-    let base =
-        if base.path().ends_with('/') { base.clone() } else { Url::parse(&format!("{base}/")).expect("valid URL") };
+    let mut base = base.clone();
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
+    }
     let path = if consistent {
-        let hash = info.hashes.get("sha256").or_else(|| info.hashes.values().next()).ok_or_else(|| {
-            TrustError::Hash { what: name.into(), reason: "no hash to build a consistent-snapshot name".into() }
-        })?;
+        let hash = match info.hash("sha256")? {
+            Some(h) => h,
+            None => info.hash("sha512")?.ok_or_else(|| TrustError::Hash {
+                what: name.into(),
+                reason: "no sha256 or sha512 to build a consistent-snapshot name".into(),
+            })?,
+        };
         match name.rsplit_once('/') {
             Some((dir, file)) => format!("{dir}/{hash}.{file}"),
             None => format!("{hash}.{name}"),
@@ -101,6 +108,13 @@ pub async fn download(
     }
     check_hashes(&format!("target {name:?}"), &info.hashes, &digests)?;
     tmp.as_file().sync_all().map_err(|e| store_err(out, e))?;
+    // Readable by any user in the pod (the model server rarely runs as the fetch's UID),
+    // writable by none: the volume is mounted read-only into servers anyway.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o444)).map_err(|e| store_err(out, e))?;
+    }
     tmp.persist(out).map_err(|e| store_err(out, e.error))?;
     Ok(())
 }
@@ -128,14 +142,22 @@ mod tests {
     #[test]
     fn consistent_snapshot_targets_are_hash_prefixed_in_their_directory() {
         let base = Url::parse("https://tuf.example.com/targets").unwrap();
-        let i = info(&[("sha256", "abc")]);
+        let h256 = "ab".repeat(32);
+        let i = info(&[("sha256", &h256)]);
         let url = |name: &str, consistent| target_url(&base, name, &i, consistent).unwrap().to_string();
-        assert_eq!(url("fraud/2.4.0/model.onnx", true), "https://tuf.example.com/targets/fraud/2.4.0/abc.model.onnx");
-        assert_eq!(url("model.onnx", true), "https://tuf.example.com/targets/abc.model.onnx");
+        assert_eq!(
+            url("fraud/2.4.0/model.onnx", true),
+            format!("https://tuf.example.com/targets/fraud/2.4.0/{h256}.model.onnx")
+        );
+        assert_eq!(url("model.onnx", true), format!("https://tuf.example.com/targets/{h256}.model.onnx"));
         assert_eq!(url("fraud/2.4.0/model.onnx", false), "https://tuf.example.com/targets/fraud/2.4.0/model.onnx");
         // sha512-only targets use that hash.
-        let only512 = info(&[("sha512", "def")]);
-        assert_eq!(target_url(&base, "m.bin", &only512, true).unwrap().path(), "/targets/def.m.bin");
+        let h512 = "cd".repeat(64);
+        let only512 = info(&[("sha512", &h512)]);
+        assert_eq!(target_url(&base, "m.bin", &only512, true).unwrap().path(), format!("/targets/{h512}.m.bin"));
+        // A hash a signer filled with a path is refused, not joined into the URL.
+        let crafted = info(&[("sha256", "../../../admin")]);
+        assert_eq!(target_url(&base, "m.bin", &crafted, true).unwrap_err().reason(), "Malformed");
     }
 
     #[test]

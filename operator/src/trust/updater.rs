@@ -65,6 +65,15 @@ struct Loaded<T> {
     body: T,
 }
 
+/// A targets role as verified, with the delegators whose keys it was verified against:
+/// one delegator's verdict says nothing about another's keys and threshold.
+struct LoadedTargets {
+    header: Header,
+    body: TargetsMeta,
+    envelope: Envelope,
+    verified_for: HashSet<String>,
+}
+
 /// One client session against one repository.
 pub struct Updater {
     store: Store,
@@ -74,9 +83,23 @@ pub struct Updater {
     floors: Floors,
     now: Timestamp,
     root: Loaded<RootMeta>,
+    /// Each root rotated to in this session, byte for byte, oldest first.
+    rotated: Vec<Vec<u8>>,
     timestamp: Option<Loaded<MetaList>>,
     snapshot: Option<Loaded<MetaList>>,
-    targets: BTreeMap<String, Loaded<TargetsMeta>>,
+    targets: BTreeMap<String, LoadedTargets>,
+}
+
+/// The size to download for a file its referrer lists: the signed length, but never
+/// more than the role's cap (a signer may write any length).
+fn capped(what: &str, signed: Option<u64>, cap: u64) -> Result<u64, TrustError> {
+    match signed {
+        Some(len) if len > cap => {
+            Err(TrustError::TooLarge { what: format!("{what} (signed length {len})"), limit: cap })
+        }
+        Some(len) => Ok(len),
+        None => Ok(cap),
+    }
 }
 
 fn expired(role: &str, header: &Header, now: Timestamp) -> Result<(), TrustError> {
@@ -173,7 +196,7 @@ impl Updater {
         transport.check_url(&metadata_url)?;
         let stored = store.load(ROOT);
         let bytes = stored.as_deref().or(initial_root).ok_or_else(|| TrustError::Store {
-            path: store.dir().display().to_string(),
+            path: store.describe(),
             reason: "no trusted root: initialise with the repository's root.json".into(),
         })?;
         let (header, body, _) = self_signed_root(bytes)?;
@@ -189,6 +212,7 @@ impl Updater {
             floors,
             now,
             root: Loaded { header, body },
+            rotated: Vec::new(),
             timestamp: None,
             snapshot: None,
             targets: BTreeMap::new(),
@@ -241,6 +265,7 @@ impl Updater {
             debug!(version = next, "root rotated");
             self.store.save(ROOT, &bytes)?;
             self.root = Loaded { header, body };
+            self.rotated.push(bytes);
         }
         if self.root.header.version < self.floors.root {
             return Err(TrustError::Rollback {
@@ -313,13 +338,15 @@ impl Updater {
             self.store.save(TIMESTAMP, &bytes)?;
             self.timestamp = Some(Loaded { header, body });
         }
-        let ts = self.timestamp.as_ref().expect("timestamp set above");
-        expired(TIMESTAMP, &ts.header, self.now)
+        match &self.timestamp {
+            Some(ts) => expired(TIMESTAMP, &ts.header, self.now),
+            None => Err(malformed_order("timestamp")),
+        }
     }
 
     /// 5.5.
     async fn update_snapshot(&mut self) -> Result<(), TrustError> {
-        let ts = self.timestamp.as_ref().expect("timestamp before snapshot");
+        let ts = self.timestamp.as_ref().ok_or_else(|| malformed_order("timestamp"))?;
         let meta = snapshot_entry(&ts.body)?.clone();
         let rk = self.root.body.role(SNAPSHOT)?.clone();
         let local = self.load_local_meta_list(SNAPSHOT, &self.root.body.keys, &rk);
@@ -336,7 +363,8 @@ impl Updater {
         } else {
             "snapshot.json".into()
         };
-        let bytes = self.transport.get(&self.url(&file)?, meta.length.unwrap_or(self.limits.snapshot_max)).await?;
+        let limit = capped("snapshot metadata", meta.length, self.limits.snapshot_max)?;
+        let bytes = self.transport.get(&self.url(&file)?, limit).await?;
         check_meta_file("snapshot metadata", &meta, &bytes)?;
         let envelope = Envelope::parse(SNAPSHOT, &bytes)?;
         envelope.verify(&self.root.body.keys, &rk)?;
@@ -375,27 +403,39 @@ impl Updater {
         Ok(())
     }
 
-    /// 5.6, for the top-level role (`parent` None) or a delegated one.
+    /// 5.6, for the top-level role (`parent` None) or a delegated one. A role loaded
+    /// earlier through another delegator is verified again against this one's keys.
     async fn update_targets(&mut self, role: &str, parent: Option<&str>) -> Result<(), TrustError> {
-        if self.targets.contains_key(role) {
+        let delegator = parent.unwrap_or(ROOT);
+        let (keys, rk) = match parent {
+            None => (self.root.body.keys.clone(), self.root.body.role(TARGETS)?.clone()),
+            Some(p) => {
+                let delegation = self
+                    .targets
+                    .get(p)
+                    .and_then(|t| t.body.delegations.as_ref())
+                    .and_then(|d| d.roles.iter().find(|r| r.name == role).map(|r| (d.keys.clone(), r.keys())));
+                delegation.ok_or_else(|| TrustError::Malformed {
+                    what: format!("{p} metadata"),
+                    reason: format!("it does not delegate to {role}"),
+                })?
+            }
+        };
+        if let Some(loaded) = self.targets.get_mut(role) {
+            if !loaded.verified_for.contains(delegator) {
+                loaded.envelope.verify(&keys, &rk)?;
+                loaded.verified_for.insert(delegator.to_string());
+            }
             return Ok(());
         }
-        let snapshot = self.snapshot.as_ref().expect("snapshot before targets");
+        let snapshot = self.snapshot.as_ref().ok_or_else(|| malformed_order("snapshot"))?;
         let meta = snapshot.body.meta.get(&format!("{role}.json")).cloned().ok_or_else(|| TrustError::Malformed {
             what: "snapshot metadata".into(),
             reason: format!("it does not list {role}.json"),
         })?;
-        let (keys, rk) = match parent {
-            None => (self.root.body.keys.clone(), self.root.body.role(TARGETS)?.clone()),
-            Some(p) => {
-                let d = self.targets[p].body.delegations.as_ref().expect("parent delegates");
-                let r = d.roles.iter().find(|r| r.name == role).expect("delegated role exists");
-                (d.keys.clone(), r.keys())
-            }
-        };
         // The local copy is used when it is the version the snapshot lists.
         if let Some(bytes) = self.store.load(role)
-            && let Ok(loaded) = self.check_targets(role, &bytes, &keys, &rk, &meta, false)
+            && let Ok(loaded) = self.check_targets(role, delegator, &bytes, &keys, &rk, &meta, false)
         {
             self.targets.insert(role.to_string(), loaded);
             return Ok(());
@@ -406,22 +446,25 @@ impl Updater {
         } else {
             format!("{encoded}.json")
         };
-        let bytes = self.transport.get(&self.url(&file)?, meta.length.unwrap_or(self.limits.targets_max)).await?;
-        let loaded = self.check_targets(role, &bytes, &keys, &rk, &meta, true)?;
+        let limit = capped(&format!("{role} metadata"), meta.length, self.limits.targets_max)?;
+        let bytes = self.transport.get(&self.url(&file)?, limit).await?;
+        let loaded = self.check_targets(role, delegator, &bytes, &keys, &rk, &meta, true)?;
         self.store.save(role, &bytes)?;
         self.targets.insert(role.to_string(), loaded);
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn check_targets(
         &self,
         role: &str,
+        delegator: &str,
         bytes: &[u8],
         keys: &BTreeMap<String, serde_json::Value>,
         rk: &RoleKeys,
         meta: &MetaFile,
         fresh: bool,
-    ) -> Result<Loaded<TargetsMeta>, TrustError> {
+    ) -> Result<LoadedTargets, TrustError> {
         if fresh {
             check_meta_file(&format!("{role} metadata"), meta, bytes)?;
         }
@@ -430,14 +473,27 @@ impl Updater {
         let header = envelope.header()?;
         check_version(role, meta.version, header.version, "snapshot")?;
         expired(role, &header, self.now)?;
-        Ok(Loaded { header, body: envelope.typed()? })
+        let body = envelope.typed()?;
+        Ok(LoadedTargets { header, body, envelope, verified_for: HashSet::from([delegator.to_string()]) })
     }
 
-    /// 5.6.7: the lazy pre-order depth-first search for one target.
+    /// The time expiry is judged against from now on: a long-lived session (the
+    /// operator's) moves it forward before each lookup.
+    pub fn set_now(&mut self, now: Timestamp) {
+        self.now = now;
+    }
+
+    /// The roots this session rotated to, oldest first, exactly as served.
+    pub fn rotated_roots(&self) -> &[Vec<u8>] {
+        &self.rotated
+    }
+
+    /// 5.6.7: the lazy pre-order depth-first search for one target. Every role on the
+    /// way is checked against the current time, delegated ones included.
     pub async fn target(&mut self, name: &str) -> Result<TargetFile, TrustError> {
         if self.snapshot.is_none() {
             return Err(TrustError::Store {
-                path: self.store.dir().display().to_string(),
+                path: self.store.describe(),
                 reason: "no trusted snapshot yet: refresh before looking up targets".into(),
             });
         }
@@ -447,11 +503,12 @@ impl Updater {
             if visited.len() >= self.limits.max_delegations {
                 break;
             }
-            if !visited.insert(role.clone()) {
+            if !visited.insert((role.clone(), parent.clone())) {
                 continue; // a cycle
             }
             self.update_targets(&role, parent.as_deref()).await?;
-            let loaded = &self.targets[&role];
+            let Some(loaded) = self.targets.get(&role) else { break };
+            expired(&role, &loaded.header, self.now)?;
             if let Some(t) = loaded.body.targets.get(name) {
                 return Ok(t.clone());
             }
@@ -480,6 +537,12 @@ impl Updater {
     pub fn transport(&self) -> &Transport {
         &self.transport
     }
+}
+
+/// A step of the workflow ran before the one it depends on: a bug, reported as an
+/// error rather than a panic.
+fn malformed_order(missing: &str) -> TrustError {
+    TrustError::Store { path: "client".into(), reason: format!("no trusted {missing} metadata loaded yet") }
 }
 
 fn snapshot_entry(ts: &MetaList) -> Result<&MetaFile, TrustError> {

@@ -1,0 +1,111 @@
+//! Gate checks run beside the reconciles, never inside them: a release's checks go to a
+//! bounded pool when they are due, the reconcile that asked returns at once, and the
+//! finished results wake the release again. A webhook that never answers or a
+//! Prometheus that streams without end costs one pool slot until `CHECK_DEADLINE`, and
+//! never holds up a rollout, a rollback or another tenant's release.
+
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    sync::{Arc, Mutex},
+};
+
+use futures::channel::mpsc;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::reflector::ObjectRef;
+use tokio::sync::Semaphore;
+
+use crate::{api::ModelRelease, plan::GateOutcome};
+
+/// Releases whose checks may run at once; the others queue for a slot.
+pub const POOL: usize = 16;
+/// Of those, at most this many from one namespace: a team whose checks hang waits for
+/// its own slots and leaves the rest of the pool to everyone else.
+pub const PER_NAMESPACE: usize = 4;
+
+/// A finished run of a release's checks.
+pub struct Finished {
+    pub revision: i64,
+    /// When the checks were started: what they measured is from then on.
+    pub started: Timestamp,
+    pub outcomes: Vec<GateOutcome>,
+}
+
+#[derive(Default)]
+struct Slot {
+    running: bool,
+    /// Results of the last finished run: the revision they judged, when the run started.
+    done: Option<Finished>,
+}
+
+pub struct GateRunner {
+    pool: Arc<Semaphore>,
+    namespaces: Mutex<HashMap<String, Arc<Semaphore>>>,
+    slots: Arc<Mutex<HashMap<String, Slot>>>,
+    wake: mpsc::UnboundedSender<ObjectRef<ModelRelease>>,
+}
+
+impl GateRunner {
+    /// The runner and the stream of releases to reconcile when their results are in.
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<ObjectRef<ModelRelease>>) {
+        let (wake, woken) = mpsc::unbounded();
+        let pool = Arc::new(Semaphore::new(POOL));
+        (Self { pool, namespaces: Mutex::default(), slots: Arc::default(), wake }, woken)
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The finished results for `revision` of release `uid`, once: results for another
+    /// revision (the canary changed meanwhile) are dropped.
+    pub fn take(&self, uid: &str, revision: i64) -> Option<Finished> {
+        let mut slots = self.slots();
+        slots.get_mut(uid).and_then(|s| s.done.take()).filter(|f| f.revision == revision)
+    }
+
+    /// Whether a run for release `uid` is queued or in flight.
+    pub fn running(&self, uid: &str) -> bool {
+        self.slots().get(uid).is_some_and(|s| s.running)
+    }
+
+    /// Starts `checks` for `revision` unless a run is already queued or in flight.
+    pub fn start<F>(&self, uid: &str, release: ObjectRef<ModelRelease>, revision: i64, checks: F)
+    where
+        F: Future<Output = Vec<GateOutcome>> + Send + 'static,
+    {
+        {
+            let mut slots = self.slots();
+            let slot = slots.entry(uid.to_string()).or_default();
+            if slot.running {
+                return;
+            }
+            slot.running = true;
+        }
+        let namespace = {
+            let mut namespaces = self.namespaces.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let ns = release.namespace.clone().unwrap_or_default();
+            namespaces.entry(ns).or_insert_with(|| Arc::new(Semaphore::new(PER_NAMESPACE))).clone()
+        };
+        let (pool, slots, wake, uid) = (self.pool.clone(), self.slots.clone(), self.wake.clone(), uid.to_string());
+        tokio::spawn(async move {
+            // The semaphores are never closed; a closed one would only mean shutting down.
+            let Ok(_own) = namespace.acquire_owned().await else { return };
+            let Ok(_permit) = pool.acquire_owned().await else { return };
+            let started = crate::plan::truncate(Timestamp::now());
+            let outcomes = checks.await;
+            {
+                let mut slots = slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let slot = slots.entry(uid).or_default();
+                slot.running = false;
+                slot.done = Some(Finished { revision, started, outcomes });
+            }
+            let _ = wake.unbounded_send(release);
+        });
+    }
+
+    /// Forgets releases that no longer exist (their runs finish and are dropped).
+    pub fn retain(&self, live: &HashSet<String>) {
+        self.slots().retain(|uid, slot| slot.running || live.contains(uid));
+    }
+}

@@ -1,0 +1,244 @@
+//! Where gate checks may send requests: the cluster admin's decision (chart values),
+//! never the tenant's. A tenant names a URL; before anything is sent, its host is
+//! resolved and every address checked, and the request then goes to exactly those
+//! addresses (no second lookup an attacker's DNS could answer differently), with no
+//! redirects and no proxy from the environment.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use ipnet::IpNet;
+use reqwest::Url;
+
+/// The admin's egress policy for gate checks.
+#[derive(Clone, Debug, Default)]
+pub struct EgressPolicy {
+    /// Address ranges gates may reach. Empty: any address but the denied ones. An
+    /// address inside an allowed range is reachable even where the defaults deny it
+    /// (an admin who allows 127.0.0.0/8 means it).
+    pub allow: Vec<IpNet>,
+    /// Ranges gates may never reach, on top of the defaults.
+    pub deny: Vec<IpNet>,
+    /// Allow plain `http://` Prometheus addresses (off: https only).
+    pub allow_http: bool,
+    /// Addresses of the Kubernetes API server, denied unless allowed explicitly.
+    pub api_server: Vec<IpAddr>,
+}
+
+/// Why a request was not sent: safe to show a tenant (no remote bytes).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+impl EgressPolicy {
+    /// The policy in the environment the operator runs in: the API server's address
+    /// (from the in-cluster variables) joins the denied set.
+    pub fn from_env(allow: Vec<IpNet>, deny: Vec<IpNet>, allow_http: bool) -> Self {
+        let api_server =
+            std::env::var("KUBERNETES_SERVICE_HOST").ok().and_then(|h| h.parse().ok()).into_iter().collect();
+        Self { allow, deny, allow_http, api_server }
+    }
+
+    /// Checks the URL's shape, resolves its host and checks every address. Returns the
+    /// host and the addresses to connect to.
+    pub async fn resolve(&self, url: &Url, http_allowed_here: bool) -> Result<(String, Vec<SocketAddr>), Refused> {
+        match url.scheme() {
+            "https" => {}
+            "http" if http_allowed_here && self.allow_http => {}
+            "http" if http_allowed_here => {
+                return Err(Refused(
+                    "plain http:// is not allowed for gate checks by this installation; use https:// (the admin can \
+                     allow http with the chart value gates.allowHttp)"
+                        .into(),
+                ));
+            }
+            other => return Err(Refused(format!("scheme {other}:// is not allowed; use https://"))),
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(Refused("credentials in the URL are not allowed".into()));
+        }
+        let host = url.host_str().ok_or_else(|| Refused("the URL has no host".into()))?.to_string();
+        let port = url.port_or_known_default().unwrap_or(443);
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => {
+                let lookup =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::lookup_host((bare, port)));
+                match lookup.await {
+                    Ok(Ok(found)) => found.take(16).collect(),
+                    Ok(Err(_)) | Err(_) => return Err(Refused(format!("host {host} does not resolve"))),
+                }
+            }
+        };
+        if addrs.is_empty() {
+            return Err(Refused(format!("host {host} does not resolve")));
+        }
+        for a in &addrs {
+            self.check(a.ip())
+                .map_err(|why| Refused(format!("{host} resolves to an address gates may not reach ({why})")))?;
+        }
+        Ok((host, addrs))
+    }
+
+    /// Whether gates may reach `ip`, and if not, a word on why.
+    pub fn check(&self, ip: IpAddr) -> Result<(), &'static str> {
+        let ip = canonical(ip);
+        if self.deny.iter().any(|n| n.contains(&ip)) {
+            return Err("denied by the installation");
+        }
+        if self.allow.iter().any(|n| n.contains(&ip)) {
+            return Ok(());
+        }
+        if !self.allow.is_empty() {
+            return Err("outside the ranges the installation allows");
+        }
+        if self.api_server.iter().any(|a| canonical(*a) == ip) {
+            return Err("the Kubernetes API server");
+        }
+        default_denied(ip)
+    }
+}
+
+/// An IPv4 address written as IPv6 (`::ffff:127.0.0.1`) is checked as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Loopback, link-local (cloud metadata lives there), unspecified, multicast and
+/// broadcast addresses: never a gate's business by default.
+fn default_denied(ip: IpAddr) -> Result<(), &'static str> {
+    const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+    let denied = match ip {
+        IpAddr::V4(v4) => {
+            if v4.is_loopback() {
+                Some("loopback")
+            } else if v4.is_link_local() {
+                Some("link-local, where cloud metadata services live")
+            } else if v4.is_unspecified() || v4 == Ipv4Addr::BROADCAST || v4.is_multicast() {
+                Some("not a host")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            if v6.is_loopback() {
+                Some("loopback")
+            } else if v6.is_unicast_link_local() || v6 == METADATA_V6 {
+                Some("link-local, where cloud metadata services live")
+            } else if v6.is_unspecified() || v6.is_multicast() {
+                Some("not a host")
+            } else {
+                None
+            }
+        }
+    };
+    denied.map_or(Ok(()), Err)
+}
+
+/// An HTTP client bound to the checked addresses: no redirects, no proxy, bodies read
+/// by `read_capped`.
+pub fn client(
+    host: &str,
+    addrs: &[SocketAddr],
+    timeout: std::time::Duration,
+    ca_bundle: Option<&[u8]>,
+) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .resolve_to_addrs(host.trim_start_matches('[').trim_end_matches(']'), addrs);
+    if let Some(pem) = ca_bundle {
+        let certs =
+            reqwest::Certificate::from_pem_bundle(pem).map_err(|_| "the caBundle is not valid PEM".to_string())?;
+        if certs.is_empty() {
+            return Err("the caBundle holds no certificate".into());
+        }
+        builder = builder.tls_certs_only(certs);
+    }
+    builder.build().map_err(|_| "cannot build an HTTP client".to_string())
+}
+
+/// Most bytes read of a gate's answer.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Reads at most `MAX_BODY` bytes of a response; more is an error, not a truncation
+/// that could change the meaning of a JSON document.
+pub async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    if response.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(format!("the answer is larger than {} KiB", MAX_BODY / 1024));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|_| "the answer broke off".to_string())? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(format!("the answer is larger than {} KiB", MAX_BODY / 1024));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(allow: &[&str]) -> EgressPolicy {
+        EgressPolicy {
+            allow: allow.iter().map(|a| a.parse().unwrap()).collect(),
+            deny: vec![],
+            allow_http: false,
+            api_server: vec!["10.96.0.1".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn defaults_keep_gates_off_the_node_the_metadata_service_and_the_api_server() {
+        let p = policy(&[]);
+        for denied in [
+            "127.0.0.1",
+            "169.254.169.254",
+            "::1",
+            "fe80::1",
+            "0.0.0.0",
+            "10.96.0.1",
+            "::ffff:127.0.0.1",
+            "fd00:ec2::254",
+        ] {
+            assert!(p.check(denied.parse().unwrap()).is_err(), "{denied}");
+        }
+        for allowed in ["10.0.3.7", "192.168.1.20", "203.0.113.9", "2001:db8::1"] {
+            assert!(p.check(allowed.parse().unwrap()).is_ok(), "{allowed}");
+        }
+    }
+
+    #[test]
+    fn an_allow_list_is_all_there_is_and_wins_over_defaults() {
+        let p = policy(&["127.0.0.0/8", "10.10.0.0/16"]);
+        assert!(p.check("127.0.0.1".parse().unwrap()).is_ok());
+        assert!(p.check("10.10.4.4".parse().unwrap()).is_ok());
+        assert!(p.check("10.11.0.1".parse().unwrap()).is_err());
+        let mut denied = p.clone();
+        denied.deny = vec!["127.0.0.1/32".parse().unwrap()];
+        assert!(denied.check("127.0.0.1".parse().unwrap()).is_err(), "deny wins");
+    }
+
+    #[tokio::test]
+    async fn urls_are_refused_before_anything_is_sent() {
+        let p = policy(&[]);
+        let refuse = |u: &str, http| {
+            let p = p.clone();
+            let u = Url::parse(u).unwrap();
+            async move { p.resolve(&u, http).await.unwrap_err().0 }
+        };
+        assert!(refuse("http://10.0.0.1:9090", true).await.contains("gates.allowHttp"));
+        assert!(refuse("https://u:p@10.0.0.1", false).await.contains("credentials"));
+        assert!(refuse("https://169.254.169.254/latest", false).await.contains("metadata"));
+        assert!(refuse("https://[::1]:8443/", false).await.contains("loopback"));
+        assert!(refuse("https://localhost:8443/", false).await.contains("loopback"));
+        assert!(p.resolve(&Url::parse("https://10.0.0.1/").unwrap(), false).await.is_ok());
+    }
+}
