@@ -40,12 +40,22 @@ fn text() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Seconds anywhere in the range jiff accepts, with weight on its edges (where adding a
+/// duration overflows) and on the present.
+fn seconds() -> impl Strategy<Value = i64> {
+    const MIN: i64 = -377_705_116_800;
+    const MAX: i64 = 253_402_207_200;
+    prop_oneof![
+        1 => MIN..=MAX,
+        3 => (MAX - 3600)..=MAX,
+        1 => (MAX - 30 * 24 * 3600)..=MAX,
+        1 => MIN..=(MIN + 3600),
+        2 => 1_790_000_000i64..1_790_100_000,
+    ]
+}
+
 fn time() -> impl Strategy<Value = Option<Time>> {
-    // The whole range jiff accepts: the planner adds durations to these.
-    proptest::option::of(
-        (-377_705_116_800i64..=253_402_207_200)
-            .prop_map(|s| Time(Timestamp::from_second(s).unwrap_or(Timestamp::UNIX_EPOCH))),
-    )
+    proptest::option::of(seconds().prop_map(|s| Time(Timestamp::from_second(s).unwrap_or(Timestamp::UNIX_EPOCH))))
 }
 
 fn spec() -> impl Strategy<Value = ModelReleaseSpec> {
@@ -262,21 +272,63 @@ fn release(spec: ModelReleaseSpec, status: Option<ModelReleaseStatus>) -> ModelR
     r
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+/// Runs a property on a thread with room for proptest's nested strategies (a debug
+/// build of these generators needs more than a test thread's 2 MiB stack).
+fn check<S, F>(strategy: S, test: F)
+where
+    S: Strategy + Send + 'static,
+    S::Value: std::fmt::Debug,
+    F: Fn(S::Value) -> Result<(), TestCaseError> + Send + 'static,
+{
+    let run = move || {
+        let mut runner =
+            proptest::test_runner::TestRunner::new(ProptestConfig { cases: 4096, ..ProptestConfig::default() });
+        runner.run(&strategy, test).map_err(|e| e.to_string())
+    };
+    let outcome = std::thread::Builder::new().stack_size(64 << 20).spawn(run).map(|t| t.join());
+    match outcome {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(failure))) => panic!("{failure}"),
+        Ok(Err(_)) => panic!("the property panicked"),
+        Err(e) => panic!("cannot start the property thread: {e}"),
+    }
+}
 
-    #[test]
-    fn the_planner_answers_whatever_it_is_given(
-        spec in spec(),
-        status in status(),
-        obs in observed(),
-        now in -377_705_116_800i64..=253_402_207_200,
-    ) {
+#[test]
+fn the_planner_answers_whatever_it_is_given() {
+    check((spec(), status(), observed(), seconds(), any::<u8>()), |(spec, mut status, mut obs, now, mode)| {
+        // Tie the generated status to the spec often enough that every rule runs: the
+        // canary (or the stable) is the spec's revision, its target trusted as recorded.
+        let desired = plan::revision_hash(&spec);
+        if let Some(s) = status.as_mut() {
+            if mode & 1 == 1
+                && let Some(c) = s.canary.as_mut()
+            {
+                c.hash.clone_from(&desired);
+                if mode & 4 == 4 {
+                    let sha256 = c.sha256.clone().unwrap_or_default();
+                    obs.verdicts.insert(c.target.clone(), Verdict::Trusted { sha256, length: 1 });
+                    obs.refusal = None;
+                    obs.repository_found = true;
+                }
+            }
+            if mode & 2 == 2
+                && let Some(st) = s.stable.as_mut()
+            {
+                st.hash.clone_from(&desired);
+                if mode & 8 == 8 {
+                    let sha256 = st.sha256.clone().unwrap_or_default();
+                    obs.verdicts.insert(st.target.clone(), Verdict::Trusted { sha256, length: 1 });
+                    obs.repository_found = true;
+                }
+            }
+        }
         let release = release(spec, status);
         let now = Timestamp::from_second(now).unwrap_or(Timestamp::UNIX_EPOCH);
         let _ = plan::gates_due(&release, now);
         let plan = plan::plan(&release, &obs, now);
-        prop_assert!(plan.status.history.len() <= plan::MAX_HISTORY.max(release.status.as_ref().map_or(0, |s| s.history.len())));
+        let before = release.status.as_ref().map_or(0, |s| s.history.len());
+        prop_assert!(plan.status.history.len() <= plan::MAX_HISTORY.max(before));
         prop_assert!(plan.requeue >= std::time::Duration::from_secs(1));
         prop_assert!(plan.requeue <= std::time::Duration::from_secs(300));
         for g in &plan.status.gates {
@@ -286,24 +338,26 @@ proptest! {
         let mut shown = release.clone();
         shown.status = Some(plan.status);
         let _ = crate::plugin::history_view(&shown);
-    }
+        Ok(())
+    });
+}
 
-    #[test]
-    fn rendering_refuses_or_renders_never_panics(
-        spec in spec(),
-        sha256 in text(),
-        length in any::<i64>(),
-        replicas in any::<i32>(),
-        level in 0..3u8,
-    ) {
+#[test]
+fn rendering_refuses_or_renders_never_panics() {
+    check((spec(), text(), any::<i64>(), any::<i32>(), 0..3u8), |(spec, sha256, length, replicas, level)| {
         let release = release(spec, None);
-        let repo = ModelRepository::new("repo", ModelRepositorySpec {
-            metadata_url: "https://tuf/m/".into(),
-            targets_url: "https://tuf/t/".into(),
-            trusted_root: ConfigMapSource { config_map_ref: ConfigMapKeyRef { name: "r".into(), key: "root.json".into() } },
-            ca_bundle: None,
-            refresh_interval: "5m".into(),
-        });
+        let repo = ModelRepository::new(
+            "repo",
+            ModelRepositorySpec {
+                metadata_url: "https://tuf/m/".into(),
+                targets_url: "https://tuf/t/".into(),
+                trusted_root: ConfigMapSource {
+                    config_map_ref: ConfigMapKeyRef { name: "r".into(), key: "root.json".into() },
+                },
+                ca_bundle: None,
+                refresh_interval: "5m".into(),
+            },
+        );
         let policy = PodPolicy {
             level: [Level::Privileged, Level::Baseline, Level::Restricted][usize::from(level % 3)],
             operator_service_account: Some(("team".into(), "modelgate".into())),
@@ -315,10 +369,13 @@ proptest! {
                 prop_assert_eq!(&rs["spec"]["template"]["spec"]["initContainers"][0]["name"], FETCH_CONTAINER);
                 for c in rs["spec"]["template"]["spec"]["containers"].as_array().into_iter().flatten() {
                     let mounts = c["volumeMounts"].as_array().cloned().unwrap_or_default();
-                    prop_assert!(mounts.iter().filter(|m| m["name"] == "modelgate-model").all(|m| m["readOnly"] == true));
+                    prop_assert!(
+                        mounts.iter().filter(|m| m["name"] == "modelgate-model").all(|m| m["readOnly"] == true)
+                    );
                 }
             }
             Err(refused) => prop_assert!(!refused.0.is_empty()),
         }
-    }
+        Ok(())
+    });
 }

@@ -155,7 +155,12 @@ pub struct Plan {
 /// Pods of a canary at `weight` percent: ceil(replicas x weight / 100), so any weight
 /// above 0 gets at least one pod.
 pub fn canary_replicas(replicas: i32, weight: i32) -> i32 {
-    if weight <= 0 { 0 } else { (replicas * weight.min(100) + 99) / 100 }
+    if weight <= 0 || replicas <= 0 {
+        return 0;
+    }
+    // In i64: the product of two i32 does not fit in one.
+    let pods = (i64::from(replicas) * i64::from(weight.min(100)) + 99) / 100;
+    i32::try_from(pods).unwrap_or(replicas)
 }
 
 /// The revision the spec asks for.

@@ -426,6 +426,9 @@ impl Planner<'_> {
         }
         loop {
             let Some(mut canary) = self.status.canary.clone() else { return };
+            // A step below 0 (a hand-edited status) starts from the first step; the
+            // loop then advances one step per pass, at most `steps.len()` times.
+            canary.step = canary.step.max(0);
             let step = usize::try_from(canary.step).unwrap_or(0);
             let started = canary.step_started_at.as_ref().map_or(self.now, |t| t.0);
             let last = step >= steps.len();
@@ -853,7 +856,7 @@ impl Planner<'_> {
     fn finish(self, admitted: bool) -> Plan {
         let mut scale: std::collections::BTreeMap<String, i32> =
             self.obs.workloads.iter().map(|(hash, w)| (hash.clone(), if admitted { 0 } else { w.replicas })).collect();
-        let replicas = self.spec.replicas;
+        let replicas = self.spec.replicas.max(0);
         if admitted {
             let canary_n = self.status.canary.as_ref().map_or(0, |c| self.canary_replicas(c.weight));
             if let Some(stable) = &self.status.stable {
