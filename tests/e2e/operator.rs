@@ -98,7 +98,7 @@ async fn operator_logs_json_when_asked() -> anyhow::Result<()> {
         .await?;
         let v: serde_json::Value = serde_json::from_str(&line)?;
         assert_eq!(v["level"], "INFO");
-        assert_eq!(v["namespace"], ns.as_str());
+        assert_eq!(v["namespaces"], ns.as_str());
         Ok(())
     })
     .await

@@ -60,11 +60,14 @@ async fn repository_is_trusted_then_a_rollback_is_refused_across_restarts() -> a
         assert_eq!(status.root.as_ref().unwrap().version, 1);
         assert!(status.timestamp.unwrap().expires.is_some());
 
-        // The newest root is persisted in a ConfigMap the repository owns.
+        // The roots after the pin (none yet) are recorded in a ConfigMap the repository
+        // owns, with the pin they start from.
         let state = cms.get("ml-models-trust-state").await?;
         let owner = &state.owner_references()[0];
         assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("ModelRepository", "ml-models"));
-        assert!(state.data.unwrap()["root.json"].contains("\"_type\": \"root\""));
+        let data = state.data.unwrap();
+        assert_eq!(data["roots.json"], "[]");
+        assert_eq!(data["pinned-root-sha256"].len(), 64);
 
         // The server now offers timestamp v1: a rollback.
         let patch = json!({"spec": {"metadataUrl": server.url("rollback_timestamp/phase2/metadata/")}});

@@ -168,24 +168,32 @@ async fn gates_cannot_hold_the_operator_hostage() -> anyhow::Result<()> {
     rollout_test("tenant-hostage", &["1.0", "2.0"], |client, ns, repo, api| async move {
         let silent = Silent::start().await?;
         let endless = Endless::start().await?;
-        // One release whose Prometheus streams without end, 40 whose webhook never
-        // answers (the longest timeout and most retries the API allows).
+        // A release whose Prometheus streams without end: its answer is cut off at 64 KiB.
         let spec = json!({"gates": {"interval": "5s", "checks": [{"name": "errors", "prometheus": {
             "address": format!("http://127.0.0.1:{}", endless.port), "query": "up", "max": 1}}]}});
         api.create(&PostParams::default(), &release("streamed", V1, 1, spec)?).await?;
+        let value = eventually("the endless answer judged", WAIT, || async {
+            let r = api.get("streamed").await?;
+            Ok(r.status.and_then(|s| s.gates.first().and_then(|g| g.last_value.clone())))
+        })
+        .await?;
+        assert!(value.contains("larger than 64 KiB"), "the endless answer is cut off: {value:?}");
+
+        // 40 releases whose webhook never answers (the longest timeout and most retries
+        // the API allows): their checks fill every slot this namespace may use.
         for i in 0..40 {
             let spec = json!({"gates": {"interval": "5s", "checks": [{"name": "judge", "webhook": {
                 "url": format!("https://127.0.0.1:{}/hang", silent.port), "timeout": "30s", "retries": 10}}]}});
             api.create(&PostParams::default(), &release(&format!("hostage-{i}"), V1, 1, spec)?).await?;
         }
-
         api.create(&PostParams::default(), &release("fraud", V1, 2, json!({"strategy": {"steps": [{"setWeight": 50}, {"pause": {}}]}}))?)
             .await?;
         wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
-        // The hostages' checks are in flight (or queued) by now.
-        eventually("hostage checks running", WAIT, || async {
-            let r = api.get("streamed").await?;
-            Ok(r.status.is_some_and(|s| !s.gates.is_empty()).then_some(()))
+        // Every hostage is out (its checks started or queued) by now.
+        eventually("every hostage rolling out", WAIT, || async {
+            let list = api.list(&ListParams::default()).await?;
+            let out = list.items.iter().filter(|r| r.name_any().starts_with("hostage-") && r.status.as_ref().is_some_and(|s| s.canary.is_some())).count();
+            Ok((out == 40).then_some(()))
         })
         .await?;
 
@@ -194,9 +202,6 @@ async fn gates_cannot_hold_the_operator_hostage() -> anyhow::Result<()> {
         let started = Instant::now();
         wait_phase(&api, "fraud", Phase::RolledBack, WAIT).await?;
         let took = started.elapsed();
-        let streamed = api.get("streamed").await?;
-        let value = streamed.status.unwrap_or_default().gates.first().and_then(|g| g.last_value.clone()).unwrap_or_default();
-        assert!(value.contains("larger than 64 KiB"), "the endless answer is cut off: {value:?}");
         let operator_pid = std::fs::read_dir("/proc")?
             .flatten()
             .filter_map(|e| e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()))

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use std::future::Future;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::{
     apps::v1::ReplicaSet,
     core::v1::{ConfigMap, Pod},
@@ -82,15 +82,19 @@ pub struct Stores {
     repositories: Store<ModelRepository>,
     replica_sets: Store<ReplicaSet>,
     pods: Store<Pod>,
+    /// Set by each watch (releases, repositories, ReplicaSets, pods) at its first full list.
+    synced: [Synced; 4],
 }
+
+/// Whether a watch has delivered its first full list. Kept beside the store rather than
+/// asked of it: a store's `wait_until_ready` wakes only its last waiter, and the
+/// controllers wait on it.
+type Synced = Arc<std::sync::atomic::AtomicBool>;
 
 impl Stores {
     /// Whether every watch has delivered its first full list.
     pub fn ready(&self) -> bool {
-        let ready = |s: Option<Result<(), _>>| matches!(s, Some(Ok(())));
-        ready(self.repositories.wait_until_ready().now_or_never())
-            && ready(self.replica_sets.wait_until_ready().now_or_never())
-            && ready(self.pods.wait_until_ready().now_or_never())
+        self.synced.iter().all(|s| s.load(std::sync::atomic::Ordering::Acquire))
     }
 
     pub fn repository(&self, ns: &str, name: &str) -> Option<Arc<ModelRepository>> {
@@ -172,7 +176,7 @@ fn shared_reflector<K, const N: usize>(
     api: Api<K>,
     config: watcher::Config,
     trim: fn(&mut K),
-) -> (Store<K>, [ReflectHandle<K>; N], impl Future<Output = ()> + Send + 'static)
+) -> (Store<K>, [ReflectHandle<K>; N], Synced, impl Future<Output = ()> + Send + 'static)
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
@@ -180,19 +184,21 @@ where
     // A writer made by `store_shared` always hands out subscribers.
     #[allow(clippy::expect_used, reason = "store_shared writers are always subscribable")]
     let events = std::array::from_fn(|_| writer.subscribe().expect("a shared store has subscribers"));
-    let drive = watcher(api, config)
-        .default_backoff()
-        .modify(move |o| {
-            o.managed_fields_mut().clear();
-            trim(o);
-        })
-        .reflect_shared(writer)
-        .for_each(|event| async move {
-            if let Err(e) = event {
-                warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying (check the operator's RBAC)");
-            }
-        });
-    (store, events, drive)
+    let drive = watcher(api, config).default_backoff().modify(move |o| {
+        o.managed_fields_mut().clear();
+        trim(o);
+    });
+    let synced = Synced::default();
+    let seen = synced.clone();
+    let drive = drive.reflect_shared(writer).for_each(move |event| {
+        match event {
+            Ok(watcher::Event::InitDone) => seen.store(true, std::sync::atomic::Ordering::Release),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying (check the operator's RBAC)"),
+        }
+        async {}
+    });
+    (store, events, synced, drive)
 }
 
 /// Runs the controllers until SIGTERM or Ctrl-C.
@@ -257,17 +263,18 @@ fn scope(
     // partial view; it does not block on them (the controller must keep consuming the
     // streams for the stores to fill).
     let owned = watcher::Config::default().labels(LABEL_RELEASE).any_semantic();
-    let (release_store, [release_events], release_watch) =
+    let (release_store, [release_events], release_synced, release_watch) =
         shared_reflector(api::<ModelRelease>(client, ns), watcher::Config::default().any_semantic(), |_| {});
     // Of a ReplicaSet only its labels and replica count are read; of a pod, its labels and status.
-    let (rs_store, [rs_events], rs_watch) = shared_reflector(api::<ReplicaSet>(client, ns), owned.clone(), |rs| {
-        rs.spec.template = None;
-        rs.status = None;
-        rs.metadata.annotations = None;
-    });
-    let (repo_store, [repo_events, repo_events_for_releases], repo_watch) =
+    let (rs_store, [rs_events], rs_synced, rs_watch) =
+        shared_reflector(api::<ReplicaSet>(client, ns), owned.clone(), |rs| {
+            rs.spec.template = None;
+            rs.status = None;
+            rs.metadata.annotations = None;
+        });
+    let (repo_store, [repo_events, repo_events_for_releases], repo_synced, repo_watch) =
         shared_reflector(api::<ModelRepository>(client, ns), watcher::Config::default().any_semantic(), |_| {});
-    let (pod_store, [pod_events], pod_watch) = shared_reflector(api::<Pod>(client, ns), owned, |pod| {
+    let (pod_store, [pod_events], pod_synced, pod_watch) = shared_reflector(api::<Pod>(client, ns), owned, |pod| {
         pod.spec = None;
         pod.metadata.annotations = None;
         pod.metadata.owner_references = None;
@@ -283,7 +290,12 @@ fn scope(
         reporter,
         client: client.clone(),
         trust: TrustCache::default(),
-        stores: Stores { repositories: repo_store.clone(), replica_sets: rs_store, pods: pod_store },
+        stores: Stores {
+            repositories: repo_store.clone(),
+            replica_sets: rs_store,
+            pods: pod_store,
+            synced: [release_synced, repo_synced, rs_synced, pod_synced],
+        },
         fetch_image: settings.fetch_image.clone(),
         metrics: metrics.clone(),
         gates,
@@ -293,9 +305,8 @@ fn scope(
     // Health is not work: ready once every scope's caches are filled, with or without
     // releases.
     {
-        let (context, releases, unready) = (context.clone(), release_store.clone(), unready.clone());
+        let (context, unready) = (context.clone(), unready.clone());
         tokio::spawn(async move {
-            let _ = releases.wait_until_ready().await;
             while !context.stores.ready() {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
