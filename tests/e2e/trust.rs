@@ -250,6 +250,9 @@ async fn fetch_and_verify_commands() -> anyhow::Result<()> {
     let o = run_with_stdin(bin, &a.iter().map(String::as_str).collect::<Vec<_>>(), None)?;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(&out)?, std::fs::read(&model)?);
+    // Readable by whatever user the model server runs as; writable by none.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&out)?.permissions().mode() & 0o777, 0o444);
 
     // A digest the operator did not verify: refused with exit code 3 (a trust failure,
     // which the pod's gate names as such), one line, nothing written.
@@ -376,6 +379,28 @@ async fn conformance_client_protocol() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_delegated_role_is_checked_for_expiry_at_every_lookup() -> anyhow::Result<()> {
+    // One long-lived session (as the operator keeps between refreshes): the delegated
+    // role that vouches for the target expires before the top-level metadata does.
+    let root = scenarios()?;
+    let server = Server::https(root)?;
+    let base = "ok_delegation_expiring_first";
+    let ca = std::fs::read(server.ca.as_ref().unwrap())?;
+    let transport = Transport::new(TransportOptions { ca_bundle: Some(ca), ..Default::default() })?;
+    let url = Url::parse(&server.url(&format!("{base}/phase1/metadata/")))?;
+    let pinned = std::fs::read(root.join(base).join("root.json"))?;
+    let now = Timestamp::now();
+    let mut updater = Updater::new(Store::memory(), transport, url, Some(&pinned), Floors::default(), now)?;
+    updater.refresh().await?;
+    assert!(updater.target("fraud/1.0/model.onnx").await.is_ok());
+    updater.set_now(now + k8s_openapi::jiff::SignedDuration::from_hours(3 * 24));
+    let stale = updater.target("fraud/1.0/model.onnx").await.unwrap_err();
+    assert_eq!(stale.reason(), "Expired", "{stale}");
+    assert!(stale.to_string().contains("fraud-team"), "{stale}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_delegated_role_is_verified_against_each_delegator_that_names_it() -> anyhow::Result<()> {
     // python-tuf's repository: role "shared" signed by the key "a" names, also
     // delegated by "b" with another key. The first lookup (through "a") passes; the
@@ -450,6 +475,9 @@ async fn a_repository_published_with_tuftool_verifies() -> anyhow::Result<()> {
     let trusted =
         client.run_at("repo", &pinned, &work.path().join("metadata"), "model.onnx", &out, Timestamp::now()).await?;
     assert_eq!(std::fs::read(&out)?, std::fs::read(&model)?);
+    // Readable by whatever user the model server runs as; writable by none.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&out)?.permissions().mode() & 0o777, 0o444);
     assert_eq!(trusted.timestamp.0, 1);
     Ok(())
 }

@@ -497,6 +497,18 @@ def delegation_cycle_terminates(out):
 
 
 @scenario
+def ok_delegation_expiring_first(out):
+    # The delegated role expires in 2 days, everything else in 30: a client that
+    # looked the target up today must refuse it once that role has expired.
+    r = Repo()
+    r.delegate("fraud-team", paths=["fraud/*/*"])
+    r.delegated["fraud-team"].signed.expires = NOW + timedelta(days=2)
+    r.add_target("fraud/1.0/model.onnx", role="fraud-team")
+    r.publish(f"{out}/phase1")
+    return r, {"target": "fraud/1.0/model.onnx"}
+
+
+@scenario
 def ok_delegations_checked_per_delegator(out):
     # Role "shared" is delegated twice: by "a" for fraud/* with the key that signs it,
     # and by "b" for payments/* with another key. A client that looked "shared" up

@@ -281,3 +281,13 @@ pub async fn plan(client: &Client, ns: &str, release: &ModelRelease) -> anyhow::
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_sequences_are_shown_not_obeyed() {
+        let shown = super::printable("rolled back: \u{1b}[2J\u{1b}]0;owned\u{7}done\r\nnext");
+        assert!(!shown.chars().any(|c| c.is_control() && c != '\n'), "{shown:?}");
+        assert!(shown.contains("\\u{1b}[2J") && shown.contains("done") && shown.contains('\n'));
+    }
+}

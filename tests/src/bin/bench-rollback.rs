@@ -31,10 +31,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let runs: usize = std::env::var("RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(20);
+    // Releases in the same namespace whose gate webhook never answers (issue: gates must
+    // not hold the operator hostage); 0 by default.
+    let hostages: usize = std::env::var("HOSTAGES").ok().and_then(|r| r.parse().ok()).unwrap_or(0);
     let client = client().await?;
     install_crds()?;
     let ns = TempNamespace::new(&client, "bench-rollback").await?;
-    let result = bench(client.clone(), &ns.name, runs).await;
+    let result = bench(client.clone(), &ns.name, runs, hostages).await;
     ns.delete().await;
     let (latencies, yardstick) = result?;
 
@@ -54,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("yardstick (pod annotation write -> visible), median {:.0} ms", percentile(&yard, 50.0));
     println!(
-        "RESULT runs={runs} p50_ms={:.0} p95_ms={:.0} max_ms={:.0} yardstick_write_read_ms={:.0}",
+        "RESULT runs={runs} hostages={hostages} p50_ms={:.0} p95_ms={:.0} max_ms={:.0} yardstick_write_read_ms={:.0}",
         percentile(&sorted, 50.0),
         percentile(&sorted, 95.0),
         sorted[sorted.len() - 1],
@@ -63,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bench(client: kube::Client, ns: &str, runs: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+async fn bench(client: kube::Client, ns: &str, runs: usize, hostages: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let repo = ModelRepo::new("fraud", &["1.0", "2.0"])?;
     repo.register(&client, ns).await?;
     let operator = Operator::start(Some(ns), &[])?;
@@ -75,6 +78,14 @@ async fn bench(client: kube::Client, ns: &str, runs: usize) -> anyhow::Result<(V
     wait_phase(&releases, "fraud", Phase::Promoted, WAIT)
         .await
         .map_err(|e| anyhow::anyhow!("{e}\n{}", operator.logs()))?;
+    let silent = modelgate_tests::hostile::Silent::start().await?;
+    for i in 0..hostages {
+        let spec = json!({"gates": {"interval": "5s", "checks": [{"name": "judge", "webhook": {
+            "url": format!("https://127.0.0.1:{}/hang", silent.port), "timeout": "30s", "retries": 10}}]}});
+        releases
+            .create(&PostParams::default(), &release(&format!("hostage-{i}"), "fraud/1.0/model.onnx", 1, spec)?)
+            .await?;
+    }
 
     let mut latencies = Vec::new();
     let mut yardstick = Vec::new();
