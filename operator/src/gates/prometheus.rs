@@ -142,6 +142,53 @@ impl Gate for Prometheus {
 mod tests {
     use super::*;
     use serde_json::json;
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpListener,
+    };
+
+    /// A server on loopback that answers every request with `reply`.
+    async fn answering(reply: String) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket.write_all(reply.clone().as_bytes()).await;
+            }
+        });
+        address
+    }
+
+    fn loopback_allowed() -> EgressPolicy {
+        EgressPolicy { allow: vec!["127.0.0.0/8".parse().unwrap()], allow_http: true, ..Default::default() }
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed_and_replies_stay_out_of_status() {
+        let ctx = GateContext::default();
+        let check = |address: String| PrometheusCheck { address, query: "up".into(), min: None, max: Some(1.0) };
+        // A redirect to the metadata service: refused without following it.
+        let to_metadata = "HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/latest\r\nContent-Length: 0\r\n\r\n";
+        let p = Prometheus::new(check(answering(to_metadata.into()).await), loopback_allowed()).unwrap();
+        let (result, detail) = p.query(&ctx).await;
+        assert_eq!(result, GateResult::Fail);
+        assert!(detail.contains("redirect") && !detail.contains("169.254"), "{detail}");
+        // A refusal whose error text is a secret: status gets the code only.
+        let body = r#"{"status":"error","error":"token=s3cr3t-from-another-tenant"}"#;
+        let secret = format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let p = Prometheus::new(check(answering(secret.clone()).await), loopback_allowed()).unwrap();
+        let (result, detail) = p.query(&ctx).await;
+        assert_eq!(result, GateResult::Fail);
+        assert!(detail.contains("HTTP 400") && !detail.contains("s3cr3t"), "{detail}");
+        // The installation's defaults: loopback is not queried at all.
+        let p = Prometheus::new(check(answering(secret).await), EgressPolicy::default()).unwrap();
+        assert!(p.query(&ctx).await.1.starts_with("not queried"));
+    }
 
     fn data(v: serde_json::Value) -> Data {
         serde_json::from_value(v).unwrap()
