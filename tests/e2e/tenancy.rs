@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::{
     Api, Client, ResourceExt,
@@ -307,8 +309,19 @@ async fn a_restarted_operator_verifies_a_new_target_at_once() -> anyhow::Result<
         // An hour between refreshes: a restart must not wait for the next one.
         repo.register_as(&client, &ns, REPOSITORY, "1h").await?;
         let api: Api<ModelRelease> = Api::namespaced(client.clone(), &ns);
+        // A judge that passes until told otherwise (the post-promotion window keeps asking).
+        let judge_dir = tempfile::tempdir()?;
+        let judge = modelgate_tests::tuf::Server::https(judge_dir.path())?;
+        let ca = std::fs::read_to_string(judge.ca.as_ref().context("an HTTPS judge")?)?;
+        let cm =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "judge-ca"}, "data": {"ca.crt": ca}});
+        Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .patch("judge-ca", &PatchParams::apply("tests"), &Patch::Apply(&cm))
+            .await?;
+        let spec = json!({"gates": {"interval": "5s", "failureLimit": 2, "checks": [{"name": "judge", "webhook": {
+            "url": judge.url("judge"), "caBundle": {"configMapRef": {"name": "judge-ca", "key": "ca.crt"}}}}]}});
         let operator = Operator::start(Some(&ns), &[])?;
-        api.create(&PostParams::default(), &release("fraud", V1, 1, json!({}))?).await?;
+        api.create(&PostParams::default(), &release("fraud", V1, 1, spec)?).await?;
         wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
         drop(operator);
 
@@ -317,6 +330,14 @@ async fn a_restarted_operator_verifies_a_new_target_at_once() -> anyhow::Result<
         set_target(&api, "fraud", V2).await?;
         wait_stable(&api, "fraud", 2, Duration::from_secs(60)).await?;
         eprintln!("restart: new target promoted {:?} after the restart", started.elapsed());
+        // Its checks turn bad in the post-promotion window: back to revision 1 within a
+        // few gate intervals, though the repository is not refreshed for an hour.
+        std::fs::write(judge_dir.path().join("webhook-status"), "500")?;
+        let failing = Instant::now();
+        wait_stable(&api, "fraud", 1, Duration::from_secs(60)).await?;
+        let took = failing.elapsed();
+        eprintln!("restart: failing gate rolled back in {took:?}");
+        assert!(took < Duration::from_secs(45), "{took:?} is more than a few 5 s intervals");
         Ok(())
     })
     .await
