@@ -381,3 +381,31 @@ async fn many_repositories_leave_no_temporary_files() -> anyhow::Result<()> {
     })
     .await
 }
+
+#[tokio::test]
+async fn one_operator_serves_exactly_the_namespaces_it_is_given() -> anyhow::Result<()> {
+    let _crds = crds_shared().await?;
+    with_temp_ns("tenant-scope-a", |client, a| async move {
+        with_temp_ns("tenant-scope-b", |_, b| async move {
+            with_temp_ns("tenant-scope-c", |_, c| async move {
+                let repo = ModelRepo::new("fraud", &["1.0"])?;
+                for ns in [&a, &b, &c] {
+                    repo.register(&client, ns).await?;
+                    let api: Api<ModelRelease> = Api::namespaced(client.clone(), ns);
+                    api.create(&PostParams::default(), &release("fraud", V1, 1, json!({}))?).await?;
+                }
+                // The chart's `rbac.namespaces` becomes this list.
+                let _operator = Operator::start(Some(&format!("{a},{b}")), &[])?;
+                for ns in [&a, &b] {
+                    wait_phase(&Api::namespaced(client.clone(), ns), "fraud", Phase::Promoted, WAIT).await?;
+                }
+                let outside: Api<ModelRelease> = Api::namespaced(client.clone(), &c);
+                assert!(outside.get("fraud").await?.status.is_none(), "a namespace not listed is not touched");
+                Ok(())
+            })
+            .await
+        })
+        .await
+    })
+    .await
+}

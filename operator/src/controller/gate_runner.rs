@@ -109,3 +109,45 @@ impl GateRunner {
         self.slots().retain(|uid, slot| slot.running || live.contains(uid));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::StreamExt;
+
+    use super::*;
+
+    fn release(ns: &str, name: &str) -> ObjectRef<ModelRelease> {
+        ObjectRef::new(name).within(ns)
+    }
+
+    #[tokio::test]
+    async fn a_namespace_whose_checks_hang_leaves_the_pool_to_the_others() {
+        let (runner, mut woken) = GateRunner::new();
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for i in 0..10 {
+            let running = running.clone();
+            runner.start(&format!("hung-{i}"), release("greedy", &format!("hung-{i}")), 1, async move {
+                running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                futures::future::pending::<()>().await;
+                Vec::new()
+            });
+        }
+        // Starting again while queued or running is a no-op.
+        runner.start("hung-0", release("greedy", "hung-0"), 1, async { Vec::new() });
+        assert!(runner.running("hung-0"));
+        runner.start("fine", release("other", "fine"), 7, async {
+            vec![GateOutcome { name: "c".into(), result: crate::plan::GateResult::Pass, detail: "1".into() }]
+        });
+        let woke = tokio::time::timeout(Duration::from_secs(5), woken.next()).await.ok().flatten();
+        assert_eq!(woke.map(|r| r.name), Some("fine".to_string()));
+        assert_eq!(running.load(std::sync::atomic::Ordering::SeqCst), PER_NAMESPACE, "at most 4 from one namespace");
+        assert!(runner.take("fine", 6).is_none(), "results for another revision are dropped");
+        runner.start("fine", release("other", "fine"), 7, async { Vec::new() });
+        let _ = tokio::time::timeout(Duration::from_secs(5), woken.next()).await;
+        let finished = runner.take("fine", 7);
+        assert!(finished.is_some_and(|f| f.outcomes.is_empty()));
+        assert!(runner.take("fine", 7).is_none(), "taken once");
+    }
+}

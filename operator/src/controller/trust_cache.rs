@@ -127,3 +127,22 @@ pub fn verdict_of(target: &str, found: Result<TargetFile, TrustError>) -> Verdic
         Err(e) => Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn entries_are_per_uid_and_deleted_repositories_are_forgotten() {
+        let cache = TrustCache::default();
+        // A repository of the same name re-created gets a new UID, hence a new entry.
+        cache.entry("uid-old").lock().await.refused = Some(("BadSignature".into(), "m".into()));
+        assert!(cache.has_verdict("uid-old").await);
+        assert!(!cache.has_verdict("uid-new").await);
+        let len = || cache.repositories.lock().map(|m| m.len()).unwrap_or(0);
+        assert_eq!(len(), 2);
+        cache.retain(&["uid-new".to_string()].into());
+        assert_eq!(len(), 1);
+        assert!(!cache.has_verdict("uid-old").await, "a deleted repository's verdict is gone");
+    }
+}

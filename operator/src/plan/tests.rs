@@ -98,6 +98,7 @@ impl World {
     fn run(&mut self, now: i64) -> &Plan {
         let plan = plan(&self.release, &self.obs, at(now));
         self.obs.gates.clear();
+        self.obs.gates_started = None;
         self.release.status = Some(plan.status.clone());
         for (hash, replicas) in &plan.scale {
             let revision = self.obs.workloads.get(hash).map_or(0, |w| w.revision);
@@ -409,6 +410,25 @@ fn gates_must_pass_after_the_step_began() {
     assert_eq!(w.status().canary.as_ref().unwrap().step, 1, "the old pass does not carry into the next step");
     assert!(gates_due(&w.release, at(160)));
     assert!(!gates_due(&w.release, at(159)));
+}
+
+#[test]
+fn a_check_started_before_the_step_began_does_not_pass_the_step() {
+    let mut w = World::serving_v1(vec![weight(25), weight(50)]);
+    w.release.spec.gates.checks = vec![gate("errors")];
+    w.set_target(V2);
+    w.run(100);
+    // Finished at 130, but started at 90: it measured the revision before this step.
+    w.gate("errors", GateResult::Pass);
+    w.obs.gates_started = Some(at(90));
+    w.run(130);
+    assert_eq!(w.status().canary.as_ref().unwrap().step, 0);
+    assert_eq!(w.status().gates[0].last_evaluated.as_ref().unwrap().0, at(90), "recorded at its start");
+    // Started at 120, within the step: it counts.
+    w.gate("errors", GateResult::Pass);
+    w.obs.gates_started = Some(at(120));
+    w.run(131);
+    assert_eq!(w.status().canary.as_ref().unwrap().step, 1);
 }
 
 #[test]

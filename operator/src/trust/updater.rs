@@ -586,6 +586,13 @@ mod tests {
     }
 
     #[test]
+    fn a_signed_length_never_raises_the_cap() {
+        assert_eq!(capped("snapshot", None, 100).unwrap(), 100);
+        assert_eq!(capped("snapshot", Some(40), 100).unwrap(), 40);
+        assert_eq!(capped("snapshot", Some(u64::MAX), 100).unwrap_err().reason(), "TooLarge");
+    }
+
+    #[test]
     fn metadata_files_are_checked_against_length_and_hashes() {
         let bytes = b"{\"signed\":{}}";
         let d = Digests::of(bytes);
