@@ -6,7 +6,7 @@
 use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
 
 use k8s_openapi::api::{
-    core::v1::{ConfigMap, Pod, Service},
+    core::v1::{Pod, Service},
     events::v1::Event,
 };
 use kube::{
@@ -18,7 +18,9 @@ use modelgate::api::{
 };
 use modelgate_tests::{
     harness::{Operator, crds_shared, eventually, with_temp_ns},
-    models::{ModelRepo, behave, command, release, revisions, run_fetch, set_target, wait_phase, wait_stable},
+    models::{
+        ModelRepo, behave, command, release, revisions, run_fetch, set_target, wait_phase, wait_stable, webhook_judge,
+    },
     prometheus::Prometheus,
     tuf::Server,
 };
@@ -282,11 +284,7 @@ async fn a_failing_prometheus_gate_rolls_back_during_the_rollout_and_after_promo
 #[tokio::test]
 async fn a_failing_webhook_gate_rolls_back() -> anyhow::Result<()> {
     rollout_test("rollout-hook", &["1.0", "2.0"], |client, ns, repo, api| async move {
-        let judge_dir = tempfile::tempdir()?;
-        let judge = Server::https(judge_dir.path())?;
-        let ca = std::fs::read_to_string(judge.ca.as_ref().unwrap())?;
-        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "judge-ca"}, "data": {"ca.crt": ca}}))?;
-        Api::<ConfigMap>::namespaced(client.clone(), &ns).create(&PostParams::default(), &cm).await?;
+        let (judge_dir, judge) = webhook_judge(&client, &ns).await?;
         let spec = json!({
             "strategy": {"steps": [{"setWeight": 50}, {"pause": {}}]},
             "gates": {"interval": "5s", "failureLimit": 2, "checks": [{"name": "golden-predictions", "webhook": {

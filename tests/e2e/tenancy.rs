@@ -5,8 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::{
     Api, Client, ResourceExt,
@@ -16,7 +14,9 @@ use modelgate::api::{ANNOTATION_RETRY, ModelRelease, ModelRepository, Phase};
 use modelgate_tests::{
     harness::{Operator, crds_shared, eventually, with_temp_ns},
     hostile::{Endless, Silent},
-    models::{ModelRepo, REPOSITORY, behave, command, release, revisions, set_target, wait_phase, wait_stable},
+    models::{
+        ModelRepo, REPOSITORY, behave, command, release, revisions, set_target, wait_phase, wait_stable, webhook_judge,
+    },
 };
 use serde_json::json;
 
@@ -310,14 +310,7 @@ async fn a_restarted_operator_verifies_a_new_target_at_once() -> anyhow::Result<
         repo.register_as(&client, &ns, REPOSITORY, "1h").await?;
         let api: Api<ModelRelease> = Api::namespaced(client.clone(), &ns);
         // A judge that passes until told otherwise (the post-promotion window keeps asking).
-        let judge_dir = tempfile::tempdir()?;
-        let judge = modelgate_tests::tuf::Server::https(judge_dir.path())?;
-        let ca = std::fs::read_to_string(judge.ca.as_ref().context("an HTTPS judge")?)?;
-        let cm =
-            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "judge-ca"}, "data": {"ca.crt": ca}});
-        Api::<ConfigMap>::namespaced(client.clone(), &ns)
-            .patch("judge-ca", &PatchParams::apply("tests"), &Patch::Apply(&cm))
-            .await?;
+        let (judge_dir, judge) = webhook_judge(&client, &ns).await?;
         let spec = json!({"gates": {"interval": "5s", "failureLimit": 2, "checks": [{"name": "judge", "webhook": {
             "url": judge.url("judge"), "caBundle": {"configMapRef": {"name": "judge-ca", "key": "ca.crt"}}}}]}});
         let operator = Operator::start(Some(&ns), &[])?;

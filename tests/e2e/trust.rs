@@ -4,6 +4,8 @@
 
 use std::{path::Path, time::Duration};
 
+use anyhow::Context;
+
 use k8s_openapi::jiff::Timestamp;
 use modelgate::trust::{Floors, Store, Transport, TransportOptions, TrustError, Trusted, Updater, target};
 use modelgate_tests::{
@@ -378,19 +380,25 @@ async fn conformance_client_protocol() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A client session (in memory, as the operator's) on scenario `base`'s first phase,
+/// served over HTTPS; the server lives as long as the returned handle.
+fn scenario_session(base: &str, now: Timestamp) -> anyhow::Result<(Server, Updater)> {
+    let root = scenarios()?;
+    let server = Server::https(root)?;
+    let ca = std::fs::read(server.ca.as_ref().context("an HTTPS server")?)?;
+    let transport = Transport::new(TransportOptions { ca_bundle: Some(ca), ..Default::default() })?;
+    let url = Url::parse(&server.url(&format!("{base}/phase1/metadata/")))?;
+    let pinned = std::fs::read(root.join(base).join("root.json"))?;
+    let updater = Updater::new(Store::memory(), transport, url, Some(&pinned), Floors::default(), now)?;
+    Ok((server, updater))
+}
+
 #[tokio::test]
 async fn a_delegated_role_is_checked_for_expiry_at_every_lookup() -> anyhow::Result<()> {
     // One long-lived session (as the operator keeps between refreshes): the delegated
     // role that vouches for the target expires before the top-level metadata does.
-    let root = scenarios()?;
-    let server = Server::https(root)?;
-    let base = "ok_delegation_expiring_first";
-    let ca = std::fs::read(server.ca.as_ref().unwrap())?;
-    let transport = Transport::new(TransportOptions { ca_bundle: Some(ca), ..Default::default() })?;
-    let url = Url::parse(&server.url(&format!("{base}/phase1/metadata/")))?;
-    let pinned = std::fs::read(root.join(base).join("root.json"))?;
     let now = Timestamp::now();
-    let mut updater = Updater::new(Store::memory(), transport, url, Some(&pinned), Floors::default(), now)?;
+    let (_server, mut updater) = scenario_session("ok_delegation_expiring_first", now)?;
     updater.refresh().await?;
     assert!(updater.target("fraud/1.0/model.onnx").await.is_ok());
     updater.set_now(now + k8s_openapi::jiff::SignedDuration::from_hours(3 * 24));
@@ -405,15 +413,9 @@ async fn a_delegated_role_is_verified_against_each_delegator_that_names_it() -> 
     // python-tuf's repository: role "shared" signed by the key "a" names, also
     // delegated by "b" with another key. The first lookup (through "a") passes; the
     // second (through "b") must not reuse that verdict.
-    let root = scenarios()?;
-    let server = Server::https(root)?;
     let base = "ok_delegations_checked_per_delegator";
-    let ca = std::fs::read(server.ca.as_ref().unwrap())?;
-    let transport = Transport::new(TransportOptions { ca_bundle: Some(ca), ..Default::default() })?;
-    let url = Url::parse(&server.url(&format!("{base}/phase1/metadata/")))?;
-    let pinned = std::fs::read(root.join(base).join("root.json"))?;
-    let mut updater =
-        Updater::new(Store::memory(), transport, url, Some(&pinned), Floors::default(), Timestamp::now())?;
+    let root = scenarios()?;
+    let (_server, mut updater) = scenario_session(base, Timestamp::now())?;
     updater.refresh().await?;
     assert!(updater.target("fraud/1.0/model.onnx").await.is_ok());
     let second = updater.target("payments/1.0/model.onnx").await.unwrap_err();

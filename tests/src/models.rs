@@ -143,6 +143,21 @@ pub fn release(name: &str, target: &str, replicas: i32, spec: Value) -> anyhow::
     Ok(serde_json::from_value(manifest)?)
 }
 
+/// A webhook judge over HTTPS on loopback (`tests/tuf/serve.py`: it answers with the
+/// status in its folder's `webhook-status`, 200 by default, and logs each request to
+/// `webhook-requests.jsonl`), and ConfigMap `judge-ca` in `ns` with its CA under
+/// `ca.crt`. Keep both returned values alive as long as the judge is needed.
+pub async fn webhook_judge(client: &Client, ns: &str) -> anyhow::Result<(tempfile::TempDir, Server)> {
+    let dir = tempfile::tempdir()?;
+    let judge = Server::https(dir.path())?;
+    let ca = std::fs::read_to_string(judge.ca.as_ref().context("an HTTPS judge")?)?;
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "judge-ca"}, "data": {"ca.crt": ca}});
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .patch("judge-ca", &PatchParams::apply("modelgate-tests"), &Patch::Apply(&cm))
+        .await?;
+    Ok((dir, judge))
+}
+
 /// Changes a release's target (a new revision), as `kubectl patch` would.
 pub async fn set_target(api: &Api<ModelRelease>, name: &str, target: &str) -> anyhow::Result<()> {
     let patch = json!({"spec": {"model": {"target": target}}});

@@ -12,7 +12,7 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use crate::{
     plan::Verdict,
-    trust::{self, RefreshInput, Refreshed, Session, TargetFile, TrustError},
+    trust::{self, Kept, RefreshInput, Refreshed, Session, TargetFile, TrustError},
 };
 
 #[derive(Default)]
@@ -51,15 +51,15 @@ impl TrustCache {
     }
 
     /// Refreshes a repository and keeps the result for lookups. Returns what to record.
-    pub async fn refresh(&self, uid: &str, input: RefreshInput<'_>) -> Result<RecordToKeep, TrustError> {
+    pub async fn refresh(&self, uid: &str, input: RefreshInput<'_>) -> Result<Kept, TrustError> {
         let result = trust::refresh(input).await;
         let entry = self.entry(uid);
         let mut entry = entry.lock().await;
         match result {
-            Ok(Refreshed { trusted, chain, pin_sha256, reanchored, session }) => {
+            Ok(Refreshed { kept, session }) => {
                 entry.session = Some(session);
                 entry.refused = None;
-                Ok(RecordToKeep { trusted, chain, pin_sha256, reanchored })
+                Ok(kept)
             }
             Err(e) => {
                 if !e.is_transient() {
@@ -95,14 +95,6 @@ impl TrustCache {
         session.updater.set_now(now);
         verdict_of(target, session.updater.target(target).await)
     }
-}
-
-/// What a successful refresh leaves to persist and report.
-pub struct RecordToKeep {
-    pub trusted: trust::Trusted,
-    pub chain: Vec<Vec<u8>>,
-    pub pin_sha256: String,
-    pub reanchored: bool,
 }
 
 /// What a target lookup means for a release: its digests, a refusal, or (for network

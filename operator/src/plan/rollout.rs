@@ -189,7 +189,8 @@ impl Planner<'_> {
             None => String::new(),
         };
         let message = format!("the pod template is refused: {refusal}; nothing was deployed{serving}");
-        let message = bounded_long(&message);
+        // A message listing several problems gets more room, still bounded.
+        let message = truncated(&message, 2000);
         if !self.condition_is(ACCEPTED, "False", REASON) {
             self.note(true, REASON, message.clone());
         }
@@ -897,22 +898,17 @@ pub fn short(sha256: &str) -> &str {
     sha256.char_indices().nth(12).and_then(|(end, _)| sha256.get(..end)).unwrap_or(sha256)
 }
 
-/// Messages that list several problems get more room, still bounded.
-fn bounded_long(s: &str) -> String {
-    const MAX: usize = 2000;
-    match s.char_indices().nth(MAX) {
-        Some((end, _)) => format!("{}...", s.get(..end).unwrap_or(s)),
-        None => s.to_string(),
-    }
-}
-
 /// Status strings stay short enough to read in `kubectl get -o wide`.
 fn bounded(s: &str) -> String {
-    const MAX: usize = 300;
-    if s.len() <= MAX {
+    truncated(s, 300)
+}
+
+/// At most `max` bytes of `s` (cut at a character boundary), marked when cut.
+fn truncated(s: &str, max: usize) -> String {
+    if s.len() <= max {
         return s.to_string();
     }
-    let mut end = MAX;
+    let mut end = max;
     while !s.is_char_boundary(end) {
         end -= 1;
     }

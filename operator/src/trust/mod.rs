@@ -14,7 +14,7 @@ mod updater;
 
 pub use error::TrustError;
 pub use metadata::TargetFile;
-pub use refresh::{Record, RefreshInput, Refreshed, Session, refresh};
+pub use refresh::{Kept, Record, RefreshInput, Refreshed, Session, refresh};
 pub use store::Store;
 pub use target::Expected;
 pub use transport::{Transport, TransportOptions};

@@ -29,8 +29,15 @@ pub struct Record {
     pub chain: Option<String>,
 }
 
-/// A successful refresh.
+/// A successful refresh: what to record, and the client to keep.
 pub struct Refreshed {
+    pub kept: Kept,
+    /// The client that refreshed, ready to look up targets (delegated roles load lazily).
+    pub session: Session,
+}
+
+/// What a successful refresh leaves to record and report.
+pub struct Kept {
     pub trusted: Trusted,
     /// Every root after the pin, oldest first: the record to keep.
     pub chain: Vec<Vec<u8>>,
@@ -38,8 +45,6 @@ pub struct Refreshed {
     pub pin_sha256: String,
     /// The pin differs from the one the record was built on: trust was re-anchored.
     pub reanchored: bool,
-    /// The client that refreshed, ready to look up targets (delegated roles load lazily).
-    pub session: Session,
 }
 
 /// A client session kept between refreshes (metadata in memory).
@@ -63,5 +68,5 @@ pub async fn refresh(input: RefreshInput<'_>) -> Result<Refreshed, TrustError> {
     let mut updater = Updater::new(Store::memory(), transport, url, Some(&start), input.floors, input.now)?;
     let trusted = updater.refresh().await?;
     chain.extend(updater.rotated_roots().iter().cloned());
-    Ok(Refreshed { trusted, chain, pin_sha256, reanchored, session: Session { updater } })
+    Ok(Refreshed { kept: Kept { trusted, chain, pin_sha256, reanchored }, session: Session { updater } })
 }
