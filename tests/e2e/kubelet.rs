@@ -14,6 +14,7 @@ use kube::{
 use modelgate_tests::{
     harness::{eventually, with_temp_ns},
     kubelet::{BEHAVIOR_ANNOTATION, BEHAVIOR_CONFIGMAP},
+    models::simulated,
 };
 use serde_json::json;
 
@@ -28,7 +29,9 @@ fn deployment(name: &str, replicas: i32, digest: &str) -> anyhow::Result<Deploym
                 "metadata": {"labels": {"app": name}, "annotations": {"modelgate.dev/model-sha256": digest}},
                 "spec": {
                     "initContainers": [{"name": "fetch", "image": "modelgate:test"}],
-                    "containers": [{"name": "server", "image": "server:1"}]
+                    "containers": [{"name": "server", "image": "server:1"}],
+                    "nodeSelector": simulated()["nodeSelector"],
+                    "tolerations": simulated()["tolerations"],
                 }
             }
         }

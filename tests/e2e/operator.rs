@@ -9,7 +9,10 @@ use kube::{
     api::{Patch, PatchParams, PostParams},
 };
 use modelgate::api::{ModelRelease, ModelRepository};
-use modelgate_tests::harness::{Operator, crds_shared, eventually, with_temp_ns};
+use modelgate_tests::{
+    harness::{Operator, crds_shared, eventually, with_temp_ns},
+    models::simulated,
+};
 use serde_json::json;
 
 fn accepted(r: &ModelRelease) -> Option<(String, String, Option<i64>)> {
@@ -30,7 +33,9 @@ async fn operator_reconciles_releases_and_follows_spec_changes() -> anyhow::Resu
             "apiVersion": "modelgate.dev/v1alpha1", "kind": "ModelRelease",
             "metadata": {"name": "fraud"},
             "spec": {"repositoryRef": {"name": "ml-models"}, "model": {"target": "fraud/1.0/model.onnx"},
-                     "template": {"spec": {"containers": [{"name": "server", "image": "server:1"}]}}}
+                     "template": {"spec": {"containers": [{"name": "server", "image": "server:1"}],
+                                          "nodeSelector": simulated()["nodeSelector"],
+                                          "tolerations": simulated()["tolerations"]}}}
         }))?;
         releases.create(&PostParams::default(), &release).await?;
 

@@ -125,8 +125,17 @@ fn tool(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// A ModelRelease manifest: `replicas` pods of a tiny server serving `target`, with
-/// `spec` merged over the defaults (steps, gates, rollback, ...).
+/// What a pod template's spec needs to run on the simulated node (`sim-node`, tainted):
+/// merge it into `template.spec`.
+pub fn simulated() -> Value {
+    json!({
+        "nodeSelector": {crate::kubelet::SIMULATED_LABEL: "simulated"},
+        "tolerations": [{"key": crate::kubelet::SIMULATED_TAINT, "operator": "Exists", "effect": "NoSchedule"}],
+    })
+}
+
+/// A ModelRelease manifest: `replicas` pods of a tiny server serving `target` on the
+/// simulated node, with `spec` merged over the defaults (steps, gates, rollback, ...).
 pub fn release(name: &str, target: &str, replicas: i32, spec: Value) -> anyhow::Result<ModelRelease> {
     let mut manifest = json!({
         "apiVersion": "modelgate.dev/v1alpha1", "kind": "ModelRelease", "metadata": {"name": name},
@@ -137,6 +146,9 @@ pub fn release(name: &str, target: &str, replicas: i32, spec: Value) -> anyhow::
             "template": {"spec": {"containers": [{"name": "server", "image": "model-server:1"}]}},
         }
     });
+    for (k, v) in simulated().as_object().context("an object")? {
+        manifest["spec"]["template"]["spec"][k] = v.clone();
+    }
     for (k, v) in spec.as_object().context("spec is an object")? {
         manifest["spec"][k] = v.clone();
     }

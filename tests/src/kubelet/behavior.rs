@@ -19,6 +19,10 @@ pub const BEHAVIOR_ANNOTATION: &str = "sim.modelgate.dev/behavior";
 /// pod serving that model behaves so. Lets a test say "v3 crashes" before v3 has pods.
 pub const BEHAVIOR_CONFIGMAP: &str = "sim-kubelet";
 pub const NODE_NAME: &str = "sim-node";
+/// The simulated node's taint (`NoSchedule`) and the label naming each test node's kind
+/// (`real` or `simulated`).
+pub const SIMULATED_TAINT: &str = "modelgate.dev/simulated";
+pub const SIMULATED_LABEL: &str = "modelgate.dev/node";
 pub const NODE_IP: &str = "10.0.0.10";
 
 /// How a simulated pod behaves. Parsed from `Name` or `Name:message`.

@@ -1,7 +1,8 @@
-//! A simulated kubelet: there is no container runtime on the test machines, so this
-//! registers one Node, binds every unscheduled pod to it (it is also the scheduler),
-//! and writes pod status the way a kubelet would, including the failures tests ask for
-//! (see [`behavior`]). Pods never run; everything else in the cluster is real.
+//! A simulated kubelet, for what the real node of the test cluster cannot do on two cores
+//! (thousands of pods) or on demand (a failure at a chosen moment). It registers one
+//! Node, tainted so that only pods that tolerate it are scheduled there, and writes the
+//! status of the pods bound to it the way a kubelet would, including the failures tests
+//! ask for (see [`behavior`]). Its pods never run; everything else is real.
 
 pub mod behavior;
 
@@ -26,13 +27,13 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams},
     runtime::{WatchStreamExt, reflector, watcher},
 };
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-pub use behavior::{BEHAVIOR_ANNOTATION, BEHAVIOR_CONFIGMAP, Behavior, NODE_NAME};
+pub use behavior::{BEHAVIOR_ANNOTATION, BEHAVIOR_CONFIGMAP, Behavior, NODE_NAME, SIMULATED_LABEL, SIMULATED_TAINT};
 
 /// Pod annotation set by modelgate with the digest of the model a pod serves.
 const MODEL_ANNOTATION: &str = modelgate::api::ANNOTATION_MODEL_SHA256;
@@ -171,20 +172,10 @@ impl Kubelet {
             }
             return Ok(());
         }
+        // kube-scheduler binds pods; this kubelet only runs what is bound to its node.
         match node.as_deref() {
-            None => {
-                let binding = json!({
-                    "apiVersion": "v1", "kind": "Binding",
-                    "metadata": {"name": name, "namespace": ns},
-                    "target": {"apiVersion": "v1", "kind": "Node", "name": NODE_NAME},
-                });
-                api.create_subresource::<_, serde_json::Value>("binding", &name, &PostParams::default(), &binding)
-                    .await?;
-                debug!(pod = %name, "bound");
-                Ok(())
-            }
             Some(NODE_NAME) => self.write_status(&api, pod).await,
-            Some(_) => Ok(()),
+            Some(_) | None => Ok(()),
         }
     }
 
@@ -319,7 +310,7 @@ async fn run_fetch(
 
 fn node_status() -> NodeStatus {
     let q = |s: &str| Quantity(s.to_string());
-    let resources = [("cpu", q("64")), ("memory", q("256Gi")), ("pods", q("5000")), ("ephemeral-storage", q("1Ti"))]
+    let resources = [("cpu", q("64")), ("memory", q("256Gi")), ("pods", q("20000")), ("ephemeral-storage", q("1Ti"))]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect::<std::collections::BTreeMap<_, _>>();
@@ -362,7 +353,10 @@ async fn register_node(client: &Client) -> anyhow::Result<()> {
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": NODE_NAME, "labels": {
             "kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-            "type": "simulated"}},
+            "type": "simulated", SIMULATED_LABEL: "simulated"}},
+        // Only pods that ask for the simulated node come here (`models::simulated`): the
+        // real node runs everything else.
+        "spec": {"taints": [{"key": SIMULATED_TAINT, "value": "true", "effect": "NoSchedule"}]},
     });
     nodes
         .patch(NODE_NAME, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&node))
