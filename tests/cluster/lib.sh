@@ -8,6 +8,8 @@ CONTAINERD_VERSION=v2.4.2
 
 TOOLS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../tools" && pwd)"
 CACHE_ROOT="${MODELGATE_CACHE:-$HOME/.cache/modelgate}"
+# One Rust build cache for the scripts, the tests and CI, outside the clone.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE_ROOT/target}"
 # Binaries are keyed by the pinned versions and the Go toolchain, so a version bump
 # rebuilds and an unchanged pin reuses the cache.
 GO_VERSION="$(go env GOVERSION)"

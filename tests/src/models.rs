@@ -29,11 +29,23 @@ pub struct ModelRepo {
 }
 
 impl ModelRepo {
-    /// A repository publishing `name/<v>/model.onnx` for each of `versions`.
+    /// A repository publishing `name/<v>/model.onnx` for each of `versions`. A version
+    /// may carry the example model server's behaviour after `@`, `2.4.0@errors=0.2`
+    /// (`,` between settings): a validly signed model that misbehaves.
     pub fn new(name: &str, versions: &[&str]) -> anyhow::Result<Self> {
+        Self::serve(name, versions, Server::https)
+    }
+
+    /// `new`, served where the real node's pods reach it (the pod gateway), for model
+    /// pods whose `modelgate fetch` really runs and an operator running in a pod.
+    pub fn for_pods(name: &str, versions: &[&str]) -> anyhow::Result<Self> {
+        Self::serve(name, versions, Server::https_for_pods)
+    }
+
+    fn serve(name: &str, versions: &[&str], server: fn(&Path) -> anyhow::Result<Server>) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         tool(dir.path(), &["init"])?;
-        let mut repo = Self { server: Server::https(&dir.path().join("public"))?, dir, digests: BTreeMap::new() };
+        let mut repo = Self { server: server(&dir.path().join("public"))?, dir, digests: BTreeMap::new() };
         repo.add(name, versions)?;
         Ok(repo)
     }

@@ -53,9 +53,15 @@ fn remove_stale_scenarios() {
     }
 }
 
-/// A file server on 127.0.0.1, stopped when dropped (or when this process dies).
+/// The real test node's bridge address: on this machine, and the one host address that
+/// pods can reach (`tests/cluster/node`).
+pub const POD_GATEWAY: &str = "10.244.0.1";
+
+/// A file server on 127.0.0.1 (or on the pod gateway), stopped when dropped (or when this
+/// process dies).
 pub struct Server {
     child: Child,
+    pub host: &'static str,
     pub port: u16,
     /// PEM of the CA that signed the server's certificate (HTTPS only).
     pub ca: Option<PathBuf>,
@@ -68,6 +74,11 @@ impl Server {
 
     pub fn plain_http(root: &Path) -> anyhow::Result<Self> {
         Self::start(root, &["--plain"])
+    }
+
+    /// HTTPS on the pod gateway, where the real node's pods (and this machine) reach it.
+    pub fn https_for_pods(root: &Path) -> anyhow::Result<Self> {
+        Self::start(root, &["--host", POD_GATEWAY])
     }
 
     fn start(root: &Path, extra: &[&str]) -> anyhow::Result<Self> {
@@ -86,12 +97,13 @@ impl Server {
             serde_json::from_str(&line).with_context(|| format!("serve.py said {line:?}"))?;
         let Some(port) = ready["port"].as_u64() else { bail!("serve.py gave no port: {line}") };
         let ca = (!extra.contains(&"--plain")).then(|| PathBuf::from(ready["ca"].as_str().unwrap_or_default()));
-        Ok(Self { child, port: port as u16, ca })
+        let host = if extra.contains(&POD_GATEWAY) { POD_GATEWAY } else { "127.0.0.1" };
+        Ok(Self { child, host, port: port as u16, ca })
     }
 
     pub fn url(&self, path: &str) -> String {
         let scheme = if self.ca.is_some() { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}/{}", self.port, path.trim_start_matches('/'))
+        format!("{scheme}://{}:{}/{}", self.host, self.port, path.trim_start_matches('/'))
     }
 }
 

@@ -4,7 +4,10 @@ tests and the demo. Keys live in DIR/keys; DIR/root.json is the pin;
 DIR/public/{metadata,targets} is all a server publishes.
 
     modelrepo.py init DIR                 an empty repository (version 1 everywhere)
-    modelrepo.py add DIR NAME V1 V2 ...   publish NAME/Vn/model.onnx for each version
+    modelrepo.py add DIR NAME V1 V2 ...   publish NAME/Vn/model.onnx for each version;
+                                          `2.4.0@errors=0.2,latency_ms=300` writes that
+                                          behaviour into the model file's header for the
+                                          example model server (tests/model-server)
     modelrepo.py remove DIR PATH ...      revoke targets (they stay on disk, unsigned)
 
 Each change re-signs targets, snapshot and timestamp with the next versions, as a
@@ -87,9 +90,13 @@ def change(d, edit):
 
 def add(d, name, versions):
     def edit(targets):
-        for v in versions:
+        for spec in versions:
+            v, _, behaviour = spec.partition("@")
             path = f"{name}/{v}/model.onnx"
             data = f"weights of {name} {v}\n".encode() * 4096
+            if behaviour:
+                header = "modelgate-example-model\n" + "".join(f"{kv}\n" for kv in behaviour.split(",")) + "\n"
+                data = header.encode() + data
             write(f"{d}/public/targets/{path}", data)
             targets[path] = TargetFile.from_data(path, data, ["sha256"])
             print(path, hashlib.sha256(data).hexdigest())

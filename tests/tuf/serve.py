@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Serves a directory over HTTPS on 127.0.0.1 for the trust tests, with a CA made on the
+"""Serves a directory over HTTPS on 127.0.0.1 (or --host: the test node's pod gateway,
+10.244.0.1, where pods reach it) for the trust tests, with a CA made on the
 spot. Prints one JSON line {"port", "ca"} when ready. Stops by itself when its stdin
 closes (the test process died) or after --ttl seconds.
 
@@ -27,6 +28,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+# The test node's bridge address (tests/cluster/node): on this machine, reachable by pods.
+POD_GATEWAY = "10.244.0.1"
+
 
 def make_pki(dir):
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -43,7 +47,7 @@ def make_pki(dir):
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
             .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")] + [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", POD_GATEWAY)]), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(ca_key, hashes.SHA256()))
@@ -62,6 +66,7 @@ def main():
     p.add_argument("root")
     p.add_argument("--ttl", type=int, default=1800)
     p.add_argument("--slow-rate", type=int, default=64)
+    p.add_argument("--host", default="127.0.0.1", choices=["127.0.0.1", POD_GATEWAY])
     p.add_argument("--plain", action="store_true", help="plain HTTP (the conformance client only)")
     args = p.parse_args()
     pki_dir = tempfile.mkdtemp(prefix="modelgate-tls-")
@@ -112,7 +117,7 @@ def main():
             except (BrokenPipeError, ConnectionResetError):
                 pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd = http.server.ThreadingHTTPServer((args.host, 0), Handler)
     httpd.daemon_threads = True
     if not args.plain:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -39,3 +39,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default "default" .Values.serviceAccount.name }}
 {{- end }}
 {{- end }}
+
+{{/* The operator's image, also the model pods' fetch init container: a digest wins over the tag. */}}
+{{- define "modelgate.image" -}}
+{{- with .Values.image.digest }}
+{{- if not (regexMatch "^sha256:[a-f0-9]{64}$" .) }}
+{{- fail (printf "image.digest must be sha256: followed by 64 lowercase hex digits, not %q" .) }}
+{{- end }}
+{{- printf "%s@%s" $.Values.image.repository . }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
