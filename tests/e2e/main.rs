@@ -5,6 +5,7 @@ mod availability;
 mod chart;
 mod crds;
 mod kubelet;
+mod node;
 mod operator;
 mod plugin;
 mod repository;

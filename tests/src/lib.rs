@@ -6,5 +6,6 @@ pub mod harness;
 pub mod hostile;
 pub mod kubelet;
 pub mod models;
+pub mod node;
 pub mod prometheus;
 pub mod tuf;

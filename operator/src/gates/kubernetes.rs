@@ -10,9 +10,16 @@ use crate::{
 
 /// Restarts of one container that count as a crash loop even before the kubelet says so.
 const MAX_RESTARTS: i32 = 3;
-/// Waiting reasons that may clear up by themselves; they count after the progress deadline.
-const SLOW: [&str; 5] =
-    ["ImagePullBackOff", "ErrImagePull", "ContainerCreating", "PodInitializing", "CreateContainerConfigError"];
+/// Waiting reasons that may clear up by themselves (an image can be pushed, or loaded onto
+/// the node for `imagePullPolicy: Never`); they count after the progress deadline.
+const SLOW: [&str; 6] = [
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "ErrImageNeverPull",
+    "ContainerCreating",
+    "PodInitializing",
+    "CreateContainerConfigError",
+];
 
 /// Ready pods and the worst problem among `pods` (all of one revision).
 pub fn assess<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> PodHealth {

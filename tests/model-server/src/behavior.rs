@@ -45,7 +45,8 @@ impl Behavior {
             if line.is_empty() {
                 break;
             }
-            let (key, value) = line.split_once('=').with_context(|| format!("model header line {line:?}: use key=value"))?;
+            let (key, value) =
+                line.split_once('=').with_context(|| format!("model header line {line:?}: use key=value"))?;
             let value = value.split_whitespace().next().unwrap_or_default();
             match key.trim() {
                 "errors" => {

@@ -123,7 +123,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .with_state(server);
-    let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("listen on {}", args.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("listen on {}", args.listen))?;
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         match term.as_mut() {
@@ -188,7 +189,9 @@ async fn ready(State(server): State<Arc<Server>>) -> StatusCode {
 async fn metrics(State(server): State<Arc<Server>>) -> impl IntoResponse {
     let mut body = String::new();
     match encode(&mut body, &server.registry) {
-        Ok(()) => (StatusCode::OK, [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], body),
+        Ok(()) => {
+            (StatusCode::OK, [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+        }
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, [("content-type", "text/plain")], String::new()),
     }
 }

@@ -1,0 +1,150 @@
+//! On the real node: containers really start, probes really run, `modelgate fetch` really
+//! verifies the model in the pod, and every failure a real container can produce rolls
+//! its release back while the stable revision keeps serving.
+
+use std::time::{Duration, Instant};
+
+use futures::future::try_join_all;
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api, Client,
+    api::{ListParams, PostParams},
+};
+use modelgate::api::{LABEL_RELEASE, LABEL_REVISION, ModelRelease, Phase};
+use modelgate_tests::{
+    harness::{Operator, crds_shared, eventually, with_temp_ns},
+    models::{ModelRepo, set_target, wait_phase, wait_stable},
+    node::{self, OPERATOR_IMAGE},
+};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// The operator as the chart runs it, with model pods fetching through the real image.
+fn operator(ns: &str) -> anyhow::Result<Operator> {
+    node::require_images()?;
+    Operator::start(Some(ns), &["--fetch-image", OPERATOR_IMAGE])
+}
+
+/// Each failure, in its own release: 1.0.0 is promoted on real pods first, then the bad
+/// version rolls out and is rolled back with the reason the real kubelet gave. The
+/// repository refreshes at the default interval (5m), so nothing here waits for it: a
+/// pod's status alone must lead to the rollback.
+#[tokio::test]
+async fn real_container_failures_roll_back_and_the_stable_model_keeps_serving() -> anyhow::Result<()> {
+    let _crds = crds_shared().await?;
+    with_temp_ns("node-failures", |client, ns| async move {
+        let mut repo = ModelRepo::for_pods(
+            "fraud",
+            &["1.0.0", "2.0.0@exit=1", "3.0.0@memory_mib=256", "4.0.0@ready=false", "5.0.0"],
+        )?;
+        repo.add("tampered", &["1.0.0", "2.0.0"])?;
+        repo.tamper("tampered/2.0.0/model.onnx")?;
+        repo.register_as(&client, &ns, modelgate_tests::models::REPOSITORY, "5m").await?;
+        let operator = operator(&ns)?;
+        let api: Api<ModelRelease> = Api::namespaced(client.clone(), &ns);
+
+        // (release, first target, bad target, extra spec, the reason it must roll back with)
+        let cases = [
+            ("crash", "fraud/1.0.0/model.onnx", "fraud/2.0.0/model.onnx", json!({}), "CrashLoopBackOff"),
+            ("oom", "fraud/1.0.0/model.onnx", "fraud/3.0.0/model.onnx", json!({}), "OOMKilled"),
+            (
+                "never-ready",
+                "fraud/1.0.0/model.onnx",
+                "fraud/4.0.0/model.onnx",
+                json!({"gates": {"progressDeadline": "20s"}}),
+                "ProgressDeadlineExceeded",
+            ),
+            ("refused", "tampered/1.0.0/model.onnx", "tampered/2.0.0/model.onnx", json!({}), "TrustFailure"),
+        ];
+        for (name, first, _, spec, _) in &cases {
+            api.create(&PostParams::default(), &node::release(name, first, 1, spec.clone())?).await?;
+        }
+        let result = async {
+            try_join_all(cases.iter().map(|(name, _, _, _, _)| wait_stable(&api, name, 1, WAIT))).await?;
+            for (name, ..) in &cases {
+                assert_eq!(ready_pods(&client, &ns, name, 1).await?, 1, "{name}: revision 1 serves on the real node");
+            }
+            try_join_all(cases.iter().map(|(name, _, bad, _, reason)| {
+                let (api, client, ns) = (api.clone(), client.clone(), ns.clone());
+                async move {
+                    let started = Instant::now();
+                    set_target(&api, name, bad).await?;
+                    let r = wait_phase(&api, name, Phase::RolledBack, WAIT).await?;
+                    let took = started.elapsed();
+                    let status = r.status.clone().unwrap_or_default();
+                    let last = status.history.last().cloned().unwrap_or_default();
+                    let why = last.reason.clone().unwrap_or_default();
+                    assert!(why.starts_with(reason), "{name}: rolled back for {why:?}, expected {reason}");
+                    assert_eq!(status.stable.map(|s| s.revision), Some(1), "{name}");
+                    // The old model kept serving: its pod stayed Ready throughout.
+                    assert_eq!(ready_pods(&client, &ns, name, 1).await?, 1, "{name}: revision 1 still Ready");
+                    eprintln!("{name}: rolled back in {took:?}: {why}");
+                    anyhow::Ok((name.to_string(), took))
+                }
+            }))
+            .await
+        }
+        .await;
+        let took = result.map_err(|e| anyhow::anyhow!("{e:#}\n--- operator log ---\n{}", operator.logs()))?;
+        // A refused model rolls back on the pod's status, not on a repository refresh
+        // (5 minutes away): seconds, not minutes.
+        let refused = took.iter().find(|(n, _)| n == "refused").map(|(_, t)| *t).unwrap_or_default();
+        assert!(refused < Duration::from_secs(30), "a pod-side refusal took {refused:?} to roll back");
+        Ok(())
+    })
+    .await
+}
+
+/// An image the node does not have (and may not pull) is reported by name when the
+/// progress deadline passes; the stable revision is untouched.
+#[tokio::test]
+async fn a_missing_image_is_named_when_the_release_rolls_back() -> anyhow::Result<()> {
+    let _crds = crds_shared().await?;
+    with_temp_ns("node-image", |client, ns| async move {
+        let repo = ModelRepo::for_pods("fraud", &["1.0.0", "2.0.0"])?;
+        repo.register_as(&client, &ns, modelgate_tests::models::REPOSITORY, "5m").await?;
+        let operator = operator(&ns)?;
+        let api: Api<ModelRelease> = Api::namespaced(client.clone(), &ns);
+        let spec = json!({"gates": {"progressDeadline": "15s"}});
+        api.create(&PostParams::default(), &node::release("fraud", "fraud/1.0.0/model.onnx", 1, spec.clone())?).await?;
+        let result = async {
+            wait_stable(&api, "fraud", 1, WAIT).await?;
+            let mut container = node::server_container();
+            container["image"] = json!("localhost/no-such-image:1");
+            let patch = json!({"spec": {"model": {"target": "fraud/2.0.0/model.onnx"},
+                "template": {"spec": {"containers": [container]}}}});
+            api.patch("fraud", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await?;
+            let r = wait_phase(&api, "fraud", Phase::RolledBack, WAIT).await?;
+            let why =
+                r.status.unwrap_or_default().history.last().cloned().unwrap_or_default().reason.unwrap_or_default();
+            assert!(why.starts_with("ProgressDeadlineExceeded") && why.contains("ErrImageNeverPull"), "{why}");
+            assert_eq!(ready_pods(&client, &ns, "fraud", 1).await?, 1);
+            anyhow::Ok(())
+        }
+        .await;
+        result.map_err(|e| anyhow::anyhow!("{e:#}\n--- operator log ---\n{}", operator.logs()))
+    })
+    .await
+}
+
+async fn ready_pods(client: &Client, ns: &str, release: &str, revision: i64) -> anyhow::Result<usize> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let selector = format!("{LABEL_RELEASE}={release},{LABEL_REVISION}={revision}");
+    eventually("pods listed", Duration::from_secs(10), || async {
+        let list = pods.list(&ListParams::default().labels(&selector)).await?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .count();
+        Ok(Some(ready))
+    })
+    .await
+}

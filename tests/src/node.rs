@@ -1,0 +1,78 @@
+//! The real node of the test cluster (`tests/cluster/node`): the images our scripts
+//! build for it, and model releases whose pods really run there.
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+use modelgate::api::{ANNOTATION_MODEL_SHA256, LABEL_REVISION, ModelRelease};
+use serde_json::{Value, json};
+
+use crate::models::REPOSITORY;
+
+/// The operator's image (`modelgate run`, `modelgate fetch`), built by `tests/images`.
+pub const OPERATOR_IMAGE: &str = concat!("localhost/modelgate:", env!("CARGO_PKG_VERSION"));
+/// The example model server's image (`tests/model-server`).
+pub const SERVER_IMAGE: &str = concat!("localhost/modelgate-example-server:", env!("CARGO_PKG_VERSION"));
+
+/// Fails with what to run when the node's containerd lacks our images (`tests/run` and
+/// `tests/demo` build them; `tests/cluster/up` re-imports the last build).
+pub fn require_images() -> anyhow::Result<()> {
+    let cache = std::env::var("MODELGATE_CACHE")
+        .unwrap_or_else(|_| format!("{}/.cache/modelgate", std::env::var("HOME").unwrap_or_default()));
+    let state = std::env::var("MODELGATE_CLUSTER_DIR").unwrap_or_else(|_| format!("{cache}/cluster"));
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "\"$(ls -d {cache}/bin/node-*/ | tail -1)ctr\" --address {state}/node/containerd.sock -n k8s.io images ls -q"
+        ))
+        .output()
+        .context("list the node's images")?;
+    let listed = String::from_utf8_lossy(&out.stdout);
+    for image in [OPERATOR_IMAGE, SERVER_IMAGE] {
+        if !listed.lines().any(|l| l == image) {
+            bail!("the test node has no {image}: run tests/images (tests/run does)");
+        }
+    }
+    Ok(())
+}
+
+/// A ModelRelease whose `replicas` pods run the example model server on the real node,
+/// with the model's digest and the revision passed in through the downward API and a
+/// readiness probe; `spec` is merged over it.
+pub fn release(name: &str, target: &str, replicas: i32, spec: Value) -> anyhow::Result<ModelRelease> {
+    let mut manifest = json!({
+        "apiVersion": "modelgate.dev/v1alpha1", "kind": "ModelRelease", "metadata": {"name": name},
+        "spec": {
+            "repositoryRef": {"name": REPOSITORY},
+            "model": {"target": target, "mountPath": "/models"},
+            "replicas": replicas,
+            "template": {"spec": {"containers": [server_container()]}},
+        }
+    });
+    for (k, v) in spec.as_object().context("spec is an object")? {
+        manifest["spec"][k] = v.clone();
+    }
+    Ok(serde_json::from_value(manifest)?)
+}
+
+/// The example model server's container, hardened as Pod Security `restricted` asks.
+pub fn server_container() -> Value {
+    json!({
+        "name": "server",
+        "image": SERVER_IMAGE,
+        "imagePullPolicy": "Never",
+        "args": ["serve", "--model", "/models/model.onnx"],
+        "env": [
+            {"name": "MODEL_SHA256", "valueFrom": {"fieldRef": {"fieldPath": format!("metadata.annotations['{ANNOTATION_MODEL_SHA256}']")}}},
+            {"name": "REVISION", "valueFrom": {"fieldRef": {"fieldPath": format!("metadata.labels['{LABEL_REVISION}']")}}},
+        ],
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 1, "failureThreshold": 1},
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+        "securityContext": {
+            "runAsNonRoot": true, "runAsUser": 65532, "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    })
+}
