@@ -1,9 +1,11 @@
-//! The Helm chart: lints, installs into the real control plane with its CRDs (the
-//! operator pod runs on the simulated node), holds least-privilege RBAC and hardened
-//! pod security, and uninstalls without deleting the CRDs.
+//! The Helm chart: lints, installs the operator image `tests/images` built onto the real
+//! node (`helm install --wait`), holds least-privilege RBAC and hardened pod security,
+//! hands leadership over when the leader pod goes, upgrades, and uninstalls without
+//! deleting the CRDs or the users' releases.
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use k8s_openapi::api::{apps::v1::Deployment, rbac::v1::ClusterRole};
 use kube::Api;
 use modelgate_tests::harness::{
@@ -12,6 +14,11 @@ use modelgate_tests::harness::{
 
 fn chart() -> String {
     repo_root().join("charts/modelgate").to_string_lossy().into_owned()
+}
+
+/// Values for the test cluster's real node: the locally built image, never pulled.
+fn node_values() -> String {
+    repo_root().join("charts/modelgate/ci/test-node-values.yaml").to_string_lossy().into_owned()
 }
 
 #[tokio::test]
@@ -25,7 +32,25 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
         kubectl_ok(&["delete", "-f", crds.to_str().unwrap(), "--ignore-not-found", "--wait=true"], None)?;
 
         let release = format!("mg-{ns}");
-        helm_ok(&["install", &release, &chart(), "-n", &ns, "--wait", "--timeout", "120s"])?;
+        modelgate_tests::node::require_images()?;
+        // Two replicas with leader election, as the chart's defaults run it; `--wait`
+        // returns once both pods are Ready (ready with zero releases).
+        let started = std::time::Instant::now();
+        helm_ok(&[
+            "install",
+            &release,
+            &chart(),
+            "-n",
+            &ns,
+            "-f",
+            &node_values(),
+            "--set",
+            "replicas=2",
+            "--wait",
+            "--timeout",
+            "120s",
+        ])?;
+        eprintln!("helm install --wait: {:?}", started.elapsed());
 
         for crd in ["modelreleases.modelgate.dev", "modelrepositories.modelgate.dev"] {
             let keep = kubectl_ok(
@@ -35,14 +60,11 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
             assert_eq!(keep, "keep", "{crd} lacks helm.sh/resource-policy: keep");
         }
 
-        // The operator Deployment is available (its pod runs on the simulated node) and
-        // hardened as the values promise.
+        // The operator Deployment is available on the real node and hardened as the values
+        // promise.
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-        let d = eventually("operator deployment available", Duration::from_secs(60), || async {
-            let d = deployments.get(&format!("{release}-modelgate")).await?;
-            Ok((d.status.as_ref().and_then(|s| s.available_replicas) == Some(1)).then_some(d))
-        })
-        .await?;
+        let d = deployments.get(&format!("{release}-modelgate")).await?;
+        assert_eq!(d.status.as_ref().and_then(|s| s.ready_replicas), Some(2), "{:?}", d.status);
         let pod = d.spec.template.spec.unwrap();
         let psc = pod.security_context.unwrap();
         assert_eq!(psc.run_as_non_root, Some(true));
@@ -101,9 +123,10 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
             }
         }
 
-        // The chart's RBAC is enough: the operator, run with only the chart's
-        // ServiceAccount token and leader election on, rolls a model out to Promoted.
-        operator_works_with_the_chart_identity(&client, &ns, &release).await?;
+        // The chart's RBAC is enough: the operator pods, with only the chart's
+        // ServiceAccount, roll a model out on real pods, hand over when the leader pod
+        // is deleted, and the next rollout completes under the new leader.
+        operator_pods_release_and_hand_over(&client, &ns, &release).await?;
 
         // An upgrade to two replicas with a disruption budget, and a change that reaches
         // the CRDs (a label, standing in for a new schema): Helm applies both, because
@@ -118,6 +141,8 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
             "--wait",
             "--timeout",
             "120s",
+            "-f",
+            &node_values(),
             "--set",
             "replicas=2",
             "--set",
@@ -167,40 +192,61 @@ async fn namespaced_install_renders_a_role_and_watches_one_namespace() -> anyhow
     Ok(())
 }
 
-async fn operator_works_with_the_chart_identity(client: &kube::Client, ns: &str, release: &str) -> anyhow::Result<()> {
-    use k8s_openapi::api::core::v1::ConfigMap;
-    use kube::api::PostParams;
+async fn operator_pods_release_and_hand_over(client: &kube::Client, ns: &str, release: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::{
+        coordination::v1::Lease,
+        core::v1::{ConfigMap, Pod},
+    };
+    use kube::api::{DeleteParams, ListParams, PostParams};
     use modelgate::api::{ANNOTATION_PROMOTE, ModelRelease, Phase};
     use modelgate_tests::{
-        harness::{Operator, token_kubeconfig},
-        models::{ModelRepo, command, release as model_release, set_target, wait_phase, wait_stable},
+        models::{ModelRepo, command, set_target, wait_phase, wait_stable},
+        node,
     };
     use serde_json::json;
 
-    let work = tempfile::tempdir()?;
-    let token = kubectl_ok(&["create", "token", &format!("{release}-modelgate"), "-n", ns], None)?;
-    let kubeconfig = token_kubeconfig(&token, work.path())?;
-    let repo = ModelRepo::new("fraud", &["1.0", "2.0"])?;
+    let repo = ModelRepo::for_pods("fraud", &["1.0", "2.0"])?;
     repo.register(client, ns).await?;
-
-    // As the chart runs it: leader election on, with only the chart's ServiceAccount.
-    let operator =
-        Operator::start_as(Some(ns), &["--leader-elect", "--leader-election-namespace", ns], Some(&kubeconfig))?;
     let releases: Api<ModelRelease> = Api::namespaced(client.clone(), ns);
     let spec = json!({"strategy": {"steps": [{"setWeight": 50}, {"pause": {}}]}, "service": {"port": 8080}});
-    releases.create(&PostParams::default(), &model_release("fraud", "fraud/1.0/model.onnx", 2, spec)?).await?;
-    let wait = Duration::from_secs(90);
+    releases.create(&PostParams::default(), &node::release("fraud", "fraud/1.0/model.onnx", 2, spec)?).await?;
+    let wait = Duration::from_secs(120);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+    let holder = || async {
+        let lease = leases.get_opt("modelgate-leader").await?;
+        anyhow::Ok(lease.and_then(|l| l.spec?.holder_identity))
+    };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let operator_pods = ListParams::default().labels(&format!("app.kubernetes.io/instance={release}"));
+    let logs = || async {
+        let mut all = String::new();
+        for pod in pods.list(&operator_pods).await?.items {
+            let name = pod.metadata.name.unwrap_or_default();
+            all += &kubectl_ok(&["logs", &name, "-n", ns], None).unwrap_or_default();
+        }
+        anyhow::Ok(all)
+    };
     let rollout = async {
         wait_phase(&releases, "fraud", Phase::Promoted, wait).await?;
+        let leader = holder().await?.context("a leader holds the Lease")?;
+        // The leader pod goes (a node drain, a rolling update): the other replica takes
+        // over and the next rollout completes.
+        let gone = std::time::Instant::now();
+        pods.delete(&leader, &DeleteParams::default()).await?;
+        let next = eventually("a new leader", Duration::from_secs(60), || async {
+            Ok(holder().await?.filter(|h| *h != leader))
+        })
+        .await?;
+        eprintln!("leader {leader} deleted; {next} leads after {:?}", gone.elapsed());
         set_target(&releases, "fraud", "fraud/2.0/model.onnx").await?;
         wait_phase(&releases, "fraud", Phase::Paused, wait).await?;
         command(&releases, "fraud", ANNOTATION_PROMOTE, "1").await?;
         wait_stable(&releases, "fraud", 2, wait).await
     };
-    rollout.await.map_err(|e| anyhow::anyhow!("{e}\noperator log:\n{}", operator.logs()))?;
+    rollout.await.map_err(|e| anyhow::anyhow!("{e:#}"))?;
     // The trust state ConfigMap was written, and nothing was forbidden on the way.
     Api::<ConfigMap>::namespaced(client.clone(), ns).get("ml-models-trust-state").await?;
-    let logs = operator.logs();
+    let logs = logs().await?;
     assert!(logs.contains("leader election won"), "{logs}");
     assert!(!logs.contains("forbidden") && !logs.contains("Forbidden"), "RBAC denied something:\n{logs}");
     Ok(())
@@ -220,6 +266,8 @@ async fn a_namespaced_install_holds_rights_only_in_its_namespaces() -> anyhow::R
                     &chart(),
                     "-n",
                     &ns,
+                    "-f",
+                    &node_values(),
                     "--set",
                     "crds.install=false",
                     "--set",

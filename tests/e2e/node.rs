@@ -148,3 +148,56 @@ async fn ready_pods(client: &Client, ns: &str, release: &str, revision: i64) -> 
     })
     .await
 }
+
+/// A validly signed model that answers one request in five with an error: nothing but
+/// its behaviour gives it away. The real Prometheus scrapes the real pods under load from
+/// a real client through the release's Service; the gate compares the canary's error
+/// ratio with the stable's, passes 2.0.0 (as good as 1.0.0) and rolls 2.4.0 back.
+#[tokio::test]
+async fn the_prometheus_gate_judges_canaries_on_real_traffic() -> anyhow::Result<()> {
+    let _crds = crds_shared().await?;
+    with_temp_ns("node-traffic", |client, ns| async move {
+        let repo = ModelRepo::for_pods("fraud", &["1.0.0", "2.0.0", "2.4.0@errors=0.2"])?;
+        repo.register_as(&client, &ns, modelgate_tests::models::REPOSITORY, "5m").await?;
+        let prometheus = modelgate_tests::prometheus::Prometheus::scraping_pods(&ns).await?;
+        let operator = Operator::start(
+            Some(&ns),
+            &[
+                "--fetch-image",
+                OPERATOR_IMAGE,
+                "--gate-allow-cidr",
+                &format!("{}/32", modelgate_tests::tuf::POD_GATEWAY),
+            ],
+        )?;
+        node::require_images()?;
+        let api: Api<ModelRelease> = Api::namespaced(client.clone(), &ns);
+        let spec = json!({
+            "service": {"port": 8080},
+            "strategy": {"steps": [{"setWeight": 50}, {"pause": {"duration": "40s"}}]},
+            "gates": {"interval": "10s", "failureLimit": 2, "checks": [{"name": "error-ratio", "prometheus": {
+                "address": prometheus.url(),
+                "query": node::ERROR_RATIO_VS_STABLE,
+                "max": 0.05,
+            }}]},
+        });
+        api.create(&PostParams::default(), &node::release("fraud", "fraud/1.0.0/model.onnx", 2, spec)?).await?;
+        let result = async {
+            wait_stable(&api, "fraud", 1, WAIT).await?;
+            let load = node::Load::start(&client, &ns, "fraud", 20, 400).await?;
+            set_target(&api, "fraud", "fraud/2.0.0/model.onnx").await?;
+            wait_stable(&api, "fraud", 2, Duration::from_secs(180)).await?;
+            set_target(&api, "fraud", "fraud/2.4.0/model.onnx").await?;
+            let r = wait_phase(&api, "fraud", Phase::RolledBack, Duration::from_secs(180)).await?;
+            let status = r.status.unwrap_or_default();
+            let why = status.history.last().cloned().unwrap_or_default().reason.unwrap_or_default();
+            assert!(why.contains("error-ratio"), "rolled back for {why:?}");
+            assert_eq!(status.stable.map(|s| s.revision), Some(2));
+            let outcomes = load.stop().await?;
+            eprintln!("load: {outcomes}; rollback: {why}");
+            anyhow::Ok(())
+        }
+        .await;
+        result.map_err(|e| anyhow::anyhow!("{e:#}\n--- operator log ---\n{}", operator.logs()))
+    })
+    .await
+}

@@ -15,7 +15,8 @@ use modelgate_tests::{
     harness::{Operator, crds_shared, eventually, with_temp_ns},
     hostile::{Endless, Silent},
     models::{
-        ModelRepo, REPOSITORY, behave, command, release, revisions, set_target, wait_phase, wait_stable, webhook_judge,
+        ModelRepo, REPOSITORY, behave, command, release, revisions, set_target, simulated, wait_phase, wait_stable,
+        webhook_judge,
     },
 };
 use serde_json::json;
@@ -83,7 +84,11 @@ async fn a_pod_the_policy_forbids_is_refused_and_the_running_model_keeps_serving
             assert_eq!(revisions(&client, &ns, "fraud").await?.get(&1), Some(&2), "{word}: stable pods untouched");
             assert_eq!(revisions(&client, &ns, "fraud").await?.len(), 1, "{word}: no workload for the refused pod");
             // Back to what runs: the stable revision again.
-            edit(V1, json!({"containers": [{"name": "server", "image": "model-server:1"}]})).await?;
+            let mut back = json!({"containers": [{"name": "server", "image": "model-server:1"}]});
+            for (k, v) in simulated().as_object().into_iter().flatten() {
+                back[k] = v.clone();
+            }
+            edit(V1, back).await?;
             wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
         }
         assert!(events(&client, &ns).await?.iter().any(|(reason, note)| reason == "PodRefused" && note.contains("privileged")));

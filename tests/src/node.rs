@@ -76,3 +76,44 @@ pub fn server_container() -> Value {
         },
     })
 }
+
+/// PromQL for the prometheus gate: the canary's share of 5xx answers minus the stable's,
+/// over the last 30 s (`{{canary}}`, `{{stable}}` and `{{release}}` are filled in by
+/// modelgate). No canary traffic yet gives no value: inconclusive, never a pass.
+pub const ERROR_RATIO_VS_STABLE: &str = "\
+(sum(rate(model_requests_total{release=\"{{release}}\",revision=\"{{canary}}\",code=~\"5..\"}[30s])) or vector(0))
+  / sum(rate(model_requests_total{release=\"{{release}}\",revision=\"{{canary}}\"}[30s]))
+- (
+(sum(rate(model_requests_total{release=\"{{release}}\",revision=\"{{stable}}\",code=~\"5..\"}[30s])) or vector(0))
+  / sum(rate(model_requests_total{release=\"{{release}}\",revision=\"{{stable}}\"}[30s]))
+)";
+
+/// The example load generator (`model-server load`) sending predictions to a release's
+/// Service from this machine, as its users would; bounded by rate and duration.
+pub struct Load {
+    child: tokio::process::Child,
+}
+
+impl Load {
+    pub async fn start(client: &kube::Client, ns: &str, service: &str, rps: u32, seconds: u64) -> anyhow::Result<Self> {
+        let svc = kube::Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), ns).get(service).await?;
+        let ip = svc.spec.and_then(|s| s.cluster_ip).context("the release's Service has a ClusterIP")?;
+        let child = tokio::process::Command::new(crate::harness::cargo_bin("model-server"))
+            .args(["load", "--url", &format!("http://{ip}:8080/predict")])
+            .args(["--rps", &rps.to_string(), "--seconds", &seconds.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("start model-server load")?;
+        Ok(Self { child })
+    }
+
+    /// Stops the load and returns its summary (status codes and counts so far).
+    pub async fn stop(self) -> anyhow::Result<String> {
+        if let Some(pid) = self.child.id() {
+            Command::new("kill").args(["-INT", &pid.to_string()]).status()?;
+        }
+        let out = self.child.wait_with_output().await?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}

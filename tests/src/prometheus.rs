@@ -1,5 +1,7 @@
-//! A real Prometheus (Debian's package) on loopback, scraping a test exporter every
-//! second; stopped when dropped, and by `timeout` if the test process dies first.
+//! A real Prometheus (Debian's package), scraping a test exporter every second from
+//! loopback, or the real node's model pods (found through the API server) from the pod
+//! gateway, where an operator in a pod reaches it too; stopped when dropped, and by
+//! `timeout` if the test process dies first.
 
 use std::{
     net::TcpListener,
@@ -13,6 +15,7 @@ use crate::harness::eventually;
 
 pub struct Prometheus {
     child: Child,
+    host: String,
     pub port: u16,
     _dir: tempfile::TempDir,
 }
@@ -20,27 +23,56 @@ pub struct Prometheus {
 impl Prometheus {
     /// Starts Prometheus scraping `http://{target}/metrics`; returns once it is ready.
     pub async fn start(target: &str) -> anyhow::Result<Self> {
+        let config = format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+             scrape_configs:\n  - job_name: models\n    static_configs: [{{targets: ['{target}']}}]\n"
+        );
+        Self::run(&config, "127.0.0.1").await
+    }
+
+    /// Starts Prometheus on the pod gateway scraping every model pod of `namespace` on
+    /// its `http` port every 2 s, with the pod's release as label `release`.
+    pub async fn scraping_pods(namespace: &str) -> anyhow::Result<Self> {
+        let kubeconfig = std::env::var("KUBECONFIG").context("KUBECONFIG")?;
+        let config = format!(
+            r#"global: {{scrape_interval: 2s, evaluation_interval: 2s}}
+scrape_configs:
+  - job_name: models
+    kubernetes_sd_configs:
+      - role: pod
+        kubeconfig_file: {kubeconfig}
+        namespaces: {{names: [{namespace}]}}
+    relabel_configs:
+      - source_labels: [__meta_kubernetes_pod_label_modelgate_dev_release, __meta_kubernetes_pod_container_port_name]
+        regex: .+;http
+        action: keep
+      - source_labels: [__meta_kubernetes_pod_label_modelgate_dev_release]
+        target_label: release
+      - source_labels: [__meta_kubernetes_namespace]
+        target_label: namespace
+      - source_labels: [__meta_kubernetes_pod_name]
+        target_label: pod
+"#
+        );
+        Self::run(&config, crate::tuf::POD_GATEWAY).await
+    }
+
+    async fn run(config_text: &str, host: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
-                 scrape_configs:\n  - job_name: models\n    static_configs: [{{targets: ['{target}']}}]\n"
-            ),
-        )?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        std::fs::write(&config, config_text)?;
+        let port = TcpListener::bind(format!("{host}:0"))?.local_addr()?.port();
         let child = Command::new("timeout")
             .args(["1800", "prometheus"])
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--web.listen-address={host}:{port}"))
             .arg("--log.level=error")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .context("start prometheus (tests/setup installs it from Debian)")?;
-        let prometheus = Self { child, port, _dir: dir };
+        let prometheus = Self { child, host: host.to_string(), port, _dir: dir };
         let ready = format!("{}/-/ready", prometheus.url());
         eventually("Prometheus ready", Duration::from_secs(30), || async {
             Ok(reqwest::get(&ready).await.ok().filter(|r| r.status().is_success()).map(|_| ()))
@@ -50,7 +82,7 @@ impl Prometheus {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     /// The value of an instant query, once Prometheus has one.

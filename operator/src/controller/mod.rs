@@ -24,7 +24,7 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt, controller,
         events::{Recorder, Reporter},
-        reflector::{self, ObjectRef, ReflectHandle, Store},
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
@@ -165,40 +165,84 @@ pub async fn ensure_crds_installed(client: &Client, namespace: Option<&str>) -> 
 /// restart with a thousand releases, few enough that their requests do not crowd it.
 const RECONCILE_CONCURRENCY: u16 = 32;
 
-/// Events a shared store holds for slow subscribers before its watch waits for them.
+/// Events each subscriber of a watch holds before the watch waits for it.
 const SHARED_BUFFER: usize = 1024;
 
-/// A watch of `api` into a store, a stream of its changes for a controller, and the
-/// future that drives both. `trim` drops what reconciles never read before an object is
+/// A changed object, as a watch delivered it, for a controller's trigger stream.
+type Changes<K> = std::pin::Pin<Box<dyn futures::Stream<Item = Arc<K>> + Send>>;
+
+/// A watch of `api` into a store, `N` streams of its changes for controllers, and the
+/// future that drives them. `trim` drops what reconciles never read before an object is
 /// stored (managed fields always): memory grows with the number of pods, not with them.
-/// Each of the `N` subscribers must be consumed, or the watch waits for it.
+/// Each stream must be consumed, or the watch waits for it (`SHARED_BUFFER`).
+///
+/// A change is sent as the object the watch delivered, after the store holds it, so a
+/// reconcile it triggers reads at least that state. kube's own shared streams
+/// (`store_shared`, `ReflectHandle`) look each change up in the store instead, and when
+/// the object is gone by then (a pod deleted right after its last update, as every
+/// scale-down does) the handle returns `Pending` without a waker: that stream, and every
+/// release's pod events with it, stopped for good. Found on the real node: a canary
+/// whose model the pod refused stayed `Progressing` until a timer woke its release.
 fn shared_reflector<K, const N: usize>(
     api: Api<K>,
     config: watcher::Config,
     trim: fn(&mut K),
-) -> (Store<K>, [ReflectHandle<K>; N], Synced, impl Future<Output = ()> + Send + 'static)
+) -> (Store<K>, [Changes<K>; N], Synced, impl Future<Output = ()> + Send + 'static)
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
-    let (store, writer) = reflector::store_shared(SHARED_BUFFER);
-    // A writer made by `store_shared` always hands out subscribers.
-    #[allow(clippy::expect_used, reason = "store_shared writers are always subscribable")]
-    let events = std::array::from_fn(|_| writer.subscribe().expect("a shared store has subscribers"));
+    let (store, writer) = reflector::store();
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..N).map(|_| tokio::sync::mpsc::channel::<Arc<K>>(SHARED_BUFFER)).unzip();
+    let mut receivers = receivers.into_iter();
+    let changes = std::array::from_fn(|_| {
+        let rx = receivers.next();
+        let stream = futures::stream::unfold(rx, |rx| async move {
+            let mut rx = rx?;
+            let item = rx.recv().await?;
+            Some((item, Some(rx)))
+        });
+        Box::pin(stream) as Changes<K>
+    });
     let drive = watcher(api, config).default_backoff().modify(move |o| {
         o.managed_fields_mut().clear();
         trim(o);
     });
     let synced = Synced::default();
     let seen = synced.clone();
-    let drive = drive.reflect_shared(writer).for_each(move |event| {
-        match event {
-            Ok(watcher::Event::InitDone) => seen.store(true, std::sync::atomic::Ordering::Release),
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying (check the operator's RBAC)"),
+    // A (re-)list's objects reach the store together when it is done: send them then.
+    let mut listed: Vec<Arc<K>> = Vec::new();
+    let drive = drive.reflect(writer).for_each(move |event| {
+        let changed = match event {
+            Ok(watcher::Event::Init) => {
+                listed.clear();
+                Vec::new()
+            }
+            Ok(watcher::Event::InitApply(o)) => {
+                listed.push(Arc::new(o));
+                Vec::new()
+            }
+            Ok(watcher::Event::InitDone) => {
+                seen.store(true, std::sync::atomic::Ordering::Release);
+                std::mem::take(&mut listed)
+            }
+            Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => vec![Arc::new(o)],
+            Err(e) => {
+                warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying (check the operator's RBAC)");
+                Vec::new()
+            }
+        };
+        let senders = senders.clone();
+        async move {
+            for object in changed {
+                for tx in &senders {
+                    // A closed stream is a stopped controller: nothing to wake.
+                    let _ = tx.send(object.clone()).await;
+                }
+            }
         }
-        async {}
     });
-    (store, events, synced, drive)
+    (store, changes, synced, drive)
 }
 
 /// Runs the controllers until SIGTERM or Ctrl-C.

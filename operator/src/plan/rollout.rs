@@ -860,8 +860,15 @@ impl Planner<'_> {
         let replicas = self.spec.replicas.max(0);
         if admitted {
             let canary_n = self.status.canary.as_ref().map_or(0, |c| self.canary_replicas(c.weight));
+            // The stable revision gives up a pod only for a Ready canary pod (a surge,
+            // never an outage): a canary that crashes, is refused or loads slowly never
+            // leaves fewer than `replicas` pods serving.
+            let canary_ready =
+                self.status.canary.as_ref().map_or(0, |c| {
+                    self.obs.pods.get(&c.hash).map_or(0, |h| i32::try_from(h.ready).unwrap_or(i32::MAX))
+                });
             if let Some(stable) = &self.status.stable {
-                scale.insert(stable.hash.clone(), replicas - canary_n);
+                scale.insert(stable.hash.clone(), replicas - canary_n.min(canary_ready));
             }
             if let Some(canary) = &self.status.canary {
                 scale.insert(canary.hash.clone(), canary_n);

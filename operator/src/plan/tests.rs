@@ -212,11 +212,12 @@ fn steps_walk_in_order_with_pauses_and_promote() {
     w.run(100);
     let v2 = w.canary_hash();
     assert_eq!(w.status().canary.as_ref().unwrap().revision, 2);
-    assert_eq!((w.replicas(&v2), w.replicas(&v1)), (1, 3), "25% of 4 = 1 canary pod, 3 stable");
+    assert_eq!((w.replicas(&v2), w.replicas(&v1)), (1, 4), "25% of 4 = 1 canary pod; 4 stable until it is Ready");
     assert_eq!(w.phase(), Phase::Progressing);
 
     w.obs.pods.insert(v2.clone(), PodHealth { ready: 1, problem: None });
     w.run(110);
+    assert_eq!(w.replicas(&v1), 3, "a Ready canary pod takes one stable pod's place");
     assert_eq!(w.phase(), Phase::Paused, "a pause without a duration waits");
     assert!(w.status().message.as_deref().unwrap().contains("waiting for promote"));
     w.run(5000);
@@ -226,7 +227,7 @@ fn steps_walk_in_order_with_pauses_and_promote() {
     w.run(5010);
     let canary = w.status().canary.clone().unwrap();
     assert_eq!((canary.step, canary.weight), (2, 50));
-    assert_eq!((w.replicas(&v2), w.replicas(&v1)), (2, 2));
+    assert_eq!((w.replicas(&v2), w.replicas(&v1)), (2, 3), "1 of 2 canary pods Ready so far");
     assert_eq!(w.status().commands.as_ref().unwrap().promote.as_deref(), Some("t1"));
     w.run(5011);
     assert_eq!(w.status().canary.as_ref().unwrap().step, 2, "a promote is used once");
@@ -240,7 +241,7 @@ fn steps_walk_in_order_with_pauses_and_promote() {
     w.run(5140);
     let canary = w.status().canary.clone().unwrap();
     assert_eq!((canary.step, canary.weight), (4, 100));
-    assert_eq!((w.replicas(&v2), w.replicas(&v1)), (4, 0));
+    assert_eq!((w.replicas(&v2), w.replicas(&v1)), (4, 2), "2 of 4 canary pods Ready so far");
 
     w.obs.pods.insert(v2.clone(), PodHealth { ready: 4, problem: None });
     w.run(5150);
@@ -332,10 +333,12 @@ fn a_new_spec_mid_rollout_supersedes_the_canary() {
     w.run(20);
     let canary = w.status().canary.clone().unwrap();
     assert_eq!((canary.revision, canary.target.as_str(), canary.weight), (3, V3, 50));
-    assert_eq!((w.replicas(&v2), w.replicas(&canary.hash), w.replicas(&v1)), (0, 2, 2), "never two canaries");
+    assert_eq!((w.replicas(&v2), w.replicas(&canary.hash), w.replicas(&v1)), (0, 2, 4), "never two canaries");
     let superseded = w.status().history.last().unwrap();
     assert_eq!((superseded.revision, superseded.outcome.as_str()), (2, "Superseded"));
     assert_eq!(w.events(), ["Superseded", "RolloutStarted"]);
+    w.run(21);
+    assert_eq!(w.replicas(&v1), 2, "the stable gives way once the new canary's pods are Ready");
 
     // Back to the stable spec: the canary goes, nothing new starts.
     w.set_target(V1);
@@ -441,7 +444,9 @@ fn scaling_the_release_while_a_canary_runs_keeps_the_ratio() {
     assert_eq!((w.replicas(&v2), w.replicas(&v1)), (1, 3));
     w.release.spec.replicas = 10;
     w.run(20);
-    assert_eq!((w.replicas(&v2), w.replicas(&v1)), (3, 7), "ceil(10 x 25%) = 3");
+    assert_eq!((w.replicas(&v2), w.replicas(&v1)), (3, 9), "ceil(10 x 25%) = 3; one of them Ready so far");
+    w.run(21);
+    assert_eq!((w.replicas(&v2), w.replicas(&v1)), (3, 7), "all three Ready");
     w.release.spec.replicas = 1;
     w.run(30);
     assert_eq!((w.replicas(&v2), w.replicas(&v1)), (1, 0), "at least one canary pod once weight > 0");
@@ -708,7 +713,7 @@ fn rollback_on_request_during_a_canary_and_promote_full() {
     w.run(20);
     let canary = w.status().canary.clone().unwrap();
     assert_eq!((canary.step, canary.weight), (4, 100), "promote-full skips to the end");
-    assert_eq!((w.replicas(&v2), w.replicas(&v1)), (4, 0));
+    assert_eq!((w.replicas(&v2), w.replicas(&v1)), (4, 3), "the stable keeps its pods until the canary's are Ready");
 
     w.obs.commands.rollback = Some("1@x".into());
     w.run(30);

@@ -1,6 +1,10 @@
 //! A bounded load generator: a steady rate for a fixed time, never more.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::{Context as _, bail};
 
@@ -31,25 +35,35 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .build()?;
     let mut tick = tokio::time::interval(Duration::from_secs(1) / args.rps);
     let total = u64::from(args.rps) * args.seconds;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for _ in 0..total {
-        tick.tick().await;
-        let (http, url, tx) = (http.clone(), url.clone(), tx.clone());
-        tokio::spawn(async move {
-            let outcome = match http.get(url).send().await {
-                Ok(r) => r.status().as_u16().to_string(),
-                Err(e) if e.is_timeout() => "timeout".to_string(),
-                Err(_) => "error".to_string(),
-            };
-            let _ = tx.send(outcome);
-        });
+    let counts = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
+    let mut inflight = tokio::task::JoinSet::new();
+    let send = async {
+        for _ in 0..total {
+            tick.tick().await;
+            let (http, url, counts) = (http.clone(), url.clone(), counts.clone());
+            inflight.spawn(async move {
+                let outcome = match http.get(url).send().await {
+                    Ok(r) => r.status().as_u16().to_string(),
+                    Err(e) if e.is_timeout() => "timeout".to_string(),
+                    Err(_) => "error".to_string(),
+                };
+                if let Ok(mut counts) = counts.lock() {
+                    *counts.entry(outcome).or_default() += 1;
+                }
+            });
+            // Finished requests are reaped as we go: memory stays bounded by the rate.
+            while inflight.try_join_next().is_some() {}
+        }
+    };
+    // Ctrl-C (or SIGINT from a test) ends the load early; the summary is printed anyway.
+    tokio::select! {
+        () = send => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
-    drop(tx);
-    let mut counts = BTreeMap::<String, u64>::new();
-    while let Some(outcome) = rx.recv().await {
-        *counts.entry(outcome).or_default() += 1;
-    }
+    let _ = tokio::time::timeout(Duration::from_secs(6), async { while inflight.join_next().await.is_some() {} }).await;
+    let counts = counts.lock().map(|c| c.clone()).unwrap_or_default();
+    let sent: u64 = counts.values().sum();
     let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    println!("sent {total} requests to {}: {}", args.url, summary.join(" "));
+    println!("sent {sent} requests to {}: {}", args.url, summary.join(" "));
     Ok(())
 }
