@@ -106,7 +106,9 @@ async fn a_missing_image_is_named_when_the_release_rolls_back() -> anyhow::Resul
         repo.register_as(&client, &ns, modelgate_tests::models::REPOSITORY, "5m").await?;
         let operator = operator(&ns)?;
         let api: Api<ModelRelease> = Api::namespaced(client.clone(), &ns);
-        let spec = json!({"gates": {"progressDeadline": "15s"}});
+        // Long enough for the fetch init container on a busy machine: the missing image
+        // shows only once it is done.
+        let spec = json!({"gates": {"progressDeadline": "60s"}});
         api.create(&PostParams::default(), &node::release("fraud", "fraud/1.0.0/model.onnx", 1, spec.clone())?).await?;
         let result = async {
             wait_stable(&api, "fraud", 1, WAIT).await?;
@@ -159,7 +161,8 @@ async fn the_prometheus_gate_judges_canaries_on_real_traffic() -> anyhow::Result
     with_temp_ns("node-traffic", |client, ns| async move {
         let repo = ModelRepo::for_pods("fraud", &["1.0.0", "2.0.0", "2.4.0@errors=0.2"])?;
         repo.register_as(&client, &ns, modelgate_tests::models::REPOSITORY, "5m").await?;
-        let prometheus = modelgate_tests::prometheus::Prometheus::scraping_pods(&ns).await?;
+        let prometheus = modelgate_tests::prometheus::Prometheus::scraping_pods(&client, &ns).await?;
+        eprintln!("prometheus at {}", prometheus.url());
         let operator = Operator::start(
             Some(&ns),
             &[
@@ -171,19 +174,21 @@ async fn the_prometheus_gate_judges_canaries_on_real_traffic() -> anyhow::Result
         )?;
         node::require_images()?;
         let api: Api<ModelRelease> = Api::namespaced(client.clone(), &ns);
+        // The gate compares a canary with the stable revision: it joins once 1.0.0 serves
+        // and has traffic (a first revision has nothing to be compared with).
         let spec = json!({
             "service": {"port": 8080},
             "strategy": {"steps": [{"setWeight": 50}, {"pause": {"duration": "40s"}}]},
-            "gates": {"interval": "10s", "failureLimit": 2, "checks": [{"name": "error-ratio", "prometheus": {
-                "address": prometheus.url(),
-                "query": node::ERROR_RATIO_VS_STABLE,
-                "max": 0.05,
-            }}]},
         });
         api.create(&PostParams::default(), &node::release("fraud", "fraud/1.0.0/model.onnx", 2, spec)?).await?;
         let result = async {
             wait_stable(&api, "fraud", 1, WAIT).await?;
             let load = node::Load::start(&client, &ns, "fraud", 20, 400).await?;
+            let gates = json!({"spec": {"gates": {"interval": "10s", "failureLimit": 2, "checks": [{
+                "name": "error-ratio",
+                "prometheus": {"address": prometheus.url(), "query": node::ERROR_RATIO_VS_STABLE, "max": 0.05},
+            }]}}});
+            api.patch("fraud", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&gates)).await?;
             set_target(&api, "fraud", "fraud/2.0.0/model.onnx").await?;
             wait_stable(&api, "fraud", 2, Duration::from_secs(180)).await?;
             set_target(&api, "fraud", "fraud/2.4.0/model.onnx").await?;

@@ -275,9 +275,15 @@ async fn a_tampered_trust_record_is_refused_and_a_new_pin_re_anchors() -> anyhow
         })
         .await
         .map_err(|e| anyhow::anyhow!("{e}\n{}", operator.logs()))?;
-        assert!(
-            events(&client, &ns).await?.iter().any(|(r, n)| r == "TrustStateTampered" && n.contains("trust record"))
-        );
+        // The Event follows the status write: wait for it too.
+        eventually("a TrustStateTampered event", WAIT, || async {
+            let found = events(&client, &ns)
+                .await?
+                .iter()
+                .any(|(r, n)| r == "TrustStateTampered" && n.contains("trust record"));
+            Ok(found.then_some(()))
+        })
+        .await?;
         // Nothing new starts on it.
         set_target(&api, "fraud", V2).await?;
         let r = wait_phase(&api, "fraud", Phase::Rejected, WAIT).await?;

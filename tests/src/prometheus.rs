@@ -16,6 +16,7 @@ use crate::harness::eventually;
 pub struct Prometheus {
     child: Child,
     host: String,
+    discovery: Option<tokio::task::JoinHandle<()>>,
     pub port: u16,
     _dir: tempfile::TempDir,
 }
@@ -31,30 +32,45 @@ impl Prometheus {
     }
 
     /// Starts Prometheus on the pod gateway scraping every model pod of `namespace` on
-    /// its `http` port every 2 s, with the pod's release as label `release`.
-    pub async fn scraping_pods(namespace: &str) -> anyhow::Result<Self> {
-        let kubeconfig = std::env::var("KUBECONFIG").context("KUBECONFIG")?;
+    /// port 8080 every 2 s, with the pod's release as label `release`. Debian's
+    /// Prometheus has no Kubernetes discovery: a task here lists the pods every second
+    /// and writes them as a file_sd target file.
+    pub async fn scraping_pods(client: &kube::Client, namespace: &str) -> anyhow::Result<Self> {
+        let targets = tempfile::Builder::new().suffix(".json").tempfile()?.into_temp_path().keep()?;
+        std::fs::write(&targets, "[]")?;
         let config = format!(
-            r#"global: {{scrape_interval: 2s, evaluation_interval: 2s}}
-scrape_configs:
-  - job_name: models
-    kubernetes_sd_configs:
-      - role: pod
-        kubeconfig_file: {kubeconfig}
-        namespaces: {{names: [{namespace}]}}
-    relabel_configs:
-      - source_labels: [__meta_kubernetes_pod_label_modelgate_dev_release, __meta_kubernetes_pod_container_port_name]
-        regex: .+;http
-        action: keep
-      - source_labels: [__meta_kubernetes_pod_label_modelgate_dev_release]
-        target_label: release
-      - source_labels: [__meta_kubernetes_namespace]
-        target_label: namespace
-      - source_labels: [__meta_kubernetes_pod_name]
-        target_label: pod
-"#
+            "global: {{scrape_interval: 2s, evaluation_interval: 2s}}\n\
+             scrape_configs:\n  - job_name: models\n    \
+             file_sd_configs: [{{files: ['{}'], refresh_interval: 1s}}]\n",
+            targets.display()
         );
-        Self::run(&config, crate::tuf::POD_GATEWAY).await
+        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client.clone(), namespace);
+        let path = targets.clone();
+        let discovery = tokio::spawn(async move {
+            let params = kube::api::ListParams::default().labels(modelgate::api::LABEL_RELEASE);
+            loop {
+                if let Ok(list) = pods.list(&params).await {
+                    let groups: Vec<serde_json::Value> = list
+                        .items
+                        .iter()
+                        .filter_map(|p| {
+                            let ip = p.status.as_ref()?.pod_ip.clone()?;
+                            let release = p.metadata.labels.as_ref()?.get(modelgate::api::LABEL_RELEASE)?.clone();
+                            let pod = p.metadata.name.clone()?;
+                            Some(serde_json::json!({"targets": [format!("{ip}:8080")], "labels": {"release": release, "pod": pod}}))
+                        })
+                        .collect();
+                    let tmp = path.with_extension("tmp");
+                    if std::fs::write(&tmp, serde_json::to_vec(&groups).unwrap_or_default()).is_ok() {
+                        let _ = std::fs::rename(&tmp, &path);
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        let mut prometheus = Self::run(&config, crate::tuf::POD_GATEWAY).await?;
+        prometheus.discovery = Some(discovery);
+        Ok(prometheus)
     }
 
     async fn run(config_text: &str, host: &str) -> anyhow::Result<Self> {
@@ -72,7 +88,7 @@ scrape_configs:
             .stderr(Stdio::inherit())
             .spawn()
             .context("start prometheus (tests/setup installs it from Debian)")?;
-        let prometheus = Self { child, host: host.to_string(), port, _dir: dir };
+        let prometheus = Self { child, host: host.to_string(), discovery: None, port, _dir: dir };
         let ready = format!("{}/-/ready", prometheus.url());
         eventually("Prometheus ready", Duration::from_secs(30), || async {
             Ok(reqwest::get(&ready).await.ok().filter(|r| r.status().is_success()).map(|_| ()))
@@ -99,6 +115,9 @@ scrape_configs:
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
+        if let Some(discovery) = self.discovery.take() {
+            discovery.abort();
+        }
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
     }

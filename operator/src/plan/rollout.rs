@@ -864,9 +864,7 @@ impl Planner<'_> {
             // never an outage): a canary that crashes, is refused or loads slowly never
             // leaves fewer than `replicas` pods serving.
             let canary_ready =
-                self.status.canary.as_ref().map_or(0, |c| {
-                    self.obs.pods.get(&c.hash).map_or(0, |h| i32::try_from(h.ready).unwrap_or(i32::MAX))
-                });
+                self.status.canary.as_ref().map_or(0, |c| self.obs.pods.get(&c.hash).map_or(0, |h| h.ready));
             if let Some(stable) = &self.status.stable {
                 scale.insert(stable.hash.clone(), replicas - canary_n.min(canary_ready));
             }

@@ -29,7 +29,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         bail!("--seconds must be between 1 and 3600");
     }
     let url = reqwest::Url::parse(&args.url).context("--url must be a URL")?;
+    // A Service balances connections, not requests: a new connection for each request
+    // spreads them over the pods as many independent clients would.
     let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(5))
         .redirect(reqwest::redirect::Policy::none())
         .build()?;

@@ -21,6 +21,9 @@ use tokio::io::AsyncReadExt as _;
 
 use crate::behavior::{Behavior, HEADER_MAX};
 
+/// How long a terminating server keeps answering (not Ready) before it stops.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 #[derive(clap::Args)]
 pub struct Args {
     /// The model file (in modelgate's read-only mount).
@@ -117,6 +120,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         });
     }
 
+    let draining = server.clone();
     let app = Router::new()
         .route("/predict", get(predict).post(predict))
         .route("/healthz", get(|| async { "ok" }))
@@ -125,7 +129,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_state(server);
     let listener =
         tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("listen on {}", args.listen))?;
-    let shutdown = async {
+    let shutdown = async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         match term.as_mut() {
             Some(t) => {
@@ -133,6 +137,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
             None => std::future::pending::<()>().await,
         }
+        // Endpoints learn of a terminating pod a moment after it does: keep answering
+        // (not Ready) while clients move away, then stop.
+        draining.ready.store(false, Ordering::SeqCst);
+        tokio::time::sleep(DRAIN).await;
     };
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     Ok(())

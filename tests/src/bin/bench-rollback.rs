@@ -4,6 +4,11 @@
 //! failing status is visible in the API to the moment the canary ReplicaSet asks for 0
 //! pods and the stable one for all of them. The yardstick, measured the same way in the
 //! same run: an annotation written to a pod until it is visible (one API write and read).
+//!
+//! Then, on the real node, REFUSALS (default 10) pod-side refusals: each run rolls out a
+//! model whose bytes were changed on the server, the real pod's `modelgate fetch`
+//! refuses it (exit 3), and the time is taken from the moment that status is visible to
+//! the moment the canary ReplicaSet asks for 0 pods and the stable one for all of them.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +22,7 @@ use modelgate_tests::{
     harness::{Operator, TempNamespace, client, eventually, install_crds},
     kubelet::BEHAVIOR_ANNOTATION,
     models::{ModelRepo, release, wait_phase},
+    node,
 };
 use serde_json::json;
 
@@ -40,6 +46,12 @@ async fn main() -> anyhow::Result<()> {
     let result = bench(client.clone(), &ns.name, runs, hostages).await;
     ns.delete().await;
     let (latencies, yardstick) = result?;
+    let refusals: usize = std::env::var("REFUSALS").ok().and_then(|r| r.parse().ok()).unwrap_or(10);
+    let ns = TempNamespace::new(&client, "bench-refusal").await?;
+    let result = refusal_runs(client.clone(), &ns.name, refusals).await;
+    ns.delete().await;
+    let mut refused = result?;
+    refused.sort_by(f64::total_cmp);
 
     let mut sorted = latencies.clone();
     sorted.sort_by(f64::total_cmp);
@@ -57,11 +69,22 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("yardstick (pod annotation write -> visible), median {:.0} ms", percentile(&yard, 50.0));
     println!(
-        "RESULT runs={runs} hostages={hostages} p50_ms={:.0} p95_ms={:.0} max_ms={:.0} yardstick_write_read_ms={:.0}",
+        "pod-side refusal -> rollback on the real node, {} runs (ms): {}",
+        refused.len(),
+        refused.iter().map(|l| format!("{l:.0}")).collect::<Vec<_>>().join(" ")
+    );
+    let (refusal_p50, refusal_p95) = if refused.is_empty() {
+        (f64::NAN, f64::NAN)
+    } else {
+        (percentile(&refused, 50.0), percentile(&refused, 95.0))
+    };
+    println!(
+        "RESULT runs={runs} hostages={hostages} p50_ms={:.0} p95_ms={:.0} max_ms={:.0} yardstick_write_read_ms={:.0} refusals={} refusal_p50_ms={refusal_p50:.0} refusal_p95_ms={refusal_p95:.0}",
         percentile(&sorted, 50.0),
         percentile(&sorted, 95.0),
         sorted[sorted.len() - 1],
-        percentile(&yard, 50.0)
+        percentile(&yard, 50.0),
+        refused.len(),
     );
     Ok(())
 }
@@ -161,4 +184,74 @@ async fn bench(client: kube::Client, ns: &str, runs: usize, hostages: usize) -> 
         wait_phase(&releases, "fraud", Phase::RolledBack, WAIT).await?;
     }
     Ok((latencies, yardstick))
+}
+
+/// Pod-side refusals on the real node: a tampered model per run, refused by the real
+/// `modelgate fetch` init container.
+async fn refusal_runs(client: kube::Client, ns: &str, runs: usize) -> anyhow::Result<Vec<f64>> {
+    if runs == 0 {
+        return Ok(Vec::new());
+    }
+    node::require_images()?;
+    let versions: Vec<String> = std::iter::once("1.0".to_string()).chain((1..=runs).map(|i| format!("r{i}"))).collect();
+    let versions: Vec<&str> = versions.iter().map(String::as_str).collect();
+    let repo = ModelRepo::for_pods("fraud", &versions)?;
+    for v in &versions[1..] {
+        repo.tamper(&format!("fraud/{v}/model.onnx"))?;
+    }
+    // The default refresh interval: nothing but the pod's status may lead to the rollback.
+    repo.register_as(&client, ns, modelgate_tests::models::REPOSITORY, "5m").await?;
+    let operator = Operator::start(Some(ns), &["--fetch-image", node::OPERATOR_IMAGE])?;
+    let releases: Api<ModelRelease> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
+    releases.create(&PostParams::default(), &node::release("fraud", "fraud/1.0/model.onnx", 1, json!({}))?).await?;
+    wait_phase(&releases, "fraud", Phase::Promoted, WAIT)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", operator.logs()))?;
+    let mut latencies = Vec::new();
+    for (run, v) in versions[1..].iter().enumerate() {
+        let patch = json!({"spec": {"model": {"target": format!("fraud/{v}/model.onnx")}}});
+        releases.patch("fraud", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let started = Instant::now();
+        let refused_seen = loop {
+            let list = pods.list(&ListParams::default().labels(&format!("{LABEL_RELEASE}=fraud"))).await?;
+            let refused = list.items.iter().any(|p| {
+                p.status.as_ref().and_then(|s| s.init_container_statuses.as_ref()).is_some_and(|cs| {
+                    cs.iter().any(|c| {
+                        let t = c.state.as_ref().and_then(|s| s.terminated.as_ref());
+                        t.is_some_and(|t| t.exit_code == modelgate::api::FETCH_EXIT_UNTRUSTED)
+                    })
+                })
+            });
+            if refused {
+                break Instant::now();
+            }
+            if started.elapsed() > WAIT {
+                anyhow::bail!("no pod refused {v} within {WAIT:?}\n{}", operator.logs());
+            }
+            tokio::time::sleep(POLL * 4).await;
+        };
+        let status = releases.get("fraud").await?.status.unwrap_or_default();
+        let stable = status.stable.map(|s| s.revision).unwrap_or(1);
+        loop {
+            let list = replica_sets.list(&ListParams::default().labels(&format!("{LABEL_RELEASE}=fraud"))).await?;
+            let serving = list.items.iter().filter(|rs| rs.spec.replicas.unwrap_or(0) > 0);
+            let only_stable: Vec<_> = serving.map(|rs| rs.labels().get(LABEL_REVISION).cloned()).collect();
+            if only_stable == [Some(stable.to_string())]
+                && releases.get("fraud").await?.status.is_some_and(|s| s.canary.is_none())
+            {
+                break;
+            }
+            if refused_seen.elapsed() > WAIT {
+                anyhow::bail!("no rollback within {WAIT:?}\n{}", operator.logs());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        let ms = refused_seen.elapsed().as_secs_f64() * 1000.0;
+        eprintln!("refusal {run}: {v} rolled back {ms:.0} ms after the pod refused it");
+        latencies.push(ms);
+        wait_phase(&releases, "fraud", Phase::RolledBack, WAIT).await?;
+    }
+    Ok(latencies)
 }
