@@ -7,8 +7,6 @@ use anyhow::{Context as _, bail};
 use modelgate::api::{ANNOTATION_MODEL_SHA256, LABEL_REVISION, ModelRelease};
 use serde_json::{Value, json};
 
-use crate::models::REPOSITORY;
-
 /// The operator's image (`modelgate run`, `modelgate fetch`), built by `tests/images`.
 pub const OPERATOR_IMAGE: &str = concat!("localhost/modelgate:", env!("CARGO_PKG_VERSION"));
 /// The example model server's image (`tests/model-server`).
@@ -40,19 +38,9 @@ pub fn require_images() -> anyhow::Result<()> {
 /// with the model's digest and the revision passed in through the downward API and a
 /// readiness probe; `spec` is merged over it.
 pub fn release(name: &str, target: &str, replicas: i32, spec: Value) -> anyhow::Result<ModelRelease> {
-    let mut manifest = json!({
-        "apiVersion": "modelgate.dev/v1alpha1", "kind": "ModelRelease", "metadata": {"name": name},
-        "spec": {
-            "repositoryRef": {"name": REPOSITORY},
-            "model": {"target": target, "mountPath": "/models"},
-            "replicas": replicas,
-            "template": {"spec": {"containers": [server_container()]}},
-        }
-    });
-    for (k, v) in spec.as_object().context("spec is an object")? {
-        manifest["spec"][k] = v.clone();
-    }
-    Ok(serde_json::from_value(manifest)?)
+    let mut spec = spec;
+    spec["template"] = json!({"spec": {"containers": [server_container()]}});
+    crate::models::release(name, target, replicas, spec)
 }
 
 /// The example model server's container, hardened as Pod Security `restricted` asks.
