@@ -54,7 +54,11 @@ struct Server {
     revision: String,
     digest: String,
     behavior: Behavior,
+    /// Readiness as the probe sees it: false while loading and while draining.
     ready: AtomicBool,
+    /// The model is loaded and is the one promised: predictions are answered (also
+    /// while draining).
+    serving: AtomicBool,
     served: AtomicU64,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -91,6 +95,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         digest: digest.clone(),
         behavior: behavior.clone(),
         ready: AtomicBool::new(false),
+        serving: AtomicBool::new(false),
         served: AtomicU64::new(0),
         registry,
         requests,
@@ -113,6 +118,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let server = server.clone();
         tokio::spawn(async move {
             tokio::time::sleep(server.behavior.load).await;
+            if trusted {
+                server.serving.store(true, Ordering::SeqCst);
+            }
             if trusted && !server.behavior.never_ready {
                 server.ready.store(true, Ordering::SeqCst);
                 println!("ready");
@@ -173,7 +181,7 @@ async fn predict(State(server): State<Arc<Server>>) -> impl IntoResponse {
     if !server.behavior.latency.is_zero() {
         tokio::time::sleep(server.behavior.latency).await;
     }
-    let (code, body) = if !server.ready.load(Ordering::SeqCst) {
+    let (code, body) = if !server.serving.load(Ordering::SeqCst) {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string())
     } else if server.behavior.errors_every > 0 && n % server.behavior.errors_every == 0 {
         (StatusCode::INTERNAL_SERVER_ERROR, "the model failed\n".to_string())
