@@ -206,3 +206,91 @@ async fn the_prometheus_gate_judges_canaries_on_real_traffic() -> anyhow::Result
     })
     .await
 }
+
+/// The real node's pods reach this machine's pods and Services and nothing else: not
+/// the host's own address outside the pod network, not an outside address named by a
+/// Service's EndpointSlice (which kube-proxy would happily forward).
+#[tokio::test]
+async fn pods_reach_services_on_this_machine_and_nothing_beyond() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Service;
+    node::require_images()?;
+    with_temp_ns("node-net", |client, ns| async move {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+        // A server (the example server, answering 503: it has no model) and its Service.
+        let mut server = node::server_container();
+        server["args"] = json!(["serve", "--model", "/usr/local/bin/model-server"]);
+        server["readinessProbe"] = json!(null);
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "server", "labels": {"app": "server"}}, "spec": {"containers": [server]}});
+        pods.create(&PostParams::default(), &serde_json::from_value(pod)?).await?;
+        let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "server"},
+            "spec": {"selector": {"app": "server"}, "ports": [{"port": 8080, "targetPort": 8080}]}});
+        let inside = services.create(&PostParams::default(), &serde_json::from_value(svc)?).await?;
+        // A Service whose endpoint is outside this machine (TEST-NET-2).
+        let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "outside"},
+            "spec": {"ports": [{"port": 80, "targetPort": 80}]}});
+        let outside = services.create(&PostParams::default(), &serde_json::from_value(svc)?).await?;
+        let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "outside-1", "labels": {"kubernetes.io/service-name": "outside"}},
+            "addressType": "IPv4", "endpoints": [{"addresses": ["198.51.100.7"], "conditions": {"ready": true}}],
+            "ports": [{"port": 80, "protocol": "TCP"}]});
+        let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> = Api::namespaced(client.clone(), &ns);
+        slices.create(&PostParams::default(), &serde_json::from_value(slice)?).await?;
+        let ip = |s: &Service| s.spec.as_ref().and_then(|s| s.cluster_ip.clone()).unwrap_or_default();
+        // The server answers through its Service (kube-proxy has its rules) before any probe.
+        let url = format!("http://{}:8080/predict", ip(&inside));
+        eventually("the Service answers", WAIT, || async {
+            Ok(reqwest::get(&url).await.ok().map(|r| r.status().as_u16()))
+        })
+        .await?;
+        let dropped_before = dropped()?;
+
+        let probe = |name: &'static str, url: String| {
+            let pods = pods.clone();
+            async move {
+                let mut client = node::server_container();
+                client["name"] = json!("client");
+                client["args"] = json!(["load", "--url", url, "--rps", "2", "--seconds", "2"]);
+                client["readinessProbe"] = json!(null);
+                let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                    "spec": {"restartPolicy": "Never", "containers": [client]}});
+                pods.create(&PostParams::default(), &serde_json::from_value(pod)?).await?;
+                let done = eventually(&format!("{name} finished"), WAIT, || async {
+                    let p = pods.get(name).await?;
+                    let phase = p.status.and_then(|s| s.phase).unwrap_or_default();
+                    Ok(matches!(phase.as_str(), "Succeeded" | "Failed").then_some(()))
+                })
+                .await;
+                done?;
+                anyhow::Ok(pods.logs(name, &Default::default()).await?)
+            }
+        };
+        let (to_service, to_host, to_outside) = tokio::try_join!(
+            probe("to-service", url.clone()),
+            probe("to-host", "http://192.0.2.2:16443/".to_string()),
+            probe("to-outside", format!("http://{}:80/", ip(&outside))),
+        )?;
+        assert!(to_service.contains("503=4"), "a Service on this machine answers: {to_service}");
+        assert!(!to_host.contains("200="), "{to_host}");
+        assert!(
+            to_host.contains("error=4") || to_host.contains("timeout=4"),
+            "no route off the pod network: {to_host}"
+        );
+        assert!(to_outside.contains("error=4") || to_outside.contains("timeout=4"), "{to_outside}");
+        assert!(dropped()? > dropped_before, "the node's FORWARD rule dropped the outside-bound packets");
+        Ok(())
+    })
+    .await
+}
+
+/// Packets chain MODELGATE-NODE (tests/cluster/node) dropped on their way off the bridge.
+fn dropped() -> anyhow::Result<u64> {
+    let out = std::process::Command::new("iptables").args(["-L", "MODELGATE-NODE", "-v", "-x", "-n"]).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .filter(|l| l.contains("DROP"))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum())
+}

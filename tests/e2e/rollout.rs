@@ -83,7 +83,9 @@ async fn event_reasons(client: &Client, ns: &str) -> anyhow::Result<Vec<String>>
 async fn a_new_model_goes_through_every_step_to_promoted() -> anyhow::Result<()> {
     rollout_test("rollout-happy", &["1.0", "2.0"], |client, ns, repo, api| async move {
         let spec = json!({
-            "strategy": {"steps": [{"setWeight": 25}, {"pause": {"duration": "1s"}}, {"setWeight": 50}, {"pause": {}}]},
+            // Long enough a pause to see 25% held: the stable gives up its pod only once
+            // the canary's is Ready, so that state begins with Ready, not with the step.
+            "strategy": {"steps": [{"setWeight": 25}, {"pause": {"duration": "5s"}}, {"setWeight": 50}, {"pause": {}}]},
             "service": {"port": 8080},
         });
         api.create(&PostParams::default(), &release("fraud", V1, 4, spec)?).await?;
