@@ -237,7 +237,10 @@ async fn operator_pods_release_and_hand_over(client: &kube::Client, ns: &str, re
             Ok(holder().await?.filter(|h| *h != leader))
         })
         .await?;
-        eprintln!("leader {leader} deleted; {next} leads after {:?}", gone.elapsed());
+        let handover = gone.elapsed();
+        eprintln!("leader {leader} deleted; {next} leads after {handover:?}");
+        // The leaving leader gives the Lease up on SIGTERM: no waiting out its 15 s.
+        assert!(handover < Duration::from_secs(5), "handover took {handover:?}");
         set_target(&releases, "fraud", "fraud/2.0/model.onnx").await?;
         wait_phase(&releases, "fraud", Phase::Paused, wait).await?;
         command(&releases, "fraud", ANNOTATION_PROMOTE, "1").await?;

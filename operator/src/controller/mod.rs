@@ -268,7 +268,14 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
         // A follower is ready: it serves its purpose (standing by). Once leading, it is
         // ready again when its caches are filled.
         metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
-        leader.acquire().await?;
+        // A follower stops at once when asked to (it holds nothing).
+        tokio::select! {
+            won = leader.acquire() => won?,
+            () = terminated() => {
+                info!("modelgate operator stopped while standing by");
+                return Ok(());
+            }
+        }
         metrics.ready.store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
@@ -281,13 +288,30 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
         }
         Some(leader) => {
             tokio::select! {
-                _ = controllers => {}
+                _ = controllers => leader.release().await,
                 lost = leader.hold() => return Err(lost),
             }
         }
     }
     info!("modelgate operator stopped");
     Ok(())
+}
+
+/// SIGTERM (the kubelet stopping the pod) or Ctrl-C.
+async fn terminated() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let sigterm = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = sigterm => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
 
 /// The watches and controllers of one namespace (or of the whole cluster, `None`).
