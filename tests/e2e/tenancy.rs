@@ -64,11 +64,21 @@ async fn a_pod_the_policy_forbids_is_refused_and_the_running_model_keeps_serving
         let edit = |target: &'static str, pod: serde_json::Value| {
             let api = api.clone();
             async move {
-                let mut r = api.get("fraud").await?;
-                r.spec.model.target = target.into();
-                r.spec.template = serde_json::from_value(json!({"spec": pod}))?;
-                api.replace("fraud", &PostParams::default(), &r).await?;
-                anyhow::Ok(())
+                // A read-modify-write: the operator's status writes move the
+                // resourceVersion, so a conflict is retried on a fresh read.
+                for _ in 0..10 {
+                    let mut r = api.get("fraud").await?;
+                    r.spec.model.target = target.into();
+                    r.spec.template = serde_json::from_value(json!({"spec": pod.clone()}))?;
+                    match api.replace("fraud", &PostParams::default(), &r).await {
+                        Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                        other => {
+                            other?;
+                            return anyhow::Ok(());
+                        }
+                    }
+                }
+                anyhow::bail!("fraud kept changing under the edit")
             }
         };
         for (pod, word) in refused {
