@@ -21,6 +21,13 @@ fn node_values() -> String {
     repo_root().join("charts/modelgate/ci/test-node-values.yaml").to_string_lossy().into_owned()
 }
 
+/// `helm install` of the chart onto the real node, with `extra` arguments.
+fn install_on_node(release: &str, ns: &str, extra: &[&str]) -> anyhow::Result<String> {
+    let values = node_values();
+    let chart = chart();
+    helm_ok(&[&["install", release, chart.as_str(), "-n", ns, "-f", values.as_str()], extra].concat())
+}
+
 #[tokio::test]
 async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()> {
     let _exclusive = crds_exclusive().await;
@@ -36,20 +43,7 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
         // Two replicas with leader election, as the chart's defaults run it; `--wait`
         // returns once both pods are Ready (ready with zero releases).
         let started = std::time::Instant::now();
-        helm_ok(&[
-            "install",
-            &release,
-            &chart(),
-            "-n",
-            &ns,
-            "-f",
-            &node_values(),
-            "--set",
-            "replicas=2",
-            "--wait",
-            "--timeout",
-            "120s",
-        ])?;
+        install_on_node(&release, &ns, &["--set", "replicas=2", "--wait", "--timeout", "120s"])?;
         eprintln!("helm install --wait: {:?}", started.elapsed());
 
         for crd in ["modelreleases.modelgate.dev", "modelrepositories.modelgate.dev"] {
@@ -263,21 +257,11 @@ async fn a_namespaced_install_holds_rights_only_in_its_namespaces() -> anyhow::R
             with_temp_ns("chart-team-b", |_client, team_b| async move {
                 let release = format!("mg-{ns}");
                 let namespaces = format!("rbac.namespaces={{{team_a},{team_b}}}");
-                helm_ok(&[
-                    "install",
+                install_on_node(
                     &release,
-                    &chart(),
-                    "-n",
                     &ns,
-                    "-f",
-                    &node_values(),
-                    "--set",
-                    "crds.install=false",
-                    "--set",
-                    "rbac.clusterWide=false",
-                    "--set",
-                    &namespaces,
-                ])?;
+                    &["--set", "crds.install=false", "--set", "rbac.clusterWide=false", "--set", &namespaces],
+                )?;
                 let sa = format!("system:serviceaccount:{ns}:{release}-modelgate");
                 let can = |verb: &str, resource: &str, namespace: &str| {
                     let out = modelgate_tests::harness::kubectl(

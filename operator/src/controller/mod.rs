@@ -194,6 +194,7 @@ where
     let (store, writer) = reflector::store();
     let (senders, receivers): (Vec<_>, Vec<_>) =
         (0..N).map(|_| tokio::sync::mpsc::channel::<Arc<K>>(SHARED_BUFFER)).unzip();
+    let senders = Arc::new(senders);
     let mut receivers = receivers.into_iter();
     let changes = std::array::from_fn(|_| {
         let rx = receivers.next();
@@ -235,7 +236,7 @@ where
         let senders = senders.clone();
         async move {
             for object in changed {
-                for tx in &senders {
+                for tx in senders.iter() {
                     // A closed stream is a stopped controller: nothing to wake.
                     let _ = tx.send(object.clone()).await;
                 }
