@@ -86,7 +86,7 @@ fn spec() -> impl Strategy<Value = ModelReleaseSpec> {
             )| {
                 ModelReleaseSpec {
                     repository_ref: RepositoryRef { name: "repo".into() },
-                    model: ModelSource { target, mount_path },
+                    model: ModelSource { target, mount_path, ..Default::default() },
                     replicas,
                     template: serde_json::from_value(template).unwrap_or_default(),
                     strategy: crate::api::Strategy {
@@ -157,6 +157,7 @@ fn status() -> impl Strategy<Value = Option<ModelReleaseStatus>> {
             sha256,
             length: Some(1),
             promoted_at,
+            ..Default::default()
         },
     ));
     let canary = proptest::option::of(
@@ -171,6 +172,7 @@ fn status() -> impl Strategy<Value = Option<ModelReleaseStatus>> {
                 weight,
                 started_at: None,
                 step_started_at,
+                ..Default::default()
             },
         ),
     );
@@ -211,7 +213,7 @@ fn status() -> impl Strategy<Value = Option<ModelReleaseStatus>> {
 
 fn observed() -> impl Strategy<Value = Observed> {
     let verdict = prop_oneof![
-        (text(), any::<i64>()).prop_map(|(sha256, length)| Verdict::Trusted { sha256, length }),
+        (text(), any::<i64>(), any::<i64>()).prop_map(|(sha256, length, files)| Verdict::Trusted { sha256, length, files }),
         (text(), text()).prop_map(|(reason, message)| Verdict::Untrusted { reason, message }),
         text().prop_map(|message| Verdict::Unknown { message }),
     ];
@@ -307,7 +309,7 @@ fn the_planner_answers_whatever_it_is_given() {
                 c.hash.clone_from(&desired);
                 if mode & 4 == 4 {
                     let sha256 = c.sha256.clone().unwrap_or_default();
-                    obs.verdicts.insert(c.target.clone(), Verdict::Trusted { sha256, length: 1 });
+                    obs.verdicts.insert(c.target.clone(), Verdict::Trusted { sha256, length: 1, files: 1 });
                     obs.refusal = None;
                     obs.repository_found = true;
                 }
@@ -318,7 +320,7 @@ fn the_planner_answers_whatever_it_is_given() {
                 st.hash.clone_from(&desired);
                 if mode & 8 == 8 {
                     let sha256 = st.sha256.clone().unwrap_or_default();
-                    obs.verdicts.insert(st.target.clone(), Verdict::Trusted { sha256, length: 1 });
+                    obs.verdicts.insert(st.target.clone(), Verdict::Trusted { sha256, length: 1, files: 1 });
                     obs.repository_found = true;
                 }
             }
@@ -362,7 +364,7 @@ fn rendering_refuses_or_renders_never_panics() {
             level: [Level::Privileged, Level::Baseline, Level::Restricted][usize::from(level % 3)],
             operator_service_account: Some(("team".into(), "modelgate".into())),
         };
-        let revision = workload::Revision { number: 1, hash: "h1", sha256: &sha256, length };
+        let revision = workload::Revision { number: 1, hash: "h1", sha256: &sha256, length, files: 1 };
         match workload::replica_set(&release, &repo, &revision, replicas, "img", &policy) {
             Ok(rs) => {
                 // A rendered pod always starts with the fetch and mounts the model read-only.

@@ -247,20 +247,24 @@ async fn fetch_and_verify_commands() -> anyhow::Result<()> {
     };
 
     // The operator-verified digest matches: the file is written.
-    let out = work.path().join("models/model.onnx");
-    let a = args(&["--sha256", &sha, "--length", &len, "--out", out.to_str().unwrap()]);
+    let volume = work.path().join("volume");
+    let out = volume.join("model/model.onnx");
+    let a = args(&["--sha256", &sha, "--length", &len, "--out", volume.to_str().unwrap()]);
     let o = run_with_stdin(bin, &a.iter().map(String::as_str).collect::<Vec<_>>(), None)?;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(&out)?, std::fs::read(&model)?);
+    let listing: Vec<_> = std::fs::read_dir(volume.join("model"))?.map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(listing, ["model.onnx"], "the model directory holds the model and nothing else");
     // Readable by whatever user the model server runs as; writable by none.
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&out)?.permissions().mode() & 0o777, 0o444);
 
     // A digest the operator did not verify: refused with exit code 3 (a trust failure,
     // which the pod's gate names as such), one line, nothing written.
-    let out2 = work.path().join("models/other.onnx");
+    let volume2 = work.path().join("volume2");
+    let out2 = volume2.join("model");
     let wrong = "0".repeat(64);
-    let a = args(&["--sha256", &wrong, "--length", &len, "--out", out2.to_str().unwrap()]);
+    let a = args(&["--sha256", &wrong, "--length", &len, "--out", volume2.to_str().unwrap()]);
     let o = run_with_stdin(bin, &a.iter().map(String::as_str).collect::<Vec<_>>(), None)?;
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(modelgate::api::FETCH_EXIT_UNTRUSTED));

@@ -169,6 +169,49 @@ fn cases() -> Vec<Case> {
             expect: &["spec.model.target", "'..'"],
         },
         Case {
+            name: "target and prefix both",
+            manifest: with(r(), "/spec/model/prefix", json!("llama/8b/")),
+            expect: &["spec.model", "exactly one way"],
+        },
+        Case {
+            name: "no model files",
+            manifest: with(r(), "/spec/model/target", Value::Null),
+            expect: &["spec.model", "exactly one way"],
+        },
+        Case {
+            name: "prefix not a directory",
+            manifest: with(with(r(), "/spec/model/target", Value::Null), "/spec/model/prefix", json!("llama/8b")),
+            expect: &["spec.model.prefix", "ends with '/'"],
+        },
+        Case {
+            name: "prefix escapes",
+            manifest: with(with(r(), "/spec/model/target", Value::Null), "/spec/model/prefix", json!("llama/../../x/")),
+            expect: &["spec.model.prefix", "'..'"],
+        },
+        Case {
+            name: "targets with one name twice",
+            manifest: with(
+                with(r(), "/spec/model/target", Value::Null),
+                "/spec/model/targets",
+                json!(["a/weights.bin", "b/weights.bin"]),
+            ),
+            expect: &["spec.model.targets", "last segment"],
+        },
+        Case {
+            name: "targets with a control character",
+            manifest: with(with(r(), "/spec/model/target", Value::Null), "/spec/model/targets", json!(["a/w\n.bin"])),
+            expect: &["spec.model.targets", "control characters"],
+        },
+        Case {
+            name: "targets too many",
+            manifest: with(
+                with(r(), "/spec/model/target", Value::Null),
+                "/spec/model/targets",
+                json!((0..65).map(|i| format!("m/{i}.bin")).collect::<Vec<_>>()),
+            ),
+            expect: &["spec.model.targets", "64"],
+        },
+        Case {
             name: "mountPath relative",
             manifest: with(r(), "/spec/model/mountPath", json!("models")),
             expect: &["spec.model.mountPath", "absolute"],

@@ -39,6 +39,8 @@ pub const POST_PROMOTION_WINDOW: DurationBounds = DurationBounds::secs(600, 0, 7
     printcolumn = r#"{"name":"Stable","type":"string","description":"Target served by the stable revision","jsonPath":".status.stable.target"}"#,
     printcolumn = r#"{"name":"Canary","type":"string","description":"Target being rolled out","jsonPath":".status.canary.target"}"#,
     printcolumn = r#"{"name":"Weight","type":"integer","description":"Percent of replicas serving the canary","jsonPath":".status.canary.weight"}"#,
+    printcolumn = r#"{"name":"Files","type":"integer","description":"Files in the stable revision's model","jsonPath":".status.stable.files","priority":1}"#,
+    printcolumn = r#"{"name":"Size","type":"integer","description":"Bytes of the stable revision's model","jsonPath":".status.stable.length","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -119,23 +121,54 @@ pub struct RepositoryRef {
     pub name: String,
 }
 
-/// The model: a TUF target path and where it is mounted.
+/// The model: which signed files make it (exactly one of `target`, `targets`, `prefix`)
+/// and where they are mounted.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.target), has(self.targets), has(self.prefix)].filter(x, x).size() == 1").message("model names the signed files in exactly one way: target (one file), targets (a list) or prefix (every target under a directory)"))]
 pub struct ModelSource {
-    /// TUF target path of the model file, relative to the repository's targets, such as
-    /// `fraud-detector/2.4.0/model.onnx`. Changing it starts a new revision.
+    /// TUF target path of a model that is one file, relative to the repository's
+    /// targets, such as `fraud-detector/2.4.0/model.onnx`. Changing it starts a new
+    /// revision.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1, max = 1024))]
     #[x_kube(
         validation = Rule::new("!self.contains('://')").message("model.target is a path relative to the repository's targetsUrl, such as fraud-detector/2.4.0/model.onnx, not a URL"),
         validation = Rule::new("self.contains('://') || !self.startsWith('/')").message("model.target is a TUF target path relative to the repository, such as fraud-detector/2.4.0/model.onnx; remove the leading '/'"),
         validation = Rule::new("self.contains('://') || self.startsWith('/') || !self.split('/').exists(s, s == '..' || s == '.' || s == '')").message("model.target must not contain '..', '.' or empty path segments"),
-        validation = Rule::new("!self.contains('\\\\')").message("model.target must use '/' as separator, not '\\\\'")
+        validation = Rule::new("!self.contains('\\\\')").message("model.target must use '/' as separator, not '\\\\'"),
+        validation = Rule::new("!self.matches('[[:cntrl:]]')").message("model.target must not contain control characters")
     )]
     pub target: String,
 
+    /// TUF target paths of a model made of several files (config, tokenizer, weight
+    /// shards). Each file keeps the last segment of its path as its name, so the last
+    /// segments must differ. The revision is the whole verified set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 256)))]
+    #[x_kube(
+        validation = Rule::new("self.all(t, !t.contains('://') && !t.startsWith('/') && !t.contains('\\\\') && !t.split('/').exists(s, s == '..' || s == '.' || s == ''))").message("model.targets: each entry is a TUF target path relative to the repository, such as fraud-detector/2.4.0/config.json: no URL, no leading '/', no '\\\\', no '..', '.' or empty segments"),
+        validation = Rule::new("self.all(t, !t.matches('[[:cntrl:]]'))").message("model.targets must not contain control characters"),
+        validation = Rule::new("self.all(t, self.exists_one(u, u.substring(u.lastIndexOf('/') + 1) == t.substring(t.lastIndexOf('/') + 1)))").message("model.targets: the files land in one directory by the last segment of their paths, so those must differ; use prefix to keep a directory tree")
+    )]
+    pub targets: Vec<String>,
+
+    /// Every target under this directory of the repository (ending with `/`), such as
+    /// `llama-3/8b/2026-11-01/`, delegated roles included; each file keeps its path
+    /// below the prefix. At most 1024 files. Publish each version under a prefix of its
+    /// own: a file added or removed under a prefix that serves changes the model, and
+    /// modelgate treats the verified one as no longer trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 1024))]
+    #[x_kube(
+        validation = Rule::new("self.endsWith('/') && !self.startsWith('/')").message("model.prefix is a directory of the repository's targets, such as llama-3/8b/2026-11-01/: it ends with '/' and does not start with one"),
+        validation = Rule::new("!self.contains('://') && !self.contains('\\\\') && !self.substring(0, size(self) - 1).split('/').exists(s, s == '..' || s == '.' || s == '')").message("model.prefix must be a relative path without a URL scheme, '\\\\', '..', '.' or empty segments, such as llama-3/8b/2026-11-01/"),
+        validation = Rule::new("!self.matches('[[:cntrl:]]')").message("model.prefix must not contain control characters")
+    )]
+    pub prefix: Option<String>,
+
     /// Absolute directory where serving containers find the verified model (read-only).
-    /// The file keeps the last segment of its target path as its name.
+    /// It appears complete or not at all: the files are verified before it does.
     #[serde(default = "default_mount_path")]
     #[schemars(length(min = 2, max = 1024))]
     #[x_kube(
@@ -144,6 +177,34 @@ pub struct ModelSource {
         validation = Rule::new("!['/proc', '/sys', '/dev', '/etc', '/var/run/secrets', '/run/secrets', '/var/run/modelgate'].exists(p, self == p || self == p + '/' || self.startsWith(p + '/'))").message("model.mountPath must not be or lie under /proc, /sys, /dev, /etc, the ServiceAccount token directory (/var/run/secrets) or /var/run/modelgate; use a directory of its own, such as /models")
     )]
     pub mount_path: String,
+}
+
+impl ModelSource {
+    /// The files this spec selects.
+    pub fn model(&self) -> super::ModelRef {
+        super::ModelRef::of_spec(self)
+    }
+}
+
+impl RevisionStatus {
+    /// The files this revision serves.
+    pub fn model(&self) -> super::ModelRef {
+        super::ModelRef::of_status(&self.target, &self.targets)
+    }
+}
+
+impl CanaryStatus {
+    /// The files this revision serves.
+    pub fn model(&self) -> super::ModelRef {
+        super::ModelRef::of_status(&self.target, &self.targets)
+    }
+}
+
+impl HistoryEntry {
+    /// The files this revision served.
+    pub fn model(&self) -> super::ModelRef {
+        super::ModelRef::of_status(&self.target, &self.targets)
+    }
 }
 
 fn default_mount_path() -> String {
@@ -471,14 +532,22 @@ pub struct RevisionStatus {
     /// is named `<release>-<hash>`.
     #[serde(default)]
     pub hash: String,
-    /// TUF target path.
+    /// TUF target path; for several files the prefix, or the first of the list and how
+    /// many more there are.
     pub target: String,
-    /// Verified sha256 of the target, hex.
+    /// The TUF target paths, when the model is a list of files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    /// Verified sha256 of the target, hex; for several files, of the manifest that
+    /// lists each verified path, length and sha256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
-    /// Verified length of the target in bytes.
+    /// Verified length in bytes (of all files together).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub length: Option<i64>,
+    /// Number of verified files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<i64>,
     /// When it became the stable revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promoted_at: Option<Time>,
@@ -493,14 +562,22 @@ pub struct CanaryStatus {
     /// Identity of the revision (hash of target and template).
     #[serde(default)]
     pub hash: String,
-    /// TUF target path.
+    /// TUF target path; for several files the prefix, or the first of the list and how
+    /// many more there are.
     pub target: String,
-    /// Verified sha256 of the target, hex.
+    /// The TUF target paths, when the model is a list of files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    /// Verified sha256 of the target, hex; for several files, of the manifest that
+    /// lists each verified path, length and sha256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
-    /// Verified length of the target in bytes.
+    /// Verified length in bytes (of all files together).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub length: Option<i64>,
+    /// Number of verified files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<i64>,
     /// Index of the current step in `spec.strategy.steps`.
     pub step: i32,
     /// Percent of replicas serving this revision.
@@ -543,14 +620,22 @@ pub struct HistoryEntry {
     /// Identity of the revision (hash of target and template).
     #[serde(default)]
     pub hash: String,
-    /// TUF target path.
+    /// TUF target path; for several files the prefix, or the first of the list and how
+    /// many more there are.
     pub target: String,
-    /// Verified sha256 of the target, hex.
+    /// The TUF target paths, when the model is a list of files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    /// Verified sha256 of the target, hex; for several files, of the manifest that
+    /// lists each verified path, length and sha256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
-    /// Verified length of the target in bytes.
+    /// Verified length in bytes (of all files together).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub length: Option<i64>,
+    /// Number of verified files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<i64>,
     /// `Promoted`, `RolledBack`, `Rejected` or `Superseded`.
     pub outcome: String,
     /// Why, in a word or two.

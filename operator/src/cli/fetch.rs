@@ -1,6 +1,6 @@
 //! `modelgate fetch` (the init container of every model pod) and `modelgate verify`
 //! (the same, for a person at a terminal): run the whole TUF client workflow from the
-//! pinned root, then download the target while verifying it.
+//! pinned root, then download the model's files while verifying them.
 
 use std::path::PathBuf;
 
@@ -9,7 +9,14 @@ use clap::Args;
 use k8s_openapi::jiff::Timestamp;
 use reqwest::Url;
 
-use crate::trust::{Expected, Floors, Store, TargetFile, Transport, TransportOptions, Trusted, Updater, state, target};
+use crate::{
+    api::ModelRef,
+    trust::{
+        self, Expected, Floors, ModelSet, Store, Transport, TransportOptions, Trusted, Updater,
+        fetch::{self, FetchOptions},
+        state, target,
+    },
+};
 
 /// Where the repository is and what anchors trust in it.
 #[derive(Debug, Args)]
@@ -42,14 +49,21 @@ pub struct Repository {
     min_snapshot_version: u64,
     #[arg(long, default_value_t = 0)]
     min_targets_version: u64,
-    /// The TUF target path.
-    #[arg(long)]
-    target: String,
+    /// A TUF target path of the model; repeat it for a model of several files.
+    #[arg(long, required_unless_present = "prefix")]
+    target: Vec<String>,
+    /// Every target under this directory (ending with '/') instead of `--target`.
+    #[arg(long, conflicts_with = "target")]
+    prefix: Option<String>,
+    /// Files downloaded at once; one per CPU (at most 8) by default.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    concurrency: Option<u16>,
 }
 
 struct Verified {
-    info: TargetFile,
+    set: ModelSet,
     trusted: Trusted,
+    fetched: u64,
 }
 
 impl Repository {
@@ -90,11 +104,26 @@ impl Repository {
             Timestamp::now(),
         )?;
         let trusted = updater.refresh().await?;
-        let info = updater.target(&self.target).await?;
-        target::check_expected(&self.target, &info, expected)?;
-        let url = target::target_url(&self.targets_url, &self.target, &info, updater.consistent_snapshot())?;
-        target::download(updater.transport(), &url, &self.target, &info, out).await?;
-        Ok(Verified { info, trusted })
+        let model = self.model();
+        let set = trust::model::resolve(&mut updater, &model).await?;
+        if let Some(e) = expected {
+            let id = set.identity();
+            target::check_expected(&model.display(), &id, e)?;
+        }
+        let options = FetchOptions {
+            concurrency: self.concurrency.map_or_else(fetch::default_concurrency, usize::from),
+            ..Default::default()
+        };
+        let consistent = updater.consistent_snapshot();
+        let fetched = fetch::fetch_set(updater.transport(), &self.targets_url, consistent, &set, out, &options).await?;
+        Ok(Verified { set, trusted, fetched })
+    }
+
+    fn model(&self) -> ModelRef {
+        match &self.prefix {
+            Some(p) => ModelRef::Prefix(p.clone()),
+            None => ModelRef::of_status("", &self.target),
+        }
     }
 }
 
@@ -102,27 +131,36 @@ impl Repository {
 pub struct Fetch {
     #[command(flatten)]
     repository: Repository,
-    /// The sha256 the operator verified; the signed one must equal it.
+    /// The sha256 the operator verified (of the file, or of a set's manifest); the
+    /// signed one must equal it.
     #[arg(long)]
     sha256: String,
-    /// The length the operator verified.
+    /// The length the operator verified (of all files together).
     #[arg(long)]
     length: u64,
-    /// Where to write the verified file.
+    /// The number of files the operator verified.
+    #[arg(long, default_value_t = 1)]
+    files: usize,
+    /// The volume to fetch into: the verified model appears as `<out>/model`, complete
+    /// or not at all; a download interrupted earlier is resumed.
     #[arg(long)]
     out: PathBuf,
 }
 
 impl Fetch {
     pub async fn run(self) -> anyhow::Result<()> {
-        let expected = Expected { sha256: self.sha256.to_lowercase(), length: self.length };
-        self.repository.verify_into(&self.out, Some(&expected)).await?;
+        let expected = Expected { sha256: self.sha256.to_lowercase(), length: self.length, files: self.files };
+        let started = std::time::Instant::now();
+        let v = self.repository.verify_into(&self.out, Some(&expected)).await?;
         eprintln!(
-            "modelgate: verified {} ({} bytes, sha256 {}) into {}",
-            self.repository.target,
+            "modelgate: verified {} ({} files, {} bytes, sha256 {}) into {} in {:.1}s ({} bytes downloaded)",
+            v.set.model,
+            v.set.files.len(),
             self.length,
             expected.sha256,
-            self.out.display()
+            self.out.join(fetch::MODEL_DIR).display(),
+            started.elapsed().as_secs_f64(),
+            v.fetched,
         );
         Ok(())
     }
@@ -132,20 +170,37 @@ impl Fetch {
 pub struct Verify {
     #[command(flatten)]
     repository: Repository,
-    /// Keep the verified file here (else it is discarded after checking).
+    /// Keep the verified model in this new directory (else it is discarded after checking).
     #[arg(long)]
     out: Option<PathBuf>,
 }
 
 impl Verify {
     pub async fn run(self) -> anyhow::Result<()> {
-        let scratch = tempfile::tempdir()?;
-        let out = self.out.clone().unwrap_or_else(|| scratch.path().join("target"));
-        let Verified { info, trusted } = self.repository.verify_into(&out, None).await?;
-        println!("target:    {}", self.repository.target);
-        println!("length:    {}", info.length);
-        for (alg, hash) in &info.hashes {
-            println!("{:<10} {hash}", format!("{alg}:"));
+        let parent = match &self.out {
+            Some(out) => out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")),
+            None => &std::env::temp_dir(),
+        };
+        let scratch = tempfile::tempdir_in(parent).context("cannot create a scratch directory")?;
+        let Verified { set, trusted, .. } = self.repository.verify_into(scratch.path(), None).await?;
+        let id = set.identity();
+        println!("model:     {}", set.model);
+        match set.files.as_slice() {
+            [one] => {
+                println!("target:    {}", one.target);
+                println!("length:    {}", one.info.length);
+                for (alg, hash) in &one.info.hashes {
+                    println!("{:<10} {hash}", format!("{alg}:"));
+                }
+            }
+            files => {
+                println!("files:     {}", files.len());
+                println!("length:    {}", id.length);
+                println!("manifest:  sha256 {}", id.sha256);
+                for f in files {
+                    println!("  {}  {:>12}  {}", f.sha256, f.info.length, f.target);
+                }
+            }
         }
         for (role, (version, expires)) in [
             ("root", trusted.root),
@@ -156,6 +211,8 @@ impl Verify {
             println!("{:<10} version {version}, expires {expires}", format!("{role}:"));
         }
         if let Some(path) = &self.out {
+            std::fs::rename(scratch.path().join(fetch::MODEL_DIR), path)
+                .with_context(|| format!("cannot move the verified model to {}", path.display()))?;
             println!("written:   {}", path.display());
         }
         println!("verified:  yes");

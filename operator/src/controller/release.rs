@@ -222,13 +222,14 @@ fn record(metrics: &Metrics, ns: &str, name: &str, observed: &Observed, plan: &p
     }
 }
 
-/// Every target the planner may ask about: the spec's, the running ones, the earlier ones.
+/// Every model the planner may ask about (`ModelRef::key`): the spec's, the running
+/// ones, the earlier ones.
 fn targets_of(release: &ModelRelease) -> Vec<String> {
-    let mut targets = vec![release.spec.model.target.clone()];
+    let mut targets = vec![release.spec.model.model().key()];
     if let Some(s) = &release.status {
-        targets.extend(s.stable.iter().map(|r| r.target.clone()));
-        targets.extend(s.canary.iter().map(|c| c.target.clone()));
-        targets.extend(s.history.iter().filter(|h| h.outcome == "Promoted").map(|h| h.target.clone()));
+        targets.extend(s.stable.iter().map(|r| r.model().key()));
+        targets.extend(s.canary.iter().map(|c| c.model().key()));
+        targets.extend(s.history.iter().filter(|h| h.outcome == "Promoted").map(|h| h.model().key()));
     }
     targets.sort();
     targets.dedup();
@@ -237,12 +238,13 @@ fn targets_of(release: &ModelRelease) -> Vec<String> {
 
 /// The digests the planner verified for `hash` (the canary, or a stable to recreate).
 fn verified_revision<'a>(status: &'a crate::api::ModelReleaseStatus, hash: &'a str) -> Option<workload::Revision<'a>> {
-    let from = |number, sha256: &'a Option<String>, length: Option<i64>| {
-        Some(workload::Revision { number, hash, sha256: sha256.as_deref()?, length: length? })
+    let from = |number, sha256: &'a Option<String>, length: Option<i64>, files: Option<i64>| {
+        let files = files.unwrap_or(1);
+        Some(workload::Revision { number, hash, sha256: sha256.as_deref()?, length: length?, files })
     };
     match (&status.canary, &status.stable) {
-        (Some(c), _) if c.hash == hash => from(c.revision, &c.sha256, c.length),
-        (_, Some(s)) if s.hash == hash => from(s.revision, &s.sha256, s.length),
+        (Some(c), _) if c.hash == hash => from(c.revision, &c.sha256, c.length, c.files),
+        (_, Some(s)) if s.hash == hash => from(s.revision, &s.sha256, s.length, s.files),
         _ => None,
     }
 }

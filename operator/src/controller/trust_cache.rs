@@ -11,8 +11,9 @@ use k8s_openapi::jiff::Timestamp;
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::{
+    api::ModelRef,
     plan::Verdict,
-    trust::{self, Kept, RefreshInput, Refreshed, Session, TargetFile, TrustError},
+    trust::{self, Kept, ModelSet, RefreshInput, Refreshed, Session, TrustError},
 };
 
 #[derive(Default)]
@@ -70,8 +71,8 @@ impl TrustCache {
         }
     }
 
-    /// What the repository says about `target` at `now`.
-    pub async fn lookup(&self, uid: &str, target: &str, now: Timestamp) -> Verdict {
+    /// What the repository says at `now` about the model `key` (`ModelRef::key`).
+    pub async fn lookup(&self, uid: &str, key: &str, now: Timestamp) -> Verdict {
         let entry = self.entry(uid);
         let mut entry = entry.lock().await;
         if let Some((reason, message)) = &entry.refused {
@@ -93,28 +94,25 @@ impl TrustCache {
             }
         }
         session.updater.set_now(now);
-        verdict_of(target, session.updater.target(target).await)
+        let model = ModelRef::from_key(key);
+        verdict_of(trust::model::resolve(&mut session.updater, &model).await)
     }
 }
 
-/// What a target lookup means for a release: its digests, a refusal, or (for network
-/// trouble) no verdict yet.
-pub fn verdict_of(target: &str, found: Result<TargetFile, TrustError>) -> Verdict {
+/// What resolving a model means for a release: its identity, a refusal, or (for
+/// network trouble) no verdict yet.
+pub fn verdict_of(found: Result<ModelSet, TrustError>) -> Verdict {
     match found {
-        Ok(info) => match (info.hash("sha256"), i64::try_from(info.length)) {
-            (Err(e), _) => Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() },
-            (Ok(_), Err(_)) => Verdict::Untrusted {
-                reason: "Malformed".into(),
-                message: format!("target {target:?} is signed with a length beyond any real file ({})", info.length),
-            },
-            (Ok(Some(sha256)), Ok(length)) => Verdict::Trusted { sha256, length },
-            (Ok(None), Ok(_)) => Verdict::Untrusted {
-                reason: "NoSha256".into(),
-                message: format!(
-                    "target {target:?} is signed without a sha256 hash, which modelgate pins pods to; sign it with sha256"
-                ),
-            },
-        },
+        Ok(set) => {
+            let id = set.identity();
+            match (i64::try_from(id.length), i64::try_from(id.files)) {
+                (Ok(length), Ok(files)) => Verdict::Trusted { sha256: id.sha256, length, files },
+                _ => Verdict::Untrusted {
+                    reason: "Malformed".into(),
+                    message: format!("{} is signed with a length beyond any real file", set.model),
+                },
+            }
+        }
         Err(e) if e.is_transient() => Verdict::Unknown { message: e.to_string() },
         Err(e) => Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() },
     }

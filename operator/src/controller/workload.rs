@@ -10,11 +10,14 @@ use serde_json::{Value, json};
 
 use crate::{
     api::{
-        ANNOTATION_MODEL_SHA256, FETCH_CONTAINER, LABEL_HASH, LABEL_RELEASE, LABEL_REVISION, ModelRelease,
+        ANNOTATION_MODEL_SHA256, FETCH_CONTAINER, LABEL_HASH, LABEL_RELEASE, LABEL_REVISION, ModelRef, ModelRelease,
         ModelRepository,
     },
     plan::pod_policy::{self, PodPolicy},
-    trust::state::{STATE_CHAIN_KEY, state_configmap},
+    trust::{
+        fetch::MODEL_DIR,
+        state::{STATE_CHAIN_KEY, state_configmap},
+    },
 };
 
 const MODEL_VOLUME: &str = "modelgate-model";
@@ -38,6 +41,7 @@ pub struct Revision<'a> {
     pub hash: &'a str,
     pub sha256: &'a str,
     pub length: i64,
+    pub files: i64,
 }
 
 /// Why a revision cannot become a workload: the template modelgate would render from
@@ -84,7 +88,6 @@ pub fn replica_set(
         .get_or_insert_with(Default::default)
         .insert(ANNOTATION_MODEL_SHA256.into(), revision.sha256.into());
 
-    let file = release.spec.model.target.rsplit('/').next().unwrap_or("model");
     let repo_name = repository.name_any();
     let pin = &repository.spec.trusted_root.config_map_ref;
     let mut args = vec![
@@ -97,15 +100,23 @@ pub fn replica_set(
         format!("{PIN_DIR}/{PIN_FILE}"),
         "--root-chain".into(),
         format!("{TRUST_DIR}/{STATE_CHAIN_KEY}"),
-        "--target".into(),
-        release.spec.model.target.clone(),
+    ];
+    let model = release.spec.model.model();
+    match &model {
+        ModelRef::Prefix(p) => args.extend(["--prefix".to_string(), p.clone()]),
+        ModelRef::File(t) => args.extend(["--target".to_string(), t.clone()]),
+        ModelRef::List(l) => args.extend(l.iter().flat_map(|t| ["--target".to_string(), t.clone()])),
+    }
+    args.extend([
         "--sha256".into(),
         revision.sha256.into(),
         "--length".into(),
         revision.length.to_string(),
+        "--files".into(),
+        revision.files.to_string(),
         "--out".into(),
-        format!("{FETCH_OUT}/{file}"),
-    ];
+        FETCH_OUT.into(),
+    ]);
     let floors = crate::plan::repository::floors(repository.status.as_ref());
     for (role, version) in [
         ("root", floors.root),
@@ -160,8 +171,9 @@ pub fn replica_set(
     // `check` refused a template without a spec.
     let spec = template.spec.get_or_insert_with(Default::default);
     spec.init_containers.get_or_insert_with(Vec::new).insert(0, typed(fetch)?);
+    // Only the complete, verified directory: the download's staging lies beside it.
     let model_mount: VolumeMount = typed(json!({
-        "name": MODEL_VOLUME, "mountPath": release.spec.model.mount_path, "readOnly": true
+        "name": MODEL_VOLUME, "mountPath": release.spec.model.mount_path, "readOnly": true, "subPath": MODEL_DIR
     }))?;
     for container in &mut spec.containers {
         container.volume_mounts.get_or_insert_with(Vec::new).push(model_mount.clone());
@@ -175,7 +187,7 @@ pub fn replica_set(
         "metadata": {
             "name": name(&release_name, revision.hash),
             "labels": labels,
-            "annotations": {ANNOTATION_MODEL_SHA256: revision.sha256, "modelgate.dev/target": release.spec.model.target},
+            "annotations": {ANNOTATION_MODEL_SHA256: revision.sha256, "modelgate.dev/target": model.display()},
             "ownerReferences": [owner],
         },
         "spec": {
@@ -224,7 +236,7 @@ mod tests {
             "fraud",
             ModelReleaseSpec {
                 repository_ref: RepositoryRef { name: "ml".into() },
-                model: ModelSource { target: "fraud/2.0/model.onnx".into(), mount_path: "/models".into() },
+                model: ModelSource { target: "fraud/2.0/model.onnx".into(), mount_path: "/models".into(), ..Default::default() },
                 replicas: 4,
                 template,
                 strategy: Default::default(),
@@ -253,7 +265,7 @@ mod tests {
             timestamp: Some(crate::api::RoleState { version: 7, expires: None }),
             ..Default::default()
         });
-        let rev = Revision { number: 3, hash: "abcdef0123", sha256: "00ff", length: 42 };
+        let rev = Revision { number: 3, hash: "abcdef0123", sha256: "00ff", length: 42, files: 1 };
         let rs = replica_set(&release, &repo, &rev, 2, "modelgate/modelgate:0.1.0", &PodPolicy::default()).unwrap();
 
         assert_eq!(rs["metadata"]["name"], "fraud-abcdef0123");
@@ -271,12 +283,14 @@ mod tests {
         assert_eq!(after("--length"), "42");
         assert_eq!(after("--target"), "fraud/2.0/model.onnx");
         assert_eq!(after("--min-timestamp-version"), "7");
-        assert_eq!(after("--out"), "/var/run/modelgate/model/model.onnx");
+        assert_eq!(after("--out"), "/var/run/modelgate/model");
+        assert_eq!(after("--files"), "1");
         assert_eq!(after("--ca-bundle"), "/var/run/modelgate/ca/ca.crt");
         assert!(!args.contains(&"--min-root-version"), "floors at 0 are not passed");
         for c in pod["spec"]["containers"].as_array().unwrap() {
             let m = c["volumeMounts"].as_array().unwrap().last().unwrap();
             assert_eq!((m["mountPath"].as_str(), m["readOnly"].as_bool()), (Some("/models"), Some(true)));
+            assert_eq!(m["subPath"], "model", "servers see the verified directory, not the staging beside it");
         }
         let volumes = pod["spec"]["volumes"].as_array().unwrap();
         assert!(volumes.iter().any(|v| v["configMap"]["name"] == "ml-trust-state"));

@@ -31,8 +31,15 @@ pub const SERVICE_READY: &str = "ServiceReady";
 /// Identity of a revision: what it serves and how. Any change to either starts a new
 /// revision; the same pair is the same revision (its workload is reused).
 pub fn revision_hash(spec: &ModelReleaseSpec) -> String {
-    let identity =
-        serde_json::json!({"target": spec.model.target, "mountPath": spec.model.mount_path, "template": spec.template});
+    let m = &spec.model;
+    let mut identity = serde_json::json!({"target": m.target, "mountPath": m.mount_path, "template": spec.template});
+    // Keys only for the forms of several files, so a one-file release keeps its hash.
+    if !m.targets.is_empty() {
+        identity["targets"] = serde_json::json!(m.targets);
+    }
+    if let Some(prefix) = &m.prefix {
+        identity["prefix"] = serde_json::json!(prefix);
+    }
     // A JSON value always serializes; the fallback only keeps this total.
     let bytes = serde_json::to_vec(&identity).unwrap_or_default();
     hex::encode(digest::digest(&digest::SHA256, &bytes).as_ref().get(..5).unwrap_or_default())
@@ -41,8 +48,9 @@ pub fn revision_hash(spec: &ModelReleaseSpec) -> String {
 /// What the repository says about one target now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Signed and current, with these digests.
-    Trusted { sha256: String, length: i64 },
+    /// Signed and current: the sha256 of the file (or of the manifest of a set of
+    /// files), the total length and the number of files.
+    Trusted { sha256: String, length: i64, files: i64 },
     /// Refused: not listed, expired, attacked, ... `reason` is a short label.
     Untrusted { reason: String, message: String },
     /// Cannot tell yet (repository not refreshed, or unreachable with nothing cached).
@@ -109,7 +117,7 @@ pub struct Commands {
 pub struct Observed {
     /// Whether `spec.repositoryRef` names an existing ModelRepository.
     pub repository_found: bool,
-    /// Trust verdicts, by target path: the spec's target, the stable and canary targets,
+    /// Trust verdicts, by model (`ModelRef::key`): the spec's model, the stable and canary targets,
     /// and the targets of earlier revisions (rollback candidates).
     pub verdicts: BTreeMap<String, Verdict>,
     /// Workloads by revision hash.

@@ -25,7 +25,7 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 use super::*;
 use crate::api::{
-    CanaryStatus, CommandsSeen, GateStatus, HistoryEntry, ModelRelease, ModelReleaseSpec, ModelReleaseStatus, Phase,
+    CanaryStatus, ModelRef, CommandsSeen, GateStatus, HistoryEntry, ModelRelease, ModelReleaseSpec, ModelReleaseStatus, Phase,
     RevisionStatus, RevocationAction, condition, set_condition,
 };
 
@@ -276,7 +276,7 @@ impl Planner<'_> {
         let refusal = if !self.obs.workloads.contains_key(&entry.hash) {
             Some("its ReplicaSet no longer exists (only the newest revisions are kept)".to_string())
         } else {
-            match self.verdict(&entry.target) {
+            match self.verdict(&entry.model().key()) {
                 Verdict::Trusted { sha256, .. } if Some(&sha256) == entry.sha256.as_ref() => None,
                 Verdict::Trusted { .. } => {
                     Some(format!("its target {:?} is now signed with other bytes", entry.target))
@@ -308,9 +308,10 @@ impl Planner<'_> {
 
     /// Verifies the spec's target; a trusted one becomes the canary.
     fn start(&mut self) {
-        let target = self.spec.model.target.clone();
+        let model = self.spec.model.model();
+        let target = model.display();
         let revision = self.revision_for(&self.desired);
-        match self.verdict(&target) {
+        match self.verdict(&model.key()) {
             Verdict::Unknown { message } => {
                 self.set_verified("Unknown", "Verifying", format!("cannot verify {target:?} yet: {message}"));
                 self.set_phase(Phase::Verifying, format!("verifying target {target:?}: {message}"));
@@ -328,6 +329,7 @@ impl Planner<'_> {
                     revision,
                     hash: self.desired.clone(),
                     target,
+                    targets: model.list(),
                     outcome: REJECTED.into(),
                     reason: Some(reason),
                     started_at: Some(Time(self.now)),
@@ -337,14 +339,16 @@ impl Planner<'_> {
                 self.note(true, REJECTED, message.clone());
                 self.set_phase(Phase::Rejected, message);
             }
-            Verdict::Trusted { sha256, length } => {
+            Verdict::Trusted { sha256, length, files } => {
                 let first = self.status.stable.is_none();
                 let mut canary = CanaryStatus {
                     revision,
                     hash: self.desired.clone(),
                     target: target.clone(),
+                    targets: model.list(),
                     sha256: Some(sha256.clone()),
                     length: Some(length),
+                    files: Some(files),
                     step: 0,
                     weight: 0,
                     started_at: Some(Time(self.now)),
@@ -355,7 +359,11 @@ impl Planner<'_> {
                 } else {
                     self.enter_step(&mut canary);
                 }
-                self.set_verified("True", "TargetVerified", format!("{target:?}: sha256 {sha256}, {length} bytes"));
+                let what = match files {
+                    1 => format!("{target:?}: sha256 {sha256}, {length} bytes"),
+                    n => format!("{target:?}: {n} files, {length} bytes, manifest sha256 {sha256}"),
+                };
+                self.set_verified("True", "TargetVerified", what);
                 self.note(
                     false,
                     "RolloutStarted",
@@ -370,7 +378,7 @@ impl Planner<'_> {
 
     fn progress(&mut self) {
         let Some(canary) = self.status.canary.clone() else { return };
-        if let Some((reason, message)) = self.untrusted(&canary.target, canary.sha256.as_deref()) {
+        if let Some((reason, message)) = self.untrusted(&canary.model(), canary.sha256.as_deref()) {
             return self.fail("TrustFailure", format!("{reason}: {message}"));
         }
         let health = self.obs.pods.get(&canary.hash).cloned().unwrap_or_default();
@@ -506,8 +514,10 @@ impl Planner<'_> {
             revision: canary.revision,
             hash: canary.hash,
             target: canary.target.clone(),
+            targets: canary.targets,
             sha256: canary.sha256,
             length: canary.length,
+            files: canary.files,
             promoted_at: Some(Time(self.now)),
         });
         self.status.gates.clear();
@@ -574,7 +584,7 @@ impl Planner<'_> {
             }
         }
 
-        match self.untrusted(&stable.target, stable.sha256.as_deref()) {
+        match self.untrusted(&stable.model(), stable.sha256.as_deref()) {
             Some((reason, message)) => {
                 let message =
                     format!("revision {} ({}) is no longer trusted: {message}", stable.revision, stable.target);
@@ -598,7 +608,7 @@ impl Planner<'_> {
                 return;
             }
             None => {
-                if matches!(self.verdict(&stable.target), Verdict::Trusted { .. }) {
+                if matches!(self.verdict(&stable.model().key()), Verdict::Trusted { .. }) {
                     let message =
                         format!("revision {} ({}) is trusted by its repository", stable.revision, stable.target);
                     self.set_condition(TRUST_DEGRADED, false, "TargetTrusted", message);
@@ -665,7 +675,7 @@ impl Planner<'_> {
             .iter()
             .rev()
             .filter(|h| h.outcome == PROMOTED && h.hash != failed && self.obs.workloads.contains_key(&h.hash))
-            .find(|h| matches!(self.verdict(&h.target), Verdict::Trusted { sha256, .. } if Some(&sha256) == h.sha256.as_ref()))
+            .find(|h| matches!(self.verdict(&h.model().key()), Verdict::Trusted { sha256, .. } if Some(&sha256) == h.sha256.as_ref()))
             .cloned()
     }
 
@@ -676,8 +686,10 @@ impl Planner<'_> {
             revision: from.revision,
             hash: from.hash,
             target: from.target.clone(),
+            targets: from.targets,
             sha256: from.sha256,
             length: from.length,
+            files: from.files,
             outcome: ROLLED_BACK.into(),
             reason: Some(bounded(&summary)),
             started_at: from.promoted_at,
@@ -689,8 +701,10 @@ impl Planner<'_> {
             revision: to.revision,
             hash: to.hash,
             target: to.target,
+            targets: to.targets,
             sha256: to.sha256,
             length: to.length,
+            files: to.files,
             promoted_at: Some(Time(self.now)),
         });
         self.status.gates.clear();
@@ -761,9 +775,10 @@ impl Planner<'_> {
         }
     }
 
-    /// `(reason, message)` when the repository refuses `target` or now lists other bytes.
-    fn untrusted(&self, target: &str, sha256: Option<&str>) -> Option<(String, String)> {
-        match self.verdict(target) {
+    /// `(reason, message)` when the repository refuses `model` or now lists other bytes.
+    fn untrusted(&self, model: &ModelRef, sha256: Option<&str>) -> Option<(String, String)> {
+        let target = model.display();
+        match self.verdict(&model.key()) {
             Verdict::Untrusted { reason, message } => Some((reason, message)),
             Verdict::Trusted { sha256: now, .. } if Some(now.as_str()) != sha256 => Some((
                 "TargetChanged".into(),
@@ -777,10 +792,11 @@ impl Planner<'_> {
         }
     }
 
-    fn verdict(&self, target: &str) -> Verdict {
+    /// The verdict on a model, by `ModelRef::key`.
+    fn verdict(&self, key: &str) -> Verdict {
         self.obs
             .verdicts
-            .get(target)
+            .get(key)
             .cloned()
             .unwrap_or_else(|| Verdict::Unknown { message: "not looked up yet".into() })
     }
@@ -889,8 +905,10 @@ fn history_of_canary(canary: &CanaryStatus, outcome: &str, reason: Option<String
         revision: canary.revision,
         hash: canary.hash.clone(),
         target: canary.target.clone(),
+        targets: canary.targets.clone(),
         sha256: canary.sha256.clone(),
         length: canary.length,
+        files: canary.files,
         outcome: outcome.into(),
         reason,
         started_at: canary.started_at.clone(),

@@ -58,7 +58,7 @@ impl World {
             "fraud",
             ModelReleaseSpec {
                 repository_ref: RepositoryRef { name: "ml-models".into() },
-                model: ModelSource { target: V1.into(), mount_path: "/models".into() },
+                model: ModelSource { target: V1.into(), mount_path: "/models".into(), ..Default::default() },
                 replicas: 4,
                 template: serde_json::from_value(json!({"spec": {"containers": [{"name": "s", "image": "srv:1"}]}}))
                     .unwrap(),
@@ -77,7 +77,7 @@ impl World {
         };
         let mut obs = Observed { repository_found: true, ..Default::default() };
         for t in [V1, V2, V3] {
-            obs.verdicts.insert(t.into(), Verdict::Trusted { sha256: sha(t), length: 100 });
+            obs.verdicts.insert(t.into(), Verdict::Trusted { sha256: sha(t), length: 100, files: 1 });
         }
         World { release, obs, auto_ready: true, last: None }
     }
@@ -593,7 +593,7 @@ fn revocation_alert_only_keeps_serving() {
     w.set_target(V2);
     w.settle(10);
     let v2 = w.stable_hash();
-    w.obs.verdicts.insert(V2.into(), Verdict::Trusted { sha256: sha(V3), length: 100 });
+    w.obs.verdicts.insert(V2.into(), Verdict::Trusted { sha256: sha(V3), length: 100, files: 1 });
     w.run(20);
     assert_eq!(w.stable_hash(), v2);
     assert_eq!(w.condition(TRUST_DEGRADED), ("True".into(), "TargetChanged".into()));

@@ -21,7 +21,7 @@ use serde_json::json;
 use crate::{
     api::{
         ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY, ANNOTATION_ROLLBACK,
-        ModelRelease, ModelRepository, Phase,
+        ModelRef, ModelRelease, ModelRepository, Phase,
     },
     controller::{
         repository::{pinned_root_and_ca, read_record},
@@ -145,7 +145,7 @@ impl Plugin {
                         || anyhow!("revision {to} of {name} was never promoted (kubectl modelgate history {name})"),
                     )?;
                 if Some(to) != stable {
-                    match verify(&client, &ns, &release, &entry.target).await? {
+                    match verify(&client, &ns, &release, &entry.model()).await? {
                         Verdict::Trusted { sha256, .. } if Some(&sha256) == entry.sha256.as_ref() => {}
                         Verdict::Trusted { sha256, .. } => bail!(
                             "refusing to roll back to revision {to}: {:?} is now signed with sha256 {sha256}, not the {} it served",
@@ -229,9 +229,9 @@ async fn annotate(
     patch(api, name, ns, json!({"metadata": {"annotations": {key: value}}}), done).await
 }
 
-/// What the release's repository says about `target` now, checked from here with the
+/// What the release's repository says about `model` now, checked from here with the
 /// same TUF client the operator uses (the newest trusted root, the floors in status).
-pub async fn verify(client: &Client, ns: &str, release: &ModelRelease, target: &str) -> anyhow::Result<Verdict> {
+pub async fn verify(client: &Client, ns: &str, release: &ModelRelease, model: &ModelRef) -> anyhow::Result<Verdict> {
     let repo_name = &release.spec.repository_ref.name;
     let repo = Api::<ModelRepository>::namespaced(client.clone(), ns)
         .get_opt(repo_name)
@@ -253,7 +253,7 @@ pub async fn verify(client: &Client, ns: &str, release: &ModelRelease, target: &
         Ok(r) => r.session,
         Err(e) => return Ok(Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() }),
     };
-    Ok(verdict_of(target, session.updater.target(target).await))
+    Ok(verdict_of(trust::model::resolve(&mut session.updater, model).await))
 }
 
 /// Waits between two renderings of `status -w`.

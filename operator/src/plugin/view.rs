@@ -189,18 +189,23 @@ pub fn history(release: &ModelRelease) -> String {
 
 /// `plan NAME`: what the spec would do, without doing it.
 pub async fn plan(client: &Client, ns: &str, release: &ModelRelease) -> anyhow::Result<()> {
-    let target = &release.spec.model.target;
+    let model = release.spec.model.model();
+    let target = model.display();
     let status = release.status.clone().unwrap_or_default();
     let hash = plan::desired_hash(release);
     println!(
         "Revision:  {hash} ({})",
         if status.stable.as_ref().is_some_and(|s| s.hash == hash) { "the stable one" } else { "new" }
     );
-    let verdict = verify(client, ns, release, target).await?;
-    let (sha256, length) = match &verdict {
-        Verdict::Trusted { sha256, length } => {
+    let verdict = verify(client, ns, release, &model).await?;
+    let (sha256, length, files) = match &verdict {
+        Verdict::Trusted { sha256, length, files: 1 } => {
             println!("Verify:    {target}: trusted, sha256 {sha256}, {length} bytes");
-            (sha256.clone(), *length)
+            (sha256.clone(), *length, 1)
+        }
+        Verdict::Trusted { sha256, length, files } => {
+            println!("Verify:    {target}: trusted, {files} files, {length} bytes, manifest sha256 {sha256}");
+            (sha256.clone(), *length, *files)
         }
         Verdict::Untrusted { message, .. } | Verdict::Unknown { message } => {
             println!("Verify:    {}", printable(&format!("{target}: REFUSED: {message}")));
@@ -236,7 +241,7 @@ pub async fn plan(client: &Client, ns: &str, release: &ModelRelease) -> anyhow::
     let next =
         status.history.iter().map(|h| h.revision).chain(status.stable.iter().map(|s| s.revision)).max().unwrap_or(0)
             + 1;
-    let revision = workload::Revision { number: next, hash: &hash, sha256: &sha256, length };
+    let revision = workload::Revision { number: next, hash: &hash, sha256: &sha256, length, files };
     let first_weight = release.spec.strategy.steps.iter().find_map(|s| s.set_weight).unwrap_or(100);
     // The installation's pod policy is the operator's; the plugin checks the default.
     let rs = match workload::replica_set(

@@ -34,6 +34,12 @@ pub enum TrustError {
     #[error("root rotation from version {from} exceeds {limit} steps")]
     TooManyRoots { from: u64, limit: u64 },
 
+    #[error("more than {limit} {what}, the most modelgate accepts for one model; publish the model under a prefix of its own")]
+    TooMany { what: String, limit: usize },
+
+    #[error("target {target:?} is signed without a sha256 hash, which modelgate pins pods to; sign it with sha256")]
+    NoSha256 { target: String },
+
     #[error("target {target:?} is not listed by any trusted targets role")]
     UnknownTarget { target: String },
 
@@ -74,6 +80,8 @@ impl TrustError {
             TrustError::Hash { .. } => "HashMismatch",
             TrustError::TooManyRoots { .. } => "TooManyRoots",
             TrustError::UnknownTarget { .. } => "UnknownTarget",
+            TrustError::TooMany { .. } => "TooManyFiles",
+            TrustError::NoSha256 { .. } => "NoSha256",
             TrustError::TargetMismatch { .. } => "TargetMismatch",
             TrustError::Insecure(_) => "Insecure",
             TrustError::Store { .. } => "StoreError",

@@ -253,6 +253,21 @@ impl DelegatedRole {
     }
 }
 
+impl DelegatedRole {
+    /// Whether this role may be trusted for some path below the directories `dirs` (a
+    /// prefix split at '/'): a hashed-bin role may hold any name, a pattern must match
+    /// the directories and go deeper (`*` never crosses '/').
+    pub fn may_delegate_under(&self, dirs: &[&str]) -> bool {
+        if let Some(patterns) = &self.paths {
+            return patterns.iter().any(|p| {
+                let segments: Vec<&str> = p.split('/').collect();
+                segments.len() > dirs.len() && segments.iter().zip(dirs).all(|(p, d)| glob(p.as_bytes(), d.as_bytes()))
+            });
+        }
+        self.path_hash_prefixes.is_some()
+    }
+}
+
 /// Shell-style pattern match where `*` does not cross `/` (as python-tuf does): the
 /// pattern and the path must have the same number of segments.
 pub fn path_matches(pattern: &str, path: &str) -> bool {

@@ -5,6 +5,8 @@
 
 mod error;
 pub mod metadata;
+pub mod model;
+pub mod fetch;
 mod refresh;
 pub mod state;
 mod store;
@@ -14,6 +16,7 @@ mod updater;
 
 pub use error::TrustError;
 pub use metadata::TargetFile;
+pub use model::{Identity, ModelFile, ModelSet};
 pub use refresh::{Kept, Record, RefreshInput, Refreshed, Session, refresh};
 pub use store::Store;
 pub use target::Expected;

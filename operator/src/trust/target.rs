@@ -1,15 +1,13 @@
-//! Downloading a target: streamed to a temporary file while hashing (memory bounded
-//! whatever the size), never a byte past the signed length, renamed into place only
-//! after every check passed.
+//! One target: the digest the operator demands, its URL, and its download into a file
+//! (streamed while hashing, never a byte past the signed length; see `fetch`).
 
-use std::{io::Write, path::Path};
+use std::path::Path;
 
-use aws_lc_rs::digest::{Context, SHA256, SHA512};
-use bytes::Bytes;
 use reqwest::Url;
 
 use super::{
-    TrustError,
+    Identity, TrustError,
+    fetch::{Progress, fetch_file},
     metadata::TargetFile,
     store::store_err,
     transport::Transport,
@@ -19,22 +17,25 @@ use super::{
 /// What the operator already verified and demands again (the init container's args).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Expected {
+    /// Of the file, or of a set's manifest.
     pub sha256: String,
     pub length: u64,
+    pub files: usize,
 }
 
-/// Checks the signed target against the operator-given digest and length.
-pub fn check_expected(name: &str, info: &TargetFile, expected: Option<&Expected>) -> Result<(), TrustError> {
-    let Some(e) = expected else { return Ok(()) };
+/// Checks the model as signed now against the operator-given identity.
+pub fn check_expected(name: &str, id: &Identity, e: &Expected) -> Result<(), TrustError> {
     let mismatch = |reason: String| TrustError::TargetMismatch { target: name.into(), reason };
-    if info.length != e.length {
-        return Err(mismatch(format!("signed length {} differs from the expected {}", info.length, e.length)));
+    if id.files != e.files {
+        return Err(mismatch(format!("the repository now signs {} files, not the expected {}", id.files, e.files)));
     }
-    match info.hashes.get("sha256") {
-        Some(h) if h.eq_ignore_ascii_case(&e.sha256) => Ok(()),
-        Some(h) => Err(mismatch(format!("signed sha256 {h} differs from the expected {}", e.sha256))),
-        None => Err(mismatch("the signed metadata lists no sha256 to compare with the expected one".into())),
+    if id.length != e.length {
+        return Err(mismatch(format!("signed length {} differs from the expected {}", id.length, e.length)));
     }
+    if !id.sha256.eq_ignore_ascii_case(&e.sha256) {
+        return Err(mismatch(format!("signed sha256 {} differs from the expected {}", id.sha256, e.sha256)));
+    }
+    Ok(())
 }
 
 /// The URL of a target, hash-prefixed when the repository uses consistent snapshots.
@@ -62,9 +63,8 @@ pub fn target_url(base: &Url, name: &str, info: &TargetFile, consistent: bool) -
     base.join(&path).map_err(|e| TrustError::Malformed { what: format!("target {name:?}"), reason: e.to_string() })
 }
 
-/// Downloads `name` to `out`, verified against its signed `info`. The network side
-/// and the hashing/writing side run on two threads joined by a small bounded queue, so
-/// TLS and sha256 each get a core and memory stays bounded.
+/// Downloads `name` to `out`, verified against its signed `info`: streamed to a
+/// temporary file while hashing, renamed into place only after every check passed.
 pub async fn download(
     transport: &Transport,
     url: &Url,
@@ -75,46 +75,7 @@ pub async fn download(
     let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| store_err(dir, e))?;
     let tmp = tempfile::Builder::new().prefix(".modelgate-").tempfile_in(dir).map_err(|e| store_err(dir, e))?;
-    // Hash only what the signed metadata lists: each algorithm costs a full pass.
-    let mut sha256 = info.hashes.contains_key("sha256").then(|| Context::new(&SHA256));
-    let mut sha512 = info.hashes.contains_key("sha512").then(|| Context::new(&SHA512));
-    let mut file = std::io::BufWriter::with_capacity(1 << 20, tmp);
-    let received = transport
-        .stream(url, info.length, |chunk: Bytes| {
-            if let Some(c) = sha256.as_mut() {
-                c.update(&chunk);
-            }
-            if let Some(c) = sha512.as_mut() {
-                c.update(&chunk);
-            }
-            file.write_all(&chunk).map_err(|e| store_err(dir, e))
-        })
-        .await
-        .map_err(|e| match e {
-            TrustError::TooLarge { .. } => TrustError::TargetMismatch {
-                target: name.into(),
-                reason: format!("the server sent more than the signed length of {} bytes", info.length),
-            },
-            other => other,
-        })?;
-    let tmp = file.into_inner().map_err(|e| store_err(dir, e.into_error()))?;
-    let hex = |c: Option<Context>| c.map(|c| hex::encode(c.finish()));
-    let digests = Digests { sha256: hex(sha256), sha512: hex(sha512) };
-    if received != info.length {
-        return Err(TrustError::TargetMismatch {
-            target: name.into(),
-            reason: format!("received {received} bytes, the signed length is {}", info.length),
-        });
-    }
-    check_hashes(&format!("target {name:?}"), &info.hashes, &digests)?;
-    tmp.as_file().sync_all().map_err(|e| store_err(out, e))?;
-    // Readable by any user in the pod (the model server rarely runs as the fetch's UID),
-    // writable by none: the volume is mounted read-only into servers anyway.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o444)).map_err(|e| store_err(out, e))?;
-    }
+    fetch_file(transport, url, name, info, tmp.path(), &Progress::default()).await?;
     tmp.persist(out).map_err(|e| store_err(out, e.error))?;
     Ok(())
 }
@@ -161,19 +122,12 @@ mod tests {
     }
 
     #[test]
-    fn the_operator_given_digest_and_length_are_demanded() {
-        let i = info(&[("sha256", "ABC"), ("sha512", "x")]);
-        assert!(check_expected("t", &i, Some(&Expected { sha256: "abc".into(), length: 10 })).is_ok());
-        assert_eq!(
-            check_expected("t", &i, Some(&Expected { sha256: "abd".into(), length: 10 })).unwrap_err().reason(),
-            "TargetMismatch"
-        );
-        assert_eq!(
-            check_expected("t", &i, Some(&Expected { sha256: "abc".into(), length: 11 })).unwrap_err().reason(),
-            "TargetMismatch"
-        );
-        let only512 = info(&[("sha512", "x")]);
-        assert!(check_expected("t", &only512, Some(&Expected { sha256: "abc".into(), length: 10 })).is_err());
-        assert!(check_expected("t", &only512, None).is_ok());
+    fn the_operator_given_digest_length_and_count_are_demanded() {
+        let id = Identity { sha256: "ABC".into(), length: 10, files: 2 };
+        let e = |sha256: &str, length, files| Expected { sha256: sha256.into(), length, files };
+        assert!(check_expected("t", &id, &e("abc", 10, 2)).is_ok());
+        for wrong in [e("abd", 10, 2), e("abc", 11, 2), e("abc", 10, 1)] {
+            assert_eq!(check_expected("t", &id, &wrong).unwrap_err().reason(), "TargetMismatch", "{wrong:?}");
+        }
     }
 }

@@ -90,23 +90,58 @@ impl Transport {
         &self,
         url: &Url,
         limit: u64,
-        mut sink: impl FnMut(Bytes) -> Result<(), TrustError>,
+        sink: impl FnMut(Bytes) -> Result<(), TrustError>,
     ) -> Result<u64, TrustError> {
+        let mut sink = sink;
+        let (_, received) = self
+            .stream_from(url, 0, limit, |part| match part {
+                Body::Start(_) => Ok(()),
+                Body::Data(chunk) => sink(chunk),
+            })
+            .await?;
+        Ok(received)
+    }
+
+    /// GETs the bytes of `url` from `offset` on (a Range request when `offset` > 0),
+    /// for a body of `length` bytes in all. A server that ignores the range (200), answers
+    /// another one, or cannot satisfy it is asked for the whole body instead: `sink` is
+    /// told the offset the body starts at (0 or `offset`) before the first chunk, so the
+    /// caller never appends bytes to the wrong place. Returns that offset and the bytes
+    /// received.
+    pub async fn stream_from(
+        &self,
+        url: &Url,
+        offset: u64,
+        length: u64,
+        mut sink: impl FnMut(Body) -> Result<(), TrustError>,
+    ) -> Result<(u64, u64), TrustError> {
         self.check_url(url)?;
         let fetch_err = |reason: String| TrustError::Fetch { url: url.to_string(), reason };
-        let response = tokio::time::timeout(self.options.request_timeout, self.client.get(url.clone()).send())
-            .await
-            .map_err(|_| fetch_err(format!("no response within {:?}", self.options.request_timeout)))?
-            .map_err(|e| fetch_err(error_chain(&e)))?;
+        let mut response = self.send(url, offset).await?;
+        let mut start = 0;
+        if offset > 0 {
+            match response.status() {
+                StatusCode::PARTIAL_CONTENT if content_range_start(&response) == Some(offset) => start = offset,
+                s if s == StatusCode::PARTIAL_CONTENT || s == StatusCode::RANGE_NOT_SATISFIABLE => {
+                    response = self.send(url, 0).await?;
+                }
+                _ => {}
+            }
+        }
         match response.status() {
+            StatusCode::PARTIAL_CONTENT if start == 0 => {
+                return Err(fetch_err("HTTP 206 (a part of the file) to a request for all of it".into()));
+            }
             s if s.is_success() => {}
             StatusCode::NOT_FOUND | StatusCode::FORBIDDEN => return Err(TrustError::NotFound { url: url.to_string() }),
             s => return Err(fetch_err(format!("HTTP {s}"))),
         }
+        let limit = length.saturating_sub(start);
         if response.content_length().is_some_and(|n| n > limit) {
-            return Err(TrustError::TooLarge { what: url.to_string(), limit });
+            return Err(TrustError::TooLarge { what: url.to_string(), limit: length });
         }
-        let start = Instant::now();
+        sink(Body::Start(start))?;
+        let begun = Instant::now();
         let mut received = 0u64;
         let mut body = response.bytes_stream();
         loop {
@@ -117,10 +152,10 @@ impl Transport {
             let chunk = chunk.map_err(|e| fetch_err(error_chain(&e)))?;
             received += chunk.len() as u64;
             if received > limit {
-                return Err(TrustError::TooLarge { what: url.to_string(), limit });
+                return Err(TrustError::TooLarge { what: url.to_string(), limit: length });
             }
-            sink(chunk)?;
-            let elapsed = start.elapsed();
+            sink(Body::Data(chunk))?;
+            let elapsed = begun.elapsed();
             if elapsed > self.options.grace
                 && received < self.options.min_bytes_per_sec.saturating_mul(elapsed.as_secs().max(1))
             {
@@ -130,8 +165,35 @@ impl Transport {
                 )));
             }
         }
-        Ok(received)
+        Ok((start, received))
     }
+
+    async fn send(&self, url: &Url, offset: u64) -> Result<reqwest::Response, TrustError> {
+        let mut request = self.client.get(url.clone());
+        if offset > 0 {
+            request = request.header(reqwest::header::RANGE, format!("bytes={offset}-"));
+        }
+        tokio::time::timeout(self.options.request_timeout, request.send())
+            .await
+            .map_err(|_| TrustError::Fetch {
+                url: url.to_string(),
+                reason: format!("no response within {:?}", self.options.request_timeout),
+            })?
+            .map_err(|e| TrustError::Fetch { url: url.to_string(), reason: error_chain(&e) })
+    }
+}
+
+/// What a streamed GET hands its sink: where the body starts, then its chunks.
+pub enum Body {
+    Start(u64),
+    Data(Bytes),
+}
+
+/// The first byte of a `Content-Range: bytes <first>-<last>/<total>` answer.
+fn content_range_start(response: &reqwest::Response) -> Option<u64> {
+    let value = response.headers().get(reqwest::header::CONTENT_RANGE)?.to_str().ok()?;
+    let (first, _) = value.strip_prefix("bytes ")?.split_once('-')?;
+    first.trim().parse().ok()
 }
 
 fn is_loopback(url: &Url) -> bool {

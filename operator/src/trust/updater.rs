@@ -11,7 +11,7 @@ use tracing::debug;
 use super::{
     Store, TrustError,
     metadata::{
-        Envelope, Header, MetaFile, MetaList, ROOT, RoleKeys, RootMeta, SNAPSHOT, TARGETS, TIMESTAMP, TargetFile,
+        DelegatedRole, Envelope, Header, MetaFile, MetaList, ROOT, RoleKeys, RootMeta, SNAPSHOT, TARGETS, TIMESTAMP, TargetFile,
         TargetsMeta,
     },
     transport::Transport,
@@ -26,6 +26,8 @@ pub struct Limits {
     pub targets_max: u64,
     pub max_root_rotations: u64,
     pub max_delegations: usize,
+    /// Roles a prefix lookup may load (every bin of a hashed-bin delegation).
+    pub max_listed_roles: usize,
 }
 
 impl Default for Limits {
@@ -37,6 +39,7 @@ impl Default for Limits {
             targets_max: 5 * 1024 * 1024,
             max_root_rotations: 256,
             max_delegations: 32,
+            max_listed_roles: 1024,
         }
     }
 }
@@ -527,6 +530,67 @@ impl Updater {
             stack.extend(children.into_iter().rev());
         }
         Err(TrustError::UnknownTarget { target: name.to_string() })
+    }
+
+    /// Every target under the directory `prefix`, as `target` would resolve each: the
+    /// names come from a pre-order walk of every role that may be trusted for a path
+    /// under the prefix (every bin of a hashed-bin delegation), a name counts only when
+    /// each delegation on its way is trusted for it, and the winning entry is the one
+    /// `target` finds (ordering and terminating delegations decide, as for one file).
+    /// Bounded: at most `max_listed_roles` roles and `max_files` names.
+    pub async fn targets_under(
+        &mut self,
+        prefix: &str,
+        max_files: usize,
+    ) -> Result<Vec<(String, TargetFile)>, TrustError> {
+        if self.snapshot.is_none() {
+            return Err(malformed_order("snapshot"));
+        }
+        let depth = prefix.split('/').count().saturating_sub(1);
+        let dirs: Vec<&str> = prefix.split('/').take(depth).collect();
+        // (role, parent, the delegations on the way to it)
+        let mut stack: Vec<(String, Option<String>, Vec<DelegatedRole>)> = vec![(TARGETS.to_string(), None, Vec::new())];
+        let mut visited = HashSet::new();
+        let mut names = std::collections::BTreeSet::new();
+        while let Some((role, parent, chain)) = stack.pop() {
+            if !visited.insert((role.clone(), parent.clone())) {
+                continue;
+            }
+            if visited.len() > self.limits.max_listed_roles {
+                return Err(TrustError::TooMany {
+                    what: format!("targets roles to search for {prefix:?}"),
+                    limit: self.limits.max_listed_roles,
+                });
+            }
+            self.update_targets(&role, parent.as_deref()).await?;
+            let Some(loaded) = self.targets.get(&role) else { break };
+            expired(&role, &loaded.header, self.now)?;
+            for name in loaded.body.targets.keys().filter(|n| n.starts_with(prefix)) {
+                if chain.iter().all(|d| d.delegates(name)) && names.insert(name.clone()) && names.len() > max_files {
+                    return Err(TrustError::TooMany { what: format!("targets under {prefix:?}"), limit: max_files });
+                }
+            }
+            let mut children = Vec::new();
+            if let Some(d) = &loaded.body.delegations {
+                for child in d.roles.iter().filter(|c| c.may_delegate_under(&dirs)) {
+                    let mut chain = chain.clone();
+                    chain.push(child.clone());
+                    children.push((child.name.clone(), Some(role.clone()), chain));
+                }
+            }
+            stack.extend(children.into_iter().rev());
+        }
+        let mut found = Vec::with_capacity(names.len());
+        for name in names {
+            match self.target(&name).await {
+                Ok(info) => found.push((name, info)),
+                // Listed by a role that a terminating or earlier delegation shadows for
+                // this name: not a target, as TUF resolves it.
+                Err(TrustError::UnknownTarget { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(found)
     }
 
     /// Whether targets are stored under hash-prefixed names.

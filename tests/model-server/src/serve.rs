@@ -26,7 +26,8 @@ const DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model file (in modelgate's read-only mount).
+    /// The model file, or the directory of a model of several files (modelgate's
+    /// read-only mount, with the manifest modelgate wrote).
     #[arg(long, default_value = "/models/model.onnx")]
     model: PathBuf,
     /// The sha256 the pod was promised; without it the server never becomes Ready.
@@ -69,7 +70,7 @@ struct Server {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (digest, head) = hash(&args.model).await?;
+    let (digest, head) = if args.model.is_dir() { load_set(&args.model).await? } else { hash(&args.model).await? };
     let behavior = Behavior::parse(&head)?;
     let promised = args.expect_sha256.as_deref().map(str::to_ascii_lowercase);
     let trusted = promised.as_deref() == Some(digest.as_str());
@@ -173,6 +174,33 @@ async fn hash(path: &PathBuf) -> anyhow::Result<(String, Vec<u8>)> {
         ctx.update(chunk);
     }
     Ok((hex::encode(ctx.finish()), head))
+}
+
+/// A model of several files: the promise is the manifest's sha256; every file it lists
+/// is read and checked (this is the load), the first one carries the behaviour header.
+async fn load_set(dir: &std::path::Path) -> anyhow::Result<(String, Vec<u8>)> {
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        files: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        path: String,
+        sha256: String,
+    }
+    let manifest_path = dir.join(".modelgate-manifest.json");
+    let bytes = tokio::fs::read(&manifest_path).await.with_context(|| format!("read {}", manifest_path.display()))?;
+    let digest = hex::encode(digest::digest(&digest::SHA256, &bytes));
+    let manifest: Manifest = serde_json::from_slice(&bytes).context("parse the manifest")?;
+    let mut head = Vec::new();
+    for (i, entry) in manifest.files.iter().enumerate() {
+        let (sha256, first) = hash(&dir.join(&entry.path)).await?;
+        anyhow::ensure!(sha256 == entry.sha256, "{} has sha256 {sha256}, the manifest says {}", entry.path, entry.sha256);
+        if i == 0 {
+            head = first;
+        }
+    }
+    Ok((digest, head))
 }
 
 async fn predict(State(server): State<Arc<Server>>) -> impl IntoResponse {
