@@ -5,6 +5,7 @@ mod availability;
 mod chart;
 mod crds;
 mod kubelet;
+mod models;
 mod node;
 mod operator;
 mod plugin;

@@ -4,6 +4,11 @@
     repos.py big OUT SIZE_MIB      one target `big.bin` of SIZE_MIB MiB
     repos.py models OUT NAME V1 V2 ...
                                    one model file per version: NAME/Vn/model.onnx
+    repos.py sharded OUT PREFIX FILES SIZE_MIB BINS
+                                   a model of FILES files (PREFIXmodel-0000i-of-N.bin,
+                                   SIZE_MIB MiB in all, plus PREFIXconfig.json) in BINS
+                                   hashed-bin delegations, with a decoy the bins do not
+                                   trust and PREFIX-free neighbours; prints the files
     repos.py delegated OUT ROLES TARGETS
                                    TARGETS targets spread over ROLES delegated roles
                                    (`team-NN/*`), each role signed by its own key
@@ -28,7 +33,7 @@ def write(path, data):
         f.write(data)
 
 
-def publish(out, targets, delegated):
+def publish(out, targets, delegated, bins=None):
     keys = {r: CryptoSigner.generate_ed25519() for r in ("root", "timestamp", "snapshot", "targets")}
     root = Metadata(Root(expires=EXPIRES, consistent_snapshot=False))
     for r, s in keys.items():
@@ -42,6 +47,21 @@ def publish(out, targets, delegated):
         for name, (signer, files) in delegated.items():
             top.signed.delegations.keys[signer.public_key.keyid] = signer.public_key
             top.signed.delegations.roles[name] = DelegatedRole(name, [signer.public_key.keyid], 1, False, [f"{name}/*"])
+            md = Metadata(Targets(expires=EXPIRES))
+            md.signed.targets = files
+            md.sign(signer)
+            write(f"{out}/metadata/{name}.json", md.to_bytes(SER))
+            snapshot.signed.meta[f"{name}.json"] = MetaFile(1)
+    if bins:
+        # python-tuf's hashed bins: role i trusts the target names whose sha256 starts
+        # with its hex prefixes; each bin has its own key.
+        top.signed.delegations = Delegations(keys={}, roles={})
+        width = len(f"{len(bins) - 1:x}")
+        for i, (signer, files) in enumerate(bins):
+            name = f"bin-{i:0{width}x}"
+            top.signed.delegations.keys[signer.public_key.keyid] = signer.public_key
+            top.signed.delegations.roles[name] = DelegatedRole(
+                name, [signer.public_key.keyid], 1, False, path_hash_prefixes=[f"{i:0{width}x}"])
             md = Metadata(Targets(expires=EXPIRES))
             md.signed.targets = files
             md.sign(signer)
@@ -89,6 +109,41 @@ def delegated(out, roles, total):
     print(last[0])
 
 
+def sharded(out, prefix, count, size_mib, nbins):
+    import hashlib
+    width = len(f"{nbins - 1:x}")
+    assert nbins == 16 ** width, "BINS is a power of 16"
+    bins = [(CryptoSigner.generate_ed25519(), {}) for _ in range(nbins)]
+    per = (size_mib << 20) // count
+    names = [f"{prefix}model-{i + 1:05d}-of-{count:05d}.bin" for i in range(count)] + [f"{prefix}config.json"]
+    for n, path in enumerate(names):
+        local = f"{out}/targets/{path}"
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        with open(local, "wb") as f:
+            if path.endswith(".json"):
+                f.write(b'{"architectures": ["Example"]}\n')
+            else:
+                block = os.urandom(1 << 16)
+                left = per
+                while left:
+                    f.write(block[: min(left, len(block))])
+                    left -= min(left, len(block))
+        bin_of = int(hashlib.sha256(path.encode()).hexdigest()[:width], 16)
+        bins[bin_of][1][path] = TargetFile.from_file(path, local, ["sha256"])
+    # A decoy: a bin lists a name under the prefix that it is not trusted for.
+    decoy = f"{prefix}decoy.bin"
+    wrong = (int(hashlib.sha256(decoy.encode()).hexdigest()[:width], 16) + 1) % nbins
+    bins[wrong][1][decoy] = TargetFile.from_data(decoy, b"not trusted here\n", ["sha256"])
+    # Neighbours that are not under the prefix.
+    top = {}
+    for other in (prefix.rstrip("/") + "-old/model.bin", "unrelated/model.bin"):
+        data = f"{other}\n".encode()
+        write(f"{out}/targets/{other}", data)
+        top[other] = TargetFile.from_data(other, data, ["sha256"])
+    publish(out, top, None, bins)
+    print("\n".join(sorted(names)))
+
+
 def models(out, name, versions):
     targets = {}
     for v in versions:
@@ -104,6 +159,8 @@ if __name__ == "__main__":
     kind, out = sys.argv[1], sys.argv[2]
     if kind == "big":
         big(out, int(sys.argv[3]))
+    elif kind == "sharded":
+        sharded(out, sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]))
     elif kind == "models":
         models(out, sys.argv[3], sys.argv[4:])
     else:

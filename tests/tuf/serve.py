@@ -5,6 +5,12 @@ spot. Prints one JSON line {"port", "ca"} when ready. Stops by itself when its s
 closes (the test process died) or after --ttl seconds.
 
 Paths under /slow/ are served at --slow-rate bytes per second (slow-retrieval attack).
+The plain paths ignore Range headers (as many servers do). Under /ranged/ a
+`Range: bytes=N-` request gets a 206 from byte N; /flaky/ does the same but cuts the
+first answer for each file halfway (a network failure mid-file); /stall/ sends the
+first half and then nothing for a minute (a fetch to kill); /changing/ cuts it too and
+serves other bytes from then on (a file replaced during the download). Each GET under
+those four is logged to ROOT/get-log.jsonl as {"path", "start", "sent"}.
 A POST (a webhook gate's call) is answered with the status code written in
 ROOT/webhook-status (200 when absent), and its body is appended to
 ROOT/webhook-requests.jsonl, so a test can judge a canary and see what it was told.
@@ -77,6 +83,9 @@ def main():
         os._exit(0)
 
 
+    lock = threading.Lock()
+    answered = set()
+
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *a, **kw):
             super().__init__(*a, directory=args.root, **kw)
@@ -99,7 +108,55 @@ def main():
             self.end_headers()
             self.wfile.write(reply)
 
+        def ranged(self, kind, rest):
+            path = self.translate_path("/" + rest)
+            if not os.path.isfile(path):
+                return self.send_error(404)
+            with open(path, "rb") as f:
+                data = f.read()
+            start = 0
+            want = self.headers.get("Range", "")
+            if want.startswith("bytes=") and want.endswith("-") and want[6:-1].isdigit():
+                start = int(want[6:-1])
+            with lock:
+                first = path not in answered
+                answered.add(path)
+            if kind == "changing" and not first:
+                data = bytes(b ^ 0x5A for b in data)
+            if start >= len(data) and start > 0:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            body = data[start:]
+            if start > 0:
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            else:
+                self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Accept-Ranges", "bytes")
+            if kind != "ranged" and first:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            self.end_headers()
+            if kind != "ranged" and first:
+                body = body[: len(body) // 2]
+            try:
+                self.wfile.write(body)
+                self.wfile.flush()
+                if kind == "stall" and first:
+                    time.sleep(60)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            with lock, open(os.path.join(args.root, "get-log.jsonl"), "a") as f:
+                f.write(json.dumps({"path": rest, "start": start, "sent": len(body)}) + "\n")
+
         def do_GET(self):
+            kind, _, rest = self.path[1:].partition("/")
+            if kind in ("ranged", "flaky", "stall", "changing"):
+                return self.ranged(kind, rest)
             if not self.path.startswith("/slow/"):
                 return super().do_GET()
             path = self.translate_path(self.path[len("/slow"):])
