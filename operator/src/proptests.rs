@@ -213,7 +213,11 @@ fn status() -> impl Strategy<Value = Option<ModelReleaseStatus>> {
 
 fn observed() -> impl Strategy<Value = Observed> {
     let verdict = prop_oneof![
-        (text(), any::<i64>(), any::<i64>()).prop_map(|(sha256, length, files)| Verdict::Trusted { sha256, length, files }),
+        (text(), any::<i64>(), any::<i64>()).prop_map(|(sha256, length, files)| Verdict::Trusted {
+            sha256,
+            length,
+            files
+        }),
         (text(), text()).prop_map(|(reason, message)| Verdict::Untrusted { reason, message }),
         text().prop_map(|message| Verdict::Unknown { message }),
     ];

@@ -37,7 +37,8 @@ pid $work/nginx.pid;
 error_log $work/nginx.err;
 events {}
 http {
-  access_log off;
+  log_format sent '\$status \$body_bytes_sent';
+  access_log $work/access.log sent;
   sendfile on;
   client_body_temp_path $work/nginx-tmp;
   server {
@@ -53,8 +54,14 @@ CONF
   for _ in $(seq 50); do curl -s --cacert "$CA" "https://127.0.0.1:$PORT/" -o /dev/null && break; sleep 0.1; done
 }
 
-# timed CMD...: appends "seconds max_rss_kib" of one run to $work/times
-timed() { /usr/bin/time -f "%e %M" -a -o "$work/times" "$@" >/dev/null 2>"$work/last.err" || { cat "$work/last.err" >&2; exit 1; }; }
+# timed CMD...: appends "seconds max_rss_kib cpu_seconds" of one run to $work/times
+# (cpu = user + system)
+timed() {
+  /usr/bin/time -f "%e %M %U %S" -a -o "$work/times" "$@" >/dev/null 2>"$work/last.err" || { cat "$work/last.err" >&2; exit 1; }
+  local last; last="$(tail -1 "$work/times")"
+  sed -i '$d' "$work/times"
+  awk '{printf "%s %s %.2f\n", $1, $2, $3 + $4}' <<<"$last" >>"$work/times"
+}
 
 # median COLUMN: median of a column of $work/times, then clears it
 median() {

@@ -79,7 +79,13 @@ impl Repo {
         let text = std::fs::read_to_string(self.dir.join("get-log.jsonl")).unwrap_or_default();
         text.lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .map(|v| (v["path"].as_str().unwrap_or("").to_string(), v["start"].as_u64().unwrap(), v["sent"].as_u64().unwrap()))
+            .map(|v| {
+                (
+                    v["path"].as_str().unwrap_or("").to_string(),
+                    v["start"].as_u64().unwrap(),
+                    v["sent"].as_u64().unwrap(),
+                )
+            })
             .collect()
     }
 
@@ -91,12 +97,17 @@ impl Repo {
         let model = volume.join("model");
         for f in &self.files {
             let rel = f.strip_prefix(PREFIX).unwrap();
-            assert_eq!(std::fs::read(model.join(rel)).unwrap(), std::fs::read(self.dir.join("targets").join(f)).unwrap(), "{f}");
+            assert_eq!(
+                std::fs::read(model.join(rel)).unwrap(),
+                std::fs::read(self.dir.join("targets").join(f)).unwrap(),
+                "{f}"
+            );
         }
         let mut names: Vec<_> = std::fs::read_dir(&model).unwrap().map(|e| e.unwrap().file_name()).collect();
         names.sort();
         assert_eq!(names.len(), self.files.len() + 1, "the files and the manifest, nothing else: {names:?}");
-        let manifest: Value = serde_json::from_slice(&std::fs::read(model.join(".modelgate-manifest.json")).unwrap()).unwrap();
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(model.join(".modelgate-manifest.json")).unwrap()).unwrap();
         assert_eq!(manifest["files"].as_array().unwrap().len(), self.files.len());
     }
 }
@@ -235,7 +246,10 @@ async fn a_killed_fetch_resumes_where_its_files_stopped() -> anyhow::Result<()> 
     let gets = repo.gets();
     for (index, len) in &had {
         let file = &repo.files[*index];
-        assert!(gets.iter().any(|g| g.0.ends_with(file.as_str()) && g.1 == *len), "{file} resumed from {len}: {gets:?}");
+        assert!(
+            gets.iter().any(|g| g.0.ends_with(file.as_str()) && g.1 == *len),
+            "{file} resumed from {len}: {gets:?}"
+        );
     }
     let resumed: u64 = gets.iter().filter(|g| g.1 > 0).map(|g| g.2).sum();
     let saved: u64 = had.iter().map(|h| h.1).sum();
@@ -300,4 +314,79 @@ async fn a_prefix_past_the_file_limit_is_refused_with_the_limit() -> anyhow::Res
     assert_eq!(o.status.code(), Some(modelgate::api::FETCH_EXIT_UNTRUSTED), "{stderr}");
     assert!(stderr.contains("more than 1024 targets under \"huge/\""), "{stderr}");
     Ok(())
+}
+
+/// On the real node: a release moves from one file to a sharded model under a prefix;
+/// the pods' `modelgate fetch` verifies every shard and the example server checks the
+/// manifest against the digest its pod was promised; status and `kubectl get` show the
+/// set; revoking one shard rolls back to the one-file revision.
+#[tokio::test]
+async fn a_sharded_release_serves_on_real_pods_and_a_revoked_shard_rolls_it_back() -> anyhow::Result<()> {
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+    use modelgate::api::{ModelRelease, Phase};
+    use modelgate_tests::{
+        harness::{Operator, crds_shared, kubectl_ok, with_temp_ns},
+        models::{ModelRepo, wait_phase, wait_stable},
+        node::{self, OPERATOR_IMAGE},
+    };
+    use serde_json::json;
+    const WAIT: Duration = Duration::from_secs(120);
+
+    let _crds = crds_shared().await?;
+    with_temp_ns("node-shards", |client, ns| async move {
+        node::require_images()?;
+        let mut repo = ModelRepo::for_pods("llm", &["1.0.0"])?;
+        let shards = repo.add_shards("llm/2.0.0/", 8)?;
+        repo.register(&client, &ns).await?;
+        let operator = Operator::start(Some(&ns), &["--fetch-image", OPERATOR_IMAGE])?;
+        let api: Api<ModelRelease> = Api::namespaced(client.clone(), &ns);
+        api.create(&PostParams::default(), &node::release("llm", "llm/1.0.0/model.onnx", 2, json!({}))?).await?;
+        let result = async {
+            wait_stable(&api, "llm", 1, WAIT).await?;
+            let mut container = node::server_container();
+            container["args"] = json!(["serve", "--model", "/models"]);
+            let patch = json!({"spec": {"model": {"target": null, "prefix": "llm/2.0.0/"},
+                "template": {"spec": {"containers": [container]}}}});
+            api.patch("llm", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            wait_stable(&api, "llm", 2, WAIT).await?;
+            let r = api.get("llm").await?;
+            let stable = r.status.clone().unwrap_or_default().stable.unwrap_or_default();
+            let total: i64 = shards
+                .iter()
+                .map(|s| std::fs::metadata(repo.server_root().join("targets").join(s)).map_or(0, |m| m.len() as i64))
+                .sum();
+            assert_eq!((stable.target.as_str(), stable.files, stable.length), ("llm/2.0.0/", Some(8), Some(total)));
+            let wide = kubectl_ok(&["get", "mr", "llm", "-n", &ns, "-o", "wide"], None)?;
+            // Columns by their position in the header: an empty CANARY leaves only blanks.
+            let (header, row) = (wide.lines().next().unwrap_or(""), wide.lines().nth(1).unwrap_or(""));
+            let col = |name: &str| {
+                let at = header.find(name)?;
+                row.get(at..)?.split_whitespace().next()
+            };
+            assert_eq!((col("STABLE"), col("FILES")), (Some("llm/2.0.0/"), Some("8")), "{wide}");
+            // The init container told how far it was, and the server checked every file.
+            let pods = kubectl_ok(&["get", "pods", "-n", &ns, "-l", "modelgate.dev/revision=2", "-o", "name"], None)?;
+            let pod = pods.lines().next().unwrap_or_default().to_string();
+            let fetch_log = kubectl_ok(&["logs", "-n", &ns, &pod, "-c", "modelgate-fetch"], None)?;
+            assert!(fetch_log.contains("fetched 8/8 files"), "{fetch_log}");
+            let server_log = kubectl_ok(&["logs", "-n", &ns, &pod, "-c", "server"], None)?;
+            assert!(
+                server_log.contains(&format!("sha256 {}", stable.sha256.clone().unwrap_or_default())),
+                "{server_log}"
+            );
+
+            // One shard revoked: the set the repository signs is no longer the verified one.
+            repo.remove(&[shards[3].as_str()])?;
+            let r = wait_phase(&api, "llm", Phase::RolledBack, WAIT).await?;
+            let status = r.status.unwrap_or_default();
+            assert_eq!(status.stable.map(|s| s.revision), Some(1));
+            let last = status.history.last().cloned().unwrap_or_default();
+            assert_eq!((last.revision, last.files), (2, Some(8)));
+            assert!(last.reason.unwrap_or_default().starts_with("TrustRevoked"));
+            anyhow::Ok(())
+        }
+        .await;
+        result.map_err(|e| anyhow::anyhow!("{e:#}\n--- operator log ---\n{}", operator.logs()))
+    })
+    .await
 }

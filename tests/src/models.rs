@@ -61,6 +61,19 @@ impl ModelRepo {
         Ok(())
     }
 
+    /// Publishes a model of `count` files under `prefix` (`<prefix>model-0000i-of-0000N.safetensors`).
+    pub fn add_shards(&mut self, prefix: &str, count: usize) -> anyhow::Result<Vec<String>> {
+        let out = tool(self.dir.path(), &["shards", prefix, &count.to_string()])?;
+        let mut paths = Vec::new();
+        for line in out.lines() {
+            if let Some((path, sha)) = line.split_once(' ') {
+                self.digests.insert(path.into(), sha.into());
+                paths.push(path.to_string());
+            }
+        }
+        Ok(paths)
+    }
+
     /// Revokes targets: the publishers sign new targets metadata without them.
     pub fn remove(&self, paths: &[&str]) -> anyhow::Result<()> {
         tool(self.dir.path(), &[&["remove"], paths].concat()).map(|_| ())
@@ -74,6 +87,11 @@ impl ModelRepo {
         bytes[100] ^= 0x01;
         std::fs::write(&path, bytes)?;
         Ok(())
+    }
+
+    /// The directory the server publishes (`metadata/`, `targets/`).
+    pub fn server_root(&self) -> std::path::PathBuf {
+        self.dir.path().join("public")
     }
 
     pub fn sha256(&self, target: &str) -> &str {

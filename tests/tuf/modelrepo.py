@@ -8,6 +8,10 @@ DIR/public/{metadata,targets} is all a server publishes.
                                           `2.4.0@errors=0.2,latency_ms=300` writes that
                                           behaviour into the model file's header for the
                                           example model server (tests/model-server)
+    modelrepo.py shards DIR PREFIX N [BEHAVIOUR]
+                                          publish a model of N files under PREFIX
+                                          (PREFIXmodel-0000i-of-0000N.safetensors); the
+                                          first carries BEHAVIOUR as `add` writes it
     modelrepo.py remove DIR PATH ...      revoke targets (they stay on disk, unsigned)
 
 Each change re-signs targets, snapshot and timestamp with the next versions, as a
@@ -103,6 +107,20 @@ def add(d, name, versions):
     change(d, edit)
 
 
+def shards(d, prefix, count, behaviour=""):
+    def edit(targets):
+        for i in range(count):
+            path = f"{prefix}model-{i + 1:05d}-of-{count:05d}.safetensors"
+            data = f"shard {i + 1} of {prefix}\n".encode() * 8192
+            if behaviour and i == 0:
+                header = "modelgate-example-model\n" + "".join(f"{kv}\n" for kv in behaviour.split(",")) + "\n"
+                data = header.encode() + data
+            write(f"{d}/public/targets/{path}", data)
+            targets[path] = TargetFile.from_data(path, data, ["sha256"])
+            print(path, hashlib.sha256(data).hexdigest())
+    change(d, edit)
+
+
 def remove(d, paths):
     def edit(targets):
         for p in paths:
@@ -116,7 +134,9 @@ if __name__ == "__main__":
         init(d)
     elif cmd == "add":
         add(d, sys.argv[3], sys.argv[4:])
+    elif cmd == "shards":
+        shards(d, sys.argv[3], int(sys.argv[4]), sys.argv[5] if len(sys.argv) > 5 else "")
     elif cmd == "remove":
         remove(d, sys.argv[3:])
     else:
-        sys.exit(f"unknown command {cmd}; use init, add or remove")
+        sys.exit(f"unknown command {cmd}; use init, add, shards or remove")

@@ -103,7 +103,9 @@ impl fmt::Display for ModelRef {
 pub fn mount_path_of(model: &ModelRef, target: &str) -> Result<String, String> {
     let rel = match model {
         ModelRef::File(_) | ModelRef::List(_) => target.rsplit('/').next().unwrap_or(target),
-        ModelRef::Prefix(p) => target.strip_prefix(p.as_str()).ok_or_else(|| format!("{target:?} is not under {p:?}"))?,
+        ModelRef::Prefix(p) => {
+            target.strip_prefix(p.as_str()).ok_or_else(|| format!("{target:?} is not under {p:?}"))?
+        }
     };
     let bad_segment = rel.split('/').any(|s| s.is_empty() || s == "." || s == "..");
     if bad_segment || rel.chars().any(char::is_control) || rel.contains('\\') {
@@ -130,7 +132,10 @@ mod tests {
             assert_eq!(ModelRef::from_key(&m.key()), m);
             assert_eq!(ModelRef::of_status(&m.display(), &m.list()), m);
         }
-        assert_eq!(ModelRef::List(vec!["a/c.json".into(), "b/w.bin".into(), "x".into()]).display(), "a/c.json (+2 more)");
+        assert_eq!(
+            ModelRef::List(vec!["a/c.json".into(), "b/w.bin".into(), "x".into()]).display(),
+            "a/c.json (+2 more)"
+        );
     }
 
     #[test]

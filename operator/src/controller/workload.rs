@@ -236,7 +236,11 @@ mod tests {
             "fraud",
             ModelReleaseSpec {
                 repository_ref: RepositoryRef { name: "ml".into() },
-                model: ModelSource { target: "fraud/2.0/model.onnx".into(), mount_path: "/models".into(), ..Default::default() },
+                model: ModelSource {
+                    target: "fraud/2.0/model.onnx".into(),
+                    mount_path: "/models".into(),
+                    ..Default::default()
+                },
                 replicas: 4,
                 template,
                 strategy: Default::default(),

@@ -25,8 +25,8 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 use super::*;
 use crate::api::{
-    CanaryStatus, ModelRef, CommandsSeen, GateStatus, HistoryEntry, ModelRelease, ModelReleaseSpec, ModelReleaseStatus, Phase,
-    RevisionStatus, RevocationAction, condition, set_condition,
+    CanaryStatus, CommandsSeen, GateStatus, HistoryEntry, ModelRef, ModelRelease, ModelReleaseSpec, ModelReleaseStatus,
+    Phase, RevisionStatus, RevocationAction, condition, set_condition,
 };
 
 const RESYNC: Duration = Duration::from_secs(300);
@@ -794,11 +794,7 @@ impl Planner<'_> {
 
     /// The verdict on a model, by `ModelRef::key`.
     fn verdict(&self, key: &str) -> Verdict {
-        self.obs
-            .verdicts
-            .get(key)
-            .cloned()
-            .unwrap_or_else(|| Verdict::Unknown { message: "not looked up yet".into() })
+        self.obs.verdicts.get(key).cloned().unwrap_or_else(|| Verdict::Unknown { message: "not looked up yet".into() })
     }
 
     /// The revision number of a hash seen before, or the next one.

@@ -20,8 +20,8 @@ use serde_json::json;
 
 use crate::{
     api::{
-        ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY, ANNOTATION_ROLLBACK,
-        ModelRef, ModelRelease, ModelRepository, Phase,
+        ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY, ANNOTATION_ROLLBACK, ModelRef,
+        ModelRelease, ModelRepository, Phase,
     },
     controller::{
         repository::{pinned_root_and_ca, read_record},

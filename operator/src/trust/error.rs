@@ -34,7 +34,9 @@ pub enum TrustError {
     #[error("root rotation from version {from} exceeds {limit} steps")]
     TooManyRoots { from: u64, limit: u64 },
 
-    #[error("more than {limit} {what}, the most modelgate accepts for one model; publish the model under a prefix of its own")]
+    #[error(
+        "more than {limit} {what}, the most modelgate accepts for one model; publish the model under a prefix of its own"
+    )]
     TooMany { what: String, limit: usize },
 
     #[error("target {target:?} is signed without a sha256 hash, which modelgate pins pods to; sign it with sha256")]

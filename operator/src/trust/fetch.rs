@@ -24,7 +24,9 @@ use aws_lc_rs::digest::{Context, SHA256, SHA512};
 use reqwest::Url;
 
 use super::{
-    ModelFile, ModelSet, TargetFile, TrustError, store::store_err, target::target_url,
+    ModelFile, ModelSet, TargetFile, TrustError,
+    store::store_err,
+    target::target_url,
     transport::{Body, Transport},
     updater::{Digests, check_hashes},
 };
@@ -162,7 +164,10 @@ pub fn verify_dir(dir: &Path, set: &ModelSet) -> Result<(), TrustError> {
         let path = dir.join(&f.path);
         let digests = hash_file(&path, &f.info, &Progress::default())?;
         if digests.1 != f.info.length {
-            return Err(mismatch(&f.target, format!("{} holds {} bytes, not {}", path.display(), digests.1, f.info.length)));
+            return Err(mismatch(
+                &f.target,
+                format!("{} holds {} bytes, not {}", path.display(), digests.1, f.info.length),
+            ));
         }
         check_hashes(&format!("target {:?}", f.target), &f.info.hashes, &digests.0)?;
     }

@@ -4,9 +4,9 @@
 //! and what are its length and hashes" and gets an answer or a reason.
 
 mod error;
+pub mod fetch;
 pub mod metadata;
 pub mod model;
-pub mod fetch;
 mod refresh;
 pub mod state;
 mod store;

@@ -60,13 +60,12 @@ impl ModelSet {
         let mut total = 0u64;
         for (target, info) in found {
             let sha256 = info.hash("sha256")?.ok_or_else(|| TrustError::NoSha256 { target: target.clone() })?;
-            total = total
-                .checked_add(info.length)
-                .filter(|t| i64::try_from(*t).is_ok())
-                .ok_or_else(|| TrustError::Malformed {
+            total = total.checked_add(info.length).filter(|t| i64::try_from(*t).is_ok()).ok_or_else(|| {
+                TrustError::Malformed {
                     what: format!("target {target:?}"),
                     reason: "the signed lengths of the model's files add up beyond any real size".into(),
-                })?;
+                }
+            })?;
             let path = mount_path_of(&model, &target)
                 .map_err(|reason| TrustError::Malformed { what: "the model's files".into(), reason })?;
             if !paths.insert(path.clone()) {
@@ -157,16 +156,23 @@ mod tests {
     #[test]
     fn a_set_is_identified_by_its_canonical_manifest() {
         let prefix = ModelRef::Prefix("m/1/".into());
-        let a = ModelSet::new(prefix.clone(), vec![("m/1/b.bin".into(), file(2, 'b')), ("m/1/a.json".into(), file(1, 'a'))])
-            .unwrap();
-        let b = ModelSet::new(prefix.clone(), vec![("m/1/a.json".into(), file(1, 'a')), ("m/1/b.bin".into(), file(2, 'b'))])
-            .unwrap();
+        let a = ModelSet::new(
+            prefix.clone(),
+            vec![("m/1/b.bin".into(), file(2, 'b')), ("m/1/a.json".into(), file(1, 'a'))],
+        )
+        .unwrap();
+        let b = ModelSet::new(
+            prefix.clone(),
+            vec![("m/1/a.json".into(), file(1, 'a')), ("m/1/b.bin".into(), file(2, 'b'))],
+        )
+        .unwrap();
         assert_eq!(a.identity(), b.identity(), "order of discovery does not matter");
         assert_eq!((a.identity().length, a.identity().files), (3, 2));
         let text = String::from_utf8(a.manifest()).unwrap();
         assert!(text.starts_with(r#"{"files":[{"target":"m/1/a.json","path":"a.json","length":1,"sha256":"aaaa"#));
         let changed =
-            ModelSet::new(prefix, vec![("m/1/a.json".into(), file(1, 'a')), ("m/1/b.bin".into(), file(3, 'b'))]).unwrap();
+            ModelSet::new(prefix, vec![("m/1/a.json".into(), file(1, 'a')), ("m/1/b.bin".into(), file(3, 'b'))])
+                .unwrap();
         assert_ne!(changed.identity().sha256, a.identity().sha256, "a length is part of the identity");
         // One file keeps the identity it always had: its own sha256.
         let one = ModelSet::new(ModelRef::File("x/m.onnx".into()), vec![("x/m.onnx".into(), file(5, 'c'))]).unwrap();
@@ -181,7 +187,8 @@ mod tests {
         let list = ModelRef::List(vec!["x/w.bin".into(), "y/w.bin".into()]);
         let same_name = ModelSet::new(list, vec![("x/w.bin".into(), file(1, 'a')), ("y/w.bin".into(), file(1, 'b'))]);
         assert_eq!(same_name.unwrap_err().reason(), "Malformed");
-        let huge = ModelSet::new(prefix.clone(), vec![("m/a".into(), file(u64::MAX, 'a')), ("m/b".into(), file(1, 'b'))]);
+        let huge =
+            ModelSet::new(prefix.clone(), vec![("m/a".into(), file(u64::MAX, 'a')), ("m/b".into(), file(1, 'b'))]);
         assert_eq!(huge.unwrap_err().reason(), "Malformed");
         let mut unsigned = file(1, 'a');
         unsigned.hashes.clear();

@@ -11,8 +11,8 @@ use tracing::debug;
 use super::{
     Store, TrustError,
     metadata::{
-        DelegatedRole, Envelope, Header, MetaFile, MetaList, ROOT, RoleKeys, RootMeta, SNAPSHOT, TARGETS, TIMESTAMP, TargetFile,
-        TargetsMeta,
+        DelegatedRole, Envelope, Header, MetaFile, MetaList, ROOT, RoleKeys, RootMeta, SNAPSHOT, TARGETS, TIMESTAMP,
+        TargetFile, TargetsMeta,
     },
     transport::Transport,
 };
@@ -549,7 +549,8 @@ impl Updater {
         let depth = prefix.split('/').count().saturating_sub(1);
         let dirs: Vec<&str> = prefix.split('/').take(depth).collect();
         // (role, parent, the delegations on the way to it)
-        let mut stack: Vec<(String, Option<String>, Vec<DelegatedRole>)> = vec![(TARGETS.to_string(), None, Vec::new())];
+        let mut stack: Vec<(String, Option<String>, Vec<DelegatedRole>)> =
+            vec![(TARGETS.to_string(), None, Vec::new())];
         let mut visited = HashSet::new();
         let mut names = std::collections::BTreeSet::new();
         while let Some((role, parent, chain)) = stack.pop() {

@@ -195,7 +195,12 @@ async fn load_set(dir: &std::path::Path) -> anyhow::Result<(String, Vec<u8>)> {
     let mut head = Vec::new();
     for (i, entry) in manifest.files.iter().enumerate() {
         let (sha256, first) = hash(&dir.join(&entry.path)).await?;
-        anyhow::ensure!(sha256 == entry.sha256, "{} has sha256 {sha256}, the manifest says {}", entry.path, entry.sha256);
+        anyhow::ensure!(
+            sha256 == entry.sha256,
+            "{} has sha256 {sha256}, the manifest says {}",
+            entry.path,
+            entry.sha256
+        );
         if i == 0 {
             head = first;
         }
