@@ -32,13 +32,16 @@ pub const SERVICE_READY: &str = "ServiceReady";
 /// revision; the same pair is the same revision (its workload is reused).
 pub fn revision_hash(spec: &ModelReleaseSpec) -> String {
     let m = &spec.model;
-    let mut identity = serde_json::json!({"target": m.target, "mountPath": m.mount_path, "template": spec.template});
+    let mut identity = serde_json::Map::new();
+    identity.insert("target".into(), m.target.clone().into());
+    identity.insert("mountPath".into(), m.mount_path.clone().into());
+    identity.insert("template".into(), serde_json::to_value(&spec.template).unwrap_or_default());
     // Keys only for the forms of several files, so a one-file release keeps its hash.
     if !m.targets.is_empty() {
-        identity["targets"] = serde_json::json!(m.targets);
+        identity.insert("targets".into(), m.targets.clone().into());
     }
     if let Some(prefix) = &m.prefix {
-        identity["prefix"] = serde_json::json!(prefix);
+        identity.insert("prefix".into(), prefix.clone().into());
     }
     // A JSON value always serializes; the fallback only keeps this total.
     let bytes = serde_json::to_vec(&identity).unwrap_or_default();
