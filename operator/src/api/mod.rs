@@ -40,6 +40,12 @@ pub const ANNOTATION_ROLLBACK: &str = "modelgate.dev/rollback";
 pub const ANNOTATION_RETRY: &str = "modelgate.dev/retry";
 /// Annotation an SRE sets (to any new value) to stop the rollout and return to stable.
 pub const ANNOTATION_ABORT: &str = "modelgate.dev/abort";
+/// Annotation an SRE sets (to any new value) to scale away the warm pods of the
+/// previous revision before their window ends.
+pub const ANNOTATION_DROP_WARM: &str = "modelgate.dev/drop-warm";
+/// Pod label: `"true"` for pods that may receive requests, `"false"` for warm pods kept
+/// out of service. The Service of `spec.service` selects `"true"`.
+pub const LABEL_SERVING: &str = "modelgate.dev/serving";
 /// Name of the init container that fetches and verifies the model in every pod.
 pub const FETCH_CONTAINER: &str = "modelgate-fetch";
 /// Exit code of `modelgate fetch` when the model or its metadata failed verification

@@ -340,6 +340,25 @@ impl RollbackPolicy {
     pub fn post_promotion_window(&self) -> Duration {
         POST_PROMOTION_WINDOW.of(&self.post_promotion_window)
     }
+
+    /// How long the previous revision stays warm after a promotion; zero for not at all.
+    pub fn keep_warm_window(&self) -> Duration {
+        match &self.keep_warm.window {
+            Some(w) => POST_PROMOTION_WINDOW.of(w),
+            None => self.post_promotion_window(),
+        }
+    }
+
+    /// Warm pods for `replicas`: ceil(replicas x percent / 100), at least one, or none
+    /// when the window or the percent is zero.
+    pub fn warm_replicas(&self, replicas: i32) -> i32 {
+        let percent = i64::from(self.keep_warm.percent.clamp(0, 100));
+        if self.keep_warm_window().is_zero() || percent == 0 || replicas <= 0 {
+            return 0;
+        }
+        let pods = (i64::from(replicas) * percent + 99) / 100;
+        i32::try_from(pods.max(1)).unwrap_or(replicas)
+    }
 }
 
 impl Default for Gates {
@@ -472,6 +491,45 @@ pub struct RollbackPolicy {
     /// What to do when the stable target is revoked or its metadata expires.
     #[serde(default)]
     pub on_revocation: RevocationAction,
+    /// Pods of the previous revision kept running after a promotion, with their model
+    /// loaded but out of the Service, so that a rollback in that time serves at once
+    /// instead of waiting for a model to load. On by default while the post-promotion
+    /// window is.
+    #[serde(default)]
+    pub keep_warm: KeepWarm,
+}
+
+/// How many pods of the previous revision stay warm after a promotion, and how long.
+/// Warm pods carry the label `modelgate.dev/serving: "false"`, so a Service that selects
+/// `modelgate.dev/serving: "true"` (the one `spec.service` makes does) never sends them
+/// requests; bring-your-own Services must select that label too.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeepWarm {
+    /// How long after the promotion; the post-promotion window when omitted, `0s` for
+    /// none. An SRE can drop warm pods early: `kubectl modelgate drop-warm NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(
+        validation = Rule::new(DURATION).message("keepWarm.window must be a duration such as 10m, or 0s for none"),
+        validation = Rule::new(duration_between!("0s", "168h")).message("keepWarm.window must be at most 168h (a week), such as 10m, or 0s for none")
+    )]
+    pub window: Option<String>,
+    /// Share of `replicas` kept warm, rounded up, at least one pod while the window is
+    /// on; 0 keeps none.
+    #[serde(default = "default_warm_percent")]
+    #[schemars(range(min = 0, max = 100))]
+    pub percent: i32,
+}
+
+impl Default for KeepWarm {
+    fn default() -> Self {
+        Self { window: None, percent: default_warm_percent() }
+    }
+}
+
+fn default_warm_percent() -> i32 {
+    25
 }
 
 impl Default for RollbackPolicy {
@@ -480,6 +538,7 @@ impl Default for RollbackPolicy {
             automatic: true,
             post_promotion_window: default_post_promotion_window(),
             on_revocation: RevocationAction::default(),
+            keep_warm: KeepWarm::default(),
         }
     }
 }
@@ -668,6 +727,9 @@ pub struct ModelReleaseStatus {
     /// Last result of each gate check.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<GateStatus>,
+    /// The previous revision's pods kept warm (loaded, out of service) after a promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm: Option<WarmStatus>,
     /// Past rollouts, newest last, at most 20.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
@@ -675,7 +737,7 @@ pub struct ModelReleaseStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// The last command of each kind (annotations `modelgate.dev/promote`, `.../promote-full`,
-    /// `.../retry`, `.../abort`, `.../rollback`) that modelgate carried out; a different
+    /// `.../retry`, `.../abort`, `.../rollback`, `.../drop-warm`) that modelgate carried out; a different
     /// annotation value is a new command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commands: Option<CommandsSeen>,
@@ -683,6 +745,21 @@ pub struct ModelReleaseStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// Pods of an earlier revision kept warm for a fast rollback.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmStatus {
+    /// Revision number.
+    pub revision: i64,
+    /// Identity of the revision.
+    pub hash: String,
+    /// Pods kept.
+    pub replicas: i32,
+    /// When they are scaled away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Time>,
 }
 
 /// Tokens of the commands already carried out.
@@ -704,4 +781,7 @@ pub struct CommandsSeen {
     /// Value of `modelgate.dev/rollback` last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<String>,
+    /// Value of `modelgate.dev/drop-warm` last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_warm: Option<String>,
 }

@@ -33,7 +33,7 @@ use tracing::{info, warn};
 pub use error::Error;
 pub use trust_cache::TrustCache;
 
-use crate::api::{LABEL_RELEASE, ModelRelease, ModelRepository};
+use crate::api::{LABEL_RELEASE, LABEL_SERVING, ModelRelease, ModelRepository};
 
 /// How the operator runs.
 #[derive(Clone, Debug)]
@@ -334,10 +334,19 @@ fn scope(
     let owned = watcher::Config::default().labels(LABEL_RELEASE).any_semantic();
     let (release_store, [release_events], release_synced, release_watch) =
         shared_reflector(api::<ModelRelease>(client, ns), watcher::Config::default().any_semantic(), |_| {});
-    // Of a ReplicaSet only its labels and replica count are read; of a pod, its labels and status.
+    // Of a ReplicaSet only its labels, replica count and its template's serving label
+    // are read; of a pod, its labels and status.
     let (rs_store, [rs_events], rs_synced, rs_watch) =
         shared_reflector(api::<ReplicaSet>(client, ns), owned.clone(), |rs| {
-            rs.spec.template = None;
+            let serving =
+                rs.spec.template.as_ref().and_then(|t| t.metadata.as_ref()?.labels.as_ref()?.get(LABEL_SERVING));
+            rs.spec.template = serving.cloned().map(|v| k8s_openapi::api::core::v1::PodTemplateSpec {
+                metadata: Some(kube::api::ObjectMeta {
+                    labels: Some([(LABEL_SERVING.to_string(), v)].into()),
+                    ..Default::default()
+                }),
+                spec: None,
+            });
             rs.status = None;
             rs.metadata.annotations = None;
         });

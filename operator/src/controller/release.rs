@@ -25,8 +25,9 @@ use tracing::{debug, info, instrument, warn};
 use super::{Context, Error, gate_runner, workload};
 use crate::{
     api::{
-        ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY, ANNOTATION_ROLLBACK,
-        FIELD_MANAGER, GateCheck, LABEL_HASH, LABEL_REVISION, ModelRelease,
+        ANNOTATION_ABORT, ANNOTATION_DROP_WARM, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY,
+        ANNOTATION_ROLLBACK, FIELD_MANAGER, GateCheck, LABEL_HASH, LABEL_RELEASE, LABEL_REVISION, LABEL_SERVING,
+        ModelRelease,
     },
     gates::{self, GateContext},
     metrics::{ErrorLabels, Metrics, ReasonLabel, ResultLabel},
@@ -90,6 +91,7 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
         retry: annotation(ANNOTATION_RETRY),
         abort: annotation(ANNOTATION_ABORT),
         rollback: annotation(ANNOTATION_ROLLBACK),
+        drop_warm: annotation(ANNOTATION_DROP_WARM),
     };
     let observed = Observed {
         repository_found: repository.is_some(),
@@ -170,6 +172,7 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
             None => warn!(hash, "the workload of an earlier revision is gone; it cannot be scaled"),
         }
     }
+    serving_labels(&ctx, &ns, &replica_sets, &plan.idle).await?;
     if let Some(svc) = workload::service(&release).filter(|_| observed.service_conflict.is_none()) {
         let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
         services
@@ -201,6 +204,63 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
     }
     debug!(requeue_s = plan.requeue.as_secs(), "reconciled");
     Ok(Action::requeue(plan.requeue))
+}
+
+/// Puts each revision's pods in or out of service (`modelgate.dev/serving`): warm pods
+/// stay Ready with their model loaded, but no Service that selects the label sends them
+/// requests. The ReplicaSet's template carries the label too, so a pod it replaces is
+/// born on the right side. Going into service, pods first (that is the rollback that
+/// must be fast); going out, the template first (no pod is born serving afterwards).
+async fn serving_labels(
+    ctx: &Context,
+    ns: &str,
+    replica_sets: &[ReplicaSet],
+    idle: &std::collections::BTreeSet<String>,
+) -> Result<(), Error> {
+    let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    for rs in replica_sets {
+        let Some(hash) = rs.labels().get(LABEL_HASH) else { continue };
+        let want = if idle.contains(hash) { "false" } else { "true" };
+        let labelled = |labels: Option<&BTreeMap<String, String>>| {
+            labels.and_then(|l| l.get(LABEL_SERVING)).map(String::as_str) == Some(want)
+        };
+        let template = rs.spec.template.as_ref().and_then(|t| t.metadata.as_ref());
+        let template_ok = labelled(template.and_then(|m| m.labels.as_ref()));
+        let patch = json!({"metadata": {"labels": {LABEL_SERVING: want}}});
+        let pods: Vec<_> = ctx
+            .stores
+            .pods(ns, rs.labels().get(LABEL_RELEASE).map_or("", String::as_str))
+            .into_iter()
+            .filter(|p| p.labels().get(LABEL_HASH) == Some(hash) && !labelled(p.metadata.labels.as_ref()))
+            .collect();
+        let template_patch = json!({"spec": {"template": {"metadata": {"labels": {LABEL_SERVING: want}}}}});
+        if !template_ok && want == "false" {
+            rs_api
+                .patch(&rs.name_any(), &params, &Patch::Merge(&template_patch))
+                .await
+                .map_err(|source| Error::Kube { action: "label a revision's pod template", source })?;
+        }
+        for pod in &pods {
+            match pods_api.patch(&pod.name_any(), &params, &Patch::Merge(&patch)).await {
+                Ok(_) => {}
+                // Deleted meanwhile: nothing to label.
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(source) => return Err(Error::Kube { action: "put a pod in or out of service", source }),
+            }
+        }
+        if !template_ok && want == "true" {
+            rs_api
+                .patch(&rs.name_any(), &params, &Patch::Merge(&template_patch))
+                .await
+                .map_err(|source| Error::Kube { action: "label a revision's pod template", source })?;
+        }
+        if !pods.is_empty() {
+            debug!(hash = %hash, serving = want, pods = pods.len(), "pods put in or out of service");
+        }
+    }
+    Ok(())
 }
 
 fn record(metrics: &Metrics, ns: &str, name: &str, observed: &Observed, plan: &plan::Plan) {

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use crate::{
     api::{
-        ANNOTATION_MODEL_SHA256, FETCH_CONTAINER, LABEL_HASH, LABEL_RELEASE, LABEL_REVISION, ModelRef, ModelRelease,
-        ModelRepository,
+        ANNOTATION_MODEL_SHA256, FETCH_CONTAINER, LABEL_HASH, LABEL_RELEASE, LABEL_REVISION, LABEL_SERVING, ModelRef,
+        ModelRelease, ModelRepository,
     },
     plan::pod_policy::{self, PodPolicy},
     trust::{
@@ -83,7 +83,11 @@ pub fn replica_set(
     .collect();
     let mut template: PodTemplateSpec = release.spec.template.clone();
     let meta = template.metadata.get_or_insert_with(Default::default);
-    meta.labels.get_or_insert_with(Default::default).extend(labels.clone());
+    let pod_labels = meta.labels.get_or_insert_with(Default::default);
+    pod_labels.extend(labels.clone());
+    // In service from birth; warm pods are taken out by the controller (not part of
+    // the selector, so that moving a pod in or out never orphans it).
+    pod_labels.insert(LABEL_SERVING.into(), "true".into());
     meta.annotations
         .get_or_insert_with(Default::default)
         .insert(ANNOTATION_MODEL_SHA256.into(), revision.sha256.into());
@@ -212,7 +216,7 @@ pub fn service(release: &ModelRelease) -> Option<Value> {
             "ownerReferences": [owner],
         },
         "spec": {
-            "selector": {LABEL_RELEASE: name},
+            "selector": {LABEL_RELEASE: name, LABEL_SERVING: "true"},
             "ports": [{"name": "http", "port": svc.port, "targetPort": svc.target_port.unwrap_or(svc.port)}],
         }
     }))

@@ -113,6 +113,7 @@ pub struct Commands {
     pub abort: Option<String>,
     /// `<revision>@<token>`.
     pub rollback: Option<String>,
+    pub drop_warm: Option<String>,
 }
 
 /// Everything the controller saw, for one release.
@@ -158,6 +159,9 @@ pub struct Plan {
     pub scale: BTreeMap<String, i32>,
     /// Workloads of old revisions to delete.
     pub prune: Vec<String>,
+    /// Revisions whose pods are kept out of service (warm): the previous revision after
+    /// a promotion, or the stable one at 100% while it waits to become warm.
+    pub idle: std::collections::BTreeSet<String>,
     pub events: Vec<Note>,
     /// When to look again even if nothing changes.
     pub requeue: Duration,

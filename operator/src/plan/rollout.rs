@@ -26,7 +26,7 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use super::*;
 use crate::api::{
     CanaryStatus, CommandsSeen, GateStatus, HistoryEntry, ModelRef, ModelRelease, ModelReleaseSpec, ModelReleaseStatus,
-    Phase, RevisionStatus, RevocationAction, condition, set_condition,
+    Phase, RevisionStatus, RevocationAction, WarmStatus, condition, set_condition,
 };
 
 const RESYNC: Duration = Duration::from_secs(300);
@@ -111,6 +111,7 @@ enum Command {
     Retry,
     Abort,
     Rollback,
+    DropWarm,
 }
 
 impl Planner<'_> {
@@ -122,6 +123,9 @@ impl Planner<'_> {
         let retry = self.take(Command::Retry);
         let abort = self.take(Command::Abort);
         let rollback = self.take(Command::Rollback);
+        if self.take(Command::DropWarm) {
+            self.drop_warm();
+        }
         self.supersede();
         if rollback {
             self.rollback_on_request();
@@ -228,6 +232,7 @@ impl Planner<'_> {
             Command::Rollback => (&self.obs.commands.rollback, &mut seen.rollback),
             Command::Retry => (&self.obs.commands.retry, &mut seen.retry),
             Command::Abort => (&self.obs.commands.abort, &mut seen.abort),
+            Command::DropWarm => (&self.obs.commands.drop_warm, &mut seen.drop_warm),
         };
         let pending = given.is_some() && given != done;
         if pending {
@@ -510,6 +515,16 @@ impl Planner<'_> {
     fn promote(&mut self) {
         let Some(canary) = self.status.canary.take() else { return };
         self.record(history_of_canary(&canary, PROMOTED, None, self.now));
+        let warm_replicas = self.spec.rollback.warm_replicas(self.spec.replicas);
+        self.status.warm = match &self.status.stable {
+            Some(previous) if warm_replicas > 0 && previous.hash != canary.hash => Some(WarmStatus {
+                revision: previous.revision,
+                hash: previous.hash.clone(),
+                replicas: warm_replicas,
+                until: Some(Time(after(self.now, self.spec.rollback.keep_warm_window()))),
+            }),
+            _ => None,
+        };
         self.status.stable = Some(RevisionStatus {
             revision: canary.revision,
             hash: canary.hash,
@@ -681,6 +696,12 @@ impl Planner<'_> {
 
     fn revert_to(&mut self, to: HistoryEntry, reason: &str, message: String) {
         let Some(from) = self.status.stable.take() else { return };
+        // Its warm pods serve again at once; the rest are scaled up.
+        let warm = self.status.warm.take_if(|w| w.hash == to.hash);
+        let message = match warm {
+            Some(w) => format!("{message}; {} warm pod(s) serve at once", w.replicas),
+            None => message,
+        };
         let summary = format!("{reason}: {message}");
         self.record(HistoryEntry {
             revision: from.revision,
@@ -857,6 +878,40 @@ impl Planner<'_> {
         }
     }
 
+    /// `modelgate.dev/drop-warm`: the warm pods go now instead of at the window's end.
+    fn drop_warm(&mut self) {
+        match self.status.warm.take() {
+            Some(w) => {
+                let message = format!("{} warm pod(s) of revision {} dropped on request", w.replicas, w.revision);
+                self.note(false, "WarmDropped", message);
+            }
+            None => self.note(false, "WarmDropped", "no warm pods to drop".into()),
+        }
+    }
+
+    /// Warm pods last until their window ends, and only while their revision is neither
+    /// serving nor rolling out again, and still trusted: a revoked model is not kept
+    /// loaded even out of service.
+    fn expire_warm(&mut self) {
+        let Some(warm) = self.status.warm.clone() else { return };
+        let entry = self.status.history.iter().rev().find(|h| h.hash == warm.hash);
+        if let Some((reason, _)) = entry.and_then(|h| self.untrusted(&h.model(), h.sha256.as_deref())) {
+            let message =
+                format!("warm pods of revision {} dropped: its model is no longer trusted ({reason})", warm.revision);
+            self.note(true, "WarmDropped", message);
+            self.status.warm = None;
+            return;
+        }
+        let current = |h: &str| {
+            self.status.stable.as_ref().is_some_and(|s| s.hash == h)
+                || self.status.canary.as_ref().is_some_and(|c| c.hash == h)
+        };
+        match warm.until.as_ref().map(|t| t.0) {
+            Some(until) if until > self.now && !current(&warm.hash) => self.wake_at(until),
+            _ => self.status.warm = None,
+        }
+    }
+
     fn wake(&mut self, after: Duration) {
         self.requeue = self.requeue.min(after.max(Duration::from_secs(1)));
     }
@@ -866,9 +921,13 @@ impl Planner<'_> {
         self.wake(Duration::from_secs(secs));
     }
 
-    fn finish(self, admitted: bool) -> Plan {
+    fn finish(mut self, admitted: bool) -> Plan {
+        if admitted {
+            self.expire_warm();
+        }
         let mut scale: std::collections::BTreeMap<String, i32> =
             self.obs.workloads.iter().map(|(hash, w)| (hash.clone(), if admitted { 0 } else { w.replicas })).collect();
+        let mut idle = std::collections::BTreeSet::new();
         let replicas = self.spec.replicas.max(0);
         if admitted {
             let canary_n = self.status.canary.as_ref().map_or(0, |c| self.canary_replicas(c.weight));
@@ -878,21 +937,36 @@ impl Planner<'_> {
             let canary_ready =
                 self.status.canary.as_ref().map_or(0, |c| self.obs.pods.get(&c.hash).map_or(0, |h| h.ready));
             if let Some(stable) = &self.status.stable {
-                scale.insert(stable.hash.clone(), replicas - canary_n.min(canary_ready));
+                let serving = replicas - canary_n.min(canary_ready);
+                // During a rollout the stable revision keeps the pods it will leave warm:
+                // loaded, and out of service once the canary serves every replica.
+                let warm = match &self.status.canary {
+                    Some(c) if c.hash != stable.hash => self.spec.rollback.warm_replicas(replicas),
+                    _ => 0,
+                };
+                scale.insert(stable.hash.clone(), serving.max(warm));
+                if serving <= 0 && warm > 0 {
+                    idle.insert(stable.hash.clone());
+                }
             }
             if let Some(canary) = &self.status.canary {
                 scale.insert(canary.hash.clone(), canary_n);
             }
+            if let Some(warm) = &self.status.warm {
+                scale.insert(warm.hash.clone(), warm.replicas.clamp(0, replicas));
+                idle.insert(warm.hash.clone());
+            }
         }
         let mut keep: Vec<&str> = self.status.stable.iter().map(|s| s.hash.as_str()).collect();
         keep.extend(self.status.canary.iter().map(|c| c.hash.as_str()));
+        keep.extend(self.status.warm.iter().map(|w| w.hash.as_str()));
         keep.extend(self.status.history.iter().rev().take(KEEP_REVISIONS).map(|h| h.hash.as_str()));
         let prune: Vec<String> =
             scale.iter().filter(|(h, n)| **n == 0 && !keep.contains(&h.as_str())).map(|(h, _)| h.clone()).collect();
         for hash in &prune {
             scale.remove(hash);
         }
-        Plan { status: self.status, scale, prune, events: self.events, requeue: self.requeue }
+        Plan { status: self.status, scale, prune, idle, events: self.events, requeue: self.requeue }
     }
 }
 

@@ -247,7 +247,7 @@ fn steps_walk_in_order_with_pauses_and_promote() {
     w.run(5150);
     assert_eq!(w.phase(), Phase::Promoted);
     assert_eq!(w.stable_hash(), v2);
-    assert_eq!(w.replicas(&v1), 0, "the old revision is kept at 0 for rollback");
+    assert_eq!(w.replicas(&v1), 1, "the old revision keeps a warm pod (25% of 4) for a fast rollback");
     assert!(w.obs.workloads.contains_key(&v1));
 }
 
@@ -449,7 +449,8 @@ fn scaling_the_release_while_a_canary_runs_keeps_the_ratio() {
     assert_eq!((w.replicas(&v2), w.replicas(&v1)), (3, 7), "all three Ready");
     w.release.spec.replicas = 1;
     w.run(30);
-    assert_eq!((w.replicas(&v2), w.replicas(&v1)), (1, 0), "at least one canary pod once weight > 0");
+    assert_eq!((w.replicas(&v2), w.replicas(&v1)), (1, 1), "at least one canary pod once weight > 0");
+    assert!(w.last.as_ref().unwrap().idle.contains(&v1), "the stable's pod stays only warm, out of service");
 }
 
 #[test]
@@ -566,7 +567,7 @@ fn a_revoked_stable_returns_to_the_newest_trusted_revision() {
     w.run(30);
     assert_eq!(w.phase(), Phase::RollingBack);
     assert_eq!(w.stable_hash(), v1);
-    assert_eq!((w.replicas(&v1), w.replicas(&v2), w.replicas(&v3)), (4, 0, 0));
+    assert_eq!((w.replicas(&v1), w.replicas(&v2), w.replicas(&v3)), (4, 0, 0), "revoked v2 is not kept warm");
     assert_eq!(w.condition(DEGRADED).1, "TrustRevoked");
     let last = w.status().history.last().unwrap();
     assert_eq!((last.revision, last.outcome.as_str()), (3, "RolledBack"));
@@ -684,7 +685,8 @@ fn rollback_on_request_returns_to_a_trusted_earlier_revision_only() {
     w.obs.commands.rollback = Some("2@a".into());
     w.run(30);
     assert_eq!(w.status().stable.as_ref().unwrap().revision, 3);
-    assert_eq!(w.events(), ["RollbackRefused"]);
+    // (and its warm pod, kept since revision 3's promotion, is dropped: not trusted)
+    assert_eq!(w.events(), ["RollbackRefused", "WarmDropped"]);
     assert!(w.last.as_ref().unwrap().events[0].message.contains("no longer trusted"));
 
     w.obs.commands.rollback = Some("1@b".into());
@@ -720,4 +722,76 @@ fn rollback_on_request_during_a_canary_and_promote_full() {
     assert_eq!(w.phase(), Phase::RollingBack, "a person's rollback happens even without automatic rollback");
     assert!(w.status().canary.is_none());
     assert_eq!((w.replicas(&v2), w.replicas(&v1)), (0, 4));
+}
+
+#[test]
+fn the_previous_revision_stays_warm_out_of_service_and_a_rollback_serves_from_it() {
+    let mut w = World::serving_v1(vec![weight(50)]);
+    w.release.spec.gates.checks = vec![gate("errors")];
+    let v1 = w.stable_hash();
+    w.set_target(V2);
+    w.run(100);
+    let v2 = w.canary_hash();
+    w.gate("errors", GateResult::Pass);
+    w.run(130);
+    w.run(131);
+    // At 100% with every canary pod Ready, v1 keeps its warm pod, already out of service.
+    assert_eq!(w.replicas(&v1), 1, "25% of 4 replicas stay warm");
+    assert!(w.last.as_ref().unwrap().idle.contains(&v1));
+    w.gate("errors", GateResult::Pass);
+    w.run(160);
+    assert_eq!(w.phase(), Phase::Promoted);
+    let warm = w.status().warm.clone().expect("v1 is warm");
+    assert_eq!((warm.hash.as_str(), warm.replicas), (v1.as_str(), 1));
+    assert_eq!(warm.until.unwrap().0, at(160 + 600), "for the post-promotion window by default");
+    let plan = w.last.as_ref().unwrap();
+    assert_eq!((plan.scale[&v1], plan.scale[&v2]), (1, 4));
+    assert!(plan.idle.contains(&v1) && !plan.idle.contains(&v2));
+
+    // The window's gate fails: back to v1, whose warm pod serves at once.
+    w.gate("errors", GateResult::Fail);
+    w.run(190);
+    w.gate("errors", GateResult::Fail);
+    w.run(220);
+    assert_eq!((w.phase(), w.stable_hash()), (Phase::RollingBack, v1.clone()));
+    let plan = w.last.as_ref().unwrap();
+    assert!(plan.idle.is_empty(), "v1 is back in service: {:?}", plan.idle);
+    assert_eq!((plan.scale[&v1], plan.scale[&v2]), (4, 0));
+    assert!(w.status().warm.is_none());
+    assert!(w.status().message.as_deref().unwrap().contains("1 warm pod(s) serve at once"));
+}
+
+#[test]
+fn warm_pods_go_when_their_window_ends_or_when_asked() {
+    let mut w = World::serving_v1(vec![]);
+    let v1 = w.stable_hash();
+    w.set_target(V2);
+    w.settle(100);
+    assert_eq!(w.phase(), Phase::Promoted);
+    assert_eq!(w.replicas(&v1), 1, "{:?}", w.status());
+    assert!(w.last.as_ref().unwrap().requeue <= Duration::from_secs(600), "wakes up when the window ends");
+    w.run(100 + 599);
+    assert_eq!(w.replicas(&v1), 1);
+    w.run(100 + 600);
+    assert_eq!(w.replicas(&v1), 0, "the window is over");
+    assert!(w.status().warm.is_none());
+
+    // Asked: `modelgate.dev/drop-warm`.
+    let v2 = w.stable_hash();
+    w.set_target(V3);
+    w.settle(1000);
+    assert_eq!(w.replicas(&v2), 1);
+    w.obs.commands.drop_warm = Some("t1".into());
+    w.run(1010);
+    assert_eq!(w.replicas(&v2), 0);
+    assert!(w.status().warm.is_none());
+    assert_eq!(w.last.as_ref().unwrap().events.first().map(|e| e.reason), Some("WarmDropped"));
+
+    // Off: `keepWarm.window: 0s`, or with the post-promotion window off.
+    w.release.spec.rollback.keep_warm.window = Some("0s".into());
+    let v3 = w.stable_hash();
+    w.set_target(V1);
+    w.settle(2000);
+    assert_eq!(w.replicas(&v3), 0);
+    assert!(w.status().warm.is_none() && w.last.as_ref().unwrap().idle.is_empty());
 }

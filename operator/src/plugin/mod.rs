@@ -20,8 +20,8 @@ use serde_json::json;
 
 use crate::{
     api::{
-        ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY, ANNOTATION_ROLLBACK, ModelRef,
-        ModelRelease, ModelRepository, Phase,
+        ANNOTATION_ABORT, ANNOTATION_DROP_WARM, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY,
+        ANNOTATION_ROLLBACK, ModelRef, ModelRelease, ModelRepository, Phase,
     },
     controller::{
         repository::{pinned_root_and_ca, read_record},
@@ -71,6 +71,9 @@ enum Verb {
         #[arg(long)]
         to_revision: Option<i64>,
     },
+    /// Scale away the previous revision's warm pods now instead of at the end of their
+    /// window (rollback.keepWarm); a later rollback to it loads its model again.
+    DropWarm { name: String },
     /// Past rollouts, oldest first.
     History { name: String },
     /// Dry run: verify the spec's target, show the steps and the workload that would be
@@ -114,6 +117,13 @@ impl Plugin {
                 }
                 let key = if full { ANNOTATION_PROMOTE_FULL } else { ANNOTATION_PROMOTE };
                 annotate(&api, &name, &ns, key, &token, if full { "promoted to 100%" } else { "promoted" }).await
+            }
+            Verb::DropWarm { .. } => {
+                let Some(warm) = release.status.as_ref().and_then(|s| s.warm.clone()) else {
+                    bail!("{name} keeps no warm pods now (status.warm is empty): nothing to drop");
+                };
+                let what = format!("dropping {} warm pod(s) of revision {}", warm.replicas, warm.revision);
+                annotate(&api, &name, &ns, ANNOTATION_DROP_WARM, &token, &what).await
             }
             Verb::Abort { .. } => {
                 if !has_canary {
@@ -183,6 +193,7 @@ impl Verb {
             | Verb::Resume { name }
             | Verb::Promote { name, .. }
             | Verb::Abort { name }
+            | Verb::DropWarm { name }
             | Verb::Retry { name }
             | Verb::Rollback { name, .. }
             | Verb::History { name }

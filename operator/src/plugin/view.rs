@@ -102,6 +102,18 @@ async fn render_status(client: &Client, ns: &str, release: &ModelRelease) -> any
         )?,
         None => writeln!(out, "Canary:    none")?,
     }
+    if let Some(w) = &status.warm {
+        let left = w.until.as_ref().map_or("-".to_string(), |t| {
+            let secs = t.0.as_second().saturating_sub(k8s_openapi::jiff::Timestamp::now().as_second()).max(0);
+            format!("{}m{:02}s", secs / 60, secs % 60)
+        });
+        writeln!(
+            out,
+            "Warm:      revision {}  {}  out of service, {left} left (kubectl modelgate drop-warm {name})",
+            w.revision,
+            pods(w.revision)
+        )?;
+    }
     if !status.gates.is_empty() || !release.spec.gates.checks.is_empty() {
         writeln!(out, "Gates:")?;
         for check in &release.spec.gates.checks {
