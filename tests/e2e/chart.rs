@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use k8s_openapi::api::{apps::v1::Deployment, rbac::v1::ClusterRole};
 use kube::Api;
 use modelgate_tests::harness::{
-    crds_exclusive, eventually, helm_ok, install_crds, kubectl_ok, repo_root, with_temp_ns,
+    crds_exclusive, eventually, helm_ok, install_crds, kubectl, kubectl_ok, repo_root, with_temp_ns,
 };
 
 fn chart() -> String {
@@ -93,17 +93,18 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
             if rule.verbs.iter().any(|v| matches!(v.as_str(), "patch" | "create")) {
                 // Writes: status subresources, the trust-state ConfigMaps, Events, and
                 // what a release runs (its ReplicaSets, their scale, its Service).
+                // Pods: only their serving label, which the admission policy enforces (below).
                 let ok = |r: &String| {
                     r.ends_with("/status")
-                        || ["configmaps", "events", "replicasets", "replicasets/scale", "services"]
+                        || ["configmaps", "events", "replicasets", "replicasets/scale", "services", "pods"]
                             .contains(&r.as_str())
                 };
                 assert!(resources.iter().all(ok), "write beyond status, trust state, events and workloads: {rule:?}");
             }
             assert!(
                 !resources.iter().any(|r| r == "pods")
-                    || rule.verbs.iter().all(|v| matches!(v.as_str(), "get" | "list" | "watch")),
-                "pods are only watched: {rule:?}"
+                    || rule.verbs.iter().all(|v| matches!(v.as_str(), "get" | "list" | "watch" | "patch")),
+                "pods are only watched and labelled: {rule:?}"
             );
             // The user's specs are never written.
             if rule
@@ -121,6 +122,32 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
         // ServiceAccount, roll a model out on real pods, hand over when the leader pod
         // is deleted, and the next rollout completes under the new leader.
         operator_pods_release_and_hand_over(&client, &ns, &release).await?;
+
+        // `patch pods` moves a pod in or out of service and nothing else: the chart's
+        // admission policy refuses any other change the operator's identity makes.
+        let pod = kubectl_ok(&["get", "pods", "-n", &ns, "-l", "modelgate.dev/release=fraud", "-o", "name"], None)?;
+        let pod = pod.lines().next().context("a model pod")?.to_string();
+        let operator = format!("system:serviceaccount:{ns}:{release}-modelgate");
+        let as_operator = |args: &[&str]| {
+            let mut all = vec!["--as", operator.as_str(), "-n", ns.as_str()];
+            all.extend_from_slice(args);
+            kubectl(&all, None)
+        };
+        let o = as_operator(&["label", &pod, "--overwrite", "modelgate.dev/serving=true"])?;
+        assert!(o.status.success(), "the serving label is the operator's: {}", String::from_utf8_lossy(&o.stderr));
+        for change in [
+            vec!["label", &pod, "--overwrite", "modelgate.dev/release=other"],
+            vec!["annotate", &pod, "--overwrite", "x=y"],
+            vec!["label", &pod, "--overwrite", "modelgate.dev/serving=maybe"],
+        ] {
+            let o = as_operator(&change)?;
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert!(!o.status.success() && stderr.contains("modelgate may change only"), "{change:?}: {stderr}");
+        }
+        let image =
+            serde_json::json!({"spec": {"containers": [{"name": "server", "image": "localhost/other:1"}]}}).to_string();
+        let o = as_operator(&["patch", &pod, "-p", &image])?;
+        assert!(!o.status.success(), "the operator cannot change what a pod runs");
 
         // An upgrade to two replicas with a disruption budget, and a change that reaches
         // the CRDs (a label, standing in for a new schema): Helm applies both, because

@@ -7,14 +7,16 @@ use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
 
 use k8s_openapi::api::{
     core::v1::{Pod, Service},
+    discovery::v1::EndpointSlice,
     events::v1::Event,
 };
 use kube::{
-    Api, Client,
+    Api, Client, ResourceExt,
     api::{ListParams, PostParams},
 };
 use modelgate::api::{
-    ANNOTATION_MODEL_SHA256, ANNOTATION_PROMOTE, ANNOTATION_RETRY, FETCH_CONTAINER, LABEL_RELEASE, ModelRelease, Phase,
+    ANNOTATION_DROP_WARM, ANNOTATION_MODEL_SHA256, ANNOTATION_PROMOTE, ANNOTATION_RETRY, FETCH_CONTAINER,
+    LABEL_RELEASE, LABEL_REVISION, LABEL_SERVING, ModelRelease, Phase,
 };
 use modelgate_tests::{
     harness::{Operator, crds_shared, eventually, with_temp_ns},
@@ -113,7 +115,8 @@ async fn a_new_model_goes_through_every_step_to_promoted() -> anyhow::Result<()>
             assert_eq!(mount.and_then(|m| m.read_only), Some(true));
         }
         let svc = Api::<Service>::namespaced(client.clone(), &ns).get("fraud").await?;
-        assert_eq!(svc.spec.unwrap().selector.unwrap()[LABEL_RELEASE], "fraud");
+        let selector = svc.spec.unwrap().selector.unwrap();
+        assert_eq!((selector[LABEL_RELEASE].as_str(), selector[LABEL_SERVING].as_str()), ("fraud", "true"));
 
         set_target(&api, "fraud", V2).await?;
         wait_revisions(&client, &ns, &[(1, 3), (2, 1)]).await?;
@@ -130,7 +133,45 @@ async fn a_new_model_goes_through_every_step_to_promoted() -> anyhow::Result<()>
         let r = wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
         assert_eq!(r.status.as_ref().unwrap().stable.as_ref().unwrap().revision, 2);
         assert_eq!(history(&r), [(1, "Promoted".into()), (2, "Promoted".into())]);
+        // Revision 1 keeps one warm pod (25% of 4) for the post-promotion window: Ready,
+        // labelled out of service, and not among the Service's endpoints.
+        wait_revisions(&client, &ns, &[(1, 1), (2, 4)]).await?;
+        let warm = r.status.as_ref().unwrap().warm.clone().unwrap();
+        assert_eq!((warm.revision, warm.replicas), (1, 1));
+        let serving = |revision: i64| {
+            let (client, ns) = (client.clone(), ns.clone());
+            async move {
+                let selector = format!("{LABEL_RELEASE}=fraud,{LABEL_REVISION}={revision}");
+                let pods = Api::<Pod>::namespaced(client, &ns).list(&ListParams::default().labels(&selector)).await?;
+                anyhow::Ok(
+                    pods.items
+                        .iter()
+                        .map(|p| p.labels().get(LABEL_SERVING).cloned().unwrap_or_default())
+                        .collect::<Vec<_>>(),
+                )
+            }
+        };
+        eventually("revision 1's pod out of service", WAIT, || async {
+            Ok((serving(1).await? == ["false"] && serving(2).await?.iter().all(|l| l == "true")).then_some(()))
+        })
+        .await?;
+        let endpoints = eventually("the Service's endpoints are revision 2's 4 pods", WAIT, || async {
+            let slices = Api::<EndpointSlice>::namespaced(client.clone(), &ns)
+                .list(&ListParams::default().labels("kubernetes.io/service-name=fraud"))
+                .await?;
+            let ready = |e: &&k8s_openapi::api::discovery::v1::Endpoint| {
+                e.conditions.as_ref().and_then(|c| c.ready) != Some(false)
+            };
+            let n: usize =
+                slices.items.iter().map(|s| s.endpoints.as_ref().map_or(0, |e| e.iter().filter(ready).count())).sum();
+            Ok((n == 4).then_some(n))
+        })
+        .await?;
+        assert_eq!(endpoints, 4);
+        // An SRE drops the warm pod before its window ends.
+        command(&api, "fraud", ANNOTATION_DROP_WARM, "1").await?;
         wait_revisions(&client, &ns, &[(1, 0), (2, 4)]).await?;
+        assert!(api.get("fraud").await?.status.unwrap().warm.is_none());
         let reasons = event_reasons(&client, &ns).await?;
         for want in ["RolloutStarted", "StepCompleted", "Promoted"] {
             assert!(reasons.iter().any(|r| r == want), "no {want} event in {reasons:?}");
@@ -396,7 +437,7 @@ async fn an_operator_killed_mid_rollout_resumes_without_a_second_canary() -> any
         at_most_one_canary().await?;
         let _operator = Operator::start(Some(&ns), &[])?;
         let r = wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
-        wait_revisions(&client, &ns, &[(1, 0), (2, 4)]).await?;
+        wait_revisions(&client, &ns, &[(1, 1), (2, 4)]).await?; // (revision 1's pod stays warm)
         assert_eq!(history(&r), [(1, "Promoted".into()), (2, "Promoted".into())], "no step lost or repeated");
         Ok(())
     })
@@ -422,7 +463,8 @@ async fn a_spec_change_mid_rollout_supersedes_the_canary() -> anyhow::Result<()>
         command(&api, "fraud", ANNOTATION_PROMOTE, "1").await?;
         let r = wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
         assert_eq!(r.status.unwrap().stable.unwrap().revision, 3);
-        wait_revisions(&client, &ns, &[(1, 0), (2, 0), (3, 2)]).await?;
+        // Revision 1, the stable one before 3, keeps its warm pod (25% of 2, at least one).
+        wait_revisions(&client, &ns, &[(1, 1), (2, 0), (3, 2)]).await?;
         Ok(())
     })
     .await
