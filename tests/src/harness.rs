@@ -182,9 +182,14 @@ where
 {
     let client = client().await?;
     let ns = TempNamespace::new(&client, prefix).await?;
-    let result = body(client, ns.name.clone()).await;
+    // A panicking test deletes its namespace too: what it started there (an operator
+    // installed by the chart, pods) must not act on the tests that come after it.
+    let result = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(body(client, ns.name.clone()))).await;
     ns.delete().await;
-    result
+    match result {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
 
 // Tests share the cluster-scoped CRDs. Most only need them installed (shared guard);

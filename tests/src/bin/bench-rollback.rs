@@ -9,6 +9,14 @@
 //! model whose bytes were changed on the server, the real pod's `modelgate fetch`
 //! refuses it (exit 3), and the time is taken from the moment that status is visible to
 //! the moment the canary ReplicaSet asks for 0 pods and the stable one for all of them.
+//!
+//! Then "rollback to serving", on the real node, SERVE_RUNS (default 3) times with warm
+//! pods (the default) and as many without (`keepWarm.window: 0s`): a release of 2
+//! replicas whose model takes SERVE_LOAD_MS (default 5000) to load is promoted from
+//! revision 1 to 2, an SRE rolls back to 1, and the time is taken from that command to
+//! the first prediction revision 1 answers through the release's Service (requests
+//! every 10 ms from this machine, as a client would send them) and to revision 1
+//! having all its replicas Ready.
 
 use std::time::{Duration, Instant};
 
@@ -52,6 +60,21 @@ async fn main() -> anyhow::Result<()> {
     ns.delete().await;
     let mut refused = result?;
     refused.sort_by(f64::total_cmp);
+    let serve_runs: usize = std::env::var("SERVE_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let load_ms: u64 = std::env::var("SERVE_LOAD_MS").ok().and_then(|r| r.parse().ok()).unwrap_or(5000);
+    let ns = TempNamespace::new(&client, "bench-serve").await?;
+    let result = serve_runs_on_node(client.clone(), &ns.name, serve_runs, load_ms).await;
+    ns.delete().await;
+    let serve = result?;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        if v.is_empty() { f64::NAN } else { percentile(&v, 50.0) }
+    };
+    let pick = |warm: bool, first: bool| {
+        median(serve.iter().filter(|r| r.0 == warm).map(|r| if first { r.1 } else { r.2 }).collect())
+    };
+    let (serve_warm, serve_cold, ready_warm, ready_cold) =
+        (pick(true, true), pick(false, true), pick(true, false), pick(false, false));
 
     let mut sorted = latencies.clone();
     sorted.sort_by(f64::total_cmp);
@@ -78,8 +101,17 @@ async fn main() -> anyhow::Result<()> {
     } else {
         (percentile(&refused, 50.0), percentile(&refused, 95.0))
     };
+    for (warm, first, ready) in &serve {
+        let mode = if *warm { "warm" } else { "cold" };
+        println!(
+            "rollback to serving ({mode}, model load {load_ms} ms): first answer {first:.0} ms, all Ready {ready:.0} ms"
+        );
+    }
     println!(
-        "RESULT runs={runs} hostages={hostages} p50_ms={:.0} p95_ms={:.0} max_ms={:.0} yardstick_write_read_ms={:.0} refusals={} refusal_p50_ms={refusal_p50:.0} refusal_p95_ms={refusal_p95:.0}",
+        "  medians: warm first answer {serve_warm:.0} ms, all Ready {ready_warm:.0} ms; cold first answer {serve_cold:.0} ms, all Ready {ready_cold:.0} ms"
+    );
+    println!(
+        "RESULT runs={runs} hostages={hostages} p50_ms={:.0} p95_ms={:.0} max_ms={:.0} yardstick_write_read_ms={:.0} refusals={} refusal_p50_ms={refusal_p50:.0} refusal_p95_ms={refusal_p95:.0} serve_runs={serve_runs} serve_load_ms={load_ms} serve_warm_ms={serve_warm:.0} serve_cold_ms={serve_cold:.0} ready_warm_ms={ready_warm:.0} ready_cold_ms={ready_cold:.0}",
         percentile(&sorted, 50.0),
         percentile(&sorted, 95.0),
         sorted[sorted.len() - 1],
@@ -254,4 +286,102 @@ async fn refusal_runs(client: kube::Client, ns: &str, runs: usize) -> anyhow::Re
         wait_phase(&releases, "fraud", Phase::RolledBack, WAIT).await?;
     }
     Ok(latencies)
+}
+
+/// (warm?, ms to the first answer from revision 1, ms to all of revision 1's pods Ready)
+async fn serve_runs_on_node(
+    client: kube::Client,
+    ns: &str,
+    runs: usize,
+    load_ms: u64,
+) -> anyhow::Result<Vec<(bool, f64, f64)>> {
+    if runs == 0 {
+        return Ok(Vec::new());
+    }
+    node::require_images()?;
+    let behaviour = format!("load_ms={load_ms}");
+    let repo = ModelRepo::for_pods("fraud", &[&format!("1.0@{behaviour}"), &format!("2.0@{behaviour}")])?;
+    repo.register_as(&client, ns, modelgate_tests::models::REPOSITORY, "5m").await?;
+    let operator = Operator::start(Some(ns), &["--fetch-image", node::OPERATOR_IMAGE])?;
+    let releases: Api<ModelRelease> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    // A new connection per request: a kept-alive one stays with the pod it first reached.
+    let http = reqwest::Client::builder().timeout(Duration::from_millis(500)).pool_max_idle_per_host(0).build()?;
+    let mut results = Vec::new();
+    for warm in [true, false] {
+        for run in 0..runs {
+            let name = format!("{}-{run}", if warm { "warm" } else { "cold" });
+            let window = if warm { "10m" } else { "0s" };
+            let spec = json!({"service": {"port": 8080}, "rollback": {"keepWarm": {"window": window}}});
+            releases.create(&PostParams::default(), &node::release(&name, "fraud/1.0/model.onnx", 2, spec)?).await?;
+            let fail = |e: anyhow::Error| anyhow::anyhow!("{name}: {e}\n{}", operator.logs());
+            wait_phase(&releases, &name, Phase::Promoted, WAIT).await.map_err(fail)?;
+            let patch = json!({"spec": {"model": {"target": "fraud/2.0/model.onnx"}}});
+            releases.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            // Promoted, and revision 1 down to its warm pod (out of service) or to none.
+            let revision_pods = |revision: i64| {
+                let (pods, name) = (pods.clone(), name.clone());
+                async move {
+                    let selector = format!("{LABEL_RELEASE}={name},{LABEL_REVISION}={revision}");
+                    anyhow::Ok(pods.list(&ListParams::default().labels(&selector)).await?.items)
+                }
+            };
+            let want_warm = if warm { 1 } else { 0 };
+            eventually("revision 2 promoted, revision 1 warm or gone", WAIT, || async {
+                let r = releases.get(&name).await?;
+                let s = r.status.unwrap_or_default();
+                let promoted = s.phase == Some(Phase::Promoted) && s.stable.is_some_and(|st| st.revision == 2);
+                let old = revision_pods(1).await?;
+                let out =
+                    old.iter().all(|p| p.labels().get("modelgate.dev/serving").map(String::as_str) == Some("false"));
+                Ok((promoted && old.len() == want_warm && out && ready_count(&revision_pods(2).await?) == 2)
+                    .then_some(()))
+            })
+            .await
+            .map_err(fail)?;
+            let svc =
+                kube::Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), ns).get(&name).await?;
+            let ip = svc.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
+            let url = format!("http://{ip}:8080/predict");
+            let token = format!("1@{run}");
+            let annotate = json!({"metadata": {"annotations": {"modelgate.dev/rollback": token}}});
+            releases.patch(&name, &PatchParams::default(), &Patch::Merge(&annotate)).await?;
+            let started = Instant::now();
+            let (mut first, mut all) = (None, None);
+            while first.is_none() || all.is_none() {
+                if first.is_none()
+                    && let Ok(r) = http.get(&url).send().await
+                    && r.text().await.is_ok_and(|t| t.contains("\"revision\":\"1\""))
+                {
+                    first = Some(started.elapsed());
+                }
+                if all.is_none() && ready_count(&revision_pods(1).await?) >= 2 {
+                    all = Some(started.elapsed());
+                }
+                if started.elapsed() > WAIT {
+                    anyhow::bail!("{name}: revision 1 did not serve again within {WAIT:?}\n{}", operator.logs());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let ms = |d: Option<Duration>| d.unwrap_or_default().as_secs_f64() * 1000.0;
+            eprintln!(
+                "{name}: first answer from revision 1 after {:.0} ms, all Ready after {:.0} ms",
+                ms(first),
+                ms(all)
+            );
+            results.push((warm, ms(first), ms(all)));
+            releases.delete(&name, &Default::default()).await?;
+        }
+    }
+    Ok(results)
+}
+
+fn ready_count(pods: &[Pod]) -> usize {
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            let conditions = p.status.as_ref().and_then(|s| s.conditions.as_ref());
+            conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .count()
 }
