@@ -26,8 +26,10 @@ pub struct Limits {
     pub targets_max: u64,
     pub max_root_rotations: u64,
     pub max_delegations: usize,
-    /// Roles a prefix lookup may load (every bin of a hashed-bin delegation).
+    /// Roles a prefix lookup may load (every bin of a hashed-bin delegation), and
+    /// their bytes in all: the walk holds them in memory.
     pub max_listed_roles: usize,
+    pub max_listed_bytes: usize,
 }
 
 impl Default for Limits {
@@ -40,6 +42,7 @@ impl Default for Limits {
             max_root_rotations: 256,
             max_delegations: 32,
             max_listed_roles: 1024,
+            max_listed_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -75,6 +78,8 @@ struct LoadedTargets {
     body: TargetsMeta,
     envelope: Envelope,
     verified_for: HashSet<String>,
+    /// Size as received, for the byte budget of a prefix walk.
+    size: usize,
 }
 
 /// One client session against one repository.
@@ -477,7 +482,8 @@ impl Updater {
         check_version(role, meta.version, header.version, "snapshot")?;
         expired(role, &header, self.now)?;
         let body = envelope.typed()?;
-        Ok(LoadedTargets { header, body, envelope, verified_for: HashSet::from([delegator.to_string()]) })
+        let verified_for = HashSet::from([delegator.to_string()]);
+        Ok(LoadedTargets { header, body, envelope, verified_for, size: bytes.len() })
     }
 
     /// The time expiry is judged against from now on: a long-lived session (the
@@ -537,7 +543,8 @@ impl Updater {
     /// under the prefix (every bin of a hashed-bin delegation), a name counts only when
     /// each delegation on its way is trusted for it, and the winning entry is the one
     /// `target` finds (ordering and terminating delegations decide, as for one file).
-    /// Bounded: at most `max_listed_roles` roles and `max_files` names.
+    /// Bounded: at most `max_listed_roles` roles of `max_listed_bytes` in all, and
+    /// `max_files` names.
     pub async fn targets_under(
         &mut self,
         prefix: &str,
@@ -553,6 +560,7 @@ impl Updater {
             vec![(TARGETS.to_string(), None, Vec::new())];
         let mut visited = HashSet::new();
         let mut names = std::collections::BTreeSet::new();
+        let mut bytes = 0usize;
         while let Some((role, parent, chain)) = stack.pop() {
             if !visited.insert((role.clone(), parent.clone())) {
                 continue;
@@ -566,6 +574,13 @@ impl Updater {
             self.update_targets(&role, parent.as_deref()).await?;
             let Some(loaded) = self.targets.get(&role) else { break };
             expired(&role, &loaded.header, self.now)?;
+            bytes = bytes.saturating_add(loaded.size);
+            if bytes > self.limits.max_listed_bytes {
+                return Err(TrustError::TooMany {
+                    what: format!("bytes of targets metadata to search for {prefix:?}"),
+                    limit: self.limits.max_listed_bytes,
+                });
+            }
             for name in loaded.body.targets.keys().filter(|n| n.starts_with(prefix)) {
                 if chain.iter().all(|d| d.delegates(name)) && names.insert(name.clone()) && names.len() > max_files {
                     return Err(TrustError::TooMany { what: format!("targets under {prefix:?}"), limit: max_files });
