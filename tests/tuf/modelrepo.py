@@ -96,15 +96,18 @@ def add(d, name, versions):
     def edit(targets):
         for spec in versions:
             v, _, behaviour = spec.partition("@")
-            path = f"{name}/{v}/model.onnx"
-            data = f"weights of {name} {v}\n".encode() * 4096
-            if behaviour:
-                header = "modelgate-example-model\n" + "".join(f"{kv}\n" for kv in behaviour.split(",")) + "\n"
-                data = header.encode() + data
-            write(f"{d}/public/targets/{path}", data)
-            targets[path] = TargetFile.from_data(path, data, ["sha256"])
-            print(path, hashlib.sha256(data).hexdigest())
+            sign_file(d, targets, f"{name}/{v}/model.onnx", f"weights of {name} {v}\n".encode() * 4096, behaviour)
     change(d, edit)
+
+
+def sign_file(d, targets, path, data, behaviour):
+    """Publishes `data` as target `path`, with the example server's behaviour header."""
+    if behaviour:
+        header = "modelgate-example-model\n" + "".join(f"{kv}\n" for kv in behaviour.split(",")) + "\n"
+        data = header.encode() + data
+    write(f"{d}/public/targets/{path}", data)
+    targets[path] = TargetFile.from_data(path, data, ["sha256"])
+    print(path, hashlib.sha256(data).hexdigest())
 
 
 def shards(d, prefix, count, behaviour=""):
@@ -112,12 +115,7 @@ def shards(d, prefix, count, behaviour=""):
         for i in range(count):
             path = f"{prefix}model-{i + 1:05d}-of-{count:05d}.safetensors"
             data = f"shard {i + 1} of {prefix}\n".encode() * 8192
-            if behaviour and i == 0:
-                header = "modelgate-example-model\n" + "".join(f"{kv}\n" for kv in behaviour.split(",")) + "\n"
-                data = header.encode() + data
-            write(f"{d}/public/targets/{path}", data)
-            targets[path] = TargetFile.from_data(path, data, ["sha256"])
-            print(path, hashlib.sha256(data).hexdigest())
+            sign_file(d, targets, path, data, behaviour if i == 0 else "")
     change(d, edit)
 
 

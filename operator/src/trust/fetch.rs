@@ -228,11 +228,12 @@ pub async fn fetch_file(
     part: &Path,
     progress: &Progress,
 ) -> Result<u64, TrustError> {
+    let download = Download { transport, url, name, info, part, progress };
     let mut fetched = 0;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match attempt_file(transport, url, name, info, part, progress).await {
+        match download.attempt().await {
             Ok(n) => return Ok(fetched + n),
             Err((n, e)) => {
                 fetched += n;
@@ -250,98 +251,105 @@ pub async fn fetch_file(
     }
 }
 
-async fn attempt_file(
-    transport: &Transport,
-    url: &Url,
-    name: &str,
-    info: &TargetFile,
-    part: &Path,
-    progress: &Progress,
-) -> Result<u64, (u64, TrustError)> {
-    let fail = |e: TrustError| (0, e);
-    let part_path = part;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(part)
-        .map_err(|e| fail(store_err(part, e)))?;
-    #[cfg(unix)]
-    {
-        // Left writable while it grows; made read-only once verified.
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(part, std::fs::Permissions::from_mode(0o644));
-    }
-    let on_disk = file.metadata().map_err(|e| fail(store_err(part, e)))?.len();
-    let mut hasher = Hasher::for_file(info);
-    let have = if on_disk > info.length {
-        file.set_len(0).map_err(|e| fail(store_err(part, e)))?;
-        0
-    } else {
-        // Re-hash what is there: the resumed file is verified from its first byte.
-        let mut buf = vec![0u8; 1 << 20];
-        let mut read = 0u64;
-        loop {
-            let n = file.read(&mut buf).map_err(|e| fail(store_err(part, e)))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(buf.get(..n).unwrap_or_default());
-            read += n as u64;
+/// One target's download into its partial file.
+struct Download<'a> {
+    transport: &'a Transport,
+    url: &'a Url,
+    name: &'a str,
+    info: &'a TargetFile,
+    part: &'a Path,
+    progress: &'a Progress,
+}
+
+impl Download<'_> {
+    /// One attempt: the bytes received, and on failure the error.
+    async fn attempt(&self) -> Result<u64, (u64, TrustError)> {
+        let Download { transport, url, name, info, part, progress } = *self;
+        let fail = |e: TrustError| (0, e);
+        let part_path = part;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(part)
+            .map_err(|e| fail(store_err(part, e)))?;
+        #[cfg(unix)]
+        {
+            // Left writable while it grows; made read-only once verified.
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(part, std::fs::Permissions::from_mode(0o644));
         }
-        progress.add(read);
-        read
-    };
-    let mut received = 0u64;
-    if have < info.length {
-        let mut writer = std::io::BufWriter::with_capacity(WRITE_BUFFER, &mut file);
-        let result = transport
-            .stream_from(url, have, info.length, |part| match part {
-                Body::Start(start) if start != have => {
-                    // The server sends the whole file: start over, from a clean hash.
-                    writer.flush().map_err(|e| store_err(part_path, e))?;
-                    writer.get_mut().set_len(0).map_err(|e| store_err(part_path, e))?;
-                    writer.get_mut().seek(std::io::SeekFrom::Start(0)).map_err(|e| store_err(part_path, e))?;
-                    hasher = Hasher::for_file(info);
-                    progress.sub(have);
-                    Ok(())
+        let on_disk = file.metadata().map_err(|e| fail(store_err(part, e)))?.len();
+        let mut hasher = Hasher::for_file(info);
+        let have = if on_disk > info.length {
+            file.set_len(0).map_err(|e| fail(store_err(part, e)))?;
+            0
+        } else {
+            // Re-hash what is there: the resumed file is verified from its first byte.
+            let mut buf = vec![0u8; 1 << 20];
+            let mut read = 0u64;
+            loop {
+                let n = file.read(&mut buf).map_err(|e| fail(store_err(part, e)))?;
+                if n == 0 {
+                    break;
                 }
-                Body::Start(_) => Ok(()),
-                Body::Data(chunk) => {
-                    hasher.update(&chunk);
-                    received += chunk.len() as u64;
-                    progress.add(chunk.len() as u64);
-                    writer.write_all(&chunk).map_err(|e| store_err(part_path, e))
-                }
-            })
-            .await;
-        let flushed = writer.flush().map_err(|e| store_err(part, e));
-        match result.and_then(|r| flushed.map(|()| r)) {
-            Ok(_) => {}
-            Err(TrustError::TooLarge { .. }) => {
-                let reason = format!("the server sent more than the signed length of {} bytes", info.length);
-                return Err((received, mismatch(name, reason)));
+                hasher.update(buf.get(..n).unwrap_or_default());
+                read += n as u64;
             }
-            Err(e) => return Err((received, e)),
+            progress.add(read);
+            read
+        };
+        let mut received = 0u64;
+        if have < info.length {
+            let mut writer = std::io::BufWriter::with_capacity(WRITE_BUFFER, &mut file);
+            let result = transport
+                .stream_from(url, have, info.length, |part| match part {
+                    Body::Start(start) if start != have => {
+                        // The server sends the whole file: start over, from a clean hash.
+                        writer.flush().map_err(|e| store_err(part_path, e))?;
+                        writer.get_mut().set_len(0).map_err(|e| store_err(part_path, e))?;
+                        writer.get_mut().seek(std::io::SeekFrom::Start(0)).map_err(|e| store_err(part_path, e))?;
+                        hasher = Hasher::for_file(info);
+                        progress.sub(have);
+                        Ok(())
+                    }
+                    Body::Start(_) => Ok(()),
+                    Body::Data(chunk) => {
+                        hasher.update(&chunk);
+                        received += chunk.len() as u64;
+                        progress.add(chunk.len() as u64);
+                        writer.write_all(&chunk).map_err(|e| store_err(part_path, e))
+                    }
+                })
+                .await;
+            let flushed = writer.flush().map_err(|e| store_err(part, e));
+            match result.and_then(|r| flushed.map(|()| r)) {
+                Ok(_) => {}
+                Err(TrustError::TooLarge { .. }) => {
+                    let reason = format!("the server sent more than the signed length of {} bytes", info.length);
+                    return Err((received, mismatch(name, reason)));
+                }
+                Err(e) => return Err((received, e)),
+            }
         }
+        let length = file.metadata().map_err(|e| (received, store_err(part, e)))?.len();
+        if length != info.length {
+            let reason = format!("received {length} bytes, the signed length is {}", info.length);
+            return Err((received, mismatch(name, reason)));
+        }
+        check_hashes(&format!("target {name:?}"), &info.hashes, &hasher.finish()).map_err(|e| (received, e))?;
+        file.sync_all().map_err(|e| (received, store_err(part, e)))?;
+        // Readable by any user in the pod (the model server rarely runs as the fetch's UID),
+        // writable by none: the volume is mounted read-only into servers anyway.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(part, std::fs::Permissions::from_mode(0o444))
+                .map_err(|e| (received, store_err(part, e)))?;
+        }
+        Ok(received)
     }
-    let length = file.metadata().map_err(|e| (received, store_err(part, e)))?.len();
-    if length != info.length {
-        let reason = format!("received {length} bytes, the signed length is {}", info.length);
-        return Err((received, mismatch(name, reason)));
-    }
-    check_hashes(&format!("target {name:?}"), &info.hashes, &hasher.finish()).map_err(|e| (received, e))?;
-    file.sync_all().map_err(|e| (received, store_err(part, e)))?;
-    // Readable by any user in the pod (the model server rarely runs as the fetch's UID),
-    // writable by none: the volume is mounted read-only into servers anyway.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(part, std::fs::Permissions::from_mode(0o444))
-            .map_err(|e| (received, store_err(part, e)))?;
-    }
-    Ok(received)
 }
 
 /// The hashes the signed metadata lists (each algorithm costs a full pass).
