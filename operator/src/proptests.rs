@@ -371,7 +371,7 @@ fn rendering_refuses_or_renders_never_panics() {
             operator_service_account: Some(("team".into(), "modelgate".into())),
         };
         let revision = workload::Revision { number: 1, hash: "h1", sha256: &sha256, length, files: 1 };
-        match workload::replica_set(&release, &repo, &revision, replicas, "img", &policy) {
+        match workload::replica_set(&release, &repo, &revision, replicas, "img", &policy, Default::default()) {
             Ok(rs) => {
                 // A rendered pod always starts with the fetch and mounts the model read-only.
                 prop_assert_eq!(&rs["spec"]["template"]["spec"]["initContainers"][0]["name"], FETCH_CONTAINER);

@@ -147,6 +147,13 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
             None if *hash == desired => {
                 let Some(repository) = &repository else { continue };
                 let Some(revision) = verified_revision(&plan.status, hash) else { continue };
+                // The pod starts from what this process trusts now, which may be ahead of
+                // the floors the repository's status shows yet.
+                let recorded = crate::plan::repository::floors(repository.status.as_ref());
+                let floors = match repository.uid() {
+                    Some(uid) => ctx.trust.floors(&uid, recorded).await,
+                    None => recorded,
+                };
                 let rs = match workload::replica_set(
                     &release,
                     repository,
@@ -154,6 +161,7 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
                     *replicas,
                     &ctx.fetch_image,
                     &ctx.pod_policy,
+                    floors,
                 ) {
                     Ok(rs) => rs,
                     Err(refused) => {

@@ -71,6 +71,22 @@ impl TrustCache {
         }
     }
 
+    /// The versions this process trusts now, raised to at least `recorded` (the floors
+    /// in the repository's status, which may lag behind a refresh that just finished):
+    /// what a new pod must not go below.
+    pub async fn floors(&self, uid: &str, recorded: trust::Floors) -> trust::Floors {
+        let entry = self.entry(uid);
+        let entry = entry.lock().await;
+        let Some(session) = entry.session.as_ref() else { return recorded };
+        let t = session.updater.trusted();
+        trust::Floors {
+            root: recorded.root.max(t.root.0),
+            timestamp: recorded.timestamp.max(t.timestamp.0),
+            snapshot: recorded.snapshot.max(t.snapshot.0),
+            targets: recorded.targets.max(t.targets.0),
+        }
+    }
+
     /// What the repository says at `now` about the model `key` (`ModelRef::key`).
     pub async fn lookup(&self, uid: &str, key: &str, now: Timestamp) -> Verdict {
         let entry = self.entry(uid);

@@ -53,7 +53,7 @@ pub struct Refused(pub Vec<String>);
 /// The ReplicaSet of the spec's revision, for server-side apply. The pod template is the
 /// user's, plus: the `modelgate fetch` init container (first, so no user init container
 /// runs before the model is verified) carrying the verified target, digest and length
-/// and the repository's floors; the pinned root, the persisted root chain and the CA
+/// and the floors it must not go below; the pinned root, the persisted root chain and the CA
 /// bundle mounted read-only; the model volume mounted read-only into every serving
 /// container at `model.mountPath`; labels and the digest. A template the policy refuses
 /// is not rendered.
@@ -64,6 +64,7 @@ pub fn replica_set(
     replicas: i32,
     fetch_image: &str,
     policy: &PodPolicy,
+    floors: crate::trust::Floors,
 ) -> Result<Value, Refused> {
     let release_name = release.name_any();
     let namespace = release.namespace().unwrap_or_default();
@@ -121,7 +122,6 @@ pub fn replica_set(
         "--out".into(),
         FETCH_OUT.into(),
     ]);
-    let floors = crate::plan::repository::floors(repository.status.as_ref());
     for (role, version) in [
         ("root", floors.root),
         ("timestamp", floors.timestamp),
@@ -274,7 +274,9 @@ mod tests {
             ..Default::default()
         });
         let rev = Revision { number: 3, hash: "abcdef0123", sha256: "00ff", length: 42, files: 1 };
-        let rs = replica_set(&release, &repo, &rev, 2, "modelgate/modelgate:0.1.0", &PodPolicy::default()).unwrap();
+        let floors = crate::plan::repository::floors(repo.status.as_ref());
+        let rs =
+            replica_set(&release, &repo, &rev, 2, "modelgate/modelgate:0.1.0", &PodPolicy::default(), floors).unwrap();
 
         assert_eq!(rs["metadata"]["name"], "fraud-abcdef0123");
         assert_eq!(rs["spec"]["replicas"], 2);

@@ -263,6 +263,7 @@ pub async fn plan(client: &Client, ns: &str, release: &ModelRelease) -> anyhow::
         plan::canary_replicas(replicas, if first { 100 } else { first_weight }),
         concat!("modelgate/modelgate:", env!("CARGO_PKG_VERSION")),
         &PodPolicy::default(),
+        plan::repository::floors(repo.status.as_ref()),
     ) {
         Ok(rs) => rs,
         Err(refused) => {
