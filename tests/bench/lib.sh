@@ -1,4 +1,5 @@
 # Shared by the benchmark scripts. Sourced.
+# shellcheck disable=SC2034  # sourced: the variables are for the scripts that source this
 # shellcheck shell=bash
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -1,4 +1,5 @@
 # Shared settings for the test control plane scripts. Sourced, not executed.
+# shellcheck disable=SC2034  # sourced: the variables are for the scripts that source this
 # shellcheck shell=bash
 
 K8S_VERSION=v1.37.2

@@ -32,6 +32,23 @@ fn install_on_node(release: &str, ns: &str, extra: &[&str]) -> anyhow::Result<St
 async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()> {
     let _exclusive = crds_exclusive().await;
     helm_ok(&["lint", "--strict", &chart()])?;
+    // Every values file under ci/ lints and renders.
+    for entry in std::fs::read_dir(repo_root().join("charts/modelgate/ci"))? {
+        let values = entry?.path().to_string_lossy().into_owned();
+        helm_ok(&["lint", "--strict", &chart(), "-f", &values])?;
+        helm_ok(&["template", "ci", &chart(), "-f", &values])?;
+    }
+    // values.schema.json: a wrong type or value fails with the field named.
+    for (set, field) in
+        [("replicas=abc", "/replicas"), ("podSecurity=open", "/podSecurity"), ("logFormat=xml", "/logFormat")]
+    {
+        let out = modelgate_tests::harness::run_with_stdin("helm", &["template", "x", &chart(), "--set", set], None)?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(field), "--set {set}: {stderr}");
+    }
+    // crds.keep: false drops the keep annotation (and the install notes warn).
+    let unkept = helm_ok(&["template", "x", &chart(), "--set", "crds.keep=false"])?;
+    assert!(!unkept.contains("helm.sh/resource-policy"));
 
     with_temp_ns("chart", |client, ns| async move {
         // The chart owns the CRDs; remove the copies other tests applied with kubectl.
@@ -43,8 +60,9 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
         // Two replicas with leader election, as the chart's defaults run it; `--wait`
         // returns once both pods are Ready (ready with zero releases).
         let started = std::time::Instant::now();
-        install_on_node(&release, &ns, &["--set", "replicas=2", "--wait", "--timeout", "120s"])?;
+        let installed = install_on_node(&release, &ns, &["--set", "replicas=2", "--wait", "--timeout", "120s"])?;
         eprintln!("helm install --wait: {:?}", started.elapsed());
+        assert!(installed.contains("Next, in a team's namespace"), "NOTES.txt says what to apply next: {installed}");
 
         for crd in ["modelreleases.modelgate.dev", "modelrepositories.modelgate.dev"] {
             let keep = kubectl_ok(
