@@ -28,7 +28,7 @@ impl Prometheus {
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
              scrape_configs:\n  - job_name: models\n    static_configs: [{{targets: ['{target}']}}]\n"
         );
-        Self::run(&config, "127.0.0.1").await
+        Self::run_in(tempfile::tempdir()?, &config, "127.0.0.1").await
     }
 
     /// Starts Prometheus on the pod gateway scraping every model pod of `namespace` on
@@ -36,7 +36,9 @@ impl Prometheus {
     /// Prometheus has no Kubernetes discovery: a task here lists the pods every second
     /// and writes them as a file_sd target file.
     pub async fn scraping_pods(client: &kube::Client, namespace: &str) -> anyhow::Result<Self> {
-        let targets = tempfile::Builder::new().suffix(".json").tempfile()?.into_temp_path().keep()?;
+        // In Prometheus' own temporary directory: removed with it when the test ends.
+        let dir = tempfile::tempdir()?;
+        let targets = dir.path().join("targets.json");
         std::fs::write(&targets, "[]")?;
         let config = format!(
             "global: {{scrape_interval: 2s, evaluation_interval: 2s}}\n\
@@ -68,13 +70,12 @@ impl Prometheus {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
-        let mut prometheus = Self::run(&config, crate::tuf::POD_GATEWAY).await?;
+        let mut prometheus = Self::run_in(dir, &config, crate::tuf::POD_GATEWAY).await?;
         prometheus.discovery = Some(discovery);
         Ok(prometheus)
     }
 
-    async fn run(config_text: &str, host: &str) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
+    async fn run_in(dir: tempfile::TempDir, config_text: &str, host: &str) -> anyhow::Result<Self> {
         let config = dir.path().join("prometheus.yml");
         std::fs::write(&config, config_text)?;
         let port = TcpListener::bind(format!("{host}:0"))?.local_addr()?.port();
