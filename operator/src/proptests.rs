@@ -13,8 +13,9 @@ use serde_json::json;
 use crate::{
     api::{
         CanaryStatus, ConfigMapKeyRef, ConfigMapSource, FETCH_CONTAINER, GateCheck, GateStatus, Gates, HistoryEntry,
-        ModelRelease, ModelReleaseSpec, ModelReleaseStatus, ModelRepository, ModelRepositorySpec, ModelSource, Pause,
-        Phase, PrometheusCheck, RepositoryRef, RevisionStatus, RevocationAction, RollbackPolicy, Step, WebhookCheck,
+        ModelRelease, ModelReleaseSpec, ModelReleaseStatus, ModelRepository, ModelRepositorySpec, ModelSource, Outcome,
+        Pause, Phase, PrometheusCheck, RepositoryRef, RevisionStatus, RevocationAction, RollbackPolicy, Step,
+        WebhookCheck,
     },
     controller::workload,
     plan::{
@@ -189,7 +190,18 @@ fn status() -> impl Strategy<Value = Option<ModelReleaseStatus>> {
         0..3,
     );
     let history = proptest::collection::vec(
-        (any::<i64>(), hash(), text(), proptest::option::of(text()), prop_oneof![Just("Promoted".to_string()), text()])
+        (
+            any::<i64>(),
+            hash(),
+            text(),
+            proptest::option::of(text()),
+            prop_oneof![
+                Just(Outcome::Promoted),
+                Just(Outcome::RolledBack),
+                Just(Outcome::Rejected),
+                Just(Outcome::Superseded)
+            ],
+        )
             .prop_map(|(revision, hash, target, sha256, outcome)| HistoryEntry {
                 revision,
                 hash,

@@ -60,7 +60,7 @@ fn tail(log: &str, lines: usize) -> String {
 }
 
 fn history(r: &ModelRelease) -> Vec<(i64, String)> {
-    r.status.as_ref().unwrap().history.iter().map(|h| (h.revision, h.outcome.clone())).collect()
+    r.status.as_ref().unwrap().history.iter().map(|h| (h.revision, h.outcome.to_string())).collect()
 }
 
 fn condition(r: &ModelRelease, type_: &str) -> Option<(String, String)> {

@@ -695,8 +695,8 @@ pub struct HistoryEntry {
     /// Number of verified files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<i64>,
-    /// `Promoted`, `RolledBack`, `Rejected` or `Superseded`.
-    pub outcome: String,
+    /// How the rollout ended.
+    pub outcome: Outcome,
     /// Why, in a word or two.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -706,6 +706,44 @@ pub struct HistoryEntry {
     /// When it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
+}
+
+/// How a rollout ended, as `status.history[].outcome` says it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum Outcome {
+    /// It reached 100% and became the stable revision.
+    Promoted,
+    /// It failed (or was aborted) and the release returned to the stable revision.
+    #[default]
+    RolledBack,
+    /// Its model failed verification; nothing was deployed.
+    Rejected,
+    /// A new spec replaced it before it was promoted.
+    Superseded,
+}
+
+impl Outcome {
+    /// The word status and events use.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Promoted => "Promoted",
+            Outcome::RolledBack => "RolledBack",
+            Outcome::Rejected => "Rejected",
+            Outcome::Superseded => "Superseded",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Outcome {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// What the release is doing, written only by modelgate.

@@ -27,7 +27,7 @@ use crate::{
     api::{
         ANNOTATION_ABORT, ANNOTATION_DROP_WARM, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY,
         ANNOTATION_ROLLBACK, FIELD_MANAGER, GateCheck, LABEL_HASH, LABEL_RELEASE, LABEL_REVISION, LABEL_SERVING,
-        ModelRelease,
+        ModelRelease, Outcome,
     },
     gates::{self, GateContext},
     metrics::{ErrorLabels, Metrics, ReasonLabel, ResultLabel},
@@ -297,7 +297,7 @@ fn targets_of(release: &ModelRelease) -> Vec<String> {
     if let Some(s) = &release.status {
         targets.extend(s.stable.iter().map(|r| r.model().key()));
         targets.extend(s.canary.iter().map(|c| c.model().key()));
-        targets.extend(s.history.iter().filter(|h| h.outcome == "Promoted").map(|h| h.model().key()));
+        targets.extend(s.history.iter().filter(|h| h.outcome == Outcome::Promoted).map(|h| h.model().key()));
     }
     targets.sort();
     targets.dedup();
@@ -322,7 +322,12 @@ fn verified_revision<'a>(status: &'a crate::api::ModelReleaseStatus, hash: &'a s
 fn gate_context(release: &ModelRelease, ns: &str) -> Option<GateContext> {
     let status = release.status.as_ref()?;
     let previous_promoted = |exclude: i64| {
-        status.history.iter().rev().find(|h| h.outcome == "Promoted" && h.revision != exclude).map(|h| h.revision)
+        status
+            .history
+            .iter()
+            .rev()
+            .find(|h| h.outcome == Outcome::Promoted && h.revision != exclude)
+            .map(|h| h.revision)
     };
     let on_trial = match (&status.canary, &status.stable) {
         (Some(c), stable) => GateContext {

@@ -5,7 +5,7 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 use crate::{
     api::{ModelRepository, ModelRepositoryStatus, RoleState, condition, set_condition},
-    trust::{Floors, Trusted},
+    trust::versions::{Floors, Trusted},
 };
 
 /// Condition types of a ModelRepository.

@@ -26,7 +26,7 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use super::*;
 use crate::api::{
     CanaryStatus, CommandsSeen, GateStatus, HistoryEntry, ModelRef, ModelRelease, ModelReleaseSpec, ModelReleaseStatus,
-    Phase, RevisionStatus, RevocationAction, WarmStatus, condition, set_condition,
+    Outcome, Phase, RevisionStatus, RevocationAction, WarmStatus, condition, set_condition,
 };
 
 const RESYNC: Duration = Duration::from_secs(300);
@@ -37,10 +37,11 @@ pub const MAX_HISTORY: usize = 20;
 /// for rollback and inspection.
 const KEEP_REVISIONS: usize = 5;
 
-const PROMOTED: &str = "Promoted";
-const ROLLED_BACK: &str = "RolledBack";
-const REJECTED: &str = "Rejected";
-const SUPERSEDED: &str = "Superseded";
+// Event and condition reasons: the history's words.
+const PROMOTED: &str = Outcome::Promoted.as_str();
+const ROLLED_BACK: &str = Outcome::RolledBack.as_str();
+const REJECTED: &str = Outcome::Rejected.as_str();
+const SUPERSEDED: &str = Outcome::Superseded.as_str();
 
 /// Decides the status and workloads of `release` from what was observed at `now`
 /// (whole seconds, as status keeps them).
@@ -254,7 +255,8 @@ impl Planner<'_> {
                 canary.revision, canary.target
             ),
         );
-        self.record(history_of_canary(&canary, SUPERSEDED, Some("spec changed during the rollout".into()), self.now));
+        let why = Some("spec changed during the rollout".into());
+        self.record(history_of_canary(&canary, Outcome::Superseded, why, self.now));
         self.status.gates.clear();
     }
 
@@ -273,7 +275,8 @@ impl Planner<'_> {
         if self.status.stable.as_ref().is_some_and(|s| s.revision == to) {
             return;
         }
-        let Some(entry) = self.status.history.iter().rev().find(|h| h.revision == to && h.outcome == PROMOTED).cloned()
+        let Some(entry) =
+            self.status.history.iter().rev().find(|h| h.revision == to && h.outcome == Outcome::Promoted).cloned()
         else {
             let message = format!("revision {to} was never promoted (see status.history); nothing changed");
             return self.note(true, "RollbackRefused", message);
@@ -308,7 +311,7 @@ impl Planner<'_> {
         self.status
             .history
             .last()
-            .is_some_and(|h| h.hash == self.desired && (h.outcome == ROLLED_BACK || h.outcome == REJECTED))
+            .is_some_and(|h| h.hash == self.desired && matches!(h.outcome, Outcome::RolledBack | Outcome::Rejected))
     }
 
     /// Verifies the spec's target; a trusted one becomes the canary.
@@ -335,7 +338,7 @@ impl Planner<'_> {
                     hash: self.desired.clone(),
                     target,
                     targets: model.list(),
-                    outcome: REJECTED.into(),
+                    outcome: Outcome::Rejected,
                     reason: Some(reason),
                     started_at: Some(Time(self.now)),
                     finished_at: Some(Time(self.now)),
@@ -514,7 +517,7 @@ impl Planner<'_> {
 
     fn promote(&mut self) {
         let Some(canary) = self.status.canary.take() else { return };
-        self.record(history_of_canary(&canary, PROMOTED, None, self.now));
+        self.record(history_of_canary(&canary, Outcome::Promoted, None, self.now));
         let warm_replicas = self.spec.rollback.warm_replicas(self.spec.replicas);
         self.status.warm = match &self.status.stable {
             Some(previous) if warm_replicas > 0 && previous.hash != canary.hash => Some(WarmStatus {
@@ -565,7 +568,7 @@ impl Planner<'_> {
         }
         self.status.canary = None;
         let summary = format!("{reason}: {message}");
-        self.record(history_of_canary(&canary, ROLLED_BACK, Some(bounded(&summary)), self.now));
+        self.record(history_of_canary(&canary, Outcome::RolledBack, Some(bounded(&summary)), self.now));
         let to = match &self.status.stable {
             Some(s) => format!("revision {} serves again", s.revision),
             None => "no earlier revision exists, so nothing serves".into(),
@@ -689,7 +692,7 @@ impl Planner<'_> {
             .history
             .iter()
             .rev()
-            .filter(|h| h.outcome == PROMOTED && h.hash != failed && self.obs.workloads.contains_key(&h.hash))
+            .filter(|h| h.outcome == Outcome::Promoted && h.hash != failed && self.obs.workloads.contains_key(&h.hash))
             .find(|h| matches!(self.verdict(&h.model().key()), Verdict::Trusted { sha256, .. } if Some(&sha256) == h.sha256.as_ref()))
             .cloned()
     }
@@ -711,7 +714,7 @@ impl Planner<'_> {
             sha256: from.sha256,
             length: from.length,
             files: from.files,
-            outcome: ROLLED_BACK.into(),
+            outcome: Outcome::RolledBack,
             reason: Some(bounded(&summary)),
             started_at: from.promoted_at,
             finished_at: Some(Time(self.now)),
@@ -970,7 +973,7 @@ impl Planner<'_> {
     }
 }
 
-fn history_of_canary(canary: &CanaryStatus, outcome: &str, reason: Option<String>, now: Timestamp) -> HistoryEntry {
+fn history_of_canary(canary: &CanaryStatus, outcome: Outcome, reason: Option<String>, now: Timestamp) -> HistoryEntry {
     HistoryEntry {
         revision: canary.revision,
         hash: canary.hash.clone(),
@@ -979,7 +982,7 @@ fn history_of_canary(canary: &CanaryStatus, outcome: &str, reason: Option<String
         sha256: canary.sha256.clone(),
         length: canary.length,
         files: canary.files,
-        outcome: outcome.into(),
+        outcome,
         reason,
         started_at: canary.started_at.clone(),
         finished_at: Some(Time(now)),

@@ -21,7 +21,7 @@ use serde_json::json;
 use crate::{
     api::{
         ANNOTATION_ABORT, ANNOTATION_DROP_WARM, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY,
-        ANNOTATION_ROLLBACK, ModelRef, ModelRelease, ModelRepository, Phase,
+        ANNOTATION_ROLLBACK, ModelRef, ModelRelease, ModelRepository, Outcome, Phase,
     },
     controller::{
         repository::{pinned_root_and_ca, read_record},
@@ -146,14 +146,18 @@ impl Plugin {
                         .history
                         .iter()
                         .rev()
-                        .find(|h| h.outcome == "Promoted" && Some(h.revision) != stable)
+                        .find(|h| h.outcome == Outcome::Promoted && Some(h.revision) != stable)
                         .map(|h| h.revision)
                         .ok_or_else(|| anyhow!("{name} has no earlier promoted revision to return to"))?,
                 };
-                let entry =
-                    status.history.iter().rev().find(|h| h.revision == to && h.outcome == "Promoted").ok_or_else(
-                        || anyhow!("revision {to} of {name} was never promoted (kubectl modelgate history {name})"),
-                    )?;
+                let entry = status
+                    .history
+                    .iter()
+                    .rev()
+                    .find(|h| h.revision == to && h.outcome == Outcome::Promoted)
+                    .ok_or_else(|| {
+                        anyhow!("revision {to} of {name} was never promoted (kubectl modelgate history {name})")
+                    })?;
                 if Some(to) != stable {
                     match verify(&client, &ns, &release, &entry.model()).await? {
                         Verdict::Trusted { sha256, .. } if Some(&sha256) == entry.sha256.as_ref() => {}

@@ -188,7 +188,7 @@ pub fn history(release: &ModelRelease) -> String {
             h.revision,
             h.target,
             short(h.sha256.as_deref()),
-            h.outcome,
+            h.outcome.as_str(),
             finished,
             h.reason.as_deref().unwrap_or("")
         );

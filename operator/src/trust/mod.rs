@@ -13,6 +13,7 @@ mod store;
 pub mod target;
 mod transport;
 mod updater;
+pub mod versions;
 
 pub use error::TrustError;
 pub use metadata::TargetFile;

@@ -8,6 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 use reqwest::Url;
 use tracing::debug;
 
+pub use super::versions::{Floors, Trusted};
 use super::{
     Store, TrustError,
     metadata::{
@@ -45,25 +46,6 @@ impl Default for Limits {
             max_listed_bytes: 64 * 1024 * 1024,
         }
     }
-}
-
-/// Versions below which metadata is refused even when the local directory is empty:
-/// the anti-rollback state kept outside the pod (in `ModelRepository.status`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Floors {
-    pub root: u64,
-    pub timestamp: u64,
-    pub snapshot: u64,
-    pub targets: u64,
-}
-
-/// Trusted versions after a refresh.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Trusted {
-    pub root: (u64, Timestamp),
-    pub timestamp: (u64, Timestamp),
-    pub snapshot: (u64, Timestamp),
-    pub targets: (u64, Timestamp),
 }
 
 struct Loaded<T> {

@@ -1,0 +1,23 @@
+//! The versions trust is measured in: the floors a client must not go below and the
+//! versions a refresh trusted. Plain data, no I/O, so the planner can use them.
+
+use k8s_openapi::jiff::Timestamp;
+
+/// Versions below which metadata is refused even when the local directory is empty:
+/// the anti-rollback state kept outside the pod (in `ModelRepository.status`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Floors {
+    pub root: u64,
+    pub timestamp: u64,
+    pub snapshot: u64,
+    pub targets: u64,
+}
+
+/// Trusted versions after a refresh.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trusted {
+    pub root: (u64, Timestamp),
+    pub timestamp: (u64, Timestamp),
+    pub snapshot: (u64, Timestamp),
+    pub targets: (u64, Timestamp),
+}
