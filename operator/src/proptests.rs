@@ -179,14 +179,21 @@ fn status() -> impl Strategy<Value = Option<ModelReleaseStatus>> {
         ),
     );
     let gates = proptest::collection::vec(
-        ("[a-c]{1,2}", text(), any::<i32>(), any::<i32>(), time()).prop_map(|(name, result, f, i, last)| GateStatus {
-            name,
-            result,
-            last_value: None,
-            consecutive_failures: f,
-            consecutive_inconclusive: i,
-            last_evaluated: last,
-        }),
+        (
+            "[a-c]{1,2}",
+            prop_oneof![Just(GateResult::Pass), Just(GateResult::Fail), Just(GateResult::Inconclusive)],
+            any::<i32>(),
+            any::<i32>(),
+            time(),
+        )
+            .prop_map(|(name, result, f, i, last)| GateStatus {
+                name,
+                result,
+                last_value: None,
+                consecutive_failures: f,
+                consecutive_inconclusive: i,
+                last_evaluated: last,
+            }),
         0..3,
     );
     let history = proptest::collection::vec(

@@ -655,8 +655,8 @@ pub struct CanaryStatus {
 pub struct GateStatus {
     /// The check's name.
     pub name: String,
-    /// `Pass`, `Fail` or `Inconclusive`.
-    pub result: String,
+    /// The last result.
+    pub result: GateResult,
     /// Value seen (for Prometheus) or a short reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_value: Option<String>,
@@ -708,6 +708,41 @@ pub struct HistoryEntry {
     pub finished_at: Option<Time>,
 }
 
+/// The result of one gate check.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum GateResult {
+    /// Within bounds, or a 2xx answer.
+    Pass,
+    /// Out of bounds, or a refusal.
+    Fail,
+    /// No data, or no answer: never a pass.
+    #[default]
+    Inconclusive,
+}
+
+impl GateResult {
+    /// The word status uses.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            GateResult::Pass => "Pass",
+            GateResult::Fail => "Fail",
+            GateResult::Inconclusive => "Inconclusive",
+        }
+    }
+}
+
+impl std::fmt::Display for GateResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for GateResult {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// How a rollout ended, as `status.history[].outcome` says it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Outcome {
@@ -736,7 +771,7 @@ impl Outcome {
 
 impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 

@@ -86,14 +86,7 @@ pub struct PodHealth {
     pub problem: Option<PodProblem>,
 }
 
-/// The result of one gate check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GateResult {
-    Pass,
-    Fail,
-    /// No data, or no answer: never a pass.
-    Inconclusive,
-}
+pub use crate::api::GateResult;
 
 /// One check evaluated now.
 #[derive(Clone, Debug, PartialEq, Eq)]

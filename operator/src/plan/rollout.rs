@@ -753,7 +753,7 @@ impl Planner<'_> {
             let Some(gate) = self.status.gates.get_mut(index) else { continue };
             gate.last_value = Some(bounded(&outcome.detail));
             gate.last_evaluated = Some(Time(self.obs.gates_started.map_or(self.now, |t| t.min(self.now))));
-            gate.result = format!("{:?}", outcome.result);
+            gate.result = outcome.result;
             match outcome.result {
                 GateResult::Pass => (gate.consecutive_failures, gate.consecutive_inconclusive) = (0, 0),
                 GateResult::Fail => {
@@ -788,7 +788,9 @@ impl Planner<'_> {
     fn gates_passed_since(&self, since: Timestamp) -> bool {
         self.spec.gates.checks.iter().all(|check| {
             self.status.gates.iter().any(|g| {
-                g.name == check.name && g.result == "Pass" && g.last_evaluated.as_ref().is_some_and(|t| t.0 > since)
+                g.name == check.name
+                    && g.result == GateResult::Pass
+                    && g.last_evaluated.as_ref().is_some_and(|t| t.0 > since)
             })
         })
     }
