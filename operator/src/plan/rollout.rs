@@ -105,6 +105,28 @@ struct Planner<'a> {
     requeue: Duration,
 }
 
+/// Why a revision failed: a short reason (condition reason, history, metrics label)
+/// and the message an SRE reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Failure {
+    reason: String,
+    message: String,
+}
+
+impl Failure {
+    fn new(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { reason: reason.into(), message: message.into() }
+    }
+}
+
+/// Whether a person asked for a rollback (abort, rollback command): it then happens
+/// even with automatic rollback off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ByPerson {
+    Yes,
+    No,
+}
+
 #[derive(Clone, Copy)]
 enum Command {
     Promote,
@@ -146,7 +168,7 @@ impl Planner<'_> {
         }
         if self.status.canary.is_some() {
             if abort {
-                self.fail("Aborted", "aborted by the modelgate.dev/abort annotation".into());
+                self.fail(Failure::new("Aborted", "aborted by the modelgate.dev/abort annotation"), ByPerson::Yes);
             } else {
                 self.progress();
             }
@@ -270,7 +292,7 @@ impl Planner<'_> {
             return self.note(true, "RollbackRefused", message);
         };
         if self.status.canary.is_some() {
-            self.fail_with("RollbackRequested", format!("rollback to revision {to} requested"), true);
+            self.fail(Failure::new("RollbackRequested", format!("rollback to revision {to} requested")), ByPerson::Yes);
         }
         if self.status.stable.as_ref().is_some_and(|s| s.revision == to) {
             return;
@@ -386,19 +408,22 @@ impl Planner<'_> {
 
     fn progress(&mut self) {
         let Some(canary) = self.status.canary.clone() else { return };
-        if let Some((reason, message)) = self.untrusted(&canary.model(), canary.sha256.as_deref()) {
-            return self.fail("TrustFailure", format!("{reason}: {message}"));
+        if let Some(Failure { reason, message }) = self.untrusted(&canary.model(), canary.sha256.as_deref()) {
+            return self.fail(Failure::new("TrustFailure", format!("{reason}: {message}")), ByPerson::No);
         }
         let health = self.obs.pods.get(&canary.hash).cloned().unwrap_or_default();
         match &health.problem {
             Some(PodProblem::Untrusted { message }) => {
-                return self.fail("TrustFailure", format!("a canary pod refused the model: {message}"));
+                let failure = Failure::new("TrustFailure", format!("a canary pod refused the model: {message}"));
+                return self.fail(failure, ByPerson::No);
             }
-            Some(PodProblem::Hard { reason, message }) => return self.fail(reason, message.clone()),
+            Some(PodProblem::Hard { reason, message }) => {
+                return self.fail(Failure::new(reason.clone(), message.clone()), ByPerson::No);
+            }
             _ => {}
         }
-        if let Some((reason, message)) = self.record_gates() {
-            return self.fail(&reason, message);
+        if let Some(failure) = self.record_gates() {
+            return self.fail(failure, ByPerson::No);
         }
         let want = self.canary_replicas(canary.weight);
         let step_started = canary.step_started_at.as_ref().map_or(self.now, |t| t.0);
@@ -413,7 +438,7 @@ impl Planner<'_> {
                     "{}/{want} canary pods Ready after {}{why}",
                     health.ready, self.spec.gates.progress_deadline
                 );
-                return self.fail("ProgressDeadlineExceeded", message);
+                return self.fail(Failure::new("ProgressDeadlineExceeded", message), ByPerson::No);
             }
             self.wake_at(after(step_started, deadline));
         }
@@ -546,16 +571,13 @@ impl Planner<'_> {
         self.set_phase(Phase::Promoted, message);
     }
 
-    /// The canary failed: roll back (or, with automatic rollback off, hold and say so).
-    fn fail(&mut self, reason: &str, message: String) {
-        let requested = reason == "Aborted";
-        self.fail_with(reason, message, requested);
-    }
-
-    /// `requested`: a person asked for it, so it happens even without automatic rollback.
-    fn fail_with(&mut self, reason: &str, message: String, requested: bool) {
+    /// The canary failed: roll back, or, with automatic rollback off and nobody having
+    /// asked for it, hold and say so.
+    fn fail(&mut self, failure: Failure, by: ByPerson) {
+        let Failure { reason, message } = failure;
+        let reason = reason.as_str();
         let Some(canary) = self.status.canary.clone() else { return };
-        if !self.spec.rollback.automatic && !requested {
+        if !self.spec.rollback.automatic && by == ByPerson::No {
             let message = format!(
                 "revision {} failed: {message}; automatic rollback is off: abort (modelgate.dev/abort) or fix it",
                 canary.revision
@@ -603,7 +625,7 @@ impl Planner<'_> {
         }
 
         match self.untrusted(&stable.model(), stable.sha256.as_deref()) {
-            Some((reason, message)) => {
+            Some(Failure { reason, message }) => {
                 let message =
                     format!("revision {} ({}) is no longer trusted: {message}", stable.revision, stable.target);
                 let candidate = (self.spec.rollback.on_revocation == RevocationAction::Rollback)
@@ -640,13 +662,13 @@ impl Planner<'_> {
             return;
         }
         let failure = match &health.problem {
-            Some(PodProblem::Untrusted { message }) => Some(("TrustFailure".to_string(), message.clone())),
-            Some(PodProblem::Hard { reason, message }) => Some((reason.clone(), message.clone())),
+            Some(PodProblem::Untrusted { message }) => Some(Failure::new("TrustFailure", message.clone())),
+            Some(PodProblem::Hard { reason, message }) => Some(Failure::new(reason.clone(), message.clone())),
             _ => None,
         }
         .or_else(|| self.record_gates());
         self.wake_for_gates();
-        let Some((reason, message)) = failure else { return };
+        let Some(Failure { reason, message }) = failure else { return };
         if !self.spec.rollback.automatic {
             if !self.condition_is(DEGRADED, "True", &reason) {
                 self.note(
@@ -739,7 +761,7 @@ impl Planner<'_> {
 
     /// Folds the checks evaluated now into the gate statuses; the first check past its
     /// limit is the reason to roll back.
-    fn record_gates(&mut self) -> Option<(String, String)> {
+    fn record_gates(&mut self) -> Option<Failure> {
         let checks = &self.spec.gates.checks;
         self.status.gates.retain(|g| checks.iter().any(|c| c.name == g.name));
         for outcome in &self.obs.gates {
@@ -766,19 +788,15 @@ impl Planner<'_> {
         self.status.gates.iter().find_map(|g| {
             if g.consecutive_failures >= gates.failure_limit {
                 let value = g.last_value.as_deref().unwrap_or("");
-                Some((
-                    "GateFailed".into(),
-                    format!("check {} failed {} times in a row ({value})", g.name, g.consecutive_failures),
-                ))
+                let message = format!("check {} failed {} times in a row ({value})", g.name, g.consecutive_failures);
+                Some(Failure::new("GateFailed", message))
             } else if g.consecutive_inconclusive >= gates.inconclusive_limit {
                 let value = g.last_value.as_deref().unwrap_or("");
-                Some((
-                    "GateInconclusive".into(),
-                    format!(
-                        "check {} had no usable result {} times in a row ({value})",
-                        g.name, g.consecutive_inconclusive
-                    ),
-                ))
+                let message = format!(
+                    "check {} had no usable result {} times in a row ({value})",
+                    g.name, g.consecutive_inconclusive
+                );
+                Some(Failure::new("GateInconclusive", message))
             } else {
                 None
             }
@@ -801,13 +819,13 @@ impl Planner<'_> {
         }
     }
 
-    /// `(reason, message)` when the repository refuses `model` or now lists other bytes.
-    fn untrusted(&self, model: &ModelRef, sha256: Option<&str>) -> Option<(String, String)> {
+    /// Why, when the repository refuses `model` or now lists other bytes.
+    fn untrusted(&self, model: &ModelRef, sha256: Option<&str>) -> Option<Failure> {
         let target = model.display();
         match self.verdict(&model.key()) {
-            Verdict::Untrusted { reason, message } => Some((reason, message)),
-            Verdict::Trusted { sha256: now, .. } if Some(now.as_str()) != sha256 => Some((
-                "TargetChanged".into(),
+            Verdict::Untrusted { reason, message } => Some(Failure { reason, message }),
+            Verdict::Trusted { sha256: now, .. } if Some(now.as_str()) != sha256 => Some(Failure::new(
+                "TargetChanged",
                 format!(
                     "the repository now lists {target:?} with sha256 {}, not the verified {}",
                     short(&now),
@@ -900,7 +918,7 @@ impl Planner<'_> {
     fn expire_warm(&mut self) {
         let Some(warm) = self.status.warm.clone() else { return };
         let entry = self.status.history.iter().rev().find(|h| h.hash == warm.hash);
-        if let Some((reason, _)) = entry.and_then(|h| self.untrusted(&h.model(), h.sha256.as_deref())) {
+        if let Some(Failure { reason, .. }) = entry.and_then(|h| self.untrusted(&h.model(), h.sha256.as_deref())) {
             let message =
                 format!("warm pods of revision {} dropped: its model is no longer trusted ({reason})", warm.revision);
             self.note(true, "WarmDropped", message);
