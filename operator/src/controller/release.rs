@@ -26,8 +26,8 @@ use super::{Context, Error, gate_runner, workload};
 use crate::{
     api::{
         ANNOTATION_ABORT, ANNOTATION_DROP_WARM, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY,
-        ANNOTATION_ROLLBACK, FIELD_MANAGER, GateCheck, LABEL_HASH, LABEL_RELEASE, LABEL_REVISION, LABEL_SERVING,
-        ModelRelease, Outcome,
+        ANNOTATION_ROLLBACK, FIELD_MANAGER, GateCheck, LABEL_HASH, LABEL_REVISION, LABEL_SERVING, ModelRelease,
+        Outcome,
     },
     gates::{self, GateContext},
     metrics::{ErrorLabels, Metrics, ReasonLabel, ResultLabel},
@@ -65,9 +65,9 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
             Some((hash, Workload { revision, replicas }))
         })
         .collect();
-    let pods = ctx.stores.pods(&ns, &name);
+    let release_pods = ctx.stores.pods(&ns, &name);
     let mut by_hash: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
-    for pod in &pods {
+    for pod in &release_pods {
         if let Some(hash) = pod.labels().get(LABEL_HASH) {
             by_hash.entry(hash.clone()).or_default().push(pod);
         }
@@ -180,7 +180,7 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
             None => warn!(hash, "the workload of an earlier revision is gone; it cannot be scaled"),
         }
     }
-    serving_labels(&ctx, &ns, &replica_sets, &plan.idle).await?;
+    serving_labels(&ctx, &ns, &replica_sets, &release_pods, &plan.idle).await?;
     if let Some(svc) = workload::service(&release).filter(|_| observed.service_conflict.is_none()) {
         let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
         services
@@ -223,6 +223,7 @@ async fn serving_labels(
     ctx: &Context,
     ns: &str,
     replica_sets: &[ReplicaSet],
+    pods: &[Pod],
     idle: &std::collections::BTreeSet<String>,
 ) -> Result<(), Error> {
     let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
@@ -237,10 +238,8 @@ async fn serving_labels(
         let template = rs.spec.template.as_ref().and_then(|t| t.metadata.as_ref());
         let template_ok = labelled(template.and_then(|m| m.labels.as_ref()));
         let patch = json!({"metadata": {"labels": {LABEL_SERVING: want}}});
-        let pods: Vec<_> = ctx
-            .stores
-            .pods(ns, rs.labels().get(LABEL_RELEASE).map_or("", String::as_str))
-            .into_iter()
+        let pods: Vec<&Pod> = pods
+            .iter()
             .filter(|p| p.labels().get(LABEL_HASH) == Some(hash) && !labelled(p.metadata.labels.as_ref()))
             .collect();
         let template_patch = json!({"spec": {"template": {"metadata": {"labels": {LABEL_SERVING: want}}}}});

@@ -378,6 +378,12 @@ impl Hasher {
     }
 }
 
+/// Whether the file at `path` holds exactly the signed bytes (streamed, bounded).
+pub fn matches_signed(path: &Path, info: &TargetFile) -> bool {
+    hash_file(path, info, &Progress::default())
+        .is_ok_and(|(d, len)| len == info.length && check_hashes("local copy", &info.hashes, &d).is_ok())
+}
+
 /// The digests and length of a file on disk, never reading past the signed length + 1.
 fn hash_file(path: &Path, info: &TargetFile, progress: &Progress) -> Result<(Digests, u64), TrustError> {
     let file = std::fs::File::open(path).map_err(|e| store_err(path, e))?;

@@ -11,7 +11,6 @@ use super::{
     metadata::TargetFile,
     store::store_err,
     transport::Transport,
-    updater::{Digests, check_hashes},
 };
 
 /// What the operator already verified and demands again (the init container's args).
@@ -82,8 +81,7 @@ pub async fn download(
 
 /// Whether `path` already holds exactly this target (hashes and length match).
 pub fn already_present(path: &Path, info: &TargetFile) -> bool {
-    let Ok(bytes) = std::fs::read(path) else { return false };
-    bytes.len() as u64 == info.length && check_hashes("local copy", &info.hashes, &Digests::of(&bytes)).is_ok()
+    super::fetch::matches_signed(path, info)
 }
 
 #[cfg(test)]
