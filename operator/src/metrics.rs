@@ -10,6 +10,7 @@ use std::{
 };
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use kube::runtime::reflector::Store;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{
@@ -22,7 +23,7 @@ use prometheus_client::{
 };
 use tracing::info;
 
-use crate::api::Phase;
+use crate::api::{ModelRelease, ModelRepository, Phase};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabel {
@@ -36,10 +37,16 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PhaseLabels {
+pub struct PhaseLabel {
+    pub phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttentionLabels {
     pub namespace: String,
     pub release: String,
-    pub phase: String,
+    pub phase: &'static str,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -65,7 +72,15 @@ pub struct Metrics {
     pub reconciles: Family<ControllerLabel, Counter>,
     pub reconcile_seconds: Family<ControllerLabel, Histogram>,
     pub errors: Family<ErrorLabels, Counter>,
-    pub phase: Family<PhaseLabels, Gauge>,
+    /// Releases per phase (one series per phase, whatever the number of releases).
+    pub releases: Family<PhaseLabel, Gauge>,
+    /// One series per release that needs a person, at most `MAX_ATTENTION_SERIES`.
+    pub attention: Family<AttentionLabels, Gauge>,
+    /// How many releases need a person (all of them, also past the series cap).
+    pub attention_total: Gauge,
+    /// Status writes refused because the release changed since it was read (409): a
+    /// decision not made twice (a cache behind, or two operators during a shard move).
+    pub stale_writes: Counter,
     pub rollbacks: Family<ReasonLabel, Counter>,
     pub gate_evaluations: Family<ResultLabel, Counter>,
     pub verification_failures: Family<ReasonLabel, Counter>,
@@ -73,7 +88,15 @@ pub struct Metrics {
     pub expiry_seconds: Family<RoleLabels, Gauge>,
     /// Set once the watch caches are filled (and, with leader election, leadership held).
     pub ready: AtomicBool,
+    /// The watched objects, read at each scrape: the gauges above describe what exists
+    /// now, so a deleted release or repository leaves no series behind.
+    views: std::sync::Mutex<Vec<(Store<ModelRelease>, Store<ModelRepository>)>>,
 }
+
+/// Per-release series are kept for releases that need a person, and for no more than
+/// this many of them (the total is always exported): a bad day with 10,000 failing
+/// releases must not become 10,000 series in every scrape.
+pub const MAX_ATTENTION_SERIES: usize = 500;
 
 const PHASES: [Phase; 7] = [
     Phase::Verifying,
@@ -96,8 +119,24 @@ impl Default for Metrics {
         registry.register("reconcile_duration_seconds", "Time spent in one reconcile", reconcile_seconds.clone());
         let errors = Family::<ErrorLabels, Counter>::default();
         registry.register("reconcile_errors", "Reconciles that failed, by kind", errors.clone());
-        let phase = Family::<PhaseLabels, Gauge>::default();
-        registry.register("release_phase", "1 for the phase each release is in, 0 for the others", phase.clone());
+        let releases = Family::<PhaseLabel, Gauge>::default();
+        registry.register("releases", "ModelReleases, by phase", releases.clone());
+        let attention = Family::<AttentionLabels, Gauge>::default();
+        registry.register(
+            "release_attention",
+            "1 for each release that needs a person (rolling or rolled back, rejected, degraded, trust degraded), \
+             with its phase and reason; at most 500 series",
+            attention.clone(),
+        );
+        let attention_total = Gauge::default();
+        registry.register("releases_needing_attention", "Releases that need a person", attention_total.clone());
+        let stale_writes = Counter::default();
+        registry.register(
+            "stale_status_writes",
+            "Status writes refused because the release changed since it was read (the decision is made again from \
+             the newer version)",
+            stale_writes.clone(),
+        );
         let rollbacks = Family::<ReasonLabel, Counter>::default();
         registry.register("rollbacks", "Rollbacks, by reason", rollbacks.clone());
         let gate_evaluations = Family::<ResultLabel, Counter>::default();
@@ -125,13 +164,17 @@ impl Default for Metrics {
             reconciles,
             reconcile_seconds,
             errors,
-            phase,
+            releases,
+            attention,
+            attention_total,
+            stale_writes,
             rollbacks,
             gate_evaluations,
             verification_failures,
             floor_version,
             expiry_seconds,
             ready: AtomicBool::new(false),
+            views: std::sync::Mutex::default(),
         }
     }
 }
@@ -143,14 +186,85 @@ impl Metrics {
         Timer { metrics: self, controller, start: std::time::Instant::now() }
     }
 
-    pub fn set_phase(&self, namespace: &str, release: &str, now: Option<Phase>) {
-        for p in PHASES {
-            let labels = PhaseLabels { namespace: namespace.into(), release: release.into(), phase: format!("{p:?}") };
-            self.phase.get_or_create(&labels).set(i64::from(Some(p) == now));
+    /// Adds the objects of one watched scope to what each scrape reports.
+    pub fn watch(&self, releases: Store<ModelRelease>, repositories: Store<ModelRepository>) {
+        if let Ok(mut views) = self.views.lock() {
+            views.push((releases, repositories));
+        }
+    }
+
+    /// Sets the gauges that describe objects from what the stores hold now.
+    fn refresh_views(&self) {
+        let Ok(views) = self.views.lock() else { return };
+        if views.is_empty() {
+            return;
+        }
+        let releases: Vec<_> = views.iter().flat_map(|(r, _)| r.state()).collect();
+        let repositories: Vec<_> = views.iter().flat_map(|(_, r)| r.state()).collect();
+        drop(views);
+        self.set_releases(releases.iter().map(|r| &**r));
+        self.set_repositories(repositories.iter().map(|r| &**r));
+    }
+
+    fn set_releases<'a>(&self, releases: impl Iterator<Item = &'a ModelRelease>) {
+        let mut counts = [0_i64; PHASES.len()];
+        let mut attention = Vec::new();
+        let mut total = 0;
+        for release in releases {
+            let status = release.status.as_ref();
+            let phase = status.and_then(|s| s.phase).unwrap_or_default();
+            if let Some(i) = PHASES.iter().position(|p| *p == phase) {
+                counts[i] += 1;
+            }
+            if let Some(reason) = status.and_then(needs_attention) {
+                total += 1;
+                if attention.len() < MAX_ATTENTION_SERIES {
+                    attention.push(AttentionLabels {
+                        namespace: release.metadata.namespace.clone().unwrap_or_default(),
+                        release: release.metadata.name.clone().unwrap_or_default(),
+                        phase: phase.as_str(),
+                        reason,
+                    });
+                }
+            }
+        }
+        for (phase, count) in PHASES.iter().zip(counts) {
+            self.releases.get_or_create(&PhaseLabel { phase: phase.as_str() }).set(count);
+        }
+        self.attention.clear();
+        for labels in attention {
+            self.attention.get_or_create(&labels).set(1);
+        }
+        self.attention_total.set(total);
+    }
+
+    fn set_repositories<'a>(&self, repositories: impl Iterator<Item = &'a ModelRepository>) {
+        self.floor_version.clear();
+        self.expiry_seconds.clear();
+        for repo in repositories {
+            let Some(status) = &repo.status else { continue };
+            for (role, state) in [
+                ("root", &status.root),
+                ("timestamp", &status.timestamp),
+                ("snapshot", &status.snapshot),
+                ("targets", &status.targets),
+            ] {
+                let Some(state) = state else { continue };
+                let labels = RoleLabels {
+                    namespace: repo.metadata.namespace.clone().unwrap_or_default(),
+                    repository: repo.metadata.name.clone().unwrap_or_default(),
+                    role,
+                };
+                self.floor_version.get_or_create(&labels).set(state.version);
+                if let Some(expires) = &state.expires {
+                    self.expiry_seconds.get_or_create(&labels).set(expires.0.as_second());
+                }
+            }
         }
     }
 
     pub fn render(&self) -> String {
+        self.refresh_views();
         let mut out = String::new();
         // Writing to a String cannot fail; an empty page would only mean no metrics.
         if encode(&mut out, &self.registry).is_err() {
@@ -189,6 +303,22 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> 
     axum::serve(listener, app).await
 }
 
+/// The reason a release needs a person, if it does: a rollback, a refusal, or a
+/// condition that says so (a rollout that needs a manual rollback, a revoked model).
+fn needs_attention(status: &crate::api::ModelReleaseStatus) -> Option<String> {
+    let condition = |type_: &str| status.conditions.iter().find(|c| c.type_ == type_ && c.status == "True");
+    let phase = status.phase.unwrap_or_default();
+    let reason = condition(crate::plan::TRUST_DEGRADED)
+        .or_else(|| condition(crate::plan::DEGRADED))
+        .map(|c| c.reason.chars().take(64).collect());
+    match phase {
+        Phase::RollingBack | Phase::RolledBack | Phase::Rejected => {
+            Some(reason.unwrap_or_else(|| phase.as_str().into()))
+        }
+        _ => reason,
+    }
+}
+
 /// Counts a reconcile and observes its duration when dropped.
 pub struct Timer<'a> {
     metrics: &'a Metrics,
@@ -208,20 +338,62 @@ mod tests {
     use super::*;
 
     #[test]
-    fn openmetrics_text_with_the_phase_of_each_release() {
+    fn openmetrics_text_with_counts_per_phase_and_releases_that_need_a_person() {
+        use crate::api::{ModelRelease, ModelReleaseStatus};
         let m = Metrics::default();
-        m.set_phase("ml", "fraud", Some(Phase::Paused));
+        let release = |name: &str, phase: Phase, degraded: Option<&str>| {
+            let mut r = ModelRelease::new(
+                name,
+                serde_json::from_value(serde_json::json!({
+                    "repositoryRef": {"name": "r"}, "model": {"target": "m"},
+                    "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}},
+                }))
+                .expect("a valid spec"),
+            );
+            r.metadata.namespace = Some("ml".into());
+            let conditions = degraded.map(|reason| k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: crate::plan::DEGRADED.into(),
+                status: "True".into(),
+                reason: reason.into(),
+                message: String::new(),
+                last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ),
+                observed_generation: None,
+            });
+            r.status = Some(ModelReleaseStatus {
+                phase: Some(phase),
+                conditions: conditions.into_iter().collect(),
+                ..Default::default()
+            });
+            r
+        };
+        let mut all: Vec<_> = (0..2000).map(|i| release(&format!("ok-{i}"), Phase::Promoted, None)).collect();
+        all.extend((0..600).map(|i| release(&format!("bad-{i}"), Phase::RolledBack, Some("CrashLoopBackOff"))));
+        all.push(release("stuck", Phase::Paused, Some("ProgressDeadlineExceeded")));
+        m.set_releases(all.iter());
         m.rollbacks.get_or_create(&ReasonLabel { reason: "CrashLoopBackOff".into() }).inc();
         let text = m.render();
+        assert!(text.contains("modelgate_releases{phase=\"Promoted\"} 2000"), "{text}");
+        assert!(text.contains("modelgate_releases{phase=\"RolledBack\"} 600"), "{text}");
+        assert!(text.contains("modelgate_releases{phase=\"Verifying\"} 0"), "{text}");
+        assert!(text.contains("modelgate_releases_needing_attention 601"), "{text}");
         assert!(
-            text.contains("modelgate_release_phase{namespace=\"ml\",release=\"fraud\",phase=\"Paused\"} 1"),
+            text.contains(
+                "modelgate_release_attention{namespace=\"ml\",release=\"bad-0\",phase=\"RolledBack\",reason=\"CrashLoopBackOff\"} 1"
+            ),
             "{text}"
         );
-        assert!(
-            text.contains("modelgate_release_phase{namespace=\"ml\",release=\"fraud\",phase=\"Promoted\"} 0"),
-            "{text}"
-        );
+        let series = text.lines().filter(|l| l.starts_with("modelgate_release_attention{")).count();
+        assert_eq!(series, MAX_ATTENTION_SERIES, "per-release series are capped");
+        assert!(!text.contains("release=\"ok-"), "healthy releases have no series of their own");
         assert!(text.contains("modelgate_rollbacks_total{reason=\"CrashLoopBackOff\"} 1"), "{text}");
         assert!(text.ends_with("# EOF\n"));
+
+        // A release that is gone leaves no series behind.
+        m.set_releases(std::iter::empty());
+        let text = m.render();
+        assert!(!text.contains("modelgate_release_attention{"), "{text}");
+        assert!(text.contains("modelgate_releases{phase=\"Promoted\"} 0"), "{text}");
     }
 }

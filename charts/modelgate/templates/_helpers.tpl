@@ -51,3 +51,30 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
 {{- end }}
 {{- end }}
+
+{{/* Shards must each name their namespaces, and no namespace may belong to two shards:
+two operators deciding the same release would race (each write is still a
+compare-and-swap, docs/operations.md, but one owner is the design). */}}
+{{- define "modelgate.checkShards" -}}
+{{- $seen := dict }}
+{{- $names := dict }}
+{{- range .Values.shards }}
+{{- if not .name }}
+{{- fail "every entry of shards needs a name (lowercase letters, digits and '-'), e.g. {name: a, namespaces: [team-a]}" }}
+{{- end }}
+{{- if hasKey $names .name }}
+{{- fail (printf "shards: the name %q is used twice; each shard needs its own" .name) }}
+{{- end }}
+{{- $_ := set $names .name true }}
+{{- $shard := .name }}
+{{- if not .namespaces }}
+{{- fail (printf "shard %q lists no namespaces; give it at least one, e.g. namespaces: [team-a]" .name) }}
+{{- end }}
+{{- range .namespaces }}
+{{- if hasKey $seen . }}
+{{- fail (printf "namespace %q is in shards %q and %q; a namespace belongs to one shard (move it by removing it from the first)" . (get $seen .) $shard) }}
+{{- end }}
+{{- $_ := set $seen . $shard }}
+{{- end }}
+{{- end }}
+{{- end }}

@@ -581,6 +581,21 @@ pub enum Phase {
     Rejected,
 }
 
+impl Phase {
+    /// The word status uses.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Phase::Verifying => "Verifying",
+            Phase::Progressing => "Progressing",
+            Phase::Paused => "Paused",
+            Phase::Promoted => "Promoted",
+            Phase::RollingBack => "RollingBack",
+            Phase::RolledBack => "RolledBack",
+            Phase::Rejected => "Rejected",
+        }
+    }
+}
+
 /// A revision that serves (or served) the release.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]

@@ -28,6 +28,10 @@ pub struct Run {
     /// Namespace of the Lease (default: $POD_NAMESPACE, else the watched namespace, else default).
     #[arg(long, env = "MODELGATE_LEADER_ELECTION_NAMESPACE")]
     leader_election_namespace: Option<String>,
+    /// Name of the Lease. Each shard (a set of namespaces served by its own operator)
+    /// needs its own; replicas of one shard share it.
+    #[arg(long, env = "MODELGATE_LEADER_ELECTION_NAME", default_value = "modelgate-leader")]
+    leader_election_name: String,
     /// Pod Security Standards level every pod modelgate renders must meet; a release
     /// whose template does not is refused (its running revision keeps serving).
     #[arg(long, env = "MODELGATE_POD_SECURITY", value_enum, default_value_t = Level::Baseline)]
@@ -62,7 +66,7 @@ impl Run {
                 .or_else(|| std::env::var("POD_NAMESPACE").ok())
                 .or_else(|| self.namespaces.first().cloned())
                 .unwrap_or_else(|| "default".into()),
-            name: "modelgate-leader".into(),
+            name: self.leader_election_name.clone(),
             identity: std::env::var("POD_NAME").unwrap_or_else(|_| {
                 format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "modelgate".into()), std::process::id())
             }),

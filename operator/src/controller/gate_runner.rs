@@ -24,6 +24,7 @@ pub const POOL: usize = 16;
 pub const PER_NAMESPACE: usize = 4;
 
 /// A finished run of a release's checks.
+#[derive(Clone)]
 pub struct Finished {
     pub revision: i64,
     /// When the checks were started: what they measured is from then on.
@@ -62,6 +63,16 @@ impl GateRunner {
     pub fn take(&self, uid: &str, revision: i64) -> Option<Finished> {
         let mut slots = self.slots();
         slots.get_mut(uid).and_then(|s| s.done.take()).filter(|f| f.revision == revision)
+    }
+
+    /// Gives back results taken by a reconcile whose decision was not written (it was
+    /// made on a stale view): the next reconcile judges them, unless newer ones arrived.
+    pub fn put_back(&self, uid: &str, finished: Finished) {
+        let mut slots = self.slots();
+        let slot = slots.entry(uid.to_string()).or_default();
+        if slot.done.is_none() {
+            slot.done = Some(finished);
+        }
     }
 
     /// Whether a run for release `uid` is queued or in flight.

@@ -359,6 +359,7 @@ fn scope(
     });
     tokio::spawn(release_watch);
     tokio::spawn(repo_watch);
+    metrics.watch(release_store.clone(), repo_store.clone());
     tokio::spawn(rs_watch);
     tokio::spawn(pod_watch);
 

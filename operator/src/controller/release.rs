@@ -34,6 +34,10 @@ use crate::{
     plan::{self, Commands, Observed, Workload, pod_policy},
 };
 
+/// When to look again after a status write lost a race (the watch usually wakes the
+/// release before this).
+const STALE_RETRY: Duration = Duration::from_secs(1);
+
 #[instrument(skip_all, fields(release = %release.name_any(), namespace = release.namespace().unwrap_or_default(), generation = release.metadata.generation))]
 pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = release.namespace().ok_or(Error::NoNamespace { kind: "ModelRelease" })?;
@@ -75,7 +79,7 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
     let pods = by_hash.into_iter().map(|(hash, pods)| (hash, gates::kubernetes::assess(pods))).collect();
     let finished = observe_gates(&ctx, &release, &ns, now);
     let gates_started = finished.as_ref().map(|f| f.started);
-    let gates = finished.map(|f| f.outcomes).unwrap_or_default();
+    let gates = finished.as_ref().map(|f| f.outcomes.clone()).unwrap_or_default();
     let refusal = {
         let found = pod_policy::check(&release.spec.template, &ns, &ctx.pod_policy);
         (!found.is_empty()).then(|| found.join("; "))
@@ -107,21 +111,37 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
 
     // Plan.
     let plan = plan::plan(&release, &observed, now);
-    record(&ctx.metrics, &ns, &name, &observed, &plan);
 
     // Act. Status first: it is the record of the decision, so a restart between the
     // two writes resumes from the decision instead of making it again differently.
+    //
+    // The write is a compare-and-swap: the patch carries the resourceVersion the plan
+    // was made from, so a decision made on a stale view (a cache behind the API server,
+    // or a second operator during a shard hand-over: docs/operations.md) is refused
+    // with 409 instead of overwriting a newer one. Each decision is made once.
     if release.status.as_ref() != Some(&plan.status) {
         let releases: Api<ModelRelease> = Api::namespaced(ctx.client.clone(), &ns);
         let patch = json!({
             "apiVersion": ModelRelease::api_version(&()),
             "kind": ModelRelease::kind(&()),
+            "metadata": { "resourceVersion": release.resource_version() },
             "status": plan.status,
         });
-        releases
-            .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-            .await
-            .map_err(|source| Error::Kube { action: "write the ModelRelease status", source })?;
+        match releases.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                // The newer version is on its way through the watch, and wakes this
+                // release again; nothing was decided, so nothing is acted on.
+                debug!("status changed since it was read; planning again from the newer version");
+                ctx.metrics.stale_writes.inc();
+                if let (Some(uid), Some(finished)) = (release.uid(), finished) {
+                    ctx.gates.put_back(&uid, finished);
+                }
+                return Ok(Action::requeue(STALE_RETRY));
+            }
+            Err(source) => return Err(Error::Kube { action: "write the ModelRelease status", source }),
+        }
+        record(&ctx.metrics, &observed, &plan);
         let old_phase = release.status.as_ref().and_then(|s| s.phase);
         if old_phase != plan.status.phase {
             info!(from = ?old_phase, to = ?plan.status.phase, message = plan.status.message.as_deref().unwrap_or(""), "phase changed");
@@ -270,10 +290,11 @@ async fn serving_labels(
     Ok(())
 }
 
-fn record(metrics: &Metrics, ns: &str, name: &str, observed: &Observed, plan: &plan::Plan) {
-    metrics.set_phase(ns, name, plan.status.phase);
+/// Counts what a plan decided, once its status is written (a decision refused as stale
+/// is not counted).
+fn record(metrics: &Metrics, observed: &Observed, plan: &plan::Plan) {
     for o in &observed.gates {
-        metrics.gate_evaluations.get_or_create(&ResultLabel { result: format!("{:?}", o.result) }).inc();
+        metrics.gate_evaluations.get_or_create(&ResultLabel { result: o.result.as_str().into() }).inc();
     }
     let reason_of = |type_: &str| {
         let c = plan.status.conditions.iter().find(|c| c.type_ == type_);

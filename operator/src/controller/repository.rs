@@ -19,7 +19,7 @@ use tracing::{info, instrument, warn};
 use super::{Context, Error};
 use crate::{
     api::{ConfigMapSource, FIELD_MANAGER, ModelRepository},
-    metrics::{ErrorLabels, RoleLabels},
+    metrics::ErrorLabels,
     plan::repository::{self as plan, Refresh, TRUSTED},
     trust::{
         Record, RefreshInput,
@@ -110,20 +110,6 @@ pub async fn reconcile(repo: Arc<ModelRepository>, ctx: Arc<Context>) -> Result<
 
     // Plan.
     let status = plan::status(&repo, &refresh, now);
-    for (role, state) in [
-        ("root", &status.root),
-        ("timestamp", &status.timestamp),
-        ("snapshot", &status.snapshot),
-        ("targets", &status.targets),
-    ] {
-        let Some(state) = state else { continue };
-        let labels = RoleLabels { namespace: ns.clone(), repository: name.clone(), role };
-        ctx.metrics.floor_version.get_or_create(&labels).set(state.version);
-        if let Some(expires) = &state.expires {
-            ctx.metrics.expiry_seconds.get_or_create(&labels).set(expires.0.as_second());
-        }
-    }
-
     // Act: record the root chain first, so status never claims a root we lost. The
     // record is re-verified from the pin by every reader; an unchanged one is not written.
     if let Some(keep) = &keep {

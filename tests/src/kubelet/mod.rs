@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::{
     api::{
         coordination::v1::{Lease, LeaseSpec},
@@ -107,15 +107,19 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
             }
         }
     };
-    let events = pods.try_for_each_concurrent(16, |pod| {
+    // A watch error (the API server restarting, a timeout) is retried with backoff, as
+    // a kubelet does: the stream goes on, so the node outlives its control plane.
+    let events = pods.for_each_concurrent(16, |pod| {
         let kubelet = kubelet.clone();
         async move {
-            kubelet.sync(&pod).await;
-            Ok(())
+            match pod {
+                Ok(pod) => kubelet.sync(&pod).await,
+                Err(e) => warn!(error = %e, "pod watch failed; retrying"),
+            }
         }
     });
     tokio::select! {
-        r = events => r.context("pod watch ended")?,
+        () = events => anyhow::bail!("pod watch ended"),
         () = ticker => {},
         () = heartbeat => {},
     }
