@@ -293,8 +293,13 @@ pub struct Gates {
     #[serde(default = "default_inconclusive_limit")]
     #[schemars(range(min = 1, max = 100))]
     pub inconclusive_limit: i32,
-    /// How long the canary pods of a step may take to become Ready before the rollout
-    /// rolls back. Crash loops, OOM kills and failed verification roll back at once.
+    /// How long the canary pods of a step may go without progress before the rollout
+    /// rolls back. Progress is a pod created, bound to a node, done with its init
+    /// containers (the model fetched and verified) or Ready; the time counts from the
+    /// last of those or the step's start. A first revision has nothing to roll back to:
+    /// it is marked stalled (`Progressing=False`, reason `ProgressDeadlineExceeded`)
+    /// and its pods are kept. Crash loops, OOM kills and failed verification roll back
+    /// at once. Give it room for the model download of one pod.
     #[serde(default = "default_progress_deadline")]
     #[schemars(length(max = 32))]
     #[x_kube(
@@ -659,9 +664,33 @@ pub struct CanaryStatus {
     /// When the rollout started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
-    /// When the current step started (pauses and deadlines count from here).
+    /// When the current step started (pauses count from here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_started_at: Option<Time>,
+    /// How far the revision's pods have come. `progressDeadline` counts from the last
+    /// time one of these numbers rose (or the step began), as a Deployment's
+    /// `progressDeadlineSeconds` does: a busy control plane that creates pods slowly is
+    /// progress, a pod stuck pulling its image is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<PodProgress>,
+}
+
+/// The pods of the revision being rolled out, stage by stage: the most that reached each
+/// stage at once during this rollout.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodProgress {
+    /// Pods that exist (not being deleted).
+    pub created: i32,
+    /// Pods bound to a node.
+    pub scheduled: i32,
+    /// Pods whose init containers finished: the model is fetched and verified.
+    pub initialized: i32,
+    /// Pods Ready.
+    pub ready: i32,
+    /// When one of the numbers last rose, or the step began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_progress_time: Option<Time>,
 }
 
 /// Last result of one gate check.

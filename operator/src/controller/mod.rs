@@ -16,7 +16,7 @@ use std::future::Future;
 use futures::StreamExt;
 use k8s_openapi::api::{
     apps::v1::ReplicaSet,
-    core::v1::{ConfigMap, Pod},
+    core::v1::{ConfigMap, Pod, Service},
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -82,8 +82,12 @@ pub struct Stores {
     repositories: Store<ModelRepository>,
     replica_sets: Store<ReplicaSet>,
     pods: Store<Pod>,
-    /// Set by each watch (releases, repositories, ReplicaSets, pods) at its first full list.
-    synced: [Synced; 4],
+    /// Services made for releases (`spec.service`): one that is in place as it should
+    /// be costs no request at all.
+    services: Store<Service>,
+    /// Set by each watch (releases, repositories, ReplicaSets, pods, Services) at its
+    /// first full list.
+    synced: [Synced; 5],
 }
 
 /// Whether a watch has delivered its first full list. Kept beside the store rather than
@@ -127,6 +131,11 @@ impl Stores {
 
     pub fn pods(&self, ns: &str, release: &str) -> Vec<Pod> {
         Self::owned_by(&self.pods, ns, release)
+    }
+
+    /// The release's Service as last seen, if modelgate made it.
+    pub fn service(&self, ns: &str, name: &str) -> Option<Arc<Service>> {
+        self.services.get(&ObjectRef::new(name).within(ns))
     }
 }
 
@@ -357,6 +366,12 @@ fn scope(
         pod.metadata.annotations = None;
         pod.metadata.owner_references = None;
     });
+    let (svc_store, [svc_events], svc_synced, svc_watch) =
+        shared_reflector(api::<Service>(client, ns), watcher::Config::default().labels(LABEL_RELEASE), |svc| {
+            svc.status = None;
+            svc.metadata.annotations = None;
+        });
+    tokio::spawn(svc_watch);
     tokio::spawn(release_watch);
     tokio::spawn(repo_watch);
     metrics.watch(release_store.clone(), repo_store.clone());
@@ -373,7 +388,8 @@ fn scope(
             repositories: repo_store.clone(),
             replica_sets: rs_store,
             pods: pod_store,
-            synced: [release_synced, repo_synced, rs_synced, pod_synced],
+            services: svc_store,
+            synced: [release_synced, repo_synced, rs_synced, pod_synced, svc_synced],
         },
         fetch_image: settings.fetch_image.clone(),
         metrics: metrics.clone(),
@@ -417,6 +433,7 @@ fn scope(
     let release_controller = Controller::for_shared_stream(release_events, release_store)
         .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .owns_shared_stream(rs_events)
+        .owns_shared_stream(svc_events)
         .watches_shared_stream(pod_events, |pod: Arc<Pod>| {
             let release = pod.labels().get(LABEL_RELEASE)?;
             Some(ObjectRef::new(release).within(&pod.namespace()?))

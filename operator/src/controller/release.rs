@@ -84,9 +84,15 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
         let found = pod_policy::check(&release.spec.template, &ns, &ctx.pod_policy);
         (!found.is_empty()).then(|| found.join("; "))
     };
-    let service_conflict = match &release.spec.service {
-        Some(_) => service_conflict(&ctx, &release, &ns).await?,
-        None => None,
+    // A Service in place as it should be is left alone (no request); otherwise the name
+    // is checked before it is written.
+    let service = workload::service(&release);
+    let service_in_place = service.as_ref().is_some_and(|want| {
+        ctx.stores.service(&ns, &name).is_some_and(|have| workload::service_matches(&release, &have, want))
+    });
+    let service_conflict = match &service {
+        Some(_) if !service_in_place => service_conflict(&ctx, &release, &ns).await?,
+        _ => None,
     };
     let annotation = |k: &str| release.annotations().get(k).cloned();
     let commands = Commands {
@@ -201,7 +207,7 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
         }
     }
     serving_labels(&ctx, &ns, &replica_sets, &release_pods, &plan.idle).await?;
-    if let Some(svc) = workload::service(&release).filter(|_| observed.service_conflict.is_none()) {
+    if let Some(svc) = service.filter(|_| !service_in_place && observed.service_conflict.is_none()) {
         let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
         services
             .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&svc))

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{PodTemplateSpec, Volume, VolumeMount};
+use k8s_openapi::api::core::v1::{PodTemplateSpec, Service, Volume, VolumeMount};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
@@ -220,6 +220,29 @@ pub fn service(release: &ModelRelease) -> Option<Value> {
             "ports": [{"name": "http", "port": svc.port, "targetPort": svc.target_port.unwrap_or(svc.port)}],
         }
     }))
+}
+
+/// Whether `have` (as watched) is the release's Service as `want` describes it: owned
+/// by the release, with the same selector and ports.
+pub fn service_matches(release: &ModelRelease, have: &Service, want: &Value) -> bool {
+    let owned =
+        have.owner_references().iter().any(|o| Some(&o.uid) == release.uid().as_ref() && o.controller == Some(true));
+    let Some(spec) = &have.spec else { return false };
+    let ports: Vec<Value> = spec
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| {
+            let target = match &p.target_port {
+                Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => json!(n),
+                Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s)) => json!(s),
+                None => json!(p.port),
+            };
+            json!({"name": p.name, "port": p.port, "targetPort": target})
+        })
+        .collect();
+    let selector = serde_json::to_value(&spec.selector).unwrap_or_default();
+    owned && selector == want["spec"]["selector"] && Value::Array(ports) == want["spec"]["ports"]
 }
 
 #[cfg(test)]

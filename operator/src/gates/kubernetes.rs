@@ -29,10 +29,11 @@ pub fn assess<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> PodHealth {
             continue;
         }
         let status = pod.status.clone().unwrap_or_default();
-        let ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
-        if ready {
-            health.ready += 1;
-        }
+        let is = |type_: &str| status.conditions.iter().flatten().any(|c| c.type_ == type_ && c.status == "True");
+        health.created += 1;
+        health.scheduled += i32::from(is("PodScheduled"));
+        health.initialized += i32::from(is("Initialized"));
+        health.ready += i32::from(is("Ready"));
         let name = pod.metadata.name.clone().unwrap_or_default();
         let problem = problem_of(
             &name,
@@ -158,7 +159,16 @@ mod tests {
             "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]}),
         );
 
-        assert_eq!(assess([&ready, &ready]), PodHealth { ready: 2, problem: None });
+        assert_eq!(assess([&ready, &ready]), PodHealth { ready: 2, created: 2, ..Default::default() });
+        let bound = pod(json!({"conditions": [{"type": "PodScheduled", "status": "True"}]}));
+        let fetched = pod(json!({"conditions": [
+            {"type": "PodScheduled", "status": "True"}, {"type": "Initialized", "status": "True"},
+            {"type": "Ready", "status": "False"}]}));
+        assert_eq!(
+            assess([&bound, &fetched, &pod(json!({}))]),
+            PodHealth { created: 3, scheduled: 2, initialized: 1, ready: 0, problem: None },
+            "each stage a pod reaches counts (progressDeadline measures them)"
+        );
         assert!(
             matches!(assess([&ready, &crash]).problem, Some(PodProblem::Hard { reason, .. }) if reason == "CrashLoopBackOff")
         );

@@ -84,6 +84,18 @@ pub enum PodProblem {
 pub struct PodHealth {
     pub ready: i32,
     pub problem: Option<PodProblem>,
+    /// Pods that exist, are bound to a node, and finished their init containers (what
+    /// counts as progress besides Ready: `CanaryStatus::pods`).
+    pub created: i32,
+    pub scheduled: i32,
+    pub initialized: i32,
+}
+
+impl PodHealth {
+    /// `n` pods, every one Ready (and so created, scheduled and initialized).
+    pub fn all_ready(n: i32) -> Self {
+        Self { ready: n, created: n, scheduled: n, initialized: n, problem: None }
+    }
 }
 
 pub use crate::api::GateResult;

@@ -26,10 +26,13 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use super::*;
 use crate::api::{
     CanaryStatus, CommandsSeen, GateStatus, HistoryEntry, ModelRef, ModelRelease, ModelReleaseSpec, ModelReleaseStatus,
-    Outcome, Phase, RevisionStatus, RevocationAction, WarmStatus, condition, set_condition,
+    Outcome, Phase, PodProgress, RevisionStatus, RevocationAction, WarmStatus, condition, set_condition,
 };
 
-const RESYNC: Duration = Duration::from_secs(300);
+/// A release at rest is looked at again after this long even if nothing woke it: a
+/// safety net only (every change it depends on is watched, every timer is a wake-up of
+/// its own), and such a look costs no API request.
+const RESYNC: Duration = Duration::from_secs(1800);
 const WAIT_FOR_TRUST: Duration = Duration::from_secs(5);
 /// History entries kept in status.
 pub const MAX_HISTORY: usize = 20;
@@ -39,6 +42,8 @@ const KEEP_REVISIONS: usize = 5;
 
 // Event and condition reasons: the history's words.
 const PROMOTED: &str = Outcome::Promoted.as_str();
+/// Reason: a canary's pods made no progress within `progressDeadline`.
+const DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
 const ROLLED_BACK: &str = Outcome::RolledBack.as_str();
 const REJECTED: &str = Outcome::Rejected.as_str();
 const SUPERSEDED: &str = Outcome::Superseded.as_str();
@@ -57,6 +62,7 @@ pub fn plan(release: &ModelRelease, observed: &Observed, now: Timestamp) -> Plan
         desired: revision_hash(&release.spec),
         events: Vec::new(),
         requeue: RESYNC,
+        stalled: None,
     };
     let admitted = planner.run();
     planner.finish(admitted)
@@ -103,6 +109,9 @@ struct Planner<'a> {
     desired: String,
     events: Vec<Note>,
     requeue: Duration,
+    /// Why a first revision is stalled (past its deadline with nothing to roll back
+    /// to), if it is: the phase message then says so, and `Progressing` stays False.
+    stalled: Option<String>,
 }
 
 /// Why a revision failed: a short reason (condition reason, history, metrics label)
@@ -383,6 +392,7 @@ impl Planner<'_> {
                     weight: 0,
                     started_at: Some(Time(self.now)),
                     step_started_at: Some(Time(self.now)),
+                    pods: None,
                 };
                 if first {
                     canary.step = self.spec.strategy.steps.len() as i32;
@@ -426,21 +436,28 @@ impl Planner<'_> {
             return self.fail(failure, ByPerson::No);
         }
         let want = self.canary_replicas(canary.weight);
-        let step_started = canary.step_started_at.as_ref().map_or(self.now, |t| t.0);
+        let since = self.record_progress(&health);
         let deadline = self.spec.gates.progress_deadline();
         if health.ready < want {
-            if after(step_started, deadline) <= self.now {
+            if after(since, deadline) <= self.now {
                 let why = match &health.problem {
                     Some(PodProblem::Waiting { reason, message }) => format!(": {reason}: {message}"),
                     _ => String::new(),
                 };
                 let message = format!(
-                    "{}/{want} canary pods Ready after {}{why}",
+                    "{}/{want} canary pods Ready and no progress for {} (progressDeadline){why}",
                     health.ready, self.spec.gates.progress_deadline
                 );
-                return self.fail(Failure::new("ProgressDeadlineExceeded", message), ByPerson::No);
+                if self.status.stable.is_some() {
+                    return self.fail(Failure::new(DEADLINE_EXCEEDED, message), ByPerson::No);
+                }
+                self.stall(canary.revision, message);
+            } else {
+                self.wake_at(after(since, deadline));
             }
-            self.wake_at(after(step_started, deadline));
+        } else if self.condition_is(PROGRESSING, "False", DEADLINE_EXCEEDED) {
+            self.set_condition(PROGRESSING, true, "ProgressResumed", "the canary's pods are Ready".into());
+            self.set_condition(DEGRADED, false, "ProgressResumed", "the canary's pods are Ready".into());
         }
         self.wake_for_gates();
         if self.spec.paused {
@@ -451,6 +468,48 @@ impl Planner<'_> {
             return self.set_phase(Phase::Paused, message);
         }
         self.advance(health.ready);
+    }
+
+    /// Records how far the canary's pods have come, and returns when progressDeadline
+    /// counts from: the last time more pods than ever before in this rollout were
+    /// created, scheduled, initialized or Ready, or the step's start, whichever is
+    /// later. High-water marks, so a pod that flaps between Ready and not Ready, or is
+    /// deleted and made again, does not hold the deadline off for ever.
+    fn record_progress(&mut self, health: &PodHealth) -> Timestamp {
+        let now = self.now;
+        let Some(canary) = self.status.canary.as_mut() else { return now };
+        let step_started = canary.step_started_at.as_ref().map_or(now, |t| t.0);
+        let before = canary.pods.clone().unwrap_or_default();
+        let marks = PodProgress {
+            created: before.created.max(health.created),
+            scheduled: before.scheduled.max(health.scheduled),
+            initialized: before.initialized.max(health.initialized),
+            ready: before.ready.max(health.ready),
+            last_progress_time: None,
+        };
+        let rose = PodProgress { last_progress_time: None, ..before.clone() } != marks;
+        let last = match before.last_progress_time {
+            Some(t) if !rose => t.0,
+            _ => now,
+        };
+        canary.pods = Some(PodProgress { last_progress_time: Some(Time(last)), ..marks });
+        last.max(step_started)
+    }
+
+    /// A first release whose pods stopped making progress: there is nothing to roll back
+    /// to, so nothing is scaled down; the release says so, and goes on by itself once
+    /// the pods become Ready (as a Deployment past its progress deadline does).
+    fn stall(&mut self, revision: i64, why: String) {
+        let message = format!(
+            "revision {revision} is stalled: {why}; it is the first revision, so there is nothing to roll back to: \
+             its pods are kept and the rollout continues when they become Ready (fix the cause, or delete the release)"
+        );
+        if !self.condition_is(PROGRESSING, "False", DEADLINE_EXCEEDED) {
+            self.note(true, DEADLINE_EXCEEDED, message.clone());
+        }
+        self.set_condition(PROGRESSING, false, DEADLINE_EXCEEDED, message.clone());
+        self.set_condition(DEGRADED, true, DEADLINE_EXCEEDED, message.clone());
+        self.stalled = Some(message);
     }
 
     /// Walks the steps as far as they allow now.
@@ -870,6 +929,13 @@ impl Planner<'_> {
     }
 
     fn set_phase(&mut self, phase: Phase, message: String) {
+        if let Some(stalled) = &self.stalled
+            && phase == Phase::Progressing
+        {
+            self.status.phase = Some(phase);
+            self.status.message = Some(stalled.clone());
+            return;
+        }
         let canary = self.status.canary.is_some();
         if canary {
             let reason = if phase == Phase::Paused { "Paused" } else { "RolloutInProgress" };

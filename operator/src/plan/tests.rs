@@ -2,6 +2,7 @@
 //! plan's status back into the release and its scale into the observed workloads, and
 //! (unless told otherwise) makes every asked-for pod Ready.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::ObjectMeta;
 use serde_json::json;
 
@@ -189,11 +190,11 @@ fn first_revision_goes_to_full_size_then_is_promoted() {
     assert_eq!(plan.scale[&canary.hash], 4);
     assert_eq!(w.condition(VERIFIED).0, "True");
     assert_eq!(w.events(), ["RolloutStarted"]);
-    w.obs.pods.insert(canary.hash.clone(), PodHealth { ready: 3, problem: None });
+    w.obs.pods.insert(canary.hash.clone(), PodHealth::all_ready(3));
     w.run(5);
     assert_eq!(w.phase(), Phase::Progressing);
     assert!(w.status().message.as_deref().unwrap().contains("3/4 canary pods Ready"));
-    w.obs.pods.insert(canary.hash.clone(), PodHealth { ready: 4, problem: None });
+    w.obs.pods.insert(canary.hash.clone(), PodHealth::all_ready(4));
     w.run(6);
     assert_eq!(w.phase(), Phase::Promoted);
     let stable = w.status().stable.clone().unwrap();
@@ -215,7 +216,7 @@ fn steps_walk_in_order_with_pauses_and_promote() {
     assert_eq!((w.replicas(&v2), w.replicas(&v1)), (1, 4), "25% of 4 = 1 canary pod; 4 stable until it is Ready");
     assert_eq!(w.phase(), Phase::Progressing);
 
-    w.obs.pods.insert(v2.clone(), PodHealth { ready: 1, problem: None });
+    w.obs.pods.insert(v2.clone(), PodHealth::all_ready(1));
     w.run(110);
     assert_eq!(w.replicas(&v1), 3, "a Ready canary pod takes one stable pod's place");
     assert_eq!(w.phase(), Phase::Paused, "a pause without a duration waits");
@@ -232,7 +233,7 @@ fn steps_walk_in_order_with_pauses_and_promote() {
     w.run(5011);
     assert_eq!(w.status().canary.as_ref().unwrap().step, 2, "a promote is used once");
 
-    w.obs.pods.insert(v2.clone(), PodHealth { ready: 2, problem: None });
+    w.obs.pods.insert(v2.clone(), PodHealth::all_ready(2));
     w.run(5020);
     assert_eq!(w.phase(), Phase::Paused);
     assert_eq!(w.last.as_ref().unwrap().requeue, Duration::from_secs(120), "wakes when the pause ends");
@@ -243,7 +244,7 @@ fn steps_walk_in_order_with_pauses_and_promote() {
     assert_eq!((canary.step, canary.weight), (4, 100));
     assert_eq!((w.replicas(&v2), w.replicas(&v1)), (4, 2), "2 of 4 canary pods Ready so far");
 
-    w.obs.pods.insert(v2.clone(), PodHealth { ready: 4, problem: None });
+    w.obs.pods.insert(v2.clone(), PodHealth::all_ready(4));
     w.run(5150);
     assert_eq!(w.phase(), Phase::Promoted);
     assert_eq!(w.stable_hash(), v2);
@@ -507,6 +508,70 @@ fn pod_failures_and_deadlines() {
 }
 
 #[test]
+fn the_deadline_measures_progress_not_the_control_plane_queue() {
+    // Pods that a busy control plane creates, binds and starts slowly are progress: the
+    // 10-minute deadline counts from the last step forward, not from the step's start.
+    let mut w = World::serving_v1(vec![weight(50)]);
+    w.set_target(V2);
+    w.auto_ready = false;
+    w.run(1000);
+    let v2 = w.canary_hash();
+    let stage = |w: &mut World, created, scheduled, initialized, ready| {
+        let pods = w.obs.pods.entry(v2.clone()).or_default();
+        (pods.created, pods.scheduled, pods.initialized, pods.ready) = (created, scheduled, initialized, ready);
+    };
+    for (t, counts) in [(1500, (1, 0, 0, 0)), (2000, (2, 1, 0, 0)), (2500, (2, 2, 1, 0)), (3000, (2, 2, 2, 1))] {
+        stage(&mut w, counts.0, counts.1, counts.2, counts.3);
+        w.run(t);
+        assert_eq!(w.phase(), Phase::Progressing, "at {t}s, after progress at {t}s: {:?}", w.status().message);
+        let pods = w.status().canary.as_ref().unwrap().pods.clone().unwrap();
+        assert_eq!(pods.last_progress_time, Some(Time(at(t))), "progress recorded at {t}s");
+    }
+    // Going back (a pod deleted and made again, readiness flapping) is not progress; a
+    // count that only returns to where it was is not either.
+    stage(&mut w, 1, 1, 1, 1);
+    w.run(3300);
+    stage(&mut w, 2, 2, 2, 1);
+    w.run(3400);
+    assert_eq!(w.status().canary.as_ref().unwrap().pods.as_ref().unwrap().last_progress_time, Some(Time(at(3000))));
+    assert!(w.last.as_ref().unwrap().requeue <= Duration::from_secs(200), "wakes when the deadline would pass");
+    w.run(3599);
+    assert_eq!(w.phase(), Phase::Progressing);
+    w.run(3600);
+    assert_eq!(w.phase(), Phase::RollingBack, "10 minutes without progress: {:?}", w.status().message);
+    assert_eq!(w.condition(DEGRADED).1, "ProgressDeadlineExceeded");
+    assert!(w.status().message.as_deref().unwrap().contains("no progress for 10m"), "{:?}", w.status().message);
+}
+
+#[test]
+fn a_first_revision_past_its_deadline_is_stalled_not_rolled_back_to_nothing() {
+    let mut w = World::new(vec![]);
+    w.auto_ready = false;
+    w.run(0);
+    let v1 = w.canary_hash();
+    w.obs.pods.insert(v1.clone(), PodHealth { created: 4, scheduled: 4, ..Default::default() });
+    w.run(10);
+    w.pods(&v1, Some(PodProblem::Waiting { reason: "ImagePullBackOff".into(), message: "back-off".into() }));
+    w.run(610);
+    assert_eq!(w.phase(), Phase::Progressing, "not rolled back: there is nothing to roll back to");
+    assert_eq!(w.condition(PROGRESSING), ("False".into(), "ProgressDeadlineExceeded".into()));
+    assert_eq!(w.condition(DEGRADED), ("True".into(), "ProgressDeadlineExceeded".into()));
+    assert_eq!(w.events(), ["ProgressDeadlineExceeded"]);
+    let message = w.status().message.clone().unwrap();
+    assert!(message.contains("stalled") && message.contains("ImagePullBackOff"), "{message}");
+    assert_eq!(w.last.as_ref().unwrap().scale.get(&v1), Some(&4), "its pods are kept");
+    assert!(w.status().history.is_empty(), "nothing is recorded as rolled back");
+    w.run(700);
+    assert!(w.events().is_empty(), "said once");
+
+    // The pods come up after all: the rollout goes on by itself.
+    w.obs.pods.insert(v1.clone(), PodHealth::all_ready(4));
+    w.settle(800);
+    assert_eq!(w.phase(), Phase::Promoted);
+    assert_eq!(w.condition(DEGRADED).0, "False");
+}
+
+#[test]
 fn without_automatic_rollback_a_failure_holds_and_waits_for_abort() {
     let mut w = World::serving_v1(vec![weight(50)]);
     w.release.spec.rollback.automatic = false;
@@ -571,7 +636,7 @@ fn a_revoked_stable_returns_to_the_newest_trusted_revision() {
     assert_eq!(w.condition(DEGRADED).1, "TrustRevoked");
     let last = w.status().history.last().unwrap();
     assert_eq!((last.revision, last.outcome.as_str()), (3, "RolledBack"));
-    w.obs.pods.insert(v1.clone(), PodHealth { ready: 4, problem: None });
+    w.obs.pods.insert(v1.clone(), PodHealth::all_ready(4));
     w.run(31);
     assert_eq!(w.phase(), Phase::RolledBack);
     assert_eq!(w.condition(TRUST_DEGRADED), ("False".into(), "TargetTrusted".into()));
