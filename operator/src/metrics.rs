@@ -213,8 +213,8 @@ impl Metrics {
         for release in releases {
             let status = release.status.as_ref();
             let phase = status.and_then(|s| s.phase).unwrap_or_default();
-            if let Some(i) = PHASES.iter().position(|p| *p == phase) {
-                counts[i] += 1;
+            if let Some(count) = PHASES.iter().position(|p| *p == phase).and_then(|i| counts.get_mut(i)) {
+                *count += 1;
             }
             if let Some(reason) = status.and_then(needs_attention) {
                 total += 1;

@@ -3,8 +3,11 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::{Api, api::PostParams};
+use k8s_openapi::api::{coordination::v1::Lease, events::v1::Event};
+use kube::{
+    Api,
+    api::{ListParams, PostParams},
+};
 use modelgate::api::{ModelRelease, Phase};
 use modelgate_tests::{
     harness::{Operator, crds_shared, eventually, with_temp_ns},
@@ -49,7 +52,8 @@ async fn two_replicas_elect_one_leader_which_fails_over_and_reports_metrics() ->
         assert_eq!(get("/readyz").await?.status(), 200);
         let page = get("/metrics").await?.text().await?;
         for want in [
-            format!("modelgate_release_phase{{namespace=\"{ns}\",release=\"fraud\",phase=\"Promoted\"}} 1"),
+            "modelgate_releases{phase=\"Promoted\"} 1".to_string(),
+            "modelgate_releases_needing_attention 0".to_string(),
             "modelgate_reconciles_total{controller=\"release\"}".to_string(),
             "modelgate_reconcile_duration_seconds_bucket{".to_string(),
             format!(
@@ -75,6 +79,75 @@ async fn two_replicas_elect_one_leader_which_fails_over_and_reports_metrics() ->
             .await
             .map_err(|e| anyhow::anyhow!("{e}: {:?}\n{}", r.status, follower.logs()))?;
         assert!(follower.logs().contains("leader election won"));
+        Ok(())
+    })
+    .await
+}
+
+/// A namespace moved from one shard to another mid-rollout, the way a `helm upgrade` of
+/// the chart's `shards` does it: the new shard's operator starts serving the namespace
+/// while the old one still does, then the old one stops. For that overlap two operators
+/// decide on the same release; each decision is a compare-and-swap on the release, so
+/// every step is taken once and the rollout completes once.
+#[tokio::test]
+async fn a_namespace_moved_between_shards_mid_rollout_completes_the_rollout_once() -> anyhow::Result<()> {
+    let _crds = crds_shared().await?;
+    with_temp_ns("shard-move", |client, ns| async move {
+        let repo = ModelRepo::new("fraud", &["1.0", "2.0"])?;
+        repo.register(&client, &ns).await?;
+        let shard = |name: &str| {
+            let lease = format!("modelgate-leader-{name}");
+            let args = ["--leader-elect", "--leader-election-namespace", ns.as_str(), "--leader-election-name", &lease];
+            Operator::start(Some(&ns), &args)
+        };
+        let a = shard("a")?;
+        let api: Api<ModelRelease> = Api::namespaced(client.clone(), &ns);
+        let steps = json!({"strategy": {"steps": [
+            {"setWeight": 25}, {"pause": {"duration": "4s"}}, {"setWeight": 50}, {"pause": {"duration": "4s"}},
+            {"setWeight": 75}, {"pause": {"duration": "4s"}},
+        ]}});
+        api.create(&PostParams::default(), &release("fraud", "fraud/1.0/model.onnx", 4, steps)?).await?;
+        wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
+        set_target(&api, "fraud", "fraud/2.0/model.onnx").await?;
+        eventually("revision 2 at its first pause", WAIT, || async {
+            let r = api.get("fraud").await?;
+            Ok(r.status.and_then(|s| s.canary).is_some_and(|c| c.step >= 1).then_some(()))
+        })
+        .await?;
+
+        // Shard b takes the namespace; shard a keeps it for a while longer (its old pod
+        // still runs during the upgrade), then goes.
+        let b = shard("b")?;
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+        eventually("shard b leading its own Lease", WAIT, || async {
+            Ok(leases.get_opt("modelgate-leader-b").await?.and_then(|l| l.spec?.holder_identity).map(|_| ()))
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let a_log = a.logs();
+        assert_eq!(a.terminate(Duration::from_secs(10))?, Some(0), "shard a stops cleanly");
+
+        let r = wait_phase(&api, "fraud", Phase::Promoted, WAIT)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}\n--- shard a ---\n{a_log}\n--- shard b ---\n{}", b.logs()))?;
+        let history: Vec<_> =
+            r.status.as_ref().unwrap().history.iter().map(|h| (h.revision, h.outcome.to_string())).collect();
+        assert_eq!(history, [(1, "Promoted".to_string()), (2, "Promoted".to_string())]);
+        // Every step of revision 2 completed once, and it was promoted once.
+        let events = Api::<Event>::namespaced(client.clone(), &ns).list(&ListParams::default()).await?;
+        let notes: Vec<String> = events
+            .items
+            .iter()
+            .filter(|e| e.reason.as_deref().is_some_and(|r| r == "StepCompleted" || r == "Promoted"))
+            .filter_map(|e| e.note.clone())
+            .filter(|n| n.starts_with("revision 2 "))
+            .collect();
+        for step in 0..6 {
+            let count = notes.iter().filter(|n| n.contains(&format!("completed step {step};"))).count();
+            assert_eq!(count, 1, "step {step} completed {count} times: {notes:#?}");
+        }
+        assert_eq!(notes.iter().filter(|n| n.contains("promoted")).count(), 1, "{notes:#?}");
+        assert!(b.logs().contains("phase changed"), "shard b took part:\n{}", b.logs());
         Ok(())
     })
     .await

@@ -3,6 +3,7 @@
 //! hands leadership over when the leader pod goes, upgrades, and uninstalls without
 //! deleting the CRDs or the users' releases.
 
+use serde::Deserialize as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -46,6 +47,45 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && stderr.contains(field), "--set {set}: {stderr}");
     }
+    // Shards: one Deployment and one Lease each, the namespaces split between them; a
+    // namespace in two shards is refused with both names.
+    let sharded = repo_root().join("charts/modelgate/ci/sharded-values.yaml").to_string_lossy().into_owned();
+    let rendered = helm_ok(&["template", "mg", &chart(), "-f", &sharded])?;
+    let deployments: Vec<Deployment> = serde_yaml::Deserializer::from_str(&rendered)
+        .filter_map(|doc| serde_yaml::Value::deserialize(doc).ok())
+        .filter(|v| v["kind"] == "Deployment")
+        .map(serde_yaml::from_value)
+        .collect::<Result<_, _>>()?;
+    let env_of = |d: &Deployment, key: &str| {
+        let containers = &d.spec.template.spec.as_ref().unwrap().containers;
+        containers[0].env.iter().flatten().find(|e| e.name == key).and_then(|e| e.value.clone())
+    };
+    let shards: Vec<_> = deployments
+        .iter()
+        .map(|d| {
+            (
+                d.metadata.name.clone().unwrap(),
+                env_of(d, "MODELGATE_NAMESPACE"),
+                env_of(d, "MODELGATE_LEADER_ELECTION_NAME"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shards,
+        [
+            ("mg-modelgate-a".into(), Some("team-a,team-b".into()), Some("modelgate-leader-a".into())),
+            ("mg-modelgate-b".into(), Some("team-c".into()), Some("modelgate-leader-b".into())),
+        ],
+        "{rendered}"
+    );
+    let out = modelgate_tests::harness::run_with_stdin(
+        "helm",
+        &["template", "x", &chart(), "-f", &sharded, "--set", "shards[1].namespaces[0]=team-b"],
+        None,
+    )?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains(r#"namespace "team-b" is in shards "a" and "b""#), "{stderr}");
+
     // crds.keep: false drops the keep annotation (and the install notes warn).
     let unkept = helm_ok(&["template", "x", &chart(), "--set", "crds.keep=false"])?;
     assert!(!unkept.contains("helm.sh/resource-policy"));

@@ -242,7 +242,8 @@ pub fn service_matches(release: &ModelRelease, have: &Service, want: &Value) -> 
         })
         .collect();
     let selector = serde_json::to_value(&spec.selector).unwrap_or_default();
-    owned && selector == want["spec"]["selector"] && Value::Array(ports) == want["spec"]["ports"]
+    let wanted = |key: &str| want.get("spec").and_then(|s| s.get(key));
+    owned && Some(&selector) == wanted("selector") && Some(&Value::Array(ports)) == wanted("ports")
 }
 
 #[cfg(test)]
@@ -330,5 +331,27 @@ mod tests {
         assert!(volumes.iter().any(|v| v["configMap"]["name"] == "root"), "the pin is mounted, not only the record");
         assert_eq!(after("--root"), "/var/run/modelgate/pin/root.json");
         assert!(volumes.iter().any(|v| v["configMap"]["items"][0]["key"] == "bundle.pem"));
+    }
+
+    #[test]
+    fn a_service_in_place_is_recognised_and_any_difference_is_not() {
+        let mut release = ModelRelease::new(
+            "fraud",
+            serde_json::from_value(json!({
+                "repositoryRef": {"name": "r"}, "model": {"target": "m"}, "service": {"port": 80, "targetPort": 8080},
+                "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}},
+            }))
+            .unwrap(),
+        );
+        release.metadata.uid = Some("u1".into());
+        let want = service(&release).unwrap();
+        let have: Service = serde_json::from_value(want.clone()).unwrap();
+        assert!(service_matches(&release, &have, &want));
+        let mut other_port = have.clone();
+        other_port.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].port = 81;
+        assert!(!service_matches(&release, &other_port, &want), "a changed port is applied again");
+        let mut not_ours = have.clone();
+        not_ours.metadata.owner_references = None;
+        assert!(!service_matches(&release, &not_ours, &want), "a Service of someone else's is checked, not trusted");
     }
 }
