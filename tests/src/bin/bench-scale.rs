@@ -1,14 +1,19 @@
 //! One operator, many releases (run by `tests/bench/scale`): RELEASES ModelReleases
 //! (default 1000) across NAMESPACES namespaces (default 20), each a one-pod revision of a
-//! verified model. Measures the operator's peak RSS and, after a restart during which
-//! every release was scaled from 1 to 2 replicas, the time until every release's
-//! workload asks for 2 pods and its status describes the new generation. Yardstick,
-//! same run: the time this program takes to write those 1000 scale changes itself.
+//! verified model. Measures:
+//! - first convergence (every release Promoted), beside the time the control plane took
+//!   to make the last pod Ready: what is left after that is modelgate's own share;
+//! - the operator's peak RSS, and its RSS at rest after a minute with nothing to do;
+//! - after a restart during which every release was scaled from 1 to 2 replicas, the
+//!   time until every release's workload asks for 2 pods and its status describes the
+//!   new generation. Yardstick, same run: the time this program takes to write those
+//!   scale changes itself;
+//! - the number of metric series the operator exports.
 
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::{apps::v1::ReplicaSet, core::v1::Pod};
 use kube::{
     Api, Client, ResourceExt,
     api::{ListParams, Patch, PatchParams, PostParams},
@@ -51,17 +56,52 @@ async fn main() -> anyhow::Result<()> {
     for ns in spaces {
         ns.delete().await;
     }
-    let (rss, reconverge, yardstick, converge) = result?;
+    let m = result?;
+    let ratio = m.reconverge / m.yardstick.max(0.001);
     println!("{releases} releases in {namespaces} namespaces, one operator");
-    println!("  first convergence (every release Promoted, pods included): {converge:.1} s");
-    println!("  peak RSS of the operator: {rss:.1} MiB");
-    println!("  restart -> every release re-converged (scaled 1 -> 2 while it was down): {reconverge:.1} s");
-    println!("  yardstick: writing those {releases} scale changes from here: {yardstick:.1} s");
     println!(
-        "RESULT releases={releases} namespaces={namespaces} peak_rss_mib={rss:.1} reconverge_s={reconverge:.1} \
-         yardstick_writes_s={yardstick:.1} first_converge_s={converge:.1}"
+        "  first convergence (every release Promoted): {:.1} s; the control plane made the last pod Ready at {:.1} s",
+        m.converge, m.pods_ready
+    );
+    println!("  peak RSS of the operator: {:.1} MiB; at rest: {:.1} MiB", m.peak_rss, m.steady_rss);
+    println!("  restart -> every release re-converged (scaled 1 -> 2 while it was down): {:.1} s", m.reconverge);
+    println!("  yardstick: writing those {releases} scale changes from here: {:.1} s (ratio {ratio:.2})", m.yardstick);
+    println!("  metric series exported: {}", m.series);
+    println!(
+        "RESULT releases={releases} namespaces={namespaces} peak_rss_mib={:.1} steady_rss_mib={:.1} reconverge_s={:.1} \
+         yardstick_writes_s={:.1} reconverge_ratio={ratio:.2} first_converge_s={:.1} pods_ready_s={:.1} \
+         metric_series={}",
+        m.peak_rss, m.steady_rss, m.reconverge, m.yardstick, m.converge, m.pods_ready, m.series
     );
     Ok(())
+}
+
+struct Measured {
+    peak_rss: f64,
+    steady_rss: f64,
+    reconverge: f64,
+    yardstick: f64,
+    converge: f64,
+    pods_ready: f64,
+    series: usize,
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// Series (sample lines) on the operator's `/metrics` page.
+async fn series(operator: &Operator) -> anyhow::Result<usize> {
+    let address = operator.http_address().ok_or_else(|| anyhow::anyhow!("the operator logged no address"))?;
+    let page = reqwest::get(format!("http://{address}/metrics")).await?.text().await?;
+    Ok(page.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count())
 }
 
 fn key(r: &ModelRelease) -> (String, String) {
@@ -79,6 +119,7 @@ async fn wait(
 ) -> anyhow::Result<f64> {
     let start = Instant::now();
     let mut last = (0, 1);
+    let poll = Duration::from_millis(250 * (env("RELEASES", 1000) as u64 / 1000).max(1));
     loop {
         // An overloaded API server may drop a request: that is not the answer, ask again.
         match check().await {
@@ -89,11 +130,12 @@ async fn wait(
         if start.elapsed() > timeout {
             anyhow::bail!("{what}: only {}/{} after {timeout:?}", last.0, last.1);
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // Each look lists every release: fewer looks the more there are.
+        tokio::time::sleep(poll).await;
     }
 }
 
-async fn bench(client: &Client, namespaces: &[String], n: usize) -> anyhow::Result<(f64, f64, f64, f64)> {
+async fn bench(client: &Client, namespaces: &[String], n: usize) -> anyhow::Result<Measured> {
     let repo = ModelRepo::new("fraud", &["1.0"])?;
     for ns in namespaces {
         repo.register(client, ns).await?;
@@ -115,11 +157,41 @@ async fn bench(client: &Client, namespaces: &[String], n: usize) -> anyhow::Resu
         .try_collect::<Vec<_>>()
         .await?;
     let all: Api<ModelRelease> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client.clone());
     let promoted = |r: &ModelRelease| r.status.as_ref().and_then(|s| s.phase) == Some(Phase::Promoted);
-    wait("first convergence", Duration::from_secs(1200), async || Ok((count(&all, promoted).await?, n))).await?;
+    // The first convergence is bounded by the control plane making n pods; give it the
+    // time that takes on two cores (about a minute per thousand), and more.
+    let limit = Duration::from_secs((n as u64 / 1000 + 1) * 300).max(Duration::from_secs(1200));
+    let mut pods_ready = None;
+    wait("first convergence", limit, async || {
+        if pods_ready.is_none() {
+            let list = pods.list(&ListParams::default().labels(LABEL_RELEASE)).await?;
+            let ready = list
+                .items
+                .iter()
+                .filter(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                })
+                .count();
+            if ready >= n {
+                pods_ready = Some(started.elapsed().as_secs_f64());
+            }
+        }
+        Ok((count(&all, promoted).await?, n))
+    })
+    .await?;
     let converge = started.elapsed().as_secs_f64();
+    let pods_ready = pods_ready.unwrap_or(converge);
     let mut rss = peak_rss_mib(operator.pid());
-    eprintln!("converged in {converge:.1} s, operator peak RSS {rss:.1} MiB; restarting");
+    eprintln!("converged in {converge:.1} s (pods Ready at {pods_ready:.1} s), operator peak RSS {rss:.1} MiB");
+    // At rest: nothing to do for a minute.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let steady_rss = rss_mib(operator.pid());
+    let series = series(&operator).await?;
+    eprintln!("at rest: RSS {steady_rss:.1} MiB, {series} metric series; restarting");
 
     drop(operator);
     let list = all.list(&ListParams::default()).await?.items;
@@ -153,5 +225,5 @@ async fn bench(client: &Client, namespaces: &[String], n: usize) -> anyhow::Resu
     })
     .await?;
     rss = rss.max(peak_rss_mib(operator.pid()));
-    Ok((rss, reconverge, yardstick, converge))
+    Ok(Measured { peak_rss: rss, steady_rss, reconverge, yardstick, converge, pods_ready, series })
 }
