@@ -227,7 +227,7 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
     for note in plan.events {
         let event = Event {
             type_: if note.warning { EventType::Warning } else { EventType::Normal },
-            reason: note.reason.into(),
+            reason: note.reason.as_str().into(),
             note: Some(note.message),
             action: "Rollout".into(),
             secondary: None,
@@ -308,8 +308,8 @@ fn record(metrics: &Metrics, observed: &Observed, plan: &plan::Plan) {
     };
     for note in &plan.events {
         let (family, condition) = match note.reason {
-            "RolledBack" => (&metrics.rollbacks, plan::DEGRADED),
-            "Rejected" => (&metrics.verification_failures, plan::VERIFIED),
+            plan::EventReason::RolledBack => (&metrics.rollbacks, plan::DEGRADED),
+            plan::EventReason::Rejected => (&metrics.verification_failures, plan::VERIFIED),
             _ => continue,
         };
         family.get_or_create(&ReasonLabel { reason: reason_of(condition) }).inc();

@@ -147,11 +147,81 @@ pub struct Observed {
     pub service_conflict: Option<String>,
 }
 
+/// Why an Event is published (its `reason`, a word kubectl shows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventReason {
+    /// A revision verified; its rollout begins.
+    RolloutStarted,
+    /// A step passed; the next one begins.
+    StepCompleted,
+    /// A revision serves 100%.
+    Promoted,
+    /// A revision failed and the release returns to the stable one.
+    RolledBack,
+    /// The stable revision serves 100% again.
+    RollbackComplete,
+    /// A failure with automatic rollback off: a person decides.
+    RollbackNeeded,
+    /// The serving model is untrusted and no earlier one is.
+    RollbackImpossible,
+    /// A rollback command that cannot be carried out.
+    RollbackRefused,
+    /// A revision's model failed verification; nothing was deployed.
+    Rejected,
+    /// A new spec replaced a rollout in progress.
+    Superseded,
+    /// The spec's pods break the admin's pod policy.
+    PodRefused,
+    /// The Service name is taken by a Service the release does not own.
+    ServiceNotOwned,
+    /// The serving model is no longer trusted.
+    TrustDegraded,
+    /// Warm pods of the previous revision were let go.
+    WarmDropped,
+    /// A first revision's pods made no progress within the deadline.
+    ProgressDeadlineExceeded,
+}
+
+impl EventReason {
+    /// The word the Event carries.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventReason::RolloutStarted => "RolloutStarted",
+            EventReason::StepCompleted => "StepCompleted",
+            EventReason::Promoted => "Promoted",
+            EventReason::RolledBack => "RolledBack",
+            EventReason::RollbackComplete => "RollbackComplete",
+            EventReason::RollbackNeeded => "RollbackNeeded",
+            EventReason::RollbackImpossible => "RollbackImpossible",
+            EventReason::RollbackRefused => "RollbackRefused",
+            EventReason::Rejected => "Rejected",
+            EventReason::Superseded => "Superseded",
+            EventReason::PodRefused => "PodRefused",
+            EventReason::ServiceNotOwned => "ServiceNotOwned",
+            EventReason::TrustDegraded => "TrustDegraded",
+            EventReason::WarmDropped => "WarmDropped",
+            EventReason::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",
+        }
+    }
+}
+
+impl std::fmt::Display for EventReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for EventReason {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// An Event to publish once the new status is written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Note {
     pub warning: bool,
-    pub reason: &'static str,
+    pub reason: EventReason,
     pub message: String,
 }
 

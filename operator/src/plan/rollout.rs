@@ -40,13 +40,11 @@ pub const MAX_HISTORY: usize = 20;
 /// for rollback and inspection.
 const KEEP_REVISIONS: usize = 5;
 
-// Event and condition reasons: the history's words.
+// Condition reasons: the history's and the Events' words.
 const PROMOTED: &str = Outcome::Promoted.as_str();
-/// Reason: a canary's pods made no progress within `progressDeadline`.
-const DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
 const ROLLED_BACK: &str = Outcome::RolledBack.as_str();
-const REJECTED: &str = Outcome::Rejected.as_str();
-const SUPERSEDED: &str = Outcome::Superseded.as_str();
+/// A canary's pods made no progress within `progressDeadline`.
+const DEADLINE_EXCEEDED: &str = EventReason::ProgressDeadlineExceeded.as_str();
 
 /// Decides the status and workloads of `release` from what was observed at `now`
 /// (whole seconds, as status keeps them).
@@ -228,7 +226,7 @@ impl Planner<'_> {
         // A message listing several problems gets more room, still bounded.
         let message = truncated(&message, 2000);
         if !self.condition_is(ACCEPTED, "False", REASON) {
-            self.note(true, REASON, message.clone());
+            self.note(true, EventReason::PodRefused, message.clone());
         }
         self.set_condition(ACCEPTED, false, REASON, message.clone());
         self.set_condition(DEGRADED, true, REASON, message.clone());
@@ -244,7 +242,7 @@ impl Planner<'_> {
         match self.obs.service_conflict.clone() {
             Some(conflict) => {
                 if !self.condition_is(SERVICE_READY, "False", "ServiceNotOwned") {
-                    self.note(true, "ServiceNotOwned", conflict.clone());
+                    self.note(true, EventReason::ServiceNotOwned, conflict.clone());
                 }
                 self.set_condition(SERVICE_READY, false, "ServiceNotOwned", conflict);
             }
@@ -280,7 +278,7 @@ impl Planner<'_> {
         let Some(canary) = self.status.canary.take_if(|c| c.hash != self.desired) else { return };
         self.note(
             false,
-            SUPERSEDED,
+            EventReason::Superseded,
             format!(
                 "revision {} ({}) was superseded by a new spec before it was promoted",
                 canary.revision, canary.target
@@ -298,7 +296,7 @@ impl Planner<'_> {
         let Some(to) = value.split('@').next().and_then(|n| n.trim().parse::<i64>().ok()) else {
             let message =
                 format!("modelgate.dev/rollback={value:?} names no revision; use <revision>@<token>, such as 3@1");
-            return self.note(true, "RollbackRefused", message);
+            return self.note(true, EventReason::RollbackRefused, message);
         };
         if self.status.canary.is_some() {
             self.fail(Failure::new("RollbackRequested", format!("rollback to revision {to} requested")), ByPerson::Yes);
@@ -310,7 +308,7 @@ impl Planner<'_> {
             self.status.history.iter().rev().find(|h| h.revision == to && h.outcome == Outcome::Promoted).cloned()
         else {
             let message = format!("revision {to} was never promoted (see status.history); nothing changed");
-            return self.note(true, "RollbackRefused", message);
+            return self.note(true, EventReason::RollbackRefused, message);
         };
         let refusal = if !self.obs.workloads.contains_key(&entry.hash) {
             Some("its ReplicaSet no longer exists (only the newest revisions are kept)".to_string())
@@ -325,12 +323,14 @@ impl Planner<'_> {
             }
         };
         match refusal {
-            Some(why) => self.note(true, "RollbackRefused", format!("rollback to revision {to} refused: {why}")),
+            Some(why) => {
+                self.note(true, EventReason::RollbackRefused, format!("rollback to revision {to} refused: {why}"))
+            }
             None => match self.status.stable.is_some() {
                 true => self.revert_to(entry, "RollbackRequested", format!("rollback to revision {to} requested")),
                 false => self.note(
                     true,
-                    "RollbackRefused",
+                    EventReason::RollbackRefused,
                     format!("rollback to revision {to} refused: nothing serves to return from"),
                 ),
             },
@@ -375,7 +375,7 @@ impl Planner<'_> {
                     finished_at: Some(Time(self.now)),
                     ..Default::default()
                 });
-                self.note(true, REJECTED, message.clone());
+                self.note(true, EventReason::Rejected, message.clone());
                 self.set_phase(Phase::Rejected, message);
             }
             Verdict::Trusted { sha256, length, files } => {
@@ -406,7 +406,7 @@ impl Planner<'_> {
                 self.set_verified("True", "TargetVerified", what);
                 self.note(
                     false,
-                    "RolloutStarted",
+                    EventReason::RolloutStarted,
                     format!("revision {revision} ({target}, sha256 {}) verified; rolling out", short(&sha256)),
                 );
                 self.status.canary = Some(canary);
@@ -505,7 +505,7 @@ impl Planner<'_> {
              its pods are kept and the rollout continues when they become Ready (fix the cause, or delete the release)"
         );
         if !self.condition_is(PROGRESSING, "False", DEADLINE_EXCEEDED) {
-            self.note(true, DEADLINE_EXCEEDED, message.clone());
+            self.note(true, EventReason::ProgressDeadlineExceeded, message.clone());
         }
         self.set_condition(PROGRESSING, false, DEADLINE_EXCEEDED, message.clone());
         self.set_condition(DEGRADED, true, DEADLINE_EXCEEDED, message.clone());
@@ -523,7 +523,7 @@ impl Planner<'_> {
             canary.step_started_at = Some(Time(self.now));
             canary.weight = 100;
             let message = format!("revision {} skips its remaining steps (promote-full): now at 100%", canary.revision);
-            self.note(false, "StepCompleted", message);
+            self.note(false, EventReason::StepCompleted, message);
         }
         loop {
             let Some(mut canary) = self.status.canary.clone() else { return };
@@ -578,7 +578,7 @@ impl Planner<'_> {
             self.enter_step(&mut canary);
             self.note(
                 false,
-                "StepCompleted",
+                EventReason::StepCompleted,
                 format!(
                     "revision {} completed step {step}; now at step {} ({}%)",
                     canary.revision, canary.step, canary.weight
@@ -624,7 +624,7 @@ impl Planner<'_> {
         });
         self.status.gates.clear();
         let message = format!("revision {} ({}) promoted: it serves 100%", canary.revision, canary.target);
-        self.note(false, PROMOTED, message.clone());
+        self.note(false, EventReason::Promoted, message.clone());
         self.set_condition(PROGRESSING, false, PROMOTED, message.clone());
         self.set_condition(DEGRADED, false, PROMOTED, "the newest revision is healthy".into());
         self.set_phase(Phase::Promoted, message);
@@ -642,7 +642,7 @@ impl Planner<'_> {
                 canary.revision
             );
             if !self.condition_is(DEGRADED, "True", reason) {
-                self.note(true, "RollbackNeeded", message.clone());
+                self.note(true, EventReason::RollbackNeeded, message.clone());
             }
             self.set_condition(DEGRADED, true, reason, message.clone());
             return self.set_phase(Phase::Paused, message);
@@ -655,7 +655,7 @@ impl Planner<'_> {
             None => "no earlier revision exists, so nothing serves".into(),
         };
         let message = format!("revision {} ({}) rolled back: {summary}; {to}", canary.revision, canary.target);
-        self.note(true, ROLLED_BACK, message.clone());
+        self.note(true, EventReason::RolledBack, message.clone());
         self.set_condition(DEGRADED, true, reason, message.clone());
         self.set_condition(PROGRESSING, false, ROLLED_BACK, message.clone());
         let phase = if self.status.stable.is_some() { Phase::RollingBack } else { Phase::RolledBack };
@@ -669,7 +669,7 @@ impl Planner<'_> {
         if self.status.phase == Some(Phase::RollingBack) {
             if health.ready >= self.spec.replicas {
                 let message = format!("rolled back: revision {} ({}) serves 100%", stable.revision, stable.target);
-                self.note(false, "RollbackComplete", message.clone());
+                self.note(false, EventReason::RollbackComplete, message.clone());
                 self.set_phase(Phase::RolledBack, message);
             } else {
                 // Keep the reason in view while the stable pods come back.
@@ -701,7 +701,7 @@ impl Planner<'_> {
                     RevocationAction::Alert => format!("{message}; onRevocation is Alert, so it keeps serving"),
                 };
                 if !self.condition_is(TRUST_DEGRADED, "True", &reason) {
-                    self.note(true, "TrustDegraded", message.clone());
+                    self.note(true, EventReason::TrustDegraded, message.clone());
                 }
                 self.set_condition(TRUST_DEGRADED, true, &reason, message);
                 return;
@@ -732,7 +732,7 @@ impl Planner<'_> {
             if !self.condition_is(DEGRADED, "True", &reason) {
                 self.note(
                     true,
-                    "RollbackNeeded",
+                    EventReason::RollbackNeeded,
                     format!("revision {} failed after promotion: {message}", stable.revision),
                 );
             }
@@ -746,7 +746,7 @@ impl Planner<'_> {
                     stable.revision
                 );
                 if !self.condition_is(DEGRADED, "True", &reason) {
-                    self.note(true, "RollbackImpossible", message.clone());
+                    self.note(true, EventReason::RollbackImpossible, message.clone());
                 }
                 self.set_condition(DEGRADED, true, &reason, message);
             }
@@ -813,7 +813,7 @@ impl Planner<'_> {
             promoted_at: Some(Time(self.now)),
         });
         self.status.gates.clear();
-        self.note(true, ROLLED_BACK, message.clone());
+        self.note(true, EventReason::RolledBack, message.clone());
         self.set_condition(DEGRADED, true, reason, message.clone());
         self.set_phase(Phase::RollingBack, message);
     }
@@ -924,7 +924,7 @@ impl Planner<'_> {
         self.status.history.drain(..excess);
     }
 
-    fn note(&mut self, warning: bool, reason: &'static str, message: String) {
+    fn note(&mut self, warning: bool, reason: EventReason, message: String) {
         self.events.push(Note { warning, reason, message });
     }
 
@@ -972,9 +972,9 @@ impl Planner<'_> {
         match self.status.warm.take() {
             Some(w) => {
                 let message = format!("{} warm pod(s) of revision {} dropped on request", w.replicas, w.revision);
-                self.note(false, "WarmDropped", message);
+                self.note(false, EventReason::WarmDropped, message);
             }
-            None => self.note(false, "WarmDropped", "no warm pods to drop".into()),
+            None => self.note(false, EventReason::WarmDropped, "no warm pods to drop".into()),
         }
     }
 
@@ -987,7 +987,7 @@ impl Planner<'_> {
         if let Some(Failure { reason, .. }) = entry.and_then(|h| self.untrusted(&h.model(), h.sha256.as_deref())) {
             let message =
                 format!("warm pods of revision {} dropped: its model is no longer trusted ({reason})", warm.revision);
-            self.note(true, "WarmDropped", message);
+            self.note(true, EventReason::WarmDropped, message);
             self.status.warm = None;
             return;
         }

@@ -153,7 +153,7 @@ impl World {
     }
 
     fn events(&self) -> Vec<&'static str> {
-        self.last.as_ref().unwrap().events.iter().map(|e| e.reason).collect()
+        self.last.as_ref().unwrap().events.iter().map(|e| e.reason.as_str()).collect()
     }
 
     fn pods(&mut self, hash: &str, problem: Option<PodProblem>) {
@@ -850,7 +850,7 @@ fn warm_pods_go_when_their_window_ends_or_when_asked() {
     w.run(1010);
     assert_eq!(w.replicas(&v2), 0);
     assert!(w.status().warm.is_none());
-    assert_eq!(w.last.as_ref().unwrap().events.first().map(|e| e.reason), Some("WarmDropped"));
+    assert_eq!(w.last.as_ref().unwrap().events.first().map(|e| e.reason.as_str()), Some("WarmDropped"));
 
     // Off: `keepWarm.window: 0s`, or with the post-promotion window off.
     w.release.spec.rollback.keep_warm.window = Some("0s".into());
