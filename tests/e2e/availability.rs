@@ -84,6 +84,38 @@ async fn two_replicas_elect_one_leader_which_fails_over_and_reports_metrics() ->
     .await
 }
 
+/// A rolling update of the operator: the leader gets SIGTERM, gives its Lease up, and the
+/// follower leads within two seconds instead of waiting out the 15-second lease.
+#[tokio::test]
+async fn on_sigterm_the_leader_hands_over_within_two_seconds() -> anyhow::Result<()> {
+    let _crds = crds_shared().await?;
+    with_temp_ns("handover", |client, ns| async move {
+        let elect = ["--leader-elect", "--leader-election-namespace", ns.as_str()];
+        let a = Operator::start(Some(&ns), &elect)?;
+        let b = Operator::start(Some(&ns), &elect)?;
+        let won = |op: &Operator| op.logs().contains("leader election won");
+        let waiting = |op: &Operator| op.logs().contains("another replica leads; waiting");
+        eventually("one leader and one follower", WAIT, || async {
+            Ok(((won(&a) && waiting(&b)) || (won(&b) && waiting(&a))).then_some(()))
+        })
+        .await?;
+        let (leader, follower) = if won(&a) { (a, b) } else { (b, a) };
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+        let before = leases.get("modelgate-leader").await?.spec.and_then(|s| s.holder_identity);
+        let asked = std::time::Instant::now();
+        assert_eq!(leader.terminate(Duration::from_secs(10))?, Some(0));
+        eventually("the follower to lead", Duration::from_secs(20), || async { Ok(won(&follower).then_some(())) })
+            .await?;
+        let handover = asked.elapsed();
+        let after = leases.get("modelgate-leader").await?.spec.and_then(|s| s.holder_identity);
+        assert_ne!(before, after, "the Lease changed hands");
+        eprintln!("SIGTERM -> new leader in {handover:?}");
+        assert!(handover < Duration::from_secs(2), "handover took {handover:?}");
+        Ok(())
+    })
+    .await
+}
+
 /// A namespace moved from one shard to another mid-rollout, the way a `helm upgrade` of
 /// the chart's `shards` does it: the new shard's operator starts serving the namespace
 /// while the old one still does, then the old one stops. For that overlap two operators

@@ -1,8 +1,11 @@
 //! Leader election on a `coordination.k8s.io` Lease, so two replicas are safe: only the
 //! holder reconciles. Writes use the Lease's resourceVersion, so two candidates can never
-//! both win; a holder that cannot renew within the lease duration stops the process
-//! (its pod restarts as a follower) rather than risk two leaders. On shutdown the holder
-//! gives the Lease up, so a rolling update hands over in about a second, not a lease.
+//! both win. A holder that cannot renew within `RENEW_DEADLINE` (shorter than the lease,
+//! each attempt bounded by it too) stops the process (its pod restarts as a follower)
+//! before anyone else may take the Lease: never two leaders. A follower judges expiry
+//! by its own monotonic clock, from when it last saw the Lease change (as client-go
+//! does), never by comparing its clock with a time another machine wrote. On shutdown
+//! the holder gives the Lease up, so a rolling update hands over in about a second.
 
 use std::time::Duration;
 
@@ -20,19 +23,38 @@ use tracing::{info, warn};
 use super::Error;
 
 const LEASE_DURATION: Duration = Duration::from_secs(15);
+/// The holder gives up leading if it could not renew for this long: a third of the
+/// lease before a follower may take it (client-go's defaults: 15 s, 10 s, 2 s).
+const RENEW_DEADLINE: Duration = Duration::from_secs(10);
 /// A follower tries this often: a lease given up on shutdown is taken within it.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
-const RENEW_EVERY: Duration = Duration::from_secs(5);
+const RENEW_EVERY: Duration = Duration::from_secs(2);
 
 pub struct Leader {
     api: Api<Lease>,
     name: String,
     identity: String,
+    /// The Lease record last seen (its resourceVersion) and when, by this process's
+    /// monotonic clock.
+    observed: std::sync::Mutex<Option<(String, tokio::time::Instant)>>,
 }
 
 impl Leader {
     pub fn new(api: Api<Lease>, name: &str, identity: &str) -> Self {
-        Self { api, name: name.into(), identity: identity.into() }
+        Self { api, name: name.into(), identity: identity.into(), observed: std::sync::Mutex::default() }
+    }
+
+    /// How long ago the Lease record last changed, as this process saw it.
+    fn unchanged_for(&self, lease: &Lease) -> Duration {
+        let version = lease.metadata.resource_version.clone().unwrap_or_default();
+        let mut observed = self.observed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match observed.as_ref() {
+            Some((seen, at)) if *seen == version => at.elapsed(),
+            _ => {
+                *observed = Some((version, tokio::time::Instant::now()));
+                Duration::ZERO
+            }
+        }
     }
 
     /// Waits until this process holds the lease.
@@ -60,12 +82,16 @@ impl Leader {
         let mut last_renewed = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(RENEW_EVERY).await;
-            match self.try_take().await {
-                Ok(true) => last_renewed = tokio::time::Instant::now(),
-                Ok(false) => return Error::LeadershipLost { lease: self.name.clone() },
-                Err(e) => warn!(error = %e, "leader election: renewal failed; retrying"),
+            // An attempt that hangs is cut off at the deadline: a slow API server must
+            // not keep this process leading past it.
+            let left = RENEW_DEADLINE.saturating_sub(last_renewed.elapsed());
+            match tokio::time::timeout(left, self.try_take()).await {
+                Ok(Ok(true)) => last_renewed = tokio::time::Instant::now(),
+                Ok(Ok(false)) => return Error::LeadershipLost { lease: self.name.clone() },
+                Ok(Err(e)) => warn!(error = %e, "leader election: renewal failed; retrying"),
+                Err(_) => warn!(lease = %self.name, "leader election: renewal timed out"),
             }
-            if last_renewed.elapsed() >= LEASE_DURATION {
+            if last_renewed.elapsed() >= RENEW_DEADLINE {
                 return Error::LeadershipLost { lease: self.name.clone() };
             }
         }
@@ -119,7 +145,7 @@ impl Leader {
         let spec = lease.spec.clone().unwrap_or_default();
         let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
         let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(15).max(1) as u64);
-        let expired = spec.renew_time.as_ref().is_none_or(|t| t.0 + duration <= now);
+        let expired = spec.holder_identity.is_none() || self.unchanged_for(&lease) >= duration;
         if !ours && !expired && spec.holder_identity.is_some() {
             return Ok(false);
         }
