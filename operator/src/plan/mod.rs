@@ -1,6 +1,6 @@
 //! The rollout brain: pure functions from what was observed (and the time, passed in)
 //! to the status a release should have and the workloads it should run. No I/O, no
-//! clock reads. The rules themselves are in `rollout.rs`, in one place.
+//! clock reads. The rules themselves are in `rollout/`, in one place.
 
 pub mod pod_policy;
 pub mod repository;

@@ -1,0 +1,290 @@
+//! The canary: verified and started, its progress and deadline, its steps, its promotion.
+
+use super::*;
+
+impl Planner<'_> {
+    /// Verifies the spec's target; a trusted one becomes the canary.
+    pub(super) fn start(&mut self) {
+        let model = self.spec.model.model();
+        let target = model.display();
+        let revision = self.revision_for(&self.desired);
+        match self.verdict(&model.key()) {
+            Verdict::Unknown { message } => {
+                self.set_verified("Unknown", "Verifying", format!("cannot verify {target:?} yet: {message}"));
+                self.set_phase(Phase::Verifying, format!("verifying target {target:?}: {message}"));
+                self.wake(WAIT_FOR_TRUST);
+            }
+            Verdict::Untrusted { reason, message } => {
+                let serving = match &self.status.stable {
+                    Some(s) => format!("; revision {} keeps serving", s.revision),
+                    None => String::new(),
+                };
+                let message =
+                    format!("target {target:?} failed verification: {message}; nothing was deployed{serving}");
+                self.set_verified("False", &reason, message.clone());
+                self.record(HistoryEntry {
+                    revision,
+                    hash: self.desired.clone(),
+                    target,
+                    targets: model.list(),
+                    outcome: Outcome::Rejected,
+                    reason: Some(reason),
+                    started_at: Some(Time(self.now)),
+                    finished_at: Some(Time(self.now)),
+                    ..Default::default()
+                });
+                self.note(true, EventReason::Rejected, message.clone());
+                self.set_phase(Phase::Rejected, message);
+            }
+            Verdict::Trusted { sha256, length, files } => {
+                let first = self.status.stable.is_none();
+                let mut canary = CanaryStatus {
+                    revision,
+                    hash: self.desired.clone(),
+                    target: target.clone(),
+                    targets: model.list(),
+                    sha256: Some(sha256.clone()),
+                    length: Some(length),
+                    files: Some(files),
+                    step: 0,
+                    weight: 0,
+                    started_at: Some(Time(self.now)),
+                    step_started_at: Some(Time(self.now)),
+                    pods: None,
+                };
+                if first {
+                    canary.step = self.spec.strategy.steps.len() as i32;
+                } else {
+                    self.enter_step(&mut canary);
+                }
+                let what = match files {
+                    1 => format!("{target:?}: sha256 {sha256}, {length} bytes"),
+                    n => format!("{target:?}: {n} files, {length} bytes, manifest sha256 {sha256}"),
+                };
+                self.set_verified("True", "TargetVerified", what);
+                self.note(
+                    false,
+                    EventReason::RolloutStarted,
+                    format!("revision {revision} ({target}, sha256 {}) verified; rolling out", short(&sha256)),
+                );
+                self.status.canary = Some(canary);
+                self.status.gates.clear();
+                self.set_phase(Phase::Progressing, format!("revision {revision} verified; rolling out"));
+            }
+        }
+    }
+
+    pub(super) fn progress(&mut self) {
+        let Some(canary) = self.status.canary.clone() else { return };
+        if let Some(Failure { reason, message }) = self.untrusted(&canary.model(), canary.sha256.as_deref()) {
+            return self.fail(Failure::new("TrustFailure", format!("{reason}: {message}")), ByPerson::No);
+        }
+        let health = self.obs.pods.get(&canary.hash).cloned().unwrap_or_default();
+        match &health.problem {
+            Some(PodProblem::Untrusted { message }) => {
+                let failure = Failure::new("TrustFailure", format!("a canary pod refused the model: {message}"));
+                return self.fail(failure, ByPerson::No);
+            }
+            Some(PodProblem::Hard { reason, message }) => {
+                return self.fail(Failure::new(reason.clone(), message.clone()), ByPerson::No);
+            }
+            _ => {}
+        }
+        if let Some(failure) = self.record_gates() {
+            return self.fail(failure, ByPerson::No);
+        }
+        let want = self.canary_replicas(canary.weight);
+        let since = self.record_progress(&health);
+        let deadline = self.spec.gates.progress_deadline();
+        if health.ready < want {
+            if after(since, deadline) <= self.now {
+                let why = match &health.problem {
+                    Some(PodProblem::Waiting { reason, message }) => format!(": {reason}: {message}"),
+                    _ => String::new(),
+                };
+                let message = format!(
+                    "{}/{want} canary pods Ready and no progress for {} (progressDeadline){why}",
+                    health.ready, self.spec.gates.progress_deadline
+                );
+                if self.status.stable.is_some() {
+                    return self.fail(Failure::new(DEADLINE_EXCEEDED, message), ByPerson::No);
+                }
+                self.stall(canary.revision, message);
+            } else {
+                self.wake_at(after(since, deadline));
+            }
+        } else if self.condition_is(PROGRESSING, "False", DEADLINE_EXCEEDED) {
+            self.set_condition(PROGRESSING, true, "ProgressResumed", "the canary's pods are Ready".into());
+            self.set_condition(DEGRADED, false, "ProgressResumed", "the canary's pods are Ready".into());
+        }
+        self.wake_for_gates();
+        if self.spec.paused {
+            let message = format!(
+                "revision {} paused at step {} (spec.paused); gates keep running",
+                canary.revision, canary.step
+            );
+            return self.set_phase(Phase::Paused, message);
+        }
+        self.advance(health.ready);
+    }
+
+    /// Records how far the canary's pods have come, and returns when progressDeadline
+    /// counts from: the last time more pods than ever before in this rollout were
+    /// created, scheduled, initialized or Ready, or the step's start, whichever is
+    /// later. High-water marks, so a pod that flaps between Ready and not Ready, or is
+    /// deleted and made again, does not hold the deadline off for ever.
+    pub(super) fn record_progress(&mut self, health: &PodHealth) -> Timestamp {
+        let now = self.now;
+        let Some(canary) = self.status.canary.as_mut() else { return now };
+        let step_started = canary.step_started_at.as_ref().map_or(now, |t| t.0);
+        let before = canary.pods.clone().unwrap_or_default();
+        let marks = PodProgress {
+            created: before.created.max(health.created),
+            scheduled: before.scheduled.max(health.scheduled),
+            initialized: before.initialized.max(health.initialized),
+            ready: before.ready.max(health.ready),
+            last_progress_time: None,
+        };
+        let rose = PodProgress { last_progress_time: None, ..before.clone() } != marks;
+        let last = match before.last_progress_time {
+            Some(t) if !rose => t.0,
+            _ => now,
+        };
+        canary.pods = Some(PodProgress { last_progress_time: Some(Time(last)), ..marks });
+        last.max(step_started)
+    }
+
+    /// A first release whose pods stopped making progress: there is nothing to roll back
+    /// to, so nothing is scaled down; the release says so, and goes on by itself once
+    /// the pods become Ready (as a Deployment past its progress deadline does).
+    pub(super) fn stall(&mut self, revision: i64, why: String) {
+        let message = format!(
+            "revision {revision} is stalled: {why}; it is the first revision, so there is nothing to roll back to: \
+             its pods are kept and the rollout continues when they become Ready (fix the cause, or delete the release)"
+        );
+        if !self.condition_is(PROGRESSING, "False", DEADLINE_EXCEEDED) {
+            self.note(true, EventReason::ProgressDeadlineExceeded, message.clone());
+        }
+        self.set_condition(PROGRESSING, false, DEADLINE_EXCEEDED, message.clone());
+        self.set_condition(DEGRADED, true, DEADLINE_EXCEEDED, message.clone());
+        self.stalled = Some(message);
+    }
+
+    /// Walks the steps as far as they allow now.
+    pub(super) fn advance(&mut self, ready: i32) {
+        let steps = &self.spec.strategy.steps;
+        if self.take(Command::PromoteFull)
+            && let Some(canary) = self.status.canary.as_mut()
+            && (canary.step as usize) < steps.len()
+        {
+            canary.step = steps.len() as i32;
+            canary.step_started_at = Some(Time(self.now));
+            canary.weight = 100;
+            let message = format!("revision {} skips its remaining steps (promote-full): now at 100%", canary.revision);
+            self.note(false, EventReason::StepCompleted, message);
+        }
+        loop {
+            let Some(mut canary) = self.status.canary.clone() else { return };
+            // A step below 0 (a hand-edited status) starts from the first step; the
+            // loop then advances one step per pass, at most `steps.len()` times.
+            canary.step = canary.step.max(0);
+            let step = usize::try_from(canary.step).unwrap_or(0);
+            let started = canary.step_started_at.as_ref().map_or(self.now, |t| t.0);
+            let last = step >= steps.len();
+            let pause = steps.get(step).and_then(|s| s.pause.as_ref());
+            if last {
+                canary.weight = 100;
+                self.status.canary = Some(canary.clone());
+            }
+            let want = self.canary_replicas(canary.weight);
+            let done = match pause {
+                Some(pause) if !self.take(Command::Promote) => match pause.duration() {
+                    Some(d) => {
+                        let end = after(started, d);
+                        if end > self.now {
+                            self.wake_at(end);
+                            let message = format!("revision {} paused at step {step} until {end}", canary.revision);
+                            return self.set_phase(Phase::Paused, message);
+                        }
+                        true
+                    }
+                    None => {
+                        let message = format!(
+                            "revision {} paused at step {step} at {}%: waiting for promote \
+                             (kubectl modelgate promote {})",
+                            canary.revision, canary.weight, self.name
+                        );
+                        return self.set_phase(Phase::Paused, message);
+                    }
+                },
+                Some(_) => true,
+                None => ready >= want && self.gates_passed_since(started) || self.take(Command::Promote),
+            };
+            if !done {
+                let message = if ready < want {
+                    format!("revision {} at {}%: {ready}/{want} canary pods Ready", canary.revision, canary.weight)
+                } else {
+                    format!("revision {} at {}%: waiting for every gate to pass", canary.revision, canary.weight)
+                };
+                return self.set_phase(Phase::Progressing, message);
+            }
+            if last {
+                return self.promote();
+            }
+            canary.step += 1;
+            canary.step_started_at = Some(Time(self.now));
+            self.enter_step(&mut canary);
+            self.note(
+                false,
+                EventReason::StepCompleted,
+                format!(
+                    "revision {} completed step {step}; now at step {} ({}%)",
+                    canary.revision, canary.step, canary.weight
+                ),
+            );
+            self.status.canary = Some(canary);
+        }
+    }
+
+    pub(super) fn enter_step(&self, canary: &mut CanaryStatus) {
+        match self.spec.strategy.steps.get(canary.step as usize) {
+            Some(step) => {
+                if let Some(w) = step.set_weight {
+                    canary.weight = w;
+                }
+            }
+            None => canary.weight = 100,
+        }
+    }
+
+    pub(super) fn promote(&mut self) {
+        let Some(canary) = self.status.canary.take() else { return };
+        self.record(history_of_canary(&canary, Outcome::Promoted, None, self.now));
+        let warm_replicas = self.spec.rollback.warm_replicas(self.spec.replicas);
+        self.status.warm = match &self.status.stable {
+            Some(previous) if warm_replicas > 0 && previous.hash != canary.hash => Some(WarmStatus {
+                revision: previous.revision,
+                hash: previous.hash.clone(),
+                replicas: warm_replicas,
+                until: Some(Time(after(self.now, self.spec.rollback.keep_warm_window()))),
+            }),
+            _ => None,
+        };
+        self.status.stable = Some(RevisionStatus {
+            revision: canary.revision,
+            hash: canary.hash,
+            target: canary.target.clone(),
+            targets: canary.targets,
+            sha256: canary.sha256,
+            length: canary.length,
+            files: canary.files,
+            promoted_at: Some(Time(self.now)),
+        });
+        self.status.gates.clear();
+        let message = format!("revision {} ({}) promoted: it serves 100%", canary.revision, canary.target);
+        self.note(false, EventReason::Promoted, message.clone());
+        self.set_condition(PROGRESSING, false, PROMOTED, message.clone());
+        self.set_condition(DEGRADED, false, PROMOTED, "the newest revision is healthy".into());
+        self.set_phase(Phase::Promoted, message);
+    }
+}

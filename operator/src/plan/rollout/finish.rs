@@ -1,0 +1,53 @@
+//! The workloads a decided status implies: replica counts, warm (idle) revisions, old workloads to prune.
+
+use super::*;
+
+impl Planner<'_> {
+    pub(super) fn finish(mut self, admitted: bool) -> Plan {
+        if admitted {
+            self.expire_warm();
+        }
+        let mut scale: std::collections::BTreeMap<String, i32> =
+            self.obs.workloads.iter().map(|(hash, w)| (hash.clone(), if admitted { 0 } else { w.replicas })).collect();
+        let mut idle = std::collections::BTreeSet::new();
+        let replicas = self.spec.replicas.max(0);
+        if admitted {
+            let canary_n = self.status.canary.as_ref().map_or(0, |c| self.canary_replicas(c.weight));
+            // The stable revision gives up a pod only for a Ready canary pod (a surge,
+            // never an outage): a canary that crashes, is refused or loads slowly never
+            // leaves fewer than `replicas` pods serving.
+            let canary_ready =
+                self.status.canary.as_ref().map_or(0, |c| self.obs.pods.get(&c.hash).map_or(0, |h| h.ready));
+            if let Some(stable) = &self.status.stable {
+                let serving = replicas - canary_n.min(canary_ready);
+                // During a rollout the stable revision keeps the pods it will leave warm:
+                // loaded, and out of service once the canary serves every replica.
+                let warm = match &self.status.canary {
+                    Some(c) if c.hash != stable.hash => self.spec.rollback.warm_replicas(replicas),
+                    _ => 0,
+                };
+                scale.insert(stable.hash.clone(), serving.max(warm));
+                if serving <= 0 && warm > 0 {
+                    idle.insert(stable.hash.clone());
+                }
+            }
+            if let Some(canary) = &self.status.canary {
+                scale.insert(canary.hash.clone(), canary_n);
+            }
+            if let Some(warm) = &self.status.warm {
+                scale.insert(warm.hash.clone(), warm.replicas.clamp(0, replicas));
+                idle.insert(warm.hash.clone());
+            }
+        }
+        let mut keep: Vec<&str> = self.status.stable.iter().map(|s| s.hash.as_str()).collect();
+        keep.extend(self.status.canary.iter().map(|c| c.hash.as_str()));
+        keep.extend(self.status.warm.iter().map(|w| w.hash.as_str()));
+        keep.extend(self.status.history.iter().rev().take(KEEP_REVISIONS).map(|h| h.hash.as_str()));
+        let prune: Vec<String> =
+            scale.iter().filter(|(h, n)| **n == 0 && !keep.contains(&h.as_str())).map(|(h, _)| h.clone()).collect();
+        for hash in &prune {
+            scale.remove(hash);
+        }
+        Plan { status: self.status, scale, prune, idle, events: self.events, requeue: self.requeue }
+    }
+}

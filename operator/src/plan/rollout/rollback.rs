@@ -1,0 +1,89 @@
+//! Rolling back: a failed canary, and a return to an earlier revision.
+
+use super::*;
+
+impl Planner<'_> {
+    /// The canary failed: roll back, or, with automatic rollback off and nobody having
+    /// asked for it, hold and say so.
+    pub(super) fn fail(&mut self, failure: Failure, by: ByPerson) {
+        let Failure { reason, message } = failure;
+        let reason = reason.as_str();
+        let Some(canary) = self.status.canary.clone() else { return };
+        if !self.spec.rollback.automatic && by == ByPerson::No {
+            let message = format!(
+                "revision {} failed: {message}; automatic rollback is off: abort (modelgate.dev/abort) or fix it",
+                canary.revision
+            );
+            if !self.condition_is(DEGRADED, "True", reason) {
+                self.note(true, EventReason::RollbackNeeded, message.clone());
+            }
+            self.set_condition(DEGRADED, true, reason, message.clone());
+            return self.set_phase(Phase::Paused, message);
+        }
+        self.status.canary = None;
+        let summary = format!("{reason}: {message}");
+        self.record(history_of_canary(&canary, Outcome::RolledBack, Some(bounded(&summary)), self.now));
+        let to = match &self.status.stable {
+            Some(s) => format!("revision {} serves again", s.revision),
+            None => "no earlier revision exists, so nothing serves".into(),
+        };
+        let message = format!("revision {} ({}) rolled back: {summary}; {to}", canary.revision, canary.target);
+        self.note(true, EventReason::RolledBack, message.clone());
+        self.set_condition(DEGRADED, true, reason, message.clone());
+        self.set_condition(PROGRESSING, false, ROLLED_BACK, message.clone());
+        let phase = if self.status.stable.is_some() { Phase::RollingBack } else { Phase::RolledBack };
+        self.set_phase(phase, message);
+    }
+
+    /// The newest earlier promoted revision whose workload still exists and whose target
+    /// is still trusted with the same digest.
+    pub(super) fn rollback_candidate(&self, failed: &str) -> Option<HistoryEntry> {
+        self.status
+            .history
+            .iter()
+            .rev()
+            .filter(|h| h.outcome == Outcome::Promoted && h.hash != failed && self.obs.workloads.contains_key(&h.hash))
+            .find(|h| matches!(self.verdict(&h.model().key()), Verdict::Trusted { sha256, .. } if Some(&sha256) == h.sha256.as_ref()))
+            .cloned()
+    }
+
+    pub(super) fn revert_to(&mut self, to: HistoryEntry, reason: &str, message: String) {
+        let Some(from) = self.status.stable.take() else { return };
+        // Its warm pods serve again at once; the rest are scaled up.
+        let warm = self.status.warm.take_if(|w| w.hash == to.hash);
+        let message = match warm {
+            Some(w) => format!("{message}; {} warm pod(s) serve at once", w.replicas),
+            None => message,
+        };
+        let summary = format!("{reason}: {message}");
+        self.record(HistoryEntry {
+            revision: from.revision,
+            hash: from.hash,
+            target: from.target.clone(),
+            targets: from.targets,
+            sha256: from.sha256,
+            length: from.length,
+            files: from.files,
+            outcome: Outcome::RolledBack,
+            reason: Some(bounded(&summary)),
+            started_at: from.promoted_at,
+            finished_at: Some(Time(self.now)),
+        });
+        let message =
+            format!("revision {} ({}) rolled back to revision {}: {summary}", from.revision, from.target, to.revision);
+        self.status.stable = Some(RevisionStatus {
+            revision: to.revision,
+            hash: to.hash,
+            target: to.target,
+            targets: to.targets,
+            sha256: to.sha256,
+            length: to.length,
+            files: to.files,
+            promoted_at: Some(Time(self.now)),
+        });
+        self.status.gates.clear();
+        self.note(true, EventReason::RolledBack, message.clone());
+        self.set_condition(DEGRADED, true, reason, message.clone());
+        self.set_phase(Phase::RollingBack, message);
+    }
+}

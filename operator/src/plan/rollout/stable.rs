@@ -1,0 +1,132 @@
+//! No canary: finishing a rollback, keeping the serving model trusted, the post-promotion window, warm pods expiring.
+
+use super::*;
+
+impl Planner<'_> {
+    /// No canary: finish a rollback, keep the stable trusted, watch the post-promotion window.
+    pub(super) fn watch_stable(&mut self) {
+        let Some(stable) = self.status.stable.clone() else { return };
+        let health = self.obs.pods.get(&stable.hash).cloned().unwrap_or_default();
+        if self.status.phase == Some(Phase::RollingBack) {
+            if health.ready >= self.spec.replicas {
+                let message = format!("rolled back: revision {} ({}) serves 100%", stable.revision, stable.target);
+                self.note(false, EventReason::RollbackComplete, message.clone());
+                self.set_phase(Phase::RolledBack, message);
+            } else {
+                // Keep the reason in view while the stable pods come back.
+                let why = self.status.conditions.iter().find(|c| c.type_ == DEGRADED).map(|c| c.message.clone());
+                let progress =
+                    format!("{}/{} pods of revision {} Ready", health.ready, self.spec.replicas, stable.revision);
+                self.status.message = Some(match why {
+                    Some(why) => format!("{why} ({progress})"),
+                    None => format!("rolling back: {progress}"),
+                });
+            }
+        }
+
+        match self.untrusted(&stable.model(), stable.sha256.as_deref()) {
+            Some(Failure { reason, message }) => {
+                let message =
+                    format!("revision {} ({}) is no longer trusted: {message}", stable.revision, stable.target);
+                let candidate = (self.spec.rollback.on_revocation == RevocationAction::Rollback)
+                    .then(|| self.rollback_candidate(&stable.hash))
+                    .flatten();
+                if let Some(candidate) = candidate {
+                    self.set_condition(TRUST_DEGRADED, true, &reason, message.clone());
+                    return self.revert_to(candidate, "TrustRevoked", message);
+                }
+                let message = match self.spec.rollback.on_revocation {
+                    RevocationAction::Rollback => {
+                        format!("{message}; no earlier revision is still trusted, so it keeps serving")
+                    }
+                    RevocationAction::Alert => format!("{message}; onRevocation is Alert, so it keeps serving"),
+                };
+                if !self.condition_is(TRUST_DEGRADED, "True", &reason) {
+                    self.note(true, EventReason::TrustDegraded, message.clone());
+                }
+                self.set_condition(TRUST_DEGRADED, true, &reason, message);
+                return;
+            }
+            None => {
+                if matches!(self.verdict(&stable.model().key()), Verdict::Trusted { .. }) {
+                    let message =
+                        format!("revision {} ({}) is trusted by its repository", stable.revision, stable.target);
+                    self.set_condition(TRUST_DEGRADED, false, "TargetTrusted", message);
+                } else {
+                    self.wake(WAIT_FOR_TRUST);
+                }
+            }
+        }
+
+        if !self.window_open(&stable) {
+            return;
+        }
+        let failure = match &health.problem {
+            Some(PodProblem::Untrusted { message }) => Some(Failure::new("TrustFailure", message.clone())),
+            Some(PodProblem::Hard { reason, message }) => Some(Failure::new(reason.clone(), message.clone())),
+            _ => None,
+        }
+        .or_else(|| self.record_gates());
+        self.wake_for_gates();
+        let Some(Failure { reason, message }) = failure else { return };
+        if !self.spec.rollback.automatic {
+            if !self.condition_is(DEGRADED, "True", &reason) {
+                self.note(
+                    true,
+                    EventReason::RollbackNeeded,
+                    format!("revision {} failed after promotion: {message}", stable.revision),
+                );
+            }
+            return self.set_condition(DEGRADED, true, &reason, message);
+        }
+        match self.rollback_candidate(&stable.hash) {
+            Some(candidate) => self.revert_to(candidate, &reason, format!("after promotion: {message}")),
+            None => {
+                let message = format!(
+                    "revision {} failed after promotion ({message}); no earlier trusted revision",
+                    stable.revision
+                );
+                if !self.condition_is(DEGRADED, "True", &reason) {
+                    self.note(true, EventReason::RollbackImpossible, message.clone());
+                }
+                self.set_condition(DEGRADED, true, &reason, message);
+            }
+        }
+    }
+
+    pub(super) fn window_open(&mut self, stable: &RevisionStatus) -> bool {
+        if self.status.phase != Some(Phase::Promoted) {
+            return false;
+        }
+        let window = self.spec.rollback.post_promotion_window();
+        let Some(end) = stable.promoted_at.as_ref().map(|t| after(t.0, window)) else { return false };
+        if end <= self.now {
+            return false;
+        }
+        self.wake_at(end);
+        true
+    }
+
+    /// Warm pods last until their window ends, and only while their revision is neither
+    /// serving nor rolling out again, and still trusted: a revoked model is not kept
+    /// loaded even out of service.
+    pub(super) fn expire_warm(&mut self) {
+        let Some(warm) = self.status.warm.clone() else { return };
+        let entry = self.status.history.iter().rev().find(|h| h.hash == warm.hash);
+        if let Some(Failure { reason, .. }) = entry.and_then(|h| self.untrusted(&h.model(), h.sha256.as_deref())) {
+            let message =
+                format!("warm pods of revision {} dropped: its model is no longer trusted ({reason})", warm.revision);
+            self.note(true, EventReason::WarmDropped, message);
+            self.status.warm = None;
+            return;
+        }
+        let current = |h: &str| {
+            self.status.stable.as_ref().is_some_and(|s| s.hash == h)
+                || self.status.canary.as_ref().is_some_and(|c| c.hash == h)
+        };
+        match warm.until.as_ref().map(|t| t.0) {
+            Some(until) if until > self.now && !current(&warm.hash) => self.wake_at(until),
+            _ => self.status.warm = None,
+        }
+    }
+}
