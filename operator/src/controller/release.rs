@@ -26,8 +26,7 @@ use super::{Context, Error, gate_runner, workload};
 use crate::{
     api::{
         ANNOTATION_ABORT, ANNOTATION_DROP_WARM, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY,
-        ANNOTATION_ROLLBACK, FIELD_MANAGER, GateCheck, LABEL_HASH, LABEL_REVISION, LABEL_SERVING, ModelRelease,
-        Outcome,
+        ANNOTATION_ROLLBACK, FIELD_MANAGER, LABEL_HASH, LABEL_REVISION, LABEL_SERVING, ModelRelease, Outcome,
     },
     gates::{self, GateContext},
     metrics::{ErrorLabels, Metrics, ReasonLabel, ResultLabel},
@@ -395,7 +394,7 @@ fn observe_gates(
         let egress = ctx.egress.clone();
         let revision = gate_ctx.canary_revision;
         ctx.gates.start(&uid, ObjectRef::from_obj(release), revision, async move {
-            let providers = gate_providers(&cms, &checks, &egress).await;
+            let providers = crate::readers::gate_providers(&cms, &checks, &egress).await;
             let outcomes = gates::evaluate_all(&providers, &gate_ctx).await;
             for o in &outcomes {
                 debug!(check = %o.name, result = ?o.result, detail = %o.detail, "gate evaluated");
@@ -421,26 +420,6 @@ async fn service_conflict(ctx: &Context, release: &ModelRelease, ns: &str) -> Re
              with your own Service"
         )
     }))
-}
-
-/// A provider per check; a webhook CA bundle that cannot be read fails that check.
-pub async fn gate_providers(
-    cms: &Api<ConfigMap>,
-    checks: &[GateCheck],
-    egress: &gates::EgressPolicy,
-) -> Vec<(String, gates::Provider)> {
-    let mut providers = Vec::new();
-    for check in checks {
-        let provider = match check.webhook.as_ref().and_then(|w| w.ca_bundle.as_ref()) {
-            Some(src) => match super::repository::read_source(cms, src, "webhook.caBundle").await {
-                Ok(pem) => gates::provider(check, Some(pem), egress),
-                Err(e) => Err(e),
-            },
-            None => gates::provider(check, None, egress),
-        };
-        providers.push((check.name.clone(), provider));
-    }
-    providers
 }
 
 pub fn error_policy(release: Arc<ModelRelease>, error: &Error, ctx: Arc<Context>) -> Action {

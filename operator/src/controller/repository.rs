@@ -18,51 +18,15 @@ use tracing::{info, instrument, warn};
 
 use super::{Context, Error};
 use crate::{
-    api::{ConfigMapSource, FIELD_MANAGER, ModelRepository},
+    api::{FIELD_MANAGER, ModelRepository},
     metrics::ErrorLabels,
     plan::repository::{self as plan, Refresh, TRUSTED},
+    readers::{pinned_root_and_ca, read_record},
     trust::{
-        Record, RefreshInput,
+        RefreshInput,
         state::{STATE_CHAIN_KEY, STATE_PIN_KEY, render_chain, state_configmap},
     },
 };
-
-pub async fn read_source(cms: &Api<ConfigMap>, source: &ConfigMapSource, field: &str) -> Result<Vec<u8>, String> {
-    let r = &source.config_map_ref;
-    let cm = cms
-        .get_opt(&r.name)
-        .await
-        .map_err(|e| format!("cannot read ConfigMap {:?} for {field}: {e}", r.name))?
-        .ok_or_else(|| format!("ConfigMap {:?} named by {field} does not exist", r.name))?;
-    cm.data
-        .and_then(|d| d.get(&r.key).cloned())
-        .map(String::into_bytes)
-        .ok_or_else(|| format!("ConfigMap {:?} has no key {:?} (named by {field})", r.name, r.key))
-}
-
-/// The trust record kept for a repository (unverified: `trust::refresh` checks it).
-pub async fn read_record(cms: &Api<ConfigMap>, repository: &str) -> Result<Option<Record>, kube::Error> {
-    let state = cms.get_opt(&state_configmap(repository)).await?;
-    Ok(state.and_then(|cm| cm.data).map(|mut d| Record {
-        pin_sha256: d.remove(STATE_PIN_KEY),
-        // An older modelgate kept only the newest root: a record to set aside, like a
-        // record built on another pin.
-        chain: d.remove(STATE_CHAIN_KEY).or_else(|| d.remove("root.json").map(|_| String::new())),
-    }))
-}
-
-/// The pinned root and the CA bundle a repository names; an error says which is missing.
-pub async fn pinned_root_and_ca(
-    cms: &Api<ConfigMap>,
-    repo: &ModelRepository,
-) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
-    let pinned = read_source(cms, &repo.spec.trusted_root, "spec.trustedRoot").await?;
-    let ca = match &repo.spec.ca_bundle {
-        Some(src) => Some(read_source(cms, src, "spec.caBundle").await?),
-        None => None,
-    };
-    Ok((pinned, ca))
-}
 
 #[instrument(skip_all, fields(repository = %repo.name_any(), namespace = repo.namespace().unwrap_or_default()))]
 pub async fn reconcile(repo: Arc<ModelRepository>, ctx: Arc<Context>) -> Result<Action, Error> {

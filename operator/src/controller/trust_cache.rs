@@ -13,7 +13,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use crate::{
     api::ModelRef,
     plan::Verdict,
-    trust::{self, Kept, ModelSet, RefreshInput, Refreshed, Session, TrustError},
+    trust::{self, Kept, RefreshInput, Refreshed, Session, TrustError},
 };
 
 #[derive(Default)]
@@ -111,26 +111,7 @@ impl TrustCache {
         }
         session.updater.set_now(now);
         let model = ModelRef::from_key(key);
-        verdict_of(trust::model::resolve(&mut session.updater, &model).await)
-    }
-}
-
-/// What resolving a model means for a release: its identity, a refusal, or (for
-/// network trouble) no verdict yet.
-pub fn verdict_of(found: Result<ModelSet, TrustError>) -> Verdict {
-    match found {
-        Ok(set) => {
-            let id = set.identity();
-            match (i64::try_from(id.length), i64::try_from(id.files)) {
-                (Ok(length), Ok(files)) => Verdict::Trusted { sha256: id.sha256, length, files },
-                _ => Verdict::Untrusted {
-                    reason: "Malformed".into(),
-                    message: format!("{} is signed with a length beyond any real file", set.model),
-                },
-            }
-        }
-        Err(e) if e.is_transient() => Verdict::Unknown { message: e.to_string() },
-        Err(e) => Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() },
+        crate::readers::verdict_of(trust::model::resolve(&mut session.updater, &model).await)
     }
 }
 

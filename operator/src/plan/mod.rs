@@ -13,7 +13,11 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{ModelRelease, ModelReleaseSpec};
 
-pub use rollout::{MAX_HISTORY, gates_due, plan, short};
+pub use rollout::{
+    MAX_HISTORY, gates_due, plan,
+    rollback::{previous_promoted, promoted_revision, untrusted_for_rollback},
+    short,
+};
 
 /// Condition type: the spec refers to things that exist and can be worked on.
 pub const ACCEPTED: &str = "Accepted";

@@ -21,13 +21,10 @@ use serde_json::json;
 use crate::{
     api::{
         ANNOTATION_ABORT, ANNOTATION_DROP_WARM, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY,
-        ANNOTATION_ROLLBACK, ModelRef, ModelRelease, ModelRepository, Outcome, Phase,
-    },
-    controller::{
-        repository::{pinned_root_and_ca, read_record},
-        trust_cache::verdict_of,
+        ANNOTATION_ROLLBACK, ModelRef, ModelRelease, ModelRepository, Phase,
     },
     plan::{self, Verdict},
+    readers::{pinned_root_and_ca, read_record, verdict_of},
     trust::{self, RefreshInput},
 };
 
@@ -138,40 +135,22 @@ impl Plugin {
                 annotate(&api, &name, &ns, ANNOTATION_RETRY, &token, "retrying").await
             }
             Verb::Rollback { to_revision, .. } => {
+                // The planner's own rules: which revision, and whether it may serve again.
                 let status = release.status.clone().unwrap_or_default();
                 let stable = status.stable.as_ref().map(|s| s.revision);
                 let to = match to_revision {
                     Some(n) => n,
-                    None => status
-                        .history
-                        .iter()
-                        .rev()
-                        .find(|h| h.outcome == Outcome::Promoted && Some(h.revision) != stable)
+                    None => plan::previous_promoted(&status)
                         .map(|h| h.revision)
                         .ok_or_else(|| anyhow!("{name} has no earlier promoted revision to return to"))?,
                 };
-                let entry = status
-                    .history
-                    .iter()
-                    .rev()
-                    .find(|h| h.revision == to && h.outcome == Outcome::Promoted)
-                    .ok_or_else(|| {
-                        anyhow!("revision {to} of {name} was never promoted (kubectl modelgate history {name})")
-                    })?;
+                let entry = plan::promoted_revision(&status, to).ok_or_else(|| {
+                    anyhow!("revision {to} of {name} was never promoted (kubectl modelgate history {name})")
+                })?;
                 if Some(to) != stable {
-                    match verify(&client, &ns, &release, &entry.model()).await? {
-                        Verdict::Trusted { sha256, .. } if Some(&sha256) == entry.sha256.as_ref() => {}
-                        Verdict::Trusted { sha256, .. } => bail!(
-                            "refusing to roll back to revision {to}: {:?} is now signed with sha256 {sha256}, not the {} it served",
-                            entry.target,
-                            entry.sha256.as_deref().unwrap_or("?")
-                        ),
-                        Verdict::Untrusted { message, .. } | Verdict::Unknown { message } => {
-                            bail!(
-                                "refusing to roll back to revision {to}: its target {:?} is not trusted: {message}",
-                                entry.target
-                            )
-                        }
+                    let verdict = verify(&client, &ns, &release, &entry.model()).await?;
+                    if let Some(why) = plan::untrusted_for_rollback(entry, &verdict) {
+                        bail!("refusing to roll back to revision {to}: {why}");
                     }
                 }
                 annotate(

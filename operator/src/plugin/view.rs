@@ -14,7 +14,7 @@ use kube::{
 use super::{WATCH_EVERY, verify};
 use crate::{
     api::{LABEL_RELEASE, LABEL_REVISION, ModelRelease, ModelRepository},
-    controller::{release, workload},
+    controller::workload,
     gates::{self, GateContext},
     plan::{self, Verdict, pod_policy::PodPolicy},
 };
@@ -282,7 +282,7 @@ pub async fn plan(client: &Client, ns: &str, release: &ModelRelease) -> anyhow::
     // From the SRE's machine, under the default egress policy (no loopback, link-local
     // or API server; https only for Prometheus).
     let egress = gates::EgressPolicy::from_env(Vec::new(), Vec::new(), false);
-    let providers = release::gate_providers(&cms, &release.spec.gates.checks, &egress).await;
+    let providers = crate::readers::gate_providers(&cms, &release.spec.gates.checks, &egress).await;
     let ctx = GateContext {
         release: release.name_any(),
         namespace: ns.to_string(),

@@ -62,23 +62,14 @@ impl Planner<'_> {
         if self.status.stable.as_ref().is_some_and(|s| s.revision == to) {
             return;
         }
-        let Some(entry) =
-            self.status.history.iter().rev().find(|h| h.revision == to && h.outcome == Outcome::Promoted).cloned()
-        else {
+        let Some(entry) = rollback::promoted_revision(&self.status, to).cloned() else {
             let message = format!("revision {to} was never promoted (see status.history); nothing changed");
             return self.note(true, EventReason::RollbackRefused, message);
         };
         let refusal = if !self.obs.workloads.contains_key(&entry.hash) {
             Some("its ReplicaSet no longer exists (only the newest revisions are kept)".to_string())
         } else {
-            match self.verdict(&entry.model().key()) {
-                Verdict::Trusted { sha256, .. } if Some(&sha256) == entry.sha256.as_ref() => None,
-                Verdict::Trusted { .. } => {
-                    Some(format!("its target {:?} is now signed with other bytes", entry.target))
-                }
-                Verdict::Untrusted { message, .. } => Some(format!("its target is no longer trusted: {message}")),
-                Verdict::Unknown { message } => Some(format!("its target cannot be verified now: {message}")),
-            }
+            rollback::untrusted_for_rollback(&entry, &self.verdict(&entry.model().key()))
         };
         match refusal {
             Some(why) => {

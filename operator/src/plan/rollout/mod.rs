@@ -36,7 +36,7 @@ mod canary;
 mod commands;
 mod finish;
 mod gates;
-mod rollback;
+pub(super) mod rollback;
 mod stable;
 
 /// A release at rest is looked at again after this long even if nothing woke it: a

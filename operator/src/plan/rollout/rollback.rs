@@ -2,6 +2,38 @@
 
 use super::*;
 
+/// The promoted revision `to` in `status.history` (the newest entry for it), if it
+/// was ever promoted: the only revisions a rollback may return to.
+pub fn promoted_revision(status: &ModelReleaseStatus, to: i64) -> Option<&HistoryEntry> {
+    status.history.iter().rev().find(|h| h.revision == to && h.outcome == Outcome::Promoted)
+}
+
+/// The revision a rollback without a number returns to: the newest promoted one that
+/// is not serving now.
+pub fn previous_promoted(status: &ModelReleaseStatus) -> Option<&HistoryEntry> {
+    let stable = status.stable.as_ref().map(|s| s.revision);
+    status.history.iter().rev().find(|h| h.outcome == Outcome::Promoted && Some(h.revision) != stable)
+}
+
+/// Why `entry` may not serve again, given what its repository says about its model now:
+/// it must still be signed, with the very bytes it served. `None`: it may.
+pub fn untrusted_for_rollback(entry: &HistoryEntry, verdict: &Verdict) -> Option<String> {
+    match verdict {
+        Verdict::Trusted { sha256, .. } if Some(sha256) == entry.sha256.as_ref() => None,
+        Verdict::Trusted { sha256, .. } => Some(format!(
+            "its target {:?} is now signed with sha256 {sha256}, not the {} it served",
+            entry.target,
+            entry.sha256.as_deref().unwrap_or("?")
+        )),
+        Verdict::Untrusted { message, .. } => {
+            Some(format!("its target {:?} is no longer trusted (not trusted now: {message})", entry.target))
+        }
+        Verdict::Unknown { message } => {
+            Some(format!("its target {:?} cannot be verified now: {message}", entry.target))
+        }
+    }
+}
+
 impl Planner<'_> {
     /// The canary failed: roll back, or, with automatic rollback off and nobody having
     /// asked for it, hold and say so.
@@ -43,7 +75,7 @@ impl Planner<'_> {
             .iter()
             .rev()
             .filter(|h| h.outcome == Outcome::Promoted && h.hash != failed && self.obs.workloads.contains_key(&h.hash))
-            .find(|h| matches!(self.verdict(&h.model().key()), Verdict::Trusted { sha256, .. } if Some(&sha256) == h.sha256.as_ref()))
+            .find(|h| untrusted_for_rollback(h, &self.verdict(&h.model().key())).is_none())
             .cloned()
     }
 

@@ -1,0 +1,94 @@
+//! What the operator and `kubectl modelgate` both read the same way: a repository's
+//! pinned root, CA bundle and trust record (from ConfigMaps), what a resolved model
+//! means for a release (a verdict), and the providers of a release's gate checks. Owned
+//! by neither: the plugin must judge a rollback or a plan exactly as the operator will.
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+
+use crate::{
+    api::{ConfigMapSource, GateCheck, ModelRepository},
+    gates,
+    plan::Verdict,
+    trust::{
+        Record, TrustError,
+        model::ModelSet,
+        state::{STATE_CHAIN_KEY, STATE_PIN_KEY, state_configmap},
+    },
+};
+
+pub async fn read_source(cms: &Api<ConfigMap>, source: &ConfigMapSource, field: &str) -> Result<Vec<u8>, String> {
+    let r = &source.config_map_ref;
+    let cm = cms
+        .get_opt(&r.name)
+        .await
+        .map_err(|e| format!("cannot read ConfigMap {:?} for {field}: {e}", r.name))?
+        .ok_or_else(|| format!("ConfigMap {:?} named by {field} does not exist", r.name))?;
+    cm.data
+        .and_then(|d| d.get(&r.key).cloned())
+        .map(String::into_bytes)
+        .ok_or_else(|| format!("ConfigMap {:?} has no key {:?} (named by {field})", r.name, r.key))
+}
+
+/// The trust record kept for a repository (unverified: `trust::refresh` checks it).
+pub async fn read_record(cms: &Api<ConfigMap>, repository: &str) -> Result<Option<Record>, kube::Error> {
+    let state = cms.get_opt(&state_configmap(repository)).await?;
+    Ok(state.and_then(|cm| cm.data).map(|mut d| Record {
+        pin_sha256: d.remove(STATE_PIN_KEY),
+        // An older modelgate kept only the newest root: a record to set aside, like a
+        // record built on another pin.
+        chain: d.remove(STATE_CHAIN_KEY).or_else(|| d.remove("root.json").map(|_| String::new())),
+    }))
+}
+
+/// The pinned root and the CA bundle a repository names; an error says which is missing.
+pub async fn pinned_root_and_ca(
+    cms: &Api<ConfigMap>,
+    repo: &ModelRepository,
+) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
+    let pinned = read_source(cms, &repo.spec.trusted_root, "spec.trustedRoot").await?;
+    let ca = match &repo.spec.ca_bundle {
+        Some(src) => Some(read_source(cms, src, "spec.caBundle").await?),
+        None => None,
+    };
+    Ok((pinned, ca))
+}
+
+/// A provider per check; a webhook CA bundle that cannot be read fails that check.
+pub async fn gate_providers(
+    cms: &Api<ConfigMap>,
+    checks: &[GateCheck],
+    egress: &gates::EgressPolicy,
+) -> Vec<(String, gates::Provider)> {
+    let mut providers = Vec::new();
+    for check in checks {
+        let provider = match check.webhook.as_ref().and_then(|w| w.ca_bundle.as_ref()) {
+            Some(src) => match read_source(cms, src, "webhook.caBundle").await {
+                Ok(pem) => gates::provider(check, Some(pem), egress),
+                Err(e) => Err(e),
+            },
+            None => gates::provider(check, None, egress),
+        };
+        providers.push((check.name.clone(), provider));
+    }
+    providers
+}
+
+/// What resolving a model means for a release: its identity, a refusal, or (for
+/// network trouble) no verdict yet.
+pub fn verdict_of(found: Result<ModelSet, TrustError>) -> Verdict {
+    match found {
+        Ok(set) => {
+            let id = set.identity();
+            match (i64::try_from(id.length), i64::try_from(id.files)) {
+                (Ok(length), Ok(files)) => Verdict::Trusted { sha256: id.sha256, length, files },
+                _ => Verdict::Untrusted {
+                    reason: "Malformed".into(),
+                    message: format!("{} is signed with a length beyond any real file", set.model),
+                },
+            }
+        }
+        Err(e) if e.is_transient() => Verdict::Unknown { message: e.to_string() },
+        Err(e) => Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() },
+    }
+}
