@@ -75,6 +75,10 @@ pub struct Context {
     pub gates: gate_runner::GateRunner,
     pub pod_policy: crate::plan::pod_policy::PodPolicy,
     pub egress: crate::gates::EgressPolicy,
+    /// Per release UID, the resourceVersion this process last wrote a status over: a
+    /// release still at that version in the store is a view older than our own
+    /// decision, not worth planning from (the write's watch event is on its way).
+    pub written: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// In-memory views of what releases own, kept current by watches (no list per reconcile).
@@ -396,6 +400,7 @@ fn scope(
         gates,
         pod_policy: settings.pod_policy.clone(),
         egress: settings.egress.clone(),
+        written: std::sync::Mutex::default(),
     });
     // Health is not work: ready once every scope's caches are filled, with or without
     // releases.
@@ -410,14 +415,18 @@ fn scope(
             }
         });
     }
-    // Gate results of deleted releases are dropped now and then.
+    // Gate results and write marks of deleted releases are dropped now and then.
     {
         let (context, releases) = (context.clone(), release_store.clone());
         tokio::spawn(async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
             loop {
                 every.tick().await;
-                context.gates.retain(&releases.state().iter().filter_map(|r| r.uid()).collect());
+                let live: std::collections::HashSet<String> = releases.state().iter().filter_map(|r| r.uid()).collect();
+                if let Ok(mut written) = context.written.lock() {
+                    written.retain(|uid, _| live.contains(uid));
+                }
+                context.gates.retain(&live);
             }
         });
     }

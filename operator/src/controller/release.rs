@@ -47,6 +47,12 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
         debug!("waiting for the pod and ReplicaSet caches to fill");
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
+    if stale(&ctx, &release) {
+        // Woken by a pod or ReplicaSet before the watch delivered our own status write:
+        // planning now would only be refused (409). The write's event wakes it again.
+        debug!("the cached release is older than this process's last decision; waiting for the newer one");
+        return Ok(Action::requeue(STALE_RETRY));
+    }
 
     // Observe.
     let repository = ctx.stores.repository(&ns, &release.spec.repository_ref.name);
@@ -133,7 +139,13 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
             "status": plan.status,
         });
         match releases.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
-            Ok(_) => {}
+            Ok(_) => {
+                if let (Some(uid), Some(version)) = (release.uid(), release.resource_version())
+                    && let Ok(mut written) = ctx.written.lock()
+                {
+                    written.insert(uid, version);
+                }
+            }
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 // The newer version is on its way through the watch, and wakes this
                 // release again; nothing was decided, so nothing is acted on.
@@ -293,6 +305,12 @@ async fn serving_labels(
         }
     }
     Ok(())
+}
+
+/// Whether the cached release is the very version this process already decided on.
+fn stale(ctx: &Context, release: &ModelRelease) -> bool {
+    let (Some(uid), Some(version)) = (release.uid(), release.resource_version()) else { return false };
+    ctx.written.lock().is_ok_and(|w| w.get(&uid) == Some(&version))
 }
 
 /// Counts what a plan decided, once its status is written (a decision refused as stale
