@@ -314,7 +314,10 @@ async fn run_fetch(
 
 fn node_status() -> NodeStatus {
     let q = |s: &str| Quantity(s.to_string());
-    let resources = [("cpu", q("64")), ("memory", q("256Gi")), ("pods", q("20000")), ("ephemeral-storage", q("1Ti"))]
+    // Room for 20,000 pods with what modelgate's pods request (the fetch init container
+    // asks for 50m CPU: 64 cores held only 1,280 of them, and the 10,000-release
+    // benchmark stalled on "Insufficient cpu").
+    let resources = [("cpu", q("2000")), ("memory", q("64Ti")), ("pods", q("20000")), ("ephemeral-storage", q("1Ti"))]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect::<std::collections::BTreeMap<_, _>>();
