@@ -42,6 +42,11 @@ async fn snapshot(client: &Client) -> anyhow::Result<Counts> {
     let mut counts = Counts::new();
     for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
         let Some((labels, value)) = line.rsplit_once(' ') else { continue };
+        // Requests that did something: a refused one (the scheduler still posting Events
+        // into namespaces an earlier run deleted) is another client's noise.
+        if !labels.contains("code=\"2") {
+            continue;
+        }
         let label = |key: &str| {
             let at = labels.find(&format!("{key}=\""))? + key.len() + 2;
             let rest = labels.get(at..)?;
@@ -70,6 +75,7 @@ struct Load {
     lists: f64,
     /// Repository refreshes (per repository, not per release).
     repository_writes: f64,
+    repository_reads: f64,
 }
 
 impl Load {
@@ -96,7 +102,9 @@ fn load(before: &Counts, after: &Counts) -> Load {
             ("services", "") if write => l.service_writes += n,
             ("events", "") if write && group == "events.k8s.io" => l.event_writes += n,
             ("modelreleases" | "modelrepositories" | "replicasets" | "services", _) if verb == "LIST" => l.lists += n,
-            ("modelreleases" | "modelrepositories" | "services" | "configmaps", _) if verb == "GET" => l.reads += n,
+            // Each refresh reads the pinned root, CA and record: the repository's cost.
+            ("configmaps", _) if verb == "GET" => l.repository_reads += n,
+            ("modelreleases" | "modelrepositories" | "services", _) if verb == "GET" => l.reads += n,
             _ => {}
         }
     }
@@ -163,21 +171,24 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("  at rest for {rest} s, per release per hour:");
     println!(
-        "    writes {:.2}, reads {:.2}, lists {:.2}; repository refreshes wrote {} times in all ({} repositories)",
+        "    writes {:.2}, reads {:.2}, lists {:.2}; repository refreshes (every 10 s) wrote {} and read {} times in all ({} repositories)",
         idle_hour(idle.release_writes()),
         idle_hour(idle.reads),
         idle_hour(idle.lists),
         idle.repository_writes,
+        idle.repository_reads,
         namespaces
     );
     println!(
         "RESULT releases={n} steps={steps} writes_per_release_rollout={:.2} writes_per_step={writes_per_step:.2} \
-         status_writes_per_step={:.2} requests_per_idle_release_hour={:.2} idle_lists={} repository_writes_idle={}",
+         status_writes_per_step={:.2} requests_per_idle_release_hour={:.2} idle_lists={} repository_writes_idle={} \
+         repository_reads_idle={} rest_s={rest}",
         per(rollout.release_writes()),
         per(rollout.status_writes) / steps as f64,
         idle_hour(idle_requests),
         idle.lists,
-        idle.repository_writes
+        idle.repository_writes,
+        idle.repository_reads
     );
     Ok(())
 }
