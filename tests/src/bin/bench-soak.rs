@@ -161,7 +161,10 @@ async fn soak(client: &Client, namespaces: &[String], n: usize, minutes: u64) ->
         // Each settled release moves on to its next version.
         for r in all.list(&ListParams::default()).await?.items {
             let status = r.status.as_ref();
-            let settled = matches!(status.and_then(|s| s.phase), Some(Phase::Promoted | Phase::RolledBack));
+            // Settled on the spec as it is now (a status still about the previous
+            // target is not an outcome of this one).
+            let current = status.and_then(|s| s.observed_generation) == r.metadata.generation;
+            let settled = current && matches!(status.and_then(|s| s.phase), Some(Phase::Promoted | Phase::RolledBack));
             let (Some(ns), Some(name)) = (r.metadata.namespace.clone(), r.metadata.name.clone()) else { continue };
             let at = step.entry(format!("{ns}/{name}")).or_default();
             let want = VERSIONS[*at % VERSIONS.len()];
