@@ -58,7 +58,7 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
     let repository = ctx.stores.repository(&ns, &release.spec.repository_ref.name);
     let mut verdicts = BTreeMap::new();
     if let Some(uid) = repository.as_ref().and_then(|r| r.uid()) {
-        for target in targets_of(&release) {
+        for target in plan::models_to_verify(&release) {
             let verdict = ctx.trust.lookup(&uid, &target, now).await;
             verdicts.insert(target, verdict);
         }
@@ -331,20 +331,6 @@ fn record(metrics: &Metrics, observed: &Observed, plan: &plan::Plan) {
         };
         family.get_or_create(&ReasonLabel { reason: reason_of(condition) }).inc();
     }
-}
-
-/// Every model the planner may ask about (`ModelRef::key`): the spec's, the running
-/// ones, the earlier ones.
-fn targets_of(release: &ModelRelease) -> Vec<String> {
-    let mut targets = vec![release.spec.model.model().key()];
-    if let Some(s) = &release.status {
-        targets.extend(s.stable.iter().map(|r| r.model().key()));
-        targets.extend(s.canary.iter().map(|c| c.model().key()));
-        targets.extend(s.history.iter().filter(|h| h.outcome == Outcome::Promoted).map(|h| h.model().key()));
-    }
-    targets.sort();
-    targets.dedup();
-    targets
 }
 
 /// The digests the planner verified for `hash` (the canary, or a stable to recreate).

@@ -257,6 +257,21 @@ pub fn canary_replicas(replicas: i32, weight: i32) -> i32 {
     i32::try_from(pods).unwrap_or(replicas)
 }
 
+/// Every model the planner may ask about (`ModelRef::key`), so the controller looks up
+/// each one's verdict: the spec's, the running ones, and the earlier promoted ones
+/// (rollback candidates).
+pub fn models_to_verify(release: &ModelRelease) -> Vec<String> {
+    let mut models = vec![release.spec.model.model().key()];
+    if let Some(s) = &release.status {
+        models.extend(s.stable.iter().map(|r| r.model().key()));
+        models.extend(s.canary.iter().map(|c| c.model().key()));
+        models.extend(s.history.iter().filter(|h| h.outcome == crate::api::Outcome::Promoted).map(|h| h.model().key()));
+    }
+    models.sort();
+    models.dedup();
+    models
+}
+
 /// The revision the spec asks for.
 pub fn desired_hash(release: &ModelRelease) -> String {
     revision_hash(&release.spec)

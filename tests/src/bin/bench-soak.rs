@@ -12,9 +12,10 @@ use std::{
 };
 
 use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
     Api, Client,
-    api::{ListParams, PostParams},
+    api::{ListParams, Patch, PatchParams, PostParams},
 };
 use modelgate::api::{ModelRelease, Phase};
 use modelgate_tests::{
@@ -117,18 +118,18 @@ type Outcome = (Vec<Sample>, usize, usize, BTreeMap<String, usize>);
 
 async fn soak(client: &Client, namespaces: &[String], n: usize, minutes: u64) -> anyhow::Result<Outcome> {
     let mut repo = ModelRepo::new("fraud", &["1.0", "2.0", "3.0"])?;
-    let (_judge_dir, _judge) = {
-        let mut judges = Vec::new();
-        for ns in namespaces {
-            repo.register(client, ns).await?; // refreshInterval 10s
-            behave(client, ns, repo.sha256(VERSIONS[2]), "CrashLoop").await?;
-            judges.push(webhook_judge(client, ns).await?);
-        }
-        // One judge answers for all (each namespace has its CA ConfigMap).
-        let first = judges.swap_remove(0);
-        drop(judges);
-        first
-    };
+    // One judge answers for every namespace; each gets a copy of its CA ConfigMap.
+    let first = namespaces.first().ok_or_else(|| anyhow::anyhow!("no namespace"))?;
+    let (_judge_dir, _judge) = webhook_judge(client, first).await?;
+    let ca = Api::<ConfigMap>::namespaced(client.clone(), first).get("judge-ca").await?;
+    for ns in namespaces {
+        repo.register(client, ns).await?; // refreshInterval 10s
+        behave(client, ns, repo.sha256(VERSIONS[2]), "CrashLoop").await?;
+        let copy = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "judge-ca"}, "data": ca.data});
+        Api::<ConfigMap>::namespaced(client.clone(), ns)
+            .patch("judge-ca", &PatchParams::apply("modelgate-bench"), &Patch::Apply(&copy))
+            .await?;
+    }
     let url = _judge.url("judge");
     let spec = json!({
         "strategy": {"steps": [{"setWeight": 50}, {"pause": {"duration": "10s"}}]},
