@@ -139,12 +139,7 @@ async fn ready_pods(client: &Client, ns: &str, release: &str, revision: i64) -> 
             .items
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter(|p| {
-                p.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
+            .filter(|p| modelgate_tests::harness::pod_ready(p))
             .count();
         Ok(Some(ready))
     })

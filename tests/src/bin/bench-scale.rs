@@ -20,7 +20,7 @@ use kube::{
 };
 use modelgate::api::{LABEL_RELEASE, ModelRelease, Phase};
 use modelgate_tests::{
-    harness::{Operator, TempNamespace, client, install_crds},
+    harness::{Operator, TempNamespace, client, install_crds, pod_ready, proc_status},
     models::{ModelRepo, release},
 };
 use serde_json::json;
@@ -32,14 +32,7 @@ fn env(name: &str, default: usize) -> usize {
 }
 
 fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
+    proc_status(pid, "VmHWM:") / 1024.0
 }
 
 #[tokio::main]
@@ -87,14 +80,7 @@ struct Measured {
 }
 
 fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
+    proc_status(pid, "VmRSS:") / 1024.0
 }
 
 /// Series (sample lines) on the operator's `/metrics` page.
@@ -166,16 +152,7 @@ async fn bench(client: &Client, namespaces: &[String], n: usize) -> anyhow::Resu
     wait("first convergence", limit, async || {
         if pods_ready.is_none() {
             let list = pods.list(&ListParams::default().labels(LABEL_RELEASE)).await?;
-            let ready = list
-                .items
-                .iter()
-                .filter(|p| {
-                    p.status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-                })
-                .count();
+            let ready = list.items.iter().filter(|p| pod_ready(p)).count();
             if ready >= n {
                 pods_ready = Some(started.elapsed().as_secs_f64());
             }

@@ -19,7 +19,7 @@ use kube::{
 };
 use modelgate::api::{ModelRelease, Phase};
 use modelgate_tests::{
-    harness::{Operator, TempNamespace, client, install_crds},
+    harness::{Operator, TempNamespace, client, install_crds, proc_status},
     models::{ModelRepo, behave, release, set_target, webhook_judge},
 };
 use serde_json::json;
@@ -38,15 +38,7 @@ struct Sample {
 }
 
 fn sample(pid: u32, start: Instant) -> Sample {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| -> f64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
+    let field = |name: &str| proc_status(pid, name);
     Sample {
         minute: start.elapsed().as_secs_f64() / 60.0,
         rss_mib: field("VmRSS:") / 1024.0,
