@@ -139,11 +139,15 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
             "status": plan.status,
         });
         match releases.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
-            Ok(_) => {
+            Ok(written) => {
+                // Marked only when the write made a new version: a no-op apply (the
+                // server already held it) must not leave the release waiting for an
+                // event that never comes.
                 if let (Some(uid), Some(version)) = (release.uid(), release.resource_version())
-                    && let Ok(mut written) = ctx.written.lock()
+                    && written.resource_version().as_ref() != Some(&version)
+                    && let Ok(mut marks) = ctx.written.lock()
                 {
-                    written.insert(uid, version);
+                    marks.insert(uid, version);
                 }
             }
             Err(kube::Error::Api(status)) if status.code == 409 => {
