@@ -165,14 +165,32 @@ async fn a_namespace_moved_between_shards_mid_rollout_completes_the_rollout_once
         let history: Vec<_> =
             r.status.as_ref().unwrap().history.iter().map(|h| (h.revision, h.outcome.to_string())).collect();
         assert_eq!(history, [(1, "Promoted".to_string()), (2, "Promoted".to_string())]);
-        // Every step of revision 2 completed once, and it was promoted once.
-        let events = Api::<Event>::namespaced(client.clone(), &ns).list(&ListParams::default()).await?;
+        // Every step of revision 2 completed once, and it was promoted once. (Events are
+        // published after the status that records them: wait for the last one.)
+        let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+        let notes: Vec<String> = eventually("the Promoted event", Duration::from_secs(20), || async {
+            let notes: Vec<String> = events
+                .list(&ListParams::default())
+                .await?
+                .items
+                .iter()
+                .filter(|e| e.reason.as_deref().is_some_and(|r| r == "StepCompleted" || r == "Promoted"))
+                .filter_map(|e| e.note.clone())
+                .filter(|n| n.starts_with("revision 2 "))
+                .collect();
+            Ok(notes.iter().any(|n| n.contains("promoted")).then_some(notes))
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_secs(2)).await; // a second Promoted, if any, would be in by now
         let notes: Vec<String> = events
+            .list(&ListParams::default())
+            .await?
             .items
             .iter()
             .filter(|e| e.reason.as_deref().is_some_and(|r| r == "StepCompleted" || r == "Promoted"))
             .filter_map(|e| e.note.clone())
             .filter(|n| n.starts_with("revision 2 "))
+            .chain(notes.into_iter().take(0))
             .collect();
         for step in 0..6 {
             let count = notes.iter().filter(|n| n.contains(&format!("completed step {step};"))).count();
