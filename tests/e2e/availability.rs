@@ -168,7 +168,7 @@ async fn a_namespace_moved_between_shards_mid_rollout_completes_the_rollout_once
         // Every step of revision 2 completed once, and it was promoted once. (Events are
         // published after the status that records them: wait for the last one.)
         let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-        let notes: Vec<String> = eventually("the Promoted event", Duration::from_secs(20), || async {
+        let revision_2_notes = || async {
             let notes: Vec<String> = events
                 .list(&ListParams::default())
                 .await?
@@ -178,20 +178,14 @@ async fn a_namespace_moved_between_shards_mid_rollout_completes_the_rollout_once
                 .filter_map(|e| e.note.clone())
                 .filter(|n| n.starts_with("revision 2 "))
                 .collect();
-            Ok(notes.iter().any(|n| n.contains("promoted")).then_some(notes))
+            anyhow::Ok(notes)
+        };
+        eventually("the Promoted event", Duration::from_secs(20), || async {
+            Ok(revision_2_notes().await?.iter().any(|n| n.contains("promoted")).then_some(()))
         })
         .await?;
         tokio::time::sleep(Duration::from_secs(2)).await; // a second Promoted, if any, would be in by now
-        let notes: Vec<String> = events
-            .list(&ListParams::default())
-            .await?
-            .items
-            .iter()
-            .filter(|e| e.reason.as_deref().is_some_and(|r| r == "StepCompleted" || r == "Promoted"))
-            .filter_map(|e| e.note.clone())
-            .filter(|n| n.starts_with("revision 2 "))
-            .chain(notes.into_iter().take(0))
-            .collect();
+        let notes = revision_2_notes().await?;
         for step in 0..6 {
             let count = notes.iter().filter(|n| n.contains(&format!("completed step {step};"))).count();
             assert_eq!(count, 1, "step {step} completed {count} times: {notes:#?}");
