@@ -3,7 +3,8 @@
 //! `api` holds the resources, `plan` the pure rollout decisions, `gates` the health
 //! checks, `trust` the TUF client, `controller` the only
 //! code that talks to the API server, `cli` the `modelgate` subcommands, `plugin` the
-//! `kubectl modelgate` verbs, `readers` what the last two read the same way.
+//! `kubectl modelgate` verbs, `readers` what the last two read the same way, `workload` the objects a release
+//! owns, rendered from its spec (no I/O).
 #![forbid(unsafe_code)]
 // Nothing a tenant or a repository writes may panic the operator: no unwrap, expect or
 // indexing outside tests (the property tests in `proptests` drive the entry points).
@@ -21,3 +22,4 @@ mod proptests;
 pub mod readers;
 pub mod telemetry;
 pub mod trust;
+pub mod workload;

@@ -17,11 +17,11 @@ use crate::{
         Pause, Phase, PrometheusCheck, RepositoryRef, RevisionStatus, RevocationAction, RollbackPolicy, Step,
         WebhookCheck,
     },
-    controller::workload,
     plan::{
         self, Commands, GateOutcome, GateResult, Observed, PodHealth, PodProblem, Verdict, Workload,
         pod_policy::{Level, PodPolicy},
     },
+    workload,
 };
 
 /// Strings a hostile tenant or signer would try: empty, huge numbers, control and
@@ -391,7 +391,7 @@ fn rendering_refuses_or_renders_never_panics() {
             level: [Level::Privileged, Level::Baseline, Level::Restricted][usize::from(level % 3)],
             operator_service_account: Some(("team".into(), "modelgate".into())),
         };
-        let revision = workload::Revision { number: 1, hash: "h1", sha256: &sha256, length, files: 1 };
+        let revision = plan::Revision { number: 1, hash: "h1", sha256: &sha256, length, files: 1 };
         match workload::replica_set(&release, &repo, &revision, replicas, "img", &policy, Default::default()) {
             Ok(rs) => {
                 // A rendered pod always starts with the fetch and mounts the model read-only.

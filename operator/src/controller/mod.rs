@@ -7,7 +7,6 @@ mod leader;
 pub mod release;
 pub mod repository;
 pub mod trust_cache;
-pub mod workload;
 
 use std::sync::Arc;
 

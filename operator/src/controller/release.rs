@@ -22,15 +22,16 @@ use kube::{
 use serde_json::json;
 use tracing::{debug, info, instrument, warn};
 
-use super::{Context, Error, gate_runner, workload};
+use super::{Context, Error, gate_runner};
 use crate::{
     api::{
         ANNOTATION_ABORT, ANNOTATION_DROP_WARM, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY,
-        ANNOTATION_ROLLBACK, FIELD_MANAGER, LABEL_HASH, LABEL_REVISION, LABEL_SERVING, ModelRelease, Outcome,
+        ANNOTATION_ROLLBACK, FIELD_MANAGER, LABEL_HASH, LABEL_REVISION, LABEL_SERVING, ModelRelease, ModelRepository,
     },
-    gates::{self, GateContext},
+    gates,
     metrics::{ErrorLabels, Metrics, ReasonLabel, ResultLabel},
     plan::{self, Commands, Observed, Workload, pod_policy},
+    workload,
 };
 
 /// When to look again after a status write lost a race (the watch usually wakes the
@@ -40,7 +41,6 @@ const STALE_RETRY: Duration = Duration::from_secs(1);
 #[instrument(skip_all, fields(release = %release.name_any(), namespace = release.namespace().unwrap_or_default(), generation = release.metadata.generation))]
 pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = release.namespace().ok_or(Error::NoNamespace { kind: "ModelRelease" })?;
-    let name = release.name_any();
     let now = plan::truncate(Timestamp::now());
     let _timer = ctx.metrics.timer("release");
     if !ctx.stores.ready() {
@@ -53,17 +53,44 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
         debug!("the cached release is older than this process's last decision; waiting for the newer one");
         return Ok(Action::requeue(STALE_RETRY));
     }
+    let mut seen = observe(&ctx, &release, &ns, now).await?;
+    let plan = plan::plan(&release, &seen.observed, now);
+    // Status first: it is the record of the decision, so a restart between the writes
+    // resumes from the decision instead of making it again differently.
+    if !write_status(&ctx, &release, &ns, &plan, &mut seen).await? {
+        return Ok(Action::requeue(STALE_RETRY));
+    }
+    act(&ctx, &release, &ns, &plan, &seen).await?;
+    publish(&ctx, &release, plan.events).await;
+    debug!(requeue_s = plan.requeue.as_secs(), "reconciled");
+    Ok(Action::requeue(plan.requeue))
+}
 
-    // Observe.
-    let repository = ctx.stores.repository(&ns, &release.spec.repository_ref.name);
+/// What one reconcile saw: the planner's input, and the objects acting on its plan needs.
+struct Seen {
+    observed: Observed,
+    repository: Option<Arc<ModelRepository>>,
+    replica_sets: Vec<ReplicaSet>,
+    pods: Vec<Pod>,
+    /// The Service the spec asks for, and whether it is in place as it should be.
+    service: Option<serde_json::Value>,
+    service_in_place: bool,
+    /// Gate results taken from the runner: put back if the decision is refused.
+    finished: Option<gate_runner::Finished>,
+}
+
+/// Reads the caches (and, only when the Service is not in place, the API server).
+async fn observe(ctx: &Arc<Context>, release: &ModelRelease, ns: &str, now: Timestamp) -> Result<Seen, Error> {
+    let name = release.name_any();
+    let repository = ctx.stores.repository(ns, &release.spec.repository_ref.name);
     let mut verdicts = BTreeMap::new();
     if let Some(uid) = repository.as_ref().and_then(|r| r.uid()) {
-        for target in plan::models_to_verify(&release) {
+        for target in plan::models_to_verify(release) {
             let verdict = ctx.trust.lookup(&uid, &target, now).await;
             verdicts.insert(target, verdict);
         }
     }
-    let replica_sets = ctx.stores.replica_sets(&ns, &name);
+    let replica_sets = ctx.stores.replica_sets(ns, &name);
     let workloads = replica_sets
         .iter()
         .filter_map(|rs| {
@@ -74,29 +101,27 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
             Some((hash, Workload { revision, replicas }))
         })
         .collect();
-    let release_pods = ctx.stores.pods(&ns, &name);
+    let pods = ctx.stores.pods(ns, &name);
     let mut by_hash: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
-    for pod in &release_pods {
+    for pod in &pods {
         if let Some(hash) = pod.labels().get(LABEL_HASH) {
             by_hash.entry(hash.clone()).or_default().push(pod);
         }
     }
-    let pods = by_hash.into_iter().map(|(hash, pods)| (hash, gates::kubernetes::assess(pods))).collect();
-    let finished = observe_gates(&ctx, &release, &ns, now);
-    let gates_started = finished.as_ref().map(|f| f.started);
-    let gates = finished.as_ref().map(|f| f.outcomes.clone()).unwrap_or_default();
+    let health = by_hash.into_iter().map(|(hash, pods)| (hash, gates::kubernetes::assess(pods))).collect();
+    let finished = observe_gates(ctx, release, ns, now);
     let refusal = {
-        let found = pod_policy::check(&release.spec.template, &ns, &ctx.pod_policy);
+        let found = pod_policy::check(&release.spec.template, ns, &ctx.pod_policy);
         (!found.is_empty()).then(|| found.join("; "))
     };
     // A Service in place as it should be is left alone (no request); otherwise the name
     // is checked before it is written.
-    let service = workload::service(&release);
+    let service = workload::service(release);
     let service_in_place = service.as_ref().is_some_and(|want| {
-        ctx.stores.service(&ns, &name).is_some_and(|have| workload::service_matches(&release, &have, want))
+        ctx.stores.service(ns, &name).is_some_and(|have| workload::service_matches(release, &have, want))
     });
     let service_conflict = match &service {
-        Some(_) if !service_in_place => service_conflict(&ctx, &release, &ns).await?,
+        Some(_) if !service_in_place => service_conflict(ctx, release, ns).await?,
         _ => None,
     };
     let annotation = |k: &str| release.annotations().get(k).cloned();
@@ -112,69 +137,81 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
         repository_found: repository.is_some(),
         verdicts,
         workloads,
-        pods,
-        gates,
-        gates_started,
+        pods: health,
+        gates: finished.as_ref().map(|f| f.outcomes.clone()).unwrap_or_default(),
+        gates_started: finished.as_ref().map(|f| f.started),
         commands,
         refusal,
         service_conflict,
     };
+    Ok(Seen { observed, repository, replica_sets, pods, service, service_in_place, finished })
+}
 
-    // Plan.
-    let plan = plan::plan(&release, &observed, now);
-
-    // Act. Status first: it is the record of the decision, so a restart between the
-    // two writes resumes from the decision instead of making it again differently.
-    //
-    // The write is a compare-and-swap: the patch carries the resourceVersion the plan
-    // was made from, so a decision made on a stale view (a cache behind the API server,
-    // or a second operator during a shard hand-over: docs/operations.md) is refused
-    // with 409 instead of overwriting a newer one. Each decision is made once.
-    if release.status.as_ref() != Some(&plan.status) {
-        let releases: Api<ModelRelease> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = json!({
-            "apiVersion": ModelRelease::api_version(&()),
-            "kind": ModelRelease::kind(&()),
-            "metadata": { "resourceVersion": release.resource_version() },
-            "status": plan.status,
-        });
-        match releases.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
-            Ok(written) => {
-                // Marked only when the write made a new version: a no-op apply (the
-                // server already held it) must not leave the release waiting for an
-                // event that never comes.
-                if let (Some(uid), Some(version)) = (release.uid(), release.resource_version())
-                    && written.resource_version().as_ref() != Some(&version)
-                    && let Ok(mut marks) = ctx.written.lock()
-                {
-                    marks.insert(uid, version);
-                }
-            }
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                // The newer version is on its way through the watch, and wakes this
-                // release again; nothing was decided, so nothing is acted on.
-                debug!("status changed since it was read; planning again from the newer version");
-                ctx.metrics.stale_writes.inc();
-                if let (Some(uid), Some(finished)) = (release.uid(), finished) {
-                    ctx.gates.put_back(&uid, finished);
-                }
-                return Ok(Action::requeue(STALE_RETRY));
-            }
-            Err(source) => return Err(Error::Kube { action: "write the ModelRelease status", source }),
-        }
-        record(&ctx.metrics, &observed, &plan);
-        let old_phase = release.status.as_ref().and_then(|s| s.phase);
-        if old_phase != plan.status.phase {
-            info!(from = ?old_phase, to = ?plan.status.phase, message = plan.status.message.as_deref().unwrap_or(""), "phase changed");
-        }
-    } else {
+/// Writes the plan's status if it changed. `false`: the release changed since it was
+/// read, so nothing was decided and nothing may be acted on.
+///
+/// The write is a compare-and-swap: the patch carries the resourceVersion the plan was
+/// made from, so a decision made on a stale view (a cache behind the API server, or a
+/// second operator during a shard hand-over: docs/operations.md) is refused with 409
+/// instead of overwriting a newer one. Each decision is made once.
+async fn write_status(
+    ctx: &Context,
+    release: &ModelRelease,
+    ns: &str,
+    plan: &plan::Plan,
+    seen: &mut Seen,
+) -> Result<bool, Error> {
+    if release.status.as_ref() == Some(&plan.status) {
         debug!("status unchanged");
+        return Ok(true);
     }
+    let releases: Api<ModelRelease> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = json!({
+        "apiVersion": ModelRelease::api_version(&()),
+        "kind": ModelRelease::kind(&()),
+        "metadata": { "resourceVersion": release.resource_version() },
+        "status": plan.status,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    match releases.patch_status(&release.name_any(), &params, &Patch::Apply(&patch)).await {
+        Ok(written) => {
+            // Marked only when the write made a new version: a no-op apply (the server
+            // already held it) must not leave the release waiting for an event that
+            // never comes.
+            if let (Some(uid), Some(version)) = (release.uid(), release.resource_version())
+                && written.resource_version().as_ref() != Some(&version)
+                && let Ok(mut marks) = ctx.written.lock()
+            {
+                marks.insert(uid, version);
+            }
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            // The newer version is on its way through the watch, and wakes this release
+            // again; the gate results go back for the plan made from it.
+            debug!("status changed since it was read; planning again from the newer version");
+            ctx.metrics.stale_writes.inc();
+            if let (Some(uid), Some(finished)) = (release.uid(), seen.finished.take()) {
+                ctx.gates.put_back(&uid, finished);
+            }
+            return Ok(false);
+        }
+        Err(source) => return Err(Error::Kube { action: "write the ModelRelease status", source }),
+    }
+    record(&ctx.metrics, &seen.observed, plan);
+    let old_phase = release.status.as_ref().and_then(|s| s.phase);
+    if old_phase != plan.status.phase {
+        info!(from = ?old_phase, to = ?plan.status.phase, message = plan.status.message.as_deref().unwrap_or(""), "phase changed");
+    }
+    Ok(true)
+}
 
-    let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
-    let desired = plan::desired_hash(&release);
+/// Makes the workloads, serving labels and Service what the written plan says.
+async fn act(ctx: &Context, release: &ModelRelease, ns: &str, plan: &plan::Plan, seen: &Seen) -> Result<(), Error> {
+    let name = release.name_any();
+    let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
+    let desired = plan::desired_hash(release);
     for (hash, replicas) in &plan.scale {
-        match replica_sets.iter().find(|rs| rs.labels().get(LABEL_HASH) == Some(hash)) {
+        match seen.replica_sets.iter().find(|rs| rs.labels().get(LABEL_HASH) == Some(hash)) {
             Some(rs) if rs.spec.replicas == Some(*replicas) => {}
             Some(rs) => {
                 let scale = json!({"spec": {"replicas": replicas}});
@@ -185,47 +222,16 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
                     .map_err(|source| Error::Kube { action: "scale a revision's ReplicaSet", source })?;
                 debug!(replicaset = %rs.name_any(), replicas, "scaled");
             }
-            None if *hash == desired => {
-                let Some(repository) = &repository else { continue };
-                let Some(revision) = verified_revision(&plan.status, hash) else { continue };
-                // The pod starts from what this process trusts now, which may be ahead of
-                // the floors the repository's status shows yet.
-                let recorded = crate::plan::repository::floors(repository.status.as_ref());
-                let floors = match repository.uid() {
-                    Some(uid) => ctx.trust.floors(&uid, recorded).await,
-                    None => recorded,
-                };
-                let rs = match workload::replica_set(
-                    &release,
-                    repository,
-                    &revision,
-                    *replicas,
-                    &ctx.fetch_image,
-                    &ctx.pod_policy,
-                    floors,
-                ) {
-                    Ok(rs) => rs,
-                    Err(refused) => {
-                        // The planner refuses such a spec before it gets here; a policy
-                        // that changed under a running revision lands here instead.
-                        warn!(%refused, "the revision's pods are refused; its workload is not created");
-                        continue;
-                    }
-                };
-                rs_api
-                    .patch(&workload::name(&name, hash), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&rs))
-                    .await
-                    .map_err(|source| Error::Kube { action: "create a revision's ReplicaSet", source })?;
-                info!(revision = revision.number, replicas, "revision workload created");
-            }
+            None if *hash == desired => create_workload(ctx, release, &rs_api, plan, seen, hash, *replicas).await?,
             None => warn!(hash, "the workload of an earlier revision is gone; it cannot be scaled"),
         }
     }
-    serving_labels(&ctx, &ns, &replica_sets, &release_pods, &plan.idle).await?;
-    if let Some(svc) = service.filter(|_| !service_in_place && observed.service_conflict.is_none()) {
-        let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    serving_labels(ctx, ns, &seen.replica_sets, &seen.pods, &plan.idle).await?;
+    let service = seen.service.as_ref().filter(|_| !seen.service_in_place && seen.observed.service_conflict.is_none());
+    if let Some(svc) = service {
+        let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
         services
-            .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&svc))
+            .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(svc))
             .await
             .map_err(|source| Error::Kube { action: "apply the release's Service", source })?;
     }
@@ -236,10 +242,63 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
             Err(source) => return Err(Error::Kube { action: "delete an old revision's ReplicaSet", source }),
         }
     }
+    Ok(())
+}
+
+/// Creates the workload of the spec's revision, from the digests the plan verified.
+async fn create_workload(
+    ctx: &Context,
+    release: &ModelRelease,
+    rs_api: &Api<ReplicaSet>,
+    plan: &plan::Plan,
+    seen: &Seen,
+    hash: &str,
+    replicas: i32,
+) -> Result<(), Error> {
+    let Some(repository) = &seen.repository else { return Ok(()) };
+    let Some(revision) = plan::verified_revision(&plan.status, hash) else { return Ok(()) };
+    // The pod starts from what this process trusts now, which may be ahead of the
+    // floors the repository's status shows yet.
+    let recorded = crate::plan::repository::floors(repository.status.as_ref());
+    let floors = match repository.uid() {
+        Some(uid) => ctx.trust.floors(&uid, recorded).await,
+        None => recorded,
+    };
+    let rs = match workload::replica_set(
+        release,
+        repository,
+        &revision,
+        replicas,
+        &ctx.fetch_image,
+        &ctx.pod_policy,
+        floors,
+    ) {
+        Ok(rs) => rs,
+        Err(refused) => {
+            // The planner refuses such a spec before it gets here; a policy that
+            // changed under a running revision lands here instead.
+            warn!(%refused, "the revision's pods are refused; its workload is not created");
+            return Ok(());
+        }
+    };
+    rs_api
+        .patch(
+            &workload::name(&release.name_any(), hash),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&rs),
+        )
+        .await
+        .map_err(|source| Error::Kube { action: "create a revision's ReplicaSet", source })?;
+    info!(revision = revision.number, replicas, "revision workload created");
+    Ok(())
+}
+
+/// Publishes the plan's Events (after its status is written: they report decisions).
+async fn publish(ctx: &Context, release: &ModelRelease, notes: Vec<plan::Note>) {
     // A fresh recorder: a shared one merges events of the same reason into a series that
     // keeps the first message, so "Promoted" for revision 3 would read as revision 2's.
     let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
-    for note in plan.events {
+    for note in notes {
         let event = Event {
             type_: if note.warning { EventType::Warning } else { EventType::Normal },
             reason: note.reason.as_str().into(),
@@ -251,8 +310,6 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
             warn!(error = %e, "cannot publish event");
         }
     }
-    debug!(requeue_s = plan.requeue.as_secs(), "reconciled");
-    Ok(Action::requeue(plan.requeue))
 }
 
 /// Puts each revision's pods in or out of service (`modelgate.dev/serving`): warm pods
@@ -337,55 +394,6 @@ fn record(metrics: &Metrics, observed: &Observed, plan: &plan::Plan) {
     }
 }
 
-/// The digests the planner verified for `hash` (the canary, or a stable to recreate).
-fn verified_revision<'a>(status: &'a crate::api::ModelReleaseStatus, hash: &'a str) -> Option<workload::Revision<'a>> {
-    let from = |number, sha256: &'a Option<String>, length: Option<i64>, files: Option<i64>| {
-        let files = files.unwrap_or(1);
-        Some(workload::Revision { number, hash, sha256: sha256.as_deref()?, length: length?, files })
-    };
-    match (&status.canary, &status.stable) {
-        (Some(c), _) if c.hash == hash => from(c.revision, &c.sha256, c.length, c.files),
-        (_, Some(s)) if s.hash == hash => from(s.revision, &s.sha256, s.length, s.files),
-        _ => None,
-    }
-}
-
-/// The revision the checks judge now: the canary, or the stable one in its
-/// post-promotion window (its predecessor is the baseline).
-fn gate_context(release: &ModelRelease, ns: &str) -> Option<GateContext> {
-    let status = release.status.as_ref()?;
-    let previous_promoted = |exclude: i64| {
-        status
-            .history
-            .iter()
-            .rev()
-            .find(|h| h.outcome == Outcome::Promoted && h.revision != exclude)
-            .map(|h| h.revision)
-    };
-    let on_trial = match (&status.canary, &status.stable) {
-        (Some(c), stable) => GateContext {
-            canary_revision: c.revision,
-            stable_revision: stable.as_ref().map(|s| s.revision),
-            target: c.target.clone(),
-            sha256: c.sha256.clone().unwrap_or_default(),
-            step: c.step,
-            weight: c.weight,
-            ..Default::default()
-        },
-        (None, Some(s)) => GateContext {
-            canary_revision: s.revision,
-            stable_revision: previous_promoted(s.revision),
-            target: s.target.clone(),
-            sha256: s.sha256.clone().unwrap_or_default(),
-            step: i32::try_from(release.spec.strategy.steps.len()).unwrap_or(i32::MAX),
-            weight: 100,
-            ..Default::default()
-        },
-        (None, None) => return None,
-    };
-    Some(GateContext { release: release.name_any(), namespace: ns.to_string(), ..on_trial })
-}
-
 /// The checks finished since the last reconcile, and a new run started when one is due.
 /// Never waits for a check: they run in `GateRunner`'s pool.
 fn observe_gates(
@@ -394,7 +402,7 @@ fn observe_gates(
     ns: &str,
     now: Timestamp,
 ) -> Option<gate_runner::Finished> {
-    let (Some(uid), Some(gate_ctx)) = (release.uid(), gate_context(release, ns)) else { return None };
+    let (Some(uid), Some(gate_ctx)) = (release.uid(), plan::gate_context(release, ns)) else { return None };
     let finished = ctx.gates.take(&uid, gate_ctx.canary_revision);
     if finished.is_none() && plan::gates_due(release, now) && !ctx.gates.running(&uid) {
         let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);

@@ -8,32 +8,16 @@ mod webhook;
 
 use std::{future::Future, pin::Pin, time::Duration};
 
-use serde::Serialize;
-
 use crate::{
     api::GateCheck,
     plan::{GateOutcome, GateResult},
 };
 
+pub use crate::plan::GateContext;
+
 pub use egress::EgressPolicy;
 pub use prometheus::Prometheus;
 pub use webhook::Webhook;
-
-/// What a gate judges: the release, the revision on trial and the one it replaces.
-#[derive(Clone, Debug, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GateContext {
-    pub release: String,
-    pub namespace: String,
-    /// The revision on trial (the canary, or the new stable in its post-promotion window).
-    pub canary_revision: i64,
-    /// The revision it replaces, if any.
-    pub stable_revision: Option<i64>,
-    pub target: String,
-    pub sha256: String,
-    pub step: i32,
-    pub weight: i32,
-}
 
 /// One provider of health verdicts.
 pub trait Gate: Send + Sync {

@@ -4,6 +4,7 @@
 
 pub mod pod_policy;
 pub mod repository;
+mod revisions;
 mod rollout;
 
 use std::{collections::BTreeMap, time::Duration};
@@ -13,6 +14,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{ModelRelease, ModelReleaseSpec};
 
+pub use revisions::{GateContext, Revision, gate_context, models_to_verify, verified_revision};
 pub use rollout::{
     MAX_HISTORY, gates_due, plan,
     rollback::{previous_promoted, promoted_revision, untrusted_for_rollback},
@@ -255,21 +257,6 @@ pub fn canary_replicas(replicas: i32, weight: i32) -> i32 {
     // In i64: the product of two i32 does not fit in one.
     let pods = (i64::from(replicas) * i64::from(weight.min(100)) + 99) / 100;
     i32::try_from(pods).unwrap_or(replicas)
-}
-
-/// Every model the planner may ask about (`ModelRef::key`), so the controller looks up
-/// each one's verdict: the spec's, the running ones, and the earlier promoted ones
-/// (rollback candidates).
-pub fn models_to_verify(release: &ModelRelease) -> Vec<String> {
-    let mut models = vec![release.spec.model.model().key()];
-    if let Some(s) = &release.status {
-        models.extend(s.stable.iter().map(|r| r.model().key()));
-        models.extend(s.canary.iter().map(|c| c.model().key()));
-        models.extend(s.history.iter().filter(|h| h.outcome == crate::api::Outcome::Promoted).map(|h| h.model().key()));
-    }
-    models.sort();
-    models.dedup();
-    models
 }
 
 /// The revision the spec asks for.

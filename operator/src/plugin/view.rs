@@ -14,9 +14,9 @@ use kube::{
 use super::{WATCH_EVERY, verify};
 use crate::{
     api::{LABEL_RELEASE, LABEL_REVISION, ModelRelease, ModelRepository},
-    controller::workload,
     gates::{self, GateContext},
     plan::{self, Verdict, pod_policy::PodPolicy},
+    workload,
 };
 
 /// Text from the cluster (messages, event notes, gate values) may hold terminal
@@ -253,7 +253,7 @@ pub async fn plan(client: &Client, ns: &str, release: &ModelRelease) -> anyhow::
     let next =
         status.history.iter().map(|h| h.revision).chain(status.stable.iter().map(|s| s.revision)).max().unwrap_or(0)
             + 1;
-    let revision = workload::Revision { number: next, hash: &hash, sha256: &sha256, length, files };
+    let revision = plan::Revision { number: next, hash: &hash, sha256: &sha256, length, files };
     let first_weight = release.spec.strategy.steps.iter().find_map(|s| s.set_weight).unwrap_or(100);
     // The installation's pod policy is the operator's; the plugin checks the default.
     let rs = match workload::replica_set(

@@ -8,59 +8,69 @@ impl Planner<'_> {
         let Some(stable) = self.status.stable.clone() else { return };
         let health = self.obs.pods.get(&stable.hash).cloned().unwrap_or_default();
         if self.status.phase == Some(Phase::RollingBack) {
-            if health.ready >= self.spec.replicas {
-                let message = format!("rolled back: revision {} ({}) serves 100%", stable.revision, stable.target);
-                self.note(false, EventReason::RollbackComplete, message.clone());
-                self.set_phase(Phase::RolledBack, message);
+            self.finish_rollback(&stable, &health);
+        }
+        if self.keep_trusted(&stable) && self.window_open(&stable) {
+            self.judge_after_promotion(&stable, &health);
+        }
+    }
+
+    /// A rollback is complete when the stable revision's pods are all Ready again.
+    fn finish_rollback(&mut self, stable: &RevisionStatus, health: &PodHealth) {
+        if health.ready >= self.spec.replicas {
+            let message = format!("rolled back: revision {} ({}) serves 100%", stable.revision, stable.target);
+            self.note(false, EventReason::RollbackComplete, message.clone());
+            self.set_phase(Phase::RolledBack, message);
+        } else {
+            // Keep the reason in view while the stable pods come back.
+            let why = self.status.conditions.iter().find(|c| c.type_ == DEGRADED).map(|c| c.message.clone());
+            let progress =
+                format!("{}/{} pods of revision {} Ready", health.ready, self.spec.replicas, stable.revision);
+            self.status.message = Some(match why {
+                Some(why) => format!("{why} ({progress})"),
+                None => format!("rolling back: {progress}"),
+            });
+        }
+    }
+
+    /// Reacts to the serving model losing its trust (`spec.rollback.onRevocation`).
+    /// `false`: it did (a rollback started, or TrustDegraded is raised), and nothing
+    /// else is judged now.
+    fn keep_trusted(&mut self, stable: &RevisionStatus) -> bool {
+        let Some(Failure { reason, message }) = self.untrusted(&stable.model(), stable.sha256.as_deref()) else {
+            if matches!(self.verdict(&stable.model().key()), Verdict::Trusted { .. }) {
+                let message = format!("revision {} ({}) is trusted by its repository", stable.revision, stable.target);
+                self.set_condition(TRUST_DEGRADED, false, "TargetTrusted", message);
             } else {
-                // Keep the reason in view while the stable pods come back.
-                let why = self.status.conditions.iter().find(|c| c.type_ == DEGRADED).map(|c| c.message.clone());
-                let progress =
-                    format!("{}/{} pods of revision {} Ready", health.ready, self.spec.replicas, stable.revision);
-                self.status.message = Some(match why {
-                    Some(why) => format!("{why} ({progress})"),
-                    None => format!("rolling back: {progress}"),
-                });
+                self.wake(WAIT_FOR_TRUST);
             }
+            return true;
+        };
+        let message = format!("revision {} ({}) is no longer trusted: {message}", stable.revision, stable.target);
+        let candidate = (self.spec.rollback.on_revocation == RevocationAction::Rollback)
+            .then(|| self.rollback_candidate(&stable.hash))
+            .flatten();
+        if let Some(candidate) = candidate {
+            self.set_condition(TRUST_DEGRADED, true, &reason, message.clone());
+            self.revert_to(candidate, "TrustRevoked", message);
+            return false;
         }
+        let message = match self.spec.rollback.on_revocation {
+            RevocationAction::Rollback => {
+                format!("{message}; no earlier revision is still trusted, so it keeps serving")
+            }
+            RevocationAction::Alert => format!("{message}; onRevocation is Alert, so it keeps serving"),
+        };
+        if !self.condition_is(TRUST_DEGRADED, "True", &reason) {
+            self.note(true, EventReason::TrustDegraded, message.clone());
+        }
+        self.set_condition(TRUST_DEGRADED, true, &reason, message);
+        false
+    }
 
-        match self.untrusted(&stable.model(), stable.sha256.as_deref()) {
-            Some(Failure { reason, message }) => {
-                let message =
-                    format!("revision {} ({}) is no longer trusted: {message}", stable.revision, stable.target);
-                let candidate = (self.spec.rollback.on_revocation == RevocationAction::Rollback)
-                    .then(|| self.rollback_candidate(&stable.hash))
-                    .flatten();
-                if let Some(candidate) = candidate {
-                    self.set_condition(TRUST_DEGRADED, true, &reason, message.clone());
-                    return self.revert_to(candidate, "TrustRevoked", message);
-                }
-                let message = match self.spec.rollback.on_revocation {
-                    RevocationAction::Rollback => {
-                        format!("{message}; no earlier revision is still trusted, so it keeps serving")
-                    }
-                    RevocationAction::Alert => format!("{message}; onRevocation is Alert, so it keeps serving"),
-                };
-                if !self.condition_is(TRUST_DEGRADED, "True", &reason) {
-                    self.note(true, EventReason::TrustDegraded, message.clone());
-                }
-                self.set_condition(TRUST_DEGRADED, true, &reason, message);
-                return;
-            }
-            None => {
-                if matches!(self.verdict(&stable.model().key()), Verdict::Trusted { .. }) {
-                    let message =
-                        format!("revision {} ({}) is trusted by its repository", stable.revision, stable.target);
-                    self.set_condition(TRUST_DEGRADED, false, "TargetTrusted", message);
-                } else {
-                    self.wake(WAIT_FOR_TRUST);
-                }
-            }
-        }
-
-        if !self.window_open(&stable) {
-            return;
-        }
+    /// In the post-promotion window, a revision that crashes, is refused in its pods or
+    /// fails its checks goes back to the previous one (or says why it cannot).
+    fn judge_after_promotion(&mut self, stable: &RevisionStatus, health: &PodHealth) {
         let failure = match &health.problem {
             Some(PodProblem::Untrusted { message }) => Some(Failure::new("TrustFailure", message.clone())),
             Some(PodProblem::Hard { reason, message }) => Some(Failure::new(reason.clone(), message.clone())),

@@ -13,7 +13,10 @@ use crate::{
         ANNOTATION_MODEL_SHA256, FETCH_CONTAINER, LABEL_HASH, LABEL_RELEASE, LABEL_REVISION, LABEL_SERVING, ModelRef,
         ModelRelease, ModelRepository,
     },
-    plan::pod_policy::{self, PodPolicy},
+    plan::{
+        Revision,
+        pod_policy::{self, PodPolicy},
+    },
     trust::{
         fetch::MODEL_DIR,
         state::{STATE_CHAIN_KEY, state_configmap},
@@ -33,15 +36,6 @@ const CA_DIR: &str = "/var/run/modelgate/ca";
 /// Name of a revision's ReplicaSet.
 pub fn name(release: &str, hash: &str) -> String {
     format!("{release}-{hash}")
-}
-
-/// A verified revision, ready to become a workload.
-pub struct Revision<'a> {
-    pub number: i64,
-    pub hash: &'a str,
-    pub sha256: &'a str,
-    pub length: i64,
-    pub files: i64,
 }
 
 /// Why a revision cannot become a workload: the template modelgate would render from
