@@ -93,15 +93,18 @@ fn spec() -> impl Strategy<Value = ModelReleaseSpec> {
                     strategy: crate::api::Strategy {
                         steps: steps
                             .into_iter()
-                            .map(|(w, p)| Step { set_weight: w, pause: p.map(|duration| Pause { duration }) })
+                            .map(|(w, p)| Step {
+                                set_weight: w,
+                                pause: p.map(|duration| Pause { duration: duration.map(Into::into) }),
+                            })
                             .collect(),
                         traffic: Default::default(),
                     },
                     gates: Gates {
-                        interval,
+                        interval: interval.into(),
                         failure_limit,
                         inconclusive_limit,
-                        progress_deadline: deadline,
+                        progress_deadline: deadline.into(),
                         checks: checks
                             .into_iter()
                             .map(|(name, webhook)| GateCheck {
@@ -114,7 +117,7 @@ fn spec() -> impl Strategy<Value = ModelReleaseSpec> {
                                 }),
                                 webhook: webhook.then(|| WebhookCheck {
                                     url: "https://w".into(),
-                                    timeout: timeout.clone(),
+                                    timeout: timeout.clone().into(),
                                     retries: 1,
                                     ca_bundle: None,
                                 }),
@@ -123,7 +126,7 @@ fn spec() -> impl Strategy<Value = ModelReleaseSpec> {
                     },
                     rollback: RollbackPolicy {
                         automatic,
-                        post_promotion_window: window,
+                        post_promotion_window: window.into(),
                         on_revocation: RevocationAction::Rollback,
                         keep_warm: Default::default(),
                     },

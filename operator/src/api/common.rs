@@ -43,24 +43,103 @@ pub(crate) const DNS_LABEL: &str = "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?
 pub(crate) const DNS_SUBDOMAIN: &str =
     "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')";
 
-/// Bounds of a duration field: what the API server enforces (CEL) and what the operator
-/// applies to whatever reaches it anyway (an object stored before a rule existed): a
-/// value out of bounds is clamped, one that does not parse takes the default.
+/// A Go-style duration as a spec writes it (`30s`, `5m`, `1h30m`): parsed once, when
+/// the object is read, and kept as written, so it goes back to the API server unchanged.
+/// A string that does not parse (an object stored before a rule existed) is not an
+/// error here: the field's `DurationBounds` give it their default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GoDuration {
+    text: String,
+    parsed: Option<Duration>,
+}
+
+impl GoDuration {
+    pub fn new(text: impl Into<String>) -> Self {
+        let text = text.into();
+        let parsed = parse_duration(&text);
+        Self { text, parsed }
+    }
+
+    /// As written in the spec.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl From<&str> for GoDuration {
+    fn from(text: &str) -> Self {
+        Self::new(text)
+    }
+}
+
+impl From<String> for GoDuration {
+    fn from(text: String) -> Self {
+        Self::new(text)
+    }
+}
+
+impl std::fmt::Display for GoDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(&self.text)
+    }
+}
+
+impl Serialize for GoDuration {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for GoDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self::new)
+    }
+}
+
+/// In the CRD: a string (the field's CEL rules give its shape and bounds).
+impl schemars::JsonSchema for GoDuration {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        String::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        String::json_schema(generator)
+    }
+}
+
+/// Bounds of a duration field: its default, and what the API server enforces (CEL) and
+/// the operator applies to whatever reaches it anyway: a value out of bounds is clamped,
+/// one that does not parse takes the default.
 #[derive(Clone, Copy, Debug)]
 pub struct DurationBounds {
-    pub default: Duration,
+    /// As the CRD shows it (the `default` of an optional field's schema).
+    pub default: &'static str,
     pub min: Duration,
     pub max: Duration,
 }
 
 impl DurationBounds {
-    pub const fn secs(default: u64, min: u64, max: u64) -> Self {
-        Self { default: Duration::from_secs(default), min: Duration::from_secs(min), max: Duration::from_secs(max) }
+    pub const fn new(default: &'static str, min_secs: u64, max_secs: u64) -> Self {
+        Self { default, min: Duration::from_secs(min_secs), max: Duration::from_secs(max_secs) }
+    }
+
+    /// The default, as a spec value.
+    pub fn default_value(&self) -> GoDuration {
+        GoDuration::new(self.default)
     }
 
     /// The field's value as the operator uses it.
-    pub fn of(&self, s: &str) -> Duration {
-        parse_duration(s).map_or(self.default, |d| d.clamp(self.min, self.max))
+    pub fn of(&self, value: &GoDuration) -> Duration {
+        match value.parsed {
+            Some(d) => d.clamp(self.min, self.max),
+            // Each bounds' default parses (a test holds them to it); the minimum only
+            // keeps this total.
+            None => parse_duration(self.default).unwrap_or(self.min),
+        }
     }
 }
 
@@ -187,10 +266,41 @@ mod tests {
         assert_eq!(parse_duration("1.s"), None);
         assert_eq!(parse_duration(".5s"), None);
         assert_eq!(parse_duration("99999h99999h99999h99999h"), Some(Duration::from_secs(4 * 99999 * 3600)));
-        let bounds = DurationBounds::secs(30, 5, 3600);
-        assert_eq!(bounds.of("1ms"), Duration::from_secs(5));
-        assert_eq!(bounds.of("99999h"), Duration::from_secs(3600));
-        assert_eq!(bounds.of("garbage"), Duration::from_secs(30));
+        let bounds = DurationBounds::new("30s", 5, 3600);
+        assert_eq!(bounds.of(&"1ms".into()), Duration::from_secs(5));
+        assert_eq!(bounds.of(&"99999h".into()), Duration::from_secs(3600));
+        assert_eq!(bounds.of(&"garbage".into()), Duration::from_secs(30));
+        assert_eq!(bounds.of(&"1m".into()), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn every_default_is_a_duration_within_its_bounds() {
+        use crate::api::{release, repository};
+        let fields = [
+            ("gates.interval", release::GATE_INTERVAL),
+            ("gates.progressDeadline", release::PROGRESS_DEADLINE),
+            ("webhook.timeout", release::WEBHOOK_TIMEOUT),
+            ("rollback.postPromotionWindow", release::POST_PROMOTION_WINDOW),
+            ("refreshInterval", repository::REFRESH_INTERVAL),
+        ];
+        for (field, bounds) in fields {
+            let default = parse_duration(bounds.default).unwrap_or_else(|| panic!("{field}: {}", bounds.default));
+            assert!(bounds.min <= default && default <= bounds.max, "{field}: {default:?} out of {bounds:?}");
+            assert_eq!(bounds.of(&bounds.default_value()), default, "{field}");
+        }
+        // A pause has no default (none waits for promote); what does not parse is no pause.
+        assert_eq!(release::PAUSE.of(&"later".into()), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_duration_goes_back_as_written() {
+        let read: GoDuration = serde_json::from_value(serde_json::json!("1h30m")).unwrap();
+        assert_eq!(read.as_str(), "1h30m");
+        assert_eq!(serde_json::to_value(&read).unwrap(), serde_json::json!("1h30m"));
+        // Unparseable text is kept (and written back) as it was, not refused.
+        let odd: GoDuration = serde_json::from_value(serde_json::json!("soon")).unwrap();
+        assert_eq!(serde_json::to_value(&odd).unwrap(), serde_json::json!("soon"));
+        assert!(serde_json::from_value::<GoDuration>(serde_json::json!(30)).is_err());
     }
 
     #[test]

@@ -8,7 +8,9 @@ mod reference;
 mod release;
 mod repository;
 
-pub use common::{ConfigMapKeyRef, ConfigMapSource, condition, parse_duration, set_condition};
+pub use common::{
+    ConfigMapKeyRef, ConfigMapSource, DurationBounds, GoDuration, condition, parse_duration, set_condition,
+};
 pub use crd::{crds, crds_yaml};
 pub use model::{MANIFEST_FILE, MAX_MODEL_FILES, MAX_TARGET_LIST, ModelRef, mount_path_of};
 pub use reference::reference_markdown;

@@ -9,18 +9,20 @@ use serde::{Deserialize, Serialize};
 
 use std::time::Duration;
 
-use super::common::{ConfigMapSource, DNS_LABEL, DURATION, DurationBounds, NO_CREDENTIALS, duration_between};
+use super::common::{
+    ConfigMapSource, DNS_LABEL, DURATION, DurationBounds, GoDuration, NO_CREDENTIALS, duration_between,
+};
 
 /// `strategy.steps[].pause.duration`: up to a week.
-pub const PAUSE: DurationBounds = DurationBounds::secs(0, 1, 7 * 24 * 3600);
+pub const PAUSE: DurationBounds = DurationBounds::new("0s", 1, 7 * 24 * 3600);
 /// `gates.interval`: often enough to matter, rarely enough not to hammer the providers.
-pub const GATE_INTERVAL: DurationBounds = DurationBounds::secs(30, 5, 3600);
+pub const GATE_INTERVAL: DurationBounds = DurationBounds::new("30s", 5, 3600);
 /// `gates.progressDeadline`.
-pub const PROGRESS_DEADLINE: DurationBounds = DurationBounds::secs(600, 10, 24 * 3600);
+pub const PROGRESS_DEADLINE: DurationBounds = DurationBounds::new("10m", 10, 24 * 3600);
 /// `gates.checks[].webhook.timeout`: a gate call never holds a worker longer.
-pub const WEBHOOK_TIMEOUT: DurationBounds = DurationBounds::secs(10, 1, 30);
+pub const WEBHOOK_TIMEOUT: DurationBounds = DurationBounds::new("10s", 1, 30);
 /// `rollback.postPromotionWindow`: off (0s) up to a week.
-pub const POST_PROMOTION_WINDOW: DurationBounds = DurationBounds::secs(600, 0, 7 * 24 * 3600);
+pub const POST_PROMOTION_WINDOW: DurationBounds = DurationBounds::new("10m", 0, 7 * 24 * 3600);
 
 /// A model served by pods of `template`, released from a verified TUF target.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -254,7 +256,7 @@ pub struct Pause {
         validation = Rule::new(DURATION).message("pause.duration must be a duration such as 30s, 5m or 1h; omit it to wait for promote"),
         validation = Rule::new(duration_between!("1s", "168h")).message("pause.duration must be between 1s and 168h (a week); omit it to wait for promote")
     )]
-    pub duration: Option<String>,
+    pub duration: Option<GoDuration>,
 }
 
 /// How weight becomes traffic. Only the replica ratio exists today: a Service that
@@ -283,7 +285,7 @@ pub struct Gates {
         validation = Rule::new(DURATION).message("gates.interval must be a duration such as 30s or 1m"),
         validation = Rule::new(duration_between!("5s", "1h")).message("gates.interval must be between 5s and 1h, such as 30s")
     )]
-    pub interval: String,
+    pub interval: GoDuration,
     /// Consecutive failures of one check that trigger a rollback.
     #[serde(default = "default_failure_limit")]
     #[schemars(range(min = 1, max = 100))]
@@ -306,7 +308,7 @@ pub struct Gates {
         validation = Rule::new(DURATION).message("gates.progressDeadline must be a duration such as 10m"),
         validation = Rule::new(duration_between!("10s", "24h")).message("gates.progressDeadline must be between 10s and 24h, such as 10m")
     )]
-    pub progress_deadline: String,
+    pub progress_deadline: GoDuration,
     /// The checks. Names are unique.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
@@ -329,7 +331,7 @@ impl Gates {
 impl Pause {
     /// How long to wait, or `None` to wait for promote.
     pub fn duration(&self) -> Option<Duration> {
-        self.duration.as_deref().map(|d| PAUSE.of(d))
+        self.duration.as_ref().map(|d| PAUSE.of(d))
     }
 }
 
@@ -382,12 +384,12 @@ fn default_inconclusive_limit() -> i32 {
     5
 }
 
-fn default_progress_deadline() -> String {
-    "10m".into()
+fn default_progress_deadline() -> GoDuration {
+    PROGRESS_DEADLINE.default_value()
 }
 
-fn default_gate_interval() -> String {
-    "30s".into()
+fn default_gate_interval() -> GoDuration {
+    GATE_INTERVAL.default_value()
 }
 
 fn default_failure_limit() -> i32 {
@@ -458,7 +460,7 @@ pub struct WebhookCheck {
         validation = Rule::new(DURATION).message("webhook.timeout must be a duration such as 10s"),
         validation = Rule::new(duration_between!("1s", "30s")).message("webhook.timeout must be between 1s and 30s, such as 10s")
     )]
-    pub timeout: String,
+    pub timeout: GoDuration,
     /// Further attempts after a timeout or a connection error (not after an answer).
     #[serde(default = "default_webhook_retries")]
     #[schemars(range(min = 0, max = 10))]
@@ -473,8 +475,8 @@ fn default_webhook_retries() -> i32 {
     2
 }
 
-fn default_webhook_timeout() -> String {
-    "10s".into()
+fn default_webhook_timeout() -> GoDuration {
+    WEBHOOK_TIMEOUT.default_value()
 }
 
 /// Automatic rollback policy.
@@ -492,7 +494,7 @@ pub struct RollbackPolicy {
         validation = Rule::new(DURATION).message("postPromotionWindow must be a duration such as 10m, or 0s for none"),
         validation = Rule::new(duration_between!("0s", "168h")).message("postPromotionWindow must be at most 168h (a week), such as 10m, or 0s for none")
     )]
-    pub post_promotion_window: String,
+    pub post_promotion_window: GoDuration,
     /// What to do when the stable target is revoked or its metadata expires.
     #[serde(default)]
     pub on_revocation: RevocationAction,
@@ -519,7 +521,7 @@ pub struct KeepWarm {
         validation = Rule::new(DURATION).message("keepWarm.window must be a duration such as 10m, or 0s for none"),
         validation = Rule::new(duration_between!("0s", "168h")).message("keepWarm.window must be at most 168h (a week), such as 10m, or 0s for none")
     )]
-    pub window: Option<String>,
+    pub window: Option<GoDuration>,
     /// Share of `replicas` kept warm, rounded up, at least one pod while the window is
     /// on; 0 keeps none.
     #[serde(default = "default_warm_percent")]
@@ -552,8 +554,8 @@ fn default_true() -> bool {
     true
 }
 
-fn default_post_promotion_window() -> String {
-    "10m".into()
+fn default_post_promotion_window() -> GoDuration {
+    POST_PROMOTION_WINDOW.default_value()
 }
 
 /// Reaction to a stable model that is no longer trusted.

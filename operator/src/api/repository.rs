@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use std::time::Duration;
 
-use super::common::{ConfigMapSource, DURATION, DurationBounds, NO_CREDENTIALS, duration_between};
+use super::common::{ConfigMapSource, DURATION, DurationBounds, GoDuration, NO_CREDENTIALS, duration_between};
 
 /// `refreshInterval`.
-pub const REFRESH_INTERVAL: DurationBounds = DurationBounds::secs(300, 10, 24 * 3600);
+pub const REFRESH_INTERVAL: DurationBounds = DurationBounds::new("5m", 10, 24 * 3600);
 
 const HTTPS_URL: &str = "isURL(self) && url(self).getScheme() == 'https' && url(self).getHost() != ''";
 
@@ -71,7 +71,7 @@ pub struct ModelRepositorySpec {
         validation = Rule::new(DURATION).message("refreshInterval must be a duration such as 30s, 5m or 1h"),
         validation = Rule::new(duration_between!("10s", "24h")).message("refreshInterval must be between 10s and 24h")
     )]
-    pub refresh_interval: String,
+    pub refresh_interval: GoDuration,
 }
 
 impl ModelRepositorySpec {
@@ -81,8 +81,8 @@ impl ModelRepositorySpec {
     }
 }
 
-fn default_refresh_interval() -> String {
-    "5m".into()
+fn default_refresh_interval() -> GoDuration {
+    REFRESH_INTERVAL.default_value()
 }
 
 /// Version of a trusted metadata role, and when it expires. These are anti-rollback
