@@ -3,6 +3,7 @@
 
 mod error;
 pub mod gate_runner;
+mod index;
 mod leader;
 pub mod release;
 pub mod repository;
@@ -33,6 +34,7 @@ pub use error::Error;
 pub use trust_cache::TrustCache;
 
 use crate::api::{LABEL_RELEASE, LABEL_SERVING, ModelRelease, ModelRepository};
+use index::{Index, OwnerIndex};
 
 /// How the operator runs.
 #[derive(Clone, Debug)]
@@ -83,8 +85,8 @@ pub struct Context {
 /// In-memory views of what releases own, kept current by watches (no list per reconcile).
 pub struct Stores {
     repositories: Store<ModelRepository>,
-    replica_sets: Store<ReplicaSet>,
-    pods: Store<Pod>,
+    replica_sets: (Store<ReplicaSet>, OwnerIndex),
+    pods: (Store<Pod>, OwnerIndex),
     /// Services made for releases (`spec.service`): one that is in place as it should
     /// be costs no request at all.
     services: Store<Service>,
@@ -113,17 +115,16 @@ impl Stores {
         self.repositories.state().iter().filter_map(|r| r.uid()).collect()
     }
 
-    fn owned_by<K>(store: &Store<K>, ns: &str, release: &str) -> Vec<K>
+    fn owned_by<K>((store, index): &(Store<K>, OwnerIndex), ns: &str, release: &str) -> Vec<K>
     where
         K: Resource<DynamicType = ()> + Clone + 'static,
     {
-        store
-            .state()
+        index
+            .owned(ns, release)
             .into_iter()
-            .filter(|o| {
-                o.meta().namespace.as_deref() == Some(ns)
-                    && o.labels().get(LABEL_RELEASE).map(String::as_str) == Some(release)
-            })
+            .filter_map(|name| store.get(&ObjectRef::new(&name).within(ns)))
+            // The store may hold a newer version than the index has seen yet.
+            .filter(|o| o.labels().get(LABEL_RELEASE).map(String::as_str) == Some(release))
             .map(|o| (*o).clone())
             .collect()
     }
@@ -199,7 +200,7 @@ fn shared_reflector<K, const N: usize>(
     api: Api<K>,
     config: watcher::Config,
     trim: fn(&mut K),
-) -> (Store<K>, [Changes<K>; N], Synced, impl Future<Output = ()> + Send + 'static)
+) -> (Store<K>, OwnerIndex, [Changes<K>; N], Synced, impl Future<Output = ()> + Send + 'static)
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
@@ -229,21 +230,34 @@ where
     // the 10,000-release benchmark).
     let mut listed: Vec<ObjectRef<K>> = Vec::new();
     let listed_from = store.clone();
+    let index = OwnerIndex::default();
+    let filed = index.clone();
+    let mut listing = Index::default();
     let drive = drive.reflect(writer).for_each(move |event| {
         let changed = match event {
             Ok(watcher::Event::Init) => {
                 listed.clear();
+                listing = Index::default();
                 Vec::new()
             }
             Ok(watcher::Event::InitApply(o)) => {
+                listing.apply(&o);
                 listed.push(ObjectRef::from_obj(&o));
                 Vec::new()
             }
             Ok(watcher::Event::InitDone) => {
+                filed.replace(std::mem::take(&mut listing));
                 seen.store(true, std::sync::atomic::Ordering::Release);
                 std::mem::take(&mut listed).iter().filter_map(|r| listed_from.get(r)).collect()
             }
-            Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => vec![Arc::new(o)],
+            Ok(watcher::Event::Apply(o)) => {
+                filed.update(|i| i.apply(&o));
+                vec![Arc::new(o)]
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                filed.update(|i| i.delete(&o));
+                vec![Arc::new(o)]
+            }
             Err(e) => {
                 warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying (check the operator's RBAC)");
                 Vec::new()
@@ -259,7 +273,7 @@ where
             }
         }
     });
-    (store, changes, synced, drive)
+    (store, index, changes, synced, drive)
 }
 
 /// Runs the controllers until SIGTERM or Ctrl-C.
@@ -348,11 +362,11 @@ fn scope(
     // partial view; it does not block on them (the controller must keep consuming the
     // streams for the stores to fill).
     let owned = watcher::Config::default().labels(LABEL_RELEASE).any_semantic();
-    let (release_store, [release_events], release_synced, release_watch) =
+    let (release_store, _, [release_events], release_synced, release_watch) =
         shared_reflector(api::<ModelRelease>(client, ns), watcher::Config::default().any_semantic(), |_| {});
     // Of a ReplicaSet only its labels, replica count and its template's serving label
     // are read; of a pod, its labels and status.
-    let (rs_store, [rs_events], rs_synced, rs_watch) =
+    let (rs_store, rs_index, [rs_events], rs_synced, rs_watch) =
         shared_reflector(api::<ReplicaSet>(client, ns), owned.clone(), |rs| {
             let serving =
                 rs.spec.template.as_ref().and_then(|t| t.metadata.as_ref()?.labels.as_ref()?.get(LABEL_SERVING));
@@ -366,14 +380,15 @@ fn scope(
             rs.status = None;
             rs.metadata.annotations = None;
         });
-    let (repo_store, [repo_events, repo_events_for_releases], repo_synced, repo_watch) =
+    let (repo_store, _, [repo_events, repo_events_for_releases], repo_synced, repo_watch) =
         shared_reflector(api::<ModelRepository>(client, ns), watcher::Config::default().any_semantic(), |_| {});
-    let (pod_store, [pod_events], pod_synced, pod_watch) = shared_reflector(api::<Pod>(client, ns), owned, |pod| {
-        pod.spec = None;
-        pod.metadata.annotations = None;
-        pod.metadata.owner_references = None;
-    });
-    let (svc_store, [svc_events], svc_synced, svc_watch) =
+    let (pod_store, pod_index, [pod_events], pod_synced, pod_watch) =
+        shared_reflector(api::<Pod>(client, ns), owned, |pod| {
+            pod.spec = None;
+            pod.metadata.annotations = None;
+            pod.metadata.owner_references = None;
+        });
+    let (svc_store, _, [svc_events], svc_synced, svc_watch) =
         shared_reflector(api::<Service>(client, ns), watcher::Config::default().labels(LABEL_RELEASE), |svc| {
             svc.status = None;
             svc.metadata.annotations = None;
@@ -393,8 +408,8 @@ fn scope(
         trust: TrustCache::default(),
         stores: Stores {
             repositories: repo_store.clone(),
-            replica_sets: rs_store,
-            pods: pod_store,
+            replica_sets: (rs_store, rs_index),
+            pods: (pod_store, pod_index),
             services: svc_store,
             synced: [release_synced, repo_synced, rs_synced, pod_synced, svc_synced],
         },
