@@ -5,8 +5,9 @@
 //! The operator is not the only client, so requests are attributed by what only it
 //! does: the ModelRelease and ModelRepository APIs, ReplicaSets and their scale (the
 //! controller-manager writes only their status), pod patches (the kubelet writes pod
-//! status, the controller-manager creates and the scheduler binds), Services, and
-//! `events.k8s.io` Events minus one per pod binding (the scheduler's "Scheduled").
+//! status, the controller-manager creates and the scheduler binds) and Services. Events
+//! are counted from the Events themselves: those in the benchmark's namespaces whose
+//! `reportingController` is modelgate, each occurrence (a series counts each) one write.
 
 use std::{
     collections::BTreeMap,
@@ -14,6 +15,7 @@ use std::{
 };
 
 use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::events::v1::Event;
 use kube::{
     Api, Client,
     api::{ListParams, PostParams},
@@ -63,6 +65,20 @@ async fn snapshot(client: &Client) -> anyhow::Result<Counts> {
     Ok(counts)
 }
 
+/// Occurrences of the Events modelgate reported in `namespaces` (a series counts each).
+async fn modelgate_events(client: &Client, namespaces: &[String]) -> anyhow::Result<f64> {
+    let mut total = 0.0;
+    for ns in namespaces {
+        let api: Api<Event> = Api::namespaced(client.clone(), ns);
+        for event in api.list(&ListParams::default()).await?.items {
+            if event.reporting_controller.as_deref() == Some("modelgate") {
+                total += f64::from(event.series.as_ref().map_or(1, |s| s.count.max(1)));
+            }
+        }
+    }
+    Ok(total)
+}
+
 /// What the operator did between two snapshots, by kind of request.
 #[derive(Debug, Default)]
 struct Load {
@@ -84,9 +100,8 @@ impl Load {
     }
 }
 
-fn load(before: &Counts, after: &Counts) -> Load {
-    let mut l = Load::default();
-    let mut bindings = 0.0;
+fn load(before: &Counts, after: &Counts, events: f64) -> Load {
+    let mut l = Load { event_writes: events, ..Load::default() };
     for ((verb, group, resource, sub), n) in after {
         let n = n - before.get(&(verb.clone(), group.clone(), resource.clone(), sub.clone())).unwrap_or(&0.0);
         if n <= 0.0 || verb == "WATCH" {
@@ -94,13 +109,11 @@ fn load(before: &Counts, after: &Counts) -> Load {
         }
         let write = matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "DELETE" | "APPLY");
         match (resource.as_str(), sub.as_str()) {
-            ("pods", "binding") if verb == "POST" => bindings += n,
             ("modelreleases", "status") if write => l.status_writes += n,
             ("modelrepositories", _) | ("configmaps", _) if write => l.repository_writes += n,
             ("replicasets", "" | "scale") if write => l.workload_writes += n,
             ("pods", "") if verb == "PATCH" => l.pod_writes += n,
             ("services", "") if write => l.service_writes += n,
-            ("events", "") if write && group == "events.k8s.io" => l.event_writes += n,
             ("modelreleases" | "modelrepositories" | "replicasets" | "services", _) if verb == "LIST" => l.lists += n,
             // Each refresh reads the pinned root, CA and record: the repository's cost.
             ("configmaps", _) if verb == "GET" => l.repository_reads += n,
@@ -108,7 +121,6 @@ fn load(before: &Counts, after: &Counts) -> Load {
             _ => {}
         }
     }
-    l.event_writes = (l.event_writes - bindings).max(0.0);
     l
 }
 
@@ -222,7 +234,7 @@ async fn bench(client: &Client, namespaces: &[String], n: usize, rest: u64) -> a
     wait_all(&all, n, 1, Duration::from_secs(900)).await?;
     tokio::time::sleep(Duration::from_secs(10)).await;
 
-    let before = snapshot(client).await?;
+    let (before, events_before) = (snapshot(client).await?, modelgate_events(client, namespaces).await?);
     stream::iter(0..n)
         .map(|i| {
             let api: Api<ModelRelease> = Api::namespaced(client.clone(), &namespaces[i % namespaces.len()]);
@@ -234,13 +246,13 @@ async fn bench(client: &Client, namespaces: &[String], n: usize, rest: u64) -> a
     wait_all(&all, n, 2, Duration::from_secs(900)).await?;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let after = snapshot(client).await?;
-    let rollout = load(&before, &after);
+    let rollout = load(&before, &after, modelgate_events(client, namespaces).await? - events_before);
     eprintln!("rollout: {rollout:?}; resting {rest} s");
 
-    let before = snapshot(client).await?;
+    let (before, events_before) = (snapshot(client).await?, modelgate_events(client, namespaces).await?);
     tokio::time::sleep(Duration::from_secs(rest)).await;
     let after = snapshot(client).await?;
-    let idle = load(&before, &after);
+    let idle = load(&before, &after, modelgate_events(client, namespaces).await? - events_before);
     eprintln!("rest: {idle:?}");
     Ok((rollout, idle, steps))
 }
