@@ -160,8 +160,7 @@ async fn bench(client: &Client, namespaces: &[String], n: usize) -> anyhow::Resu
     let all: Api<ModelRelease> = Api::all(client.clone());
     let releases = mirror(all.clone(), watcher::Config::default());
     let pods = mirror(Api::<Pod>::all(client.clone()), watcher::Config::default().labels(LABEL_RELEASE));
-    let replica_sets =
-        mirror(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default().labels(LABEL_RELEASE));
+    let replica_sets = mirror(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default().labels(LABEL_RELEASE));
     let promoted = |r: &ModelRelease| r.status.as_ref().and_then(|s| s.phase) == Some(Phase::Promoted);
     // The first convergence is bounded by the control plane making n pods; give it the
     // time that takes on two cores (about a minute per thousand), and more.

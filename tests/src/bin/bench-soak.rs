@@ -127,7 +127,10 @@ async fn soak(client: &Client, namespaces: &[String], n: usize, minutes: u64) ->
         "strategy": {"steps": [{"setWeight": 50}, {"pause": {"duration": "10s"}}]},
         "gates": {"interval": "10s", "checks": [{"name": "judge", "webhook": {"url": url, "timeout": "2s", "caBundle": {"configMapRef": {"name": "judge-ca", "key": "ca.crt"}}}}]},
     });
-    let operator = Operator::start(None, &[])?;
+    // Only the soak's namespaces (as a namespaced install runs): other work on the same
+    // control plane (the test suite) is not its business.
+    let watched = namespaces.join(",");
+    let operator = Operator::start(None, &["--namespace", &watched])?;
     stream::iter(0..n)
         .map(|i| {
             let api: Api<ModelRelease> = Api::namespaced(client.clone(), &namespaces[i % namespaces.len()]);

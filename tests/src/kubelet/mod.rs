@@ -83,22 +83,36 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
         .touched_objects();
 
     // Restarts rise and ConfigMap rules change without pod events: re-check every pod.
-    let ticker = {
+    // Its own task, giving way now and then: with 20,000 pods a sweep is long, and the
+    // heartbeat and pod events must not wait for it.
+    tokio::spawn({
         let kubelet = kubelet.clone();
         async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                for pod in pod_store.state() {
-                    kubelet.sync(&pod).await;
+                let started = Instant::now();
+                let pods = pod_store.state();
+                for (i, pod) in pods.iter().enumerate() {
+                    kubelet.sync(pod).await;
+                    if i % 64 == 63 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                if started.elapsed() > Duration::from_secs(2) {
+                    debug!(pods = pods.len(), seconds = started.elapsed().as_secs_f64(), "slow sweep");
                 }
             }
         }
-    };
-    let heartbeat = {
+    });
+    // A real kubelet's node lease is renewed by its own loop, first: a node that misses
+    // it for 40 s is tainted unreachable and, 5 minutes later, its pods are evicted.
+    tokio::spawn({
         let client = client.clone();
         async move {
             let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 if let Err(e) = heartbeat(&client).await {
@@ -106,7 +120,7 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
                 }
             }
         }
-    };
+    });
     // A watch error (the API server restarting, a timeout) is retried with backoff, as
     // a kubelet does: the stream goes on, so the node outlives its control plane.
     let events = pods.for_each_concurrent(16, |pod| {
@@ -118,12 +132,8 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
             }
         }
     });
-    tokio::select! {
-        () = events => anyhow::bail!("pod watch ended"),
-        () = ticker => {},
-        () = heartbeat => {},
-    }
-    Ok(())
+    events.await;
+    anyhow::bail!("pod watch ended")
 }
 
 impl Kubelet {
@@ -373,12 +383,6 @@ async fn register_node(client: &Client) -> anyhow::Result<()> {
 }
 
 async fn heartbeat(client: &Client) -> anyhow::Result<()> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let status = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE_NAME}, "status": node_status()});
-    nodes
-        .patch_status(NODE_NAME, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&status))
-        .await
-        .context("write node status")?;
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let lease = Lease {
         metadata: kube::api::ObjectMeta { name: Some(NODE_NAME.into()), ..Default::default() },
@@ -396,5 +400,11 @@ async fn heartbeat(client: &Client) -> anyhow::Result<()> {
         .patch(NODE_NAME, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&value))
         .await
         .context("renew the node lease")?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let status = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE_NAME}, "status": node_status()});
+    nodes
+        .patch_status(NODE_NAME, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&status))
+        .await
+        .context("write node status")?;
     Ok(())
 }
