@@ -361,9 +361,12 @@ fn scope(
     // once). A reconcile waits until the stores are filled, so none decides on a
     // partial view; it does not block on them (the controller must keep consuming the
     // streams for the stores to fill).
-    let owned = watcher::Config::default().labels(LABEL_RELEASE).any_semantic();
+    // Initial lists are consistent reads in pages of 500 (the watcher's default): a
+    // list "from any version" (`resourceVersion=0`) is served whole, in one response,
+    // and at 10,000 releases that one response set the operator's peak memory.
+    let owned = watcher::Config::default().labels(LABEL_RELEASE);
     let (release_store, _, [release_events], release_synced, release_watch) =
-        shared_reflector(api::<ModelRelease>(client, ns), watcher::Config::default().any_semantic(), |_| {});
+        shared_reflector(api::<ModelRelease>(client, ns), watcher::Config::default(), |_| {});
     // Of a ReplicaSet only its labels, replica count and its template's serving label
     // are read; of a pod, its labels and status.
     let (rs_store, rs_index, [rs_events], rs_synced, rs_watch) =
@@ -381,7 +384,7 @@ fn scope(
             rs.metadata.annotations = None;
         });
     let (repo_store, _, [repo_events, repo_events_for_releases], repo_synced, repo_watch) =
-        shared_reflector(api::<ModelRepository>(client, ns), watcher::Config::default().any_semantic(), |_| {});
+        shared_reflector(api::<ModelRepository>(client, ns), watcher::Config::default(), |_| {});
     let (pod_store, pod_index, [pod_events], pod_synced, pod_watch) =
         shared_reflector(api::<Pod>(client, ns), owned, |pod| {
             pod.spec = None;
