@@ -183,9 +183,9 @@ async fn bench(client: &Client, namespaces: &[String], n: usize) -> anyhow::Resu
     let series = series(&operator).await?;
     eprintln!("at rest: RSS {steady_rss:.1} MiB, {series} metric series; restarting");
 
-    // A graceful restart, as an upgrade or a drained node makes it: the Lease is given
-    // up, so the new process leads at once (after a crash it would wait out the 15 s
-    // lease first, as any leader-elected controller does).
+    // A graceful restart, as an upgrade makes it. (One replica, no leader election: a
+    // chart install with leader election hands the Lease over on SIGTERM within 2 s,
+    // and after a crash waits out the 15 s lease first.)
     operator.terminate(Duration::from_secs(30))?;
     let list = all.list(&ListParams::default()).await?.items;
     let t = Instant::now();
