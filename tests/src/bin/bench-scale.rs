@@ -107,9 +107,9 @@ where
     reader
 }
 
-fn count<K: Clone>(store: &Store<K>, done: impl Fn(&K) -> bool) -> usize
+fn count<K>(store: &Store<K>, done: impl Fn(&K) -> bool) -> usize
 where
-    K: Resource<DynamicType = ()> + 'static,
+    K: Resource<DynamicType = ()> + Clone + 'static,
 {
     store.state().iter().filter(|o| done(o)).count()
 }
