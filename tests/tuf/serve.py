@@ -2,7 +2,8 @@
 """Serves a directory over HTTPS on 127.0.0.1 (or --host: the test node's pod gateway,
 10.244.0.1, where pods reach it) for the trust tests, with a CA made on the
 spot. Prints one JSON line {"port", "ca"} when ready. Stops by itself when its stdin
-closes (the test process died) or after --ttl seconds.
+closes (the test process died) or after --ttl seconds (default: $MODELGATE_SERVER_TTL,
+else 1800).
 
 Paths under /slow/ are served at --slow-rate bytes per second (slow-retrieval attack).
 The plain paths ignore Range headers (as many servers do). Under /ranged/ a
@@ -70,7 +71,8 @@ def make_pki(dir):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("root")
-    p.add_argument("--ttl", type=int, default=1800)
+    # A benchmark longer than the default sets MODELGATE_SERVER_TTL (tests/bench/soak).
+    p.add_argument("--ttl", type=int, default=int(os.environ.get("MODELGATE_SERVER_TTL", "1800")))
     p.add_argument("--slow-rate", type=int, default=64)
     p.add_argument("--host", default="127.0.0.1", choices=["127.0.0.1", POD_GATEWAY])
     p.add_argument("--plain", action="store_true", help="plain HTTP (the conformance client only)")
