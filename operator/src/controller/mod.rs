@@ -187,6 +187,7 @@ type Changes<K> = std::pin::Pin<Box<dyn futures::Stream<Item = Arc<K>> + Send>>;
 /// A watch of `api` into a store, `N` streams of its changes for controllers, and the
 /// future that drives them. `trim` drops what reconciles never read before an object is
 /// stored (managed fields always): memory grows with the number of pods, not with them.
+/// `index`, if given, is kept current with the store (for the kinds a release owns).
 /// Each stream must be consumed, or the watch waits for it (`SHARED_BUFFER`).
 ///
 /// A change is sent as the object the watch delivered, after the store holds it, so a
@@ -200,7 +201,8 @@ fn shared_reflector<K, const N: usize>(
     api: Api<K>,
     config: watcher::Config,
     trim: fn(&mut K),
-) -> (Store<K>, OwnerIndex, [Changes<K>; N], Synced, impl Future<Output = ()> + Send + 'static)
+    index: Option<OwnerIndex>,
+) -> (Store<K>, [Changes<K>; N], Synced, impl Future<Output = ()> + Send + 'static)
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
@@ -230,32 +232,38 @@ where
     // the 10,000-release benchmark).
     let mut listed: Vec<ObjectRef<K>> = Vec::new();
     let listed_from = store.clone();
-    let index = OwnerIndex::default();
-    let filed = index.clone();
-    let mut listing = Index::default();
+    let mut listing = index.as_ref().map(|_| Index::default());
     let drive = drive.reflect(writer).for_each(move |event| {
         let changed = match event {
             Ok(watcher::Event::Init) => {
                 listed.clear();
-                listing = Index::default();
+                listing = index.as_ref().map(|_| Index::default());
                 Vec::new()
             }
             Ok(watcher::Event::InitApply(o)) => {
-                listing.apply(&o);
+                if let Some(listing) = listing.as_mut() {
+                    listing.apply(&o);
+                }
                 listed.push(ObjectRef::from_obj(&o));
                 Vec::new()
             }
             Ok(watcher::Event::InitDone) => {
-                filed.replace(std::mem::take(&mut listing));
+                if let (Some(index), Some(fresh)) = (&index, listing.take()) {
+                    index.replace(fresh);
+                }
                 seen.store(true, std::sync::atomic::Ordering::Release);
                 std::mem::take(&mut listed).iter().filter_map(|r| listed_from.get(r)).collect()
             }
             Ok(watcher::Event::Apply(o)) => {
-                filed.update(|i| i.apply(&o));
+                if let Some(index) = &index {
+                    index.update(|i| i.apply(&o));
+                }
                 vec![Arc::new(o)]
             }
             Ok(watcher::Event::Delete(o)) => {
-                filed.update(|i| i.delete(&o));
+                if let Some(index) = &index {
+                    index.update(|i| i.delete(&o));
+                }
                 vec![Arc::new(o)]
             }
             Err(e) => {
@@ -273,7 +281,7 @@ where
             }
         }
     });
-    (store, index, changes, synced, drive)
+    (store, changes, synced, drive)
 }
 
 /// Runs the controllers until SIGTERM or Ctrl-C.
@@ -365,12 +373,15 @@ fn scope(
     // list "from any version" (`resourceVersion=0`) is served whole, in one response,
     // and at 10,000 releases that one response set the operator's peak memory.
     let owned = watcher::Config::default().labels(LABEL_RELEASE);
-    let (release_store, _, [release_events], release_synced, release_watch) =
-        shared_reflector(api::<ModelRelease>(client, ns), watcher::Config::default(), |_| {});
+    let (release_store, [release_events], release_synced, release_watch) =
+        shared_reflector(api::<ModelRelease>(client, ns), watcher::Config::default(), |_| {}, None);
     // Of a ReplicaSet only its labels, replica count and its template's serving label
     // are read; of a pod, its labels and status.
-    let (rs_store, rs_index, [rs_events], rs_synced, rs_watch) =
-        shared_reflector(api::<ReplicaSet>(client, ns), owned.clone(), |rs| {
+    let (rs_index, pod_index) = (OwnerIndex::default(), OwnerIndex::default());
+    let (rs_store, [rs_events], rs_synced, rs_watch) = shared_reflector(
+        api::<ReplicaSet>(client, ns),
+        owned.clone(),
+        |rs| {
             let serving =
                 rs.spec.template.as_ref().and_then(|t| t.metadata.as_ref()?.labels.as_ref()?.get(LABEL_SERVING));
             rs.spec.template = serving.cloned().map(|v| k8s_openapi::api::core::v1::PodTemplateSpec {
@@ -382,20 +393,30 @@ fn scope(
             });
             rs.status = None;
             rs.metadata.annotations = None;
-        });
-    let (repo_store, _, [repo_events, repo_events_for_releases], repo_synced, repo_watch) =
-        shared_reflector(api::<ModelRepository>(client, ns), watcher::Config::default(), |_| {});
-    let (pod_store, pod_index, [pod_events], pod_synced, pod_watch) =
-        shared_reflector(api::<Pod>(client, ns), owned, |pod| {
+        },
+        Some(rs_index.clone()),
+    );
+    let (repo_store, [repo_events, repo_events_for_releases], repo_synced, repo_watch) =
+        shared_reflector(api::<ModelRepository>(client, ns), watcher::Config::default(), |_| {}, None);
+    let (pod_store, [pod_events], pod_synced, pod_watch) = shared_reflector(
+        api::<Pod>(client, ns),
+        owned,
+        |pod| {
             pod.spec = None;
             pod.metadata.annotations = None;
             pod.metadata.owner_references = None;
-        });
-    let (svc_store, _, [svc_events], svc_synced, svc_watch) =
-        shared_reflector(api::<Service>(client, ns), watcher::Config::default().labels(LABEL_RELEASE), |svc| {
+        },
+        Some(pod_index.clone()),
+    );
+    let (svc_store, [svc_events], svc_synced, svc_watch) = shared_reflector(
+        api::<Service>(client, ns),
+        watcher::Config::default().labels(LABEL_RELEASE),
+        |svc| {
             svc.status = None;
             svc.metadata.annotations = None;
-        });
+        },
+        None,
+    );
     tokio::spawn(svc_watch);
     tokio::spawn(release_watch);
     tokio::spawn(repo_watch);
