@@ -90,7 +90,30 @@ pub struct Metrics {
     pub ready: AtomicBool,
     /// The watched objects, read at each scrape: the gauges above describe what exists
     /// now, so a deleted release or repository leaves no series behind.
-    views: std::sync::Mutex<Vec<(Store<ModelRelease>, Store<ModelRepository>)>>,
+    views: std::sync::Mutex<Views>,
+}
+
+/// The stores of each watched scope, by a number handed out when it started.
+#[derive(Default)]
+struct Views {
+    next: u64,
+    scopes: std::collections::BTreeMap<u64, (Store<ModelRelease>, Store<ModelRepository>)>,
+}
+
+/// A scope's objects in the scrapes while this lives: a namespace that stops being
+/// served (its label removed) leaves no series behind.
+#[must_use = "the scope's objects leave the metrics when this is dropped"]
+pub struct View {
+    metrics: Arc<Metrics>,
+    id: u64,
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        if let Ok(mut views) = self.metrics.views.lock() {
+            views.scopes.remove(&self.id);
+        }
+    }
 }
 
 /// Per-release series are kept for releases that need a person, and for no more than
@@ -186,21 +209,28 @@ impl Metrics {
         Timer { metrics: self, controller, start: std::time::Instant::now() }
     }
 
-    /// Adds the objects of one watched scope to what each scrape reports.
-    pub fn watch(&self, releases: Store<ModelRelease>, repositories: Store<ModelRepository>) {
+    /// Adds the objects of one watched scope to what each scrape reports, until the
+    /// returned `View` is dropped.
+    pub fn watch(self: &Arc<Self>, releases: Store<ModelRelease>, repositories: Store<ModelRepository>) -> View {
+        let mut id = 0;
         if let Ok(mut views) = self.views.lock() {
-            views.push((releases, repositories));
+            id = views.next;
+            views.next += 1;
+            views.scopes.insert(id, (releases, repositories));
         }
+        View { metrics: self.clone(), id }
     }
 
     /// Sets the gauges that describe objects from what the stores hold now.
     fn refresh_views(&self) {
         let Ok(views) = self.views.lock() else { return };
-        if views.is_empty() {
+        // A follower watches nothing and reports no objects; a leader whose last
+        // namespace left reports zero of everything.
+        if views.next == 0 {
             return;
         }
-        let releases: Vec<_> = views.iter().flat_map(|(r, _)| r.state()).collect();
-        let repositories: Vec<_> = views.iter().flat_map(|(_, r)| r.state()).collect();
+        let releases: Vec<_> = views.scopes.values().flat_map(|(r, _)| r.state()).collect();
+        let repositories: Vec<_> = views.scopes.values().flat_map(|(_, r)| r.state()).collect();
         drop(views);
         self.set_releases(releases.iter().map(|r| &**r));
         self.set_repositories(repositories.iter().map(|r| &**r));
@@ -395,5 +425,36 @@ mod tests {
         let text = m.render();
         assert!(!text.contains("modelgate_release_attention{"), "{text}");
         assert!(text.contains("modelgate_releases{phase=\"Promoted\"} 0"), "{text}");
+    }
+
+    #[test]
+    fn a_scope_that_stops_takes_its_releases_out_of_the_scrapes() {
+        use kube::runtime::{reflector, watcher};
+        let m = Arc::new(Metrics::default());
+        let store = |names: &[&str]| {
+            let (releases, mut writer) = reflector::store::<ModelRelease>();
+            for name in names {
+                let spec = serde_json::from_value(serde_json::json!({
+                    "repositoryRef": {"name": "r"}, "model": {"target": "m"},
+                    "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}},
+                }))
+                .expect("a valid spec");
+                let mut release = ModelRelease::new(name, spec);
+                release.metadata.namespace = Some(format!("ns-{name}"));
+                writer.apply_watcher_event(&watcher::Event::Apply(release));
+            }
+            (releases, reflector::store::<ModelRepository>().0)
+        };
+        // A follower watches nothing and reports no counts at all.
+        assert!(!m.render().contains("modelgate_releases{"));
+        let (a, a_repos) = store(&["one", "two"]);
+        let (b, b_repos) = store(&["three"]);
+        let view_a = m.watch(a, a_repos);
+        let view_b = m.watch(b, b_repos);
+        assert!(m.render().contains("modelgate_releases{phase=\"Verifying\"} 3"));
+        drop(view_a);
+        assert!(m.render().contains("modelgate_releases{phase=\"Verifying\"} 1"));
+        drop(view_b);
+        assert!(m.render().contains("modelgate_releases{phase=\"Verifying\"} 0"), "the last namespace left");
     }
 }

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::{coordination::v1::Lease, events::v1::Event};
+use k8s_openapi::api::{coordination::v1::Lease, core::v1::Namespace, events::v1::Event};
 use kube::{
     Api,
-    api::{ListParams, PostParams},
+    api::{ListParams, Patch, PatchParams, PostParams},
 };
 use modelgate::api::{ModelRelease, Phase};
 use modelgate_tests::{
@@ -165,33 +165,118 @@ async fn a_namespace_moved_between_shards_mid_rollout_completes_the_rollout_once
         let history: Vec<_> =
             r.status.as_ref().unwrap().history.iter().map(|h| (h.revision, h.outcome.to_string())).collect();
         assert_eq!(history, [(1, "Promoted".to_string()), (2, "Promoted".to_string())]);
-        // Every step of revision 2 completed once, and it was promoted once. (Events are
-        // published after the status that records them: wait for the last one.)
-        let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-        let revision_2_notes = || async {
-            let notes: Vec<String> = events
-                .list(&ListParams::default())
-                .await?
-                .items
-                .iter()
-                .filter(|e| e.reason.as_deref().is_some_and(|r| r == "StepCompleted" || r == "Promoted"))
-                .filter_map(|e| e.note.clone())
-                .filter(|n| n.starts_with("revision 2 "))
-                .collect();
-            anyhow::Ok(notes)
+        each_step_once(&client, &ns, 2, 6).await?;
+        assert!(b.logs().contains("phase changed"), "shard b took part:\n{}", b.logs());
+        Ok(())
+    })
+    .await
+}
+
+/// Every step of `revision` completed once, and it was promoted once, by the events the
+/// operators published. (Events are published after the status that records them: wait
+/// for the last one.)
+async fn each_step_once(client: &kube::Client, ns: &str, revision: u32, steps: u32) -> anyhow::Result<()> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let prefix = format!("revision {revision} ");
+    let notes = || async {
+        let notes: Vec<String> = events
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|e| e.reason.as_deref().is_some_and(|r| r == "StepCompleted" || r == "Promoted"))
+            .filter_map(|e| e.note.clone())
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        anyhow::Ok(notes)
+    };
+    eventually("the Promoted event", Duration::from_secs(20), || async {
+        Ok(notes().await?.iter().any(|n| n.contains("promoted")).then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await; // a second Promoted, if any, would be in by now
+    let notes = notes().await?;
+    for step in 0..steps {
+        let count = notes.iter().filter(|n| n.contains(&format!("completed step {step};"))).count();
+        assert_eq!(count, 1, "step {step} completed {count} times: {notes:#?}");
+    }
+    assert_eq!(notes.iter().filter(|n| n.contains("promoted")).count(), 1, "{notes:#?}");
+    Ok(())
+}
+
+/// Labelled shards (`--namespace-selector`, the chart's shards without lists): a shard
+/// serves a namespace from the moment the namespace carries its label, and relabelling
+/// the namespace mid-rollout moves it in one step. The old shard finishes its reconciles
+/// in flight and lets go, the new one picks the rollout up, every step is taken once.
+#[tokio::test]
+async fn a_relabelled_namespace_moves_between_shards_mid_rollout_and_completes_the_rollout_once() -> anyhow::Result<()>
+{
+    let _crds = crds_shared().await?;
+    with_temp_ns("shard-label", |client, ns| async move {
+        let repo = ModelRepo::new("fraud", &["1.0", "2.0"])?;
+        repo.register(&client, &ns).await?;
+        // Label values unique to this test: other tests' namespaces are never picked.
+        let label = |shard: &str| format!("{ns}-{shard}");
+        let shard = |name: &str| {
+            let lease = format!("modelgate-leader-{name}");
+            let selector = format!("modelgate.dev/shard={}", label(name));
+            let args = [
+                "--namespace-selector",
+                &selector,
+                "--leader-elect",
+                "--leader-election-namespace",
+                ns.as_str(),
+                "--leader-election-name",
+                &lease,
+            ];
+            Operator::start(None, &args)
         };
-        eventually("the Promoted event", Duration::from_secs(20), || async {
-            Ok(revision_2_notes().await?.iter().any(|n| n.contains("promoted")).then_some(()))
+        let (a, b) = (shard("a")?, shard("b")?);
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let give_to = |shard: &str| {
+            let patch = json!({"metadata": {"labels": {"modelgate.dev/shard": label(shard)}}});
+            let (namespaces, ns) = (namespaces.clone(), ns.clone());
+            async move { namespaces.patch(&ns, &PatchParams::default(), &Patch::Merge(&patch)).await }
+        };
+        let api: Api<ModelRelease> = Api::namespaced(client.clone(), &ns);
+        let steps = json!({"strategy": {"steps": [
+            {"setWeight": 25}, {"pause": {"duration": "4s"}}, {"setWeight": 50}, {"pause": {"duration": "4s"}},
+            {"setWeight": 75}, {"pause": {"duration": "4s"}},
+        ]}});
+        api.create(&PostParams::default(), &release("fraud", "fraud/1.0/model.onnx", 4, steps)?).await?;
+        // Unlabelled, the namespace is nobody's: the release is left alone.
+        for operator in [&a, &b] {
+            eventually("both shards started", WAIT, || async {
+                Ok(operator.logs().contains("modelgate operator starting").then_some(()))
+            })
+            .await?;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(api.get("fraud").await?.status.is_none(), "an unlabelled namespace was served");
+
+        give_to("a").await?;
+        wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
+        set_target(&api, "fraud", "fraud/2.0/model.onnx").await?;
+        eventually("revision 2 at its first pause", WAIT, || async {
+            let r = api.get("fraud").await?;
+            Ok(r.status.and_then(|s| s.canary).is_some_and(|c| c.step >= 1).then_some(()))
         })
         .await?;
-        tokio::time::sleep(Duration::from_secs(2)).await; // a second Promoted, if any, would be in by now
-        let notes = revision_2_notes().await?;
-        for step in 0..6 {
-            let count = notes.iter().filter(|n| n.contains(&format!("completed step {step};"))).count();
-            assert_eq!(count, 1, "step {step} completed {count} times: {notes:#?}");
-        }
-        assert_eq!(notes.iter().filter(|n| n.contains("promoted")).count(), 1, "{notes:#?}");
-        assert!(b.logs().contains("phase changed"), "shard b took part:\n{}", b.logs());
+
+        give_to("b").await?;
+        let r = wait_phase(&api, "fraud", Phase::Promoted, WAIT)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}\n--- shard a ---\n{}\n--- shard b ---\n{}", a.logs(), b.logs()))?;
+        let history: Vec<_> =
+            r.status.as_ref().unwrap().history.iter().map(|h| (h.revision, h.outcome.to_string())).collect();
+        assert_eq!(history, [(1, "Promoted".to_string()), (2, "Promoted".to_string())]);
+        each_step_once(&client, &ns, 2, 6).await?;
+        let (a_log, b_log) = (a.logs(), b.logs());
+        assert!(a_log.contains("namespace no longer selected"), "shard a let go:\n{a_log}");
+        assert!(b_log.contains("namespace selected") && b_log.contains("phase changed"), "shard b took over:\n{b_log}");
+        // Both stop cleanly, with or without namespaces to serve.
+        assert_eq!(a.terminate(Duration::from_secs(10))?, Some(0), "{a_log}");
+        assert_eq!(b.terminate(Duration::from_secs(10))?, Some(0), "{b_log}");
         Ok(())
     })
     .await

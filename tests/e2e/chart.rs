@@ -85,6 +85,47 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
     )?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains(r#"namespace "team-b" is in shards "a" and "b""#), "{stderr}");
+    // Labelled shards: each serves the namespaces labelled with its name, which the
+    // ClusterRole lets it watch; mixing them with listed shards, or with namespaced
+    // RBAC, is refused with what to write instead.
+    let labelled = repo_root().join("charts/modelgate/ci/labelled-shards-values.yaml").to_string_lossy().into_owned();
+    let rendered = helm_ok(&["template", "mg", &chart(), "-f", &labelled])?;
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&rendered)
+        .filter_map(|doc| serde_yaml::Value::deserialize(doc).ok())
+        .collect();
+    let selectors: Vec<_> = docs
+        .iter()
+        .filter(|v| v["kind"] == "Deployment")
+        .map(|v| serde_yaml::from_value::<Deployment>(v.clone()))
+        .collect::<Result<Vec<_>, _>>()?
+        .iter()
+        .map(|d| (env_of(d, "MODELGATE_NAMESPACE_SELECTOR"), env_of(d, "MODELGATE_NAMESPACE")))
+        .collect();
+    assert_eq!(
+        selectors,
+        [(Some("modelgate.dev/shard=a".into()), None), (Some("modelgate.dev/shard=b".into()), None)],
+        "{rendered}"
+    );
+    let role = docs.iter().find(|v| v["kind"] == "ClusterRole").expect("one ClusterRole");
+    let watches_namespaces = role["rules"].as_sequence().into_iter().flatten().any(|rule| {
+        rule["resources"].as_sequence().is_some_and(|r| r.iter().any(|r| r == "namespaces"))
+            && rule["verbs"].as_sequence().is_some_and(|v| v.iter().any(|v| v == "watch"))
+    });
+    assert!(watches_namespaces, "{role:?}");
+    let listed_role = helm_ok(&["template", "mg", &chart()])?;
+    assert!(!listed_role.contains(r#"resources: ["namespaces"]"#), "only labelled shards may read namespaces");
+    for (set, message) in [
+        (
+            "shards[2].name=c,shards[2].namespaces[0]=team-c",
+            "these shards list their namespaces: c; these do not: a, b.",
+        ),
+        ("rbac.clusterWide=false", "set rbac.clusterWide=true, or list each shard's namespaces"),
+    ] {
+        let args = ["template", "x", &chart(), "-f", &labelled, "--set", set];
+        let out = modelgate_tests::harness::run_with_stdin("helm", &args, None)?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(message), "--set {set}: {stderr}");
+    }
 
     // crds.keep: false drops the keep annotation (and the install notes warn).
     let unkept = helm_ok(&["template", "x", &chart(), "--set", "crds.keep=false"])?;

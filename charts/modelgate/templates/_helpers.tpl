@@ -54,10 +54,24 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* Shards must each name their namespaces, and no namespace may belong to two shards:
 two operators deciding the same release would race (each write is still a
-compare-and-swap, docs/operations.md, but one owner is the design). */}}
+compare-and-swap, docs/operations.md, but one owner is the design). Labelled shards
+(no `namespaces`) are disjoint by construction: a namespace has one value of the label
+modelgate.dev/shard. Mixing the two kinds could put a listed namespace in a labelled
+shard too, so it is refused. */}}
 {{- define "modelgate.checkShards" -}}
 {{- $seen := dict }}
 {{- $names := dict }}
+{{- $listed := list }}
+{{- $labelled := list }}
+{{- range .Values.shards }}
+{{- if .namespaces }}{{ $listed = append $listed .name }}{{ else }}{{ $labelled = append $labelled .name }}{{ end }}
+{{- end }}
+{{- if and $listed $labelled }}
+{{- fail (printf "these shards list their namespaces: %s; these do not: %s. Either every shard lists its namespaces, or none does and each serves the namespaces labelled modelgate.dev/shard=<its name>" (join ", " $listed) (join ", " $labelled)) }}
+{{- end }}
+{{- if and $labelled (not .Values.rbac.clusterWide) }}
+{{- fail (printf "shards %s serve the namespaces labelled modelgate.dev/shard=<name>, which are not known when the chart is installed: set rbac.clusterWide=true, or list each shard's namespaces" (join ", " $labelled)) }}
+{{- end }}
 {{- range .Values.shards }}
 {{- if not .name }}
 {{- fail "every entry of shards needs a name (lowercase letters, digits and '-'), e.g. {name: a, namespaces: [team-a]}" }}
@@ -67,9 +81,6 @@ compare-and-swap, docs/operations.md, but one owner is the design). */}}
 {{- end }}
 {{- $_ := set $names .name true }}
 {{- $shard := .name }}
-{{- if not .namespaces }}
-{{- fail (printf "shard %q lists no namespaces; give it at least one, e.g. namespaces: [team-a]" .name) }}
-{{- end }}
 {{- range .namespaces }}
 {{- if hasKey $seen . }}
 {{- fail (printf "namespace %q is in shards %q and %q; a namespace belongs to one shard (move it by removing it from the first)" . (get $seen .) $shard) }}

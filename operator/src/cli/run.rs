@@ -3,7 +3,7 @@
 use clap::Args;
 
 use crate::{
-    controller::{self, Settings},
+    controller::{self, Namespaces, Settings},
     gates::EgressPolicy,
     plan::pod_policy::{Level, PodPolicy},
 };
@@ -14,6 +14,11 @@ pub struct Run {
     /// namespaced modes). Default: all namespaces.
     #[arg(long = "namespace", env = "MODELGATE_NAMESPACE", value_delimiter = ',')]
     namespaces: Vec<String>,
+    /// Serve the namespaces whose labels match this selector (such as
+    /// `modelgate.dev/shard=a`), each from the moment it matches until it stops
+    /// matching: the chart's labelled shards. Needs list and watch on namespaces.
+    #[arg(long, env = "MODELGATE_NAMESPACE_SELECTOR", conflicts_with = "namespaces")]
+    namespace_selector: Option<String>,
     /// Image of the init container that fetches and verifies models in model pods;
     /// the chart sets it to the operator's own image.
     #[arg(long, env = "MODELGATE_FETCH_IMAGE", default_value = concat!("modelgate/modelgate:", env!("CARGO_PKG_VERSION")))]
@@ -82,8 +87,13 @@ impl Run {
             }
             None => None,
         };
+        let namespaces = match (self.namespace_selector, self.namespaces) {
+            (Some(selector), _) => Namespaces::Labelled(selector),
+            (None, list) if list.is_empty() => Namespaces::All,
+            (None, list) => Namespaces::Listed(list),
+        };
         let settings = Settings {
-            namespaces: self.namespaces,
+            namespaces,
             fetch_image: self.fetch_image,
             http_address: self.http_address,
             leader_election,

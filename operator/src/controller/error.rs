@@ -27,6 +27,12 @@ pub enum Error {
     )]
     LeadershipLost { lease: String },
 
+    #[error(
+        "--namespace-selector {selector:?} is not a label selector the API server accepts ({reason}); \
+         write one like modelgate.dev/shard=a"
+    )]
+    BadNamespaceSelector { selector: String, reason: String },
+
     #[error("cannot serve metrics and health endpoints: {0}")]
     Http(#[from] std::io::Error),
 }
@@ -40,6 +46,7 @@ impl Error {
             Error::NoNamespace { .. } => "no_namespace",
             Error::NoUid { .. } => "no_uid",
             Error::LeadershipLost { .. } => "leadership_lost",
+            Error::BadNamespaceSelector { .. } => "bad_namespace_selector",
             Error::Http(_) => "http",
         }
     }

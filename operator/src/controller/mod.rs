@@ -5,6 +5,7 @@ mod error;
 pub mod gate_runner;
 mod index;
 mod leader;
+mod namespaces;
 pub mod release;
 pub mod repository;
 pub mod trust_cache;
@@ -39,8 +40,8 @@ use index::{Index, OwnerIndex};
 /// How the operator runs.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Watch only these namespaces (each with its own watches); empty: the whole cluster.
-    pub namespaces: Vec<String>,
+    /// Which namespaces this operator serves.
+    pub namespaces: Namespaces,
     /// Image of the `modelgate fetch` init container in model pods.
     pub fetch_image: String,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
@@ -51,6 +52,19 @@ pub struct Settings {
     pub pod_policy: crate::plan::pod_policy::PodPolicy,
     /// Where gate checks may send requests.
     pub egress: crate::gates::EgressPolicy,
+}
+
+/// The namespaces one operator (one shard) serves.
+#[derive(Clone, Debug, Default)]
+pub enum Namespaces {
+    /// Every namespace, with one watch of each kind for the whole cluster.
+    #[default]
+    All,
+    /// These, each with its own watches (the operator's rights may stop at them).
+    Listed(Vec<String>),
+    /// Those whose labels match this selector, each with its own watches while it does
+    /// (`namespaces.rs`).
+    Labelled(String),
 }
 
 /// The Lease that elects one leader among replicas.
@@ -286,15 +300,23 @@ where
 
 /// Runs the controllers until SIGTERM or Ctrl-C.
 pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
-    // One scope per watched namespace, or one for the whole cluster.
-    let scopes: Vec<Option<String>> = match settings.namespaces.as_slice() {
-        [] => vec![None],
-        list => list.iter().cloned().map(Some).collect(),
+    // One scope per listed namespace, or one for the whole cluster; namespaces picked
+    // by labels get theirs as they come and go.
+    let scopes: Vec<Option<String>> = match &settings.namespaces {
+        Namespaces::All | Namespaces::Labelled(_) => vec![None],
+        Namespaces::Listed(list) => list.iter().cloned().map(Some).collect(),
     };
     for ns in &scopes {
         ensure_crds_installed(&client, ns.as_deref()).await?;
     }
-    let shown = if settings.namespaces.is_empty() { "<all>".to_string() } else { settings.namespaces.join(",") };
+    let shown = match &settings.namespaces {
+        Namespaces::All => "<all>".to_string(),
+        Namespaces::Listed(list) => list.join(","),
+        Namespaces::Labelled(selector) => {
+            namespaces::check_selector(&client, selector).await?;
+            format!("labelled {selector}")
+        }
+    };
     info!(namespaces = %shown, "modelgate operator starting");
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let listener = crate::metrics::bind(settings.http_address).await?;
@@ -318,9 +340,15 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
         metrics.ready.store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
-    let unready = Arc::new(std::sync::atomic::AtomicUsize::new(scopes.len()));
-    let controllers =
-        futures::future::join_all(scopes.into_iter().map(|ns| scope(&client, ns, &settings, &metrics, &unready)));
+    let controllers = async {
+        if let Namespaces::Labelled(selector) = &settings.namespaces {
+            namespaces::serve_labelled(&client, selector, &settings, &metrics).await;
+        } else {
+            let unready = Some(Arc::new(std::sync::atomic::AtomicUsize::new(scopes.len())));
+            let scopes = scopes.into_iter().map(|ns| scope(&client, ns, &settings, &metrics, unready.clone(), None));
+            futures::future::join_all(scopes).await;
+        }
+    };
     match &leader {
         None => {
             controllers.await;
@@ -353,13 +381,30 @@ async fn terminated() {
     }
 }
 
-/// The watches and controllers of one namespace (or of the whole cluster, `None`).
+/// Tells a scope to stop (its namespace no longer selected): its controllers finish the
+/// reconciles in flight, take no more, and its watches end.
+type Stop = tokio::sync::watch::Receiver<bool>;
+
+/// Resolves when `stop` says so (or its sender is gone); never without one.
+async fn stopped(stop: Option<Stop>) {
+    match stop {
+        Some(mut stop) => {
+            let _ = stop.wait_for(|stop| *stop).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The watches and controllers of one namespace (or of the whole cluster, `None`), until
+/// SIGTERM or `stop`. `unready`, if given, counts the scopes whose caches are still
+/// filling before the operator reports ready.
 fn scope(
     client: &Client,
     namespace: Option<String>,
     settings: &Settings,
     metrics: &Arc<crate::metrics::Metrics>,
-    unready: &Arc<std::sync::atomic::AtomicUsize>,
+    unready: Option<Arc<std::sync::atomic::AtomicUsize>>,
+    stop: Option<Stop>,
 ) -> impl Future<Output = ()> + use<> {
     let ns = namespace.as_deref();
     let reporter = Reporter { controller: "modelgate".into(), instance: std::env::var("POD_NAME").ok() };
@@ -417,12 +462,14 @@ fn scope(
         },
         None,
     );
-    tokio::spawn(svc_watch);
-    tokio::spawn(release_watch);
-    tokio::spawn(repo_watch);
-    metrics.watch(release_store.clone(), repo_store.clone());
-    tokio::spawn(rs_watch);
-    tokio::spawn(pod_watch);
+    // The scope's own tasks: aborted when it ends.
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(svc_watch);
+    tasks.spawn(release_watch);
+    tasks.spawn(repo_watch);
+    let view = metrics.watch(release_store.clone(), repo_store.clone());
+    tasks.spawn(rs_watch);
+    tasks.spawn(pod_watch);
 
     let (gates, gates_done) = gate_runner::GateRunner::new();
     let context = Arc::new(Context {
@@ -446,9 +493,9 @@ fn scope(
     });
     // Health is not work: ready once every scope's caches are filled, with or without
     // releases.
-    {
-        let (context, unready) = (context.clone(), unready.clone());
-        tokio::spawn(async move {
+    if let Some(unready) = unready {
+        let context = context.clone();
+        tasks.spawn(async move {
             while !context.stores.ready() {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
@@ -460,7 +507,7 @@ fn scope(
     // Gate results and write marks of deleted releases are dropped now and then.
     {
         let (context, releases) = (context.clone(), release_store.clone());
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
             loop {
                 every.tick().await;
@@ -476,6 +523,7 @@ fn scope(
     let repository_controller = Controller::for_shared_stream(repo_events, repo_store)
         .owns(api::<ConfigMap>(client, ns), watcher::Config::default().labels("app.kubernetes.io/managed-by=modelgate"))
         .shutdown_on_signal()
+        .graceful_shutdown_on(stopped(stop.clone()))
         .run(repository::reconcile, repository::error_policy, context.clone())
         // `error_policy` already logged each failure.
         .for_each(|_| async {});
@@ -504,9 +552,11 @@ fn scope(
         // Finished gate checks wake their release.
         .reconcile_on(gates_done)
         .shutdown_on_signal()
+        .graceful_shutdown_on(stopped(stop))
         .run(release::reconcile, release::error_policy, context)
         .for_each(|_| async {});
     async move {
         futures::future::join(repository_controller, release_controller).await;
+        drop((tasks, view));
     }
 }
