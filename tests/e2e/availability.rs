@@ -274,6 +274,18 @@ async fn a_relabelled_namespace_moves_between_shards_mid_rollout_and_completes_t
         let (a_log, b_log) = (a.logs(), b.logs());
         assert!(a_log.contains("namespace no longer selected"), "shard a let go:\n{a_log}");
         assert!(b_log.contains("namespace selected") && b_log.contains("phase changed"), "shard b took over:\n{b_log}");
+        // Shard a's watches of the namespace are gone with it: it reports no release.
+        let releases_of = |operator: &Operator| {
+            let url = format!("http://{}/metrics", operator.http_address().unwrap_or_default());
+            async move {
+                let page = reqwest::get(url).await?.text().await?;
+                anyhow::Ok(
+                    page.lines().find(|l| l.starts_with("modelgate_releases{phase=\"Promoted\"}")).map(str::to_owned),
+                )
+            }
+        };
+        assert_eq!(releases_of(&a).await?.as_deref(), Some("modelgate_releases{phase=\"Promoted\"} 0"), "{a_log}");
+        assert_eq!(releases_of(&b).await?.as_deref(), Some("modelgate_releases{phase=\"Promoted\"} 1"), "{b_log}");
         // Both stop cleanly, with or without namespaces to serve.
         assert_eq!(a.terminate(Duration::from_secs(10))?, Some(0), "{a_log}");
         assert_eq!(b.terminate(Duration::from_secs(10))?, Some(0), "{b_log}");
