@@ -8,6 +8,10 @@
 //! status, the controller-manager creates and the scheduler binds) and Services. Events
 //! are counted from the Events themselves: those in the benchmark's namespaces whose
 //! `reportingController` is modelgate, each occurrence (a series counts each) one write.
+//!
+//! With `MODELGATE_AUDIT_LOG` (the cluster started with it, `tests/cluster/up`), the
+//! reads and lists of those kinds during the rollout are also told apart by who made
+//! them (user and user agent, from the API server's audit log).
 
 use std::{
     collections::BTreeMap,
@@ -16,6 +20,7 @@ use std::{
 
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Client,
     api::{ListParams, PostParams},
@@ -160,7 +165,7 @@ async fn main() -> anyhow::Result<()> {
     for ns in spaces {
         ns.delete().await;
     }
-    let (rollout, idle, steps) = result?;
+    let (rollout, idle, steps, window) = result?;
     let per = |x: f64| x / n as f64;
     let writes_per_step = per(rollout.release_writes()) / steps as f64;
     let idle_hour = |x: f64| per(x) * 3600.0 / rest as f64;
@@ -181,6 +186,12 @@ async fn main() -> anyhow::Result<()> {
         per(rollout.reads),
         per(rollout.lists)
     );
+    if let Ok(path) = std::env::var("MODELGATE_AUDIT_LOG") {
+        println!("    reads and lists during the rollout, by who made them (audit log):");
+        for ((who, verb, resource), count) in audited_reads(&path, window)? {
+            println!("      {count:>6} {verb} {resource} by {who}");
+        }
+    }
     println!("  at rest for {rest} s, per release per hour:");
     println!(
         "    writes {:.2}, reads {:.2}, lists {:.2}; repository refreshes (every 10 s) wrote {} and read {} times in all ({} repositories)",
@@ -205,7 +216,42 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bench(client: &Client, namespaces: &[String], n: usize, rest: u64) -> anyhow::Result<(Load, Load, usize)> {
+/// Gets and lists of the kinds counted as the operator's reads, made within `window`,
+/// counted by (user and user agent, verb, resource).
+fn audited_reads(
+    path: &str,
+    (from, to): (Timestamp, Timestamp),
+) -> anyhow::Result<BTreeMap<(String, String, String), u64>> {
+    let mut counts = BTreeMap::new();
+    for line in std::fs::read_to_string(path)?.lines() {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        let at = text(&event["stageTimestamp"]).parse::<Timestamp>().ok();
+        let (verb, resource) = (text(&event["verb"]), text(&event["objectRef"]["resource"]));
+        if at.is_none_or(|at| at < from || at > to)
+            || !matches!(verb.as_str(), "get" | "list")
+            || !matches!(resource.as_str(), "modelreleases" | "modelrepositories" | "services")
+        {
+            continue;
+        }
+        let agent = text(&event["userAgent"]);
+        let product = agent.split(' ').next().unwrap_or_default();
+        let who = format!(
+            "{} ({})",
+            text(&event["user"]["username"]),
+            if product.is_empty() { "no user agent" } else { product }
+        );
+        *counts.entry((who, verb, resource)).or_insert(0) += 1;
+    }
+    Ok(counts)
+}
+
+async fn bench(
+    client: &Client,
+    namespaces: &[String],
+    n: usize,
+    rest: u64,
+) -> anyhow::Result<(Load, Load, usize, (Timestamp, Timestamp))> {
     let repo = ModelRepo::new("fraud", &["1.0", "2.0"])?;
     for ns in namespaces {
         repo.register(client, ns).await?;
@@ -235,6 +281,7 @@ async fn bench(client: &Client, namespaces: &[String], n: usize, rest: u64) -> a
     tokio::time::sleep(Duration::from_secs(10)).await;
 
     let (before, events_before) = (snapshot(client).await?, modelgate_events(client, namespaces).await?);
+    let rollout_start = Timestamp::now();
     stream::iter(0..n)
         .map(|i| {
             let api: Api<ModelRelease> = Api::namespaced(client.clone(), &namespaces[i % namespaces.len()]);
@@ -246,6 +293,7 @@ async fn bench(client: &Client, namespaces: &[String], n: usize, rest: u64) -> a
     wait_all(&all, n, 2, Duration::from_secs(900)).await?;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let after = snapshot(client).await?;
+    let window = (rollout_start, Timestamp::now());
     let rollout = load(&before, &after, modelgate_events(client, namespaces).await? - events_before);
     eprintln!("rollout: {rollout:?}; resting {rest} s");
 
@@ -254,5 +302,5 @@ async fn bench(client: &Client, namespaces: &[String], n: usize, rest: u64) -> a
     let after = snapshot(client).await?;
     let idle = load(&before, &after, modelgate_events(client, namespaces).await? - events_before);
     eprintln!("rest: {idle:?}");
-    Ok((rollout, idle, steps))
+    Ok((rollout, idle, steps, window))
 }
