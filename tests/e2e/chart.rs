@@ -78,6 +78,16 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
         ],
         "{rendered}"
     );
+    // A disruption budget per shard: one over all shards would let a drain take every
+    // replica of one shard.
+    let budgets = helm_ok(&["template", "mg", &chart(), "-f", &sharded, "--set", "podDisruptionBudget.enabled=true"])?;
+    let selectors: Vec<_> = serde_yaml::Deserializer::from_str(&budgets)
+        .filter_map(|doc| serde_yaml::Value::deserialize(doc).ok())
+        .filter(|v| v["kind"] == "PodDisruptionBudget")
+        .map(|v| (v["metadata"]["name"].clone(), v["spec"]["selector"]["matchLabels"]["modelgate.dev/shard"].clone()))
+        .collect();
+    let want = |name: &str, shard: &str| (name.into(), serde_yaml::Value::from(shard));
+    assert_eq!(selectors, [want("mg-modelgate-a", "a"), want("mg-modelgate-b", "b")], "{budgets}");
     let out = modelgate_tests::harness::run_with_stdin(
         "helm",
         &["template", "x", &chart(), "-f", &sharded, "--set", "shards[1].namespaces[0]=team-b"],
