@@ -244,10 +244,17 @@ async fn a_relabelled_namespace_moves_between_shards_mid_rollout_and_completes_t
             {"setWeight": 75}, {"pause": {"duration": "4s"}},
         ]}});
         api.create(&PostParams::default(), &release("fraud", "fraud/1.0/model.onnx", 4, steps)?).await?;
-        // Unlabelled, the namespace is nobody's: the release is left alone.
+        // A leading shard with no namespace to serve is ready (`helm install --wait`
+        // must not hang on it); the unlabelled namespace is nobody's, so the release
+        // is left alone.
         for operator in [&a, &b] {
-            eventually("both shards started", WAIT, || async {
-                Ok(operator.logs().contains("modelgate operator starting").then_some(()))
+            eventually("each shard leading and ready with no namespace", WAIT, || async {
+                let Some(address) = operator.http_address() else { return Ok(None) };
+                if !operator.logs().contains("leader election won") {
+                    return Ok(None);
+                }
+                let ready = reqwest::get(format!("http://{address}/readyz")).await?.status();
+                Ok((ready == 200).then_some(()))
             })
             .await?;
         }

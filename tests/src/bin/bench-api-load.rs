@@ -188,9 +188,12 @@ async fn main() -> anyhow::Result<()> {
     );
     if let Ok(path) = std::env::var("MODELGATE_AUDIT_LOG") {
         println!("    reads and lists during the rollout, by who made them (audit log):");
-        for ((who, verb, resource), count) in audited_reads(&path, window)? {
+        let reads = audited_reads(&path, window)?;
+        for ((who, verb, resource), count) in &reads {
             println!("      {count:>6} {verb} {resource} by {who}");
         }
+        let own: u64 = reads.iter().filter(|((who, _, _), _)| who.contains("(modelgate/")).map(|(_, n)| n).sum();
+        println!("      of which the operator's own: {own}");
     }
     println!("  at rest for {rest} s, per release per hour:");
     println!(
