@@ -2,7 +2,7 @@
 //!
 //! `api` holds the resources, `plan` the pure rollout decisions, `gates` the health
 //! checks, `trust` the TUF client, `controller` the only
-//! code that talks to the API server, `cli` the `modelgate` subcommands, `plugin` the
+//! code that talks to the API server, `cli` the `modelgate` subcommands, `client` the connection to the API server, `plugin` the
 //! `kubectl modelgate` verbs, `readers` what the last two read the same way, `workload` the objects a release
 //! owns, rendered from its spec (no I/O).
 #![forbid(unsafe_code)]
@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod controller;
 pub mod gates;
 pub mod metrics;

@@ -61,7 +61,7 @@ pub struct Run {
 impl Run {
     pub async fn run(self) -> anyhow::Result<()> {
         // In a pod: the ServiceAccount; outside: $KUBECONFIG or ~/.kube/config.
-        let client = controller::client("operator").await.map_err(|e| {
+        let client = crate::client::client("operator").await.map_err(|e| {
             anyhow::anyhow!("cannot build a Kubernetes client ({e}); run inside a cluster or point KUBECONFIG at one")
         })?;
         let leader_election = self.leader_elect.then(|| controller::LeaderElection {

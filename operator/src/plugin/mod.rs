@@ -80,7 +80,7 @@ enum Verb {
 
 impl Plugin {
     pub async fn run(self) -> anyhow::Result<()> {
-        let client = crate::controller::client("kubectl-modelgate")
+        let client = crate::client::client("kubectl-modelgate")
             .await
             .map_err(|e| anyhow!("cannot reach the cluster ({e}); check KUBECONFIG / the current context"))?;
         let ns = self.namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
