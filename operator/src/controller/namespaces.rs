@@ -32,6 +32,36 @@ pub async fn check_selector(client: &Client, selector: &str) -> Result<(), Error
     }
 }
 
+/// The namespaces being served: each one's scope, and the switch that stops it.
+struct Served<'a> {
+    client: &'a Client,
+    selector: &'a str,
+    settings: &'a Settings,
+    metrics: &'a Arc<Metrics>,
+    stops: HashMap<String, tokio::sync::watch::Sender<bool>>,
+    scopes: tokio::task::JoinSet<()>,
+}
+
+impl Served<'_> {
+    fn start(&mut self, ns: String, unready: Option<Arc<AtomicUsize>>) {
+        if self.stops.contains_key(&ns) {
+            return;
+        }
+        info!(namespace = %ns, selector = self.selector, "namespace selected: serving it");
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let scope = scope(self.client, Some(ns.clone()), self.settings, self.metrics, unready, Some(stopping));
+        self.scopes.spawn(scope);
+        self.stops.insert(ns, stop);
+    }
+
+    fn stop(&mut self, ns: &str) {
+        if let Some(stop) = self.stops.remove(ns) {
+            info!(namespace = %ns, selector = self.selector, "namespace no longer selected: finishing its reconciles and letting go");
+            let _ = stop.send(true);
+        }
+    }
+}
+
 /// Serves the namespaces `selector` picks until SIGTERM, then waits for every scope to
 /// finish the reconciles it has in flight.
 pub async fn serve_labelled(client: &Client, selector: &str, settings: &Settings, metrics: &Arc<Metrics>) {
@@ -39,8 +69,8 @@ pub async fn serve_labelled(client: &Client, selector: &str, settings: &Settings
     let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
     let events = watcher::watcher(namespaces, watcher::Config::default().labels(selector)).default_backoff();
     let mut events = std::pin::pin!(events);
-    let mut served: HashMap<String, tokio::sync::watch::Sender<bool>> = HashMap::new();
-    let mut scopes = tokio::task::JoinSet::new();
+    let mut served =
+        Served { client, selector, settings, metrics, stops: HashMap::new(), scopes: tokio::task::JoinSet::new() };
     // A (re-)list's names, compared with what is served when it is done.
     let mut listed = BTreeSet::new();
     let mut first_list = true;
@@ -51,33 +81,18 @@ pub async fn serve_labelled(client: &Client, selector: &str, settings: &Settings
             event = events.next() => event,
             () = &mut terminated => break,
             // Reap finished scopes (namespaces that left) as they end.
-            Some(_) = scopes.join_next(), if !scopes.is_empty() => continue,
+            Some(_) = served.scopes.join_next(), if !served.scopes.is_empty() => continue,
         };
         let Some(event) = event else { break };
-        let mut start = |ns: String, unready: Option<Arc<AtomicUsize>>, served: &mut HashMap<_, _>| {
-            if served.contains_key(&ns) {
-                return;
-            }
-            info!(namespace = %ns, selector, "namespace selected: serving it");
-            let (stop, stopping) = tokio::sync::watch::channel(false);
-            scopes.spawn(scope(client, Some(ns.clone()), settings, metrics, unready, Some(stopping)));
-            served.insert(ns, stop);
-        };
-        let stop = |ns: &str, served: &mut HashMap<String, tokio::sync::watch::Sender<bool>>| {
-            if let Some(stop) = served.remove(ns) {
-                info!(namespace = %ns, selector, "namespace no longer selected: finishing its reconciles and letting go");
-                let _ = stop.send(true);
-            }
-        };
         match event {
             Ok(watcher::Event::Init) => listed.clear(),
             Ok(watcher::Event::InitApply(ns)) => {
                 listed.insert(ns.name_any());
             }
             Ok(watcher::Event::InitDone) => {
-                let gone: Vec<String> = served.keys().filter(|ns| !listed.contains(*ns)).cloned().collect();
+                let gone: Vec<String> = served.stops.keys().filter(|ns| !listed.contains(*ns)).cloned().collect();
                 for ns in gone {
-                    stop(&ns, &mut served);
+                    served.stop(&ns);
                 }
                 // The operator is ready once the namespaces selected at start have
                 // their caches; one selected later does not make it unready.
@@ -87,17 +102,17 @@ pub async fn serve_labelled(client: &Client, selector: &str, settings: &Settings
                 }
                 first_list = false;
                 for ns in std::mem::take(&mut listed) {
-                    start(ns, unready.clone(), &mut served);
+                    served.start(ns, unready.clone());
                 }
             }
             // A label selector's watch reports an object that stops matching as deleted.
-            Ok(watcher::Event::Apply(ns)) => start(ns.name_any(), None, &mut served),
-            Ok(watcher::Event::Delete(ns)) => stop(&ns.name_any(), &mut served),
+            Ok(watcher::Event::Apply(ns)) => served.start(ns.name_any(), None),
+            Ok(watcher::Event::Delete(ns)) => served.stop(&ns.name_any()),
             Err(e) => {
                 warn!(error = %e, selector, "namespace watch failed; retrying (the operator needs list and watch on namespaces)")
             }
         }
     }
     // SIGTERM: each scope's controllers stop by themselves (`shutdown_on_signal`).
-    while scopes.join_next().await.is_some() {}
+    while served.scopes.join_next().await.is_some() {}
 }
