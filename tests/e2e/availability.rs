@@ -300,3 +300,23 @@ async fn a_relabelled_namespace_moves_between_shards_mid_rollout_and_completes_t
     })
     .await
 }
+
+/// A selector the API server refuses stops the operator at start with what to write
+/// instead (its namespace watch would otherwise retry forever); it and `--namespace`
+/// exclude each other.
+#[tokio::test]
+async fn a_namespace_selector_the_api_server_refuses_stops_the_operator_with_an_example() -> anyhow::Result<()> {
+    let _crds = crds_shared().await?;
+    let (code, log) =
+        Operator::start(None, &["--namespace-selector", "shard in (a"])?.wait_exit(Duration::from_secs(30))?;
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("is not a label selector the API server accepts") && log.contains("modelgate.dev/shard=a"),
+        "{log}"
+    );
+    let (code, log) = Operator::start(Some("default"), &["--namespace-selector", "modelgate.dev/shard=a"])?
+        .wait_exit(Duration::from_secs(30))?;
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("cannot be used with"), "{log}");
+    Ok(())
+}
