@@ -139,6 +139,39 @@ async fn every_attack_is_refused_and_every_good_repository_verifies() -> anyhow:
     Ok(())
 }
 
+/// The reference client decides every scenario as modelgate does: python-tuf's ngclient
+/// (`tests/tuf/reference.py`) refuses exactly the scenarios modelgate refuses, hidden
+/// updates included (a 404 for metadata the trusted snapshot lists is a failed update).
+#[tokio::test]
+async fn python_tuf_refuses_exactly_what_modelgate_refuses() -> anyhow::Result<()> {
+    let root = scenarios()?;
+    let server = Server::https(root)?;
+    let out = std::process::Command::new(modelgate_tests::tuf::python())
+        .arg(modelgate_tests::harness::repo_root().join("tests/tuf/reference.py"))
+        .arg(server.url(""))
+        .arg(root)
+        .env("SSL_CERT_FILE", server.ca.as_ref().unwrap())
+        .output()?;
+    assert!(out.status.success(), "reference.py: {}", String::from_utf8_lossy(&out.stderr));
+    let reference: serde_json::Map<String, Value> = serde_json::from_slice(&out.stdout)?;
+    let mut differ = Vec::new();
+    for (name, outcome) in &reference {
+        let expect: Value = serde_json::from_slice(&std::fs::read(root.join(name).join("expect.json"))?)?;
+        let we_refuse = expect["error"].is_string();
+        let they_refuse = outcome["ok"] == Value::Bool(false);
+        if we_refuse != they_refuse {
+            differ.push(format!("{name}: modelgate expects {}, python-tuf says {outcome}", expect["error"]));
+        }
+    }
+    // Every scenario but the one that moves the clock (python-tuf reads the real one).
+    assert!(reference.len() >= 38, "{} scenarios run by python-tuf", reference.len());
+    for hidden in ["hidden_delegated_update", "hidden_snapshot_update"] {
+        assert_eq!(reference[hidden]["ok"], Value::Bool(false), "{hidden}: {}", reference[hidden]);
+    }
+    assert!(differ.is_empty(), "python-tuf and modelgate differ:\n{}", differ.join("\n"));
+    Ok(())
+}
+
 #[tokio::test]
 async fn slow_retrieval_is_cut_off() -> anyhow::Result<()> {
     let root = scenarios()?;

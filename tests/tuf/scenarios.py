@@ -531,6 +531,56 @@ def ok_delegations_checked_per_delegator(out):
     return r, {"target": "fraud/1.0/model.onnx", "second_target": "payments/1.0/model.onnx"}
 
 
+def hide(out, phase, role, version):
+    """The server stops serving `role`'s metadata (both names) in `phase`."""
+    for f in (f"{role}.json", f"{version}.{role}.json"):
+        os.remove(f"{out}/{phase}/metadata/{f}")
+
+
+@scenario
+def hidden_delegated_update(out):
+    # The security team revokes fraud/1.0 in the delegated role (new fraud-team.json,
+    # snapshot and timestamp, all correctly signed); the server serves the new
+    # timestamp and snapshot but answers 404 for the new fraud-team.json. A client
+    # that trusted the target before must not go on trusting it (python-tuf fails the
+    # update the same way).
+    r = Repo()
+    r.delegate("fraud-team", paths=["fraud/*/*"])
+    r.add_target("fraud/1.0/model.onnx", role="fraud-team")
+    r.publish(f"{out}/phase1")
+    del r.delegated["fraud-team"].signed.targets["fraud/1.0/model.onnx"]
+    r.bump("fraud-team", "snapshot", "timestamp")
+    r.publish(f"{out}/phase2")
+    hide(out, "phase2", "fraud-team", 2)
+    return r, {"target": "fraud/1.0/model.onnx", "phases": ["phase1", "phase2"], "error": "MetadataUnavailable", "role": "fraud-team"}
+
+
+@scenario
+def hidden_snapshot_update(out):
+    # The same one level up: a new timestamp names a snapshot the server does not serve.
+    r = basic()
+    r.publish(f"{out}/phase1")
+    del r.targets.signed.targets["fraud/1.0/model.onnx"]
+    r.bump("targets", "snapshot", "timestamp")
+    r.publish(f"{out}/phase2")
+    hide(out, "phase2", "snapshot", 2)
+    return r, {"target": "fraud/1.0/model.onnx", "phases": ["phase1", "phase2"], "error": "MetadataUnavailable", "role": "snapshot"}
+
+
+@scenario
+def ok_unchanged_delegated_role_need_not_be_served_again(out):
+    # A new snapshot lists fraud-team at the version the client already verified: its
+    # local copy is the current one, so a server that no longer serves it hides nothing.
+    r = Repo()
+    r.delegate("fraud-team", paths=["fraud/*/*"])
+    r.add_target("fraud/1.0/model.onnx", role="fraud-team")
+    r.publish(f"{out}/phase1")
+    r.bump("snapshot", "timestamp")
+    r.publish(f"{out}/phase2")
+    hide(out, "phase2", "fraud-team", 1)
+    return r, {"target": "fraud/1.0/model.onnx", "phases": ["phase1", "phase2"], "error": None, "trusted": {"snapshot": 2}}
+
+
 def main():
     out = sys.argv[1]
     shutil.rmtree(out, ignore_errors=True)

@@ -472,11 +472,12 @@ fn scope(
     tasks.spawn(pod_watch);
 
     let (gates, gates_done) = gate_runner::GateRunner::new();
+    let (trust, trust_wakers) = TrustCache::new();
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter.clone()),
         reporter,
         client: client.clone(),
-        trust: TrustCache::default(),
+        trust,
         stores: Stores {
             repositories: repo_store.clone(),
             replica_sets: (rs_store, rs_index),
@@ -516,6 +517,12 @@ fn scope(
                     written.retain(|uid, _| live.contains(uid));
                 }
                 context.gates.retain(&live);
+                let refs = releases
+                    .state()
+                    .iter()
+                    .filter_map(|r| Some(ObjectRef::new(&r.name_any()).within(&r.namespace()?)))
+                    .collect();
+                context.trust.retain_releases(&refs);
             }
         });
     }
@@ -524,6 +531,8 @@ fn scope(
         .owns(api::<ConfigMap>(client, ns), watcher::Config::default().labels("app.kubernetes.io/managed-by=modelgate"))
         .shutdown_on_signal()
         .graceful_shutdown_on(stopped(stop.clone()))
+        // Models releases wait for are resolved by their repository's reconcile.
+        .reconcile_on(trust_wakers.repositories)
         .run(repository::reconcile, repository::error_policy, context.clone())
         // `error_policy` already logged each failure.
         .for_each(|_| async {});
@@ -549,8 +558,10 @@ fn scope(
                 .map(|r| ObjectRef::from_obj(&*r))
                 .collect::<Vec<_>>()
         })
-        // Finished gate checks wake their release.
+        // Finished gate checks wake their release, and so do verdicts that arrived or
+        // changed.
         .reconcile_on(gates_done)
+        .reconcile_on(trust_wakers.releases)
         .shutdown_on_signal()
         .graceful_shutdown_on(stopped(stop))
         .run(release::reconcile, release::error_policy, context)

@@ -84,9 +84,14 @@ async fn observe(ctx: &Arc<Context>, release: &ModelRelease, ns: &str, now: Time
     let name = release.name_any();
     let repository = ctx.stores.repository(ns, &release.spec.repository_ref.name);
     let mut verdicts = BTreeMap::new();
-    if let Some(uid) = repository.as_ref().and_then(|r| r.uid()) {
+    if let Some(repo) = &repository
+        && let Some(uid) = repo.uid()
+    {
+        // Verdicts already loaded: no network here (the repository's reconcile resolves).
+        let repo_ref = ObjectRef::from_obj(&**repo);
+        let me = ObjectRef::new(&name).within(ns);
         for target in plan::models_to_verify(release) {
-            let verdict = ctx.trust.lookup(&uid, &target, now).await;
+            let verdict = ctx.trust.lookup(&repo_ref, &uid, &me, &target, now);
             verdicts.insert(target, verdict);
         }
     }
@@ -261,7 +266,7 @@ async fn create_workload(
     // floors the repository's status shows yet.
     let recorded = crate::plan::repository::floors(repository.status.as_ref());
     let floors = match repository.uid() {
-        Some(uid) => ctx.trust.floors(&uid, recorded).await,
+        Some(uid) => ctx.trust.floors(&uid, recorded),
         None => recorded,
     };
     let rs = match workload::replica_set(

@@ -41,10 +41,13 @@ pub async fn reconcile(repo: Arc<ModelRepository>, ctx: Arc<Context>) -> Result<
     // A fresh status is only enough while this process holds the verdict it records:
     // after a restart (or on taking the lease) every repository is refreshed at once,
     // so no release waits a whole interval for a verdict.
-    if ctx.trust.has_verdict(&uid).await
+    if ctx.trust.has_verdict(&uid)
         && let Some(wait) = plan::next_refresh_in(&repo, interval, now)
     {
-        return Ok(Action::requeue(wait));
+        // Between refreshes: the models releases started waiting for, and verdicts whose
+        // metadata expired, are resolved with the session of the last refresh.
+        ctx.trust.resolve_pending(&uid, now).await;
+        return Ok(Action::requeue(until_next(&ctx, &uid, wait)));
     }
 
     // Observe: the pinned root, the CA bundle, the recorded root chain, the floors.
@@ -64,6 +67,7 @@ pub async fn reconcile(repo: Arc<ModelRepository>, ctx: Arc<Context>) -> Result<
                 ca_bundle,
                 floors,
                 now,
+                previous: None,
             };
             match ctx.trust.refresh(&uid, input).await {
                 Ok(keep) => (Refresh::Trusted(keep.trusted.clone()), Some(keep)),
@@ -134,7 +138,18 @@ pub async fn reconcile(repo: Arc<ModelRepository>, ctx: Arc<Context>) -> Result<
             publish(&ctx, &repo, EventType::Warning, reason, message.clone()).await;
         }
     }
-    Ok(Action::requeue(interval))
+    Ok(Action::requeue(until_next(&ctx, &uid, interval)))
+}
+
+/// The next refresh, or sooner when a verdict's metadata expires before it (a delegated
+/// role may expire long before the top-level metadata does).
+fn until_next(ctx: &Context, uid: &str, refresh_in: Duration) -> Duration {
+    let expiry = ctx.trust.next_expiry(uid).and_then(|at| {
+        let left = at.duration_since(Timestamp::now());
+        // A second past it, so the lookup then sees it expired.
+        Duration::try_from(left).ok().map(|d| d + Duration::from_secs(1))
+    });
+    expiry.map_or(refresh_in, |d| d.min(refresh_in))
 }
 
 /// Drops the sessions of repositories that no longer exist.

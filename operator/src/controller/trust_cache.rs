@@ -1,84 +1,208 @@
 //! The operator's live view of each repository: the client of the last successful
-//! refresh, kept in memory so every release looks its targets up without a network
-//! round trip (one refresh per repository per interval, however many releases use it).
+//! refresh and the verdict on every model a release asked about.
+//!
+//! Only a repository's own reconcile touches the network: it refreshes the metadata,
+//! then resolves the models its releases wait for (delegated roles included), off the
+//! lock. A release reconcile reads the verdicts already loaded and never waits on a
+//! server, so a slow or trickling repository delays its own releases and nobody else's.
+//! A model nobody has asked about yet is `Unknown` until its repository resolves it;
+//! the release is woken when the verdict arrives or changes.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+    collections::{HashMap, HashSet},
+    sync::Mutex,
 };
 
+use futures::channel::mpsc;
 use k8s_openapi::jiff::Timestamp;
-use tokio::sync::Mutex as AsyncMutex;
+use kube::runtime::reflector::ObjectRef;
 
 use crate::{
-    api::ModelRef,
+    api::{ModelRef, ModelRelease, ModelRepository},
     plan::Verdict,
-    trust::{self, Kept, RefreshInput, Refreshed, Session, TrustError},
+    readers::verdict_of,
+    trust::{self, Kept, RefreshInput, Refreshed, Session, TrustError, Trusted},
 };
+
+/// A verdict and how long it holds: for a trusted model, the earliest expiry of the
+/// metadata it was resolved from (top-level and every role loaded), after which it is
+/// resolved again; a refusal holds until the next refresh.
+#[derive(Clone, Debug, PartialEq)]
+struct Resolved {
+    verdict: Verdict,
+    until: Timestamp,
+}
 
 #[derive(Default)]
 struct Entry {
+    /// The client of the last successful refresh. Out of the entry while the
+    /// repository's reconcile resolves models with it (the controller never runs two
+    /// reconciles of one repository at once).
     session: Option<Session>,
-    /// A refresh refused the repository (attack, expiry, bad signature): nothing in it
-    /// is trusted until a refresh succeeds again.
+    /// What that refresh trusted (versions, expiries): floors and expiry checks need
+    /// no session.
+    trusted: Option<Trusted>,
+    /// A refresh refused the repository (attack, expiry, bad signature, metadata the
+    /// server hides): nothing in it is trusted until a refresh succeeds again.
     refused: Option<(String, String)>,
+    /// Verdicts by model (`ModelRef::key`), from the session's metadata.
+    verdicts: HashMap<String, Resolved>,
+    /// The models releases asked about, with the releases that asked: each is resolved
+    /// at every refresh, and its releases woken when its verdict changes.
+    wanted: HashMap<String, HashSet<ObjectRef<ModelRelease>>>,
+    /// The repository's reconcile was asked to resolve models that have no verdict.
+    requested: bool,
 }
 
-/// Sessions by repository UID: a deleted and re-created repository of the same name
-/// never inherits the old one's verdicts, and `retain` drops deleted ones.
-#[derive(Default)]
+impl Entry {
+    /// Puts in new verdicts; returns the releases whose verdict changed.
+    fn replace(&mut self, found: Vec<(String, Resolved)>) -> HashSet<ObjectRef<ModelRelease>> {
+        let mut changed = HashSet::new();
+        for (key, resolved) in found {
+            let Some(requesters) = self.wanted.get(&key) else { continue };
+            if self.verdicts.get(&key).map(|r| &r.verdict) != Some(&resolved.verdict) {
+                changed.extend(requesters.iter().cloned());
+            }
+            self.verdicts.insert(key, resolved);
+        }
+        changed
+    }
+
+    fn everyone(&self) -> HashSet<ObjectRef<ModelRelease>> {
+        self.wanted.values().flatten().cloned().collect()
+    }
+}
+
+/// Sessions and verdicts by repository UID: a deleted and re-created repository of the
+/// same name never inherits the old one's verdicts, and `retain` drops deleted ones.
 pub struct TrustCache {
-    repositories: Mutex<HashMap<String, Arc<AsyncMutex<Entry>>>>,
+    repositories: Mutex<HashMap<String, Entry>>,
+    /// Repositories with models waiting for a verdict: their reconcile resolves them.
+    resolve: mpsc::UnboundedSender<ObjectRef<ModelRepository>>,
+    /// Releases whose verdicts arrived or changed.
+    wake: mpsc::UnboundedSender<ObjectRef<ModelRelease>>,
+}
+
+/// What the controller wires to the repository and release controllers.
+pub struct Wakers {
+    pub repositories: mpsc::UnboundedReceiver<ObjectRef<ModelRepository>>,
+    pub releases: mpsc::UnboundedReceiver<ObjectRef<ModelRelease>>,
 }
 
 impl TrustCache {
-    fn entry(&self, uid: &str) -> Arc<AsyncMutex<Entry>> {
+    pub fn new() -> (Self, Wakers) {
+        let (resolve, repositories) = mpsc::unbounded();
+        let (wake, releases) = mpsc::unbounded();
+        (Self { repositories: Mutex::default(), resolve, wake }, Wakers { repositories, releases })
+    }
+
+    fn with<T>(&self, uid: &str, f: impl FnOnce(&mut Entry) -> T) -> T {
         let mut map = self.repositories.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.entry(uid.to_string()).or_default().clone()
+        f(map.entry(uid.to_string()).or_default())
+    }
+
+    fn wake(&self, releases: HashSet<ObjectRef<ModelRelease>>) {
+        for release in releases {
+            // The receiver lives as long as the scope's release controller.
+            let _ = self.wake.unbounded_send(release);
+        }
     }
 
     /// Whether a refresh of this repository succeeded or was refused since the operator
     /// started: without either, releases have no verdict to decide on.
-    pub async fn has_verdict(&self, uid: &str) -> bool {
-        let entry = self.entry(uid);
-        let entry = entry.lock().await;
-        entry.session.is_some() || entry.refused.is_some()
+    pub fn has_verdict(&self, uid: &str) -> bool {
+        self.with(uid, |e| e.trusted.is_some() || e.refused.is_some())
     }
 
     /// Forgets every repository whose UID is not in `live`.
-    pub fn retain(&self, live: &std::collections::HashSet<String>) {
+    pub fn retain(&self, live: &HashSet<String>) {
         let mut map = self.repositories.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         map.retain(|uid, _| live.contains(uid));
     }
 
-    /// Refreshes a repository and keeps the result for lookups. Returns what to record.
-    pub async fn refresh(&self, uid: &str, input: RefreshInput<'_>) -> Result<Kept, TrustError> {
-        let result = trust::refresh(input).await;
-        let entry = self.entry(uid);
-        let mut entry = entry.lock().await;
-        match result {
-            Ok(Refreshed { kept, session }) => {
-                entry.session = Some(session);
-                entry.refused = None;
+    /// Forgets the releases not in `live`, and the models only they asked about.
+    pub fn retain_releases(&self, live: &HashSet<ObjectRef<ModelRelease>>) {
+        let mut map = self.repositories.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for entry in map.values_mut() {
+            entry.wanted.retain(|_, requesters| {
+                requesters.retain(|r| live.contains(r));
+                !requesters.is_empty()
+            });
+            let wanted = &entry.wanted;
+            entry.verdicts.retain(|key, _| wanted.contains_key(key));
+        }
+    }
+
+    /// Refreshes a repository, resolves every model its releases asked about against
+    /// the new metadata, and keeps both for lookups (waking the releases whose verdict
+    /// changed). Returns what to record. The network is used with no lock held.
+    pub async fn refresh(&self, uid: &str, mut input: RefreshInput<'_>) -> Result<Kept, TrustError> {
+        let now = input.now;
+        let (previous, keys) = self.with(uid, |e| {
+            let previous = e.session.as_ref().map(|s| s.updater.store().detached());
+            (previous, e.wanted.keys().cloned().collect::<Vec<_>>())
+        });
+        input.previous = previous;
+        match trust::refresh(input).await {
+            Ok(Refreshed { kept, mut session }) => {
+                let found = resolve_all(&mut session, &keys, now).await;
+                let changed = self.with(uid, |e| {
+                    e.trusted = Some(session.updater.trusted());
+                    e.session = Some(session);
+                    let was_refused = e.refused.take().is_some();
+                    e.requested = false;
+                    let changed = e.replace(found);
+                    if was_refused { e.everyone() } else { changed }
+                });
+                self.wake(changed);
                 Ok(kept)
             }
             Err(e) => {
                 if !e.is_transient() {
-                    entry.refused = Some((e.reason().to_string(), e.to_string()));
+                    let changed = self.with(uid, |entry| {
+                        let first = entry.refused.is_none();
+                        entry.refused = Some((e.reason().to_string(), e.to_string()));
+                        if first { entry.everyone() } else { HashSet::new() }
+                    });
+                    self.wake(changed);
                 }
                 Err(e)
             }
         }
     }
 
+    /// Resolves, with the current session, the models that have no verdict yet or whose
+    /// verdict outlived its metadata; wakes the releases waiting for them.
+    pub async fn resolve_pending(&self, uid: &str, now: Timestamp) {
+        let taken = self.with(uid, |e| {
+            e.requested = false;
+            let keys: Vec<String> =
+                e.wanted.keys().filter(|k| e.verdicts.get(*k).is_none_or(|r| r.until <= now)).cloned().collect();
+            if keys.is_empty() || e.refused.is_some() {
+                return None;
+            }
+            e.session.take().map(|s| (s, keys))
+        });
+        let Some((mut session, keys)) = taken else { return };
+        let found = resolve_all(&mut session, &keys, now).await;
+        let changed = self.with(uid, |e| {
+            // A refresh in between would have come from this same reconcile: none did.
+            e.session.get_or_insert(session);
+            e.replace(found)
+        });
+        self.wake(changed);
+    }
+
+    /// When the earliest verdict of a repository stops holding, if any does.
+    pub fn next_expiry(&self, uid: &str) -> Option<Timestamp> {
+        self.with(uid, |e| e.verdicts.values().map(|r| r.until).min())
+    }
+
     /// The versions this process trusts now, raised to at least `recorded` (the floors
     /// in the repository's status, which may lag behind a refresh that just finished):
     /// what a new pod must not go below.
-    pub async fn floors(&self, uid: &str, recorded: trust::Floors) -> trust::Floors {
-        let entry = self.entry(uid);
-        let entry = entry.lock().await;
-        let Some(session) = entry.session.as_ref() else { return recorded };
-        let t = session.updater.trusted();
+    pub fn floors(&self, uid: &str, recorded: trust::Floors) -> trust::Floors {
+        let Some(t) = self.with(uid, |e| e.trusted.clone()) else { return recorded };
         trust::Floors {
             root: recorded.root.max(t.root.0),
             timestamp: recorded.timestamp.max(t.timestamp.0),
@@ -87,49 +211,127 @@ impl TrustCache {
         }
     }
 
-    /// What the repository says at `now` about the model `key` (`ModelRef::key`).
-    pub async fn lookup(&self, uid: &str, key: &str, now: Timestamp) -> Verdict {
-        let entry = self.entry(uid);
-        let mut entry = entry.lock().await;
-        if let Some((reason, message)) = &entry.refused {
-            return Verdict::Untrusted {
-                reason: reason.clone(),
-                message: format!("the repository is not trusted: {message}"),
-            };
-        }
-        let Some(session) = entry.session.as_mut() else {
-            return Verdict::Unknown { message: "the repository has not been refreshed yet".into() };
-        };
-        let t = session.updater.trusted();
-        for (role, (_, expires)) in
-            [("root", t.root), ("timestamp", t.timestamp), ("snapshot", t.snapshot), ("targets", t.targets)]
-        {
-            if expires <= now {
-                let e = TrustError::Expired { role: role.into(), expires: expires.to_string() };
-                return Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() };
+    /// What the repository says at `now` about the model `key` (`ModelRef::key`), for
+    /// `release`. Never waits: a model not resolved yet is `Unknown`, its repository is
+    /// asked to resolve it, and the release is woken when it has.
+    pub fn lookup(
+        &self,
+        repository: &ObjectRef<ModelRepository>,
+        uid: &str,
+        release: &ObjectRef<ModelRelease>,
+        key: &str,
+        now: Timestamp,
+    ) -> Verdict {
+        let (verdict, request) = self.with(uid, |e| {
+            e.wanted.entry(key.to_string()).or_default().insert(release.clone());
+            if let Some((reason, message)) = &e.refused {
+                let message = format!("the repository is not trusted: {message}");
+                return (Verdict::Untrusted { reason: reason.clone(), message }, false);
             }
+            let Some(t) = &e.trusted else {
+                let message = "the repository has not been refreshed yet".to_string();
+                return (Verdict::Unknown { message }, !std::mem::replace(&mut e.requested, true));
+            };
+            for (role, (_, expires)) in
+                [("root", t.root), ("timestamp", t.timestamp), ("snapshot", t.snapshot), ("targets", t.targets)]
+            {
+                if expires <= now {
+                    let e = TrustError::Expired { role: role.into(), expires: expires.to_string() };
+                    return (Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() }, false);
+                }
+            }
+            match e.verdicts.get(key) {
+                Some(r) if r.until > now => (r.verdict.clone(), false),
+                Some(r) => {
+                    let message = format!(
+                        "metadata that vouched for {} expired at {}; the repository has not been refreshed since",
+                        ModelRef::from_key(key).display(),
+                        r.until
+                    );
+                    let verdict = Verdict::Untrusted { reason: "Expired".into(), message };
+                    (verdict, !std::mem::replace(&mut e.requested, true))
+                }
+                None => {
+                    let message = "being verified against the repository".to_string();
+                    (Verdict::Unknown { message }, !std::mem::replace(&mut e.requested, true))
+                }
+            }
+        });
+        if request {
+            let _ = self.resolve.unbounded_send(repository.clone());
         }
-        session.updater.set_now(now);
-        let model = ModelRef::from_key(key);
-        crate::readers::verdict_of(trust::model::resolve(&mut session.updater, &model).await)
+        verdict
     }
+}
+
+/// Resolves each model with `session` at `now`.
+async fn resolve_all(session: &mut Session, keys: &[String], now: Timestamp) -> Vec<(String, Resolved)> {
+    session.updater.set_now(now);
+    let mut found = Vec::with_capacity(keys.len());
+    for key in keys {
+        let verdict = verdict_of(trust::model::resolve(&mut session.updater, &ModelRef::from_key(key)).await);
+        // Only trust runs out; a refusal holds until the next refresh says otherwise.
+        let until = match verdict {
+            Verdict::Trusted { .. } => session.updater.valid_until(),
+            _ => Timestamp::MAX,
+        };
+        found.push((key.clone(), Resolved { verdict, until }));
+    }
+    found
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn entries_are_per_uid_and_deleted_repositories_are_forgotten() {
-        let cache = TrustCache::default();
+    fn release(name: &str) -> ObjectRef<ModelRelease> {
+        ObjectRef::new(name).within("team")
+    }
+
+    #[test]
+    fn entries_are_per_uid_and_deleted_repositories_are_forgotten() {
+        let (cache, _wakers) = TrustCache::new();
         // A repository of the same name re-created gets a new UID, hence a new entry.
-        cache.entry("uid-old").lock().await.refused = Some(("BadSignature".into(), "m".into()));
-        assert!(cache.has_verdict("uid-old").await);
-        assert!(!cache.has_verdict("uid-new").await);
+        cache.with("uid-old", |e| e.refused = Some(("BadSignature".into(), "m".into())));
+        assert!(cache.has_verdict("uid-old"));
+        assert!(!cache.has_verdict("uid-new"));
         let len = || cache.repositories.lock().map(|m| m.len()).unwrap_or(0);
         assert_eq!(len(), 2);
         cache.retain(&["uid-new".to_string()].into());
         assert_eq!(len(), 1);
-        assert!(!cache.has_verdict("uid-old").await, "a deleted repository's verdict is gone");
+        assert!(!cache.has_verdict("uid-old"), "a deleted repository's verdict is gone");
+    }
+
+    #[test]
+    fn a_lookup_never_waits_it_asks_the_repository_once_and_wakes_on_the_answer() {
+        let (cache, mut wakers) = TrustCache::new();
+        let repo = ObjectRef::new("models").within("team");
+        let now = Timestamp::now();
+        let later = now + k8s_openapi::jiff::SignedDuration::from_hours(1);
+        let trusted = Trusted { root: (1, later), timestamp: (1, later), snapshot: (1, later), targets: (1, later) };
+        cache.with("uid", |e| e.trusted = Some(trusted));
+        for name in ["a", "b"] {
+            let v = cache.lookup(&repo, "uid", &release(name), "m/1/model.onnx", now);
+            assert!(matches!(v, Verdict::Unknown { .. }), "{v:?}");
+        }
+        // One request however many releases asked.
+        assert_eq!(wakers.repositories.try_recv().ok(), Some(repo.clone()));
+        assert!(wakers.repositories.try_recv().is_err(), "asked once");
+        // The answer wakes both releases; the same answer again wakes nobody.
+        let answer = Verdict::Trusted { sha256: "a".repeat(64), length: 1, files: 1 };
+        let found = || vec![("m/1/model.onnx".to_string(), Resolved { verdict: answer.clone(), until: later })];
+        let woken = cache.with("uid", |e| e.replace(found()));
+        assert_eq!(woken, [release("a"), release("b")].into());
+        assert!(cache.with("uid", |e| e.replace(found())).is_empty());
+        assert_eq!(cache.lookup(&repo, "uid", &release("a"), "m/1/model.onnx", now), answer);
+        // Past the expiry of the metadata it came from, the verdict no longer holds.
+        let after = later + k8s_openapi::jiff::SignedDuration::from_secs(1);
+        let stale = cache.lookup(&repo, "uid", &release("a"), "m/1/model.onnx", after);
+        assert!(matches!(&stale, Verdict::Untrusted { reason, .. } if reason == "Expired"), "{stale:?}");
+        // A deleted release's models are forgotten with it.
+        cache.retain_releases(&[release("b")].into());
+        assert_eq!(cache.with("uid", |e| e.wanted.len()), 1);
+        cache.retain_releases(&HashSet::new());
+        assert_eq!(cache.with("uid", |e| (e.wanted.len(), e.verdicts.len())), (0, 0));
     }
 }

@@ -241,6 +241,7 @@ pub async fn verify(client: &Client, ns: &str, release: &ModelRelease, model: &M
         ca_bundle,
         floors: plan::repository::floors(repo.status.as_ref()),
         now: Timestamp::now(),
+        previous: None,
     })
     .await;
     let mut session = match refreshed {

@@ -10,6 +10,15 @@ pub enum TrustError {
     #[error("{url} was not found on the repository")]
     NotFound { url: String },
 
+    /// Metadata a trusted referrer lists (the snapshot a timestamp names, a targets role
+    /// a snapshot names) that the server does not deliver: a hidden update is never
+    /// "nothing changed" (python-tuf fails the update the same way).
+    #[error(
+        "the repository's signed {by} lists {role} metadata version {version}, but the server did not deliver it \
+         ({reason}); until it does, nothing that {role} vouches for is trusted (a hidden update may be a revocation)"
+    )]
+    MetadataUnavailable { role: String, version: u64, by: String, reason: String },
+
     #[error("{what} is larger than its limit of {limit} bytes (endless-data attack or wrong length)")]
     TooLarge { what: String, limit: u64 },
 
@@ -73,6 +82,7 @@ impl TrustError {
         match self {
             TrustError::Fetch { .. } => "Unreachable",
             TrustError::NotFound { .. } => "NotFound",
+            TrustError::MetadataUnavailable { .. } => "MetadataUnavailable",
             TrustError::TooLarge { .. } => "TooLarge",
             TrustError::Malformed { .. } => "Malformed",
             TrustError::Signature { .. } => "BadSignature",

@@ -20,6 +20,9 @@ pub struct RefreshInput<'a> {
     pub ca_bundle: Option<Vec<u8>>,
     pub floors: Floors,
     pub now: Timestamp,
+    /// The verified metadata of the previous session, if any: used only while the pin
+    /// is the one it was built on (a re-anchored repository starts from nothing).
+    pub previous: Option<Store>,
 }
 
 /// The trust-state ConfigMap's data, unverified.
@@ -65,7 +68,13 @@ pub async fn refresh(input: RefreshInput<'_>) -> Result<Refreshed, TrustError> {
         _ => Vec::new(),
     };
     let start = anchor(input.pinned_root, &chain)?;
-    let mut updater = Updater::new(Store::memory(), transport, url, Some(&start), input.floors, input.now)?;
+    // The previous store's root is the newest one verified from this same pin and
+    // chain; `anchor` above has just re-checked the record it came from.
+    let store = match input.previous {
+        Some(previous) if !reanchored => previous,
+        _ => Store::memory(),
+    };
+    let mut updater = Updater::new(store, transport, url, Some(&start), input.floors, input.now)?;
     let trusted = updater.refresh().await?;
     chain.extend(updater.rotated_roots().iter().cloned());
     Ok(Refreshed { kept: Kept { trusted, chain, pin_sha256, reanchored }, session: Session { updater } })

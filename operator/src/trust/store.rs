@@ -35,6 +35,19 @@ impl Store {
         Self { place: Place::Memory(Arc::default()) }
     }
 
+    /// A copy that no longer shares its contents with this one (a memory store), so a
+    /// session built on it cannot change what an earlier session reads. A directory is
+    /// the same directory.
+    pub fn detached(&self) -> Self {
+        match &self.place {
+            Place::Dir(_) => self.clone(),
+            Place::Memory(m) => {
+                let copy = m.lock().map(|m| m.clone()).unwrap_or_default();
+                Self { place: Place::Memory(Arc::new(Mutex::new(copy))) }
+            }
+        }
+    }
+
     /// Where the store lives, for messages.
     pub fn describe(&self) -> String {
         match &self.place {

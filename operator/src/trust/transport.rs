@@ -23,6 +23,9 @@ pub struct TransportOptions {
     /// After `grace`, the average rate must stay above this many bytes per second.
     pub min_bytes_per_sec: u64,
     pub grace: Duration,
+    /// Longest a whole metadata download (`get`) may take, however steadily it trickles:
+    /// the rate floor alone lets a 5 MiB role take twenty minutes.
+    pub metadata_deadline: Duration,
 }
 
 impl Default for TransportOptions {
@@ -34,6 +37,7 @@ impl Default for TransportOptions {
             idle_timeout: Duration::from_secs(15),
             min_bytes_per_sec: 4096,
             grace: Duration::from_secs(10),
+            metadata_deadline: Duration::from_secs(60),
         }
     }
 }
@@ -73,14 +77,23 @@ impl Transport {
         }
     }
 
-    /// GETs `url` into memory, refusing more than `limit` bytes.
+    /// GETs metadata at `url` into memory, refusing more than `limit` bytes or more time
+    /// than `metadata_deadline`.
     pub async fn get(&self, url: &Url, limit: u64) -> Result<Vec<u8>, TrustError> {
         let mut body = Vec::new();
-        self.stream(url, limit, |chunk| {
+        let download = self.stream(url, limit, |chunk| {
             body.extend_from_slice(&chunk);
             Ok(())
-        })
-        .await?;
+        });
+        match tokio::time::timeout(self.options.metadata_deadline, download).await {
+            Ok(received) => received?,
+            Err(_) => {
+                return Err(TrustError::Fetch {
+                    url: url.to_string(),
+                    reason: format!("not complete within {:?} (slow retrieval)", self.options.metadata_deadline),
+                });
+            }
+        };
         Ok(body)
     }
 

@@ -354,7 +354,11 @@ impl Updater {
             "snapshot.json".into()
         };
         let limit = capped("snapshot metadata", meta.length, self.limits.snapshot_max)?;
-        let bytes = self.transport.get(&self.url(&file)?, limit).await?;
+        let bytes = self
+            .transport
+            .get(&self.url(&file)?, limit)
+            .await
+            .map_err(|e| undelivered(SNAPSHOT, meta.version, TIMESTAMP, e))?;
         check_meta_file("snapshot metadata", &meta, &bytes)?;
         let envelope = Envelope::parse(SNAPSHOT, &bytes)?;
         envelope.verify(&self.root.body.keys, &rk)?;
@@ -437,7 +441,11 @@ impl Updater {
             format!("{encoded}.json")
         };
         let limit = capped(&format!("{role} metadata"), meta.length, self.limits.targets_max)?;
-        let bytes = self.transport.get(&self.url(&file)?, limit).await?;
+        let bytes = self
+            .transport
+            .get(&self.url(&file)?, limit)
+            .await
+            .map_err(|e| undelivered(role, meta.version, SNAPSHOT, e))?;
         let loaded = self.check_targets(role, delegator, &bytes, &keys, &rk, &meta, true)?;
         self.store.save(role, &bytes)?;
         self.targets.insert(role.to_string(), loaded);
@@ -472,6 +480,26 @@ impl Updater {
     /// operator's) moves it forward before each lookup.
     pub fn set_now(&mut self, now: Timestamp) {
         self.now = now;
+    }
+
+    /// Until when what this session resolved stays true without a new refresh: the
+    /// earliest expiry of the top-level metadata and of every targets role loaded (a
+    /// verdict kept between lookups must not outlive the role that vouched for it).
+    pub fn valid_until(&self) -> Timestamp {
+        let t = self.trusted();
+        [t.root.1, t.timestamp.1, t.snapshot.1, t.targets.1]
+            .into_iter()
+            .chain(self.targets.values().map(|l| l.header.expires))
+            .min()
+            .unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+
+    /// The store this session keeps its verified metadata in: a next session over the
+    /// same trust anchor starts from it, so a role the snapshot still lists at the same
+    /// version is not downloaded again (and a server that stops serving it changes
+    /// nothing), while a new version must be delivered.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The roots this session rotated to, oldest first, exactly as served.
@@ -603,6 +631,17 @@ impl Updater {
 
 /// A step of the workflow ran before the one it depends on: a bug, reported as an
 /// error rather than a panic.
+/// A listed file the server did not deliver (not found, refused, too slow, cut off):
+/// the update fails for what it vouches for; other errors keep their own reason.
+fn undelivered(role: &str, version: u64, by: &str, e: TrustError) -> TrustError {
+    match e {
+        TrustError::NotFound { .. } | TrustError::Fetch { .. } => {
+            TrustError::MetadataUnavailable { role: role.into(), version, by: by.into(), reason: e.to_string() }
+        }
+        e => e,
+    }
+}
+
 fn malformed_order(missing: &str) -> TrustError {
     TrustError::Store { path: "client".into(), reason: format!("no trusted {missing} metadata loaded yet") }
 }
