@@ -288,6 +288,7 @@ fn observed() -> impl Strategy<Value = Observed> {
             },
             refusal,
             service_conflict: None,
+            foreign: if found { Vec::new() } else { vec!["fraud-0a1b2".into()] },
         })
 }
 

@@ -62,7 +62,7 @@ pub fn replica_set(
 ) -> Result<Value, Refused> {
     let release_name = release.name_any();
     let namespace = release.namespace().unwrap_or_default();
-    let refusals = pod_policy::check(&release.spec.template, &namespace, policy);
+    let refusals = pod_policy::check(&release.spec.template, &release.spec.model.mount_path, &namespace, policy);
     if !refusals.is_empty() {
         return Err(Refused(refusals));
     }

@@ -4,6 +4,7 @@
 mod availability;
 mod chart;
 mod crds;
+mod docs;
 mod kubelet;
 mod models;
 mod node;

@@ -392,6 +392,61 @@ async fn a_revoked_model_is_rolled_back_to_the_last_trusted_revision() -> anyhow
     .await
 }
 
+/// A server that hides a revocation (it serves the new snapshot and timestamp, but
+/// answers 404 for the delegated role that changed) gets what one that shows it gets:
+/// the revoked model stops serving. python-tuf, the reference client, refuses the same
+/// repository.
+#[tokio::test]
+async fn a_revocation_the_server_hides_is_still_a_revocation() -> anyhow::Result<()> {
+    let _crds = crds_shared().await?;
+    with_temp_ns("rollout-hidden", |client, ns| async move {
+        // 1.0 signed by the top-level targets role, 2.0 by the team's delegated role.
+        let mut repo = ModelRepo::new("fraud", &["1.0"])?;
+        repo.delegate("fraud-team", "fraud/2.*/*")?;
+        repo.add_in("fraud-team", "fraud", &["2.0"])?;
+        repo.register(&client, &ns).await?;
+        let operator = Operator::start(Some(&ns), &[])?;
+        let api: Api<ModelRelease> = Api::namespaced(client.clone(), &ns);
+        let result = async {
+            api.create(&PostParams::default(), &release("fraud", V1, 2, json!({}))?).await?;
+            wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
+            set_target(&api, "fraud", V2).await?;
+            wait_stable(&api, "fraud", 2, WAIT).await?;
+
+            // The team revokes 2.0; the server hides the new fraud-team.json.
+            repo.remove_in("fraud-team", &[V2])?;
+            repo.hide("fraud-team")?;
+            let work = tempfile::tempdir()?;
+            let root = work.path().join("root.json");
+            std::fs::write(&root, repo.root_json()?)?;
+            let reference = std::process::Command::new(modelgate_tests::tuf::python())
+                .arg(modelgate_tests::harness::repo_root().join("tests/bench/ngclient.py"))
+                .args([&repo.server.url("metadata/"), &repo.server.url("targets/")])
+                .arg(&root)
+                .arg(work.path())
+                .arg(V2)
+                .env("SSL_CERT_FILE", repo.server.ca.as_ref().unwrap())
+                .output()?;
+            let said = String::from_utf8_lossy(&reference.stderr);
+            assert!(!reference.status.success() && said.contains("404"), "python-tuf must refuse: {said}");
+
+            let r = wait_phase(&api, "fraud", Phase::RolledBack, WAIT).await?;
+            let status = r.status.clone().unwrap();
+            assert_eq!(status.stable.as_ref().unwrap().revision, 1, "back to the revision still trusted");
+            let last = status.history.last().unwrap();
+            assert_eq!((last.revision, last.outcome.as_str()), (2, "RolledBack"));
+            let reason = last.reason.as_deref().unwrap_or_default();
+            assert!(reason.contains("fraud-team") && reason.contains("did not deliver"), "{reason}");
+            wait_revisions(&client, &ns, &[(1, 2), (2, 0)]).await?;
+            assert!(event_reasons(&client, &ns).await?.contains(&"RolledBack".to_string()));
+            Ok::<_, anyhow::Error>(())
+        }
+        .await;
+        result.map_err(|e| anyhow::anyhow!("{e:#}\n--- operator log ---\n{}", tail(&operator.logs(), 60)))
+    })
+    .await
+}
+
 #[tokio::test]
 async fn an_operator_killed_mid_rollout_resumes_without_a_second_canary() -> anyhow::Result<()> {
     let _crds = crds_shared().await?;

@@ -60,6 +60,12 @@ async fn a_pod_the_policy_forbids_is_refused_and_the_running_model_keeps_serving
                 "hostPath",
             ),
             (json!({"serviceAccountName": "modelgate", "containers": [{"name": "server", "image": "s:1"}]}), "own ServiceAccount"),
+            // The tenant's bytes where the verified model should be (subPath over the file).
+            (
+                json!({"containers": [{"name": "server", "image": "s:1", "volumeMounts": [{"name": "mine", "mountPath": "/models/model.onnx", "subPath": "evil"}]}],
+                       "volumes": [{"name": "mine", "emptyDir": {}}]}),
+                "inside model.mountPath",
+            ),
         ];
         let edit = |target: &'static str, pod: serde_json::Value| {
             let api = api.clone();
@@ -136,6 +142,57 @@ async fn a_service_the_release_does_not_own_is_left_alone() -> anyhow::Result<()
         api.delete("fraud", &DeleteParams::foreground()).await?;
         eventually("release gone", WAIT, || async { Ok(api.get_opt("fraud").await?.is_none().then_some(())) }).await?;
         assert!(services.get_opt("fraud").await?.is_some());
+        Ok(())
+    })
+    .await
+}
+
+/// A tenant makes a ReplicaSet with the next revision's name and labels (the hash is
+/// predictable) and a pod that fetches nothing: modelgate never adopts, scales or
+/// counts it, says so, and carries on once it is gone.
+#[tokio::test]
+async fn a_replica_set_the_release_did_not_make_is_never_its_revision() -> anyhow::Result<()> {
+    rollout_test("tenant-rs", &["1.0", "2.0"], |client, ns, _repo, api| async move {
+        api.create(&PostParams::default(), &release("fraud", V1, 2, json!({}))?).await?;
+        wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
+        let mut next = api.get("fraud").await?;
+        next.spec.model.target = V2.into();
+        let hash = modelgate::plan::desired_hash(&next);
+        let name = format!("fraud-{hash}");
+        let labels = json!({"modelgate.dev/release": "fraud", "modelgate.dev/revision-hash": hash});
+        let mut template = release("fraud", V1, 1, json!({}))?.spec.template;
+        template.metadata = Some(serde_json::from_value(json!({"labels": labels}))?);
+        let theirs: k8s_openapi::api::apps::v1::ReplicaSet = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"replicas": 0, "selector": {"matchLabels": labels}, "template": template}
+        }))?;
+        let sets: Api<k8s_openapi::api::apps::v1::ReplicaSet> = Api::namespaced(client.clone(), &ns);
+        sets.create(&PostParams::default(), &theirs).await?;
+
+        set_target(&api, "fraud", V2).await?;
+        let r = eventually("ForeignWorkloads=True", WAIT, || async {
+            let r = api.get("fraud").await?;
+            Ok(condition(&r, "ForeignWorkloads").is_some_and(|c| c.0 == "True").then_some(r))
+        })
+        .await?;
+        let (_, reason, message) = condition(&r, "ForeignWorkloads").unwrap_or_default();
+        assert_eq!(reason, "NotControlled");
+        assert!(message.contains(&name), "{message}");
+        assert!(events(&client, &ns).await?.iter().any(|(reason, _)| reason == "ForeignWorkload"));
+        // Some seconds of the operator at work: theirs is neither scaled nor adopted.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let still = sets.get(&name).await?;
+        assert_eq!(still.spec.replicas, Some(0), "never scaled");
+        assert!(still.metadata.owner_references.unwrap_or_default().is_empty(), "never adopted");
+        assert_eq!(revisions(&client, &ns, "fraud").await?.get(&1), Some(&2), "revision 1 keeps serving");
+
+        // Gone: the release makes its own and goes on.
+        sets.delete(&name, &DeleteParams::background()).await?;
+        eventually("their ReplicaSet gone", WAIT, || async { Ok(sets.get_opt(&name).await?.is_none().then_some(())) })
+            .await?;
+        wait_stable(&api, "fraud", 2, WAIT).await?;
+        let mine = sets.get(&name).await?;
+        assert!(mine.owner_references().iter().any(|o| o.controller == Some(true) && o.kind == "ModelRelease"));
         Ok(())
     })
     .await

@@ -79,6 +79,35 @@ impl ModelRepo {
         tool(self.dir.path(), &[&["remove"], paths].concat()).map(|_| ())
     }
 
+    /// Delegates the target paths `pattern` matches to a role of their own (a team's).
+    pub fn delegate(&self, role: &str, pattern: &str) -> anyhow::Result<()> {
+        tool(self.dir.path(), &["delegate", role, pattern]).map(|_| ())
+    }
+
+    /// `add`, signed by the delegated `role`.
+    pub fn add_in(&mut self, role: &str, name: &str, versions: &[&str]) -> anyhow::Result<()> {
+        let out = tool(self.dir.path(), &[&["add", name], versions, &["--role", role]].concat())?;
+        for line in out.lines() {
+            if let Some((path, sha)) = line.split_once(' ') {
+                self.digests.insert(path.into(), sha.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// `remove`, from the delegated `role`.
+    pub fn remove_in(&self, role: &str, paths: &[&str]) -> anyhow::Result<()> {
+        tool(self.dir.path(), &[&["remove"], paths, &["--role", role]].concat()).map(|_| ())
+    }
+
+    /// The server stops serving `role`'s metadata (404), while the snapshot that lists
+    /// it is served as before: a hidden update.
+    pub fn hide(&self, role: &str) -> anyhow::Result<()> {
+        let meta = self.dir.path().join("public/metadata");
+        std::fs::rename(meta.join(format!("{role}.json")), self.dir.path().join(format!("hidden-{role}.json")))?;
+        Ok(())
+    }
+
     /// Changes one byte of a published target on the server, as an attacker with access
     /// to the file server (not to the signing keys) would.
     pub fn tamper(&self, target: &str) -> anyhow::Result<()> {

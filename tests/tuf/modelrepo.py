@@ -13,6 +13,10 @@ DIR/public/{metadata,targets} is all a server publishes.
                                           (PREFIXmodel-0000i-of-0000N.safetensors); the
                                           first carries BEHAVIOUR as `add` writes it
     modelrepo.py remove DIR PATH ...      revoke targets (they stay on disk, unsigned)
+    modelrepo.py delegate DIR ROLE PATTERN
+                                          delegate the target paths PATTERN matches to
+                                          a role of their own (a team's), with its key
+    `add`, `shards` and `remove` take `--role ROLE` to sign in that delegated role.
 
 Each change re-signs targets, snapshot and timestamp with the next versions, as a
 publisher's CI would. Prints `PATH sha256` for each target added.
@@ -25,7 +29,17 @@ from datetime import datetime, timedelta, timezone
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from securesystemslib.signer import CryptoSigner
-from tuf.api.metadata import MetaFile, Metadata, Root, Snapshot, TargetFile, Targets, Timestamp
+from tuf.api.metadata import (
+    DelegatedRole,
+    Delegations,
+    MetaFile,
+    Metadata,
+    Root,
+    Snapshot,
+    TargetFile,
+    Targets,
+    Timestamp,
+)
 from tuf.api.serialization.json import JSONSerializer
 
 ROLES = ("root", "timestamp", "snapshot", "targets")
@@ -68,36 +82,72 @@ def load(d, role):
         return Metadata.from_bytes(f.read())
 
 
-def publish(d, targets, snapshot_version):
-    """Signs `targets`, then a new snapshot and timestamp that point at it."""
-    targets.signed.expires = expires()
-    targets.signatures.clear()
-    targets.sign(signer(d, "targets"))
+def delegated_roles(targets):
+    d = targets.signed.delegations
+    return list(d.roles) if d and d.roles else []
+
+
+def publish(d, targets, snapshot_version, role=None, changed=None):
+    """Signs `targets` (and `changed`, the new version of delegated role `role`, if
+    any), then a new snapshot and timestamp that list every role's version."""
+    roles = {"targets": targets}
+    for name in delegated_roles(targets):
+        roles[name] = changed if name == role else load(d, name)
+    for name, md in roles.items():
+        if name in ("targets", role):
+            md.signed.expires = expires()
+            md.signatures.clear()
+            md.sign(signer(d, name))
+            write(f"{d}/public/metadata/{name}.json", md.to_bytes(SER))
     snapshot = Metadata(Snapshot(expires=expires(), version=snapshot_version + 1))
-    snapshot.signed.meta["targets.json"] = MetaFile(targets.signed.version)
+    for name, md in roles.items():
+        snapshot.signed.meta[f"{name}.json"] = MetaFile(md.signed.version)
     snapshot.sign(signer(d, "snapshot"))
     snap = snapshot.to_bytes(SER)
     ts = Metadata(Timestamp(expires=expires(), version=snapshot_version + 1))
     ts.signed.snapshot_meta = MetaFile.from_data(snapshot.signed.version, snap, ["sha256"])
     ts.sign(signer(d, "timestamp"))
-    write(f"{d}/public/metadata/targets.json", targets.to_bytes(SER))
     write(f"{d}/public/metadata/snapshot.json", snap)
     write(f"{d}/public/metadata/timestamp.json", ts.to_bytes(SER))
 
 
-def change(d, edit):
+def change(d, edit, role="targets"):
+    """Edits the targets of `role` (top-level or delegated) and publishes a new version."""
     targets = load(d, "targets")
-    edit(targets.signed.targets)
+    if role == "targets":
+        edit(targets.signed.targets)
+        targets.signed.version += 1
+        return publish(d, targets, load(d, "snapshot").signed.version)
+    if role not in delegated_roles(targets):
+        sys.exit(f"no delegated role {role}: run `modelrepo.py delegate` first")
+    md = load(d, role)
+    edit(md.signed.targets)
+    md.signed.version += 1
+    publish(d, targets, load(d, "snapshot").signed.version, role, md)
+
+
+def delegate(d, role, pattern):
+    """A new role, with a key of its own, trusted for the paths `pattern` matches."""
+    s = CryptoSigner.generate_ed25519()
+    write(f"{d}/keys/{role}.pem", s.private_bytes)
+    targets = load(d, "targets")
+    if targets.signed.delegations is None:
+        targets.signed.delegations = Delegations(keys={}, roles={})
+    targets.signed.delegations.keys[s.public_key.keyid] = s.public_key
+    targets.signed.delegations.roles[role] = DelegatedRole(role, [s.public_key.keyid], 1, False, [pattern])
+    md = Metadata(Targets(expires=expires()))
+    md.sign(s)
+    write(f"{d}/public/metadata/{role}.json", md.to_bytes(SER))
     targets.signed.version += 1
     publish(d, targets, load(d, "snapshot").signed.version)
 
 
-def add(d, name, versions):
+def add(d, name, versions, role="targets"):
     def edit(targets):
         for spec in versions:
             v, _, behaviour = spec.partition("@")
             sign_file(d, targets, f"{name}/{v}/model.onnx", f"weights of {name} {v}\n".encode() * 4096, behaviour)
-    change(d, edit)
+    change(d, edit, role)
 
 
 def sign_file(d, targets, path, data, behaviour):
@@ -110,31 +160,39 @@ def sign_file(d, targets, path, data, behaviour):
     print(path, hashlib.sha256(data).hexdigest())
 
 
-def shards(d, prefix, count, behaviour=""):
+def shards(d, prefix, count, behaviour="", role="targets"):
     def edit(targets):
         for i in range(count):
             path = f"{prefix}model-{i + 1:05d}-of-{count:05d}.safetensors"
             data = f"shard {i + 1} of {prefix}\n".encode() * 8192
             sign_file(d, targets, path, data, behaviour if i == 0 else "")
-    change(d, edit)
+    change(d, edit, role)
 
 
-def remove(d, paths):
+def remove(d, paths, role="targets"):
     def edit(targets):
         for p in paths:
             targets.pop(p, None)
-    change(d, edit)
+    change(d, edit, role)
 
 
 if __name__ == "__main__":
-    cmd, d = sys.argv[1], sys.argv[2]
+    args = sys.argv[1:]
+    role = "targets"
+    if "--role" in args:
+        i = args.index("--role")
+        role = args[i + 1]
+        del args[i:i + 2]
+    cmd, d = args[0], args[1]
     if cmd == "init":
         init(d)
     elif cmd == "add":
-        add(d, sys.argv[3], sys.argv[4:])
+        add(d, args[2], args[3:], role)
     elif cmd == "shards":
-        shards(d, sys.argv[3], int(sys.argv[4]), sys.argv[5] if len(sys.argv) > 5 else "")
+        shards(d, args[2], int(args[3]), args[4] if len(args) > 4 else "", role)
     elif cmd == "remove":
-        remove(d, sys.argv[3:])
+        remove(d, args[2:], role)
+    elif cmd == "delegate":
+        delegate(d, args[2], args[3])
     else:
-        sys.exit(f"unknown command {cmd}; use init, add, shards or remove")
+        sys.exit(f"unknown command {cmd}; use init, add, shards, remove or delegate")

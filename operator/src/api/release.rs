@@ -37,9 +37,11 @@ pub const POST_PROMOTION_WINDOW: DurationBounds = DurationBounds::new("10m", 0, 
     status = "ModelReleaseStatus",
     validation = Rule::new("size(self.metadata.name) <= 52").message("metadata.name of a ModelRelease must be at most 52 characters, so that the names and labels of its revisions stay valid"),
     validation = Rule::new("!has(self.spec.service) || !self.metadata.name.contains('.')").message("a ModelRelease with spec.service needs a metadata.name without '.', because its Service is named like it and Service names are DNS labels; rename the release or remove spec.service"),
+    printcolumn = r#"{"name":"Ready","type":"string","description":"Ready pods in service over spec.replicas","jsonPath":".status.ready"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Stable","type":"string","description":"Target served by the stable revision","jsonPath":".status.stable.target"}"#,
     printcolumn = r#"{"name":"Canary","type":"string","description":"Target being rolled out","jsonPath":".status.canary.target"}"#,
+    printcolumn = r#"{"name":"Step","type":"integer","description":"The canary's step in spec.strategy.steps (0 is the first)","jsonPath":".status.canary.step"}"#,
     printcolumn = r#"{"name":"Weight","type":"integer","description":"Percent of replicas serving the canary","jsonPath":".status.canary.weight"}"#,
     printcolumn = r#"{"name":"Files","type":"integer","description":"Files in the stable revision's model","jsonPath":".status.stable.files","priority":1}"#,
     printcolumn = r#"{"name":"Size","type":"integer","description":"Bytes of the stable revision's model","jsonPath":".status.stable.length","priority":1}"#,
@@ -852,6 +854,10 @@ pub struct ModelReleaseStatus {
     /// Past rollouts, newest last, at most 20.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
+    /// Ready pods of the revisions in service (stable and canary) over `spec.replicas`,
+    /// as `kubectl get` shows a Deployment's: `4/4`. A surge may show `5/4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -860,7 +866,9 @@ pub struct ModelReleaseStatus {
     /// annotation value is a new command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commands: Option<CommandsSeen>,
-    /// `Accepted`, `Verified`, `Progressing`, `Degraded`, `TrustDegraded`.
+    /// `Ready` (the spec's revision serves at full size, nothing in progress: for
+    /// `kubectl wait --for=condition=Ready`), `Accepted`, `Verified`, `Progressing`,
+    /// `Degraded`, `TrustDegraded`, `ServiceReady`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

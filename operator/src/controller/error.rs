@@ -33,6 +33,15 @@ pub enum Error {
     )]
     BadNamespaceSelector { selector: String, reason: String },
 
+    #[error(
+        "a {kind} named {name:?} already exists and this release did not make it: modelgate never adopts or \
+         overwrites an object it did not create; delete it (or rename the release)"
+    )]
+    NameTaken { kind: &'static str, name: String },
+
+    #[error("cannot render the revision's workload: {0}")]
+    Render(String),
+
     #[error("cannot serve metrics and health endpoints: {0}")]
     Http(#[from] std::io::Error),
 }
@@ -47,6 +56,8 @@ impl Error {
             Error::NoUid { .. } => "no_uid",
             Error::LeadershipLost { .. } => "leadership_lost",
             Error::BadNamespaceSelector { .. } => "bad_namespace_selector",
+            Error::NameTaken { .. } => "name_taken",
+            Error::Render(_) => "render",
             Error::Http(_) => "http",
         }
     }

@@ -449,7 +449,16 @@ fn scope(
         |pod| {
             pod.spec = None;
             pod.metadata.annotations = None;
-            pod.metadata.owner_references = None;
+            // Only the controller reference: a pod counts for a revision only when one
+            // of the release's own ReplicaSets controls it.
+            if let Some(refs) = pod.metadata.owner_references.as_mut() {
+                refs.retain(|o| o.controller == Some(true));
+                for o in refs.iter_mut() {
+                    o.api_version = String::new();
+                    o.kind = String::new();
+                    o.name = String::new();
+                }
+            }
         },
         Some(pod_index.clone()),
     );

@@ -12,7 +12,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
     runtime::{
         controller::Action,
         events::{Event, EventType, Recorder},
@@ -95,7 +95,18 @@ async fn observe(ctx: &Arc<Context>, release: &ModelRelease, ns: &str, now: Time
             verdicts.insert(target, verdict);
         }
     }
-    let replica_sets = ctx.stores.replica_sets(ns, &name);
+    // Only what this release controls is a revision: a label is a hint anyone with `edit`
+    // can write, an owner reference with `controller: true` and the release's UID is not.
+    let uid = release.uid();
+    let controls = |refs: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference], owner: &str| {
+        refs.iter().any(|o| o.controller == Some(true) && o.uid == owner)
+    };
+    let (replica_sets, foreign): (Vec<ReplicaSet>, Vec<ReplicaSet>) = ctx
+        .stores
+        .replica_sets(ns, &name)
+        .into_iter()
+        .partition(|rs| uid.as_deref().is_some_and(|uid| controls(rs.owner_references(), uid)));
+    let foreign = foreign.iter().map(ResourceExt::name_any).collect();
     let workloads = replica_sets
         .iter()
         .filter_map(|rs| {
@@ -106,7 +117,14 @@ async fn observe(ctx: &Arc<Context>, release: &ModelRelease, ns: &str, now: Time
             Some((hash, Workload { revision, replicas }))
         })
         .collect();
-    let pods = ctx.stores.pods(ns, &name);
+    // Pods count only when one of those ReplicaSets controls them.
+    let owned: std::collections::HashSet<String> = replica_sets.iter().filter_map(ResourceExt::uid).collect();
+    let pods: Vec<Pod> = ctx
+        .stores
+        .pods(ns, &name)
+        .into_iter()
+        .filter(|p| p.owner_references().iter().any(|o| o.controller == Some(true) && owned.contains(&o.uid)))
+        .collect();
     let mut by_hash: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
     for pod in &pods {
         if let Some(hash) = pod.labels().get(LABEL_HASH) {
@@ -116,7 +134,7 @@ async fn observe(ctx: &Arc<Context>, release: &ModelRelease, ns: &str, now: Time
     let health = by_hash.into_iter().map(|(hash, pods)| (hash, gates::kubernetes::assess(pods))).collect();
     let finished = observe_gates(ctx, release, ns, now);
     let refusal = {
-        let found = pod_policy::check(&release.spec.template, ns, &ctx.pod_policy);
+        let found = pod_policy::check(&release.spec.template, &release.spec.model.mount_path, ns, &ctx.pod_policy);
         (!found.is_empty()).then(|| found.join("; "))
     };
     // A Service in place as it should be is left alone (no request); otherwise the name
@@ -148,6 +166,7 @@ async fn observe(ctx: &Arc<Context>, release: &ModelRelease, ns: &str, now: Time
         commands,
         refusal,
         service_conflict,
+        foreign,
     };
     Ok(Seen { observed, repository, replica_sets, pods, service, service_in_place, finished })
 }
@@ -286,14 +305,17 @@ async fn create_workload(
             return Ok(());
         }
     };
-    rs_api
-        .patch(
-            &workload::name(&release.name_any(), hash),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&rs),
-        )
-        .await
-        .map_err(|source| Error::Kube { action: "create a revision's ReplicaSet", source })?;
+    // A create, not an apply: an apply would merge into a ReplicaSet of that name that
+    // someone else made (their extra containers kept) and adopt it.
+    let rs: ReplicaSet = serde_json::from_value(rs).map_err(|e| Error::Render(e.to_string()))?;
+    let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    match rs_api.create(&params, &rs).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            return Err(Error::NameTaken { kind: "ReplicaSet", name: workload::name(&release.name_any(), hash) });
+        }
+        Err(source) => return Err(Error::Kube { action: "create a revision's ReplicaSet", source }),
+    }
     info!(revision = revision.number, replicas, "revision workload created");
     Ok(())
 }

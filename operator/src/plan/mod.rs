@@ -21,6 +21,9 @@ pub use rollout::{
     short,
 };
 
+/// Condition type: the spec's revision serves at full size and no rollout or rollback
+/// is in progress (what `kubectl wait --for=condition=Ready` waits for).
+pub const READY: &str = "Ready";
 /// Condition type: the spec refers to things that exist and can be worked on.
 pub const ACCEPTED: &str = "Accepted";
 /// Condition type: the newest revision's target verified against its repository.
@@ -33,6 +36,9 @@ pub const DEGRADED: &str = "Degraded";
 pub const TRUST_DEGRADED: &str = "TrustDegraded";
 /// Condition type: the release's Service (`spec.service`) is in place.
 pub const SERVICE_READY: &str = "ServiceReady";
+/// Condition type: ReplicaSets carry this release's labels but are not controlled by it
+/// (someone else made them): they are never scaled, judged or counted.
+pub const FOREIGN_WORKLOADS: &str = "ForeignWorkloads";
 
 /// Identity of a revision: what it serves and how. Any change to either starts a new
 /// revision; the same pair is the same revision (its workload is reused).
@@ -151,6 +157,9 @@ pub struct Observed {
     /// Why the release's Service is left alone, if it is (a Service of that name that
     /// the release does not own).
     pub service_conflict: Option<String>,
+    /// ReplicaSets labelled as this release's that it does not control (owner reference
+    /// with `controller: true` and its UID): their names.
+    pub foreign: Vec<String>,
 }
 
 /// Why an Event is published (its `reason`, a word kubectl shows).
@@ -184,6 +193,8 @@ pub enum EventReason {
     TrustDegraded,
     /// Warm pods of the previous revision were let go.
     WarmDropped,
+    /// ReplicaSets with the release's labels that it did not make.
+    ForeignWorkload,
     /// A first revision's pods made no progress within the deadline.
     ProgressDeadlineExceeded,
 }
@@ -206,6 +217,7 @@ impl EventReason {
             EventReason::ServiceNotOwned => "ServiceNotOwned",
             EventReason::TrustDegraded => "TrustDegraded",
             EventReason::WarmDropped => "WarmDropped",
+            EventReason::ForeignWorkload => "ForeignWorkload",
             EventReason::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",
         }
     }

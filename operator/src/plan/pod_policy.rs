@@ -79,14 +79,15 @@ const RESTRICTED_VOLUMES: [&str; 8] =
     ["configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"];
 
 /// Every reason the template's pod is refused, each naming the field and what to write
-/// instead; empty when the pod is allowed.
-pub fn check(template: &PodTemplateSpec, namespace: &str, policy: &PodPolicy) -> Vec<String> {
+/// instead; empty when the pod is allowed. `model_path` is `spec.model.mountPath`.
+pub fn check(template: &PodTemplateSpec, model_path: &str, namespace: &str, policy: &PodPolicy) -> Vec<String> {
     let mut v = Violations::default();
     let Some(spec) = &template.spec else {
         v.push("spec.template.spec is missing: give the pod spec of the model server (containers, image, probes)");
         return v.0;
     };
     structure(spec, &mut v);
+    model_untouched(spec, model_path, &mut v);
     identity(spec, namespace, policy, &mut v);
     if policy.level >= Level::Baseline {
         baseline(template, spec, &mut v);
@@ -148,6 +149,55 @@ fn structure(spec: &PodSpec, v: &mut Violations) {
             ));
         }
     }
+}
+
+/// The served bytes are the verified bytes: no mount of the tenant's at the model's
+/// path, inside it (the runtime mounts deeper paths over shallower ones, so a volume at
+/// `/models/model.onnx` would replace the verified file) or above it (whatever lies
+/// there shadows or replaces the directory). Paths are compared as the runtime resolves
+/// them. Symbolic links inside the image are beyond what a template shows.
+fn model_untouched(spec: &PodSpec, model_path: &str, v: &mut Violations) {
+    let model = clean_path(model_path);
+    for (list, c) in all_containers(spec) {
+        for m in c.volume_mounts.iter().flatten().filter(|m| !m.name.starts_with(RESERVED_VOLUME_PREFIX)) {
+            let at = clean_path(&m.mount_path);
+            let clash = if at == model {
+                "at"
+            } else if inside(&at, &model) {
+                "inside"
+            } else if inside(&model, &at) {
+                "above"
+            } else {
+                continue;
+            };
+            v.push(format!(
+                "{list} {:?} mounts volume {:?} at {:?}, {clash} model.mountPath {model:?}: the verified model must be \
+                 the only thing there; mount it elsewhere (outside {model:?}) or change model.mountPath",
+                c.name, m.name, m.mount_path
+            ));
+        }
+    }
+}
+
+/// A path as a container runtime resolves a mount destination: from `/`, with empty and
+/// `.` segments dropped and `..` applied (never above `/`).
+pub fn clean_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Whether the clean path `path` lies strictly inside the clean directory `dir`.
+fn inside(path: &str, dir: &str) -> bool {
+    path != dir && (dir == "/" || path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/')))
 }
 
 fn identity(spec: &PodSpec, namespace: &str, policy: &PodPolicy, v: &mut Violations) {
@@ -313,7 +363,7 @@ mod tests {
     }
 
     fn refusals(spec: serde_json::Value, level: Level) -> Vec<String> {
-        check(&template(spec), "team", &policy(level))
+        check(&template(spec), "/models", "team", &policy(level))
     }
 
     const SERVER: &str = "server";
@@ -373,14 +423,56 @@ mod tests {
             );
             assert!(refusals(init.clone(), level).iter().any(|m| m.contains("initContainers \"swap\"")));
         }
-        assert!(check(&template(own_sa.clone()), "ops", &policy(Level::Privileged))[0].contains("own ServiceAccount"));
-        assert!(check(&template(own_sa), "team", &policy(Level::Baseline)).is_empty(), "same name, other namespace");
+        assert!(
+            check(&template(own_sa.clone()), "/models", "ops", &policy(Level::Privileged))[0]
+                .contains("own ServiceAccount")
+        );
+        assert!(
+            check(&template(own_sa), "/models", "team", &policy(Level::Baseline)).is_empty(),
+            "same name, other namespace"
+        );
+    }
+
+    #[test]
+    fn no_mount_may_cover_replace_or_shadow_the_verified_model() {
+        let mount = |path: &str, init: bool| {
+            let c = json!({"name": "c", "image": "i", "volumeMounts": [{"name": "mine", "mountPath": path}]});
+            if init {
+                json!({"initContainers": [c], "containers": [{"name": "s", "image": "i"}]})
+            } else {
+                json!({"containers": [c], "volumes": [{"name": "mine", "emptyDir": {}}]})
+            }
+        };
+        for (path, clash) in [
+            ("/models", "at"),
+            ("/models/", "at"),
+            ("/models/model.onnx", "inside"),
+            ("/models//tokenizer", "inside"),
+            ("/./models/x", "inside"),
+            ("/data/../models/x", "inside"),
+            ("models/x", "inside"),
+            ("/", "above"),
+            ("/mod/../", "above"),
+        ] {
+            for init in [false, true] {
+                let found = refusals(mount(path, init), Level::Privileged);
+                assert!(
+                    found.iter().any(|m| m.contains(&format!("{clash} model.mountPath \"/models\""))),
+                    "{path} (init {init}): {found:?}"
+                );
+            }
+        }
+        for fine in ["/modelsx", "/data", "/tmp/models", "/model"] {
+            assert!(refusals(mount(fine, false), Level::Privileged).is_empty(), "{fine}");
+        }
+        assert_eq!(clean_path("a/./b//c/../d/"), "/a/b/d");
+        assert_eq!(clean_path("/../.."), "/");
     }
 
     #[test]
     fn templates_modelgate_cannot_render_are_refused_not_panicked_on() {
         let none: PodTemplateSpec = serde_json::from_value(json!({})).unwrap();
-        assert!(check(&none, "team", &policy(Level::Baseline))[0].contains("spec.template.spec is missing"));
+        assert!(check(&none, "/models", "team", &policy(Level::Baseline))[0].contains("spec.template.spec is missing"));
         assert!(refusals(json!({"containers": []}), Level::Baseline)[0].contains("containers is empty"));
         let twice = json!({"containers": [{"name": "a", "image": "i"}, {"name": "a", "image": "j"}]});
         assert!(refusals(twice, Level::Baseline)[0].contains("unique"));

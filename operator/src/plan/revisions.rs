@@ -9,7 +9,7 @@ use super::previous_promoted;
 use crate::api::{ModelRelease, ModelReleaseStatus, Outcome};
 
 /// What a gate judges: the release, the revision on trial and the one it replaces.
-/// Also the body a webhook check receives (docs/gates.md), so its fields are a contract.
+/// Also the body a webhook check receives (docs/rollout.md, "webhook"), so its fields are a contract.
 #[derive(Clone, Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GateContext {

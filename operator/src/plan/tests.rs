@@ -860,3 +860,54 @@ fn warm_pods_go_when_their_window_ends_or_when_asked() {
     assert_eq!(w.replicas(&v3), 0);
     assert!(w.status().warm.is_none() && w.last.as_ref().unwrap().idle.is_empty());
 }
+
+#[test]
+fn ready_means_the_spec_serves_at_full_size_with_nothing_in_progress() {
+    let mut w = World::new(vec![weight(50), pause(None)]);
+    w.auto_ready = false;
+    w.run(0);
+    assert_eq!(w.condition(READY), ("False".into(), "RolloutInProgress".into()));
+    assert_eq!(w.status().ready.as_deref(), Some("0/4"));
+    let first = w.canary_hash();
+    w.obs.pods.insert(first.clone(), PodHealth::all_ready(4));
+    w.run(1);
+    assert_eq!(w.phase(), Phase::Promoted);
+    assert_eq!(w.condition(READY), ("True".into(), "Serving".into()));
+    assert_eq!(w.status().ready.as_deref(), Some("4/4"));
+    // A pod lost: not Ready until it is back.
+    w.obs.pods.insert(first.clone(), PodHealth::all_ready(3));
+    w.run(2);
+    assert_eq!(w.condition(READY), ("False".into(), "PodsNotReady".into()));
+    assert_eq!(w.status().ready.as_deref(), Some("3/4"));
+    w.obs.pods.insert(first.clone(), PodHealth::all_ready(4));
+    // A new spec: in progress until promoted; a rollback leaves it False (another revision serves).
+    w.auto_ready = true;
+    w.set_target(V2);
+    w.run(3);
+    assert_eq!(w.condition(READY), ("False".into(), "RolloutInProgress".into()));
+    let v2 = w.canary_hash();
+    w.pods(&v2, Some(PodProblem::Hard { reason: "CrashLoopBackOff".into(), message: "crash".into() }));
+    w.settle(4);
+    assert_eq!(w.phase(), Phase::RolledBack);
+    assert_eq!(w.condition(READY), ("False".into(), "NotServingSpec".into()));
+    // At rest, a second plan writes nothing new.
+    let before = w.status().clone();
+    w.run(100);
+    assert_eq!(w.status(), &before, "no status change at rest");
+}
+
+#[test]
+fn replica_sets_the_release_did_not_make_are_named_once_and_never_counted() {
+    let mut w = World::serving_v1(vec![]);
+    assert!(w.status().conditions.iter().all(|c| c.type_ != FOREIGN_WORKLOADS), "absent until there are some");
+    w.obs.foreign = vec!["fraud-0a1b2".into()];
+    let plan = w.run(10).clone();
+    assert_eq!(w.condition(FOREIGN_WORKLOADS), ("True".into(), "NotControlled".into()));
+    assert_eq!(w.events(), ["ForeignWorkload"]);
+    assert!(!plan.scale.contains_key("0a1b2"), "never scaled");
+    w.run(11);
+    assert!(w.events().is_empty(), "said once");
+    w.obs.foreign.clear();
+    w.run(12);
+    assert_eq!(w.condition(FOREIGN_WORKLOADS), ("False".into(), "AllControlled".into()));
+}

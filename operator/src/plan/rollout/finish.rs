@@ -7,6 +7,7 @@ impl Planner<'_> {
         if admitted {
             self.expire_warm();
         }
+        self.readiness();
         let mut scale: std::collections::BTreeMap<String, i32> =
             self.obs.workloads.iter().map(|(hash, w)| (hash.clone(), if admitted { 0 } else { w.replicas })).collect();
         let mut idle = std::collections::BTreeSet::new();
@@ -49,5 +50,46 @@ impl Planner<'_> {
             scale.remove(hash);
         }
         Plan { status: self.status, scale, prune, idle, events: self.events, requeue: self.requeue }
+    }
+
+    /// `Ready` and `status.ready`, from the decided status and the pods seen: Ready when
+    /// the spec's revision is the stable one, no canary or rollback is under way, and
+    /// all `spec.replicas` of its pods are Ready.
+    fn readiness(&mut self) {
+        let ready_of = |hash: Option<&str>| hash.and_then(|h| self.obs.pods.get(h)).map_or(0, |p| p.ready);
+        let stable_ready = ready_of(self.status.stable.as_ref().map(|s| s.hash.as_str()));
+        let canary_ready = ready_of(self.status.canary.as_ref().map(|c| c.hash.as_str()));
+        let replicas = self.spec.replicas.max(0);
+        self.status.ready = Some(format!("{}/{replicas}", stable_ready.saturating_add(canary_ready)));
+        let stable = self.status.stable.as_ref();
+        let (ready, reason, message) = match (stable, &self.status.canary, self.status.phase) {
+            (_, Some(canary), _) => {
+                (false, "RolloutInProgress", format!("revision {} is rolling out", canary.revision))
+            }
+            (Some(s), None, Some(Phase::RollingBack)) => {
+                (false, "RollingBack", format!("rolling back to revision {}", s.revision))
+            }
+            (Some(s), None, _) if s.hash != self.desired => (
+                false,
+                "NotServingSpec",
+                format!(
+                    "revision {} serves, not the spec's ({}): {}",
+                    s.revision,
+                    self.status.phase.map_or("Verifying", |p| p.as_str()),
+                    self.status.message.as_deref().unwrap_or_default()
+                ),
+            ),
+            (Some(s), None, _) if stable_ready < replicas => {
+                (false, "PodsNotReady", format!("{stable_ready}/{replicas} pods of revision {} Ready", s.revision))
+            }
+            (Some(s), None, _) => (
+                true,
+                "Serving",
+                format!("revision {} ({}) serves with {stable_ready}/{replicas} pods Ready", s.revision, s.target),
+            ),
+            (None, None, _) => (false, "NothingServes", "no revision serves yet".to_string()),
+        };
+        let message = truncated(&message, 1000);
+        self.set_condition(READY, ready, reason, message);
     }
 }

@@ -172,6 +172,7 @@ impl Planner<'_> {
             return true;
         }
         self.service();
+        self.foreign();
         let stable_hash = self.status.stable.as_ref().map(|s| s.hash.clone());
         if self.status.canary.is_none() && stable_hash.as_deref() != Some(self.desired.as_str()) {
             if let Some(refusal) = self.obs.refusal.clone() {
@@ -241,6 +242,32 @@ impl Planner<'_> {
         self.set_condition(ACCEPTED, false, REASON, message.clone());
         self.set_condition(DEGRADED, true, REASON, message.clone());
         self.set_phase(Phase::Rejected, message);
+    }
+
+    /// ReplicaSets that look like this release's but are not: said once, kept in view.
+    /// The condition appears only once there were some (no write for every release).
+    fn foreign(&mut self) {
+        if self.obs.foreign.is_empty() {
+            if self.condition_is(FOREIGN_WORKLOADS, "True", "NotControlled") {
+                let message = "every ReplicaSet labelled for this release is its own".to_string();
+                self.set_condition(FOREIGN_WORKLOADS, false, "AllControlled", message);
+            }
+            return;
+        }
+        let mut names = self.obs.foreign.clone();
+        names.sort();
+        names.truncate(5);
+        let message = truncated(
+            &format!(
+                "ReplicaSets {names:?} carry this release's labels but were not made by it (no controller owner \
+                 reference to it): modelgate never scales, judges or serves them; delete them"
+            ),
+            1000,
+        );
+        if !self.condition_is(FOREIGN_WORKLOADS, "True", "NotControlled") {
+            self.note(true, EventReason::ForeignWorkload, message.clone());
+        }
+        self.set_condition(FOREIGN_WORKLOADS, true, "NotControlled", message);
     }
 
     /// Whether the release's Service is modelgate's to apply.
