@@ -384,6 +384,15 @@ fn cases() -> Vec<Case> {
             expect: &["spec.template", "reserved"],
         },
         Case {
+            name: "a Prometheus address that chooses the request path",
+            manifest: with(
+                r(),
+                "/spec/gates",
+                json!({"checks": [{"name": "p", "prometheus": {"address": "https://prom:9090/internal/admin?next=", "query": "up", "max": 1}}]}),
+            ),
+            expect: &["prometheus.address", "no '?' query"],
+        },
+        Case {
             name: "release name too long",
             manifest: with(r(), "/metadata/name", json!("a".repeat(60))),
             expect: &["metadata.name", "at most 52 characters"],

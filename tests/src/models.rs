@@ -42,6 +42,18 @@ impl ModelRepo {
         Self::serve(name, versions, Server::https_for_pods)
     }
 
+    /// `new`, served by a server whose `/slow/` paths trickle (6 KiB/s); register it,
+    /// then point its `metadataUrl` at `slow/metadata/`.
+    pub fn trickling(name: &str, versions: &[&str]) -> anyhow::Result<Self> {
+        Self::serve(name, versions, Server::https_trickling)
+    }
+
+    /// Publishes `count` tiny targets `bulk/<i>/x.bin` in `role`: metadata that is large
+    /// to download.
+    pub fn bulk_in(&self, role: &str, count: usize) -> anyhow::Result<()> {
+        tool(self.dir.path(), &["bulk", &count.to_string(), "--role", role]).map(|_| ())
+    }
+
     fn serve(name: &str, versions: &[&str], server: fn(&Path) -> anyhow::Result<Server>) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         tool(dir.path(), &["init"])?;
@@ -53,12 +65,17 @@ impl ModelRepo {
     /// Publishes more versions (new targets, snapshot and timestamp versions).
     pub fn add(&mut self, name: &str, versions: &[&str]) -> anyhow::Result<()> {
         let out = tool(self.dir.path(), &[&["add", name], versions].concat())?;
+        self.record(&out);
+        Ok(())
+    }
+
+    /// Keeps the `PATH sha256` lines the tool printed.
+    fn record(&mut self, out: &str) {
         for line in out.lines() {
             if let Some((path, sha)) = line.split_once(' ') {
                 self.digests.insert(path.into(), sha.into());
             }
         }
-        Ok(())
     }
 
     /// Publishes a model of `count` files under `prefix` (`<prefix>model-0000i-of-0000N.safetensors`).
@@ -87,11 +104,7 @@ impl ModelRepo {
     /// `add`, signed by the delegated `role`.
     pub fn add_in(&mut self, role: &str, name: &str, versions: &[&str]) -> anyhow::Result<()> {
         let out = tool(self.dir.path(), &[&["add", name], versions, &["--role", role]].concat())?;
-        for line in out.lines() {
-            if let Some((path, sha)) = line.split_once(' ') {
-                self.digests.insert(path.into(), sha.into());
-            }
-        }
+        self.record(&out);
         Ok(())
     }
 

@@ -72,6 +72,12 @@ impl Server {
         Self::start(root, &[])
     }
 
+    /// HTTPS on 127.0.0.1 whose `/slow/...` paths send 6 KiB a second (a benchmark's
+    /// trickling repository).
+    pub fn https_trickling(root: &Path) -> anyhow::Result<Self> {
+        Self::start(root, &["--slow-rate", "6144"])
+    }
+
     pub fn plain_http(root: &Path) -> anyhow::Result<Self> {
         Self::start(root, &["--plain"])
     }

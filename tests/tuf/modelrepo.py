@@ -16,7 +16,9 @@ DIR/public/{metadata,targets} is all a server publishes.
     modelrepo.py delegate DIR ROLE PATTERN
                                           delegate the target paths PATTERN matches to
                                           a role of their own (a team's), with its key
-    `add`, `shards` and `remove` take `--role ROLE` to sign in that delegated role.
+    modelrepo.py bulk DIR N               N tiny targets bulk/<i>/x.bin: metadata that is
+                                          large to download (a benchmark's slow repository)
+    `add`, `shards`, `bulk` and `remove` take `--role ROLE` to sign in that delegated role.
 
 Each change re-signs targets, snapshot and timestamp with the next versions, as a
 publisher's CI would. Prints `PATH sha256` for each target added.
@@ -169,6 +171,16 @@ def shards(d, prefix, count, behaviour="", role="targets"):
     change(d, edit, role)
 
 
+def bulk(d, count, role="targets"):
+    def edit(targets):
+        for i in range(count):
+            path = f"bulk/{i}/x.bin"
+            data = f"{i}".encode()
+            write(f"{d}/public/targets/{path}", data)
+            targets[path] = TargetFile.from_data(path, data, ["sha256"])
+    change(d, edit, role)
+
+
 def remove(d, paths, role="targets"):
     def edit(targets):
         for p in paths:
@@ -192,7 +204,9 @@ if __name__ == "__main__":
         shards(d, args[2], int(args[3]), args[4] if len(args) > 4 else "", role)
     elif cmd == "remove":
         remove(d, args[2:], role)
+    elif cmd == "bulk":
+        bulk(d, int(args[2]), role)
     elif cmd == "delegate":
         delegate(d, args[2], args[3])
     else:
-        sys.exit(f"unknown command {cmd}; use init, add, shards, remove or delegate")
+        sys.exit(f"unknown command {cmd}; use init, add, shards, bulk, remove or delegate")

@@ -73,7 +73,9 @@ def main():
     p.add_argument("root")
     # A benchmark longer than the default sets MODELGATE_SERVER_TTL (tests/bench/soak).
     p.add_argument("--ttl", type=int, default=int(os.environ.get("MODELGATE_SERVER_TTL", "1800")))
-    p.add_argument("--slow-rate", type=int, default=64)
+    # Bytes a second under /slow/ (a benchmark's trickling repository sets
+    # MODELGATE_SLOW_RATE).
+    p.add_argument("--slow-rate", type=int, default=int(os.environ.get("MODELGATE_SLOW_RATE", "64")))
     p.add_argument("--host", default="127.0.0.1", choices=["127.0.0.1", POD_GATEWAY])
     p.add_argument("--plain", action="store_true", help="plain HTTP (the conformance client only)")
     args = p.parse_args()

@@ -428,7 +428,8 @@ pub struct PrometheusCheck {
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(
         validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHost() != ''").message("prometheus.address must be an http:// or https:// URL with a host"),
-        validation = Rule::new(NO_CREDENTIALS).message("prometheus.address must not carry credentials (user:password@); modelgate sends none")
+        validation = Rule::new(NO_CREDENTIALS).message("prometheus.address must not carry credentials (user:password@); modelgate sends none"),
+        validation = Rule::new("!self.contains('?') && !self.contains('#')").message("prometheus.address is Prometheus' base URL, such as https://prometheus.monitoring:9090 (a path prefix is fine): no '?' query or '#' fragment; modelgate adds /api/v1/query itself")
     )]
     pub address: String,
     /// PromQL returning one number. `{{canary}}` and `{{stable}}` are replaced by the

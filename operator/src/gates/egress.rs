@@ -99,24 +99,43 @@ impl EgressPolicy {
     }
 }
 
-/// An IPv4 address written as IPv6 (`::ffff:127.0.0.1`) is checked as IPv4.
+/// An IPv4 address written as IPv6 is checked as the IPv4 address it reaches: mapped
+/// (`::ffff:127.0.0.1`), compatible (`::127.0.0.1`), NAT64 (`64:ff9b::7f00:1`, the
+/// well-known prefix), 6to4 (`2002:7f00:1::`) and Teredo (the client address, stored
+/// inverted). Otherwise `64:ff9b::169.254.169.254` would reach the metadata service
+/// through a NAT64 gateway while the check saw an ordinary IPv6 address.
 fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
+    let IpAddr::V6(v6) = ip else { return ip };
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return IpAddr::V4(v4);
+    }
+    let s = v6.segments();
+    let low32 = Ipv4Addr::from((u32::from(s[6]) << 16) | u32::from(s[7]));
+    match s {
+        // `::` and `::1` are IPv6's own unspecified and loopback addresses.
+        [0, 0, 0, 0, 0, 0, 0, 0 | 1] => ip,
+        [0, 0, 0, 0, 0, 0, _, _] => IpAddr::V4(low32),
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => IpAddr::V4(low32),
+        [0x2002, hi, lo, ..] => IpAddr::V4(Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo))),
+        [0x2001, 0, ..] => IpAddr::V4(Ipv4Addr::from(!u32::from(low32))),
+        _ => ip,
     }
 }
 
-/// Loopback, link-local (cloud metadata lives there), unspecified, multicast and
-/// broadcast addresses: never a gate's business by default.
+/// Loopback, link-local (cloud metadata lives there), the metadata services outside it,
+/// unspecified, multicast and broadcast addresses: never a gate's business by default.
 fn default_denied(ip: IpAddr) -> Result<(), &'static str> {
     const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+    // Alibaba Cloud's metadata service, Azure's wire server.
+    const METADATA_V4: [Ipv4Addr; 2] = [Ipv4Addr::new(100, 100, 100, 200), Ipv4Addr::new(168, 63, 129, 16)];
     let denied = match ip {
         IpAddr::V4(v4) => {
             if v4.is_loopback() {
                 Some("loopback")
             } else if v4.is_link_local() {
                 Some("link-local, where cloud metadata services live")
+            } else if METADATA_V4.contains(&v4) {
+                Some("a cloud metadata service")
             } else if v4.is_unspecified() || v4 == Ipv4Addr::BROADCAST || v4.is_multicast() {
                 Some("not a host")
             } else {
@@ -207,10 +226,21 @@ mod tests {
             "10.96.0.1",
             "::ffff:127.0.0.1",
             "fd00:ec2::254",
+            // IPv4 in IPv6 transition forms: compatible, NAT64, 6to4, Teredo.
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::10.96.0.1",
+            "2002:a9fe:a9fe::1",
+            "2001:0:4136:e378:8000:63bf:80ff:fffe",
+            "100.100.100.200",
+            "168.63.129.16",
+            "::ffff:168.63.129.16",
         ] {
             assert!(p.check(denied.parse().unwrap()).is_err(), "{denied}");
         }
-        for allowed in ["10.0.3.7", "192.168.1.20", "203.0.113.9", "2001:db8::1"] {
+        for allowed in
+            ["10.0.3.7", "192.168.1.20", "203.0.113.9", "2001:db8::1", "64:ff9b::cb00:7109", "2002:cb00:7109::"]
+        {
             assert!(p.check(allowed.parse().unwrap()).is_ok(), "{allowed}");
         }
     }

@@ -38,6 +38,11 @@ struct Data {
 
 impl Prometheus {
     pub fn new(check: PrometheusCheck, egress: EgressPolicy) -> Result<Self, String> {
+        // A base URL only: with a `?` or `#` in it the tenant would choose the whole
+        // request path (`https://prom/internal/admin?next=`), not a Prometheus.
+        if check.address.contains(['?', '#']) {
+            return Err("prometheus.address must be Prometheus' base URL, without '?' or '#'".into());
+        }
         let base = check.address.trim_end_matches('/');
         let url = reqwest::Url::parse(&format!("{base}/api/v1/query"))
             .map_err(|_| "prometheus.address is not a URL".to_string())?;
@@ -163,6 +168,17 @@ mod tests {
 
     fn loopback_allowed() -> EgressPolicy {
         EgressPolicy { allow: vec!["127.0.0.0/8".parse().unwrap()], allow_http: true, ..Default::default() }
+    }
+
+    #[test]
+    fn the_address_is_a_base_url_not_a_request_path() {
+        let check =
+            |address: &str| PrometheusCheck { address: address.into(), query: "up".into(), min: None, max: None };
+        for bad in ["https://p:9090/internal/admin?next=", "https://p:9090/#frag"] {
+            assert!(Prometheus::new(check(bad), EgressPolicy::default()).is_err(), "{bad}");
+        }
+        let prefixed = Prometheus::new(check("https://p:9090/prom/"), EgressPolicy::default()).unwrap();
+        assert_eq!(prefixed.url.as_str(), "https://p:9090/prom/api/v1/query");
     }
 
     #[tokio::test]

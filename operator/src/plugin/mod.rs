@@ -74,8 +74,15 @@ enum Verb {
     /// Past rollouts, oldest first.
     History { name: String },
     /// Dry run: verify the spec's target, show the steps and the workload that would be
-    /// created, evaluate the gates once. Changes nothing.
-    Plan { name: String },
+    /// created, and the gate checks. Changes nothing.
+    Plan {
+        name: String,
+        /// Evaluate the gate checks once, from this machine. Off by default: they are
+        /// requests to addresses the release's authors chose, sent with your network
+        /// position; the operator sends them under the installation's egress policy.
+        #[arg(long)]
+        run_gates: bool,
+    },
 }
 
 impl Plugin {
@@ -163,7 +170,7 @@ impl Plugin {
                 )
                 .await
             }
-            Verb::Plan { .. } => view::plan(&client, &ns, &release).await,
+            Verb::Plan { run_gates, .. } => view::plan(&client, &ns, &release, run_gates).await,
         }
     }
 }
@@ -180,7 +187,7 @@ impl Verb {
             | Verb::Retry { name }
             | Verb::Rollback { name, .. }
             | Verb::History { name }
-            | Verb::Plan { name } => name,
+            | Verb::Plan { name, .. } => name,
         }
     }
 }

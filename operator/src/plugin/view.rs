@@ -20,11 +20,34 @@ use crate::{
 };
 
 /// Text from the cluster (messages, event notes, gate values) may hold terminal
-/// control sequences a tenant or a server wrote; they are shown escaped, never obeyed.
+/// control sequences or Unicode format characters (bidirectional overrides, zero-width
+/// characters) a tenant or a server wrote; they are shown escaped, never obeyed. The
+/// layout's own newlines stay.
 pub fn printable(text: &str) -> String {
+    text.chars().map(|c| if hidden(c) && c != '\n' { c.escape_unicode().to_string() } else { c.to_string() }).collect()
+}
+
+/// One field inside a line of output: its newlines escaped as well, so text a tenant
+/// wrote (a pod's termination message in a status message) cannot start a line of its
+/// own and forge, say, a `Phase: Promoted` line.
+pub fn field(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_control() && c != '\n' { c.escape_unicode().to_string() } else { c.to_string() })
+        .map(|c| match c {
+            '\n' => "\\n".to_string(),
+            '\r' => "\\r".to_string(),
+            c if hidden(c) => c.escape_unicode().to_string(),
+            c => c.to_string(),
+        })
         .collect()
+}
+
+/// Control characters, and the format characters that reorder or hide text on a screen.
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{AD}' | '\u{61C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{E0000}'..='\u{E007F}')
 }
 
 fn short(sha: Option<&str>) -> &str {
@@ -76,13 +99,13 @@ async fn render_status(client: &Client, ns: &str, release: &ModelRelease) -> any
     let mut out = String::new();
     let phase = status.phase.map_or("-".into(), |p| format!("{p:?}"));
     writeln!(out, "Name:      {name} (namespace {ns})")?;
-    writeln!(out, "Phase:     {phase}  {}", status.message.as_deref().unwrap_or(""))?;
+    writeln!(out, "Phase:     {phase}  {}", field(status.message.as_deref().unwrap_or("")))?;
     match &status.stable {
         Some(s) => writeln!(
             out,
             "Stable:    revision {}  {}  sha256 {}  {}",
             s.revision,
-            s.target,
+            field(&s.target),
             short(s.sha256.as_deref()),
             pods(s.revision)
         )?,
@@ -93,7 +116,7 @@ async fn render_status(client: &Client, ns: &str, release: &ModelRelease) -> any
             out,
             "Canary:    revision {}  {}  sha256 {}  {}  step {}/{}  weight {}%",
             c.revision,
-            c.target,
+            field(&c.target),
             short(c.sha256.as_deref()),
             pods(c.revision),
             c.step,
@@ -123,7 +146,7 @@ async fn render_status(client: &Client, ns: &str, release: &ModelRelease) -> any
                     "  {:<20} {:<13} {:<24} failures {} no-data {}  {} ago",
                     g.name,
                     g.result,
-                    g.last_value.as_deref().unwrap_or("-"),
+                    field(g.last_value.as_deref().unwrap_or("-")),
                     g.consecutive_failures,
                     g.consecutive_inconclusive,
                     ago(g.last_evaluated.as_ref().map(|t| t.0))
@@ -167,7 +190,7 @@ async fn render_status(client: &Client, ns: &str, release: &ModelRelease) -> any
             ago(at),
             e.type_.as_deref().unwrap_or(""),
             e.reason.as_deref().unwrap_or(""),
-            e.message.as_deref().unwrap_or("")
+            field(e.message.as_deref().unwrap_or(""))
         )?;
     }
     Ok(out)
@@ -186,11 +209,11 @@ pub fn history(release: &ModelRelease) -> String {
             out,
             "{:<9} {:<36} {:<14} {:<11} {:<21} {}",
             h.revision,
-            h.target,
+            field(&h.target),
             short(h.sha256.as_deref()),
             h.outcome.as_str(),
             finished,
-            h.reason.as_deref().unwrap_or("")
+            field(h.reason.as_deref().unwrap_or(""))
         );
     }
     if let Some(s) = &status.stable {
@@ -200,7 +223,7 @@ pub fn history(release: &ModelRelease) -> String {
 }
 
 /// `plan NAME`: what the spec would do, without doing it.
-pub async fn plan(client: &Client, ns: &str, release: &ModelRelease) -> anyhow::Result<()> {
+pub async fn plan(client: &Client, ns: &str, release: &ModelRelease, run_gates: bool) -> anyhow::Result<()> {
     let model = release.spec.model.model();
     let target = model.display();
     let status = release.status.clone().unwrap_or_default();
@@ -220,7 +243,7 @@ pub async fn plan(client: &Client, ns: &str, release: &ModelRelease) -> anyhow::
             (sha256.clone(), *length, *files)
         }
         Verdict::Untrusted { message, .. } | Verdict::Unknown { message } => {
-            println!("Verify:    {}", printable(&format!("{target}: REFUSED: {message}")));
+            println!("Verify:    {}", field(&format!("{target}: REFUSED: {message}")));
             println!("           the release would be Rejected; nothing would be deployed");
             return Ok(());
         }
@@ -267,7 +290,7 @@ pub async fn plan(client: &Client, ns: &str, release: &ModelRelease) -> anyhow::
     ) {
         Ok(rs) => rs,
         Err(refused) => {
-            println!("Workload:  REFUSED by the default pod policy (baseline): {}", printable(&refused.to_string()));
+            println!("Workload:  REFUSED by the default pod policy (baseline): {}", field(&refused.to_string()));
             println!("           the release would be Rejected; nothing would be deployed");
             return Ok(());
         }
@@ -276,6 +299,18 @@ pub async fn plan(client: &Client, ns: &str, release: &ModelRelease) -> anyhow::
     print!("{}", serde_yaml::to_string(&rs)?.lines().map(|l| format!("  {l}\n")).collect::<String>());
     if release.spec.gates.checks.is_empty() {
         println!("Gates:     pod health only");
+        return Ok(());
+    }
+    if !run_gates {
+        println!("Gates (not evaluated; --run-gates sends their requests once, from this machine):");
+        for check in &release.spec.gates.checks {
+            let to = match (&check.prometheus, &check.webhook) {
+                (Some(p), _) => format!("prometheus {}", p.address),
+                (_, Some(w)) => format!("webhook {}", w.url),
+                _ => "-".into(),
+            };
+            println!("  {:<20} {}", field(&check.name), field(&to));
+        }
         return Ok(());
     }
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
@@ -295,7 +330,7 @@ pub async fn plan(client: &Client, ns: &str, release: &ModelRelease) -> anyhow::
     };
     println!("Gates (evaluated once, now, for revision {next}):");
     for o in gates::evaluate_all(&providers, &ctx).await {
-        println!("  {:<20} {:<13?} {}", printable(&o.name), o.result, printable(&o.detail));
+        println!("  {:<20} {:<13?} {}", field(&o.name), o.result, field(&o.detail));
     }
     Ok(())
 }
@@ -307,5 +342,14 @@ mod tests {
         let shown = super::printable("rolled back: \u{1b}[2J\u{1b}]0;owned\u{7}done\r\nnext");
         assert!(!shown.chars().any(|c| c.is_control() && c != '\n'), "{shown:?}");
         assert!(shown.contains("\\u{1b}[2J") && shown.contains("done") && shown.contains('\n'));
+    }
+
+    #[test]
+    fn a_field_cannot_forge_a_line_or_reorder_one() {
+        let forged = super::field("crashed\nPhase:     Promoted  all fine\u{202E}enod\u{200B}");
+        assert!(!forged.contains('\n') && !forged.contains('\u{202E}') && !forged.contains('\u{200B}'), "{forged:?}");
+        assert!(forged.contains("crashed\\nPhase:") && forged.contains("\\u{202e}"), "{forged:?}");
+        // The whole view keeps its own lines, and escapes what a field let through.
+        assert_eq!(super::printable("a\nb\u{2066}"), "a\nb\\u{2066}");
     }
 }

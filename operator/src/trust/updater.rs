@@ -78,6 +78,9 @@ pub struct Updater {
     timestamp: Option<Loaded<MetaList>>,
     snapshot: Option<Loaded<MetaList>>,
     targets: BTreeMap<String, LoadedTargets>,
+    /// Targets roles the server did not deliver in this session, with the error: asked
+    /// for again, they fail at once instead of waiting out another slow download.
+    undelivered: BTreeMap<String, (u64, String, String)>,
 }
 
 /// The size to download for a file its referrer lists: the signed length, but never
@@ -206,6 +209,7 @@ impl Updater {
             timestamp: None,
             snapshot: None,
             targets: BTreeMap::new(),
+            undelivered: BTreeMap::new(),
         })
     }
 
@@ -434,6 +438,14 @@ impl Updater {
             self.targets.insert(role.to_string(), loaded);
             return Ok(());
         }
+        if let Some((version, by, reason)) = self.undelivered.get(role) {
+            return Err(TrustError::MetadataUnavailable {
+                role: role.into(),
+                version: *version,
+                by: by.clone(),
+                reason: reason.clone(),
+            });
+        }
         let encoded = super::store::encode_role(role);
         let file = if self.root.body.consistent_snapshot {
             format!("{}.{encoded}.json", meta.version)
@@ -441,11 +453,16 @@ impl Updater {
             format!("{encoded}.json")
         };
         let limit = capped(&format!("{role} metadata"), meta.length, self.limits.targets_max)?;
-        let bytes = self
-            .transport
-            .get(&self.url(&file)?, limit)
-            .await
-            .map_err(|e| undelivered(role, meta.version, SNAPSHOT, e))?;
+        let bytes = match self.transport.get(&self.url(&file)?, limit).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let e = undelivered(role, meta.version, SNAPSHOT, e);
+                if let TrustError::MetadataUnavailable { version, by, reason, .. } = &e {
+                    self.undelivered.insert(role.to_string(), (*version, by.clone(), reason.clone()));
+                }
+                return Err(e);
+            }
+        };
         let loaded = self.check_targets(role, delegator, &bytes, &keys, &rk, &meta, true)?;
         self.store.save(role, &bytes)?;
         self.targets.insert(role.to_string(), loaded);
@@ -629,8 +646,6 @@ impl Updater {
     }
 }
 
-/// A step of the workflow ran before the one it depends on: a bug, reported as an
-/// error rather than a panic.
 /// A listed file the server did not deliver (not found, refused, too slow, cut off):
 /// the update fails for what it vouches for; other errors keep their own reason.
 fn undelivered(role: &str, version: u64, by: &str, e: TrustError) -> TrustError {
@@ -642,6 +657,8 @@ fn undelivered(role: &str, version: u64, by: &str, e: TrustError) -> TrustError 
     }
 }
 
+/// A step of the workflow ran before the one it depends on: a bug, reported as an
+/// error rather than a panic.
 fn malformed_order(missing: &str) -> TrustError {
     TrustError::Store { path: "client".into(), reason: format!("no trusted {missing} metadata loaded yet") }
 }

@@ -48,11 +48,19 @@ async fn main() -> anyhow::Result<()> {
     // Releases in the same namespace whose gate webhook never answers (issue: gates must
     // not hold the operator hostage); 0 by default.
     let hostages: usize = std::env::var("HOSTAGES").ok().and_then(|r| r.parse().ok()).unwrap_or(0);
+    // SLOW_REPOS=1: the hostages live in another namespace instead, on a repository whose
+    // metadata trickles at 6 KiB/s, and one operator serves the whole cluster (one scope,
+    // as the chart installs it): a slow repository must delay only its own releases.
+    let slow_repos: usize = std::env::var("SLOW_REPOS").ok().and_then(|r| r.parse().ok()).unwrap_or(0);
     let client = client().await?;
     install_crds()?;
     let ns = TempNamespace::new(&client, "bench-rollback").await?;
-    let result = bench(client.clone(), &ns.name, runs, hostages).await;
+    let slow_ns = if slow_repos > 0 { Some(TempNamespace::new(&client, "bench-slow").await?) } else { None };
+    let result = bench(client.clone(), &ns.name, runs, hostages, slow_ns.as_ref().map(|n| n.name.as_str())).await;
     ns.delete().await;
+    if let Some(slow) = slow_ns {
+        slow.delete().await;
+    }
     let (latencies, yardstick) = result?;
     let refusals: usize = std::env::var("REFUSALS").ok().and_then(|r| r.parse().ok()).unwrap_or(10);
     let ns = TempNamespace::new(&client, "bench-refusal").await?;
@@ -78,6 +86,16 @@ async fn main() -> anyhow::Result<()> {
 
     let mut sorted = latencies.clone();
     sorted.sort_by(f64::total_cmp);
+    // The same latencies, named for what they measured when the hostages were on a
+    // trickling repository.
+    let slow = if slow_repos > 0 {
+        println!(
+            "with {hostages} releases on a repository trickling at 6 KiB/s in another namespace, one operator scope"
+        );
+        format!(" slow_repo_p95_ms={:.0}", percentile(&sorted, 95.0))
+    } else {
+        String::new()
+    };
     let mut yard = yardstick.clone();
     yard.sort_by(f64::total_cmp);
     println!(
@@ -111,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
         "  medians: warm first answer {serve_warm:.0} ms, all Ready {ready_warm:.0} ms; cold first answer {serve_cold:.0} ms, all Ready {ready_cold:.0} ms"
     );
     println!(
-        "RESULT runs={runs} hostages={hostages} p50_ms={:.0} p95_ms={:.0} max_ms={:.0} yardstick_write_read_ms={:.0} refusals={} refusal_p50_ms={refusal_p50:.0} refusal_p95_ms={refusal_p95:.0} serve_runs={serve_runs} serve_load_ms={load_ms} serve_warm_ms={serve_warm:.0} serve_cold_ms={serve_cold:.0} ready_warm_ms={ready_warm:.0} ready_cold_ms={ready_cold:.0}",
+        "RESULT runs={runs} hostages={hostages} slow_repos={slow_repos} p50_ms={:.0} p95_ms={:.0} max_ms={:.0} yardstick_write_read_ms={:.0} refusals={} refusal_p50_ms={refusal_p50:.0} refusal_p95_ms={refusal_p95:.0} serve_runs={serve_runs} serve_load_ms={load_ms} serve_warm_ms={serve_warm:.0} serve_cold_ms={serve_cold:.0} ready_warm_ms={ready_warm:.0} ready_cold_ms={ready_cold:.0}{slow}",
         percentile(&sorted, 50.0),
         percentile(&sorted, 95.0),
         sorted[sorted.len() - 1],
@@ -121,10 +139,23 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bench(client: kube::Client, ns: &str, runs: usize, hostages: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+async fn bench(
+    client: kube::Client,
+    ns: &str,
+    runs: usize,
+    hostages: usize,
+    slow_ns: Option<&str>,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let repo = ModelRepo::new("fraud", &["1.0", "2.0"])?;
     repo.register(&client, ns).await?;
-    let operator = Operator::start(Some(ns), &[])?;
+    // With a slow repository: one operator for the whole cluster, so the slow
+    // repository's releases and this one share a scope and its reconcile slots.
+    let operator = Operator::start(if slow_ns.is_some() { None } else { Some(ns) }, &[])?;
+    let _slow = match slow_ns {
+        Some(slow_ns) => Some(slow_repository(&client, slow_ns, hostages).await?),
+        None => None,
+    };
+    let hostages = if slow_ns.is_some() { 0 } else { hostages };
     let releases: Api<ModelRelease> = Api::namespaced(client.clone(), ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
@@ -216,6 +247,25 @@ async fn bench(client: kube::Client, ns: &str, runs: usize, hostages: usize) -> 
         wait_phase(&releases, "fraud", Phase::RolledBack, WAIT).await?;
     }
     Ok((latencies, yardstick))
+}
+
+/// A repository whose metadata trickles at 6 KiB/s: its targets are signed by a
+/// delegated role of some 470 KB (4,000 entries), which takes longer than the 60 s
+/// metadata deadline to arrive, and `hostages` releases in `ns` each name one of them.
+async fn slow_repository(client: &kube::Client, ns: &str, hostages: usize) -> anyhow::Result<ModelRepo> {
+    let repo = ModelRepo::trickling("fraud", &["1.0"])?;
+    repo.delegate("bulk", "bulk/*/*")?;
+    repo.bulk_in("bulk", 4000)?;
+    repo.register(client, ns).await?;
+    let repos: Api<modelgate::api::ModelRepository> = Api::namespaced(client.clone(), ns);
+    let slow = json!({"spec": {"metadataUrl": repo.server.url("slow/metadata/")}});
+    repos.patch(modelgate_tests::models::REPOSITORY, &PatchParams::default(), &Patch::Merge(&slow)).await?;
+    let releases: Api<ModelRelease> = Api::namespaced(client.clone(), ns);
+    for i in 0..hostages {
+        let target = format!("bulk/{i}/x.bin");
+        releases.create(&PostParams::default(), &release(&format!("hostage-{i}"), &target, 1, json!({}))?).await?;
+    }
+    Ok(repo)
 }
 
 /// Pod-side refusals on the real node: a tampered model per run, refused by the real
