@@ -10,6 +10,7 @@ mod models;
 mod node;
 mod operator;
 mod plugin;
+mod publishing;
 mod repository;
 mod rollout;
 mod tenancy;

@@ -152,34 +152,46 @@ impl ModelRepo {
 
     /// `register`, with the repository's name and refresh interval.
     pub async fn register_as(&self, client: &Client, ns: &str, name: &str, refresh: &str) -> anyhow::Result<()> {
-        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
         let root = std::fs::read_to_string(self.dir.path().join("root.json"))?;
-        let ca = std::fs::read_to_string(self.server.ca.as_ref().context("an HTTPS server")?)?;
-        for (cm_name, key, value) in [("ml-root", "root.json", root), ("repo-ca", "ca.crt", ca)] {
-            let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": cm_name}, "data": {key: value}}))?;
-            let params = PatchParams::apply("modelgate-tests");
-            cms.patch(
-                cm_name,
-                &params,
-                &Patch::Apply(
-                    &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": cm.metadata, "data": cm.data}),
-                ),
-            )
-            .await?;
-        }
-        let repo: ModelRepository = serde_json::from_value(json!({
-            "apiVersion": "modelgate.dev/v1alpha1", "kind": "ModelRepository", "metadata": {"name": name},
-            "spec": {
-                "metadataUrl": self.server.url("metadata/"),
-                "targetsUrl": self.server.url("targets/"),
-                "trustedRoot": {"configMapRef": {"name": "ml-root", "key": "root.json"}},
-                "caBundle": {"configMapRef": {"name": "repo-ca", "key": "ca.crt"}},
-                "refreshInterval": refresh
-            }
-        }))?;
-        Api::<ModelRepository>::namespaced(client.clone(), ns).create(&PostParams::default(), &repo).await?;
-        Ok(())
+        register_repository(client, ns, name, refresh, &root, &self.server).await
     }
+}
+
+/// Creates the pinned-root (`ml-root`) and CA (`repo-ca`) ConfigMaps and a ModelRepository
+/// `name` in `ns` for the repository `server` serves (`metadata/`, `targets/`), pinned to
+/// `root`.
+pub async fn register_repository(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    refresh: &str,
+    root: &str,
+    server: &Server,
+) -> anyhow::Result<()> {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let ca = std::fs::read_to_string(server.ca.as_ref().context("an HTTPS server")?)?;
+    for (cm_name, key, value) in [("ml-root", "root.json", root.to_string()), ("repo-ca", "ca.crt", ca)] {
+        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": cm_name}, "data": {key: value}}))?;
+        let params = PatchParams::apply("modelgate-tests");
+        cms.patch(
+            cm_name,
+            &params,
+            &Patch::Apply(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": cm.metadata, "data": cm.data})),
+        )
+        .await?;
+    }
+    let repo: ModelRepository = serde_json::from_value(json!({
+        "apiVersion": "modelgate.dev/v1alpha1", "kind": "ModelRepository", "metadata": {"name": name},
+        "spec": {
+            "metadataUrl": server.url("metadata/"),
+            "targetsUrl": server.url("targets/"),
+            "trustedRoot": {"configMapRef": {"name": "ml-root", "key": "root.json"}},
+            "caBundle": {"configMapRef": {"name": "repo-ca", "key": "ca.crt"}},
+            "refreshInterval": refresh
+        }
+    }))?;
+    Api::<ModelRepository>::namespaced(client.clone(), ns).create(&PostParams::default(), &repo).await?;
+    Ok(())
 }
 
 fn tool(dir: &Path, args: &[&str]) -> anyhow::Result<String> {

@@ -16,9 +16,16 @@ DIR/public/{metadata,targets} is all a server publishes.
     modelrepo.py delegate DIR ROLE PATTERN
                                           delegate the target paths PATTERN matches to
                                           a role of their own (a team's), with its key
+    modelrepo.py add-file DIR TARGET FILE sign FILE as target path TARGET (a real model)
     modelrepo.py bulk DIR N               N tiny targets bulk/<i>/x.bin: metadata that is
                                           large to download (a benchmark's slow repository)
-    `add`, `shards`, `bulk` and `remove` take `--role ROLE` to sign in that delegated role.
+    modelrepo.py rotate DIR ROLE          a new key for a top-level role (root, targets,
+                                          snapshot, timestamp): a new root version,
+                                          signed by the old and the new root keys
+    modelrepo.py refresh DIR              new snapshot and timestamp versions with fresh
+                                          expiry (run it before they expire: 7 days)
+    `add`, `add-file`, `shards`, `bulk` and `remove` take `--role ROLE` to sign in that
+    delegated role.
 
 Each change re-signs targets, snapshot and timestamp with the next versions, as a
 publisher's CI would. Prints `PATH sha256` for each target added.
@@ -89,14 +96,15 @@ def delegated_roles(targets):
     return list(d.roles) if d and d.roles else []
 
 
-def publish(d, targets, snapshot_version, role=None, changed=None):
-    """Signs `targets` (and `changed`, the new version of delegated role `role`, if
-    any), then a new snapshot and timestamp that list every role's version."""
+def publish(d, targets, snapshot_version, role=None, changed=None, sign_targets=True):
+    """Signs `targets` (unless `sign_targets` is False: it is unchanged), and `changed`,
+    the new version of delegated role `role`, if any; then a new snapshot and timestamp
+    that list every role's version."""
     roles = {"targets": targets}
     for name in delegated_roles(targets):
         roles[name] = changed if name == role else load(d, name)
     for name, md in roles.items():
-        if name in ("targets", role):
+        if (name == "targets" and sign_targets) or name == role:
             md.signed.expires = expires()
             md.signatures.clear()
             md.sign(signer(d, name))
@@ -181,6 +189,43 @@ def bulk(d, count, role="targets"):
     change(d, edit, role)
 
 
+def add_file(d, target, path, role="targets"):
+    with open(path, "rb") as f:
+        data = f.read()
+    change(d, lambda targets: sign_file(d, targets, target, data, ""), role)
+
+
+def refresh(d):
+    publish(d, load(d, "targets"), load(d, "snapshot").signed.version, sign_targets=False)
+
+
+def rotate(d, role):
+    if role not in ROLES:
+        sys.exit(f"rotate takes a top-level role ({', '.join(ROLES)}); a delegated role's key is its delegator's to change")
+    with open(f"{d}/public/metadata/root.json", "rb") as f:
+        root = Metadata.from_bytes(f.read())
+    old_root = signer(d, "root")
+    old = signer(d, role)
+    new = CryptoSigner.generate_ed25519()
+    root.signed.revoke_key(old.public_key.keyid, role)
+    root.signed.add_key(new.public_key, role)
+    root.signed.version += 1
+    root.signed.expires = expires()
+    write(f"{d}/keys/{role}.pem", new.private_bytes)
+    root.signatures.clear()
+    root.sign(old_root, append=True)
+    if role == "root":
+        root.sign(new, append=True)
+    raw = root.to_bytes(SER)
+    write(f"{d}/public/metadata/{root.signed.version}.root.json", raw)
+    write(f"{d}/public/metadata/root.json", raw)
+    # Whatever the rotated key signed is signed again with the new one.
+    targets = load(d, "targets")
+    if role == "targets":
+        targets.signed.version += 1
+    publish(d, targets, load(d, "snapshot").signed.version, sign_targets=role == "targets")
+
+
 def remove(d, paths, role="targets"):
     def edit(targets):
         for p in paths:
@@ -204,9 +249,15 @@ if __name__ == "__main__":
         shards(d, args[2], int(args[3]), args[4] if len(args) > 4 else "", role)
     elif cmd == "remove":
         remove(d, args[2:], role)
+    elif cmd == "add-file":
+        add_file(d, args[2], args[3], role)
+    elif cmd == "refresh":
+        refresh(d)
+    elif cmd == "rotate":
+        rotate(d, args[2])
     elif cmd == "bulk":
         bulk(d, int(args[2]), role)
     elif cmd == "delegate":
         delegate(d, args[2], args[3])
     else:
-        sys.exit(f"unknown command {cmd}; use init, add, shards, bulk, remove or delegate")
+        sys.exit(f"unknown command {cmd}; use init, add, add-file, shards, bulk, remove, delegate, rotate or refresh")

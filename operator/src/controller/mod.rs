@@ -381,6 +381,14 @@ async fn terminated() {
     }
 }
 
+/// Of an object's labels only modelgate's own are read: a tenant's thousands of labels on
+/// a labelled ReplicaSet or pod must not cost the operator memory.
+fn keep_own_labels(meta: &mut kube::api::ObjectMeta) {
+    if let Some(labels) = meta.labels.as_mut() {
+        labels.retain(|k, _| k.starts_with("modelgate.dev/"));
+    }
+}
+
 /// Tells a scope to stop (its namespace no longer selected): its controllers finish the
 /// reconciles in flight, take no more, and its watches end.
 type Stop = tokio::sync::watch::Receiver<bool>;
@@ -438,6 +446,7 @@ fn scope(
             });
             rs.status = None;
             rs.metadata.annotations = None;
+            keep_own_labels(&mut rs.metadata);
         },
         Some(rs_index.clone()),
     );
@@ -449,6 +458,7 @@ fn scope(
         |pod| {
             pod.spec = None;
             pod.metadata.annotations = None;
+            keep_own_labels(&mut pod.metadata);
             // Only the controller reference: a pod counts for a revision only when one
             // of the release's own ReplicaSets controls it.
             if let Some(refs) = pod.metadata.owner_references.as_mut() {

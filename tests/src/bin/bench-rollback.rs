@@ -246,6 +246,19 @@ async fn bench(
         latencies.push(ms);
         wait_phase(&releases, "fraud", Phase::RolledBack, WAIT).await?;
     }
+    if let Some(slow_ns) = slow_ns {
+        // What the slow repository's releases were doing meanwhile: still waiting for
+        // their verdict, or refused once the role did not arrive within the deadline.
+        let hostages: Api<ModelRelease> = Api::namespaced(client.clone(), slow_ns);
+        let mut phases = std::collections::BTreeMap::<String, usize>::new();
+        for r in hostages.list(&ListParams::default()).await? {
+            let s = r.status.unwrap_or_default();
+            let phase = s.phase.map_or("none".to_string(), |p| p.as_str().to_string());
+            let why = s.conditions.iter().find(|c| c.type_ == "Verified").map(|c| c.reason.clone()).unwrap_or_default();
+            *phases.entry(format!("{phase}/{why}")).or_default() += 1;
+        }
+        println!("the slow repository's releases after the runs (phase/Verified reason): {phases:?}");
+    }
     Ok((latencies, yardstick))
 }
 

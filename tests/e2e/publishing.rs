@@ -1,0 +1,138 @@
+//! `docs/publishing.md` as written: the python-tuf commands of its guide run exactly as
+//! the page shows them (in order, from the repository's root, with `REPO` and `MODEL`
+//! set), the result is served over HTTPS, `modelgate verify` accepts the signed model and
+//! refuses the revoked one, and a release from it is promoted on the test cluster; the
+//! guide's tuftool commands publish a repository `modelgate verify` accepts.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use kube::{Api, api::PostParams};
+use modelgate::api::{ModelRelease, Phase};
+use modelgate_tests::{
+    harness::{Operator, cargo_bin, crds_shared, repo_root, with_temp_ns},
+    models::{REPOSITORY, register_repository, release, wait_phase},
+    tuf::{Server, python},
+};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The shell blocks of the guide's python-tuf section: the commands to run, and the
+/// `modelgate verify` example (its URLs are placeholders, so the test runs it with the
+/// server's).
+fn guide() -> anyhow::Result<(String, String)> {
+    let page = std::fs::read_to_string(repo_root().join("docs/publishing.md"))?;
+    let section = page
+        .split("## With python-tuf")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .context("docs/publishing.md has no python-tuf section")?;
+    let blocks: Vec<&str> = section.split("```sh\n").skip(1).filter_map(|b| b.split("```").next()).collect();
+    let (verify, commands): (Vec<&str>, Vec<&str>) = blocks.into_iter().partition(|b| b.contains("modelgate verify"));
+    // pip needs the package index; the test's Python has python-tuf already.
+    let all = commands.join("\n");
+    let script: Vec<&str> = all.lines().filter(|l| !l.trim_start().starts_with("pip ")).collect();
+    Ok((script.join("\n"), verify.join("\n")))
+}
+
+#[tokio::test]
+async fn the_publishing_guide_works_as_written() -> anyhow::Result<()> {
+    let (script, verify) = guide()?;
+    for step in ["init", "add-file", "delegate", "remove", "rotate", "refresh"] {
+        assert!(script.contains(&format!("modelrepo.py {step} ")), "the guide shows `{step}`:\n{script}");
+    }
+    let work = tempfile::tempdir()?;
+    let (repo, model) = (work.path().join("ml-models"), work.path().join("model.onnx"));
+    std::fs::write(&model, b"onnx weights of the published model\n".repeat(512))?;
+    let python_dir = python().parent().context("the venv's bin directory")?.to_path_buf();
+    let out = std::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(repo_root())
+        .env("REPO", &repo)
+        .env("MODEL", &model)
+        .env("PATH", format!("{}:{}", python_dir.display(), std::env::var("PATH").unwrap_or_default()))
+        .output()?;
+    assert!(out.status.success(), "the guide's commands failed:\n{}", String::from_utf8_lossy(&out.stderr));
+
+    let server = Server::https(&repo.join("public"))?;
+    let verify_as_written = |target: &str| {
+        let line = verify
+            .replace("https://tuf.example.com/metadata/", &server.url("metadata/"))
+            .replace("https://tuf.example.com/targets/", &server.url("targets/"))
+            .replace("fraud-detector/1.0.0/model.onnx", target)
+            .replace("modelgate verify", &format!("{} verify", cargo_bin("modelgate").display()));
+        std::process::Command::new("bash")
+            .args([
+                "-euo",
+                "pipefail",
+                "-c",
+                &format!("{} --ca-bundle {}", line.trim_end(), server.ca.as_ref().unwrap().display()),
+            ])
+            .env("REPO", &repo)
+            .output()
+    };
+    let ok = verify_as_written("fraud-detector/1.0.0/model.onnx")?;
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("root:      version 2"), "rotated once");
+    let revoked = verify_as_written("fraud-detector/2.0.0/model.onnx")?;
+    assert!(!revoked.status.success(), "the revoked target must be refused");
+    assert!(String::from_utf8_lossy(&revoked.stderr).contains("not listed by any trusted targets role"));
+
+    // And a release from it, as the security team and an ML team would make one.
+    let _crds = crds_shared().await?;
+    let root = std::fs::read_to_string(repo.join("root.json"))?;
+    with_temp_ns("publishing", |client, ns| async move {
+        register_repository(&client, &ns, REPOSITORY, "10s", &root, &server).await?;
+        let _operator = Operator::start(Some(&ns), &[])?;
+        let api: Api<ModelRelease> = Api::namespaced(client.clone(), &ns);
+        api.create(&PostParams::default(), &release("fraud", "fraud-detector/1.0.0/model.onnx", 1, json!({}))?).await?;
+        let r = wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
+        let sha = r.status.and_then(|s| s.stable).and_then(|s| s.sha256).unwrap_or_default();
+        let want = hex_sha256(&std::fs::read(&model)?);
+        assert_eq!(sha, want, "the release serves the very file the publisher signed");
+        Ok(())
+    })
+    .await
+}
+
+/// The guide's tuftool commands, run as written in a folder with `models/` to publish,
+/// and the result verified by `modelgate verify`.
+#[tokio::test]
+async fn the_tuftool_commands_of_the_guide_publish_a_repository_modelgate_verifies() -> anyhow::Result<()> {
+    let page = std::fs::read_to_string(repo_root().join("docs/publishing.md"))?;
+    let section = page.split("## With tuftool").nth(1).context("docs/publishing.md has no tuftool section")?;
+    let script: Vec<&str> = section.split("```sh\n").skip(1).filter_map(|b| b.split("```").next()).collect();
+    let work = tempfile::tempdir()?;
+    std::fs::create_dir(work.path().join("models"))?;
+    let model = b"onnx weights published with tuftool\n".repeat(256);
+    std::fs::write(work.path().join("models/fraud-detector-1.0.0.onnx"), &model)?;
+    let tools = std::env::var("MODELGATE_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/modelgate")
+        })
+        .join("tools/bin");
+    let out = std::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script.join("\n")])
+        .current_dir(work.path())
+        .env("PATH", format!("{}:{}", tools.display(), std::env::var("PATH").unwrap_or_default()))
+        .output()?;
+    assert!(out.status.success(), "the guide's tuftool commands failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let server = Server::https(&work.path().join("repo"))?;
+    let verified = std::process::Command::new(cargo_bin("modelgate"))
+        .args(["verify", "--metadata-url", &server.url("metadata/"), "--targets-url", &server.url("targets/")])
+        .arg("--root")
+        .arg(work.path().join("root.json"))
+        .arg("--ca-bundle")
+        .arg(server.ca.as_ref().unwrap())
+        .args(["--target", "fraud-detector-1.0.0.onnx"])
+        .output()?;
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stderr));
+    assert!(String::from_utf8_lossy(&verified.stdout).contains(&hex_sha256(&model)));
+    Ok(())
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
+}
