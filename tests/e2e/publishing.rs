@@ -96,17 +96,27 @@ async fn the_publishing_guide_works_as_written() -> anyhow::Result<()> {
     .await
 }
 
-/// The guide's tuftool commands, run as written in a folder with `models/` to publish,
-/// and the result verified by `modelgate verify`.
+/// The guide's tuftool commands (init, add, delegate, the team's files, revoke, rotate,
+/// refresh), run as written in a folder with the files to sign; the result verified by
+/// `modelgate verify` and released from on the test cluster.
 #[tokio::test]
 async fn the_tuftool_commands_of_the_guide_publish_a_repository_modelgate_verifies() -> anyhow::Result<()> {
     let page = std::fs::read_to_string(repo_root().join("docs/publishing.md"))?;
     let section = page.split("## With tuftool").nth(1).context("docs/publishing.md has no tuftool section")?;
     let script: Vec<&str> = section.split("```sh\n").skip(1).filter_map(|b| b.split("```").next()).collect();
+    for step in ["tuftool create", "tuftool update", "add-role", "update-delegated-targets", "remove-key"] {
+        assert!(script.iter().any(|b| b.contains(step)), "the guide shows `{step}`");
+    }
     let work = tempfile::tempdir()?;
-    std::fs::create_dir(work.path().join("models"))?;
-    let model = b"onnx weights published with tuftool\n".repeat(256);
-    std::fs::write(work.path().join("models/fraud-detector-1.0.0.onnx"), &model)?;
+    let files = [
+        ("models", "fraud-detector-1.0.0.onnx"),
+        ("more-models", "fraud-detector-1.1.0.onnx"),
+        ("team-models", "fraud-detector-2.0.0.onnx"),
+    ];
+    for (dir, name) in files {
+        std::fs::create_dir(work.path().join(dir))?;
+        std::fs::write(work.path().join(dir).join(name), format!("onnx weights of {name}\n").repeat(256))?;
+    }
     let tools = std::env::var("MODELGATE_CACHE")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| {
@@ -120,17 +130,39 @@ async fn the_tuftool_commands_of_the_guide_publish_a_repository_modelgate_verifi
         .output()?;
     assert!(out.status.success(), "the guide's tuftool commands failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let server = Server::https(&work.path().join("repo"))?;
-    let verified = std::process::Command::new(cargo_bin("modelgate"))
-        .args(["verify", "--metadata-url", &server.url("metadata/"), "--targets-url", &server.url("targets/")])
-        .arg("--root")
-        .arg(work.path().join("root.json"))
-        .arg("--ca-bundle")
-        .arg(server.ca.as_ref().unwrap())
-        .args(["--target", "fraud-detector-1.0.0.onnx"])
-        .output()?;
-    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stderr));
-    assert!(String::from_utf8_lossy(&verified.stdout).contains(&hex_sha256(&model)));
-    Ok(())
+    let pin = work.path().join("repo/metadata/1.root.json");
+    let verify = |target: &str| {
+        std::process::Command::new(cargo_bin("modelgate"))
+            .args(["verify", "--metadata-url", &server.url("metadata/"), "--targets-url", &server.url("targets/")])
+            .arg("--root")
+            .arg(&pin)
+            .arg("--ca-bundle")
+            .arg(server.ca.as_ref().unwrap())
+            .args(["--target", target])
+            .output()
+    };
+    let added = verify("fraud-detector-1.1.0.onnx")?;
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let shown = String::from_utf8_lossy(&added.stdout);
+    assert!(shown.contains("root:      version 3") && shown.contains("timestamp: version 7"), "{shown}");
+    let revoked = verify("fraud-detector-2.0.0.onnx")?;
+    assert!(!revoked.status.success(), "the team's revoked file must be refused");
+    assert!(String::from_utf8_lossy(&revoked.stderr).contains("not listed by any trusted targets role"));
+
+    let _crds = crds_shared().await?;
+    let root = std::fs::read_to_string(&pin)?;
+    let model = std::fs::read(work.path().join("models/fraud-detector-1.0.0.onnx"))?;
+    with_temp_ns("publishing-tuftool", |client, ns| async move {
+        register_repository(&client, &ns, REPOSITORY, "10s", &root, &server).await?;
+        let _operator = Operator::start(Some(&ns), &[])?;
+        let api: Api<ModelRelease> = Api::namespaced(client.clone(), &ns);
+        api.create(&PostParams::default(), &release("fraud", "fraud-detector-1.0.0.onnx", 1, json!({}))?).await?;
+        let r = wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
+        let sha = r.status.and_then(|s| s.stable).and_then(|s| s.sha256).unwrap_or_default();
+        assert_eq!(sha, hex_sha256(&model), "the release serves the very file tuftool signed");
+        Ok(())
+    })
+    .await
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
