@@ -13,7 +13,7 @@ use crate::{
     trust::{
         Record, TrustError,
         model::ModelSet,
-        state::{STATE_CHAIN_KEY, STATE_PIN_KEY, state_configmap},
+        state::{STATE_CHAIN_KEY, STATE_FLOORS_KEY, STATE_PIN_KEY, state_configmap},
     },
 };
 
@@ -35,6 +35,7 @@ pub async fn read_record(cms: &Api<ConfigMap>, repository: &str) -> Result<Optio
     let state = cms.get_opt(&state_configmap(repository)).await?;
     Ok(state.and_then(|cm| cm.data).map(|mut d| Record {
         pin_sha256: d.remove(STATE_PIN_KEY),
+        floors: d.remove(STATE_FLOORS_KEY),
         // An older modelgate kept only the newest root: a record to set aside, like a
         // record built on another pin.
         chain: d.remove(STATE_CHAIN_KEY).or_else(|| d.remove("root.json").map(|_| String::new())),

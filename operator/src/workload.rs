@@ -19,7 +19,7 @@ use crate::{
     },
     trust::{
         fetch::MODEL_DIR,
-        state::{STATE_CHAIN_KEY, state_configmap},
+        state::{STATE_CHAIN_KEY, STATE_FLOORS_KEY, state_configmap},
     },
 };
 
@@ -99,6 +99,9 @@ pub fn replica_set(
         format!("{PIN_DIR}/{PIN_FILE}"),
         "--root-chain".into(),
         format!("{TRUST_DIR}/{STATE_CHAIN_KEY}"),
+        // Today's floors, whenever the pod starts (they only raise those below).
+        "--floors".into(),
+        format!("{TRUST_DIR}/{STATE_FLOORS_KEY}"),
     ];
     let model = release.spec.model.model();
     match &model {
@@ -138,7 +141,8 @@ pub fn replica_set(
         json!({"name": MODEL_VOLUME, "emptyDir": {}}),
         json!({"name": PIN_VOLUME, "configMap": {"name": pin.name, "items": [{"key": pin.key, "path": PIN_FILE}]}}),
         json!({"name": TRUST_VOLUME, "configMap": {"name": state_configmap(&repo_name), "optional": true,
-               "items": [{"key": STATE_CHAIN_KEY, "path": STATE_CHAIN_KEY}]}}),
+               "items": [{"key": STATE_CHAIN_KEY, "path": STATE_CHAIN_KEY},
+                         {"key": STATE_FLOORS_KEY, "path": STATE_FLOORS_KEY}]}}),
     ];
     if let Some(ca) = &repository.spec.ca_bundle {
         let r = &ca.config_map_ref;

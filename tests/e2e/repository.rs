@@ -68,6 +68,18 @@ async fn repository_is_trusted_then_a_rollback_is_refused_across_restarts() -> a
         let data = state.data.unwrap();
         assert_eq!(data["roots.json"], "[]");
         assert_eq!(data["pinned-root-sha256"].len(), 64);
+        // ...and the floors pods started later read (they only raise their own).
+        let floors: serde_json::Value = serde_json::from_str(&data["floors.json"])?;
+        let now = repos.get("ml-models").await?.status.unwrap_or_default();
+        let version = |r: &Option<modelgate::api::RoleState>| r.as_ref().map_or(0, |r| r.version);
+        let want = json!({"root": version(&now.root), "timestamp": version(&now.timestamp),
+                          "snapshot": version(&now.snapshot), "targets": version(&now.targets)});
+        assert_eq!((floors.clone(), floors["timestamp"].as_u64()), (want, Some(2)), "the status's floors");
+        assert_eq!(
+            now.pinned_root_sha256.as_deref(),
+            Some(data["pinned-root-sha256"].as_str()),
+            "status records the pin"
+        );
 
         // The server now offers timestamp v1: a rollback.
         let patch = json!({"spec": {"metadataUrl": server.url("rollback_timestamp/phase2/metadata/")}});

@@ -330,7 +330,29 @@ async fn a_tampered_trust_record_is_refused_and_a_new_pin_re_anchors() -> anyhow
         let data = record.data.clone().unwrap_or_default();
         assert_eq!(data.get("roots.json").map(String::as_str), Some("[]"), "no rotation yet: an empty chain");
         assert!(data.contains_key("pinned-root-sha256"));
+        let recorded = repos.get(REPOSITORY).await?.status.and_then(|s| s.pinned_root_sha256);
+        assert_eq!(recorded.as_deref(), data.get("pinned-root-sha256").map(String::as_str), "status records the pin");
+
+        // Someone with edit changes one key of the record, the pin it names: that is not
+        // a re-pin by the security team (no ReAnchored in its name), it is tampering.
+        let patch = json!({"data": {"pinned-root-sha256": "0".repeat(64)}});
+        cms.patch("ml-models-trust-state", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let restarted = Operator::start(Some(&ns), &[])?;
         drop(operator);
+        eventually("repository refused for a forged pin in the record", WAIT, || async {
+            Ok(repository_condition(&repos).await?.filter(|c| c.1 == "TrustStateTampered").map(|_| ()))
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", restarted.logs()))?;
+        assert!(!events(&client, &ns).await?.iter().any(|(r, _)| r == "ReAnchored"), "no false re-anchoring alarm");
+        // The runbook's remedy: delete the record; it is rebuilt from the pin.
+        cms.delete("ml-models-trust-state", &Default::default()).await?;
+        eventually("trusted again, the record rebuilt", WAIT, || async {
+            let trusted = repository_condition(&repos).await?.is_some_and(|c| c.0 == "True");
+            Ok((trusted && cms.get_opt("ml-models-trust-state").await?.is_some()).then_some(()))
+        })
+        .await?;
+        drop(restarted);
 
         // Someone with edit in the namespace replaces the record with a root of other keys.
         let forged = serde_json::to_string(&[attacker.root_json()?])?;

@@ -292,6 +292,30 @@ async fn fetch_and_verify_commands() -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&out)?.permissions().mode() & 0o777, 0o444);
 
+    // Recorded floors (the trust-state ConfigMap's floors.json) only raise the pod's:
+    // above what the server offers, a rollback refused with exit code 3; below, nothing
+    // changes; garbage, refused as a tampered record.
+    let floors = work.path().join("floors.json");
+    let verify = |extra: &[&str]| {
+        let mut v = vec!["verify".to_string()];
+        v.extend(base.iter().cloned());
+        v.extend(["--floors".to_string(), floors.to_string_lossy().into_owned()]);
+        v.extend(extra.iter().map(|s| s.to_string()));
+        run_with_stdin(bin, &v.iter().map(String::as_str).collect::<Vec<_>>(), None)
+    };
+    std::fs::write(&floors, r#"{"root": 1, "timestamp": 9, "snapshot": 1, "targets": 1}"#)?;
+    let o = verify(&["--min-timestamp-version", "1"])?;
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{said}");
+    assert!(said.contains("timestamp metadata version 1 is older than the trusted version 9"), "{said}");
+    std::fs::write(&floors, r#"{"root": 0, "timestamp": 0, "snapshot": 0, "targets": 0}"#)?;
+    assert!(verify(&[])?.status.success(), "floors at 0 change nothing");
+    std::fs::write(&floors, r#"{"timestamp": "lots"}"#)?;
+    let o = verify(&[])?;
+    assert!(String::from_utf8_lossy(&o.stderr).contains("recorded floors"), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_file(&floors)?;
+    assert!(verify(&[])?.status.success(), "no recorded floors: none");
+
     // A digest the operator did not verify: refused with exit code 3 (a trust failure,
     // which the pod's gate names as such), one line, nothing written.
     let volume2 = work.path().join("volume2");

@@ -117,6 +117,12 @@ pub struct ModelRepositoryStatus {
     /// When the metadata was last refreshed successfully.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_refresh_time: Option<Time>,
+    /// sha256 of the pinned root (`spec.trustedRoot`) the trust state was last verified
+    /// from. Written only by modelgate: a pin that differs from it is a re-anchoring
+    /// (`ReAnchored`); a trust record whose pin differs from it is tampering
+    /// (`TrustStateTampered`), whoever edited the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_root_sha256: Option<String>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

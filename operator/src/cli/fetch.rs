@@ -49,6 +49,10 @@ pub struct Repository {
     min_snapshot_version: u64,
     #[arg(long, default_value_t = 0)]
     min_targets_version: u64,
+    /// The floors the operator keeps current (trust-state ConfigMap, `floors.json`): they
+    /// can only raise the `--min-*-version` floors; a missing file means none.
+    #[arg(long)]
+    floors: Option<PathBuf>,
     /// A TUF target path of the model; repeat it for a model of several files.
     #[arg(long, required_unless_present = "prefix")]
     target: Vec<String>,
@@ -89,11 +93,17 @@ impl Repository {
                 scratch.path().to_path_buf()
             }
         };
-        let floors = Floors {
+        let given = Floors {
             root: self.min_root_version,
             timestamp: self.min_timestamp_version,
             snapshot: self.min_snapshot_version,
             targets: self.min_targets_version,
+        };
+        let floors = match self.floors.as_ref().map(std::fs::read_to_string) {
+            Some(Ok(text)) => given.raised(state::parse_floors(&text)?),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => given,
+            Some(Err(e)) => return Err(e).context("cannot read the recorded floors"),
+            None => given,
         };
         let mut updater = Updater::new(
             Store::new(&dir)?,

@@ -24,7 +24,7 @@ use crate::{
     readers::{pinned_root_and_ca, read_record},
     trust::{
         RefreshInput,
-        state::{STATE_CHAIN_KEY, STATE_PIN_KEY, render_chain, state_configmap},
+        state::{STATE_CHAIN_KEY, STATE_FLOORS_KEY, STATE_PIN_KEY, render_chain, render_floors, state_configmap},
     },
 };
 
@@ -68,9 +68,14 @@ pub async fn reconcile(repo: Arc<ModelRepository>, ctx: Arc<Context>) -> Result<
                 floors,
                 now,
                 previous: None,
+                recorded_pin: repo.status.as_ref().and_then(|s| s.pinned_root_sha256.clone()),
             };
             match ctx.trust.refresh(&uid, input).await {
-                Ok(keep) => (Refresh::Trusted(keep.trusted.clone()), Some(keep)),
+                Ok(keep) => {
+                    let refresh =
+                        Refresh::Trusted { trusted: keep.trusted.clone(), pin_sha256: keep.pin_sha256.clone() };
+                    (refresh, Some(keep))
+                }
                 Err(e) => (Refresh::Failed { reason: e.reason().into(), message: e.to_string() }, None),
             }
         }
@@ -94,15 +99,18 @@ pub async fn reconcile(repo: Arc<ModelRepository>, ctx: Arc<Context>) -> Result<
             warn!("the root chain is too large to record; pods walk the roots from the repository");
             "[]".into()
         });
+        // Pods started later read today's floors from the record (they only raise theirs).
+        let floors = render_floors(plan::floors(Some(&status)));
         let unchanged = recorded.pin_sha256.as_deref() == Some(keep.pin_sha256.as_str())
-            && recorded.chain.as_deref() == Some(chain.as_str());
+            && recorded.chain.as_deref() == Some(chain.as_str())
+            && recorded.floors.as_deref() == Some(floors.as_str());
         if !unchanged {
             let owner = repo.controller_owner_ref(&()).ok_or(Error::NoUid { kind: "ModelRepository" })?;
             let cm = json!({
                 "apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": state_configmap(&name), "ownerReferences": [owner],
                              "labels": {"app.kubernetes.io/managed-by": "modelgate", "modelgate.dev/repository": name}},
-                "data": {STATE_CHAIN_KEY: chain, STATE_PIN_KEY: keep.pin_sha256},
+                "data": {STATE_CHAIN_KEY: chain, STATE_PIN_KEY: keep.pin_sha256, STATE_FLOORS_KEY: floors},
             });
             cms.patch(&state_configmap(&name), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&cm))
                 .await
@@ -120,7 +128,7 @@ pub async fn reconcile(repo: Arc<ModelRepository>, ctx: Arc<Context>) -> Result<
             .map_err(|source| Error::Kube { action: "write the ModelRepository status", source })?;
     }
     match &refresh {
-        Refresh::Trusted(t) => {
+        Refresh::Trusted { trusted: t, .. } => {
             if was_trusted.as_deref() != Some("True") {
                 info!(timestamp = t.timestamp.0, "repository trusted");
                 publish(

@@ -17,12 +17,10 @@ pub const UNREACHABLE: &str = "Unreachable";
 /// The outcome of a refresh as the planner sees it.
 #[derive(Clone, Debug)]
 pub enum Refresh {
-    Trusted(Trusted),
+    /// What the refresh trusted, and the digest of the pin it started from.
+    Trusted { trusted: Trusted, pin_sha256: String },
     /// `reason` is a bounded word (see `TrustError::reason`), `message` the full text.
-    Failed {
-        reason: String,
-        message: String,
-    },
+    Failed { reason: String, message: String },
 }
 
 /// The anti-rollback floors recorded in status.
@@ -70,7 +68,8 @@ pub fn status(repo: &ModelRepository, refresh: &Refresh, now: Timestamp) -> Mode
         set_condition(&mut s.conditions, condition(type_, on, reason, message, generation, now));
     };
     match refresh {
-        Refresh::Trusted(t) => {
+        Refresh::Trusted { trusted: t, pin_sha256 } => {
+            s.pinned_root_sha256 = Some(pin_sha256.clone());
             s.root = raise(&s.root, t.root);
             s.timestamp = raise(&s.timestamp, t.timestamp);
             s.snapshot = raise(&s.snapshot, t.snapshot);
@@ -147,7 +146,7 @@ mod tests {
     fn a_fresh_success_is_not_refreshed_again_until_due() {
         let now: Timestamp = "2026-11-26T12:00:00Z".parse().unwrap();
         let interval = std::time::Duration::from_secs(300);
-        let s = status(&repo(None), &Refresh::Trusted(t(1)), now);
+        let s = status(&repo(None), &Refresh::Trusted { trusted: t(1), pin_sha256: "p".into() }, now);
         let fresh = repo(Some(s.clone()));
         let later = now + k8s_openapi::jiff::SignedDuration::from_secs(60);
         assert_eq!(next_refresh_in(&fresh, interval, later), Some(std::time::Duration::from_secs(240)));
@@ -165,16 +164,16 @@ mod tests {
     #[test]
     fn floors_never_go_down() {
         let now = Timestamp::now();
-        let high = status(&repo(None), &Refresh::Trusted(t(7)), now);
+        let high = status(&repo(None), &Refresh::Trusted { trusted: t(7), pin_sha256: "p".into() }, now);
         assert_eq!(floors(Some(&high)).timestamp, 7);
-        let after = status(&repo(Some(high)), &Refresh::Trusted(t(3)), now);
+        let after = status(&repo(Some(high)), &Refresh::Trusted { trusted: t(3), pin_sha256: "p".into() }, now);
         assert_eq!(floors(Some(&after)).timestamp, 7);
     }
 
     #[test]
     fn failures_name_their_condition_and_keep_floors() {
         let now = Timestamp::now();
-        let good = status(&repo(None), &Refresh::Trusted(t(5)), now);
+        let good = status(&repo(None), &Refresh::Trusted { trusted: t(5), pin_sha256: "p".into() }, now);
         for (reason, raised) in
             [("Expired", EXPIRED), ("RollbackDetected", ROLLBACK_DETECTED), ("Unreachable", UNREACHABLE)]
         {

@@ -249,6 +249,7 @@ pub async fn verify(client: &Client, ns: &str, release: &ModelRelease, model: &M
         floors: plan::repository::floors(repo.status.as_ref()),
         now: Timestamp::now(),
         previous: None,
+        recorded_pin: repo.status.as_ref().and_then(|s| s.pinned_root_sha256.clone()),
     })
     .await;
     let mut session = match refreshed {

@@ -23,6 +23,10 @@ pub struct RefreshInput<'a> {
     /// The verified metadata of the previous session, if any: used only while the pin
     /// is the one it was built on (a re-anchored repository starts from nothing).
     pub previous: Option<Store>,
+    /// The pin digest the repository's status recorded (written only by the operator):
+    /// what re-anchoring is decided from. `None` for a repository an older modelgate
+    /// refreshed: the record decides, as it did then.
+    pub recorded_pin: Option<String>,
 }
 
 /// The trust-state ConfigMap's data, unverified.
@@ -30,6 +34,8 @@ pub struct RefreshInput<'a> {
 pub struct Record {
     pub pin_sha256: Option<String>,
     pub chain: Option<String>,
+    /// The floors recorded for pods (`STATE_FLOORS_KEY`), as written.
+    pub floors: Option<String>,
 }
 
 /// A successful refresh: what to record, and the client to keep.
@@ -55,14 +61,32 @@ pub struct Session {
     pub updater: Updater,
 }
 
+/// Whether trust is re-anchored: the pin differs from the one the repository's status
+/// recorded (written only by the operator). A record (a ConfigMap anyone with `edit` may
+/// write) that names another pin while the pin did not change is tampering, not a
+/// re-pin. Without a recorded pin (a repository an older modelgate refreshed), the record
+/// decides, as it did then.
+pub fn reanchored(recorded_pin: Option<&str>, record: &Record, pin_sha256: &str) -> Result<bool, TrustError> {
+    let record_differs = record.chain.is_some() && record.pin_sha256.as_deref() != Some(pin_sha256);
+    match recorded_pin {
+        Some(recorded) if recorded != pin_sha256 => Ok(true),
+        Some(_) if record_differs => Err(TrustError::TrustState {
+            reason: "it names another pinned root than the one this repository's status recorded, while \
+                     spec.trustedRoot did not change"
+                .into(),
+        }),
+        Some(_) => Ok(false),
+        None => Ok(record_differs),
+    }
+}
+
 pub async fn refresh(input: RefreshInput<'_>) -> Result<Refreshed, TrustError> {
     let url = Url::parse(input.metadata_url)
         .map_err(|e| TrustError::Malformed { what: "metadataUrl".into(), reason: e.to_string() })?;
     let transport = Transport::new(TransportOptions { ca_bundle: input.ca_bundle, ..Default::default() })?;
     let pin_sha256 = pin_digest(input.pinned_root);
     let record = input.record.unwrap_or_default();
-    // A record built on another pin (or on none: an older modelgate) is set aside.
-    let reanchored = record.chain.is_some() && record.pin_sha256.as_deref() != Some(pin_sha256.as_str());
+    let reanchored = reanchored(input.recorded_pin.as_deref(), &record, &pin_sha256)?;
     let mut chain = match (&record.chain, reanchored) {
         (Some(text), false) => parse_chain(text)?,
         _ => Vec::new(),
@@ -78,4 +102,28 @@ pub async fn refresh(input: RefreshInput<'_>) -> Result<Refreshed, TrustError> {
     let trusted = updater.refresh().await?;
     chain.extend(updater.rotated_roots().iter().cloned());
     Ok(Refreshed { kept: Kept { trusted, chain, pin_sha256, reanchored }, session: Session { updater } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(pin: Option<&str>) -> Record {
+        Record { pin_sha256: pin.map(Into::into), chain: Some("[]".into()), floors: None }
+    }
+
+    #[test]
+    fn only_a_changed_pin_re_anchors_and_a_record_that_disagrees_is_tampering() {
+        // The security team changed the pin: re-anchored, whatever the record says.
+        assert!(reanchored(Some("old"), &record(Some("old")), "new").unwrap());
+        // Someone edited the record's pin key; the pin itself did not change.
+        let forged = reanchored(Some("pin"), &record(Some("other")), "pin").unwrap_err();
+        assert_eq!(forged.reason(), "TrustStateTampered");
+        // All agree, or there is no record yet.
+        assert!(!reanchored(Some("pin"), &record(Some("pin")), "pin").unwrap());
+        assert!(!reanchored(Some("pin"), &Record::default(), "pin").unwrap());
+        // A status from before the pin was recorded: the record decides, as before.
+        assert!(reanchored(None, &record(Some("old")), "new").unwrap());
+        assert!(!reanchored(None, &record(Some("pin")), "pin").unwrap());
+    }
 }

@@ -16,6 +16,12 @@ pub const STATE_CHAIN_KEY: &str = "roots.json";
 /// Key of the sha256 of the pinned root the chain starts from: a pin that changed is a
 /// deliberate re-anchoring, not a tampered record.
 pub const STATE_PIN_KEY: &str = "pinned-root-sha256";
+/// Key of the anti-rollback floors the operator trusts now (JSON `{"root": N,
+/// "timestamp": N, "snapshot": N, "targets": N}`), kept current on every refresh: a pod
+/// started months after its ReplicaSet was made still refuses what today's metadata
+/// forbids. A record anyone with `edit` may write, so a pod only ever *raises* the floors
+/// its own arguments carry with it.
+pub const STATE_FLOORS_KEY: &str = "floors.json";
 /// A chain larger than this is not recorded (a ConfigMap holds at most 1 MiB): clients
 /// then walk the roots from the repository, as TUF clients do.
 pub const MAX_CHAIN_BYTES: usize = 768 * 1024;
@@ -30,6 +36,20 @@ pub fn state_configmap(repository: &str) -> String {
 /// sha256 of the pinned root, hex.
 pub fn pin_digest(pin: &[u8]) -> String {
     hex::encode(digest(&SHA256, pin))
+}
+
+/// The floors as recorded.
+pub fn render_floors(floors: super::Floors) -> String {
+    // Four integers always serialize.
+    serde_json::to_string(&floors).unwrap_or_default()
+}
+
+/// Parses recorded floors; anything but the four small numbers is tampering.
+pub fn parse_floors(text: &str) -> Result<super::Floors, TrustError> {
+    if text.len() > 1024 {
+        return Err(tampered("the recorded floors are larger than 1 KiB".into()));
+    }
+    serde_json::from_str(text).map_err(|e| tampered(format!("the recorded floors are not four versions: {e}")))
 }
 
 /// Parses a recorded chain; anything but a bounded JSON array of strings is tampering.
@@ -81,4 +101,20 @@ pub fn anchor(pin: &[u8], chain: &[Vec<u8>]) -> Result<Vec<u8>, TrustError> {
 
 fn tampered(reason: String) -> TrustError {
     TrustError::TrustState { reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_floors_are_four_versions_or_tampering() {
+        let floors = crate::trust::Floors { root: 2, timestamp: 7, snapshot: 7, targets: 3 };
+        assert_eq!(parse_floors(&render_floors(floors)).unwrap(), floors);
+        for bad in ["", "[]", r#"{"root": -1}"#, r#"{"root": 1, "timestamp": 1, "snapshot": 1, "targets": 1, "x": 1}"#]
+        {
+            assert_eq!(parse_floors(bad).unwrap_err().reason(), "TrustStateTampered", "{bad}");
+        }
+        assert!(parse_floors(&" ".repeat(2000)).is_err(), "bounded");
+    }
 }
