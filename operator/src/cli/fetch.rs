@@ -12,7 +12,7 @@ use reqwest::Url;
 use crate::{
     api::ModelRef,
     trust::{
-        self, Expected, Floors, ModelSet, Store, Transport, TransportOptions, Trusted, Updater,
+        self, Expected, Floors, ModelSet, Store, Transport, TransportOptions, TrustError, Trusted, Updater,
         fetch::{self, FetchOptions},
         state, target,
     },
@@ -78,11 +78,11 @@ impl Repository {
         };
         let transport = Transport::new(TransportOptions { ca_bundle, ..Default::default() })?;
         let pin = std::fs::read(&self.root).with_context(|| format!("cannot read root {}", self.root.display()))?;
-        let chain = match self.root_chain.as_ref().map(std::fs::read_to_string) {
-            Some(Ok(text)) => state::parse_chain(&text)?,
-            Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        let (chain, recorded) = match self.root_chain.as_ref().map(std::fs::read_to_string) {
+            Some(Ok(text)) => (state::parse_chain(&text)?, true),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), false),
             Some(Err(e)) => return Err(e).context("cannot read the root chain"),
-            None => Vec::new(),
+            None => (Vec::new(), false),
         };
         let root = state::anchor(&pin, &chain)?;
         let scratch;
@@ -101,6 +101,14 @@ impl Repository {
         };
         let floors = match self.floors.as_ref().map(std::fs::read_to_string) {
             Some(Ok(text)) => given.raised(state::parse_floors(&text)?),
+            // A record without its floors lost them to someone's edit: the pod would
+            // start from the floors of the day its ReplicaSet was made.
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound && recorded => {
+                return Err(TrustError::TrustState {
+                    reason: "the trust record holds a root chain but no floors.json".into(),
+                }
+                .into());
+            }
             Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => given,
             Some(Err(e)) => return Err(e).context("cannot read the recorded floors"),
             None => given,

@@ -90,7 +90,9 @@ async fn observe(ctx: &Arc<Context>, release: &ModelRelease, ns: &str, now: Time
         // Verdicts already loaded: no network here (the repository's reconcile resolves).
         let repo_ref = ObjectRef::from_obj(&**repo);
         let me = ObjectRef::new(&name).within(ns);
-        for target in plan::models_to_verify(release) {
+        let keys = plan::models_to_verify(release);
+        ctx.trust.asked(&uid, &me, &keys);
+        for target in keys {
             let verdict = ctx.trust.lookup(&repo_ref, &uid, &me, &target, now);
             verdicts.insert(target, verdict);
         }
@@ -312,7 +314,20 @@ async fn create_workload(
     match rs_api.create(&params, &rs).await {
         Ok(_) => {}
         Err(kube::Error::Api(status)) if status.code == 409 => {
-            return Err(Error::NameTaken { kind: "ReplicaSet", name: workload::name(&release.name_any(), hash) });
+            // Ours already, and the cache has not seen it yet; or someone else's.
+            let name = workload::name(&release.name_any(), hash);
+            let existing = rs_api
+                .get_opt(&name)
+                .await
+                .map_err(|source| Error::Kube { action: "read a revision's ReplicaSet", source })?;
+            let ours = existing.is_some_and(|rs| {
+                rs.owner_references()
+                    .iter()
+                    .any(|o| o.controller == Some(true) && Some(&o.uid) == release.uid().as_ref())
+            });
+            if !ours {
+                return Err(Error::NameTaken { kind: "ReplicaSet", name });
+            }
         }
         Err(source) => return Err(Error::Kube { action: "create a revision's ReplicaSet", source }),
     }

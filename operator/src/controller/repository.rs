@@ -41,11 +41,14 @@ pub async fn reconcile(repo: Arc<ModelRepository>, ctx: Arc<Context>) -> Result<
     // A fresh status is only enough while this process holds the verdict it records:
     // after a restart (or on taking the lease) every repository is refreshed at once,
     // so no release waits a whole interval for a verdict.
+    // A verdict whose metadata expired needs new metadata, not the same session again.
+    let expired = ctx.trust.next_expiry(&uid).is_some_and(|at| at <= now);
     if ctx.trust.has_verdict(&uid)
+        && !expired
         && let Some(wait) = plan::next_refresh_in(&repo, interval, now)
     {
-        // Between refreshes: the models releases started waiting for, and verdicts whose
-        // metadata expired, are resolved with the session of the last refresh.
+        // Between refreshes: the models releases started waiting for are resolved with
+        // the session of the last refresh.
         ctx.trust.resolve_pending(&uid, now).await;
         return Ok(Action::requeue(until_next(&ctx, &uid, wait)));
     }
@@ -146,8 +149,16 @@ pub async fn reconcile(repo: Arc<ModelRepository>, ctx: Arc<Context>) -> Result<
             publish(&ctx, &repo, EventType::Warning, reason, message.clone()).await;
         }
     }
-    Ok(Action::requeue(until_next(&ctx, &uid, interval)))
+    // A failed refresh is tried again soon: releases behind it are untrusted meanwhile.
+    let next = match &refresh {
+        Refresh::Failed { .. } => interval.min(FAILED_RETRY),
+        Refresh::Trusted { .. } => interval,
+    };
+    Ok(Action::requeue(until_next(&ctx, &uid, next)))
 }
+
+/// When a failed refresh is tried again, at the latest.
+const FAILED_RETRY: Duration = Duration::from_secs(30);
 
 /// The next refresh, or sooner when a verdict's metadata expires before it (a delegated
 /// role may expire long before the top-level metadata does).

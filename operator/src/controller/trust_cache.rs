@@ -52,6 +52,8 @@ struct Entry {
     wanted: HashMap<String, HashSet<ObjectRef<ModelRelease>>>,
     /// The repository's reconcile was asked to resolve models that have no verdict.
     requested: bool,
+    /// The metadata URL and pin digest the session was built from.
+    anchor: Option<String>,
 }
 
 impl Entry {
@@ -133,12 +135,39 @@ impl TrustCache {
         }
     }
 
+    /// `release` now asks about exactly `keys` of this repository: it stops waiting for
+    /// the models it asked about before (a spec edited again and again must not grow
+    /// what every refresh resolves).
+    pub fn asked(&self, uid: &str, release: &ObjectRef<ModelRelease>, keys: &[String]) {
+        self.with(uid, |e| {
+            e.wanted.retain(|key, requesters| {
+                if !keys.contains(key) {
+                    requesters.remove(release);
+                }
+                !requesters.is_empty()
+            });
+            let wanted = &e.wanted;
+            e.verdicts.retain(|key, _| wanted.contains_key(key));
+        });
+    }
+
     /// Refreshes a repository, resolves every model its releases asked about against
     /// the new metadata, and keeps both for lookups (waking the releases whose verdict
     /// changed). Returns what to record. The network is used with no lock held.
     pub async fn refresh(&self, uid: &str, mut input: RefreshInput<'_>) -> Result<Kept, TrustError> {
         let now = input.now;
+        // Another address or another pin: nothing the old session vouched for stands,
+        // even while the new one cannot be reached.
+        let anchor = format!("{} {}", input.metadata_url, trust::state::pin_digest(input.pinned_root));
         let (previous, keys) = self.with(uid, |e| {
+            if e.anchor.as_deref() != Some(anchor.as_str()) {
+                if e.anchor.is_some() {
+                    e.session = None;
+                    e.trusted = None;
+                    e.verdicts.clear();
+                }
+                e.anchor = Some(anchor.clone());
+            }
             let previous = e.session.as_ref().map(|s| s.updater.store().detached());
             (previous, e.wanted.keys().cloned().collect::<Vec<_>>())
         });
@@ -328,6 +357,9 @@ mod tests {
         let after = later + k8s_openapi::jiff::SignedDuration::from_secs(1);
         let stale = cache.lookup(&repo, "uid", &release("a"), "m/1/model.onnx", after);
         assert!(matches!(&stale, Verdict::Untrusted { reason, .. } if reason == "Expired"), "{stale:?}");
+        // A model the release no longer asks about is let go.
+        cache.asked("uid", &release("a"), &[]);
+        assert_eq!(cache.with("uid", |e| e.wanted["m/1/model.onnx"].len()), 1, "b still asks");
         // A deleted release's models are forgotten with it.
         cache.retain_releases(&[release("b")].into());
         assert_eq!(cache.with("uid", |e| e.wanted.len()), 1);

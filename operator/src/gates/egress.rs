@@ -82,21 +82,48 @@ impl EgressPolicy {
 
     /// Whether gates may reach `ip`, and if not, a word on why.
     pub fn check(&self, ip: IpAddr) -> Result<(), &'static str> {
-        let ip = canonical(ip);
-        if self.deny.iter().any(|n| n.contains(&ip)) {
+        // Every address the connection may reach: the one written, and the IPv4 ones it
+        // embeds. A deny matches any of them; an allow only the address written (a 6to4
+        // or Teredo form of an allowed IPv4 host goes through a relay, not to that host),
+        // or the IPv4 host of an IPv4-mapped address (which is that host).
+        let reached = embedded(ip);
+        if reached.iter().any(|a| self.deny.iter().any(|n| n.contains(a))) {
             return Err("denied by the installation");
         }
-        if self.allow.iter().any(|n| n.contains(&ip)) {
+        let mapped = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+            v4 => Some(v4),
+        };
+        if self.allow.iter().any(|n| n.contains(&ip) || mapped.is_some_and(|m| n.contains(&m))) {
             return Ok(());
         }
         if !self.allow.is_empty() {
             return Err("outside the ranges the installation allows");
         }
-        if self.api_server.iter().any(|a| canonical(*a) == ip) {
-            return Err("the Kubernetes API server");
+        for a in &reached {
+            if self.api_server.iter().any(|s| embedded(*s).contains(a)) {
+                return Err("the Kubernetes API server");
+            }
+            default_denied(*a)?;
         }
-        default_denied(ip)
+        Ok(())
     }
+}
+
+/// `ip` and every IPv4 address it embeds (`canonical`, and both ends of a Teredo address).
+fn embedded(ip: IpAddr) -> Vec<IpAddr> {
+    let mut all = vec![ip];
+    let folded = canonical(ip);
+    if folded != ip {
+        all.push(folded);
+    }
+    if let IpAddr::V6(v6) = ip
+        && let [0x2001, 0, hi, lo, ..] = v6.segments()
+    {
+        // Teredo's server address.
+        all.push(IpAddr::V4(Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo))));
+    }
+    all
 }
 
 /// An IPv4 address written as IPv6 is checked as the IPv4 address it reaches: mapped
@@ -115,7 +142,14 @@ fn canonical(ip: IpAddr) -> IpAddr {
         // `::` and `::1` are IPv6's own unspecified and loopback addresses.
         [0, 0, 0, 0, 0, 0, 0, 0 | 1] => ip,
         [0, 0, 0, 0, 0, 0, _, _] => IpAddr::V4(low32),
+        // SIIT's IPv4-translated form, `::ffff:0:a.b.c.d`.
+        [0, 0, 0, 0, 0xffff, 0, _, _] => IpAddr::V4(low32),
         [0x64, 0xff9b, 0, 0, 0, 0, _, _] => IpAddr::V4(low32),
+        // NAT64's local-use prefix (64:ff9b:1::/48): the IPv4 address in bits 48-63 and
+        // 72-87 (RFC 6052's /48 layout; bits 64-71 are zero).
+        [0x64, 0xff9b, 1, a, b, c, ..] => {
+            IpAddr::V4(Ipv4Addr::new((a >> 8) as u8, a as u8, (b & 0xff) as u8, (c >> 8) as u8))
+        }
         [0x2002, hi, lo, ..] => IpAddr::V4(Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo))),
         [0x2001, 0, ..] => IpAddr::V4(Ipv4Addr::from(!u32::from(low32))),
         _ => ip,
@@ -235,6 +269,10 @@ mod tests {
             "100.100.100.200",
             "168.63.129.16",
             "::ffff:168.63.129.16",
+            "::ffff:0:127.0.0.1",
+            "64:ff9b:1:a9fe:a9:fe00::",
+            // Teredo whose server end is the metadata service.
+            "2001:0:a9fe:a9fe::1",
         ] {
             assert!(p.check(denied.parse().unwrap()).is_err(), "{denied}");
         }
@@ -243,6 +281,17 @@ mod tests {
         {
             assert!(p.check(allowed.parse().unwrap()).is_ok(), "{allowed}");
         }
+    }
+
+    #[test]
+    fn a_deny_matches_any_form_and_an_allow_only_the_address_itself() {
+        let mut p = policy(&["10.0.0.0/8"]);
+        assert!(p.check("::ffff:10.0.0.1".parse().unwrap()).is_ok(), "mapped is the host itself");
+        assert!(p.check("2002:a00:1::".parse().unwrap()).is_err(), "6to4 of an allowed host goes via a relay");
+        p.allow.clear();
+        p.deny = vec!["2002::/16".parse().unwrap(), "192.0.2.0/24".parse().unwrap()];
+        assert!(p.check("2002:cb00:7109::".parse().unwrap()).is_err(), "an IPv6 deny matches the address written");
+        assert!(p.check("64:ff9b::192.0.2.5".parse().unwrap()).is_err(), "an IPv4 deny matches what it embeds");
     }
 
     #[test]
