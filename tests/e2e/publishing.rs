@@ -22,14 +22,9 @@ const WAIT: Duration = Duration::from_secs(90);
 /// `modelgate verify` example (its URLs are placeholders, so the test runs it with the
 /// server's).
 fn guide() -> anyhow::Result<(String, String)> {
-    let page = std::fs::read_to_string(repo_root().join("docs/publishing.md"))?;
-    let section = page
-        .split("## With python-tuf")
-        .nth(1)
-        .and_then(|s| s.split("\n## ").next())
-        .context("docs/publishing.md has no python-tuf section")?;
-    let blocks: Vec<&str> = section.split("```sh\n").skip(1).filter_map(|b| b.split("```").next()).collect();
-    let (verify, commands): (Vec<&str>, Vec<&str>) = blocks.into_iter().partition(|b| b.contains("modelgate verify"));
+    let blocks = shell_blocks("## With python-tuf")?;
+    let (verify, commands): (Vec<String>, Vec<String>) =
+        blocks.into_iter().partition(|b| b.contains("modelgate verify"));
     // pip needs the package index; the test's Python has python-tuf already.
     let all = commands.join("\n");
     let script: Vec<&str> = all.lines().filter(|l| !l.trim_start().starts_with("pip ")).collect();
@@ -80,20 +75,9 @@ async fn the_publishing_guide_works_as_written() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&revoked.stderr).contains("not listed by any trusted targets role"));
 
     // And a release from it, as the security team and an ML team would make one.
-    let _crds = crds_shared().await?;
     let root = std::fs::read_to_string(repo.join("root.json"))?;
-    with_temp_ns("publishing", |client, ns| async move {
-        register_repository(&client, &ns, REPOSITORY, "10s", &root, &server).await?;
-        let _operator = Operator::start(Some(&ns), &[])?;
-        let api: Api<ModelRelease> = Api::namespaced(client.clone(), &ns);
-        api.create(&PostParams::default(), &release("fraud", "fraud-detector/1.0.0/model.onnx", 1, json!({}))?).await?;
-        let r = wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
-        let sha = r.status.and_then(|s| s.stable).and_then(|s| s.sha256).unwrap_or_default();
-        let want = hex_sha256(&std::fs::read(&model)?);
-        assert_eq!(sha, want, "the release serves the very file the publisher signed");
-        Ok(())
-    })
-    .await
+    let model = std::fs::read(&model)?;
+    released(server, root, "publishing", "fraud-detector/1.0.0/model.onnx", &model).await
 }
 
 /// The guide's tuftool commands (init, add, delegate, the team's files, revoke, rotate,
@@ -101,9 +85,7 @@ async fn the_publishing_guide_works_as_written() -> anyhow::Result<()> {
 /// `modelgate verify` and released from on the test cluster.
 #[tokio::test]
 async fn the_tuftool_commands_of_the_guide_publish_a_repository_modelgate_verifies() -> anyhow::Result<()> {
-    let page = std::fs::read_to_string(repo_root().join("docs/publishing.md"))?;
-    let section = page.split("## With tuftool").nth(1).context("docs/publishing.md has no tuftool section")?;
-    let script: Vec<&str> = section.split("```sh\n").skip(1).filter_map(|b| b.split("```").next()).collect();
+    let script = shell_blocks("## With tuftool")?;
     for step in ["tuftool create", "tuftool update", "add-role", "update-delegated-targets", "remove-key"] {
         assert!(script.iter().any(|b| b.contains(step)), "the guide shows `{step}`");
     }
@@ -149,20 +131,38 @@ async fn the_tuftool_commands_of_the_guide_publish_a_repository_modelgate_verifi
     assert!(!revoked.status.success(), "the team's revoked file must be refused");
     assert!(String::from_utf8_lossy(&revoked.stderr).contains("not listed by any trusted targets role"));
 
-    let _crds = crds_shared().await?;
     let root = std::fs::read_to_string(&pin)?;
     let model = std::fs::read(work.path().join("models/fraud-detector-1.0.0.onnx"))?;
-    with_temp_ns("publishing-tuftool", |client, ns| async move {
+    released(server, root, "publishing-tuftool", "fraud-detector-1.0.0.onnx", &model).await
+}
+
+/// Registers the repository `server` serves, pinned to `root`, in a new namespace, and
+/// releases `target` from it: promoted, serving the sha256 of `model`, the file signed.
+async fn released(server: Server, root: String, prefix: &str, target: &str, model: &[u8]) -> anyhow::Result<()> {
+    let _crds = crds_shared().await?;
+    let want = hex_sha256(model);
+    with_temp_ns(prefix, |client, ns| async move {
         register_repository(&client, &ns, REPOSITORY, "10s", &root, &server).await?;
         let _operator = Operator::start(Some(&ns), &[])?;
         let api: Api<ModelRelease> = Api::namespaced(client.clone(), &ns);
-        api.create(&PostParams::default(), &release("fraud", "fraud-detector-1.0.0.onnx", 1, json!({}))?).await?;
+        api.create(&PostParams::default(), &release("fraud", target, 1, json!({}))?).await?;
         let r = wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
         let sha = r.status.and_then(|s| s.stable).and_then(|s| s.sha256).unwrap_or_default();
-        assert_eq!(sha, hex_sha256(&model), "the release serves the very file tuftool signed");
+        assert_eq!(sha, want, "the release serves the very file the publisher signed");
         Ok(())
     })
     .await
+}
+
+/// The shell blocks of one `## ` section of docs/publishing.md, in order.
+fn shell_blocks(heading: &str) -> anyhow::Result<Vec<String>> {
+    let page = std::fs::read_to_string(repo_root().join("docs/publishing.md"))?;
+    let section = page
+        .split(heading)
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .with_context(|| format!("docs/publishing.md has no section {heading:?}"))?;
+    Ok(section.split("```sh\n").skip(1).filter_map(|b| b.split("```").next()).map(str::to_string).collect())
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {

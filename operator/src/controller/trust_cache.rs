@@ -232,12 +232,12 @@ impl TrustCache {
     /// what a new pod must not go below.
     pub fn floors(&self, uid: &str, recorded: trust::Floors) -> trust::Floors {
         let Some(t) = self.with(uid, |e| e.trusted.clone()) else { return recorded };
-        trust::Floors {
-            root: recorded.root.max(t.root.0),
-            timestamp: recorded.timestamp.max(t.timestamp.0),
-            snapshot: recorded.snapshot.max(t.snapshot.0),
-            targets: recorded.targets.max(t.targets.0),
-        }
+        recorded.raised(trust::Floors {
+            root: t.root.0,
+            timestamp: t.timestamp.0,
+            snapshot: t.snapshot.0,
+            targets: t.targets.0,
+        })
     }
 
     /// What the repository says at `now` about the model `key` (`ModelRef::key`), for
