@@ -18,7 +18,7 @@ use crate::{
         WebhookCheck,
     },
     plan::{
-        self, Commands, GateOutcome, GateResult, Observed, PodHealth, PodProblem, Verdict, Workload,
+        self, Commands, GateOutcome, GateResult, Observed, PodHealth, PodProblem, Repository, Verdict, Workload,
         pod_policy::{Level, PodPolicy},
     },
     workload,
@@ -86,7 +86,7 @@ fn spec() -> impl Strategy<Value = ModelReleaseSpec> {
                 (interval, deadline, window, failure_limit, inconclusive_limit, checks, timeout, automatic),
             )| {
                 ModelReleaseSpec {
-                    repository_ref: RepositoryRef { name: "repo".into() },
+                    repository_ref: RepositoryRef { kind: Default::default(), name: "repo".into() },
                     model: ModelSource { target, mount_path, ..Default::default() },
                     replicas,
                     template: serde_json::from_value(template).unwrap_or_default(),
@@ -264,7 +264,7 @@ fn observed() -> impl Strategy<Value = Observed> {
         any::<bool>(),
     )
         .prop_map(|(verdicts, workloads, pods, gates, commands, refusal, found)| Observed {
-            repository_found: found,
+            repository: if found { Repository::Found { on_revocation: None } } else { Repository::Missing },
             verdicts,
             workloads: workloads
                 .into_iter()
@@ -342,7 +342,7 @@ fn the_planner_answers_whatever_it_is_given() {
                     let sha256 = c.sha256.clone().unwrap_or_default();
                     obs.verdicts.insert(c.target.clone(), Verdict::Trusted { sha256, length: 1, files: 1 });
                     obs.refusal = None;
-                    obs.repository_found = true;
+                    obs.repository = Repository::Found { on_revocation: None };
                 }
             }
             if mode & 2 == 2
@@ -352,7 +352,7 @@ fn the_planner_answers_whatever_it_is_given() {
                 if mode & 8 == 8 {
                     let sha256 = st.sha256.clone().unwrap_or_default();
                     obs.verdicts.insert(st.target.clone(), Verdict::Trusted { sha256, length: 1, files: 1 });
-                    obs.repository_found = true;
+                    obs.repository = Repository::Found { on_revocation: None };
                 }
             }
         }
@@ -396,7 +396,15 @@ fn rendering_refuses_or_renders_never_panics() {
             operator_service_account: Some(("team".into(), "modelgate".into())),
         };
         let revision = plan::Revision { number: 1, hash: "h1", sha256: &sha256, length, files: 1 };
-        match workload::replica_set(&release, &repo, &revision, replicas, "img", &policy, Default::default()) {
+        match workload::replica_set(
+            &release,
+            &workload::TrustFiles::namespaced("repo", &repo.spec),
+            &revision,
+            replicas,
+            "img",
+            &policy,
+            Default::default(),
+        ) {
             Ok(rs) => {
                 // A rendered pod always starts with the fetch and mounts the model read-only.
                 prop_assert_eq!(&rs["spec"]["template"]["spec"]["initContainers"][0]["name"], FETCH_CONTAINER);

@@ -7,13 +7,13 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 
 use crate::{
-    api::{ConfigMapSource, GateCheck, ModelRepository},
+    api::{ConfigMapSource, GateCheck, ModelRepositorySpec},
     gates,
     plan::Verdict,
     trust::{
         Record, TrustError,
         model::ModelSet,
-        state::{STATE_CHAIN_KEY, STATE_FLOORS_KEY, STATE_PIN_KEY, state_configmap},
+        state::{STATE_CHAIN_KEY, STATE_FLOORS_KEY, STATE_PIN_KEY},
     },
 };
 
@@ -30,9 +30,9 @@ pub async fn read_source(cms: &Api<ConfigMap>, source: &ConfigMapSource, field: 
         .ok_or_else(|| format!("ConfigMap {:?} has no key {:?} (named by {field})", r.name, r.key))
 }
 
-/// The trust record kept for a repository (unverified: `trust::refresh` checks it).
-pub async fn read_record(cms: &Api<ConfigMap>, repository: &str) -> Result<Option<Record>, kube::Error> {
-    let state = cms.get_opt(&state_configmap(repository)).await?;
+/// The trust record in ConfigMap `name` (unverified: `trust::refresh` checks it).
+pub async fn read_record(cms: &Api<ConfigMap>, name: &str) -> Result<Option<Record>, kube::Error> {
+    let state = cms.get_opt(name).await?;
     Ok(state.and_then(|cm| cm.data).map(|mut d| Record {
         pin_sha256: d.remove(STATE_PIN_KEY),
         floors: d.remove(STATE_FLOORS_KEY),
@@ -45,10 +45,10 @@ pub async fn read_record(cms: &Api<ConfigMap>, repository: &str) -> Result<Optio
 /// The pinned root and the CA bundle a repository names; an error says which is missing.
 pub async fn pinned_root_and_ca(
     cms: &Api<ConfigMap>,
-    repo: &ModelRepository,
+    repo: &ModelRepositorySpec,
 ) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
-    let pinned = read_source(cms, &repo.spec.trusted_root, "spec.trustedRoot").await?;
-    let ca = match &repo.spec.ca_bundle {
+    let pinned = read_source(cms, &repo.trusted_root, "spec.trustedRoot").await?;
+    let ca = match &repo.ca_bundle {
         Some(src) => Some(read_source(cms, src, "spec.caBundle").await?),
         None => None,
     };

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::{
     api::{
         ANNOTATION_MODEL_SHA256, FETCH_CONTAINER, LABEL_HASH, LABEL_RELEASE, LABEL_REVISION, LABEL_SERVING, ModelRef,
-        ModelRelease, ModelRepository,
+        ModelRelease,
     },
     plan::{
         Revision,
@@ -38,6 +38,49 @@ pub fn name(release: &str, hash: &str) -> String {
     format!("{release}-{hash}")
 }
 
+/// Where a revision's pods find their repository's trust material (ConfigMaps in the
+/// release's namespace) and what they hold it to.
+#[derive(Clone, Debug)]
+pub struct TrustFiles<'a> {
+    pub repository: &'a crate::api::ModelRepositorySpec,
+    /// ConfigMap and key of the pinned root.
+    pub pin: (String, String),
+    /// ConfigMap of the trust record (`chain.json`, `floors.json`).
+    pub record: String,
+    /// ConfigMap and key of the CA bundle.
+    pub ca: Option<(String, String)>,
+    /// The sha256 the pin must have, when its ConfigMap is a copy others can write.
+    pub pin_sha256: Option<String>,
+}
+
+impl<'a> TrustFiles<'a> {
+    /// A ModelRepository's own ConfigMaps, in its (and the release's) namespace.
+    pub fn namespaced(name: &str, repository: &'a crate::api::ModelRepositorySpec) -> Self {
+        let source = |s: &crate::api::ConfigMapSource| (s.config_map_ref.name.clone(), s.config_map_ref.key.clone());
+        Self {
+            repository,
+            pin: source(&repository.trusted_root),
+            record: state_configmap(name),
+            ca: repository.ca_bundle.as_ref().map(source),
+            pin_sha256: None,
+        }
+    }
+
+    /// A ClusterModelRepository's copy in the release's namespace (`trust::state::Mirror`),
+    /// held to the pin the operator verified.
+    pub fn cluster(name: &str, repository: &'a crate::api::ModelRepositorySpec, pin_sha256: &str) -> Self {
+        use crate::trust::state::{MIRROR_CA_KEY, MIRROR_PIN_KEY, mirror_configmap};
+        let copy = mirror_configmap(name);
+        Self {
+            repository,
+            pin: (copy.clone(), MIRROR_PIN_KEY.into()),
+            record: copy.clone(),
+            ca: repository.ca_bundle.as_ref().map(|_| (copy, MIRROR_CA_KEY.into())),
+            pin_sha256: Some(pin_sha256.into()),
+        }
+    }
+}
+
 /// Why a revision cannot become a workload: the template modelgate would render from
 /// is not a pod it may create (see `plan::pod_policy`).
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +96,7 @@ pub struct Refused(pub Vec<String>);
 /// is not rendered.
 pub fn replica_set(
     release: &ModelRelease,
-    repository: &ModelRepository,
+    trust: &TrustFiles<'_>,
     revision: &Revision,
     replicas: i32,
     fetch_image: &str,
@@ -87,14 +130,13 @@ pub fn replica_set(
         .get_or_insert_with(Default::default)
         .insert(ANNOTATION_MODEL_SHA256.into(), revision.sha256.into());
 
-    let repo_name = repository.name_any();
-    let pin = &repository.spec.trusted_root.config_map_ref;
+    let (pin_name, pin_key) = &trust.pin;
     let mut args = vec![
         "fetch".to_string(),
         "--metadata-url".into(),
-        repository.spec.metadata_url.clone(),
+        trust.repository.metadata_url.clone(),
         "--targets-url".into(),
-        repository.spec.targets_url.clone(),
+        trust.repository.targets_url.clone(),
         "--root".into(),
         format!("{PIN_DIR}/{PIN_FILE}"),
         "--root-chain".into(),
@@ -103,6 +145,9 @@ pub fn replica_set(
         "--floors".into(),
         format!("{TRUST_DIR}/{STATE_FLOORS_KEY}"),
     ];
+    if let Some(sha256) = &trust.pin_sha256 {
+        args.extend(["--root-sha256".to_string(), sha256.clone()]);
+    }
     let model = release.spec.model.model();
     match &model {
         ModelRef::Prefix(p) => args.extend(["--prefix".to_string(), p.clone()]),
@@ -139,18 +184,16 @@ pub fn replica_set(
     // refresh, and then the pod walks the roots from the server).
     let mut volumes = vec![
         json!({"name": MODEL_VOLUME, "emptyDir": {}}),
-        json!({"name": PIN_VOLUME, "configMap": {"name": pin.name, "items": [{"key": pin.key, "path": PIN_FILE}]}}),
-        json!({"name": TRUST_VOLUME, "configMap": {"name": state_configmap(&repo_name), "optional": true,
+        json!({"name": PIN_VOLUME, "configMap": {"name": pin_name, "items": [{"key": pin_key, "path": PIN_FILE}]}}),
+        json!({"name": TRUST_VOLUME, "configMap": {"name": trust.record, "optional": true,
                "items": [{"key": STATE_CHAIN_KEY, "path": STATE_CHAIN_KEY},
                          {"key": STATE_FLOORS_KEY, "path": STATE_FLOORS_KEY}]}}),
     ];
-    if let Some(ca) = &repository.spec.ca_bundle {
-        let r = &ca.config_map_ref;
+    if let Some((name, key)) = &trust.ca {
         args.extend(["--ca-bundle".into(), format!("{CA_DIR}/ca.crt")]);
         mounts.push(json!({"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": true}));
-        volumes.push(
-            json!({"name": CA_VOLUME, "configMap": {"name": r.name, "items": [{"key": r.key, "path": "ca.crt"}]}}),
-        );
+        volumes
+            .push(json!({"name": CA_VOLUME, "configMap": {"name": name, "items": [{"key": key, "path": "ca.crt"}]}}));
     }
     let fetch = json!({
         "name": FETCH_CONTAINER,
@@ -261,7 +304,7 @@ mod tests {
         let mut release = ModelRelease::new(
             "fraud",
             ModelReleaseSpec {
-                repository_ref: RepositoryRef { name: "ml".into() },
+                repository_ref: RepositoryRef { kind: Default::default(), name: "ml".into() },
                 model: ModelSource {
                     target: "fraud/2.0/model.onnx".into(),
                     mount_path: "/models".into(),
@@ -281,7 +324,7 @@ mod tests {
         let cm = |name: &str, key: &str| ConfigMapSource {
             config_map_ref: ConfigMapKeyRef { name: name.into(), key: key.into() },
         };
-        let mut repo = ModelRepository::new(
+        let mut repo = crate::api::ModelRepository::new(
             "ml",
             ModelRepositorySpec {
                 metadata_url: "https://tuf/metadata/".into(),
@@ -297,8 +340,28 @@ mod tests {
         });
         let rev = Revision { number: 3, hash: "abcdef0123", sha256: "00ff", length: 42, files: 1 };
         let floors = crate::plan::repository::floors(repo.status.as_ref());
-        let rs =
-            replica_set(&release, &repo, &rev, 2, "modelgate/modelgate:0.1.0", &PodPolicy::default(), floors).unwrap();
+        let rs = replica_set(
+            &release,
+            &TrustFiles::namespaced("ml", &repo.spec),
+            &rev,
+            2,
+            "modelgate/modelgate:0.1.0",
+            &PodPolicy::default(),
+            floors,
+        )
+        .unwrap();
+        // A cluster repository's pods read the copy in their namespace, held to the pin.
+        let pin = "ab".repeat(32);
+        let cluster = TrustFiles::cluster("shared", &repo.spec, &pin);
+        let copy = replica_set(&release, &cluster, &rev, 2, "modelgate/modelgate:0.1.0", &PodPolicy::default(), floors)
+            .unwrap();
+        let fetch = &copy["spec"]["template"]["spec"]["initContainers"][0];
+        let args: Vec<&str> = fetch["args"].as_array().unwrap().iter().filter_map(|a| a.as_str()).collect();
+        assert!(args.windows(2).any(|w| w == ["--root-sha256", pin.as_str()]), "{args:?}");
+        let volumes = copy["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+        for v in volumes.iter().filter(|v| v["configMap"].is_object()) {
+            assert_eq!(v["configMap"]["name"], "modelgate-cluster-shared", "{v}");
+        }
 
         assert_eq!(rs["metadata"]["name"], "fraud-abcdef0123");
         assert_eq!(rs["spec"]["replicas"], 2);

@@ -330,7 +330,8 @@ async fn a_sharded_release_serves_on_real_pods_and_a_revoked_shard_rolls_it_back
         node::{self, OPERATOR_IMAGE},
     };
     use serde_json::json;
-    const WAIT: Duration = Duration::from_secs(120);
+    // Eight shards through real pods, on two cores busy with the rest of the suite.
+    const WAIT: Duration = Duration::from_secs(240);
 
     let _crds = crds_shared().await?;
     with_temp_ns("node-shards", |client, ns| async move {

@@ -4,7 +4,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 use serde_json::Value;
 
-use super::{ModelRelease, ModelRepository};
+use super::{ClusterModelRepository, ModelRelease, ModelRepository};
 
 /// The CRDs of modelgate, ready to apply.
 ///
@@ -53,7 +53,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         }
         *schema = serde_json::from_value(json).expect("a stripped schema is still a schema");
     }
-    vec![ModelRepository::crd(), release]
+    vec![ClusterModelRepository::crd(), ModelRepository::crd(), release]
 }
 
 /// Removes `description` from every schema below `node`, keeping `node`'s own.
@@ -126,7 +126,7 @@ mod tests {
 
     #[test]
     fn template_keeps_its_structure_but_not_descriptions() {
-        let crd = serde_json::to_value(&crds()[1]).unwrap();
+        let crd = serde_json::to_value(&crds()[2]).unwrap();
         let template =
             crd.pointer("/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/template").unwrap();
         assert!(template.get("description").is_some());

@@ -1,6 +1,7 @@
 //! The modelgate API, `modelgate.dev/v1alpha1`: what users write (spec) and what the
 //! operator reports (status). The CRD YAML in `crds/` is generated from these types.
 
+mod cluster_repository;
 mod common;
 mod crd;
 mod model;
@@ -8,6 +9,7 @@ mod reference;
 mod release;
 mod repository;
 
+pub use cluster_repository::*;
 pub use common::{
     ConfigMapKeyRef, ConfigMapSource, DurationBounds, GoDuration, condition, parse_duration, set_condition,
 };

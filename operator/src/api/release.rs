@@ -49,8 +49,9 @@ pub const POST_PROMOTION_WINDOW: DurationBounds = DurationBounds::new("10m", 0, 
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ModelReleaseSpec {
-    /// The ModelRepository (same namespace) whose signers vouch for the model. It cannot
-    /// change: who vouches for a running model must not change under it.
+    /// The repository whose signers vouch for the model: a ModelRepository in this
+    /// namespace, or a ClusterModelRepository whose policy allows this namespace. It
+    /// cannot change: who vouches for a running model must not change under it.
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.repositoryRef cannot change: who vouches for a running model must not change under it; to release from another repository, create a new ModelRelease"))]
     pub repository_ref: RepositoryRef,
 
@@ -115,14 +116,37 @@ fn default_replicas() -> i32 {
     1
 }
 
-/// Reference to a ModelRepository in the same namespace.
+/// The repository whose signers vouch for a release's model.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RepositoryRef {
-    /// Name of the ModelRepository.
+    /// `ModelRepository` (in the release's namespace; the default) or
+    /// `ClusterModelRepository` (the security team's, for the whole cluster).
+    #[serde(default)]
+    pub kind: RepositoryKind,
+    /// Name of the repository.
     #[schemars(length(min = 1, max = 63))]
-    #[x_kube(validation = Rule::new(DNS_LABEL).message("repositoryRef.name must be the name of a ModelRepository in this namespace: lowercase letters, digits and '-', starting and ending with a letter or digit"))]
+    #[x_kube(validation = Rule::new(DNS_LABEL).message("repositoryRef.name must be the name of a ModelRepository in this namespace or of a ClusterModelRepository: lowercase letters, digits and '-', starting and ending with a letter or digit"))]
     pub name: String,
+}
+
+/// The kinds of repository a release can name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum RepositoryKind {
+    /// A repository in the release's namespace, for clusters where one team owns trust.
+    #[default]
+    ModelRepository,
+    /// A cluster-wide repository the security team owns, with its policy.
+    ClusterModelRepository,
+}
+
+impl RepositoryKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ModelRepository => "ModelRepository",
+            Self::ClusterModelRepository => "ClusterModelRepository",
+        }
+    }
 }
 
 /// The model: which signed files make it (exactly one of `target`, `targets`, `prefix`)
@@ -498,7 +522,8 @@ pub struct RollbackPolicy {
         validation = Rule::new(duration_between!("0s", "168h")).message("postPromotionWindow must be at most 168h (a week), such as 10m, or 0s for none")
     )]
     pub post_promotion_window: GoDuration,
-    /// What to do when the stable target is revoked or its metadata expires.
+    /// What to do when the stable target is revoked or its metadata expires. The
+    /// stricter of this and the repository's policy applies.
     #[serde(default)]
     pub on_revocation: RevocationAction,
     /// Pods of the previous revision kept running after a promotion, with their model
@@ -561,13 +586,15 @@ fn default_post_promotion_window() -> GoDuration {
     POST_PROMOTION_WINDOW.default_value()
 }
 
-/// Reaction to a stable model that is no longer trusted.
+/// Reaction to a serving model that is no longer trusted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum RevocationAction {
-    /// Return to the newest revision that is still trusted (the secure default).
+    /// Stop serving it: return to the newest revision that is still trusted, or scale
+    /// it to zero when none is (the secure default).
     #[default]
     Rollback,
-    /// Only raise `TrustDegraded` and an Event; keep serving.
+    /// Only raise `TrustDegraded` and an Event; keep serving. A ClusterModelRepository
+    /// whose policy says `Rollback` overrides it.
     Alert,
 }
 
@@ -589,6 +616,9 @@ pub enum Phase {
     RolledBack,
     /// The revision failed verification or cannot be released; nothing was deployed.
     Rejected,
+    /// The serving model is no longer trusted and no earlier revision is: scaled to
+    /// zero until a trusted model is released (or trust in it returns).
+    Revoked,
 }
 
 impl Phase {
@@ -602,6 +632,7 @@ impl Phase {
             Phase::RollingBack => "RollingBack",
             Phase::RolledBack => "RolledBack",
             Phase::Rejected => "Rejected",
+            Phase::Revoked => "Revoked",
         }
     }
 }

@@ -30,6 +30,11 @@ pub struct Repository {
     /// The pinned root.json (trust starts here).
     #[arg(long)]
     root: PathBuf,
+    /// sha256 (hex) the pinned root must have: a pin mounted from a ConfigMap others
+    /// can write (a cluster repository's copy in the release's namespace) is refused
+    /// unless it is the one the operator verified.
+    #[arg(long, value_parser = sha256_hex)]
+    root_sha256: Option<String>,
     /// A recorded chain of later roots (JSON list, oldest first), verified from the
     /// pinned root before it is used; a missing file means none.
     #[arg(long)]
@@ -78,6 +83,17 @@ impl Repository {
         };
         let transport = Transport::new(TransportOptions { ca_bundle, ..Default::default() })?;
         let pin = std::fs::read(&self.root).with_context(|| format!("cannot read root {}", self.root.display()))?;
+        if let Some(want) = &self.root_sha256
+            && state::pin_digest(&pin) != *want
+        {
+            return Err(TrustError::TrustState {
+                reason: format!(
+                    "the pinned root {} is not the one the operator verified (sha256 {want}): someone edited its copy",
+                    self.root.display()
+                ),
+            }
+            .into());
+        }
         let (chain, recorded) = match self.root_chain.as_ref().map(std::fs::read_to_string) {
             Some(Ok(text)) => (state::parse_chain(&text)?, true),
             Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), false),
@@ -235,5 +251,14 @@ impl Verify {
         }
         println!("verified:  yes");
         Ok(())
+    }
+}
+
+/// A sha256 as 64 lowercase hex digits.
+fn sha256_hex(s: &str) -> Result<String, String> {
+    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        Ok(s.to_string())
+    } else {
+        Err("expected 64 lowercase hex digits".into())
     }
 }

@@ -56,6 +56,16 @@ pub struct Run {
     /// Allow `http://` Prometheus addresses in gate checks (https only by default).
     #[arg(long, env = "MODELGATE_GATE_ALLOW_HTTP")]
     gate_allow_http: bool,
+    /// Namespace of the pins, CA bundles and trust records of ClusterModelRepositories:
+    /// the operator's own, where tenants cannot write (default: $POD_NAMESPACE, else
+    /// modelgate-system).
+    #[arg(long, env = "MODELGATE_TRUST_NAMESPACE")]
+    trust_namespace: Option<String>,
+    /// Whether namespaced ModelRepositories vouch for releases. `false`: only the
+    /// security team's ClusterModelRepositories do; a release naming a ModelRepository
+    /// is not accepted.
+    #[arg(long, env = "MODELGATE_NAMESPACED_REPOSITORIES", default_value_t = true, action = clap::ArgAction::Set)]
+    namespaced_repositories: bool,
 }
 
 impl Run {
@@ -99,6 +109,11 @@ impl Run {
             leader_election,
             pod_policy: PodPolicy { level: self.pod_security, operator_service_account },
             egress: EgressPolicy::from_env(self.gate_allow_cidr, self.gate_deny_cidr, self.gate_allow_http),
+            trust_namespace: self
+                .trust_namespace
+                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .unwrap_or_else(|| "modelgate-system".into()),
+            namespaced_repositories: self.namespaced_repositories,
         };
         controller::run(client, settings).await?;
         Ok(())

@@ -1,6 +1,7 @@
 //! The only code that talks to the API server: watches, reconcile (observe, plan, act),
 //! status writes through server-side apply.
 
+mod cluster;
 mod error;
 pub mod gate_runner;
 mod index;
@@ -52,6 +53,12 @@ pub struct Settings {
     pub pod_policy: crate::plan::pod_policy::PodPolicy,
     /// Where gate checks may send requests.
     pub egress: crate::gates::EgressPolicy,
+    /// The operator's namespace: where ClusterModelRepositories keep their pins, CA
+    /// bundles and trust records.
+    pub trust_namespace: String,
+    /// Whether namespaced ModelRepositories vouch for releases (`false`: only cluster
+    /// repositories do, `trust.namespacedRepositories` in the chart).
+    pub namespaced_repositories: bool,
 }
 
 /// The namespaces one operator (one shard) serves.
@@ -90,6 +97,9 @@ pub struct Context {
     pub gates: gate_runner::GateRunner,
     pub pod_policy: crate::plan::pod_policy::PodPolicy,
     pub egress: crate::gates::EgressPolicy,
+    /// Cluster repositories, shared by every scope.
+    pub cluster: Arc<cluster::Cluster>,
+    pub namespaced_repositories: bool,
     /// Per release UID, the resourceVersion this process last wrote a status over: a
     /// release still at that version in the store is a view older than our own
     /// decision, not worth planning from (the write's watch event is on its way).
@@ -340,14 +350,21 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
         metrics.ready.store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
+    let (cluster, cluster_controller) = cluster::Cluster::start(&client, settings.trust_namespace.clone(), &metrics);
     let controllers = async {
-        if let Namespaces::Labelled(selector) = &settings.namespaces {
-            namespaces::serve_labelled(&client, selector, &settings, &metrics).await;
-        } else {
-            let unready = Some(Arc::new(std::sync::atomic::AtomicUsize::new(scopes.len())));
-            let scopes = scopes.into_iter().map(|ns| scope(&client, ns, &settings, &metrics, unready.clone(), None));
-            futures::future::join_all(scopes).await;
-        }
+        let scopes = async {
+            if let Namespaces::Labelled(selector) = &settings.namespaces {
+                namespaces::serve_labelled(&client, selector, &settings, &metrics, &cluster).await;
+            } else {
+                let unready = Some(Arc::new(std::sync::atomic::AtomicUsize::new(scopes.len())));
+                let scopes = scopes
+                    .into_iter()
+                    .map(|ns| scope(&client, ns, &settings, &metrics, &cluster, unready.clone(), None));
+                futures::future::join_all(scopes).await;
+            }
+        };
+        // Both stop on SIGTERM; the cluster repositories serve as long as any scope.
+        futures::future::join(scopes, cluster_controller).await;
     };
     match &leader {
         None => {
@@ -411,6 +428,7 @@ fn scope(
     namespace: Option<String>,
     settings: &Settings,
     metrics: &Arc<crate::metrics::Metrics>,
+    cluster: &Arc<cluster::Cluster>,
     unready: Option<Arc<std::sync::atomic::AtomicUsize>>,
     stop: Option<Stop>,
 ) -> impl Future<Output = ()> + use<> {
@@ -509,6 +527,8 @@ fn scope(
         gates,
         pod_policy: settings.pod_policy.clone(),
         egress: settings.egress.clone(),
+        cluster: cluster.clone(),
+        namespaced_repositories: settings.namespaced_repositories,
         written: std::sync::Mutex::default(),
     });
     // Health is not work: ready once every scope's caches are filled, with or without
@@ -552,11 +572,16 @@ fn scope(
         .graceful_shutdown_on(stopped(stop.clone()))
         // Models releases wait for are resolved by their repository's reconcile.
         .reconcile_on(trust_wakers.repositories)
-        .run(repository::reconcile, repository::error_policy, context.clone())
+        .run(
+            repository::reconcile,
+            |repo, error, ctx| repository::error_policy(repo, error, &ctx.metrics),
+            context.clone(),
+        )
         // `error_policy` already logged each failure.
         .for_each(|_| async {});
 
     let releases_of_repository = release_store.clone();
+    let releases_of_cluster_repository = release_store.clone();
     let release_controller = Controller::for_shared_stream(release_events, release_store)
         .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .owns_shared_stream(rs_events)
@@ -573,7 +598,23 @@ fn scope(
             releases_of_repository
                 .state()
                 .into_iter()
-                .filter(|r| r.namespace() == ns && r.spec.repository_ref.name == name)
+                .filter(|r| {
+                    r.namespace() == ns
+                        && r.spec.repository_ref.kind == crate::api::RepositoryKind::ModelRepository
+                        && r.spec.repository_ref.name == name
+                })
+                .map(|r| ObjectRef::from_obj(&*r))
+                .collect::<Vec<_>>()
+        })
+        .watches_shared_stream(cluster.changes(), move |repo: Arc<crate::api::ClusterModelRepository>| {
+            let name = repo.name_any();
+            releases_of_cluster_repository
+                .state()
+                .into_iter()
+                .filter(|r| {
+                    r.spec.repository_ref.kind == crate::api::RepositoryKind::ClusterModelRepository
+                        && r.spec.repository_ref.name == name
+                })
                 .map(|r| ObjectRef::from_obj(&*r))
                 .collect::<Vec<_>>()
         })
@@ -581,6 +622,7 @@ fn scope(
         // changed.
         .reconcile_on(gates_done)
         .reconcile_on(trust_wakers.releases)
+        .reconcile_on(cluster.woken(namespace.clone()))
         .shutdown_on_signal()
         .graceful_shutdown_on(stopped(stop))
         .run(release::reconcile, release::error_policy, context)

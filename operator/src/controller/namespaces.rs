@@ -38,6 +38,7 @@ struct Served<'a> {
     selector: &'a str,
     settings: &'a Settings,
     metrics: &'a Arc<Metrics>,
+    cluster: &'a Arc<super::cluster::Cluster>,
     stops: HashMap<String, tokio::sync::watch::Sender<bool>>,
     scopes: tokio::task::JoinSet<()>,
 }
@@ -49,7 +50,8 @@ impl Served<'_> {
         }
         info!(namespace = %ns, selector = self.selector, "namespace selected: serving it");
         let (stop, stopping) = tokio::sync::watch::channel(false);
-        let scope = scope(self.client, Some(ns.clone()), self.settings, self.metrics, unready, Some(stopping));
+        let scope =
+            scope(self.client, Some(ns.clone()), self.settings, self.metrics, self.cluster, unready, Some(stopping));
         self.scopes.spawn(scope);
         self.stops.insert(ns, stop);
     }
@@ -64,13 +66,26 @@ impl Served<'_> {
 
 /// Serves the namespaces `selector` picks until SIGTERM, then waits for every scope to
 /// finish the reconciles it has in flight.
-pub async fn serve_labelled(client: &Client, selector: &str, settings: &Settings, metrics: &Arc<Metrics>) {
+pub async fn serve_labelled(
+    client: &Client,
+    selector: &str,
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+    cluster: &Arc<super::cluster::Cluster>,
+) {
     // Only names are needed: metadata-only, and nothing kept but the names served.
     let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
     let events = watcher::watcher(namespaces, watcher::Config::default().labels(selector)).default_backoff();
     let mut events = std::pin::pin!(events);
-    let mut served =
-        Served { client, selector, settings, metrics, stops: HashMap::new(), scopes: tokio::task::JoinSet::new() };
+    let mut served = Served {
+        client,
+        selector,
+        settings,
+        metrics,
+        cluster,
+        stops: HashMap::new(),
+        scopes: tokio::task::JoinSet::new(),
+    };
     // A (re-)list's names, compared with what is served when it is done.
     let mut listed = BTreeSet::new();
     let mut first_list = true;

@@ -26,11 +26,12 @@ use super::{Context, Error, gate_runner};
 use crate::{
     api::{
         ANNOTATION_ABORT, ANNOTATION_DROP_WARM, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY,
-        ANNOTATION_ROLLBACK, FIELD_MANAGER, LABEL_HASH, LABEL_REVISION, LABEL_SERVING, ModelRelease, ModelRepository,
+        ANNOTATION_ROLLBACK, ClusterModelRepository, FIELD_MANAGER, LABEL_HASH, LABEL_REVISION, LABEL_SERVING,
+        ModelRef, ModelRelease, ModelRepository, RepositoryKind,
     },
     gates,
     metrics::{ErrorLabels, Metrics, ReasonLabel, ResultLabel},
-    plan::{self, Commands, Observed, Workload, pod_policy},
+    plan::{self, Commands, Observed, Workload, pod_policy, policy},
     workload,
 };
 
@@ -43,7 +44,8 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
     let ns = release.namespace().ok_or(Error::NoNamespace { kind: "ModelRelease" })?;
     let now = plan::truncate(Timestamp::now());
     let _timer = ctx.metrics.timer("release");
-    if !ctx.stores.ready() {
+    let cluster_kind = release.spec.repository_ref.kind == RepositoryKind::ClusterModelRepository;
+    if !ctx.stores.ready() || (cluster_kind && !ctx.cluster.ready()) {
         debug!("waiting for the pod and ReplicaSet caches to fill");
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
@@ -60,8 +62,11 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
     if !write_status(&ctx, &release, &ns, &plan, &mut seen).await? {
         return Ok(Action::requeue(STALE_RETRY));
     }
-    act(&ctx, &release, &ns, &plan, &seen).await?;
+    let acted = act(&ctx, &release, &ns, &plan, &seen).await;
+    // The Events report the written decisions, whether or not acting on them failed
+    // (a name someone else took fails every retry, and its Event must still be seen).
     publish(&ctx, &release, plan.events).await;
+    acted?;
     debug!(requeue_s = plan.requeue.as_secs(), "reconciled");
     Ok(Action::requeue(plan.requeue))
 }
@@ -69,7 +74,7 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
 /// What one reconcile saw: the planner's input, and the objects acting on its plan needs.
 struct Seen {
     observed: Observed,
-    repository: Option<Arc<ModelRepository>>,
+    repository: Option<Source>,
     replica_sets: Vec<ReplicaSet>,
     pods: Vec<Pod>,
     /// The Service the spec asks for, and whether it is in place as it should be.
@@ -82,21 +87,16 @@ struct Seen {
 /// Reads the caches (and, only when the Service is not in place, the API server).
 async fn observe(ctx: &Arc<Context>, release: &ModelRelease, ns: &str, now: Timestamp) -> Result<Seen, Error> {
     let name = release.name_any();
-    let repository = ctx.stores.repository(ns, &release.spec.repository_ref.name);
-    let mut verdicts = BTreeMap::new();
-    if let Some(repo) = &repository
-        && let Some(uid) = repo.uid()
-    {
-        // Verdicts already loaded: no network here (the repository's reconcile resolves).
-        let repo_ref = ObjectRef::from_obj(&**repo);
-        let me = ObjectRef::new(&name).within(ns);
-        let keys = plan::models_to_verify(release);
-        ctx.trust.asked(&uid, &me, &keys);
-        for target in keys {
-            let verdict = ctx.trust.lookup(&repo_ref, &uid, &me, &target, now);
-            verdicts.insert(target, verdict);
-        }
-    }
+    let repo_ref = &release.spec.repository_ref;
+    let repository = match repo_ref.kind {
+        RepositoryKind::ModelRepository => ctx.stores.repository(ns, &repo_ref.name).map(Source::Namespaced),
+        RepositoryKind::ClusterModelRepository => ctx.cluster.repository(&repo_ref.name).map(Source::Cluster),
+    };
+    let disabled = matches!(repository, Some(Source::Namespaced(_))) && !ctx.namespaced_repositories;
+    let verdicts = match &repository {
+        Some(source) if !disabled => verdicts(ctx, release, ns, source, now),
+        _ => BTreeMap::new(),
+    };
     // Only what this release controls is a revision: a label is a hint anyone with `edit`
     // can write, an owner reference with `controller: true` and the release's UID is not.
     let uid = release.uid();
@@ -159,7 +159,12 @@ async fn observe(ctx: &Arc<Context>, release: &ModelRelease, ns: &str, now: Time
         drop_warm: annotation(ANNOTATION_DROP_WARM),
     };
     let observed = Observed {
-        repository_found: repository.is_some(),
+        repository: match &repository {
+            None => plan::Repository::Missing,
+            Some(_) if disabled => plan::Repository::NamespacedDisabled,
+            Some(Source::Namespaced(_)) => plan::Repository::Found { on_revocation: None },
+            Some(Source::Cluster(c)) => plan::Repository::Found { on_revocation: Some(c.spec.policy.on_revocation) },
+        },
         verdicts,
         workloads,
         pods: health,
@@ -171,6 +176,72 @@ async fn observe(ctx: &Arc<Context>, release: &ModelRelease, ns: &str, now: Time
         foreign,
     };
     Ok(Seen { observed, repository, replica_sets, pods, service, service_in_place, finished })
+}
+
+/// The repository a release names, of either kind.
+enum Source {
+    Namespaced(Arc<ModelRepository>),
+    Cluster(Arc<ClusterModelRepository>),
+}
+
+impl Source {
+    fn status(&self) -> Option<&crate::api::ModelRepositoryStatus> {
+        match self {
+            Source::Namespaced(r) => r.status.as_ref(),
+            Source::Cluster(r) => r.status.as_ref(),
+        }
+    }
+}
+
+/// What the repository says of every model the release may need. Verdicts already
+/// loaded: no network here (the repository's reconcile resolves). A model a cluster
+/// repository's policy does not allow this namespace is not even asked about.
+fn verdicts(
+    ctx: &Context,
+    release: &ModelRelease,
+    ns: &str,
+    source: &Source,
+    now: Timestamp,
+) -> BTreeMap<String, plan::Verdict> {
+    let me = ObjectRef::new(&release.name_any()).within(ns);
+    let keys = plan::models_to_verify(release);
+    let mut verdicts = BTreeMap::new();
+    match source {
+        Source::Namespaced(repo) => {
+            let Some(uid) = repo.uid() else { return verdicts };
+            let repo_ref = ObjectRef::from_obj(&**repo);
+            ctx.trust.asked(&uid, &me, &keys);
+            for key in keys {
+                let verdict = ctx.trust.lookup(&repo_ref, &uid, &me, &key, now);
+                verdicts.insert(key, verdict);
+            }
+        }
+        Source::Cluster(repo) => {
+            let Some(uid) = repo.uid() else { return verdicts };
+            let repo_ref = ObjectRef::from_obj(&**repo);
+            let labels = ctx.cluster.labels(ns);
+            let namespace = policy::Namespace { name: ns, labels: labels.as_ref() };
+            let (allowed, refused): (Vec<_>, Vec<_>) = keys
+                .into_iter()
+                .map(|key| {
+                    let allowed =
+                        policy::allows(&repo.name_any(), &repo.spec.policy, &namespace, &ModelRef::from_key(&key));
+                    (key, allowed)
+                })
+                .partition(|(_, allowed)| allowed.is_ok());
+            let allowed: Vec<String> = allowed.into_iter().map(|(key, _)| key).collect();
+            ctx.cluster.trust.asked(&uid, &me, &allowed);
+            for key in allowed {
+                let verdict = ctx.cluster.trust.lookup(&repo_ref, &uid, &me, &key, now);
+                verdicts.insert(key, verdict);
+            }
+            for (key, refusal) in refused {
+                let message = refusal.err().unwrap_or_default();
+                verdicts.insert(key, plan::Verdict::Untrusted { reason: policy::NOT_ALLOWED.into(), message });
+            }
+        }
+    }
+    verdicts
 }
 
 /// Writes the plan's status if it changed. `false`: the release changed since it was
@@ -236,6 +307,13 @@ async fn act(ctx: &Context, release: &ModelRelease, ns: &str, plan: &plan::Plan,
     let name = release.name_any();
     let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
     let desired = plan::desired_hash(release);
+    // Pods of a cluster repository's release read its trust material from a copy in
+    // their namespace, kept current (floors rise) while the release runs anything.
+    if let Some(Source::Cluster(repo)) = &seen.repository
+        && !plan.scale.is_empty()
+    {
+        super::cluster::copy_trust(&ctx.client, &ctx.cluster, ns, repo).await?;
+    }
     for (hash, replicas) in &plan.scale {
         match seen.replica_sets.iter().find(|rs| rs.labels().get(LABEL_HASH) == Some(hash)) {
             Some(rs) if rs.spec.replicas == Some(*replicas) => {}
@@ -285,28 +363,32 @@ async fn create_workload(
     let Some(revision) = plan::verified_revision(&plan.status, hash) else { return Ok(()) };
     // The pod starts from what this process trusts now, which may be ahead of the
     // floors the repository's status shows yet.
-    let recorded = crate::plan::repository::floors(repository.status.as_ref());
-    let floors = match repository.uid() {
-        Some(uid) => ctx.trust.floors(&uid, recorded),
-        None => recorded,
-    };
-    let rs = match workload::replica_set(
-        release,
-        repository,
-        &revision,
-        replicas,
-        &ctx.fetch_image,
-        &ctx.pod_policy,
-        floors,
-    ) {
-        Ok(rs) => rs,
-        Err(refused) => {
-            // The planner refuses such a spec before it gets here; a policy that
-            // changed under a running revision lands here instead.
-            warn!(%refused, "the revision's pods are refused; its workload is not created");
-            return Ok(());
+    let recorded = crate::plan::repository::floors(repository.status());
+    let repo_name = &release.spec.repository_ref.name;
+    let (trust, floors) = match repository {
+        Source::Namespaced(repo) => (
+            workload::TrustFiles::namespaced(repo_name, &repo.spec),
+            repo.uid().map_or(recorded, |uid| ctx.trust.floors(&uid, recorded)),
+        ),
+        Source::Cluster(repo) => {
+            // The pin the operator verified; before any, there is no verdict to deploy on.
+            let Some(pin) = repo.status.as_ref().and_then(|s| s.pinned_root_sha256.clone()) else { return Ok(()) };
+            (
+                workload::TrustFiles::cluster(repo_name, &repo.spec.repository, &pin),
+                repo.uid().map_or(recorded, |uid| ctx.cluster.trust.floors(&uid, recorded)),
+            )
         }
     };
+    let rs =
+        match workload::replica_set(release, &trust, &revision, replicas, &ctx.fetch_image, &ctx.pod_policy, floors) {
+            Ok(rs) => rs,
+            Err(refused) => {
+                // The planner refuses such a spec before it gets here; a policy that
+                // changed under a running revision lands here instead.
+                warn!(%refused, "the revision's pods are refused; its workload is not created");
+                return Ok(());
+            }
+        };
     // A create, not an apply: an apply would merge into a ReplicaSet of that name that
     // someone else made (their extra containers kept) and adopt it.
     let rs: ReplicaSet = serde_json::from_value(rs).map_err(|e| Error::Render(e.to_string()))?;

@@ -77,22 +77,24 @@ impl Entry {
 
 /// Sessions and verdicts by repository UID: a deleted and re-created repository of the
 /// same name never inherits the old one's verdicts, and `retain` drops deleted ones.
-pub struct TrustCache {
+/// `K` is the kind of repository: the namespaced ModelRepository (one cache per scope)
+/// or the ClusterModelRepository (one cache for the process).
+pub struct TrustCache<K: kube::Resource<DynamicType = ()> = ModelRepository> {
     repositories: Mutex<HashMap<String, Entry>>,
     /// Repositories with models waiting for a verdict: their reconcile resolves them.
-    resolve: mpsc::UnboundedSender<ObjectRef<ModelRepository>>,
+    resolve: mpsc::UnboundedSender<ObjectRef<K>>,
     /// Releases whose verdicts arrived or changed.
     wake: mpsc::UnboundedSender<ObjectRef<ModelRelease>>,
 }
 
 /// What the controller wires to the repository and release controllers.
-pub struct Wakers {
-    pub repositories: mpsc::UnboundedReceiver<ObjectRef<ModelRepository>>,
+pub struct Wakers<K: kube::Resource<DynamicType = ()> = ModelRepository> {
+    pub repositories: mpsc::UnboundedReceiver<ObjectRef<K>>,
     pub releases: mpsc::UnboundedReceiver<ObjectRef<ModelRelease>>,
 }
 
-impl TrustCache {
-    pub fn new() -> (Self, Wakers) {
+impl<K: kube::Resource<DynamicType = ()>> TrustCache<K> {
+    pub fn new() -> (Self, Wakers<K>) {
         let (resolve, repositories) = mpsc::unbounded();
         let (wake, releases) = mpsc::unbounded();
         (Self { repositories: Mutex::default(), resolve, wake }, Wakers { repositories, releases })
@@ -245,7 +247,7 @@ impl TrustCache {
     /// asked to resolve it, and the release is woken when it has.
     pub fn lookup(
         &self,
-        repository: &ObjectRef<ModelRepository>,
+        repository: &ObjectRef<K>,
         uid: &str,
         release: &ObjectRef<ModelRelease>,
         key: &str,
@@ -319,7 +321,7 @@ mod tests {
 
     #[test]
     fn entries_are_per_uid_and_deleted_repositories_are_forgotten() {
-        let (cache, _wakers) = TrustCache::new();
+        let (cache, _wakers) = TrustCache::<ModelRepository>::new();
         // A repository of the same name re-created gets a new UID, hence a new entry.
         cache.with("uid-old", |e| e.refused = Some(("BadSignature".into(), "m".into())));
         assert!(cache.has_verdict("uid-old"));
@@ -333,7 +335,7 @@ mod tests {
 
     #[test]
     fn a_lookup_never_waits_it_asks_the_repository_once_and_wakes_on_the_answer() {
-        let (cache, mut wakers) = TrustCache::new();
+        let (cache, mut wakers) = TrustCache::<ModelRepository>::new();
         let repo = ObjectRef::new("models").within("team");
         let now = Timestamp::now();
         let later = now + k8s_openapi::jiff::SignedDuration::from_hours(1);

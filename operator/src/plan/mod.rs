@@ -3,6 +3,7 @@
 //! clock reads. The rules themselves are in `rollout/`, in one place.
 
 pub mod pod_policy;
+pub mod policy;
 pub mod repository;
 mod revisions;
 mod rollout;
@@ -133,11 +134,25 @@ pub struct Commands {
     pub drop_warm: Option<String>,
 }
 
+/// The repository a release names, as the controller found it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Repository {
+    /// No repository of that kind and name exists.
+    #[default]
+    Missing,
+    /// A ModelRepository, and this installation accepts only ClusterModelRepositories
+    /// (`trust.namespacedRepositories: false`).
+    NamespacedDisabled,
+    /// It exists. A cluster repository's policy says what a revocation does at least
+    /// (`None` for a namespaced one: the release decides).
+    Found { on_revocation: Option<crate::api::RevocationAction> },
+}
+
 /// Everything the controller saw, for one release.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
-    /// Whether `spec.repositoryRef` names an existing ModelRepository.
-    pub repository_found: bool,
+    /// The repository `spec.repositoryRef` names, as the controller found it.
+    pub repository: Repository,
     /// Trust verdicts, by model (`ModelRef::key`): the spec's model, the stable and canary targets,
     /// and the targets of earlier revisions (rollback candidates).
     pub verdicts: BTreeMap<String, Verdict>,

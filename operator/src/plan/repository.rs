@@ -4,7 +4,7 @@
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 use crate::{
-    api::{ModelRepository, ModelRepositoryStatus, RoleState, condition, set_condition},
+    api::{ModelRepositoryStatus, RoleState, condition, set_condition},
     trust::versions::{Floors, Trusted},
 };
 
@@ -47,12 +47,13 @@ fn raise(old: &Option<RoleState>, (version, expires): (u64, Timestamp)) -> Optio
 /// `interval` ago for the current generation. Reconciles triggered by our own status
 /// writes then do nothing, instead of refreshing in a loop.
 pub fn next_refresh_in(
-    repo: &ModelRepository,
+    status: Option<&ModelRepositoryStatus>,
+    generation: Option<i64>,
     interval: std::time::Duration,
     now: Timestamp,
 ) -> Option<std::time::Duration> {
-    let status = repo.status.as_ref()?;
-    if status.observed_generation != repo.metadata.generation {
+    let status = status?;
+    if status.observed_generation != generation {
         return None;
     }
     let trusted = status.conditions.iter().any(|c| c.type_ == TRUSTED && c.status == "True");
@@ -61,9 +62,13 @@ pub fn next_refresh_in(
     (trusted && elapsed < interval).then(|| interval - elapsed)
 }
 
-pub fn status(repo: &ModelRepository, refresh: &Refresh, now: Timestamp) -> ModelRepositoryStatus {
-    let mut s = repo.status.clone().unwrap_or_default();
-    let generation = repo.metadata.generation;
+pub fn status(
+    current: Option<&ModelRepositoryStatus>,
+    generation: Option<i64>,
+    refresh: &Refresh,
+    now: Timestamp,
+) -> ModelRepositoryStatus {
+    let mut s = current.cloned().unwrap_or_default();
     let flag = |s: &mut ModelRepositoryStatus, type_: &str, on: bool, reason: &str, message: &str| {
         set_condition(&mut s.conditions, condition(type_, on, reason, message, generation, now));
     };
@@ -113,7 +118,7 @@ pub fn status(repo: &ModelRepository, refresh: &Refresh, now: Timestamp) -> Mode
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ConfigMapKeyRef, ConfigMapSource, ModelRepositorySpec};
+    use crate::api::{ConfigMapKeyRef, ConfigMapSource, ModelRepository, ModelRepositorySpec};
 
     fn repo(status: Option<ModelRepositoryStatus>) -> ModelRepository {
         let mut r = ModelRepository::new(
@@ -133,6 +138,10 @@ mod tests {
         r
     }
 
+    fn status_of(r: &ModelRepository, refresh: &Refresh, now: Timestamp) -> ModelRepositoryStatus {
+        status(r.status.as_ref(), r.metadata.generation, refresh, now)
+    }
+
     fn t(v: u64) -> Trusted {
         let e: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
         Trusted { root: (1, e), timestamp: (v, e), snapshot: (v, e), targets: (v, e) }
@@ -146,39 +155,45 @@ mod tests {
     fn a_fresh_success_is_not_refreshed_again_until_due() {
         let now: Timestamp = "2026-11-26T12:00:00Z".parse().unwrap();
         let interval = std::time::Duration::from_secs(300);
-        let s = status(&repo(None), &Refresh::Trusted { trusted: t(1), pin_sha256: "p".into() }, now);
+        let s = status_of(&repo(None), &Refresh::Trusted { trusted: t(1), pin_sha256: "p".into() }, now);
         let fresh = repo(Some(s.clone()));
         let later = now + k8s_openapi::jiff::SignedDuration::from_secs(60);
-        assert_eq!(next_refresh_in(&fresh, interval, later), Some(std::time::Duration::from_secs(240)));
+        assert_eq!(
+            next_refresh_in(fresh.status.as_ref(), fresh.metadata.generation, interval, later),
+            Some(std::time::Duration::from_secs(240))
+        );
         let due = now + k8s_openapi::jiff::SignedDuration::from_secs(300);
-        assert_eq!(next_refresh_in(&fresh, interval, due), None);
+        assert_eq!(next_refresh_in(fresh.status.as_ref(), fresh.metadata.generation, interval, due), None);
         // A spec change (new generation) refreshes at once.
         let mut changed = fresh.clone();
         changed.metadata.generation = Some(2);
-        assert_eq!(next_refresh_in(&changed, interval, later), None);
+        assert_eq!(next_refresh_in(changed.status.as_ref(), changed.metadata.generation, interval, later), None);
         // After a failure, nothing is skipped.
-        let failed = status(&fresh, &Refresh::Failed { reason: "Unreachable".into(), message: "m".into() }, later);
-        assert_eq!(next_refresh_in(&repo(Some(failed)), interval, later), None);
+        let failed = status_of(&fresh, &Refresh::Failed { reason: "Unreachable".into(), message: "m".into() }, later);
+        assert_eq!(next_refresh_in(Some(&failed), Some(1), interval, later), None);
     }
 
     #[test]
     fn floors_never_go_down() {
         let now = Timestamp::now();
-        let high = status(&repo(None), &Refresh::Trusted { trusted: t(7), pin_sha256: "p".into() }, now);
+        let high = status_of(&repo(None), &Refresh::Trusted { trusted: t(7), pin_sha256: "p".into() }, now);
         assert_eq!(floors(Some(&high)).timestamp, 7);
-        let after = status(&repo(Some(high)), &Refresh::Trusted { trusted: t(3), pin_sha256: "p".into() }, now);
+        let after = status_of(&repo(Some(high)), &Refresh::Trusted { trusted: t(3), pin_sha256: "p".into() }, now);
         assert_eq!(floors(Some(&after)).timestamp, 7);
     }
 
     #[test]
     fn failures_name_their_condition_and_keep_floors() {
         let now = Timestamp::now();
-        let good = status(&repo(None), &Refresh::Trusted { trusted: t(5), pin_sha256: "p".into() }, now);
+        let good = status_of(&repo(None), &Refresh::Trusted { trusted: t(5), pin_sha256: "p".into() }, now);
         for (reason, raised) in
             [("Expired", EXPIRED), ("RollbackDetected", ROLLBACK_DETECTED), ("Unreachable", UNREACHABLE)]
         {
-            let s =
-                status(&repo(Some(good.clone())), &Refresh::Failed { reason: reason.into(), message: "m".into() }, now);
+            let s = status_of(
+                &repo(Some(good.clone())),
+                &Refresh::Failed { reason: reason.into(), message: "m".into() },
+                now,
+            );
             assert_eq!(cond(&s, TRUSTED), "False", "{reason}");
             assert_eq!(cond(&s, raised), "True", "{reason}");
             for other in [EXPIRED, ROLLBACK_DETECTED, UNREACHABLE].into_iter().filter(|c| *c != raised) {

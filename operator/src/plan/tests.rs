@@ -58,7 +58,7 @@ impl World {
         let mut release = ModelRelease::new(
             "fraud",
             ModelReleaseSpec {
-                repository_ref: RepositoryRef { name: "ml-models".into() },
+                repository_ref: RepositoryRef { kind: Default::default(), name: "ml-models".into() },
                 model: ModelSource { target: V1.into(), mount_path: "/models".into(), ..Default::default() },
                 replicas: 4,
                 template: serde_json::from_value(json!({"spec": {"containers": [{"name": "s", "image": "srv:1"}]}}))
@@ -76,7 +76,7 @@ impl World {
             generation: Some(1),
             ..Default::default()
         };
-        let mut obs = Observed { repository_found: true, ..Default::default() };
+        let mut obs = Observed { repository: Repository::Found { on_revocation: None }, ..Default::default() };
         for t in [V1, V2, V3] {
             obs.verdicts.insert(t.into(), Verdict::Trusted { sha256: sha(t), length: 100, files: 1 });
         }
@@ -169,7 +169,7 @@ impl World {
 fn missing_repository_is_not_accepted_and_changes_nothing() {
     let mut w = World::serving_v1(vec![]);
     let stable = w.stable_hash();
-    w.obs.repository_found = false;
+    w.obs.repository = Repository::Missing;
     w.set_target(V2);
     let plan = w.run(10).clone();
     assert_eq!(w.condition(ACCEPTED), ("False".into(), "RepositoryNotFound".into()));
@@ -643,13 +643,48 @@ fn a_revoked_stable_returns_to_the_newest_trusted_revision() {
     w.run(40);
     assert!(w.status().canary.is_none(), "the revoked spec is not rolled out again");
 
-    // Now v1 is revoked too: nothing trusted is left, so it keeps serving and says so.
+    // Now v1 is revoked too: nothing trusted is left, so it serves nothing and says so.
     w.obs.verdicts.insert(V1.into(), revoked);
-    w.run(50);
+    let plan = w.run(50).clone();
     assert_eq!(w.stable_hash(), v1);
+    assert_eq!(w.phase(), Phase::Revoked);
+    assert_eq!(plan.scale.get(&v1), Some(&0), "a revoked model with nothing to return to is scaled to zero");
     assert_eq!(w.condition(TRUST_DEGRADED), ("True".into(), "UnknownTarget".into()));
+    assert_eq!(w.condition(READY), ("False".into(), "Revoked".into()));
     assert!(w.status().conditions.iter().any(|c| c.message.contains("no earlier revision is still trusted")));
-    assert_eq!(w.events(), ["TrustDegraded"]);
+    assert_eq!(w.events(), ["RollbackImpossible"]);
+    w.run(51);
+    assert!(w.events().is_empty(), "said once");
+
+    // Trust in it returns (the revocation itself is revoked): it serves again.
+    w.obs.verdicts.insert(V1.into(), Verdict::Trusted { sha256: sha(V1), length: 1, files: 1 });
+    let plan = w.run(60).clone();
+    assert_eq!(plan.scale.get(&v1), Some(&4));
+    assert_eq!(w.phase(), Phase::RolledBack, "back where it was: v3 stays rolled back");
+}
+
+#[test]
+fn a_cluster_repository_that_stops_revoked_models_overrides_a_release_that_only_alerts() {
+    let mut w = World::serving_v1(vec![]);
+    let v1 = w.stable_hash();
+    w.release.spec.rollback.on_revocation = RevocationAction::Alert;
+    w.obs.repository = Repository::Found { on_revocation: Some(RevocationAction::Rollback) };
+    let revoked = Verdict::Untrusted { reason: "UnknownTarget".into(), message: "not listed".into() };
+    w.obs.verdicts.insert(V1.into(), revoked);
+    let plan = w.run(10).clone();
+    assert_eq!(plan.scale.get(&v1), Some(&0), "the security team's policy wins");
+    assert_eq!(w.phase(), Phase::Revoked);
+
+    // A model the policy does not allow this namespace is never rolled out.
+    let refused = Verdict::Untrusted { reason: "NotAllowedByPolicy".into(), message: "not allowed".into() };
+    w.obs.verdicts.insert(V2.into(), refused);
+    w.set_target(V2);
+    let plan = w.run(20).clone();
+    assert_eq!(plan.scale.len(), 1, "nothing new is created");
+    assert_eq!(plan.scale.get(&v1), Some(&0));
+    assert_eq!(w.phase(), Phase::Revoked, "the outage is what an SRE must see first");
+    let rejected = w.status().history.last().map(|h| (h.revision, h.reason.clone()));
+    assert_eq!(rejected, Some((2, Some("NotAllowedByPolicy".to_string()))), "{:?}", w.status().history);
 }
 
 #[test]

@@ -21,11 +21,15 @@ use serde_json::json;
 use crate::{
     api::{
         ANNOTATION_ABORT, ANNOTATION_DROP_WARM, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY,
-        ANNOTATION_ROLLBACK, ModelRef, ModelRelease, ModelRepository, Phase,
+        ANNOTATION_ROLLBACK, ClusterModelRepository, ModelRef, ModelRelease, ModelRepository, ModelRepositorySpec,
+        ModelRepositoryStatus, Phase, RepositoryKind,
     },
     plan::{self, Verdict},
     readers::{pinned_root_and_ca, read_record, verdict_of},
-    trust::{self, RefreshInput},
+    trust::{
+        self, RefreshInput,
+        state::{MIRROR_CA_KEY, MIRROR_PIN_KEY, mirror_configmap, pin_digest, state_configmap},
+    },
 };
 
 /// Watch and steer modelgate releases.
@@ -230,26 +234,77 @@ async fn annotate(
     patch(api, name, ns, json!({"metadata": {"annotations": {key: value}}}), done).await
 }
 
+/// The repository a release names (either kind): its spec, status, and where its pods
+/// read their trust material.
+pub async fn repository_of(
+    client: &Client,
+    ns: &str,
+    release: &ModelRelease,
+) -> anyhow::Result<Option<(ModelRepositorySpec, Option<ModelRepositoryStatus>)>> {
+    let name = &release.spec.repository_ref.name;
+    Ok(match release.spec.repository_ref.kind {
+        RepositoryKind::ModelRepository => {
+            Api::<ModelRepository>::namespaced(client.clone(), ns).get_opt(name).await?.map(|r| (r.spec, r.status))
+        }
+        RepositoryKind::ClusterModelRepository => Api::<ClusterModelRepository>::all(client.clone())
+            .get_opt(name)
+            .await?
+            .map(|r| (r.spec.repository, r.status)),
+    })
+}
+
 /// What the release's repository says about `model` now, checked from here with the
 /// same TUF client the operator uses (the newest trusted root, the floors in status).
 pub async fn verify(client: &Client, ns: &str, release: &ModelRelease, model: &ModelRef) -> anyhow::Result<Verdict> {
-    let repo_name = &release.spec.repository_ref.name;
-    let repo = Api::<ModelRepository>::namespaced(client.clone(), ns)
-        .get_opt(repo_name)
-        .await?
-        .ok_or_else(|| anyhow!("modelrepository {repo_name:?} (spec.repositoryRef) not found in {ns:?}"))?;
+    let repo_ref = &release.spec.repository_ref;
+    let repo_name = &repo_ref.name;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let (pinned, ca_bundle) = pinned_root_and_ca(&cms, &repo).await.map_err(|e| anyhow!(e))?;
-    let record = read_record(&cms, &repo.name_any()).await?;
+    let (spec, status, pinned, ca_bundle, record) = match repo_ref.kind {
+        RepositoryKind::ModelRepository => {
+            let repo = Api::<ModelRepository>::namespaced(client.clone(), ns)
+                .get_opt(repo_name)
+                .await?
+                .ok_or_else(|| anyhow!("modelrepository {repo_name:?} (spec.repositoryRef) not found in {ns:?}"))?;
+            let (pinned, ca_bundle) = pinned_root_and_ca(&cms, &repo.spec).await.map_err(|e| anyhow!(e))?;
+            let record = read_record(&cms, &state_configmap(&repo.name_any())).await?;
+            (repo.spec, repo.status, pinned, ca_bundle, record)
+        }
+        RepositoryKind::ClusterModelRepository => {
+            // Its pin and record are in the operator's namespace; the copy in this one is
+            // held to the pin digest the operator recorded in its status.
+            let repo = Api::<ClusterModelRepository>::all(client.clone())
+                .get_opt(repo_name)
+                .await?
+                .ok_or_else(|| anyhow!("clustermodelrepository {repo_name:?} (spec.repositoryRef) not found"))?;
+            let mirror = cms.get_opt(&mirror_configmap(repo_name)).await?.and_then(|cm| cm.data).unwrap_or_default();
+            let pinned = mirror.get(MIRROR_PIN_KEY).cloned().map(String::into_bytes).ok_or_else(|| {
+                anyhow!("no copy of {repo_name:?}'s pinned root in {ns:?} yet: the operator makes it with the first revision")
+            })?;
+            let want = repo.status.as_ref().and_then(|s| s.pinned_root_sha256.clone());
+            if want.as_deref() != Some(pin_digest(&pinned).as_str()) {
+                return Ok(Verdict::Untrusted {
+                    reason: "TrustStateTampered".into(),
+                    message: format!(
+                        "the copy of {repo_name:?}'s pinned root in {ns:?} is not the pin the operator verified"
+                    ),
+                });
+            }
+            let ca_bundle = mirror.get(MIRROR_CA_KEY).cloned().map(String::into_bytes);
+            let record = read_record(&cms, &mirror_configmap(repo_name))
+                .await?
+                .map(|r| crate::trust::Record { pin_sha256: want.clone(), ..r });
+            (repo.spec.repository, repo.status, pinned, ca_bundle, record)
+        }
+    };
     let refreshed = trust::refresh(RefreshInput {
-        metadata_url: &repo.spec.metadata_url,
+        metadata_url: &spec.metadata_url,
         pinned_root: &pinned,
         record,
         ca_bundle,
-        floors: plan::repository::floors(repo.status.as_ref()),
+        floors: plan::repository::floors(status.as_ref()),
         now: Timestamp::now(),
         previous: None,
-        recorded_pin: repo.status.as_ref().and_then(|s| s.pinned_root_sha256.clone()),
+        recorded_pin: status.as_ref().and_then(|s| s.pinned_root_sha256.clone()),
     })
     .await;
     let mut session = match refreshed {

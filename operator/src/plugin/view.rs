@@ -13,7 +13,7 @@ use kube::{
 
 use super::{WATCH_EVERY, verify};
 use crate::{
-    api::{LABEL_RELEASE, LABEL_REVISION, ModelRelease, ModelRepository},
+    api::{LABEL_RELEASE, LABEL_REVISION, ModelRelease},
     gates::{self, GateContext},
     plan::{self, Verdict, pod_policy::PodPolicy},
     workload,
@@ -155,9 +155,8 @@ async fn render_status(client: &Client, ns: &str, release: &ModelRelease) -> any
             }
         }
     }
-    let repo =
-        Api::<ModelRepository>::namespaced(client.clone(), ns).get_opt(&release.spec.repository_ref.name).await?;
-    match repo.and_then(|r| r.status) {
+    let repo = super::repository_of(client, ns, release).await?;
+    match repo.and_then(|(_, status)| status) {
         Some(rs) => {
             let trusted = rs.conditions.iter().find(|c| c.type_ == "Trusted");
             let expires =
@@ -272,7 +271,17 @@ pub async fn plan(client: &Client, ns: &str, release: &ModelRelease, run_gates: 
             release.spec.strategy.steps.len()
         );
     }
-    let repo = Api::<ModelRepository>::namespaced(client.clone(), ns).get(&release.spec.repository_ref.name).await?;
+    let repo_ref = &release.spec.repository_ref;
+    let (spec, repo_status) = super::repository_of(client, ns, release).await?.ok_or_else(|| {
+        anyhow::anyhow!("{} {:?} (spec.repositoryRef) not found", repo_ref.kind.as_str(), repo_ref.name)
+    })?;
+    let trust = match repo_ref.kind {
+        crate::api::RepositoryKind::ModelRepository => workload::TrustFiles::namespaced(&repo_ref.name, &spec),
+        crate::api::RepositoryKind::ClusterModelRepository => {
+            let pin = repo_status.as_ref().and_then(|s| s.pinned_root_sha256.clone()).unwrap_or_default();
+            workload::TrustFiles::cluster(&repo_ref.name, &spec, &pin)
+        }
+    };
     let next =
         status.history.iter().map(|h| h.revision).chain(status.stable.iter().map(|s| s.revision)).max().unwrap_or(0)
             + 1;
@@ -281,12 +290,12 @@ pub async fn plan(client: &Client, ns: &str, release: &ModelRelease, run_gates: 
     // The installation's pod policy is the operator's; the plugin checks the default.
     let rs = match workload::replica_set(
         release,
-        &repo,
+        &trust,
         &revision,
         plan::canary_replicas(replicas, if first { 100 } else { first_weight }),
         concat!("modelgate/modelgate:", env!("CARGO_PKG_VERSION")),
         &PodPolicy::default(),
-        plan::repository::floors(repo.status.as_ref()),
+        plan::repository::floors(repo_status.as_ref()),
     ) {
         Ok(rs) => rs,
         Err(refused) => {

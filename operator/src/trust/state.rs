@@ -33,6 +33,50 @@ pub fn state_configmap(repository: &str) -> String {
     format!("{repository}-trust-state")
 }
 
+/// Name of the copy of a ClusterModelRepository's trust material in a release's
+/// namespace (pods mount ConfigMaps of their own namespace only).
+pub fn mirror_configmap(repository: &str) -> String {
+    format!("modelgate-cluster-{repository}")
+}
+
+/// Key of the pinned root in a cluster repository's copy.
+pub const MIRROR_PIN_KEY: &str = "root.json";
+/// Key of the CA bundle in a cluster repository's copy.
+pub const MIRROR_CA_KEY: &str = "ca.crt";
+
+/// A ClusterModelRepository's trust material as pods in a release's namespace read it:
+/// the pin, the record (chain and floors) and the CA bundle, in one ConfigMap. Anyone
+/// with `edit` there can write it, so pods hold the pin to `pin_sha256` (given in their
+/// arguments), verify the chain from it and only raise their floors with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mirror {
+    pub name: String,
+    pub pin_sha256: String,
+    pub has_ca: bool,
+    pub data: std::collections::BTreeMap<String, String>,
+}
+
+impl Mirror {
+    pub fn new(repository: &str, pin: &[u8], chain: String, floors: String, ca: Option<&[u8]>) -> Self {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let mut data: std::collections::BTreeMap<String, String> = [
+            (MIRROR_PIN_KEY.to_string(), text(pin)),
+            (STATE_CHAIN_KEY.into(), chain),
+            (STATE_FLOORS_KEY.into(), floors),
+        ]
+        .into();
+        if let Some(ca) = ca {
+            data.insert(MIRROR_CA_KEY.into(), text(ca));
+        }
+        Self { name: mirror_configmap(repository), pin_sha256: pin_digest(pin), has_ca: ca.is_some(), data }
+    }
+
+    /// Identifies the content, to tell whether a namespace's copy is current.
+    pub fn digest(&self) -> String {
+        pin_digest(serde_json::to_string(&self.data).unwrap_or_default().as_bytes())
+    }
+}
+
 /// sha256 of the pinned root, hex.
 pub fn pin_digest(pin: &[u8]) -> String {
     hex::encode(digest(&SHA256, pin))

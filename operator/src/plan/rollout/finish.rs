@@ -19,12 +19,14 @@ impl Planner<'_> {
             // leaves fewer than `replicas` pods serving.
             let canary_ready =
                 self.status.canary.as_ref().map_or(0, |c| self.obs.pods.get(&c.hash).map_or(0, |h| h.ready));
+            let stopped = self.stable_stopped();
             if let Some(stable) = &self.status.stable {
-                let serving = replicas - canary_n.min(canary_ready);
+                // A revoked model with nothing trusted to return to serves nothing.
+                let serving = if stopped { 0 } else { replicas - canary_n.min(canary_ready) };
                 // During a rollout the stable revision keeps the pods it will leave warm:
                 // loaded, and out of service once the canary serves every replica.
                 let warm = match &self.status.canary {
-                    Some(c) if c.hash != stable.hash => self.spec.rollback.warm_replicas(replicas),
+                    Some(c) if c.hash != stable.hash && !stopped => self.spec.rollback.warm_replicas(replicas),
                     _ => 0,
                 };
                 scale.insert(stable.hash.clone(), serving.max(warm));
@@ -65,6 +67,9 @@ impl Planner<'_> {
         let (ready, reason, message) = match (stable, &self.status.canary, self.status.phase) {
             (_, Some(canary), _) => {
                 (false, "RolloutInProgress", format!("revision {} is rolling out", canary.revision))
+            }
+            (Some(s), None, Some(Phase::Revoked)) => {
+                (false, "Revoked", format!("revision {} is no longer trusted and scaled to zero", s.revision))
             }
             (Some(s), None, Some(Phase::RollingBack)) => {
                 (false, "RollingBack", format!("rolling back to revision {}", s.revision))

@@ -16,8 +16,11 @@
 //! - After promotion, gates keep running for `postPromotionWindow`; a failure there
 //!   returns to the previous revision.
 //! - A stable target that stops being trusted raises `TrustDegraded` and, with
-//!   `onRevocation: Rollback`, returns to the newest earlier revision still trusted;
-//!   never to one that is not.
+//!   `onRevocation: Rollback` (the stricter of the release's and its cluster
+//!   repository's), returns to the newest earlier revision still trusted, never to one
+//!   that is not; with none left, it is scaled to zero (`Phase::Revoked`).
+//! - A cluster repository's policy refusing the namespace or a path makes the model
+//!   untrusted (`NotAllowedByPolicy`): never rolled out, and stopped if it serves.
 //! - Status is the record of every decision: the controller writes it before it touches
 //!   a workload, so a restart resumes from it and never starts a second canary.
 
@@ -28,7 +31,8 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use super::*;
 use crate::api::{
     CanaryStatus, CommandsSeen, GateStatus, HistoryEntry, ModelRef, ModelRelease, ModelReleaseSpec, ModelReleaseStatus,
-    Outcome, Phase, PodProgress, RevisionStatus, RevocationAction, WarmStatus, condition, set_condition,
+    Outcome, Phase, PodProgress, RepositoryKind, RevisionStatus, RevocationAction, WarmStatus, condition,
+    set_condition,
 };
 
 // One `impl Planner` per seam, as argo-rollouts splits its rollout controller.
@@ -197,29 +201,43 @@ impl Planner<'_> {
     }
 
     fn admit(&mut self) -> bool {
-        let repo = &self.spec.repository_ref.name;
-        if self.obs.repository_found && self.obs.refusal.is_some() {
+        let repo = &self.spec.repository_ref;
+        let (kind, name) = (repo.kind.as_str(), &repo.name);
+        let (reason, message) = match &self.obs.repository {
             // `refuse` says why, when the refused spec is the one to roll out.
-            return true;
-        }
-        if self.obs.repository_found {
-            let c = condition(
-                ACCEPTED,
-                true,
-                "RepositoryFound",
-                format!("ModelRepository {repo:?} found"),
-                self.generation,
-                self.now,
-            );
-            set_condition(&mut self.status.conditions, c);
-            return true;
-        }
-        let message = format!(
-            "ModelRepository {repo:?} does not exist in namespace {:?}: create it, or fix spec.repositoryRef.name",
-            self.namespace
+            Repository::Found { .. } if self.obs.refusal.is_some() => return true,
+            Repository::Found { .. } => {
+                let message = format!("{kind} {name:?} found");
+                self.set_condition(ACCEPTED, true, "RepositoryFound", message);
+                return true;
+            }
+            Repository::Missing => (
+                "RepositoryNotFound",
+                match repo.kind {
+                    RepositoryKind::ModelRepository => format!(
+                        "ModelRepository {name:?} does not exist in namespace {:?}: create it, or fix \
+                         spec.repositoryRef.name",
+                        self.namespace
+                    ),
+                    RepositoryKind::ClusterModelRepository => format!(
+                        "ClusterModelRepository {name:?} does not exist: ask the security team for its name \
+                         (kubectl get clustermodelrepositories), or fix spec.repositoryRef.name"
+                    ),
+                },
+            ),
+            Repository::NamespacedDisabled => (
+                "NamespacedRepositoriesDisabled",
+                format!(
+                    "this installation trusts only ClusterModelRepositories (trust.namespacedRepositories is \
+                     false): ModelRepository {name:?} vouches for nothing; create a new release with \
+                     spec.repositoryRef.kind: ClusterModelRepository"
+                ),
+            ),
+        };
+        set_condition(
+            &mut self.status.conditions,
+            condition(ACCEPTED, false, reason, message.clone(), self.generation, self.now),
         );
-        let c = condition(ACCEPTED, false, "RepositoryNotFound", message.clone(), self.generation, self.now);
-        set_condition(&mut self.status.conditions, c);
         self.status.message = Some(message);
         self.status.phase.get_or_insert(Phase::Verifying);
         false

@@ -40,6 +40,11 @@ impl Planner<'_> {
         let Some(Failure { reason, message }) = self.untrusted(&stable.model(), stable.sha256.as_deref()) else {
             if matches!(self.verdict(&stable.model().key()), Verdict::Trusted { .. }) {
                 let message = format!("revision {} ({}) is trusted by its repository", stable.revision, stable.target);
+                if self.status.phase == Some(Phase::Revoked) {
+                    // Trust returned (the revocation was itself withdrawn): it serves again.
+                    let phase = if stable.hash == self.desired { Phase::Promoted } else { Phase::RolledBack };
+                    self.set_phase(phase, format!("{message} again; it serves"));
+                }
                 self.set_condition(TRUST_DEGRADED, false, "TargetTrusted", message);
             } else {
                 self.wake(WAIT_FOR_TRUST);
@@ -47,25 +52,49 @@ impl Planner<'_> {
             return true;
         };
         let message = format!("revision {} ({}) is no longer trusted: {message}", stable.revision, stable.target);
-        let candidate = (self.spec.rollback.on_revocation == RevocationAction::Rollback)
-            .then(|| self.rollback_candidate(&stable.hash))
-            .flatten();
+        let action = self.on_revocation();
+        let candidate = (action == RevocationAction::Rollback).then(|| self.rollback_candidate(&stable.hash)).flatten();
         if let Some(candidate) = candidate {
             self.set_condition(TRUST_DEGRADED, true, &reason, message.clone());
             self.revert_to(candidate, "TrustRevoked", message);
             return false;
         }
-        let message = match self.spec.rollback.on_revocation {
-            RevocationAction::Rollback => {
-                format!("{message}; no earlier revision is still trusted, so it keeps serving")
+        if action == RevocationAction::Rollback {
+            // Nothing trusted is left: an outage is the price of a revocation.
+            let message = format!("{message}; no earlier revision is still trusted, so it is scaled to zero");
+            if self.status.phase != Some(Phase::Revoked) {
+                self.note(true, EventReason::RollbackImpossible, message.clone());
             }
-            RevocationAction::Alert => format!("{message}; onRevocation is Alert, so it keeps serving"),
-        };
+            self.set_condition(TRUST_DEGRADED, true, &reason, message.clone());
+            self.set_phase(Phase::Revoked, message);
+            return false;
+        }
+        let message = format!("{message}; onRevocation is Alert, so it keeps serving");
         if !self.condition_is(TRUST_DEGRADED, "True", &reason) {
             self.note(true, EventReason::TrustDegraded, message.clone());
         }
         self.set_condition(TRUST_DEGRADED, true, &reason, message);
         false
+    }
+
+    /// What a revoked model does: the stricter of the release's `onRevocation` and its
+    /// cluster repository's policy.
+    pub(super) fn on_revocation(&self) -> RevocationAction {
+        let repository = match &self.obs.repository {
+            Repository::Found { on_revocation } => *on_revocation,
+            _ => None,
+        };
+        policy::on_revocation(repository, self.spec.rollback.on_revocation)
+    }
+
+    /// Whether the stable revision must serve nothing: its model is no longer trusted,
+    /// and what a revocation does is to stop serving it.
+    pub(super) fn stable_stopped(&self) -> bool {
+        self.status.stable.as_ref().is_some_and(|s| {
+            self.on_revocation() == RevocationAction::Rollback
+                && self.untrusted(&s.model(), s.sha256.as_deref()).is_some()
+                && self.rollback_candidate(&s.hash).is_none()
+        })
     }
 
     /// In the post-promotion window, a revision that crashes, is refused in its pods or

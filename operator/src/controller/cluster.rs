@@ -1,0 +1,240 @@
+//! Cluster repositories: one watch, one controller and one trust cache for the whole
+//! process, read by every scope's releases; the labels of namespaces (policies select
+//! by them); and the copies of a cluster repository's trust material in the namespaces
+//! of its releases (pods mount ConfigMaps of their own namespace only).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{PartialObjectMeta, Patch, PatchParams},
+    runtime::{
+        Controller,
+        controller::Action,
+        events::{Recorder, Reporter},
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use tokio::sync::broadcast;
+use tracing::instrument;
+
+use super::{Error, Synced, TrustCache, repository, shared_reflector};
+use crate::{
+    api::{ClusterModelRepository, FIELD_MANAGER, ModelRelease},
+    metrics::Metrics,
+    trust::state::{Mirror, state_configmap},
+};
+
+/// Wake-ups each scope may fall behind by before it misses one (it then looks again at
+/// its next timer: `WAIT_FOR_TRUST` while a verdict is unknown).
+const BROADCAST: usize = 4096;
+
+/// What every scope's releases read about cluster repositories.
+pub struct Cluster {
+    /// Where the pins, CA bundles and trust records of cluster repositories live (the
+    /// operator's namespace: tenants cannot write there).
+    pub namespace: String,
+    repositories: Store<ClusterModelRepository>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub trust: TrustCache<ClusterModelRepository>,
+    /// What each repository's last refresh verified (by name): what the copies hold.
+    material: Mutex<HashMap<String, Mirror>>,
+    /// The digest of the copy last written, by (namespace, repository).
+    copied: Mutex<HashMap<(String, String), String>>,
+    wake: broadcast::Sender<ObjectRef<ModelRelease>>,
+    changed: broadcast::Sender<Arc<ClusterModelRepository>>,
+    synced: [Synced; 2],
+}
+
+struct Ctx {
+    client: Client,
+    cluster: Arc<Cluster>,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+}
+
+impl Cluster {
+    /// The cluster repositories' watches and controller; the future runs them until
+    /// SIGTERM.
+    pub fn start(
+        client: &Client,
+        namespace: String,
+        metrics: &Arc<Metrics>,
+    ) -> (Arc<Self>, impl Future<Output = ()> + Send + 'static) {
+        let (store, [events, changes], repos_synced, repos_watch) = shared_reflector(
+            Api::<ClusterModelRepository>::all(client.clone()),
+            watcher::Config::default(),
+            |_| {},
+            None,
+        );
+        // Only labels are read: what policies select by.
+        let (namespaces, [], ns_synced, ns_watch) = shared_reflector(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            watcher::Config::default(),
+            |ns| ns.metadata.annotations = None,
+            None,
+        );
+        let (trust, wakers) = TrustCache::new();
+        let cluster = Arc::new(Self {
+            namespace,
+            repositories: store.clone(),
+            namespaces,
+            trust,
+            material: Mutex::default(),
+            copied: Mutex::default(),
+            wake: broadcast::channel(BROADCAST).0,
+            changed: broadcast::channel(BROADCAST).0,
+            synced: [repos_synced, ns_synced],
+        });
+        let reporter = Reporter { controller: "modelgate".into(), instance: std::env::var("POD_NAME").ok() };
+        let ctx = Arc::new(Ctx {
+            client: client.clone(),
+            cluster: cluster.clone(),
+            recorder: Recorder::new(client.clone(), reporter),
+            metrics: metrics.clone(),
+        });
+        let controller = Controller::for_shared_stream(events, store)
+            .reconcile_on(wakers.repositories)
+            .shutdown_on_signal()
+            .run(reconcile, |repo, error, ctx| repository::error_policy(repo, error, &ctx.metrics), ctx)
+            .for_each(|_| async {});
+        let (wake, changed) = (cluster.wake.clone(), cluster.changed.clone());
+        // No receiver (no scope yet) is not an error: nobody waits.
+        let forward_wakes = wakers.releases.for_each(move |r| {
+            let _ = wake.send(r);
+            async {}
+        });
+        let forward_changes = changes.for_each(move |r| {
+            let _ = changed.send(r);
+            async {}
+        });
+        let run = async move {
+            let watches = async move {
+                tokio::join!(repos_watch, ns_watch);
+            };
+            tokio::select! {
+                () = controller => {}
+                () = watches => {}
+                () = forward_wakes => {}
+                () = forward_changes => {}
+            }
+        };
+        (cluster, run)
+    }
+
+    /// Whether both watches delivered their first full list.
+    pub fn ready(&self) -> bool {
+        self.synced.iter().all(|s| s.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    pub fn repository(&self, name: &str) -> Option<Arc<ClusterModelRepository>> {
+        self.repositories.get(&ObjectRef::new(name))
+    }
+
+    /// A namespace's labels, if the operator has seen the namespace.
+    pub fn labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
+        self.namespaces.get(&ObjectRef::new(namespace)).map(|ns| ns.labels().clone())
+    }
+
+    /// Releases (of namespace `scope`, or all) whose verdicts arrived or changed.
+    pub fn woken(&self, scope: Option<String>) -> impl Stream<Item = ObjectRef<ModelRelease>> + Send + use<> {
+        received(self.wake.subscribe())
+            .filter(move |r| std::future::ready(scope.is_none() || r.namespace.as_deref() == scope.as_deref()))
+    }
+
+    /// Cluster repositories that appeared or changed (refreshed, revoked, edited).
+    pub fn changes(&self) -> impl Stream<Item = Arc<ClusterModelRepository>> + Send + use<> {
+        received(self.changed.subscribe())
+    }
+
+    /// The copy of `repository`'s trust material `namespace` needs, when it differs from
+    /// the one last written there (`None` also before the first successful refresh).
+    pub fn copy_due(&self, namespace: &str, repository: &str) -> Option<Mirror> {
+        let mirror = lock(&self.material).get(repository).cloned()?;
+        let key = (namespace.to_string(), repository.to_string());
+        (lock(&self.copied).get(&key) != Some(&mirror.digest())).then_some(mirror)
+    }
+
+    fn copied(&self, namespace: &str, repository: &str, digest: String) {
+        lock(&self.copied).insert((namespace.to_string(), repository.to_string()), digest);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A broadcast as a stream; a receiver that fell behind skips what it missed.
+fn received<T: Clone + Send + 'static>(rx: broadcast::Receiver<T>) -> impl Stream<Item = T> + Send {
+    futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(item) => return Some((item, rx)),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
+/// Name of a cluster repository's trust record in the operator's namespace.
+pub fn record_name(repository: &str) -> String {
+    state_configmap(&format!("cmrepo-{repository}"))
+}
+
+#[instrument(skip_all, fields(cluster_repository = %repo.name_any()))]
+async fn reconcile(repo: Arc<ClusterModelRepository>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let cluster = &ctx.cluster;
+    if cluster.ready() {
+        let live = cluster.repositories.state().iter().filter_map(|r| r.uid()).collect();
+        cluster.trust.retain(&live);
+    }
+    let name = repo.name_any();
+    let place = repository::Place {
+        configmaps: Api::namespaced(ctx.client.clone(), &cluster.namespace),
+        record: record_name(&name),
+        api: Api::all(ctx.client.clone()),
+        trust: &cluster.trust,
+        recorder: &ctx.recorder,
+        metrics: &ctx.metrics,
+    };
+    let (action, verified) = repository::refresh(&*repo, &place).await?;
+    if let Some(v) = verified {
+        let mirror = Mirror::new(&name, &v.pinned, v.chain, v.floors, v.ca_bundle.as_deref());
+        lock(&cluster.material).insert(name, mirror);
+    }
+    Ok(action)
+}
+
+/// Makes the copy of `repo`'s trust material in `namespace` current, if it is not.
+pub async fn copy_trust(
+    client: &Client,
+    cluster: &Cluster,
+    namespace: &str,
+    repo: &ClusterModelRepository,
+) -> Result<(), Error> {
+    let name = repo.name_any();
+    let Some(mirror) = cluster.copy_due(namespace, &name) else { return Ok(()) };
+    // Owned by the cluster repository (not its controller): deleted with it.
+    let mut owner = repo.controller_owner_ref(&()).ok_or(Error::NoUid { kind: "ClusterModelRepository" })?;
+    owner.controller = None;
+    owner.block_owner_deletion = None;
+    let cm = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": mirror.name, "ownerReferences": [owner],
+                     "labels": {"app.kubernetes.io/managed-by": "modelgate", "modelgate.dev/cluster-repository": name}},
+        "data": mirror.data,
+    });
+    Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .patch(&mirror.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&cm))
+        .await
+        .map_err(|source| Error::Kube { action: "copy a cluster repository's trust material", source })?;
+    cluster.copied(namespace, &name, mirror.digest());
+    Ok(())
+}
