@@ -12,6 +12,7 @@ mod operator;
 mod plugin;
 mod publishing;
 mod repository;
+mod roles;
 mod rollout;
 mod tenancy;
 mod trust;

@@ -260,6 +260,8 @@ impl Operator {
     }
 
     /// The general form: arguments, identity and environment.
+    ///
+    /// The operator serves the ClusterModelRepositories labelled `TEST_LABEL=<namespace>`.
     pub fn start_with(
         namespace: Option<&str>,
         extra: &[&str],
@@ -276,6 +278,12 @@ impl Operator {
         cmd.args(["run", "--http-address", "127.0.0.1:0"]).args(extra).env("RUST_LOG", log_level);
         if let Some(ns) = namespace {
             cmd.args(["--namespace", ns]);
+        }
+        // Many operators share one test cluster, where a real one has one installation:
+        // each serves only the ClusterModelRepositories labelled for its test.
+        if !extra.contains(&"--cluster-repository-selector") {
+            let selector = format!("{TEST_LABEL}={}", namespace.unwrap_or("all"));
+            cmd.args(["--cluster-repository-selector", &selector]);
         }
         if let Some(path) = kubeconfig {
             cmd.env("KUBECONFIG", path);
@@ -358,3 +366,6 @@ pub fn proc_status(pid: u32, field: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// Label of the ClusterModelRepositories a test's operator serves (its namespace).
+pub const TEST_LABEL: &str = "modelgate.dev/test";

@@ -157,6 +157,41 @@ impl ModelRepo {
     }
 }
 
+/// As the security team: the pinned root and CA in `trust_ns` (the operator's
+/// namespace) and ClusterModelRepository `name` with `policy`, labelled for the test
+/// operator of namespace `served_by` (`harness::TEST_LABEL`).
+pub async fn register_cluster(
+    repo: &ModelRepo,
+    client: &Client,
+    trust_ns: &str,
+    name: &str,
+    served_by: &str,
+    policy: Value,
+) -> anyhow::Result<()> {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), trust_ns);
+    let ca = std::fs::read_to_string(repo.server.ca.as_ref().context("an HTTPS server")?)?;
+    for (cm_name, key, value) in [("ml-root", "root.json", repo.root_json()?), ("repo-ca", "ca.crt", ca)] {
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": cm_name}, "data": {key: value}});
+        cms.patch(cm_name, &PatchParams::apply("modelgate-tests"), &Patch::Apply(&cm)).await?;
+    }
+    let cluster_repo: modelgate::api::ClusterModelRepository = serde_json::from_value(json!({
+        "apiVersion": "modelgate.dev/v1alpha1", "kind": "ClusterModelRepository",
+        "metadata": {"name": name, "labels": {crate::harness::TEST_LABEL: served_by}},
+        "spec": {
+            "metadataUrl": repo.server.url("metadata/"),
+            "targetsUrl": repo.server.url("targets/"),
+            "trustedRoot": {"configMapRef": {"name": "ml-root", "key": "root.json"}},
+            "caBundle": {"configMapRef": {"name": "repo-ca", "key": "ca.crt"}},
+            "refreshInterval": "10s",
+            "policy": policy,
+        }
+    }))?;
+    Api::<modelgate::api::ClusterModelRepository>::all(client.clone())
+        .create(&PostParams::default(), &cluster_repo)
+        .await?;
+    Ok(())
+}
+
 /// Creates the pinned-root (`ml-root`) and CA (`repo-ca`) ConfigMaps and a ModelRepository
 /// `name` in `ns` for the repository `server` serves (`metadata/`, `targets/`), pinned to
 /// `root`.

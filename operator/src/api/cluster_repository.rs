@@ -65,8 +65,8 @@ pub struct RepositoryPolicy {
 pub struct AllowRule {
     /// Namespaces, by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
-    #[x_kube(validation = Rule::new("self.all(n, size(n) <= 63 && n.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))").message("policy.allow[].namespaces must be namespace names (DNS labels)"))]
+    #[schemars(length(max = 256), inner(length(max = 63)))]
+    #[x_kube(validation = Rule::new("self.all(n, n.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))").message("policy.allow[].namespaces must be namespace names (DNS labels)"))]
     pub namespaces: Vec<String>,
 
     /// Namespaces, by their labels (`{}` selects every namespace). Namespace labels are
@@ -78,8 +78,7 @@ pub struct AllowRule {
     /// one path segment, `**` across segments (`fraud/**` is everything under `fraud/`).
     /// A `prefix` model needs a pattern that ends in `**` and covers the prefix.
     #[serde(default = "every_path")]
-    #[schemars(length(min = 1, max = 64))]
-    #[x_kube(validation = Rule::new("self.all(p, size(p) >= 1 && size(p) <= 512)").message("policy.allow[].paths must be patterns of 1 to 512 characters, such as fraud/** or models/*.onnx"))]
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 512)))]
     pub paths: Vec<String>,
 }
 

@@ -66,6 +66,10 @@ pub struct Run {
     /// is not accepted.
     #[arg(long, env = "MODELGATE_NAMESPACED_REPOSITORIES", default_value_t = true, action = clap::ArgAction::Set)]
     namespaced_repositories: bool,
+    /// Serve only the ClusterModelRepositories whose labels match this selector (all
+    /// by default): for several installations in one cluster, each with its own.
+    #[arg(long, env = "MODELGATE_CLUSTER_REPOSITORY_SELECTOR")]
+    cluster_repository_selector: Option<String>,
 }
 
 impl Run {
@@ -114,6 +118,7 @@ impl Run {
                 .or_else(|| std::env::var("POD_NAMESPACE").ok())
                 .unwrap_or_else(|| "modelgate-system".into()),
             namespaced_repositories: self.namespaced_repositories,
+            cluster_repository_selector: self.cluster_repository_selector,
         };
         controller::run(client, settings).await?;
         Ok(())

@@ -64,15 +64,16 @@ impl Cluster {
     /// SIGTERM.
     pub fn start(
         client: &Client,
-        namespace: String,
+        settings: &super::Settings,
         metrics: &Arc<Metrics>,
     ) -> (Arc<Self>, impl Future<Output = ()> + Send + 'static) {
-        let (store, [events, changes], repos_synced, repos_watch) = shared_reflector(
-            Api::<ClusterModelRepository>::all(client.clone()),
-            watcher::Config::default(),
-            |_| {},
-            None,
-        );
+        let namespace = settings.trust_namespace.clone();
+        let selected = match &settings.cluster_repository_selector {
+            Some(selector) => watcher::Config::default().labels(selector),
+            None => watcher::Config::default(),
+        };
+        let (store, [events, changes], repos_synced, repos_watch) =
+            shared_reflector(Api::<ClusterModelRepository>::all(client.clone()), selected, |_| {}, None);
         // Only labels are read: what policies select by.
         let (namespaces, [], ns_synced, ns_watch) = shared_reflector(
             Api::<PartialObjectMeta<Namespace>>::all(client.clone()),

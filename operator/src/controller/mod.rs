@@ -59,6 +59,8 @@ pub struct Settings {
     /// Whether namespaced ModelRepositories vouch for releases (`false`: only cluster
     /// repositories do, `trust.namespacedRepositories` in the chart).
     pub namespaced_repositories: bool,
+    /// Which ClusterModelRepositories this installation serves (labels; all when `None`).
+    pub cluster_repository_selector: Option<String>,
 }
 
 /// The namespaces one operator (one shard) serves.
@@ -350,7 +352,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
         metrics.ready.store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
-    let (cluster, cluster_controller) = cluster::Cluster::start(&client, settings.trust_namespace.clone(), &metrics);
+    let (cluster, cluster_controller) = cluster::Cluster::start(&client, &settings, &metrics);
     let controllers = async {
         let scopes = async {
             if let Namespaces::Labelled(selector) = &settings.namespaces {
