@@ -122,8 +122,19 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
             && rule["verbs"].as_sequence().is_some_and(|v| v.iter().any(|v| v == "watch"))
     });
     assert!(watches_namespaces, "{role:?}");
-    let listed_role = helm_ok(&["template", "mg", &chart()])?;
-    assert!(!listed_role.contains(r#"resources: ["namespaces"]"#), "only labelled shards may read namespaces");
+    // Of the operator's own role; cluster repositories' policies read namespace labels
+    // through the `-cluster-trust` role.
+    let listed = helm_ok(&["template", "mg", &chart()])?;
+    let operator_role = serde_yaml::Deserializer::from_str(&listed)
+        .filter_map(|doc| serde_yaml::Value::deserialize(doc).ok())
+        .find(|v| v["kind"] == "ClusterRole" && v["metadata"]["name"] == "mg-modelgate")
+        .expect("the operator's ClusterRole");
+    let reads_namespaces = operator_role["rules"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .any(|rule| rule["resources"].as_sequence().is_some_and(|r| r.iter().any(|r| r == "namespaces")));
+    assert!(!reads_namespaces, "only labelled shards may read namespaces: {operator_role:?}");
     for (set, message) in [
         (
             "shards[2].name=c,shards[2].namespaces[0]=team-c",
@@ -153,7 +164,10 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
         let started = std::time::Instant::now();
         let installed = install_on_node(&release, &ns, &["--set", "replicas=2", "--wait", "--timeout", "120s"])?;
         eprintln!("helm install --wait: {:?}", started.elapsed());
-        assert!(installed.contains("Next, in a team's namespace"), "NOTES.txt says what to apply next: {installed}");
+        assert!(
+            installed.contains("kubectl apply -f cluster-repository.yaml"),
+            "NOTES.txt says what to apply next: {installed}"
+        );
 
         for crd in ["modelreleases.modelgate.dev", "modelrepositories.modelgate.dev"] {
             let keep = kubectl_ok(
@@ -316,7 +330,11 @@ async fn namespaced_install_renders_a_role_and_watches_one_namespace() -> anyhow
         "crds.install=false",
     ])?;
     assert!(out.contains("kind: Role\n") && out.contains("kind: RoleBinding"), "{out}");
-    assert!(!out.contains("kind: ClusterRole"), "{out}");
+    // People's roles (modelgate-edit, -view) are ClusterRoles to aggregate; nothing
+    // binds the operator to one.
+    assert!(!out.contains("kind: ClusterRoleBinding"), "{out}");
+    assert!(!out.contains("clustermodelrepositories/status"), "no cluster repositories in a namespaced install: {out}");
+    assert!(out.contains("name: MODELGATE_CLUSTER_REPOSITORIES\n              value: \"false\""), "{out}");
     assert!(out.contains("MODELGATE_NAMESPACE"), "{out}");
     assert!(!out.contains("CustomResourceDefinition"), "crds.install=false still renders CRDs");
     Ok(())

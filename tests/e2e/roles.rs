@@ -87,7 +87,7 @@ async fn act_out(admin: &Client, trust_ns: &str, ns: &str, admin_role: &str) -> 
         // The team cannot touch what vouches for its models.
         let alice = client_as(team).await?;
         let theirs: Api<ClusterModelRepository> = Api::all(alice.clone());
-        let widen = json!({"spec": {"policy": {"allow": [{"namespaces": [ns]}], "onRevocation": "Alert"}}});
+        let widen = json!({"spec": {"policy": {"allow": [{"namespaces": [ns], "paths": ["**"]}], "onRevocation": "Alert"}}});
         assert!(forbidden(theirs.patch(&repo_name, &PatchParams::default(), &Patch::Merge(&widen)).await));
         let pin = json!({"data": {"root.json": "{}"}});
         let pins: Api<ConfigMap> = Api::namespaced(alice.clone(), trust_ns);
@@ -96,7 +96,7 @@ async fn act_out(admin: &Client, trust_ns: &str, ns: &str, admin_role: &str) -> 
             "apiVersion": "modelgate.dev/v1alpha1", "kind": "ClusterModelRepository", "metadata": {"name": format!("mine-{ns}")},
             "spec": {"metadataUrl": "https://example.invalid/m/", "targetsUrl": "https://example.invalid/t/",
                      "trustedRoot": {"configMapRef": {"name": "r", "key": "root.json"}},
-                     "policy": {"allow": [{"namespaceSelector": {}}]}}
+                     "policy": {"allow": [{"namespaceSelector": {}, "paths": ["**"]}]}}
         }))?;
         own.metadata.namespace = None;
         assert!(forbidden(theirs.create(&PostParams::default(), &own).await), "a team cannot register a repository");

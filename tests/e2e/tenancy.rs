@@ -373,11 +373,15 @@ async fn a_tampered_trust_record_is_refused_and_a_new_pin_re_anchors() -> anyhow
             Ok(found.then_some(()))
         })
         .await?;
-        // Nothing new starts on it.
+        // Nothing new starts on it, and what it vouched for stops serving (the default:
+        // a model nothing trusted vouches for is a revoked one).
         set_target(&api, "fraud", V2).await?;
-        let r = wait_phase(&api, "fraud", Phase::Rejected, WAIT).await?;
+        let r = wait_phase(&api, "fraud", Phase::Revoked, WAIT).await?;
         assert!(r.status.as_ref().unwrap().message.as_deref().unwrap_or("").contains("trust record"));
-        assert_eq!(revisions(&client, &ns, "fraud").await?.len(), 1, "no workload for revision 2");
+        let rejected = r.status.as_ref().unwrap().history.iter().any(|h| h.target == V2);
+        assert!(rejected, "revision 2 is refused: {:?}", r.status);
+        let running = revisions(&client, &ns, "fraud").await?;
+        assert_eq!(running, [(1, 0)].into(), "no workload for revision 2, none of revision 1 serves");
 
         // The security team re-pins (the same root, re-serialised: a different pin):
         // a deliberate, visible re-anchoring that sets the record aside.

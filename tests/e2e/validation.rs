@@ -490,6 +490,7 @@ async fn the_documented_examples_are_valid() -> anyhow::Result<()> {
         let out = kubectl_ok(&["apply", "--dry-run=server", "-n", &ns, "-f", dir.to_str().unwrap()], None)?;
         assert!(out.contains("modelrelease.modelgate.dev/fraud-detector created (server dry run)"), "{out}");
         assert!(out.contains("modelrepository.modelgate.dev/ml-models created (server dry run)"), "{out}");
+        assert!(out.contains("clustermodelrepository.modelgate.dev/ml-models created (server dry run)"), "{out}");
         Ok(())
     })
     .await

@@ -75,13 +75,10 @@ pub struct AllowRule {
     pub namespace_selector: Option<LabelSelector>,
 
     /// Target paths these namespaces may release, as patterns: `*` and `?` match within
-    /// one path segment, `**` across segments (`fraud/**` is everything under `fraud/`).
-    /// A `prefix` model needs a pattern that ends in `**` and covers the prefix.
-    #[serde(default = "every_path")]
+    /// one path segment, `**` across segments (`fraud/**` is everything under `fraud/`,
+    /// `**` is every path: say so explicitly). A `prefix` model needs a pattern that
+    /// ends in `/**` (or is `**`) and covers the prefix. A rule selects the namespaces
+    /// of `namespaces` and those of `namespaceSelector` alike.
     #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 512)))]
     pub paths: Vec<String>,
-}
-
-fn every_path() -> Vec<String> {
-    vec!["**".into()]
 }

@@ -52,10 +52,12 @@ pub struct ModelRepositorySpec {
     pub targets_url: String,
 
     /// The pinned initial root metadata (`root.json`) that all trust starts from,
-    /// usually version 1 distributed out of band by the repository owners. Later roots
-    /// are fetched and verified from it, and recorded in ConfigMap
-    /// `<name>-trust-state`; every reader verifies that record from this pin again.
-    /// Changing the pin re-anchors trust (an Event says so).
+    /// usually version 1 distributed out of band by the repository owners, in a
+    /// ConfigMap of the repository's namespace (of a ClusterModelRepository: of the
+    /// operator's namespace). Later roots are fetched and verified from it, and recorded
+    /// in ConfigMap `<name>-trust-state` (`cmrepo-<name>-trust-state` in the operator's
+    /// namespace); every reader verifies that record from this pin again. Changing the
+    /// pin re-anchors trust (an Event says so).
     pub trusted_root: ConfigMapSource,
 
     /// PEM bundle of the certificate authorities that sign the repository's HTTPS

@@ -70,6 +70,11 @@ pub struct Run {
     /// by default): for several installations in one cluster, each with its own.
     #[arg(long, env = "MODELGATE_CLUSTER_REPOSITORY_SELECTOR")]
     cluster_repository_selector: Option<String>,
+    /// Whether this installation serves ClusterModelRepositories at all (needs read
+    /// access to them and to namespaces cluster-wide); the chart's namespaced install
+    /// turns it off.
+    #[arg(long, env = "MODELGATE_CLUSTER_REPOSITORIES", default_value_t = true, action = clap::ArgAction::Set)]
+    cluster_repositories: bool,
 }
 
 impl Run {
@@ -119,6 +124,7 @@ impl Run {
                 .unwrap_or_else(|| "modelgate-system".into()),
             namespaced_repositories: self.namespaced_repositories,
             cluster_repository_selector: self.cluster_repository_selector,
+            cluster_repositories: self.cluster_repositories,
         };
         controller::run(client, settings).await?;
         Ok(())

@@ -43,13 +43,18 @@ pub struct Cluster {
     repositories: Store<ClusterModelRepository>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
     pub trust: TrustCache<ClusterModelRepository>,
-    /// What each repository's last refresh verified (by name): what the copies hold.
+    /// What each repository's last refresh verified (by UID: a repository deleted and
+    /// made again starts with none): what the copies hold.
     material: Mutex<HashMap<String, Mirror>>,
-    /// The digest of the copy last written, by (namespace, repository).
+    /// The digest of the copy last written, by (namespace, repository UID).
     copied: Mutex<HashMap<(String, String), String>>,
     wake: broadcast::Sender<ObjectRef<ModelRelease>>,
     changed: broadcast::Sender<Arc<ClusterModelRepository>>,
+    /// Namespaces whose labels (what policies select by) may have changed.
+    relabelled: broadcast::Sender<Arc<PartialObjectMeta<Namespace>>>,
     synced: [Synced; 2],
+    /// `false` in a namespaced install (no cluster-wide rights): no cluster repositories.
+    enabled: std::sync::atomic::AtomicBool,
 }
 
 struct Ctx {
@@ -75,7 +80,7 @@ impl Cluster {
         let (store, [events, changes], repos_synced, repos_watch) =
             shared_reflector(Api::<ClusterModelRepository>::all(client.clone()), selected, |_| {}, None);
         // Only labels are read: what policies select by.
-        let (namespaces, [], ns_synced, ns_watch) = shared_reflector(
+        let (namespaces, [ns_changes], ns_synced, ns_watch) = shared_reflector(
             Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
             watcher::Config::default(),
             |ns| ns.metadata.annotations = None,
@@ -91,7 +96,9 @@ impl Cluster {
             copied: Mutex::default(),
             wake: broadcast::channel(BROADCAST).0,
             changed: broadcast::channel(BROADCAST).0,
+            relabelled: broadcast::channel(BROADCAST).0,
             synced: [repos_synced, ns_synced],
+            enabled: std::sync::atomic::AtomicBool::new(true),
         });
         let reporter = Reporter { controller: "modelgate".into(), instance: std::env::var("POD_NAME").ok() };
         let ctx = Arc::new(Ctx {
@@ -105,7 +112,7 @@ impl Cluster {
             .shutdown_on_signal()
             .run(reconcile, |repo, error, ctx| repository::error_policy(repo, error, &ctx.metrics), ctx)
             .for_each(|_| async {});
-        let (wake, changed) = (cluster.wake.clone(), cluster.changed.clone());
+        let (wake, changed, relabelled) = (cluster.wake.clone(), cluster.changed.clone(), cluster.relabelled.clone());
         // No receiver (no scope yet) is not an error: nobody waits.
         let forward_wakes = wakers.releases.for_each(move |r| {
             let _ = wake.send(r);
@@ -115,7 +122,16 @@ impl Cluster {
             let _ = changed.send(r);
             async {}
         });
+        let forward_namespaces = ns_changes.for_each(move |ns| {
+            let _ = relabelled.send(ns);
+            async {}
+        });
+        let enabled = settings.cluster_repositories;
+        cluster.enabled.store(enabled, std::sync::atomic::Ordering::Release);
         let run = async move {
+            if !enabled {
+                return;
+            }
             let watches = async move {
                 tokio::join!(repos_watch, ns_watch);
             };
@@ -124,14 +140,20 @@ impl Cluster {
                 () = watches => {}
                 () = forward_wakes => {}
                 () = forward_changes => {}
+                () = forward_namespaces => {}
             }
         };
         (cluster, run)
     }
 
-    /// Whether both watches delivered their first full list.
+    /// Whether both watches delivered their first full list (or nothing is watched).
     pub fn ready(&self) -> bool {
-        self.synced.iter().all(|s| s.load(std::sync::atomic::Ordering::Acquire))
+        !self.enabled() || self.synced.iter().all(|s| s.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// Whether this installation serves cluster repositories at all.
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn repository(&self, name: &str) -> Option<Arc<ClusterModelRepository>> {
@@ -154,16 +176,30 @@ impl Cluster {
         received(self.changed.subscribe())
     }
 
-    /// The copy of `repository`'s trust material `namespace` needs, when it differs from
-    /// the one last written there (`None` also before the first successful refresh).
-    pub fn copy_due(&self, namespace: &str, repository: &str) -> Option<Mirror> {
-        let mirror = lock(&self.material).get(repository).cloned()?;
-        let key = (namespace.to_string(), repository.to_string());
-        (lock(&self.copied).get(&key) != Some(&mirror.digest())).then_some(mirror)
+    /// Namespaces that appeared or changed: a policy may now select them, or no longer.
+    pub fn namespace_changes(&self) -> impl Stream<Item = Arc<PartialObjectMeta<Namespace>>> + Send + use<> {
+        received(self.relabelled.subscribe())
     }
 
-    fn copied(&self, namespace: &str, repository: &str, digest: String) {
-        lock(&self.copied).insert((namespace.to_string(), repository.to_string()), digest);
+    /// The copy of `repository`'s (UID) trust material `namespace` needs: `None` before
+    /// its first successful refresh, `Some((mirror, false))` when the one last written
+    /// there is current.
+    fn copy_due(&self, namespace: &str, uid: &str) -> Option<(Mirror, bool)> {
+        let mirror = lock(&self.material).get(uid).cloned()?;
+        let key = (namespace.to_string(), uid.to_string());
+        let due = lock(&self.copied).get(&key) != Some(&mirror.digest());
+        Some((mirror, due))
+    }
+
+    fn copied(&self, namespace: &str, uid: &str, digest: String) {
+        lock(&self.copied).insert((namespace.to_string(), uid.to_string()), digest);
+    }
+
+    /// Forgets what belongs to repositories that no longer exist.
+    fn retain(&self, live: &std::collections::HashSet<String>) {
+        self.trust.retain(live);
+        lock(&self.material).retain(|uid, _| live.contains(uid));
+        lock(&self.copied).retain(|(_, uid), _| live.contains(uid));
     }
 }
 
@@ -193,10 +229,10 @@ pub fn record_name(repository: &str) -> String {
 async fn reconcile(repo: Arc<ClusterModelRepository>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let cluster = &ctx.cluster;
     if cluster.ready() {
-        let live = cluster.repositories.state().iter().filter_map(|r| r.uid()).collect();
-        cluster.trust.retain(&live);
+        cluster.retain(&cluster.repositories.state().iter().filter_map(|r| r.uid()).collect());
     }
     let name = repo.name_any();
+    let uid = repo.uid().ok_or(Error::NoUid { kind: "ClusterModelRepository" })?;
     let place = repository::Place {
         configmaps: Api::namespaced(ctx.client.clone(), &cluster.namespace),
         record: record_name(&name),
@@ -205,23 +241,28 @@ async fn reconcile(repo: Arc<ClusterModelRepository>, ctx: Arc<Ctx>) -> Result<A
         recorder: &ctx.recorder,
         metrics: &ctx.metrics,
     };
-    let (action, verified) = repository::refresh(&*repo, &place).await?;
-    if let Some(v) = verified {
-        let mirror = Mirror::new(&name, &v.pinned, v.chain, v.floors, v.ca_bundle.as_deref());
-        lock(&cluster.material).insert(name, mirror);
-    }
-    Ok(action)
+    // Kept before the status is written: the releases that write wakes find it.
+    let keep = |v: &repository::Verified| {
+        let mirror = Mirror::new(&name, &v.pinned, v.chain.clone(), v.floors.clone(), v.ca_bundle.as_deref());
+        lock(&cluster.material).insert(uid.clone(), mirror);
+    };
+    repository::refresh(&*repo, &place, keep).await
 }
 
 /// Makes the copy of `repo`'s trust material in `namespace` current, if it is not.
+/// `false`: there is nothing to copy yet (the repository was not verified yet).
 pub async fn copy_trust(
     client: &Client,
     cluster: &Cluster,
     namespace: &str,
     repo: &ClusterModelRepository,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let name = repo.name_any();
-    let Some(mirror) = cluster.copy_due(namespace, &name) else { return Ok(()) };
+    let uid = repo.uid().ok_or(Error::NoUid { kind: "ClusterModelRepository" })?;
+    let Some((mirror, due)) = cluster.copy_due(namespace, &uid) else { return Ok(false) };
+    if !due {
+        return Ok(true);
+    }
     // Owned by the cluster repository (not its controller): deleted with it.
     let mut owner = repo.controller_owner_ref(&()).ok_or(Error::NoUid { kind: "ClusterModelRepository" })?;
     owner.controller = None;
@@ -236,6 +277,6 @@ pub async fn copy_trust(
         .patch(&mirror.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&cm))
         .await
         .map_err(|source| Error::Kube { action: "copy a cluster repository's trust material", source })?;
-    cluster.copied(namespace, &name, mirror.digest());
-    Ok(())
+    cluster.copied(namespace, &uid, mirror.digest());
+    Ok(true)
 }

@@ -42,6 +42,12 @@ pub enum Error {
     #[error("cannot render the revision's workload: {0}")]
     Render(String),
 
+    #[error(
+        "ClusterModelRepository {repository:?} has not been verified by this operator yet, so its pods would have no \
+         trust material to read; the revision's workload is made once it has"
+    )]
+    TrustNotCopied { repository: String },
+
     #[error("cannot serve metrics and health endpoints: {0}")]
     Http(#[from] std::io::Error),
 }
@@ -58,6 +64,7 @@ impl Error {
             Error::BadNamespaceSelector { .. } => "bad_namespace_selector",
             Error::NameTaken { .. } => "name_taken",
             Error::Render(_) => "render",
+            Error::TrustNotCopied { .. } => "trust_not_copied",
             Error::Http(_) => "http",
         }
     }

@@ -61,6 +61,8 @@ pub struct Settings {
     pub namespaced_repositories: bool,
     /// Which ClusterModelRepositories this installation serves (labels; all when `None`).
     pub cluster_repository_selector: Option<String>,
+    /// Whether it serves any (a namespaced install, without cluster-wide rights, does not).
+    pub cluster_repositories: bool,
 }
 
 /// The namespaces one operator (one shard) serves.
@@ -584,6 +586,7 @@ fn scope(
 
     let releases_of_repository = release_store.clone();
     let releases_of_cluster_repository = release_store.clone();
+    let releases_of_namespace = release_store.clone();
     let release_controller = Controller::for_shared_stream(release_events, release_store)
         .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .owns_shared_stream(rs_events)
@@ -616,6 +619,20 @@ fn scope(
                 .filter(|r| {
                     r.spec.repository_ref.kind == crate::api::RepositoryKind::ClusterModelRepository
                         && r.spec.repository_ref.name == name
+                })
+                .map(|r| ObjectRef::from_obj(&*r))
+                .collect::<Vec<_>>()
+        })
+        // A namespace relabelled may be one a cluster repository's policy selects, or
+        // no longer does.
+        .watches_shared_stream(cluster.namespace_changes(), move |namespace| {
+            let name = namespace.name_any();
+            releases_of_namespace
+                .state()
+                .into_iter()
+                .filter(|r| {
+                    r.namespace().as_deref() == Some(name.as_str())
+                        && r.spec.repository_ref.kind == crate::api::RepositoryKind::ClusterModelRepository
                 })
                 .map(|r| ObjectRef::from_obj(&*r))
                 .collect::<Vec<_>>()

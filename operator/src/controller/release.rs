@@ -93,6 +93,7 @@ async fn observe(ctx: &Arc<Context>, release: &ModelRelease, ns: &str, now: Time
         RepositoryKind::ClusterModelRepository => ctx.cluster.repository(&repo_ref.name).map(Source::Cluster),
     };
     let disabled = matches!(repository, Some(Source::Namespaced(_))) && !ctx.namespaced_repositories;
+    let cluster_disabled = repo_ref.kind == RepositoryKind::ClusterModelRepository && !ctx.cluster.enabled();
     let verdicts = match &repository {
         Some(source) if !disabled => verdicts(ctx, release, ns, source, now),
         _ => BTreeMap::new(),
@@ -160,6 +161,7 @@ async fn observe(ctx: &Arc<Context>, release: &ModelRelease, ns: &str, now: Time
     };
     let observed = Observed {
         repository: match &repository {
+            _ if cluster_disabled => plan::Repository::ClusterDisabled,
             None => plan::Repository::Missing,
             Some(_) if disabled => plan::Repository::NamespacedDisabled,
             Some(Source::Namespaced(_)) => plan::Repository::Found { on_revocation: None },
@@ -307,13 +309,7 @@ async fn act(ctx: &Context, release: &ModelRelease, ns: &str, plan: &plan::Plan,
     let name = release.name_any();
     let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
     let desired = plan::desired_hash(release);
-    // Pods of a cluster repository's release read its trust material from a copy in
-    // their namespace, kept current (floors rise) while the release runs anything.
-    if let Some(Source::Cluster(repo)) = &seen.repository
-        && !plan.scale.is_empty()
-    {
-        super::cluster::copy_trust(&ctx.client, &ctx.cluster, ns, repo).await?;
-    }
+
     for (hash, replicas) in &plan.scale {
         match seen.replica_sets.iter().find(|rs| rs.labels().get(LABEL_HASH) == Some(hash)) {
             Some(rs) if rs.spec.replicas == Some(*replicas) => {}
@@ -326,7 +322,16 @@ async fn act(ctx: &Context, release: &ModelRelease, ns: &str, plan: &plan::Plan,
                     .map_err(|source| Error::Kube { action: "scale a revision's ReplicaSet", source })?;
                 debug!(replicaset = %rs.name_any(), replicas, "scaled");
             }
-            None if *hash == desired => create_workload(ctx, release, &rs_api, plan, seen, hash, *replicas).await?,
+            None if *hash == desired => {
+                // Its pods read a cluster repository's trust material from a copy in
+                // this namespace: none is made before the copy is.
+                if let Some(Source::Cluster(repo)) = &seen.repository
+                    && !super::cluster::copy_trust(&ctx.client, &ctx.cluster, ns, repo).await?
+                {
+                    return Err(Error::TrustNotCopied { repository: repo.name_any() });
+                }
+                create_workload(ctx, release, &rs_api, plan, seen, hash, *replicas).await?;
+            }
             None => warn!(hash, "the workload of an earlier revision is gone; it cannot be scaled"),
         }
     }
@@ -345,6 +350,13 @@ async fn act(ctx: &Context, release: &ModelRelease, ns: &str, plan: &plan::Plan,
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(source) => return Err(Error::Kube { action: "delete an old revision's ReplicaSet", source }),
         }
+    }
+    // Last, so a copy that cannot be written (a tenant made one of that name immutable)
+    // never holds back a scale-down: pods started later read today's floors from it.
+    if let Some(Source::Cluster(repo)) = &seen.repository
+        && !plan.scale.is_empty()
+    {
+        super::cluster::copy_trust(&ctx.client, &ctx.cluster, ns, repo).await?;
     }
     Ok(())
 }

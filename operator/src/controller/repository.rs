@@ -89,11 +89,16 @@ pub async fn reconcile(repo: Arc<ModelRepository>, ctx: Arc<Context>) -> Result<
         recorder: &ctx.recorder,
         metrics: &ctx.metrics,
     };
-    refresh(&*repo, &place).await.map(|(action, _)| action)
+    refresh(&*repo, &place, |_| {}).await
 }
 
-/// Refreshes `repo` when due; `Verified` when it did and the repository is trusted.
-pub async fn refresh<K: Repository>(repo: &K, place: &Place<'_, K>) -> Result<(Action, Option<Verified>), Error> {
+/// Refreshes `repo` when due. `verified` is given what a refresh that trusted the
+/// repository verified, after its record is written and before its status is.
+pub async fn refresh<K: Repository>(
+    repo: &K,
+    place: &Place<'_, K>,
+    verified: impl FnOnce(&Verified),
+) -> Result<Action, Error> {
     let kind = K::kind(&());
     let name = repo.name_any();
     let uid = repo.uid().ok_or(Error::NoUid { kind: "repository" })?;
@@ -114,7 +119,7 @@ pub async fn refresh<K: Repository>(repo: &K, place: &Place<'_, K>) -> Result<(A
         // Between refreshes: the models releases started waiting for are resolved with
         // the session of the last refresh.
         trust.resolve_pending(&uid, now).await;
-        return Ok((Action::requeue(until_next(trust, &uid, wait)), None));
+        return Ok(Action::requeue(until_next(trust, &uid, wait)));
     }
 
     // Observe: the pinned root, the CA bundle, the recorded root chain, the floors.
@@ -153,13 +158,10 @@ pub async fn refresh<K: Repository>(repo: &K, place: &Place<'_, K>) -> Result<(A
     let status = plan::status(repo.trust_status(), repo.meta().generation, &refresh, now);
     // Act: record the root chain first, so status never claims a root we lost. The
     // record is re-verified from the pin by every reader; an unchanged one is not written.
-    let verified = match (&keep, inputs) {
-        (Some(keep), Ok((pinned, ca_bundle))) => {
-            let (chain, floors) = record_chain(repo, place, keep, &recorded, &status).await?;
-            Some(Verified { pinned, ca_bundle, chain, floors })
-        }
-        _ => None,
-    };
+    if let (Some(keep), Ok((pinned, ca_bundle))) = (&keep, inputs) {
+        let (chain, floors) = record_chain(repo, place, keep, &recorded, &status).await?;
+        verified(&Verified { pinned, ca_bundle, chain, floors });
+    }
     let was_trusted =
         repo.trust_status().and_then(|s| s.conditions.iter().find(|c| c.type_ == TRUSTED)).map(|c| c.status.clone());
     if repo.trust_status() != Some(&status) {
@@ -188,7 +190,7 @@ pub async fn refresh<K: Repository>(repo: &K, place: &Place<'_, K>) -> Result<(A
         Refresh::Failed { .. } => interval.min(FAILED_RETRY),
         Refresh::Trusted { .. } => interval,
     };
-    Ok((Action::requeue(until_next(trust, &uid, next)), verified))
+    Ok(Action::requeue(until_next(trust, &uid, next)))
 }
 
 /// Writes the trust record (chain, pin digest, floors) when it changed; returns the

@@ -143,6 +143,9 @@ pub enum Repository {
     /// A ModelRepository, and this installation accepts only ClusterModelRepositories
     /// (`trust.namespacedRepositories: false`).
     NamespacedDisabled,
+    /// A ClusterModelRepository, and this installation serves none (a namespaced
+    /// install holds no cluster-wide rights).
+    ClusterDisabled,
     /// It exists. A cluster repository's policy says what a revocation does at least
     /// (`None` for a namespaced one: the release decides).
     Found { on_revocation: Option<crate::api::RevocationAction> },

@@ -66,10 +66,13 @@ fn covers(rule: &AllowRule, model: &ModelRef) -> bool {
         ModelRef::List(list) => list.iter().all(|t| matches_any(&rule.paths, t)),
         // Every file under the prefix: only a pattern that is a literal start followed by
         // `**` can vouch for files not yet known.
-        ModelRef::Prefix(prefix) => rule
-            .paths
-            .iter()
-            .any(|p| p.strip_suffix("**").is_some_and(|start| !has_glob(start) && prefix.starts_with(start))),
+        // The start must end a segment (`fraud/**`, or `**`): `fraud**` would cover the
+        // prefix `fraudulent/` by its start, though `**` there stays within a segment.
+        ModelRef::Prefix(prefix) => rule.paths.iter().any(|p| {
+            p.strip_suffix("**").is_some_and(|start| {
+                (start.is_empty() || start.ends_with('/')) && !has_glob(start) && prefix.starts_with(start)
+            })
+        }),
     }
 }
 
@@ -101,7 +104,7 @@ mod tests {
 
     #[test]
     fn a_namespace_no_rule_selects_is_refused_with_the_repository_named() {
-        let p = policy(serde_json::json!([{"namespaces": ["fraud"]}]));
+        let p = policy(serde_json::json!([{"namespaces": ["fraud"], "paths": ["**"]}]));
         let none = BTreeMap::new();
         assert!(allows("prod", &p, &ns("fraud", &none), &ModelRef::File("a/m.onnx".into())).is_ok());
         let err = allows("prod", &p, &ns("risk", &none), &ModelRef::File("a/m.onnx".into())).unwrap_err();
@@ -110,7 +113,7 @@ mod tests {
 
     #[test]
     fn selectors_match_labels_and_unknown_labels_match_nothing() {
-        let p = policy(serde_json::json!([{"namespaceSelector": {"matchLabels": {"team": "ml"}}}]));
+        let p = policy(serde_json::json!([{"namespaceSelector": {"matchLabels": {"team": "ml"}}, "paths": ["**"]}]));
         let ml: BTreeMap<String, String> = [("team".to_string(), "ml".to_string())].into();
         let other: BTreeMap<String, String> = [("team".to_string(), "web".to_string())].into();
         let m = ModelRef::File("m".into());
@@ -119,7 +122,7 @@ mod tests {
         let unknown = Namespace { name: "a", labels: None };
         assert!(allows("r", &p, &unknown, &m).unwrap_err().contains("could not be read"));
         // `{}` selects every namespace whose labels are known.
-        let all = policy(serde_json::json!([{"namespaceSelector": {}}]));
+        let all = policy(serde_json::json!([{"namespaceSelector": {}, "paths": ["**"]}]));
         assert!(allows("r", &all, &ns("x", &other), &m).is_ok());
     }
 
@@ -136,13 +139,19 @@ mod tests {
         assert!(!check(ModelRef::List(vec!["fraud/a.onnx".into(), "other/b".into()])), "every file of a list");
         assert!(check(ModelRef::Prefix("shared/llm/".into())));
         assert!(!check(ModelRef::Prefix("fraud/".into())), "a prefix needs a ** pattern that covers it");
+        let loose = policy(serde_json::json!([{"namespaces": ["a"], "paths": ["models/fraud**"]}]));
+        let other_team = ModelRef::Prefix("models/fraudulent-team/".into());
+        assert!(allows("r", &loose, &ns("a", &none), &other_team).is_err(), "fraud** is not a directory");
         let err = allows("r", &p, &ns("a", &none), &ModelRef::File("other/m".into())).unwrap_err();
         assert!(err.contains("fraud/*.onnx"), "{err}");
     }
 
     #[test]
-    fn the_default_allows_every_path_and_a_broken_pattern_allows_nothing() {
-        let p = policy(serde_json::json!([{"namespaces": ["a"]}]));
+    fn every_path_is_said_explicitly_and_a_broken_pattern_allows_nothing() {
+        assert!(
+            serde_json::from_value::<RepositoryPolicy>(serde_json::json!({"allow": [{"namespaces": ["a"]}]})).is_err()
+        );
+        let p = policy(serde_json::json!([{"namespaces": ["a"], "paths": ["**"]}]));
         let none = BTreeMap::new();
         assert!(allows("r", &p, &ns("a", &none), &ModelRef::Prefix("x/".into())).is_ok());
         let broken = policy(serde_json::json!([{"namespaces": ["a"], "paths": ["[unclosed"]}]));

@@ -674,6 +674,18 @@ fn a_cluster_repository_that_stops_revoked_models_overrides_a_release_that_only_
     let plan = w.run(10).clone();
     assert_eq!(plan.scale.get(&v1), Some(&0), "the security team's policy wins");
     assert_eq!(w.phase(), Phase::Revoked);
+    assert_eq!(w.events(), ["RollbackImpossible"]);
+    // The spec is the revoked revision itself: said once, and it stays down.
+    let plan = w.run(11).clone();
+    assert!(w.events().is_empty(), "said once: {:?}", w.events());
+    assert_eq!((w.phase(), plan.scale.get(&v1)), (Phase::Revoked, Some(&0)));
+    // After a restart nothing is known yet: still nothing serves.
+    w.obs.verdicts.insert(V1.into(), Verdict::Unknown { message: "not refreshed yet".into() });
+    let plan = w.run(12).clone();
+    assert_eq!((w.phase(), plan.scale.get(&v1)), (Phase::Revoked, Some(&0)));
+    w.obs
+        .verdicts
+        .insert(V1.into(), Verdict::Untrusted { reason: "UnknownTarget".into(), message: "not listed".into() });
 
     // A model the policy does not allow this namespace is never rolled out.
     let refused = Verdict::Untrusted { reason: "NotAllowedByPolicy".into(), message: "not allowed".into() };
@@ -945,4 +957,18 @@ fn replica_sets_the_release_did_not_make_are_named_once_and_never_counted() {
     w.obs.foreign.clear();
     w.run(12);
     assert_eq!(w.condition(FOREIGN_WORKLOADS), ("False".into(), "AllControlled".into()));
+}
+
+#[test]
+fn a_paused_rollout_does_not_keep_a_revoked_stable_serving() {
+    let mut w = World::serving_v1(vec![weight(25), pause(None)]);
+    let v1 = w.stable_hash();
+    w.set_target(V2);
+    w.settle(10);
+    assert_eq!(w.phase(), Phase::Paused);
+    let revoked = Verdict::Untrusted { reason: "UnknownTarget".into(), message: "not listed".into() };
+    w.obs.verdicts.insert(V1.into(), revoked);
+    let plan = w.run(20).clone();
+    assert_eq!(plan.scale.get(&v1), Some(&0), "the revoked stable serves nothing while the rollout waits");
+    assert_eq!(plan.scale.get(&w.canary_hash()), Some(&1), "the canary keeps its share");
 }

@@ -54,6 +54,11 @@ async fn main() -> anyhow::Result<()> {
     let slow_repos: usize = std::env::var("SLOW_REPOS").ok().and_then(|r| r.parse().ok()).unwrap_or(0);
     let client = client().await?;
     install_crds()?;
+    let revocation = revocations(&client).await?;
+    if std::env::var("ONLY_REVOCATION").is_ok_and(|v| v == "1") {
+        println!("RESULT {revocation}");
+        return Ok(());
+    }
     let ns = TempNamespace::new(&client, "bench-rollback").await?;
     let slow_ns = if slow_repos > 0 { Some(TempNamespace::new(&client, "bench-slow").await?) } else { None };
     let result = bench(client.clone(), &ns.name, runs, hostages, slow_ns.as_ref().map(|n| n.name.as_str())).await;
@@ -129,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
         "  medians: warm first answer {serve_warm:.0} ms, all Ready {ready_warm:.0} ms; cold first answer {serve_cold:.0} ms, all Ready {ready_cold:.0} ms"
     );
     println!(
-        "RESULT runs={runs} hostages={hostages} slow_repos={slow_repos} p50_ms={:.0} p95_ms={:.0} max_ms={:.0} yardstick_write_read_ms={:.0} refusals={} refusal_p50_ms={refusal_p50:.0} refusal_p95_ms={refusal_p95:.0} serve_runs={serve_runs} serve_load_ms={load_ms} serve_warm_ms={serve_warm:.0} serve_cold_ms={serve_cold:.0} ready_warm_ms={ready_warm:.0} ready_cold_ms={ready_cold:.0}{slow}",
+        "RESULT runs={runs} hostages={hostages} slow_repos={slow_repos} p50_ms={:.0} p95_ms={:.0} max_ms={:.0} yardstick_write_read_ms={:.0} refusals={} refusal_p50_ms={refusal_p50:.0} refusal_p95_ms={refusal_p95:.0} serve_runs={serve_runs} serve_load_ms={load_ms} serve_warm_ms={serve_warm:.0} serve_cold_ms={serve_cold:.0} ready_warm_ms={ready_warm:.0} ready_cold_ms={ready_cold:.0}{slow} {revocation}",
         percentile(&sorted, 50.0),
         percentile(&sorted, 95.0),
         sorted[sorted.len() - 1],
@@ -260,6 +265,98 @@ async fn bench(
         println!("the slow repository's releases after the runs (phase/Verified reason): {phases:?}");
     }
     Ok((latencies, yardstick))
+}
+
+/// Revocation -> nothing serves: REVOCATIONS (default 5) runs with the repository
+/// refreshed every 10 s and REVOCATIONS_DEFAULT (default 2) at the default interval
+/// (5m). Each run releases a model of its own repository (4 pods on the simulated
+/// node), then the publishers remove it from the signed metadata; timed from the moment
+/// the new metadata is on the server to the moment no pod of the release is left (the
+/// repository's policy default: a revoked model with nothing trusted to return to is
+/// scaled to zero). Returns the RESULT keys, with the yardstick (one pod write until it
+/// is visible, the same yardstick as the rollback runs).
+async fn revocations(client: &kube::Client) -> anyhow::Result<String> {
+    let count = |key: &str, default: usize| std::env::var(key).ok().and_then(|r| r.parse().ok()).unwrap_or(default);
+    let mut keys = Vec::new();
+    for (interval, runs, key) in
+        [("10s", count("REVOCATIONS", 5), "revocation"), ("5m", count("REVOCATIONS_DEFAULT", 2), "revocation_default")]
+    {
+        if runs == 0 {
+            continue;
+        }
+        let ns = TempNamespace::new(client, "bench-revocation").await?;
+        let result = revocation_runs(client, &ns.name, interval, runs).await;
+        ns.delete().await;
+        let (mut times, mut yard) = result?;
+        times.sort_by(f64::total_cmp);
+        yard.sort_by(f64::total_cmp);
+        println!(
+            "revocation -> no pod left, refresh {interval}, {runs} runs (ms): {}; yardstick median {:.0} ms",
+            times.iter().map(|l| format!("{l:.0}")).collect::<Vec<_>>().join(" "),
+            percentile(&yard, 50.0)
+        );
+        keys.push(format!(
+            "{key}_refresh={interval} {key}_runs={runs} {key}_p50_ms={:.0} {key}_p95_ms={:.0} {key}_yardstick_ms={:.0}",
+            percentile(&times, 50.0),
+            percentile(&times, 95.0),
+            percentile(&yard, 50.0)
+        ));
+    }
+    Ok(keys.join(" "))
+}
+
+async fn revocation_runs(
+    client: &kube::Client,
+    ns: &str,
+    interval: &str,
+    runs: usize,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let operator = Operator::start(Some(ns), &[])?;
+    let releases: Api<ModelRelease> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let (mut times, mut yardstick) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let repo = ModelRepo::new("fraud", &["1.0"])?;
+        let (repo_name, name) = (format!("repo-{run}"), format!("fraud-{run}"));
+        repo.register_as(client, ns, &repo_name, interval).await?;
+        let spec = json!({"repositoryRef": {"name": repo_name}});
+        releases.create(&PostParams::default(), &release(&name, "fraud/1.0/model.onnx", 4, spec)?).await?;
+        wait_phase(&releases, &name, Phase::Promoted, WAIT)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}\n{}", operator.logs()))?;
+        let selector = format!("{LABEL_RELEASE}={name}");
+        let one = eventually("4 pods", WAIT, || async {
+            let list = pods.list(&ListParams::default().labels(&selector)).await?;
+            Ok((list.items.len() == 4).then(|| list.items[0].name_any()))
+        })
+        .await?;
+        // Yardstick: one write and the read that sees it.
+        let start = Instant::now();
+        let mark = json!({"metadata": {"annotations": {"bench/mark": run.to_string()}}});
+        pods.patch(&one, &PatchParams::default(), &Patch::Merge(&mark)).await?;
+        while pods.get(&one).await?.annotations().get("bench/mark") != Some(&run.to_string()) {
+            tokio::time::sleep(POLL).await;
+        }
+        yardstick.push(start.elapsed().as_secs_f64() * 1000.0);
+
+        repo.remove(&["fraud/1.0/model.onnx"])?;
+        let signed = Instant::now();
+        let limit = modelgate::api::parse_duration(interval).unwrap_or(WAIT) + WAIT;
+        loop {
+            if pods.list(&ListParams::default().labels(&selector)).await?.items.is_empty() {
+                break;
+            }
+            if signed.elapsed() > limit {
+                anyhow::bail!("{name} still has pods {limit:?} after its revocation\n{}", operator.logs());
+            }
+            tokio::time::sleep(POLL * 4).await;
+        }
+        let ms = signed.elapsed().as_secs_f64() * 1000.0;
+        eprintln!("revocation run {run} (refresh {interval}): no pod of {name} left {ms:.0} ms after the revocation");
+        times.push(ms);
+        wait_phase(&releases, &name, Phase::Revoked, WAIT).await?;
+    }
+    Ok((times, yardstick))
 }
 
 /// A repository whose metadata trickles at 6 KiB/s: its targets are signed by a

@@ -184,7 +184,9 @@ impl Planner<'_> {
             } else if retry || !self.blocked() {
                 self.start();
             }
-        } else if self.status.canary.is_none() && self.status.phase != Some(Phase::RollingBack) {
+        } else if self.status.canary.is_none()
+            && !matches!(self.status.phase, Some(Phase::RollingBack | Phase::Revoked))
+        {
             // The spec is the stable revision (again): nothing to roll out.
             self.set_phase(Phase::Promoted, self.serving_message());
         }
@@ -224,6 +226,14 @@ impl Planner<'_> {
                          (kubectl get clustermodelrepositories), or fix spec.repositoryRef.name"
                     ),
                 },
+            ),
+            Repository::ClusterDisabled => (
+                "ClusterRepositoriesDisabled",
+                format!(
+                    "this installation serves no ClusterModelRepositories (it is namespaced: rbac.clusterWide is \
+                     false), so ClusterModelRepository {name:?} vouches for nothing here; name a ModelRepository in \
+                     this namespace in a new release"
+                ),
             ),
             Repository::NamespacedDisabled => (
                 "NamespacedRepositoriesDisabled",

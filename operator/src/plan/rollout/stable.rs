@@ -87,13 +87,16 @@ impl Planner<'_> {
         policy::on_revocation(repository, self.spec.rollback.on_revocation)
     }
 
-    /// Whether the stable revision must serve nothing: its model is no longer trusted,
-    /// and what a revocation does is to stop serving it.
+    /// Whether the stable revision must serve nothing: what a revocation does is to stop
+    /// serving, and its model is no longer trusted (also while a canary runs: pausing a
+    /// rollout must not keep a revoked model serving), or it was stopped and nothing
+    /// says it is trusted again (a verdict not known yet after a restart).
     pub(super) fn stable_stopped(&self) -> bool {
         self.status.stable.as_ref().is_some_and(|s| {
+            let trusted = matches!(self.verdict(&s.model().key()), Verdict::Trusted { .. });
             self.on_revocation() == RevocationAction::Rollback
-                && self.untrusted(&s.model(), s.sha256.as_deref()).is_some()
-                && self.rollback_candidate(&s.hash).is_none()
+                && (self.untrusted(&s.model(), s.sha256.as_deref()).is_some()
+                    || (self.status.phase == Some(Phase::Revoked) && !trusted))
         })
     }
 
