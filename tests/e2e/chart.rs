@@ -162,7 +162,14 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
         // Two replicas with leader election, as the chart's defaults run it; `--wait`
         // returns once both pods are Ready (ready with zero releases).
         let started = std::time::Instant::now();
-        let installed = install_on_node(&release, &ns, &["--set", "replicas=2", "--wait", "--timeout", "120s"])?;
+        // The workload guard on, for this namespace only (other tests run operators of
+        // their own in this cluster).
+        let guarded = format!("workloadGuard.namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name={ns}");
+        let installed = install_on_node(
+            &release,
+            &ns,
+            &["--set", "replicas=2", "--set", "workloadGuard.enabled=true", "--set", &guarded, "--wait", "--timeout", "120s"],
+        )?;
         eprintln!("helm install --wait: {:?}", started.elapsed());
         assert!(
             installed.contains("kubectl apply -f cluster-repository.yaml"),
@@ -272,6 +279,42 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
         let o = as_operator(&["patch", &pod, "-p", &image])?;
         assert!(!o.status.success(), "the operator cannot change what a pod runs");
 
+        // A team with `edit` cannot put anything but modelgate's own workloads behind a
+        // release (workloadGuard): not by relabelling, forging or editing.
+        kubectl_ok(&["create", "rolebinding", "dev-edit", "-n", &ns, "--clusterrole", "edit", "--user", "dev@team"], None)?;
+        let as_team = |args: &[&str], stdin: Option<&str>| {
+            let mut all = vec!["--as", "dev@team", "-n", ns.as_str()];
+            all.extend_from_slice(args);
+            kubectl(&all, stdin)
+        };
+        let refused = |o: std::process::Output, says: &str, what: &str| {
+            let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+            assert!(!o.status.success() && stderr.contains(says), "{what}: {stderr}");
+        };
+        let o = as_team(&["annotate", &pod, "--overwrite", "team/note=ok"], None)?;
+        assert!(o.status.success(), "annotating is the team's: {}", String::from_utf8_lossy(&o.stderr));
+        refused(as_team(&["label", &pod, "--overwrite", "modelgate.dev/release=other"], None)?, "labels and owners", "relabel");
+        let rs = kubectl_ok(&["get", "rs", "-n", &ns, "-l", "modelgate.dev/release=fraud", "-o", "name"], None)?;
+        let rs = rs.lines().next().context("a revision's ReplicaSet")?.to_string();
+        let drift = r#"{"spec":{"template":{"metadata":{"annotations":{"team/drift":"x"}}}}}"#;
+        refused(as_team(&["patch", &rs, "--type", "merge", "-p", drift], None)?, "only modelgate makes or changes", "template edit");
+        let release_uid = kubectl_ok(&["get", "mr", "fraud", "-n", &ns, "-o", "jsonpath={.metadata.uid}"], None)?;
+        let forged = serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": "fraud-forged", "ownerReferences": [{"apiVersion": "modelgate.dev/v1alpha1",
+                "kind": "ModelRelease", "name": "fraud", "uid": release_uid.trim(), "controller": true}]},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "forged"}},
+                     "template": {"metadata": {"labels": {"app": "forged"}},
+                                  "spec": {"containers": [{"name": "s", "image": "localhost/other:1"}]}}}
+        });
+        refused(as_team(&["create", "-f", "-"], Some(&forged.to_string()))?, "only modelgate makes or changes", "forged owner");
+        let impostor = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "impostor", "labels": {"modelgate.dev/release": "fraud", "modelgate.dev/serving": "true"}},
+            "spec": {"containers": [{"name": "s", "image": "localhost/other:1"}]}
+        });
+        refused(as_team(&["create", "-f", "-"], Some(&impostor.to_string()))?, "only the ReplicaSets modelgate made", "impostor pod");
+
         // An upgrade to two replicas with a disruption budget, and a change that reaches
         // the CRDs (a label, standing in for a new schema): Helm applies both, because
         // the chart renders its CRDs as templates rather than from Helm's never-upgraded
@@ -333,7 +376,7 @@ async fn namespaced_install_renders_a_role_and_watches_one_namespace() -> anyhow
     // People's roles (modelgate-edit, -view) are ClusterRoles to aggregate; nothing
     // binds the operator to one.
     assert!(!out.contains("kind: ClusterRoleBinding"), "{out}");
-    assert!(!out.contains("clustermodelrepositories/status"), "no cluster repositories in a namespaced install: {out}");
+    assert!(!out.contains("-cluster-trust"), "no cluster repositories in a namespaced install: {out}");
     assert!(out.contains("name: MODELGATE_CLUSTER_REPOSITORIES\n              value: \"false\""), "{out}");
     assert!(out.contains("MODELGATE_NAMESPACE"), "{out}");
     assert!(!out.contains("CustomResourceDefinition"), "crds.install=false still renders CRDs");

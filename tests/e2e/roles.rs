@@ -138,12 +138,23 @@ async fn act_out(admin: &Client, trust_ns: &str, ns: &str, admin_role: &str) -> 
         let r = admin_view.get("fraud").await?;
         assert_eq!(r.status.and_then(|s| s.stable).map(|s| s.target).as_deref(), Some(V1));
 
+        // A repository whose policy gives this namespace nothing vouches for nothing here.
+        let elsewhere = json!({"allow": [{"namespaces": ["another-team"], "paths": ["**"]}]});
+        register_cluster(&repo, &carol, trust_ns, &format!("other-{ns}"), ns, elsewhere).await?;
+        let spec = json!({"repositoryRef": {"kind": "ClusterModelRepository", "name": format!("other-{ns}")}});
+        releases.create(&PostParams::default(), &release("elsewhere", V1, 1, spec)?).await?;
+        let r = wait_phase(&admin_view, "elsewhere", Phase::Rejected, WAIT).await?;
+        let message = r.status.and_then(|s| s.message).unwrap_or_default();
+        assert!(message.contains("does not allow namespace"), "{message}");
+        let sets: Api<ReplicaSet> = Api::namespaced(admin.clone(), ns);
+        let made = sets.list(&ListParams::default().labels("modelgate.dev/release=elsewhere")).await?;
+        assert!(made.items.is_empty(), "nothing is deployed");
+
         // The security team revokes 1.0: it stops serving, whatever the release asked.
         repo.remove(&[V1])?;
         let r = wait_phase(&admin_view, "fraud", Phase::Revoked, WAIT).await?;
         let message = r.status.and_then(|s| s.message).unwrap_or_default();
         assert!(message.contains("scaled to zero"), "{message}");
-        let sets: Api<ReplicaSet> = Api::namespaced(admin.clone(), ns);
         let replicas: Vec<i32> = sets
             .list(&ListParams::default().labels("modelgate.dev/release=fraud"))
             .await?
@@ -156,6 +167,8 @@ async fn act_out(admin: &Client, trust_ns: &str, ns: &str, admin_role: &str) -> 
     }
     .await;
     let _ = kubectl_ok(&["delete", "clusterrolebinding", &binding, "--ignore-not-found"], None);
-    let _ = kubectl_ok(&["delete", "clustermodelrepository", &format!("shared-{ns}"), "--ignore-not-found"], None);
+    for name in [format!("shared-{ns}"), format!("other-{ns}")] {
+        let _ = kubectl_ok(&["delete", "clustermodelrepository", &name, "--ignore-not-found"], None);
+    }
     result
 }

@@ -376,10 +376,14 @@ async fn a_tampered_trust_record_is_refused_and_a_new_pin_re_anchors() -> anyhow
         // Nothing new starts on it, and what it vouched for stops serving (the default:
         // a model nothing trusted vouches for is a revoked one).
         set_target(&api, "fraud", V2).await?;
-        let r = wait_phase(&api, "fraud", Phase::Revoked, WAIT).await?;
+        let r = eventually("revision 2 refused, revision 1 revoked", WAIT, || async {
+            let r = api.get("fraud").await?;
+            let status = r.status.clone().unwrap_or_default();
+            let refused = status.history.iter().any(|h| h.target == V2);
+            Ok((refused && status.phase == Some(Phase::Revoked)).then_some(r))
+        })
+        .await?;
         assert!(r.status.as_ref().unwrap().message.as_deref().unwrap_or("").contains("trust record"));
-        let rejected = r.status.as_ref().unwrap().history.iter().any(|h| h.target == V2);
-        assert!(rejected, "revision 2 is refused: {:?}", r.status);
         let running = revisions(&client, &ns, "fraud").await?;
         assert_eq!(running, [(1, 0)].into(), "no workload for revision 2, none of revision 1 serves");
 

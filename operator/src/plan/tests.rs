@@ -166,6 +166,23 @@ impl World {
 }
 
 #[test]
+fn a_repository_kind_the_installation_does_not_serve_is_not_accepted_and_changes_nothing() {
+    for (repository, reason) in [
+        (Repository::NamespacedDisabled, "NamespacedRepositoriesDisabled"),
+        (Repository::ClusterDisabled, "ClusterRepositoriesDisabled"),
+    ] {
+        let mut w = World::serving_v1(vec![]);
+        let stable = w.stable_hash();
+        w.obs.repository = repository;
+        w.set_target(V2);
+        let plan = w.run(10).clone();
+        assert_eq!(w.condition(ACCEPTED), ("False".into(), reason.into()));
+        assert!(w.status().message.as_deref().unwrap().contains("new release"), "{:?}", w.status().message);
+        assert_eq!((plan.scale.get(&stable), plan.scale.len()), (Some(&4), 1), "nothing changes");
+    }
+}
+
+#[test]
 fn missing_repository_is_not_accepted_and_changes_nothing() {
     let mut w = World::serving_v1(vec![]);
     let stable = w.stable_hash();
