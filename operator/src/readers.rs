@@ -93,3 +93,19 @@ pub fn verdict_of(found: Result<ModelSet, TrustError>) -> Verdict {
         Err(e) => Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() },
     }
 }
+
+/// The API server's own addresses, from the EndpointSlices of Service
+/// `default/kubernetes` (what the gates' egress policy denies).
+pub fn api_server_addresses<'a>(
+    slices: impl IntoIterator<Item = &'a k8s_openapi::api::discovery::v1::EndpointSlice>,
+) -> Vec<std::net::IpAddr> {
+    slices
+        .into_iter()
+        .flat_map(|slice| slice.endpoints.iter().flatten().flat_map(|e| e.addresses.iter()))
+        .filter_map(|a| a.parse().ok())
+        .take(256)
+        .collect()
+}
+
+/// Label selecting the API server's EndpointSlices in namespace `default`.
+pub const API_SERVER_SLICES: &str = "kubernetes.io/service-name=kubernetes";

@@ -474,6 +474,9 @@ async fn a_namespaced_install_holds_rights_only_in_its_namespaces() -> anyhow::R
                     assert!(!can(verb, resource, "default")?, "{verb} {resource} in default");
                 }
                 assert!(!can("list", "modelreleases.modelgate.dev", "kube-system")?);
+                // Beyond them, only the API server's addresses, read so gates avoid them.
+                assert!(can("watch", "endpointslices.discovery.k8s.io", "default")?);
+                assert!(!can("create", "endpointslices.discovery.k8s.io", "default")?);
                 // The operator is told exactly those namespaces.
                 let env = kubectl_ok(
                     &[

@@ -1,6 +1,7 @@
 //! The only code that talks to the API server: watches, reconcile (observe, plan, act),
 //! status writes through server-side apply.
 
+mod api_endpoints;
 mod cluster;
 mod error;
 pub mod gate_runner;
@@ -354,6 +355,8 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
         metrics.ready.store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
+    // Gates may reach nothing until the API server's own addresses are known.
+    tokio::spawn(api_endpoints::watch(client.clone(), settings.egress.api_endpoints.clone()));
     let (cluster, cluster_controller) = cluster::Cluster::start(&client, &settings, &metrics);
     let controllers = async {
         let scopes = async {

@@ -22,6 +22,45 @@ pub struct EgressPolicy {
     pub allow_http: bool,
     /// Addresses of the Kubernetes API server, denied unless allowed explicitly.
     pub api_server: Vec<IpAddr>,
+    /// The API server's own addresses behind that Service, as the operator watches
+    /// them: denied the same way.
+    pub api_endpoints: ApiEndpoints,
+}
+
+/// The addresses of the `kubernetes` Service's EndpointSlices (the API server's real
+/// addresses, which a tenant can reach with the cluster CA every namespace holds), kept
+/// current by the operator. Until the operator has read them, when it is meant to
+/// (`watched`), no gate request is sent: an address not known to be safe is not safe.
+#[derive(Clone, Debug, Default)]
+pub struct ApiEndpoints {
+    known: std::sync::Arc<std::sync::RwLock<Option<Vec<IpAddr>>>>,
+    watched: bool,
+}
+
+impl ApiEndpoints {
+    /// Endpoints the operator will read (and until then, refuses every request).
+    pub fn watched() -> Self {
+        Self { watched: true, ..Default::default() }
+    }
+
+    /// The addresses as now listed.
+    pub fn set(&self, addresses: Vec<IpAddr>) {
+        *self.known.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(addresses);
+    }
+
+    fn denies(&self, reached: &[IpAddr]) -> Result<(), &'static str> {
+        let known = self.known.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match known.as_ref() {
+            None if self.watched => Err(
+                "the API server's addresses are not known yet: the operator reads EndpointSlice default/kubernetes first",
+            ),
+            None => Ok(()),
+            Some(api) if reached.iter().any(|a| api.iter().any(|s| embedded(*s).contains(a))) => {
+                Err("the Kubernetes API server")
+            }
+            Some(_) => Ok(()),
+        }
+    }
 }
 
 /// Why a request was not sent: safe to show a tenant (no remote bytes).
@@ -35,7 +74,7 @@ impl EgressPolicy {
     pub fn from_env(allow: Vec<IpNet>, deny: Vec<IpNet>, allow_http: bool) -> Self {
         let api_server =
             std::env::var("KUBERNETES_SERVICE_HOST").ok().and_then(|h| h.parse().ok()).into_iter().collect();
-        Self { allow, deny, allow_http, api_server }
+        Self { allow, deny, allow_http, api_server, api_endpoints: ApiEndpoints::watched() }
     }
 
     /// Checks the URL's shape, resolves its host and checks every address. Returns the
@@ -106,7 +145,7 @@ impl EgressPolicy {
             }
             default_denied(*a)?;
         }
-        Ok(())
+        self.api_endpoints.denies(&reached)
     }
 }
 
@@ -245,7 +284,25 @@ mod tests {
             deny: vec![],
             allow_http: false,
             api_server: vec!["10.96.0.1".parse().unwrap()],
+            api_endpoints: ApiEndpoints::default(),
         }
+    }
+
+    #[test]
+    fn the_api_servers_own_addresses_are_denied_once_read_and_nothing_goes_before() {
+        let mut p = policy(&[]);
+        p.api_endpoints = ApiEndpoints::watched();
+        let public: IpAddr = "203.0.113.7".parse().unwrap();
+        assert!(p.check(public).unwrap_err().contains("not known yet"), "fail closed until read");
+        p.api_endpoints.set(vec!["192.0.2.10".parse().unwrap()]);
+        assert!(p.check(public).is_ok());
+        assert_eq!(p.check("192.0.2.10".parse().unwrap()), Err("the Kubernetes API server"));
+        assert!(p.check("::ffff:192.0.2.10".parse().unwrap()).is_err(), "in any form");
+        assert!(p.check("64:ff9b::192.0.2.10".parse().unwrap()).is_err(), "in any form");
+        // An admin who allows the range means it.
+        let mut allowed = policy(&["192.0.2.0/24"]);
+        allowed.api_endpoints = p.api_endpoints.clone();
+        assert!(allowed.check("192.0.2.10".parse().unwrap()).is_ok());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::{
 
 pub use crate::plan::GateContext;
 
-pub use egress::EgressPolicy;
+pub use egress::{ApiEndpoints, EgressPolicy};
 pub use prometheus::Prometheus;
 pub use webhook::Webhook;
 

@@ -326,6 +326,13 @@ pub async fn plan(client: &Client, ns: &str, release: &ModelRelease, run_gates: 
     // From the SRE's machine, under the default egress policy (no loopback, link-local
     // or API server; https only for Prometheus).
     let egress = gates::EgressPolicy::from_env(Vec::new(), Vec::new(), false);
+    // The API server's own addresses too: unread (no right to list them), no request goes.
+    let slices = Api::<k8s_openapi::api::discovery::v1::EndpointSlice>::namespaced(client.clone(), "default")
+        .list(&ListParams::default().labels(crate::readers::API_SERVER_SLICES))
+        .await;
+    if let Ok(slices) = slices {
+        egress.api_endpoints.set(crate::readers::api_server_addresses(&slices.items));
+    }
     let providers = crate::readers::gate_providers(&cms, &release.spec.gates.checks, &egress).await;
     let ctx = GateContext {
         release: release.name_any(),
