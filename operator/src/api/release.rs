@@ -737,7 +737,9 @@ pub struct GateStatus {
     pub name: String,
     /// The last result.
     pub result: GateResult,
-    /// Value seen (for Prometheus) or a short reason.
+    /// For Prometheus, the verdict and its threshold (`above max 0.05`; the number itself
+    /// only where the installation shows values: chart `gates.showValues`); otherwise a
+    /// short reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_value: Option<String>,
     /// Failures in a row.

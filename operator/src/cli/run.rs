@@ -56,6 +56,10 @@ pub struct Run {
     /// Allow `http://` Prometheus addresses in gate checks (https only by default).
     #[arg(long, env = "MODELGATE_GATE_ALLOW_HTTP")]
     gate_allow_http: bool,
+    /// Show the number a Prometheus check returned in the release's status (by default
+    /// only the verdict and the threshold: the Prometheus may hold other teams' data).
+    #[arg(long, env = "MODELGATE_GATE_SHOW_VALUES")]
+    gate_show_values: bool,
     /// Namespace of the pins, CA bundles and trust records of ClusterModelRepositories:
     /// the operator's own, where tenants cannot write (default: $POD_NAMESPACE, else
     /// modelgate-system).
@@ -117,7 +121,10 @@ impl Run {
             http_address: self.http_address,
             leader_election,
             pod_policy: PodPolicy { level: self.pod_security, operator_service_account },
-            egress: EgressPolicy::from_env(self.gate_allow_cidr, self.gate_deny_cidr, self.gate_allow_http),
+            egress: EgressPolicy {
+                show_values: self.gate_show_values,
+                ..EgressPolicy::from_env(self.gate_allow_cidr, self.gate_deny_cidr, self.gate_allow_http)
+            },
             trust_namespace: self
                 .trust_namespace
                 .or_else(|| std::env::var("POD_NAMESPACE").ok())

@@ -106,14 +106,24 @@ impl Prometheus {
         }
     }
 
+    /// The verdict on `v`, said with the number only where the installation shows values.
     fn judge(&self, v: f64) -> (GateResult, String) {
+        let shown = self.egress.show_values;
         if let Some(min) = self.check.min.filter(|min| v < *min) {
-            return (GateResult::Fail, format!("{v} < min {min}"));
+            return (GateResult::Fail, if shown { format!("{v} < min {min}") } else { format!("below min {min}") });
         }
         if let Some(max) = self.check.max.filter(|max| v > *max) {
-            return (GateResult::Fail, format!("{v} > max {max}"));
+            return (GateResult::Fail, if shown { format!("{v} > max {max}") } else { format!("above max {max}") });
         }
-        (GateResult::Pass, format!("{v}"))
+        if shown {
+            return (GateResult::Pass, format!("{v}"));
+        }
+        let bounds: Vec<String> =
+            [self.check.min.map(|m| format!("min {m}")), self.check.max.map(|m| format!("max {m}"))]
+                .into_iter()
+                .flatten()
+                .collect();
+        (GateResult::Pass, format!("within {}", bounds.join(", ")))
     }
 }
 
@@ -228,5 +238,24 @@ mod tests {
         assert_eq!(check(None, Some(0.01)).judge(0.02).0, GateResult::Fail);
         assert_eq!(check(None, Some(0.01)).judge(0.01).0, GateResult::Pass);
         assert_eq!(check(Some(0.9), None).judge(0.5).0, GateResult::Fail);
+    }
+
+    #[test]
+    fn the_number_reaches_status_only_where_the_installation_shows_values() {
+        let check = |show_values| {
+            let egress = EgressPolicy { show_values, ..Default::default() };
+            let p = PrometheusCheck {
+                address: "http://127.0.0.1:9".into(),
+                query: "q".into(),
+                min: Some(0.5),
+                max: Some(31000.0),
+            };
+            Prometheus::new(p, egress).unwrap()
+        };
+        assert_eq!(check(false).judge(31337.0), (GateResult::Fail, "above max 31000".into()));
+        assert_eq!(check(false).judge(0.25), (GateResult::Fail, "below min 0.5".into()));
+        assert_eq!(check(false).judge(7.0), (GateResult::Pass, "within min 0.5, max 31000".into()));
+        assert_eq!(check(true).judge(31337.0), (GateResult::Fail, "31337 > max 31000".into()));
+        assert_eq!(check(true).judge(7.0), (GateResult::Pass, "7".into()));
     }
 }
