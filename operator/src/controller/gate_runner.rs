@@ -19,9 +19,22 @@ use crate::{api::ModelRelease, plan::GateOutcome};
 
 /// Releases whose checks may run at once; the others queue for a slot.
 pub const POOL: usize = 16;
-/// Of those, at most this many from one namespace: a team whose checks hang waits for
-/// its own slots and leaves the rest of the pool to everyone else.
-pub const PER_NAMESPACE: usize = 4;
+/// Of those, at most this many from one tenant: a team whose checks hang waits for its
+/// own slots and leaves the rest of the pool to everyone else, however many namespaces
+/// it has. A tenant is the value of the namespace label `modelgate.dev/tenant` (the
+/// cluster admin's to set), else the namespace.
+pub const PER_TENANT: usize = 4;
+
+/// Namespace label naming the tenant a namespace belongs to, for the gate pool's shares.
+pub const TENANT_LABEL: &str = "modelgate.dev/tenant";
+
+/// The key of a namespace's share of the gate pool.
+pub fn tenant_of(namespace: &str, labels: Option<&std::collections::BTreeMap<String, String>>) -> String {
+    match labels.and_then(|l| l.get(TENANT_LABEL)) {
+        Some(tenant) => format!("tenant/{tenant}"),
+        None => format!("namespace/{namespace}"),
+    }
+}
 
 /// A finished run of a release's checks.
 #[derive(Clone)]
@@ -41,7 +54,8 @@ struct Slot {
 
 pub struct GateRunner {
     pool: Arc<Semaphore>,
-    namespaces: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Each tenant's share, by `tenant_of`.
+    tenants: Mutex<HashMap<String, Arc<Semaphore>>>,
     slots: Arc<Mutex<HashMap<String, Slot>>>,
     wake: mpsc::UnboundedSender<ObjectRef<ModelRelease>>,
 }
@@ -51,7 +65,7 @@ impl GateRunner {
     pub fn new() -> (Self, mpsc::UnboundedReceiver<ObjectRef<ModelRelease>>) {
         let (wake, woken) = mpsc::unbounded();
         let pool = Arc::new(Semaphore::new(POOL));
-        (Self { pool, namespaces: Mutex::default(), slots: Arc::default(), wake }, woken)
+        (Self { pool, tenants: Mutex::default(), slots: Arc::default(), wake }, woken)
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
@@ -80,8 +94,9 @@ impl GateRunner {
         self.slots().get(uid).is_some_and(|s| s.running)
     }
 
-    /// Starts `checks` for `revision` unless a run is already queued or in flight.
-    pub fn start<F>(&self, uid: &str, release: ObjectRef<ModelRelease>, revision: i64, checks: F)
+    /// Starts `checks` for `revision` unless a run is already queued or in flight, in the
+    /// share of `tenant` (`tenant_of`).
+    pub fn start<F>(&self, uid: &str, release: ObjectRef<ModelRelease>, tenant: String, revision: i64, checks: F)
     where
         F: Future<Output = Vec<GateOutcome>> + Send + 'static,
     {
@@ -93,15 +108,14 @@ impl GateRunner {
             }
             slot.running = true;
         }
-        let namespace = {
-            let mut namespaces = self.namespaces.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let ns = release.namespace.clone().unwrap_or_default();
-            namespaces.entry(ns).or_insert_with(|| Arc::new(Semaphore::new(PER_NAMESPACE))).clone()
+        let share = {
+            let mut tenants = self.tenants.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            tenants.entry(tenant).or_insert_with(|| Arc::new(Semaphore::new(PER_TENANT))).clone()
         };
         let (pool, slots, wake, uid) = (self.pool.clone(), self.slots.clone(), self.wake.clone(), uid.to_string());
         tokio::spawn(async move {
             // The semaphores are never closed; a closed one would only mean shutting down.
-            let Ok(_own) = namespace.acquire_owned().await else { return };
+            let Ok(_own) = share.acquire_owned().await else { return };
             let Ok(_permit) = pool.acquire_owned().await else { return };
             let started = crate::plan::truncate(Timestamp::now());
             let outcomes = checks.await;
@@ -134,28 +148,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_namespace_whose_checks_hang_leaves_the_pool_to_the_others() {
+    async fn a_tenant_whose_checks_hang_in_many_namespaces_leaves_the_pool_to_the_others() {
         let (runner, mut woken) = GateRunner::new();
         let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for i in 0..10 {
             let running = running.clone();
-            runner.start(&format!("hung-{i}"), release("greedy", &format!("hung-{i}")), 1, async move {
-                running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                futures::future::pending::<()>().await;
-                Vec::new()
-            });
+            // One team, ten namespaces labelled as its own: one share.
+            let ns = format!("greedy-{i}");
+            let labels: std::collections::BTreeMap<String, String> =
+                [(TENANT_LABEL.to_string(), "greedy".to_string())].into();
+            runner.start(
+                &format!("hung-{i}"),
+                release(&ns, &format!("hung-{i}")),
+                tenant_of(&ns, Some(&labels)),
+                1,
+                async move {
+                    running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    futures::future::pending::<()>().await;
+                    Vec::new()
+                },
+            );
         }
         // Starting again while queued or running is a no-op.
-        runner.start("hung-0", release("greedy", "hung-0"), 1, async { Vec::new() });
+        runner.start("hung-0", release("greedy-0", "hung-0"), "tenant/greedy".into(), 1, async { Vec::new() });
         assert!(runner.running("hung-0"));
-        runner.start("fine", release("other", "fine"), 7, async {
+        runner.start("fine", release("other", "fine"), tenant_of("other", None), 7, async {
             vec![GateOutcome { name: "c".into(), result: crate::plan::GateResult::Pass, detail: "1".into() }]
         });
         let woke = tokio::time::timeout(Duration::from_secs(5), woken.next()).await.ok().flatten();
         assert_eq!(woke.map(|r| r.name), Some("fine".to_string()));
-        assert_eq!(running.load(std::sync::atomic::Ordering::SeqCst), PER_NAMESPACE, "at most 4 from one namespace");
+        assert_eq!(running.load(std::sync::atomic::Ordering::SeqCst), PER_TENANT, "at most 4 from one tenant");
         assert!(runner.take("fine", 6).is_none(), "results for another revision are dropped");
-        runner.start("fine", release("other", "fine"), 7, async { Vec::new() });
+        runner.start("fine", release("other", "fine"), tenant_of("other", None), 7, async { Vec::new() });
         let _ = tokio::time::timeout(Duration::from_secs(5), woken.next()).await;
         let finished = runner.take("fine", 7);
         assert!(finished.is_some_and(|f| f.outcomes.is_empty()));

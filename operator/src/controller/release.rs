@@ -545,7 +545,9 @@ fn observe_gates(
         let checks = release.spec.gates.checks.clone();
         let egress = ctx.egress.clone();
         let revision = gate_ctx.canary_revision;
-        ctx.gates.start(&uid, ObjectRef::from_obj(release), revision, async move {
+        // A team's namespaces share one part of the pool (the admin's tenant label).
+        let tenant = gate_runner::tenant_of(ns, ctx.cluster.labels(ns).as_ref());
+        ctx.gates.start(&uid, ObjectRef::from_obj(release), tenant, revision, async move {
             let providers = crate::readers::gate_providers(&cms, &checks, &egress).await;
             let outcomes = gates::evaluate_all(&providers, &gate_ctx).await;
             for o in &outcomes {
