@@ -103,7 +103,7 @@ pub fn api_server_addresses<'a>(
         .into_iter()
         .flat_map(|slice| slice.endpoints.iter().flatten().flat_map(|e| e.addresses.iter()))
         .filter_map(|a| a.parse().ok())
-        .take(256)
+        .take(1024)
         .collect()
 }
 

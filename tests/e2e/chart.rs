@@ -293,7 +293,9 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
         };
         let o = as_team(&["annotate", &pod, "--overwrite", "team/note=ok"], None)?;
         assert!(o.status.success(), "annotating is the team's: {}", String::from_utf8_lossy(&o.stderr));
-        refused(as_team(&["label", &pod, "--overwrite", "modelgate.dev/release=other"], None)?, "labels and owners", "relabel");
+        refused(as_team(&["label", &pod, "--overwrite", "modelgate.dev/release=other"], None)?, "labels, owners", "relabel");
+        let swap = r#"{"spec":{"initContainers":[{"name":"modelgate-fetch","image":"localhost/other:1"}]}}"#;
+        refused(as_team(&["patch", &pod, "-p", swap], None)?, "labels, owners and spec", "fetch image swap");
         let rs = kubectl_ok(&["get", "rs", "-n", &ns, "-l", "modelgate.dev/release=fraud", "-o", "name"], None)?;
         let rs = rs.lines().next().context("a revision's ReplicaSet")?.to_string();
         let drift = r#"{"spec":{"template":{"metadata":{"annotations":{"team/drift":"x"}}}}}"#;
@@ -314,6 +316,19 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
             "spec": {"containers": [{"name": "s", "image": "localhost/other:1"}]}
         });
         refused(as_team(&["create", "-f", "-"], Some(&impostor.to_string()))?, "only the ReplicaSets modelgate made", "impostor pod");
+        // Nor through another controller: a Deployment's ReplicaSet is refused, so it
+        // never gets a pod behind the release's Service.
+        let deployment = serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "lookalike"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"modelgate.dev/release": "fraud"}},
+                     "template": {"metadata": {"labels": {"modelgate.dev/release": "fraud", "modelgate.dev/serving": "true"}},
+                                  "spec": {"containers": [{"name": "s", "image": "localhost/other:1"}]}}}
+        });
+        let o = as_team(&["create", "-f", "-"], Some(&deployment.to_string()))?;
+        assert!(o.status.success(), "a Deployment is the team's to make: {}", String::from_utf8_lossy(&o.stderr));
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        let lookalikes = kubectl_ok(&["get", "rs,pods", "-n", &ns, "-l", "modelgate.dev/release=fraud", "-o", "name"], None)?;
+        assert!(!lookalikes.contains("lookalike"), "the Deployment's ReplicaSet and pods never exist: {lookalikes}");
 
         // An upgrade to two replicas with a disruption budget, and a change that reaches
         // the CRDs (a label, standing in for a new schema): Helm applies both, because

@@ -23,7 +23,16 @@ pub async fn watch(client: Client, endpoints: ApiEndpoints) {
     while let Some(event) = events.next().await {
         match event {
             Ok(watcher::Event::InitApply(_) | watcher::Event::Init) => {}
-            Ok(_) => endpoints.set(crate::readers::api_server_addresses(store.state().iter().map(|s| &**s))),
+            Ok(_) => {
+                let addresses = crate::readers::api_server_addresses(store.state().iter().map(|s| &**s));
+                if addresses.is_empty() {
+                    warn!(
+                        "the kubernetes Service lists no endpoints (an API server without an endpoint reconciler?): \
+                         gates are kept only from its Service address and the addresses seen before"
+                    );
+                }
+                endpoints.set(addresses);
+            }
             Err(e) => warn!(
                 error = %e,
                 "cannot read the API server's addresses (EndpointSlices in namespace default): gates send nothing \

@@ -540,7 +540,13 @@ fn observe_gates(
 ) -> Option<gate_runner::Finished> {
     let (Some(uid), Some(gate_ctx)) = (release.uid(), plan::gate_context(release, ns)) else { return None };
     let finished = ctx.gates.take(&uid, gate_ctx.canary_revision);
-    if finished.is_none() && plan::gates_due(release, now) && !ctx.gates.running(&uid) {
+    // Until the API server's addresses are known no check could be sent: they wait (a
+    // check refused for it would count as a failure).
+    if finished.is_none()
+        && plan::gates_due(release, now)
+        && !ctx.gates.running(&uid)
+        && ctx.egress.api_endpoints.known()
+    {
         let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
         let checks = release.spec.gates.checks.clone();
         let egress = ctx.egress.clone();

@@ -31,6 +31,9 @@ pub struct EgressPolicy {
     pub api_endpoints: ApiEndpoints,
 }
 
+/// Most API server addresses remembered (a cluster has a handful).
+const MAX_API_ADDRESSES: usize = 1024;
+
 /// The addresses of the `kubernetes` Service's EndpointSlices (the API server's real
 /// addresses, which a tenant can reach with the cluster CA every namespace holds), kept
 /// current by the operator. Until the operator has read them, when it is meant to
@@ -47,9 +50,22 @@ impl ApiEndpoints {
         Self { watched: true, ..Default::default() }
     }
 
-    /// The addresses as now listed.
+    /// Adds the addresses as now listed to those seen before (an address the API server
+    /// had stays denied: its endpoints come and go while one restarts).
     pub fn set(&self, addresses: Vec<IpAddr>) {
-        *self.known.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(addresses);
+        let mut known = self.known.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let seen = known.get_or_insert_with(Vec::new);
+        for a in addresses {
+            if !seen.contains(&a) && seen.len() < MAX_API_ADDRESSES {
+                seen.push(a);
+            }
+        }
+    }
+
+    /// Whether requests may be judged yet (the addresses were read, when they are meant
+    /// to be): gate runs wait for it rather than fail.
+    pub fn known(&self) -> bool {
+        !self.watched || self.known.read().unwrap_or_else(std::sync::PoisonError::into_inner).is_some()
     }
 
     fn denies(&self, reached: &[IpAddr]) -> Result<(), &'static str> {
@@ -308,6 +324,10 @@ mod tests {
         let mut allowed = policy(&["192.0.2.0/24"]);
         allowed.api_endpoints = p.api_endpoints.clone();
         assert!(allowed.check("192.0.2.10".parse().unwrap()).is_ok());
+        // A restarting API server's slice empties for a moment: what it had stays denied.
+        p.api_endpoints.set(Vec::new());
+        assert!(p.check("192.0.2.10".parse().unwrap()).is_err());
+        assert!(p.api_endpoints.known());
     }
 
     #[test]

@@ -134,14 +134,15 @@ fn value(data: &Data) -> Option<Result<f64, String>> {
         "vector" => {
             let series = data.result.as_array()?;
             if series.len() > 1 {
-                return Some(Err(format!(
-                    "the query returned {} series; make it return one, e.g. with sum()",
-                    series.len()
-                )));
+                // Not how many: a count of series is data too.
+                return Some(
+                    Err("the query returned more than one series; make it return one, e.g. with sum()".into()),
+                );
             }
             series.first()?.get("value")?.get(1).cloned()
         }
-        other => return Some(Err(format!("the query returned a {other}; use an instant vector or scalar"))),
+        // The server's word is not echoed into status.
+        _ => return Some(Err("the query returned neither an instant vector nor a scalar; use one of those".into())),
     }?;
     let text = sample.as_str()?;
     Some(text.parse::<f64>().map_err(|_| "the value is not a number".to_string()))
@@ -227,7 +228,7 @@ mod tests {
         assert_eq!(value(&data(json!({"resultType": "vector", "result": []}))), None);
         assert_eq!(value(&data(json!({"resultType": "scalar", "result": [1.0, "3"]}))), Some(Ok(3.0)));
         let two = data(json!({"resultType": "vector", "result": [{"value": [1, "1"]}, {"value": [1, "2"]}]}));
-        assert!(matches!(value(&two), Some(Err(e)) if e.contains("2 series")));
+        assert!(matches!(value(&two), Some(Err(e)) if e.contains("more than one series") && !e.contains('2')));
         let check = |min, max| {
             Prometheus::new(
                 PrometheusCheck { address: "http://127.0.0.1:9".into(), query: "q".into(), min, max },
