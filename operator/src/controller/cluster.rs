@@ -221,7 +221,7 @@ fn received<T: Clone + Send + 'static>(rx: broadcast::Receiver<T>) -> impl Strea
 }
 
 /// Name of a cluster repository's trust record in the operator's namespace.
-pub fn record_name(repository: &str) -> String {
+fn record_name(repository: &str) -> String {
     state_configmap(&format!("cmrepo-{repository}"))
 }
 

@@ -207,20 +207,9 @@ fn verdicts(
 ) -> BTreeMap<String, plan::Verdict> {
     let me = ObjectRef::new(&release.name_any()).within(ns);
     let keys = plan::models_to_verify(release);
-    let mut verdicts = BTreeMap::new();
     match source {
-        Source::Namespaced(repo) => {
-            let Some(uid) = repo.uid() else { return verdicts };
-            let repo_ref = ObjectRef::from_obj(&**repo);
-            ctx.trust.asked(&uid, &me, &keys);
-            for key in keys {
-                let verdict = ctx.trust.lookup(&repo_ref, &uid, &me, &key, now);
-                verdicts.insert(key, verdict);
-            }
-        }
+        Source::Namespaced(repo) => looked_up(&ctx.trust, repo, &me, keys, now),
         Source::Cluster(repo) => {
-            let Some(uid) = repo.uid() else { return verdicts };
-            let repo_ref = ObjectRef::from_obj(&**repo);
             let labels = ctx.cluster.labels(ns);
             let namespace = policy::Namespace { name: ns, labels: labels.as_ref() };
             let (allowed, refused): (Vec<_>, Vec<_>) = keys
@@ -231,19 +220,29 @@ fn verdicts(
                     (key, allowed)
                 })
                 .partition(|(_, allowed)| allowed.is_ok());
-            let allowed: Vec<String> = allowed.into_iter().map(|(key, _)| key).collect();
-            ctx.cluster.trust.asked(&uid, &me, &allowed);
-            for key in allowed {
-                let verdict = ctx.cluster.trust.lookup(&repo_ref, &uid, &me, &key, now);
-                verdicts.insert(key, verdict);
-            }
+            let allowed = allowed.into_iter().map(|(key, _)| key).collect();
+            let mut verdicts = looked_up(&ctx.cluster.trust, repo, &me, allowed, now);
             for (key, refusal) in refused {
                 let message = refusal.err().unwrap_or_default();
                 verdicts.insert(key, plan::Verdict::Untrusted { reason: policy::NOT_ALLOWED.into(), message });
             }
+            verdicts
         }
     }
-    verdicts
+}
+
+/// The verdicts `trust` holds on `keys` for release `me`, which asks about exactly those.
+fn looked_up<K: kube::Resource<DynamicType = ()>>(
+    trust: &super::TrustCache<K>,
+    repo: &K,
+    me: &ObjectRef<ModelRelease>,
+    keys: Vec<String>,
+    now: Timestamp,
+) -> BTreeMap<String, plan::Verdict> {
+    let Some(uid) = repo.uid() else { return BTreeMap::new() };
+    let repo_ref = ObjectRef::from_obj(repo);
+    trust.asked(&uid, me, &keys);
+    keys.into_iter().map(|key| (key.clone(), trust.lookup(&repo_ref, &uid, me, &key, now))).collect()
 }
 
 /// Writes the plan's status if it changed. `false`: the release changed since it was

@@ -46,13 +46,12 @@ pub const MIRROR_CA_KEY: &str = "ca.crt";
 
 /// A ClusterModelRepository's trust material as pods in a release's namespace read it:
 /// the pin, the record (chain and floors) and the CA bundle, in one ConfigMap. Anyone
-/// with `edit` there can write it, so pods hold the pin to `pin_sha256` (given in their
-/// arguments), verify the chain from it and only raise their floors with it.
+/// with `edit` there can write it, so pods hold the pin to the digest the operator
+/// verified (`--root-sha256`, from the repository's status), verify the chain from it
+/// and only raise their floors with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mirror {
     pub name: String,
-    pub pin_sha256: String,
-    pub has_ca: bool,
     pub data: std::collections::BTreeMap<String, String>,
 }
 
@@ -68,7 +67,7 @@ impl Mirror {
         if let Some(ca) = ca {
             data.insert(MIRROR_CA_KEY.into(), text(ca));
         }
-        Self { name: mirror_configmap(repository), pin_sha256: pin_digest(pin), has_ca: ca.is_some(), data }
+        Self { name: mirror_configmap(repository), data }
     }
 
     /// Identifies the content, to tell whether a namespace's copy is current.
