@@ -59,16 +59,16 @@ pub async fn pinned_root_and_ca(
 pub async fn gate_providers(
     cms: &Api<ConfigMap>,
     checks: &[GateCheck],
-    egress: &gates::EgressPolicy,
+    policy: &gates::GatePolicy,
 ) -> Vec<(String, gates::Provider)> {
     let mut providers = Vec::new();
     for check in checks {
         let provider = match check.webhook.as_ref().and_then(|w| w.ca_bundle.as_ref()) {
             Some(src) => match read_source(cms, src, "webhook.caBundle").await {
-                Ok(pem) => gates::provider(check, Some(pem), egress),
+                Ok(pem) => gates::provider(check, Some(pem), policy),
                 Err(e) => Err(e),
             },
-            None => gates::provider(check, None, egress),
+            None => gates::provider(check, None, policy),
         };
         providers.push((check.name.clone(), provider));
     }

@@ -265,7 +265,7 @@ async fn a_target_that_fails_verification_is_rejected_and_nothing_runs() -> anyh
 
 #[tokio::test]
 async fn a_failing_prometheus_gate_rolls_back_during_the_rollout_and_after_promotion() -> anyhow::Result<()> {
-    rollout_test("rollout-prom", &["1.0", "2.0", "3.0"], |_client, _ns, _repo, api| async move {
+    rollout_test("rollout-prom", &["1.0", "2.0", "3.0"], |_client, ns, _repo, api| async move {
         // The exporter: per-revision error counts, as a model server would expose them.
         let exporter_dir = tempfile::tempdir()?;
         let errors = |v2: u32, v3: u32| {
@@ -278,7 +278,7 @@ async fn a_failing_prometheus_gate_rolls_back_during_the_rollout_and_after_promo
         };
         errors(0, 7)?;
         let exporter = Server::plain_http(exporter_dir.path())?;
-        let prometheus = Prometheus::start(&format!("127.0.0.1:{}", exporter.port)).await?;
+        let prometheus = Prometheus::start(&format!("127.0.0.1:{}", exporter.port), &ns).await?;
         prometheus.wait_for_value("model_errors_total{revision=\"3\"}", Duration::from_secs(30)).await?;
 
         let spec = json!({

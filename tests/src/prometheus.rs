@@ -22,17 +22,19 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    /// Starts Prometheus scraping `http://{target}/metrics`; returns once it is ready.
-    pub async fn start(target: &str) -> anyhow::Result<Self> {
+    /// Starts Prometheus scraping `http://{target}/metrics`, its series labelled with
+    /// `namespace` as Kubernetes discovery would; returns once it is ready.
+    pub async fn start(target: &str, namespace: &str) -> anyhow::Result<Self> {
         let config = format!(
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
-             scrape_configs:\n  - job_name: models\n    static_configs: [{{targets: ['{target}']}}]\n"
+             scrape_configs:\n  - job_name: models\n    \
+             static_configs: [{{targets: ['{target}'], labels: {{namespace: '{namespace}'}}}}]\n"
         );
         Self::run_in(tempfile::tempdir()?, &config, "127.0.0.1").await
     }
 
     /// Starts Prometheus on the pod gateway scraping every model pod of `namespace` on
-    /// port 8080 every 2 s, with the pod's release as label `release`. Debian's
+    /// port 8080 every 2 s, with the pod's namespace and release as labels. Debian's
     /// Prometheus has no Kubernetes discovery: a task here lists the pods every second
     /// and writes them as a file_sd target file.
     pub async fn scraping_pods(client: &kube::Client, namespace: &str) -> anyhow::Result<Self> {
@@ -48,6 +50,7 @@ impl Prometheus {
         );
         let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client.clone(), namespace);
         let path = targets.clone();
+        let namespace = namespace.to_string();
         let discovery = tokio::spawn(async move {
             let params = kube::api::ListParams::default().labels(modelgate::api::LABEL_RELEASE);
             loop {
@@ -59,7 +62,7 @@ impl Prometheus {
                             let ip = p.status.as_ref()?.pod_ip.clone()?;
                             let release = p.metadata.labels.as_ref()?.get(modelgate::api::LABEL_RELEASE)?.clone();
                             let pod = p.metadata.name.clone()?;
-                            Some(serde_json::json!({"targets": [format!("{ip}:8080")], "labels": {"release": release, "pod": pod}}))
+                            Some(serde_json::json!({"targets": [format!("{ip}:8080")], "labels": {"namespace": namespace, "release": release, "pod": pod}}))
                         })
                         .collect();
                     let tmp = path.with_extension("tmp");

@@ -4,7 +4,7 @@ use clap::Args;
 
 use crate::{
     controller::{self, Namespaces, Settings},
-    gates::EgressPolicy,
+    gates::{EgressPolicy, GatePolicy, PrometheusPolicy},
     plan::pod_policy::{Level, PodPolicy},
 };
 
@@ -60,6 +60,15 @@ pub struct Run {
     /// only the verdict and the threshold: the Prometheus may hold other teams' data).
     #[arg(long, env = "MODELGATE_GATE_SHOW_VALUES")]
     gate_show_values: bool,
+    /// The Prometheus base URLs gate checks may name; repeatable or comma-separated.
+    /// Without any: every address the egress rules allow.
+    #[arg(long, env = "MODELGATE_GATE_PROMETHEUS_ENDPOINTS", value_delimiter = ',', value_parser = PrometheusPolicy::endpoint)]
+    gate_prometheus_endpoint: Vec<reqwest::Url>,
+    /// The label every series selector of a gate's query is held to, with the release's
+    /// namespace as its value (as a label proxy does); empty: queries go as written, and
+    /// a team may read any series the Prometheus holds.
+    #[arg(long, env = "MODELGATE_GATE_PROMETHEUS_NAMESPACE_LABEL", default_value = PrometheusPolicy::DEFAULT_NAMESPACE_LABEL)]
+    gate_prometheus_namespace_label: String,
     /// Namespace of the pins, CA bundles and trust records of ClusterModelRepositories:
     /// the operator's own, where tenants cannot write (default: $POD_NAMESPACE, else
     /// modelgate-system).
@@ -121,9 +130,13 @@ impl Run {
             http_address: self.http_address,
             leader_election,
             pod_policy: PodPolicy { level: self.pod_security, operator_service_account },
-            egress: EgressPolicy {
-                show_values: self.gate_show_values,
-                ..EgressPolicy::from_env(self.gate_allow_cidr, self.gate_deny_cidr, self.gate_allow_http)
+            gate_policy: GatePolicy {
+                egress: EgressPolicy::from_env(self.gate_allow_cidr, self.gate_deny_cidr, self.gate_allow_http),
+                prometheus: PrometheusPolicy {
+                    endpoints: self.gate_prometheus_endpoint,
+                    namespace_label: Some(self.gate_prometheus_namespace_label).filter(|l| !l.is_empty()),
+                    show_values: self.gate_show_values,
+                },
             },
             trust_namespace: self
                 .trust_namespace

@@ -52,8 +52,8 @@ pub struct Settings {
     pub leader_election: Option<LeaderElection>,
     /// What the pods modelgate renders may be (the admin's choice, not a tenant's).
     pub pod_policy: crate::plan::pod_policy::PodPolicy,
-    /// Where gate checks may send requests.
-    pub egress: crate::gates::EgressPolicy,
+    /// Where gate checks may send requests and what they may ask.
+    pub gate_policy: crate::gates::GatePolicy,
     /// The operator's namespace: where ClusterModelRepositories keep their pins, CA
     /// bundles and trust records.
     pub trust_namespace: String,
@@ -101,7 +101,7 @@ pub struct Context {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub gates: gate_runner::GateRunner,
     pub pod_policy: crate::plan::pod_policy::PodPolicy,
-    pub egress: crate::gates::EgressPolicy,
+    pub gate_policy: crate::gates::GatePolicy,
     /// Cluster repositories, shared by every scope.
     pub cluster: Arc<cluster::Cluster>,
     pub namespaced_repositories: bool,
@@ -356,7 +356,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
     }
 
     // Gates may reach nothing until the API server's own addresses are known.
-    tokio::spawn(api_endpoints::watch(client.clone(), settings.egress.api_endpoints.clone()));
+    tokio::spawn(api_endpoints::watch(client.clone(), settings.gate_policy.egress.api_endpoints.clone()));
     let (cluster, cluster_controller) = cluster::Cluster::start(&client, &settings, &metrics);
     let controllers = async {
         let scopes = async {
@@ -533,7 +533,7 @@ fn scope(
         metrics: metrics.clone(),
         gates,
         pod_policy: settings.pod_policy.clone(),
-        egress: settings.egress.clone(),
+        gate_policy: settings.gate_policy.clone(),
         cluster: cluster.clone(),
         namespaced_repositories: settings.namespaced_repositories,
         written: std::sync::Mutex::default(),

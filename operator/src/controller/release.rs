@@ -544,16 +544,16 @@ fn observe_gates(
     if finished.is_none()
         && plan::gates_due(release, now)
         && !ctx.gates.running(&uid)
-        && ctx.egress.api_endpoints.known()
+        && ctx.gate_policy.egress.api_endpoints.known()
     {
         let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
         let checks = release.spec.gates.checks.clone();
-        let egress = ctx.egress.clone();
+        let policy = ctx.gate_policy.clone();
         let revision = gate_ctx.canary_revision;
         // A team's namespaces share one part of the pool (the admin's tenant label).
         let tenant = gate_runner::tenant_of(ns, ctx.cluster.labels(ns).as_ref());
         ctx.gates.start(&uid, ObjectRef::from_obj(release), tenant, revision, async move {
-            let providers = crate::readers::gate_providers(&cms, &checks, &egress).await;
+            let providers = crate::readers::gate_providers(&cms, &checks, &policy).await;
             let outcomes = gates::evaluate_all(&providers, &gate_ctx).await;
             for o in &outcomes {
                 debug!(check = %o.name, result = ?o.result, detail = %o.detail, "gate evaluated");

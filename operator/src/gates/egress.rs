@@ -20,10 +20,6 @@ pub struct EgressPolicy {
     pub deny: Vec<IpNet>,
     /// Allow plain `http://` Prometheus addresses (off: https only).
     pub allow_http: bool,
-    /// Show the number a Prometheus returned in the release's status (off: only the
-    /// verdict and the threshold; a Prometheus the installation allows may hold other
-    /// teams' series, and the status is the tenant's to read).
-    pub show_values: bool,
     /// Addresses of the Kubernetes API server, denied unless allowed explicitly.
     pub api_server: Vec<IpAddr>,
     /// The API server's own addresses behind that Service, as the operator watches
@@ -94,7 +90,7 @@ impl EgressPolicy {
     pub fn from_env(allow: Vec<IpNet>, deny: Vec<IpNet>, allow_http: bool) -> Self {
         let api_server =
             std::env::var("KUBERNETES_SERVICE_HOST").ok().and_then(|h| h.parse().ok()).into_iter().collect();
-        Self { allow, deny, allow_http, api_server, api_endpoints: ApiEndpoints::watched(), show_values: false }
+        Self { allow, deny, allow_http, api_server, api_endpoints: ApiEndpoints::watched() }
     }
 
     /// Checks the URL's shape, resolves its host and checks every address. Returns the
@@ -305,7 +301,6 @@ mod tests {
             allow_http: false,
             api_server: vec!["10.96.0.1".parse().unwrap()],
             api_endpoints: ApiEndpoints::default(),
-            show_values: false,
         }
     }
 

@@ -4,6 +4,7 @@
 pub mod egress;
 pub mod kubernetes;
 mod prometheus;
+mod promql;
 mod webhook;
 
 use std::{future::Future, pin::Pin, time::Duration};
@@ -16,7 +17,7 @@ use crate::{
 pub use crate::plan::GateContext;
 
 pub use egress::{ApiEndpoints, EgressPolicy};
-pub use prometheus::Prometheus;
+pub use prometheus::{Prometheus, PrometheusPolicy};
 pub use webhook::Webhook;
 
 /// One provider of health verdicts.
@@ -25,13 +26,23 @@ pub trait Gate: Send + Sync {
     fn evaluate<'a>(&'a self, ctx: &'a GateContext) -> Pin<Box<dyn Future<Output = (GateResult, String)> + Send + 'a>>;
 }
 
+/// The installation's rules for gate checks (the admin's, never a tenant's).
+#[derive(Clone, Debug, Default)]
+pub struct GatePolicy {
+    /// Where checks may send requests.
+    pub egress: EgressPolicy,
+    /// Which Prometheus checks may ask, what they may ask and what status shows.
+    pub prometheus: PrometheusPolicy,
+}
+
 /// A check's provider, or why it could not be built (which counts as a failure).
 pub type Provider = Result<Box<dyn Gate>, String>;
 
 /// Builds the provider of a check. `ca_bundle` is the PEM the check names, already read.
-pub fn provider(check: &GateCheck, ca_bundle: Option<Vec<u8>>, egress: &EgressPolicy) -> Provider {
+pub fn provider(check: &GateCheck, ca_bundle: Option<Vec<u8>>, policy: &GatePolicy) -> Provider {
+    let egress = &policy.egress;
     if let Some(p) = &check.prometheus {
-        return Ok(Box::new(Prometheus::new(p.clone(), egress.clone())?));
+        return Ok(Box::new(Prometheus::new(p.clone(), egress.clone(), policy.prometheus.clone())?));
     }
     if let Some(w) = &check.webhook {
         let retries = u32::try_from(w.retries.clamp(0, 10)).unwrap_or(0);

@@ -10,7 +10,7 @@ use tracing::debug;
 use super::{
     Gate, GateContext,
     egress::{self, EgressPolicy},
-    render,
+    promql, render,
 };
 use crate::{api::PrometheusCheck, plan::GateResult};
 
@@ -20,6 +20,36 @@ pub struct Prometheus {
     check: PrometheusCheck,
     url: reqwest::Url,
     egress: EgressPolicy,
+    policy: PrometheusPolicy,
+}
+
+/// What the installation allows Prometheus checks, beyond where they may connect.
+#[derive(Clone, Debug, Default)]
+pub struct PrometheusPolicy {
+    /// The Prometheus base URLs checks may name; empty: any the egress policy allows.
+    pub endpoints: Vec<reqwest::Url>,
+    /// The label every series selector of a query is held to, with the release's
+    /// namespace as its value (as a label proxy does); `None`: queries go as written.
+    pub namespace_label: Option<String>,
+    /// Show the number a Prometheus returned in the release's status (off: only the
+    /// verdict and the threshold; a Prometheus the installation allows may hold other
+    /// teams' series, and the status is the tenant's to read).
+    pub show_values: bool,
+}
+
+impl PrometheusPolicy {
+    /// The label queries are held to unless the admin names another (or none): the
+    /// one Prometheus' Kubernetes discovery and kube-prometheus give a pod's series.
+    pub const DEFAULT_NAMESPACE_LABEL: &'static str = "namespace";
+
+    /// A base URL as the admin or a tenant wrote it, in the one form compared.
+    pub fn endpoint(address: &str) -> Result<reqwest::Url, String> {
+        if address.contains(['?', '#']) {
+            return Err(format!("{address:?} must be Prometheus' base URL, without '?' or '#'"));
+        }
+        reqwest::Url::parse(&format!("{}/", address.trim_end_matches('/')))
+            .map_err(|_| format!("{address:?} is not a URL"))
+    }
 }
 
 #[derive(Deserialize)]
@@ -37,16 +67,20 @@ struct Data {
 }
 
 impl Prometheus {
-    pub fn new(check: PrometheusCheck, egress: EgressPolicy) -> Result<Self, String> {
+    pub fn new(check: PrometheusCheck, egress: EgressPolicy, policy: PrometheusPolicy) -> Result<Self, String> {
         // A base URL only: with a `?` or `#` in it the tenant would choose the whole
         // request path (`https://prom/internal/admin?next=`), not a Prometheus.
-        if check.address.contains(['?', '#']) {
-            return Err("prometheus.address must be Prometheus' base URL, without '?' or '#'".into());
+        let base = PrometheusPolicy::endpoint(&check.address).map_err(|e| format!("prometheus.address {e}"))?;
+        if !policy.endpoints.is_empty() && !policy.endpoints.contains(&base) {
+            let allowed: Vec<&str> = policy.endpoints.iter().map(|u| u.as_str()).collect();
+            return Err(format!(
+                "prometheus.address {} is not a Prometheus this installation allows; use one of: {}",
+                base,
+                allowed.join(", ")
+            ));
         }
-        let base = check.address.trim_end_matches('/');
-        let url = reqwest::Url::parse(&format!("{base}/api/v1/query"))
-            .map_err(|_| "prometheus.address is not a URL".to_string())?;
-        Ok(Self { check, url, egress })
+        let url = base.join("api/v1/query").map_err(|_| "prometheus.address is not a URL".to_string())?;
+        Ok(Self { check, url, egress, policy })
     }
 
     /// What status shows is our own words and numbers: the server's text stays in the
@@ -60,7 +94,13 @@ impl Prometheus {
             Ok(c) => c,
             Err(e) => return (GateResult::Inconclusive, e),
         };
-        let query = render(&self.check.query, ctx);
+        let mut query = render(&self.check.query, ctx);
+        if let Some(label) = &self.policy.namespace_label {
+            query = match promql::confine(&query, label, &ctx.namespace) {
+                Ok(q) => q,
+                Err(e) => return (GateResult::Fail, format!("not queried: {e}")),
+            };
+        }
         let mut url = self.url.clone();
         url.query_pairs_mut().append_pair("query", &query);
         let response = match http.get(url).send().await {
@@ -108,7 +148,7 @@ impl Prometheus {
 
     /// The verdict on `v`, said with the number only where the installation shows values.
     fn judge(&self, v: f64) -> (GateResult, String) {
-        let shown = self.egress.show_values;
+        let shown = self.policy.show_values;
         if let Some(min) = self.check.min.filter(|min| v < *min) {
             return (GateResult::Fail, if shown { format!("{v} < min {min}") } else { format!("below min {min}") });
         }
@@ -186,10 +226,67 @@ mod tests {
         let check =
             |address: &str| PrometheusCheck { address: address.into(), query: "up".into(), min: None, max: None };
         for bad in ["https://p:9090/internal/admin?next=", "https://p:9090/#frag"] {
-            assert!(Prometheus::new(check(bad), EgressPolicy::default()).is_err(), "{bad}");
+            assert!(Prometheus::new(check(bad), EgressPolicy::default(), PrometheusPolicy::default()).is_err(), "{bad}");
         }
-        let prefixed = Prometheus::new(check("https://p:9090/prom/"), EgressPolicy::default()).unwrap();
+        let prefixed = Prometheus::new(check("https://p:9090/prom/"), EgressPolicy::default(), PrometheusPolicy::default()).unwrap();
         assert_eq!(prefixed.url.as_str(), "https://p:9090/prom/api/v1/query");
+    }
+
+    #[test]
+    fn only_the_endpoints_the_installation_names() {
+        let policy = PrometheusPolicy {
+            endpoints: vec![PrometheusPolicy::endpoint("https://prom.monitoring:9090").unwrap()],
+            ..Default::default()
+        };
+        let check =
+            |address: &str| PrometheusCheck { address: address.into(), query: "up".into(), min: None, max: None };
+        for same in ["https://prom.monitoring:9090", "https://prom.monitoring:9090/"] {
+            assert!(Prometheus::new(check(same), EgressPolicy::default(), policy.clone()).is_ok(), "{same}");
+        }
+        for other in ["https://prom.monitoring:9090/admin", "https://other:9090", "http://prom.monitoring:9090"] {
+            let refused = Prometheus::new(check(other), EgressPolicy::default(), policy.clone()).err().unwrap();
+            assert!(refused.contains("use one of: https://prom.monitoring:9090/"), "{refused}");
+        }
+    }
+
+    /// A server on loopback that answers one value and hands over each query it got.
+    async fn recording() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = vec![0u8; 16 * 1024];
+                let n = socket.read(&mut request).await.unwrap_or(0);
+                let line = String::from_utf8_lossy(&request[..n]).lines().next().unwrap_or_default().to_string();
+                let target = line.split(' ').nth(1).unwrap_or_default();
+                let url = reqwest::Url::parse(&format!("http://x{target}")).unwrap();
+                let query = url.query_pairs().find(|(k, _)| k == "query").map(|(_, v)| v.into_owned());
+                let _ = tx.send(query.unwrap_or_default());
+                let body = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"0.5"]}]}}"#;
+                let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                let _ = socket.write_all(reply.as_bytes()).await;
+            }
+        });
+        (address, rx)
+    }
+
+    #[tokio::test]
+    async fn the_query_sent_is_held_to_the_releases_namespace() {
+        let (address, mut sent) = recording().await;
+        let check = PrometheusCheck {
+            address,
+            query: r#"sum(rate(errors{release="{{release}}",namespace="other-team"}[1m]))"#.into(),
+            min: None,
+            max: Some(1.0),
+        };
+        let policy = PrometheusPolicy { namespace_label: Some("namespace".into()), ..Default::default() };
+        let p = Prometheus::new(check, loopback_allowed(), policy).unwrap();
+        let ctx = GateContext { namespace: "team-a".into(), release: "fraud".into(), ..Default::default() };
+        assert_eq!(p.query(&ctx).await.0, GateResult::Pass);
+        let query = sent.recv().await.unwrap();
+        assert!(query.contains(r#"namespace="team-a""#) && !query.contains("other-team"), "{query}");
+        assert!(query.contains(r#"release="fraud""#), "{query}");
     }
 
     #[tokio::test]
@@ -198,7 +295,7 @@ mod tests {
         let check = |address: String| PrometheusCheck { address, query: "up".into(), min: None, max: Some(1.0) };
         // A redirect to the metadata service: refused without following it.
         let to_metadata = "HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/latest\r\nContent-Length: 0\r\n\r\n";
-        let p = Prometheus::new(check(answering(to_metadata.into()).await), loopback_allowed()).unwrap();
+        let p = Prometheus::new(check(answering(to_metadata.into()).await), loopback_allowed(), PrometheusPolicy::default()).unwrap();
         let (result, detail) = p.query(&ctx).await;
         assert_eq!(result, GateResult::Fail);
         assert!(detail.contains("redirect") && !detail.contains("169.254"), "{detail}");
@@ -208,12 +305,12 @@ mod tests {
             "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        let p = Prometheus::new(check(answering(secret.clone()).await), loopback_allowed()).unwrap();
+        let p = Prometheus::new(check(answering(secret.clone()).await), loopback_allowed(), PrometheusPolicy::default()).unwrap();
         let (result, detail) = p.query(&ctx).await;
         assert_eq!(result, GateResult::Fail);
         assert!(detail.contains("HTTP 400") && !detail.contains("s3cr3t"), "{detail}");
         // The installation's defaults: loopback is not queried at all.
-        let p = Prometheus::new(check(answering(secret).await), EgressPolicy::default()).unwrap();
+        let p = Prometheus::new(check(answering(secret).await), EgressPolicy::default(), PrometheusPolicy::default()).unwrap();
         assert!(p.query(&ctx).await.1.starts_with("not queried"));
     }
 
@@ -233,6 +330,7 @@ mod tests {
             Prometheus::new(
                 PrometheusCheck { address: "http://127.0.0.1:9".into(), query: "q".into(), min, max },
                 EgressPolicy::default(),
+                PrometheusPolicy::default(),
             )
             .unwrap()
         };
@@ -244,14 +342,14 @@ mod tests {
     #[test]
     fn the_number_reaches_status_only_where_the_installation_shows_values() {
         let check = |show_values| {
-            let egress = EgressPolicy { show_values, ..Default::default() };
+            let policy = PrometheusPolicy { show_values, ..Default::default() };
             let p = PrometheusCheck {
                 address: "http://127.0.0.1:9".into(),
                 query: "q".into(),
                 min: Some(0.5),
                 max: Some(31000.0),
             };
-            Prometheus::new(p, egress).unwrap()
+            Prometheus::new(p, EgressPolicy::default(), policy).unwrap()
         };
         assert_eq!(check(false).judge(31337.0), (GateResult::Fail, "above max 31000".into()));
         assert_eq!(check(false).judge(0.25), (GateResult::Fail, "below min 0.5".into()));

@@ -323,9 +323,16 @@ pub async fn plan(client: &Client, ns: &str, release: &ModelRelease, run_gates: 
         return Ok(());
     }
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    // From the SRE's machine, under the default egress policy (no loopback, link-local
-    // or API server; https only for Prometheus).
-    let egress = gates::EgressPolicy::from_env(Vec::new(), Vec::new(), false);
+    // From the SRE's machine, under the installation's defaults: no loopback,
+    // link-local or API server, https only, queries held to the release's namespace.
+    let policy = gates::GatePolicy {
+        egress: gates::EgressPolicy::from_env(Vec::new(), Vec::new(), false),
+        prometheus: gates::PrometheusPolicy {
+            namespace_label: Some(gates::PrometheusPolicy::DEFAULT_NAMESPACE_LABEL.into()),
+            ..Default::default()
+        },
+    };
+    let egress = &policy.egress;
     // The API server's own addresses too: unread (no right to list them), no request goes.
     let slices = Api::<k8s_openapi::api::discovery::v1::EndpointSlice>::namespaced(client.clone(), "default")
         .list(&ListParams::default().labels(crate::readers::API_SERVER_SLICES))
@@ -333,7 +340,7 @@ pub async fn plan(client: &Client, ns: &str, release: &ModelRelease, run_gates: 
     if let Ok(slices) = slices {
         egress.api_endpoints.set(crate::readers::api_server_addresses(&slices.items));
     }
-    let providers = crate::readers::gate_providers(&cms, &release.spec.gates.checks, &egress).await;
+    let providers = crate::readers::gate_providers(&cms, &release.spec.gates.checks, &policy).await;
     let ctx = GateContext {
         release: release.name_any(),
         namespace: ns.to_string(),
