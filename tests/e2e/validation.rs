@@ -271,6 +271,25 @@ fn cases() -> Vec<Case> {
             expect: &["spec.template", "reserved prefix modelgate.dev/"],
         },
         Case {
+            name: "reserved template annotation",
+            manifest: with(r(), "/spec/template/metadata", json!({"annotations": {"modelgate.dev/model-sha256": "0"}})),
+            expect: &["spec.template", "annotations must not use the reserved prefix modelgate.dev/"],
+        },
+        Case {
+            name: "arguments stuffed into a container",
+            manifest: with(r(), "/spec/template/spec/containers/0/args", json!(vec!["--x"; 300])),
+            expect: &["spec.template.spec.containers[0].args", "must have at most 256 items"],
+        },
+        Case {
+            name: "an environment value of 20 KB",
+            manifest: with(
+                r(),
+                "/spec/template/spec/containers/0/env",
+                json!([{"name": "BLOB", "value": "x".repeat(20_000)}]),
+            ),
+            expect: &["spec.template.spec.containers[0].env[0].value", "may not be more than 16384 bytes"],
+        },
+        Case {
             name: "template without containers",
             manifest: with(r(), "/spec/template/spec/containers", Value::Null),
             expect: &["spec.template.spec.containers", "Required value"],

@@ -36,6 +36,34 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
                     node.insert("maxItems".into(), 64.into());
                 }
             }
+            // What a team can stuff into a pod without limit is refused at apply, with the
+            // field named: arguments, commands, environment, the template's labels and
+            // annotations. (The operator keeps no template over 64 KiB in any case; these
+            // bounds only make the usual excess an error at `kubectl apply`.)
+            for list in ["containers", "initContainers"] {
+                let container = format!("/properties/spec/properties/{list}/items/properties");
+                for (field, items, length) in [("args", 256, 4096), ("command", 64, 4096), ("env", 256, 0)] {
+                    if let Some(Value::Object(node)) = template.pointer_mut(&format!("{container}/{field}")) {
+                        node.insert("maxItems".into(), items.into());
+                        if length > 0
+                            && let Some(Value::Object(item)) = node.get_mut("items")
+                        {
+                            item.insert("maxLength".into(), length.into());
+                        }
+                    }
+                }
+                if let Some(Value::Object(value)) = template.pointer_mut(&format!("{container}/env/items/properties/value")) {
+                    value.insert("maxLength".into(), 16384.into());
+                }
+            }
+            for (map, entries, length) in [("labels", 64, 63), ("annotations", 64, 16384)] {
+                if let Some(Value::Object(node)) = template.pointer_mut(&format!("/properties/metadata/properties/{map}")) {
+                    node.insert("maxProperties".into(), entries.into());
+                    if let Some(Value::Object(value)) = node.get_mut("additionalProperties") {
+                        value.insert("maxLength".into(), length.into());
+                    }
+                }
+            }
             // Names are DNS labels (63 characters) in every pod anyway; saying so here
             // lets the API server bound the cost of comparing them.
             for name in [

@@ -55,5 +55,14 @@ pub const FETCH_CONTAINER: &str = "modelgate-fetch";
 /// Exit code of `modelgate fetch` when the model or its metadata failed verification
 /// (as opposed to, say, a network error): the pod's gate names it a trust failure.
 pub const FETCH_EXIT_UNTRUSTED: i32 = 3;
+/// Largest pod template (`spec.template`, serialized as JSON) modelgate renders: ample
+/// for a model server's pod (a Deployment's is a few KiB), small enough that a
+/// namespace of releases cannot fill the operator's memory.
+pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
+/// Set only inside the operator's cache, never written to the API server: the template
+/// of this release was larger than `MAX_TEMPLATE_BYTES` (the value: its size in bytes)
+/// and was dropped before it was stored. A template's own `modelgate.dev/` annotations
+/// are refused at apply, so a team cannot set it.
+pub const ANNOTATION_TEMPLATE_TOO_LARGE: &str = "modelgate.dev/template-too-large";
 /// Pod annotation carrying the sha256 of the verified model a pod serves.
 pub const ANNOTATION_MODEL_SHA256: &str = "modelgate.dev/model-sha256";

@@ -69,6 +69,7 @@ pub struct ModelReleaseSpec {
     /// reserved. See `kubectl explain pod.spec` for the fields.
     #[x_kube(
         validation = Rule::new("!has(self.metadata) || !has(self.metadata.labels) || !self.metadata.labels.exists(k, k.startsWith('modelgate.dev/'))").message("template.metadata.labels must not use the reserved prefix modelgate.dev/; modelgate sets those labels itself"),
+        validation = Rule::new("!has(self.metadata) || !has(self.metadata.annotations) || !self.metadata.annotations.exists(k, k.startsWith('modelgate.dev/'))").message("template.metadata.annotations must not use the reserved prefix modelgate.dev/; modelgate sets those annotations itself (the verified digest among them)"),
         validation = Rule::new("has(self.spec) && size(self.spec.containers) > 0").message("template.spec.containers must list the model server's container (at least one)"),
         validation = Rule::new("!has(self.spec) || self.spec.containers.all(c, self.spec.containers.exists_one(d, d.name == c.name))").message("template.spec.containers: each container needs a name of its own"),
         validation = Rule::new("!has(self.spec) || !has(self.spec.initContainers) || self.spec.initContainers.all(c, !self.spec.containers.exists(d, d.name == c.name) && self.spec.initContainers.exists_one(d, d.name == c.name))").message("template.spec.initContainers: each init container needs a name of its own, different from every container's"),

@@ -36,7 +36,11 @@ use tracing::{info, warn};
 pub use error::Error;
 pub use trust_cache::TrustCache;
 
-use crate::api::{LABEL_RELEASE, LABEL_SERVING, ModelRelease, ModelRepository};
+use crate::api::{
+    ANNOTATION_ABORT, ANNOTATION_DROP_WARM, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY,
+    ANNOTATION_ROLLBACK, ANNOTATION_TEMPLATE_TOO_LARGE, LABEL_RELEASE, LABEL_SERVING, MAX_TEMPLATE_BYTES, ModelRelease,
+    ModelRepository,
+};
 use index::{Index, OwnerIndex};
 
 /// How the operator runs.
@@ -206,6 +210,10 @@ pub async fn ensure_crds_installed(client: &Client, namespace: Option<&str>) -> 
 /// Release reconciles in flight at once: enough to keep the API server busy after a
 /// restart with a thousand releases, few enough that their requests do not crowd it.
 const RECONCILE_CONCURRENCY: u16 = 32;
+
+/// Releases per page of an initial list: at most about 40 MiB of JSON in flight
+/// however a team fills its releases, against 400 list requests at 10,000 releases.
+const RELEASE_PAGE: u32 = 25;
 
 /// Events each subscriber of a watch holds before the watch waits for it.
 const SHARED_BUFFER: usize = 1024;
@@ -407,6 +415,49 @@ async fn terminated() {
 
 /// Of an object's labels only modelgate's own are read: a tenant's thousands of labels on
 /// a labelled ReplicaSet or pod must not cost the operator memory.
+/// A release as the cache keeps it: of its annotations only an SRE's commands, each at
+/// most `MAX_COMMAND_BYTES` (kubectl's last-applied copy alone doubles an object; a
+/// command is a short token, compared by its first bytes), and a template larger than
+/// `MAX_TEMPLATE_BYTES` replaced by a note of its size, which the pod policy refuses
+/// with what to do. Whatever a team writes, a cached release holds a bounded template.
+fn trim_release(release: &mut ModelRelease) {
+    if let Some(annotations) = release.metadata.annotations.as_mut() {
+        annotations.retain(|k, _| COMMANDS.contains(&k.as_str()));
+        for value in annotations.values_mut() {
+            if value.len() > MAX_COMMAND_BYTES {
+                let mut end = MAX_COMMAND_BYTES;
+                while !value.is_char_boundary(end) {
+                    end -= 1;
+                }
+                value.truncate(end);
+            }
+        }
+    }
+    let bytes = crate::plan::pod_policy::template_bytes(&release.spec.template);
+    if bytes > MAX_TEMPLATE_BYTES {
+        release.spec.template = k8s_openapi::api::core::v1::PodTemplateSpec {
+            metadata: Some(kube::api::ObjectMeta {
+                annotations: Some([(ANNOTATION_TEMPLATE_TOO_LARGE.to_string(), bytes.to_string())].into()),
+                ..Default::default()
+            }),
+            spec: None,
+        };
+    }
+}
+
+/// The annotations by which an SRE commands a release.
+const COMMANDS: [&str; 6] = [
+    ANNOTATION_PROMOTE,
+    ANNOTATION_PROMOTE_FULL,
+    ANNOTATION_ROLLBACK,
+    ANNOTATION_RETRY,
+    ANNOTATION_ABORT,
+    ANNOTATION_DROP_WARM,
+];
+
+/// Longest command value kept (the plugin writes a timestamp or `<revision>@<token>`).
+const MAX_COMMAND_BYTES: usize = 256;
+
 fn keep_own_labels(meta: &mut kube::api::ObjectMeta) {
     if let Some(labels) = meta.labels.as_mut() {
         labels.retain(|k, _| k.starts_with("modelgate.dev/"));
@@ -450,9 +501,15 @@ fn scope(
     // Initial lists are consistent reads in pages of 500 (the watcher's default): a
     // list "from any version" (`resourceVersion=0`) is served whole, in one response,
     // and at 10,000 releases that one response set the operator's peak memory.
+    // Releases, which a team writes and may make 1.5 MiB each, come in pages of
+    // `RELEASE_PAGE`: a page is held whole, untrimmed, while it is read.
     let owned = watcher::Config::default().labels(LABEL_RELEASE);
-    let (release_store, [release_events], release_synced, release_watch) =
-        shared_reflector(api::<ModelRelease>(client, ns), watcher::Config::default(), |_| {}, None);
+    let (release_store, [release_events], release_synced, release_watch) = shared_reflector(
+        api::<ModelRelease>(client, ns),
+        watcher::Config::default().page_size(RELEASE_PAGE),
+        trim_release,
+        None,
+    );
     // Of a ReplicaSet only its labels, replica count and its template's serving label
     // are read; of a pod, its labels and status.
     let (rs_index, pod_index) = (OwnerIndex::default(), OwnerIndex::default());
@@ -652,5 +709,46 @@ fn scope(
     async move {
         futures::future::join(repository_controller, release_controller).await;
         drop((tasks, view));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_cached_release_keeps_only_commands_and_a_bounded_template() {
+        let big: Vec<String> = (0..80).map(|i| format!("--flag-{i}={}", "x".repeat(1000))).collect();
+        let mut release: ModelRelease = serde_json::from_value(json!({
+            "apiVersion": "modelgate.dev/v1alpha1", "kind": "ModelRelease",
+            "metadata": {"name": "m", "namespace": "team", "annotations": {
+                "kubectl.kubernetes.io/last-applied-configuration": "x".repeat(100_000),
+                "modelgate.dev/promote": "2026-12-06T07:00:00Z",
+                "modelgate.dev/retry": "é".repeat(1000),
+                "modelgate.dev/filler": "x".repeat(100_000),
+            }},
+            "spec": {"repositoryRef": {"name": "r"}, "model": {"target": "m/1/model.onnx"},
+                     "template": {"spec": {"containers": [{"name": "a", "image": "i", "args": big}]}}},
+        }))
+        .unwrap();
+        trim_release(&mut release);
+        let annotations = release.metadata.annotations.clone().unwrap();
+        let kept: Vec<&str> = annotations.keys().map(String::as_str).collect();
+        assert_eq!(kept, [ANNOTATION_PROMOTE, ANNOTATION_RETRY]);
+        assert_eq!(annotations[ANNOTATION_PROMOTE], "2026-12-06T07:00:00Z");
+        assert!(annotations[ANNOTATION_RETRY].len() <= MAX_COMMAND_BYTES);
+        assert!(release.spec.template.spec.is_none());
+        let refused = crate::plan::pod_policy::check(&release.spec.template, "/models", "team", &Default::default());
+        assert!(refused[0].starts_with("spec.template is 8") && refused[0].contains("at most 64 KiB"), "{refused:?}");
+        assert!(serde_json::to_vec(&release).unwrap().len() < 2048);
+
+        // An ordinary template is kept as it is.
+        let mut small = release.clone();
+        small.spec.template =
+            serde_json::from_value(json!({"spec": {"containers": [{"name": "a", "image": "i"}]}})).unwrap();
+        let before = small.spec.template.clone();
+        trim_release(&mut small);
+        assert_eq!(small.spec.template, before);
     }
 }

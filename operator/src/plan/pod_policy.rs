@@ -10,6 +10,7 @@
 use std::fmt;
 
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, SecurityContext};
+use crate::api::{ANNOTATION_TEMPLATE_TOO_LARGE, MAX_TEMPLATE_BYTES};
 
 /// Pod Security Standards level the rendered pods must meet.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
@@ -82,6 +83,19 @@ const RESTRICTED_VOLUMES: [&str; 8] =
 /// instead; empty when the pod is allowed. `model_path` is `spec.model.mountPath`.
 pub fn check(template: &PodTemplateSpec, model_path: &str, namespace: &str, policy: &PodPolicy) -> Vec<String> {
     let mut v = Violations::default();
+    let dropped = template.metadata.as_ref().and_then(|m| m.annotations.as_ref()?.get(ANNOTATION_TEMPLATE_TOO_LARGE));
+    let bytes = match dropped {
+        Some(bytes) => Some(bytes.clone()),
+        None => Some(template_bytes(template)).filter(|b| *b > MAX_TEMPLATE_BYTES).map(|b| b.to_string()),
+    };
+    if let Some(bytes) = bytes {
+        v.push(format!(
+            "spec.template is {bytes} bytes as JSON; modelgate renders templates of at most {} KiB: move large \
+             arguments, environment or files into a ConfigMap and mount or reference it",
+            MAX_TEMPLATE_BYTES / 1024
+        ));
+        return v.0;
+    }
     let Some(spec) = &template.spec else {
         v.push("spec.template.spec is missing: give the pod spec of the model server (containers, image, probes)");
         return v.0;
@@ -96,6 +110,32 @@ pub fn check(template: &PodTemplateSpec, model_path: &str, namespace: &str, poli
         restricted(spec, &mut v);
     }
     v.0
+}
+
+/// The size of `template` as JSON (what `MAX_TEMPLATE_BYTES` bounds), counted without
+/// writing it anywhere.
+pub fn template_bytes(template: &PodTemplateSpec) -> usize {
+    json_len(template)
+}
+
+/// The length of `value` as JSON, counted without writing it anywhere.
+fn json_len(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Serializing our own typed value to a counter cannot fail; if it did, "too large".
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
 }
 
 #[derive(Default)]
@@ -485,5 +525,25 @@ mod tests {
         assert_eq!(refusals(spec, Level::Restricted), Vec::<String>::new());
         let nfs = json!({"containers": [{"name": "a", "image": "i", "securityContext": sc}], "volumes": [{"name": "n", "nfs": {"server": "s", "path": "/"}}]});
         assert!(refusals(nfs, Level::Restricted)[0].contains("type nfs"));
+    }
+
+    #[test]
+    fn a_template_too_large_to_keep_is_refused_with_its_size() {
+        let args: Vec<String> = (0..100).map(|i| format!("--flag-{i}={}", "x".repeat(1000))).collect();
+        let big = json!({"containers": [{"name": "a", "image": "i", "args": args}]});
+        let found = refusals(big, Level::Baseline);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("spec.template is 10") && found[0].contains("at most 64 KiB"), "{found:?}");
+        // As the operator's cache holds such a release: the note of its size, no spec.
+        let mut noted = PodTemplateSpec::default();
+        noted.metadata = Some(kube::api::ObjectMeta {
+            annotations: Some([(ANNOTATION_TEMPLATE_TOO_LARGE.to_string(), "1048576".to_string())].into()),
+            ..Default::default()
+        });
+        let found = check(&noted, "/models", "team", &policy(Level::Privileged));
+        assert!(found == ["spec.template is 1048576 bytes as JSON; modelgate renders templates of at most 64 KiB: \
+            move large arguments, environment or files into a ConfigMap and mount or reference it"], "{found:?}");
+        let small = json!({"containers": [{"name": "a", "image": "i"}]});
+        assert!(template_bytes(&template(small)) < 100);
     }
 }
