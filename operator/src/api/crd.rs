@@ -52,12 +52,16 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
                         }
                     }
                 }
-                if let Some(Value::Object(value)) = template.pointer_mut(&format!("{container}/env/items/properties/value")) {
+                if let Some(Value::Object(value)) =
+                    template.pointer_mut(&format!("{container}/env/items/properties/value"))
+                {
                     value.insert("maxLength".into(), 16384.into());
                 }
             }
             for (map, entries, length) in [("labels", 64, 63), ("annotations", 64, 16384)] {
-                if let Some(Value::Object(node)) = template.pointer_mut(&format!("/properties/metadata/properties/{map}")) {
+                if let Some(Value::Object(node)) =
+                    template.pointer_mut(&format!("/properties/metadata/properties/{map}"))
+                {
                     node.insert("maxProperties".into(), entries.into());
                     if let Some(Value::Object(value)) = node.get_mut("additionalProperties") {
                         value.insert("maxLength".into(), length.into());

@@ -226,9 +226,14 @@ mod tests {
         let check =
             |address: &str| PrometheusCheck { address: address.into(), query: "up".into(), min: None, max: None };
         for bad in ["https://p:9090/internal/admin?next=", "https://p:9090/#frag"] {
-            assert!(Prometheus::new(check(bad), EgressPolicy::default(), PrometheusPolicy::default()).is_err(), "{bad}");
+            assert!(
+                Prometheus::new(check(bad), EgressPolicy::default(), PrometheusPolicy::default()).is_err(),
+                "{bad}"
+            );
         }
-        let prefixed = Prometheus::new(check("https://p:9090/prom/"), EgressPolicy::default(), PrometheusPolicy::default()).unwrap();
+        let prefixed =
+            Prometheus::new(check("https://p:9090/prom/"), EgressPolicy::default(), PrometheusPolicy::default())
+                .unwrap();
         assert_eq!(prefixed.url.as_str(), "https://p:9090/prom/api/v1/query");
     }
 
@@ -263,7 +268,8 @@ mod tests {
                 let url = reqwest::Url::parse(&format!("http://x{target}")).unwrap();
                 let query = url.query_pairs().find(|(k, _)| k == "query").map(|(_, v)| v.into_owned());
                 let _ = tx.send(query.unwrap_or_default());
-                let body = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"0.5"]}]}}"#;
+                let body =
+                    r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"0.5"]}]}}"#;
                 let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
                 let _ = socket.write_all(reply.as_bytes()).await;
             }
@@ -295,7 +301,12 @@ mod tests {
         let check = |address: String| PrometheusCheck { address, query: "up".into(), min: None, max: Some(1.0) };
         // A redirect to the metadata service: refused without following it.
         let to_metadata = "HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/latest\r\nContent-Length: 0\r\n\r\n";
-        let p = Prometheus::new(check(answering(to_metadata.into()).await), loopback_allowed(), PrometheusPolicy::default()).unwrap();
+        let p = Prometheus::new(
+            check(answering(to_metadata.into()).await),
+            loopback_allowed(),
+            PrometheusPolicy::default(),
+        )
+        .unwrap();
         let (result, detail) = p.query(&ctx).await;
         assert_eq!(result, GateResult::Fail);
         assert!(detail.contains("redirect") && !detail.contains("169.254"), "{detail}");
@@ -305,12 +316,15 @@ mod tests {
             "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        let p = Prometheus::new(check(answering(secret.clone()).await), loopback_allowed(), PrometheusPolicy::default()).unwrap();
+        let p =
+            Prometheus::new(check(answering(secret.clone()).await), loopback_allowed(), PrometheusPolicy::default())
+                .unwrap();
         let (result, detail) = p.query(&ctx).await;
         assert_eq!(result, GateResult::Fail);
         assert!(detail.contains("HTTP 400") && !detail.contains("s3cr3t"), "{detail}");
         // The installation's defaults: loopback is not queried at all.
-        let p = Prometheus::new(check(answering(secret).await), EgressPolicy::default(), PrometheusPolicy::default()).unwrap();
+        let p = Prometheus::new(check(answering(secret).await), EgressPolicy::default(), PrometheusPolicy::default())
+            .unwrap();
         assert!(p.query(&ctx).await.1.starts_with("not queried"));
     }
 

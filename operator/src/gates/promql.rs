@@ -29,17 +29,14 @@ pub fn confine(query: &str, label: &str, value: &str) -> Result<String, String> 
     if depth(query) > MAX_DEPTH {
         return Err(format!("the query nests brackets deeper than {MAX_DEPTH}"));
     }
-    let mut expr = parser::parse(query).map_err(|_| "the query is not PromQL this installation can read".to_string())?;
+    let mut expr =
+        parser::parse(query).map_err(|_| "the query is not PromQL this installation can read".to_string())?;
     walk(&mut expr, &mut |vs| hold(vs, label, value))?;
     let confined = expr.to_string();
     // Written out and read back: the enforced matcher must be on every selector.
     let mut again = parser::parse(&confined).map_err(|_| "the confined query does not parse".to_string())?;
     walk(&mut again, &mut |vs| {
-        if held(vs, label, value) {
-            Ok(())
-        } else {
-            Err(format!("a selector of the query escapes the {label} label"))
-        }
+        if held(vs, label, value) { Ok(()) } else { Err(format!("a selector of the query escapes the {label} label")) }
     })?;
     Ok(confined)
 }

@@ -9,8 +9,8 @@
 
 use std::fmt;
 
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, SecurityContext};
 use crate::api::{ANNOTATION_TEMPLATE_TOO_LARGE, MAX_TEMPLATE_BYTES};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, SecurityContext};
 
 /// Pod Security Standards level the rendered pods must meet.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
@@ -541,8 +541,12 @@ mod tests {
             ..Default::default()
         });
         let found = check(&noted, "/models", "team", &policy(Level::Privileged));
-        assert!(found == ["spec.template is 1048576 bytes as JSON; modelgate renders templates of at most 64 KiB: \
-            move large arguments, environment or files into a ConfigMap and mount or reference it"], "{found:?}");
+        assert!(
+            found
+                == ["spec.template is 1048576 bytes as JSON; modelgate renders templates of at most 64 KiB: \
+            move large arguments, environment or files into a ConfigMap and mount or reference it"],
+            "{found:?}"
+        );
         let small = json!({"containers": [{"name": "a", "image": "i"}]});
         assert!(template_bytes(&template(small)) < 100);
     }
