@@ -540,6 +540,7 @@ fn scope(
         owned,
         |pod| {
             pod.spec = None;
+            pod.status = pod.status.take().map(crate::gates::kubernetes::assessed);
             pod.metadata.annotations = None;
             keep_own_labels(&mut pod.metadata);
             // Only the controller reference: a pod counts for a revision only when one

@@ -1,7 +1,9 @@
 //! The kubernetes gate, always on: what the pods of one revision say about it. Pure, so
 //! a pod event can be judged the moment it arrives.
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodStatus,
+};
 
 use crate::{
     api::{FETCH_CONTAINER, FETCH_EXIT_UNTRUSTED},
@@ -113,6 +115,62 @@ fn problem_of<'a>(
     found
 }
 
+/// Longest message of a container's state kept (a termination message may be 4 KiB, and
+/// it is the pod's to write): enough for what `modelgate fetch` says when it refuses.
+const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// What `assess` reads of a pod's status, and nothing else: the watch cache keeps a pod
+/// this small (addresses, images, container IDs, times and resources go), and a message
+/// a container wrote is cut to `MAX_MESSAGE_BYTES`.
+pub fn assessed(status: PodStatus) -> PodStatus {
+    fn bounded(mut message: String) -> String {
+        if message.len() > MAX_MESSAGE_BYTES {
+            let mut end = MAX_MESSAGE_BYTES;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        message
+    }
+    fn state(s: ContainerState) -> ContainerState {
+        ContainerState {
+            running: s.running.map(|_| Default::default()),
+            waiting: s.waiting.map(|w| ContainerStateWaiting { reason: w.reason, message: w.message.map(bounded) }),
+            terminated: s.terminated.map(|t| ContainerStateTerminated {
+                exit_code: t.exit_code,
+                reason: t.reason,
+                message: t.message.map(bounded),
+                signal: t.signal,
+                ..Default::default()
+            }),
+        }
+    }
+    let containers = |list: Option<Vec<ContainerStatus>>| {
+        list.map(|list| {
+            list.into_iter()
+                .map(|c| ContainerStatus {
+                    name: c.name,
+                    ready: c.ready,
+                    restart_count: c.restart_count,
+                    state: c.state.map(state),
+                    last_state: c.last_state.map(state),
+                    ..Default::default()
+                })
+                .collect()
+        })
+    };
+    PodStatus {
+        phase: status.phase,
+        conditions: status.conditions.map(|list| {
+            list.into_iter().map(|c| PodCondition { type_: c.type_, status: c.status, ..Default::default() }).collect()
+        }),
+        init_container_statuses: containers(status.init_container_statuses),
+        container_statuses: containers(status.container_statuses),
+        ..Default::default()
+    }
+}
+
 /// Trust failures first, then hard failures, then slow ones.
 fn worst(a: Option<PodProblem>, b: Option<PodProblem>) -> Option<PodProblem> {
     fn rank(p: &Option<PodProblem>) -> u8 {
@@ -186,5 +244,32 @@ mod tests {
         leaving.metadata.deletion_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()));
         assert_eq!(assess([&leaving]), PodHealth::default(), "pods on their way out do not count");
+
+        // As the watch cache keeps them, every pod says the same.
+        let trimmed = |p: &Pod| Pod { status: p.status.clone().map(assessed), ..p.clone() };
+        for p in [&ready, &crash, &oom, &refused, &fetch_down, &pulling, &bound, &fetched] {
+            assert_eq!(assess([&trimmed(p)]), assess([p]), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn a_cached_pod_keeps_what_is_assessed_and_a_bounded_message() {
+        let long = "x".repeat(4096);
+        let full = pod(json!({
+            "phase": "Running", "hostIP": "10.0.0.1", "podIP": "10.1.0.1", "qosClass": "Burstable",
+            "conditions": [{"type": "Ready", "status": "True", "message": long, "lastTransitionTime": "2026-12-06T00:00:00Z"}],
+            "initContainerStatuses": [{"name": "modelgate-fetch", "image": "registry/fetch@sha256:0", "imageID": "x",
+                "containerID": "containerd://0", "ready": true, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 3, "message": long, "containerID": "containerd://0"}}}],
+        }));
+        let kept = assessed(full.status.clone().unwrap());
+        assert_eq!(kept.host_ip, None);
+        assert_eq!(kept.pod_ip, None);
+        assert_eq!(kept.conditions.as_ref().unwrap()[0].message, None);
+        let fetch = &kept.init_container_statuses.as_ref().unwrap()[0];
+        assert_eq!((fetch.image.as_str(), fetch.container_id.as_deref()), ("", None));
+        let message = fetch.state.as_ref().unwrap().terminated.as_ref().unwrap().message.as_deref().unwrap();
+        assert_eq!(message.len(), MAX_MESSAGE_BYTES);
+        assert!(serde_json::to_vec(&kept).unwrap().len() < 1400);
     }
 }
