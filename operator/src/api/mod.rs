@@ -59,10 +59,12 @@ pub const FETCH_EXIT_UNTRUSTED: i32 = 3;
 /// for a model server's pod (a Deployment's is a few KiB), small enough that a
 /// namespace of releases cannot fill the operator's memory.
 pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
-/// Set only inside the operator's cache, never written to the API server: the template
-/// of this release was larger than `MAX_TEMPLATE_BYTES` (the value: its size in bytes)
-/// and was dropped before it was stored. A template's own `modelgate.dev/` annotations
-/// are refused at apply, so a team cannot set it.
-pub const ANNOTATION_TEMPLATE_TOO_LARGE: &str = "modelgate.dev/template-too-large";
+/// Set only inside the operator's cache, never written to the API server (a release's
+/// other annotations are dropped before it is set): the revision hash of the release's
+/// spec, taken before its pod template was dropped from the cache.
+pub const CACHED_REVISION_HASH: &str = "modelgate.dev/cached-revision-hash";
+/// Set only inside the operator's cache, like `CACHED_REVISION_HASH`: why the pod
+/// policy refuses the dropped template, one reason per line (empty: it does not).
+pub const CACHED_TEMPLATE_REFUSALS: &str = "modelgate.dev/cached-template-refusals";
 /// Pod annotation carrying the sha256 of the verified model a pod serves.
 pub const ANNOTATION_MODEL_SHA256: &str = "modelgate.dev/model-sha256";

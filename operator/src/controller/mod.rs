@@ -38,7 +38,7 @@ pub use trust_cache::TrustCache;
 
 use crate::api::{
     ANNOTATION_ABORT, ANNOTATION_DROP_WARM, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY,
-    ANNOTATION_ROLLBACK, ANNOTATION_TEMPLATE_TOO_LARGE, LABEL_RELEASE, LABEL_SERVING, MAX_TEMPLATE_BYTES, ModelRelease,
+    ANNOTATION_ROLLBACK, CACHED_REVISION_HASH, CACHED_TEMPLATE_REFUSALS, LABEL_RELEASE, LABEL_SERVING, ModelRelease,
     ModelRepository,
 };
 use index::{Index, OwnerIndex};
@@ -238,7 +238,7 @@ type Changes<K> = std::pin::Pin<Box<dyn futures::Stream<Item = Arc<K>> + Send>>;
 fn shared_reflector<K, const N: usize>(
     api: Api<K>,
     config: watcher::Config,
-    trim: fn(&mut K),
+    trim: impl Fn(&mut K) + Send + Sync + 'static,
     index: Option<OwnerIndex>,
 ) -> (Store<K>, [Changes<K>; N], Synced, impl Future<Output = ()> + Send + 'static)
 where
@@ -418,32 +418,29 @@ async fn terminated() {
 /// a labelled ReplicaSet or pod must not cost the operator memory.
 /// A release as the cache keeps it: of its annotations only an SRE's commands, each at
 /// most `MAX_COMMAND_BYTES` (kubectl's last-applied copy alone doubles an object; a
-/// command is a short token, compared by its first bytes), and a template larger than
-/// `MAX_TEMPLATE_BYTES` replaced by a note of its size, which the pod policy refuses
-/// with what to do. Whatever a team writes, a cached release holds a bounded template.
-fn trim_release(release: &mut ModelRelease) {
-    if let Some(annotations) = release.metadata.annotations.as_mut() {
-        annotations.retain(|k, _| COMMANDS.contains(&k.as_str()));
-        for value in annotations.values_mut() {
-            if value.len() > MAX_COMMAND_BYTES {
-                let mut end = MAX_COMMAND_BYTES;
-                while !value.is_char_boundary(end) {
-                    end -= 1;
-                }
-                value.truncate(end);
+/// command is a short token, compared by its first bytes), and instead of its pod
+/// template what the reconcile reads of it: the revision hash and the pod policy's
+/// refusals (`CACHED_*`). A template is read from the API server when a revision's
+/// workload is made. Whatever a team writes, a cached release is small.
+fn trim_release(release: &mut ModelRelease, policy: &crate::plan::pod_policy::PodPolicy) {
+    let annotations = release.metadata.annotations.get_or_insert_with(Default::default);
+    annotations.retain(|k, _| COMMANDS.contains(&k.as_str()));
+    for value in annotations.values_mut() {
+        if value.len() > MAX_COMMAND_BYTES {
+            let mut end = MAX_COMMAND_BYTES;
+            while !value.is_char_boundary(end) {
+                end -= 1;
             }
+            value.truncate(end);
         }
     }
-    let bytes = crate::plan::pod_policy::template_bytes(&release.spec.template);
-    if bytes > MAX_TEMPLATE_BYTES {
-        release.spec.template = k8s_openapi::api::core::v1::PodTemplateSpec {
-            metadata: Some(kube::api::ObjectMeta {
-                annotations: Some([(ANNOTATION_TEMPLATE_TOO_LARGE.to_string(), bytes.to_string())].into()),
-                ..Default::default()
-            }),
-            spec: None,
-        };
-    }
+    let namespace = release.metadata.namespace.clone().unwrap_or_default();
+    let hash = crate::plan::desired_hash(release);
+    let refusals = crate::plan::template_refusals(release, &namespace, policy).join("\n");
+    let annotations = release.metadata.annotations.get_or_insert_with(Default::default);
+    annotations.insert(CACHED_REVISION_HASH.into(), hash);
+    annotations.insert(CACHED_TEMPLATE_REFUSALS.into(), refusals);
+    release.spec.template = Default::default();
 }
 
 /// The annotations by which an SRE commands a release.
@@ -508,7 +505,10 @@ fn scope(
     let (release_store, [release_events], release_synced, release_watch) = shared_reflector(
         api::<ModelRelease>(client, ns),
         watcher::Config::default().page_size(RELEASE_PAGE),
-        trim_release,
+        {
+            let policy = settings.pod_policy.clone();
+            move |release| trim_release(release, &policy)
+        },
         None,
     );
     // Of a ReplicaSet only its labels, replica count and its template's serving label
@@ -719,38 +719,48 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn a_cached_release_keeps_only_commands_and_a_bounded_template() {
-        let big: Vec<String> = (0..80).map(|i| format!("--flag-{i}={}", "x".repeat(1000))).collect();
-        let mut release: ModelRelease = serde_json::from_value(json!({
+    fn heavy(args: usize) -> ModelRelease {
+        let big: Vec<String> = (0..args).map(|i| format!("--flag-{i}={}", "x".repeat(1000))).collect();
+        serde_json::from_value(json!({
             "apiVersion": "modelgate.dev/v1alpha1", "kind": "ModelRelease",
             "metadata": {"name": "m", "namespace": "team", "annotations": {
                 "kubectl.kubernetes.io/last-applied-configuration": "x".repeat(100_000),
                 "modelgate.dev/promote": "2026-12-06T07:00:00Z",
                 "modelgate.dev/retry": "é".repeat(1000),
                 "modelgate.dev/filler": "x".repeat(100_000),
+                "modelgate.dev/cached-revision-hash": "forged",
             }},
             "spec": {"repositoryRef": {"name": "r"}, "model": {"target": "m/1/model.onnx"},
                      "template": {"spec": {"containers": [{"name": "a", "image": "i", "args": big}]}}},
         }))
-        .unwrap();
-        trim_release(&mut release);
-        let annotations = release.metadata.annotations.clone().unwrap();
-        let kept: Vec<&str> = annotations.keys().map(String::as_str).collect();
-        assert_eq!(kept, [ANNOTATION_PROMOTE, ANNOTATION_RETRY]);
-        assert_eq!(annotations[ANNOTATION_PROMOTE], "2026-12-06T07:00:00Z");
-        assert!(annotations[ANNOTATION_RETRY].len() <= MAX_COMMAND_BYTES);
-        assert!(release.spec.template.spec.is_none());
-        let refused = crate::plan::pod_policy::check(&release.spec.template, "/models", "team", &Default::default());
-        assert!(refused[0].starts_with("spec.template is 8") && refused[0].contains("at most 64 KiB"), "{refused:?}");
-        assert!(serde_json::to_vec(&release).unwrap().len() < 2048);
+        .unwrap()
+    }
 
-        // An ordinary template is kept as it is.
-        let mut small = release.clone();
-        small.spec.template =
-            serde_json::from_value(json!({"spec": {"containers": [{"name": "a", "image": "i"}]}})).unwrap();
-        let before = small.spec.template.clone();
-        trim_release(&mut small);
-        assert_eq!(small.spec.template, before);
+    #[test]
+    fn a_cached_release_keeps_commands_and_what_is_read_of_its_template() {
+        let policy = crate::plan::pod_policy::PodPolicy::default();
+        for args in [1, 80] {
+            let full = heavy(args);
+            let mut cached = full.clone();
+            trim_release(&mut cached, &policy);
+            let annotations = cached.metadata.annotations.clone().unwrap();
+            let commands: Vec<&str> = annotations.keys().map(String::as_str).filter(|k| COMMANDS.contains(k)).collect();
+            assert_eq!(commands, [ANNOTATION_PROMOTE, ANNOTATION_RETRY]);
+            assert_eq!(annotations[ANNOTATION_PROMOTE], "2026-12-06T07:00:00Z");
+            assert!(annotations[ANNOTATION_RETRY].len() <= MAX_COMMAND_BYTES);
+            assert_eq!(cached.spec.template, Default::default(), "no template is kept");
+            assert!(serde_json::to_vec(&cached).unwrap().len() < 2048);
+            // The reconcile reads the same from either.
+            assert_eq!(crate::plan::desired_hash(&cached), crate::plan::revision_hash(&full.spec));
+            assert_eq!(
+                crate::plan::template_refusals(&cached, "team", &policy),
+                crate::plan::template_refusals(&full, "team", &policy)
+            );
+            // A note a team wrote on the release it applied is not read.
+            assert_eq!(crate::plan::desired_hash(&full), crate::plan::revision_hash(&full.spec));
+        }
+        let refused = crate::plan::template_refusals(&heavy(80), "team", &policy);
+        assert!(refused[0].starts_with("spec.template is 8") && refused[0].contains("at most 64 KiB"), "{refused:?}");
+        assert!(crate::plan::template_refusals(&heavy(1), "team", &policy).is_empty());
     }
 }

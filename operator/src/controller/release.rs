@@ -31,7 +31,7 @@ use crate::{
     },
     gates,
     metrics::{ErrorLabels, Metrics, ReasonLabel, ResultLabel},
-    plan::{self, Commands, Observed, Workload, pod_policy, policy},
+    plan::{self, Commands, Observed, Workload, policy},
     workload,
 };
 
@@ -137,7 +137,7 @@ async fn observe(ctx: &Arc<Context>, release: &ModelRelease, ns: &str, now: Time
     let health = by_hash.into_iter().map(|(hash, pods)| (hash, gates::kubernetes::assess(pods))).collect();
     let finished = observe_gates(ctx, release, ns, now);
     let refusal = {
-        let found = pod_policy::check(&release.spec.template, &release.spec.model.mount_path, ns, &ctx.pod_policy);
+        let found = plan::template_refusals(release, ns, &ctx.pod_policy);
         (!found.is_empty()).then(|| found.join("; "))
     };
     // A Service in place as it should be is left alone (no request); otherwise the name
@@ -390,16 +390,27 @@ async fn create_workload(
             )
         }
     };
-    let rs =
-        match workload::replica_set(release, &trust, &revision, replicas, &ctx.fetch_image, &ctx.pod_policy, floors) {
-            Ok(rs) => rs,
-            Err(refused) => {
-                // The planner refuses such a spec before it gets here; a policy that
-                // changed under a running revision lands here instead.
-                warn!(%refused, "the revision's pods are refused; its workload is not created");
-                return Ok(());
-            }
-        };
+    // The cache keeps no pod template: read the release for it, and render only the
+    // revision the plan is about (the spec may have changed since; the next look sees it).
+    let releases: Api<ModelRelease> = Api::namespaced(ctx.client.clone(), &release.namespace().unwrap_or_default());
+    let fresh = releases
+        .get(&release.name_any())
+        .await
+        .map_err(|source| Error::Kube { action: "read the release's pod template", source })?;
+    if fresh.uid() != release.uid() || plan::revision_hash(&fresh.spec) != hash {
+        debug!(hash, "the spec changed since the plan; its workload waits for the next look");
+        return Ok(());
+    }
+    let rs = match workload::replica_set(&fresh, &trust, &revision, replicas, &ctx.fetch_image, &ctx.pod_policy, floors)
+    {
+        Ok(rs) => rs,
+        Err(refused) => {
+            // The planner refuses such a spec before it gets here; a policy that
+            // changed under a running revision lands here instead.
+            warn!(%refused, "the revision's pods are refused; its workload is not created");
+            return Ok(());
+        }
+    };
     // A create, not an apply: an apply would merge into a ReplicaSet of that name that
     // someone else made (their extra containers kept) and adopt it.
     let rs: ReplicaSet = serde_json::from_value(rs).map_err(|e| Error::Render(e.to_string()))?;

@@ -13,7 +13,7 @@ use std::{collections::BTreeMap, time::Duration};
 use aws_lc_rs::digest;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{ModelRelease, ModelReleaseSpec};
+use crate::api::{CACHED_REVISION_HASH, CACHED_TEMPLATE_REFUSALS, ModelRelease, ModelReleaseSpec};
 
 pub use revisions::{GateContext, Revision, gate_context, models_to_verify, verified_revision};
 pub use rollout::{
@@ -289,9 +289,32 @@ pub fn canary_replicas(replicas: i32, weight: i32) -> i32 {
     i32::try_from(pods).unwrap_or(replicas)
 }
 
-/// The revision the spec asks for.
+/// A note the operator's cache left on a release in place of its template. Only a
+/// release without a template carries one: the API server keeps none without a
+/// container, so a note a team wrote on a release it applied is never read.
+fn cached_note<'a>(release: &'a ModelRelease, key: &str) -> Option<&'a String> {
+    if release.spec.template != Default::default() {
+        return None;
+    }
+    release.metadata.annotations.as_ref()?.get(key)
+}
+
+/// The revision the spec asks for: as the cache noted it when it dropped the template,
+/// or from the spec (a release read from the API server).
 pub fn desired_hash(release: &ModelRelease) -> String {
-    revision_hash(&release.spec)
+    match cached_note(release, CACHED_REVISION_HASH) {
+        Some(hash) => hash.clone(),
+        None => revision_hash(&release.spec),
+    }
+}
+
+/// Why the pod policy refuses the spec's template (empty: it does not): as the cache
+/// noted it, or from the template.
+pub fn template_refusals(release: &ModelRelease, namespace: &str, policy: &pod_policy::PodPolicy) -> Vec<String> {
+    match cached_note(release, CACHED_TEMPLATE_REFUSALS) {
+        Some(noted) => noted.lines().map(str::to_string).collect(),
+        None => pod_policy::check(&release.spec.template, &release.spec.model.mount_path, namespace, policy),
+    }
 }
 
 /// Seconds precision, as status timestamps round-trip through the API.

@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use crate::api::{ANNOTATION_TEMPLATE_TOO_LARGE, MAX_TEMPLATE_BYTES};
+use crate::api::MAX_TEMPLATE_BYTES;
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, SecurityContext};
 
 /// Pod Security Standards level the rendered pods must meet.
@@ -83,12 +83,8 @@ const RESTRICTED_VOLUMES: [&str; 8] =
 /// instead; empty when the pod is allowed. `model_path` is `spec.model.mountPath`.
 pub fn check(template: &PodTemplateSpec, model_path: &str, namespace: &str, policy: &PodPolicy) -> Vec<String> {
     let mut v = Violations::default();
-    let dropped = template.metadata.as_ref().and_then(|m| m.annotations.as_ref()?.get(ANNOTATION_TEMPLATE_TOO_LARGE));
-    let bytes = match dropped {
-        Some(bytes) => Some(bytes.clone()),
-        None => Some(template_bytes(template)).filter(|b| *b > MAX_TEMPLATE_BYTES).map(|b| b.to_string()),
-    };
-    if let Some(bytes) = bytes {
+    let bytes = template_bytes(template);
+    if bytes > MAX_TEMPLATE_BYTES {
         v.push(format!(
             "spec.template is {bytes} bytes as JSON; modelgate renders templates of at most {} KiB: move large \
              arguments, environment or files into a ConfigMap and mount or reference it",
@@ -534,19 +530,6 @@ mod tests {
         let found = refusals(big, Level::Baseline);
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].starts_with("spec.template is 10") && found[0].contains("at most 64 KiB"), "{found:?}");
-        // As the operator's cache holds such a release: the note of its size, no spec.
-        let mut noted = PodTemplateSpec::default();
-        noted.metadata = Some(kube::api::ObjectMeta {
-            annotations: Some([(ANNOTATION_TEMPLATE_TOO_LARGE.to_string(), "1048576".to_string())].into()),
-            ..Default::default()
-        });
-        let found = check(&noted, "/models", "team", &policy(Level::Privileged));
-        assert!(
-            found
-                == ["spec.template is 1048576 bytes as JSON; modelgate renders templates of at most 64 KiB: \
-            move large arguments, environment or files into a ConfigMap and mount or reference it"],
-            "{found:?}"
-        );
         let small = json!({"containers": [{"name": "a", "image": "i"}]});
         assert!(template_bytes(&template(small)) < 100);
     }

@@ -71,7 +71,7 @@ pub fn plan(release: &ModelRelease, observed: &Observed, now: Timestamp) -> Plan
         obs: observed,
         now,
         status: release.status.clone().unwrap_or_default(),
-        desired: revision_hash(&release.spec),
+        desired: desired_hash(release),
         events: Vec::new(),
         requeue: RESYNC,
         stalled: None,
