@@ -22,5 +22,6 @@ pub mod plugin;
 mod proptests;
 pub mod readers;
 pub mod telemetry;
+pub mod text;
 pub mod trust;
 pub mod workload;

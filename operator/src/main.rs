@@ -14,6 +14,13 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     modelgate::telemetry::init(cli.log_format);
+    // jemalloc returns freed pages to the system only while the program allocates,
+    // unless a background thread does it: without one, an operator at rest after a
+    // burst (a restart's lists, a thousand reconciles) kept its peak as its size.
+    #[cfg(not(target_env = "msvc"))]
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::debug!(error = %e, "jemalloc background purging not enabled");
+    }
     // The conformance client protocol `modelgate tuf` implements says 1 for any failure.
     let refusal_code = cli.command.has_refusal_exit_code();
     match cli.command.run().await {

@@ -2,6 +2,7 @@
 //! status writes through server-side apply.
 
 mod api_endpoints;
+mod cache;
 mod cluster;
 mod error;
 pub mod gate_runner;
@@ -10,6 +11,7 @@ mod leader;
 mod namespaces;
 pub mod release;
 pub mod repository;
+mod shared_watch;
 pub mod trust_cache;
 
 use std::sync::Arc;
@@ -25,23 +27,20 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::ListParams,
     runtime::{
-        Controller, WatchStreamExt, controller,
+        Controller, controller,
         events::{Recorder, Reporter},
-        reflector::{self, ObjectRef, Store},
+        reflector::{ObjectRef, Store},
         watcher,
     },
 };
-use tracing::{info, warn};
+use tracing::info;
 
 pub use error::Error;
 pub use trust_cache::TrustCache;
 
-use crate::api::{
-    ANNOTATION_ABORT, ANNOTATION_DROP_WARM, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY,
-    ANNOTATION_ROLLBACK, CACHED_REVISION_HASH, CACHED_TEMPLATE_REFUSALS, LABEL_RELEASE, LABEL_SERVING, ModelRelease,
-    ModelRepository,
-};
-use index::{Index, OwnerIndex};
+use crate::api::{LABEL_RELEASE, ModelRelease, ModelRepository};
+use index::OwnerIndex;
+use shared_watch::shared_reflector;
 
 /// How the operator runs.
 #[derive(Clone, Debug)]
@@ -216,112 +215,6 @@ const RECONCILE_CONCURRENCY: u16 = 32;
 /// 1,000 list requests at 10,000 releases (`tests/bench/scale` measures both).
 const RELEASE_PAGE: u32 = 10;
 
-/// Events each subscriber of a watch holds before the watch waits for it.
-const SHARED_BUFFER: usize = 1024;
-
-/// A changed object, as a watch delivered it, for a controller's trigger stream.
-type Changes<K> = std::pin::Pin<Box<dyn futures::Stream<Item = Arc<K>> + Send>>;
-
-/// A watch of `api` into a store, `N` streams of its changes for controllers, and the
-/// future that drives them. `trim` drops what reconciles never read before an object is
-/// stored (managed fields always): memory grows with the number of pods, not with them.
-/// `index`, if given, is kept current with the store (for the kinds a release owns).
-/// Each stream must be consumed, or the watch waits for it (`SHARED_BUFFER`).
-///
-/// A change is sent as the object the watch delivered, after the store holds it, so a
-/// reconcile it triggers reads at least that state. kube's own shared streams
-/// (`store_shared`, `ReflectHandle`) look each change up in the store instead, and when
-/// the object is gone by then (a pod deleted right after its last update, as every
-/// scale-down does) the handle returns `Pending` without a waker: that stream, and every
-/// release's pod events with it, stopped for good. Found on the real node: a canary
-/// whose model the pod refused stayed `Progressing` until a timer woke its release.
-fn shared_reflector<K, const N: usize>(
-    api: Api<K>,
-    config: watcher::Config,
-    trim: impl Fn(&mut K) + Send + Sync + 'static,
-    index: Option<OwnerIndex>,
-) -> (Store<K>, [Changes<K>; N], Synced, impl Future<Output = ()> + Send + 'static)
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-{
-    let (store, writer) = reflector::store();
-    let (senders, receivers): (Vec<_>, Vec<_>) =
-        (0..N).map(|_| tokio::sync::mpsc::channel::<Arc<K>>(SHARED_BUFFER)).unzip();
-    let senders = Arc::new(senders);
-    let mut receivers = receivers.into_iter();
-    let changes = std::array::from_fn(|_| {
-        let rx = receivers.next();
-        let stream = futures::stream::unfold(rx, |rx| async move {
-            let mut rx = rx?;
-            let item = rx.recv().await?;
-            Some((item, Some(rx)))
-        });
-        Box::pin(stream) as Changes<K>
-    });
-    let drive = watcher(api, config).default_backoff().modify(move |o| {
-        o.managed_fields_mut().clear();
-        trim(o);
-    });
-    let synced = Synced::default();
-    let seen = synced.clone();
-    // A (re-)list's objects reach the store together when it is done: send them then,
-    // as the store holds them. Only their names are kept meanwhile: a copy of every
-    // object here doubled the caches during a restart's initial lists (the peak RSS of
-    // the 10,000-release benchmark).
-    let mut listed: Vec<ObjectRef<K>> = Vec::new();
-    let listed_from = store.clone();
-    let mut listing = index.as_ref().map(|_| Index::default());
-    let drive = drive.reflect(writer).for_each(move |event| {
-        let changed = match event {
-            Ok(watcher::Event::Init) => {
-                listed.clear();
-                listing = index.as_ref().map(|_| Index::default());
-                Vec::new()
-            }
-            Ok(watcher::Event::InitApply(o)) => {
-                if let Some(listing) = listing.as_mut() {
-                    listing.apply(&o);
-                }
-                listed.push(ObjectRef::from_obj(&o));
-                Vec::new()
-            }
-            Ok(watcher::Event::InitDone) => {
-                if let (Some(index), Some(fresh)) = (&index, listing.take()) {
-                    index.replace(fresh);
-                }
-                seen.store(true, std::sync::atomic::Ordering::Release);
-                std::mem::take(&mut listed).iter().filter_map(|r| listed_from.get(r)).collect()
-            }
-            Ok(watcher::Event::Apply(o)) => {
-                if let Some(index) = &index {
-                    index.update(|i| i.apply(&o));
-                }
-                vec![Arc::new(o)]
-            }
-            Ok(watcher::Event::Delete(o)) => {
-                if let Some(index) = &index {
-                    index.update(|i| i.delete(&o));
-                }
-                vec![Arc::new(o)]
-            }
-            Err(e) => {
-                warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying (check the operator's RBAC)");
-                Vec::new()
-            }
-        };
-        let senders = senders.clone();
-        async move {
-            for object in changed {
-                for tx in senders.iter() {
-                    // A closed stream is a stopped controller: nothing to wake.
-                    let _ = tx.send(object.clone()).await;
-                }
-            }
-        }
-    });
-    (store, changes, synced, drive)
-}
-
 /// Runs the controllers until SIGTERM or Ctrl-C.
 pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
     // One scope per listed namespace, or one for the whole cluster; namespaces picked
@@ -414,54 +307,6 @@ async fn terminated() {
     }
 }
 
-/// Of an object's labels only modelgate's own are read: a tenant's thousands of labels on
-/// a labelled ReplicaSet or pod must not cost the operator memory.
-/// A release as the cache keeps it: of its annotations only an SRE's commands, each at
-/// most `MAX_COMMAND_BYTES` (kubectl's last-applied copy alone doubles an object; a
-/// command is a short token, compared by its first bytes), and instead of its pod
-/// template what the reconcile reads of it: the revision hash and the pod policy's
-/// refusals (`CACHED_*`). A template is read from the API server when a revision's
-/// workload is made. Whatever a team writes, a cached release is small.
-fn trim_release(release: &mut ModelRelease, policy: &crate::plan::pod_policy::PodPolicy) {
-    let annotations = release.metadata.annotations.get_or_insert_with(Default::default);
-    annotations.retain(|k, _| COMMANDS.contains(&k.as_str()));
-    for value in annotations.values_mut() {
-        if value.len() > MAX_COMMAND_BYTES {
-            let mut end = MAX_COMMAND_BYTES;
-            while !value.is_char_boundary(end) {
-                end -= 1;
-            }
-            value.truncate(end);
-        }
-    }
-    let namespace = release.metadata.namespace.clone().unwrap_or_default();
-    let hash = crate::plan::desired_hash(release);
-    let refusals = crate::plan::template_refusals(release, &namespace, policy).join("\n");
-    let annotations = release.metadata.annotations.get_or_insert_with(Default::default);
-    annotations.insert(CACHED_REVISION_HASH.into(), hash);
-    annotations.insert(CACHED_TEMPLATE_REFUSALS.into(), refusals);
-    release.spec.template = Default::default();
-}
-
-/// The annotations by which an SRE commands a release.
-const COMMANDS: [&str; 6] = [
-    ANNOTATION_PROMOTE,
-    ANNOTATION_PROMOTE_FULL,
-    ANNOTATION_ROLLBACK,
-    ANNOTATION_RETRY,
-    ANNOTATION_ABORT,
-    ANNOTATION_DROP_WARM,
-];
-
-/// Longest command value kept (the plugin writes a timestamp or `<revision>@<token>`).
-const MAX_COMMAND_BYTES: usize = 256;
-
-fn keep_own_labels(meta: &mut kube::api::ObjectMeta) {
-    if let Some(labels) = meta.labels.as_mut() {
-        labels.retain(|k, _| k.starts_with("modelgate.dev/"));
-    }
-}
-
 /// Tells a scope to stop (its namespace no longer selected): its controllers finish the
 /// reconciles in flight, take no more, and its watches end.
 type Stop = tokio::sync::watch::Receiver<bool>;
@@ -507,55 +352,19 @@ fn scope(
         watcher::Config::default().page_size(RELEASE_PAGE),
         {
             let policy = settings.pod_policy.clone();
-            move |release| trim_release(release, &policy)
+            move |release| cache::release(release, &policy)
         },
         None,
     );
     // Of a ReplicaSet only its labels, replica count and its template's serving label
     // are read; of a pod, its labels and status.
     let (rs_index, pod_index) = (OwnerIndex::default(), OwnerIndex::default());
-    let (rs_store, [rs_events], rs_synced, rs_watch) = shared_reflector(
-        api::<ReplicaSet>(client, ns),
-        owned.clone(),
-        |rs| {
-            let serving =
-                rs.spec.template.as_ref().and_then(|t| t.metadata.as_ref()?.labels.as_ref()?.get(LABEL_SERVING));
-            rs.spec.template = serving.cloned().map(|v| k8s_openapi::api::core::v1::PodTemplateSpec {
-                metadata: Some(kube::api::ObjectMeta {
-                    labels: Some([(LABEL_SERVING.to_string(), v)].into()),
-                    ..Default::default()
-                }),
-                spec: None,
-            });
-            rs.status = None;
-            rs.metadata.annotations = None;
-            keep_own_labels(&mut rs.metadata);
-        },
-        Some(rs_index.clone()),
-    );
+    let (rs_store, [rs_events], rs_synced, rs_watch) =
+        shared_reflector(api::<ReplicaSet>(client, ns), owned.clone(), cache::replica_set, Some(rs_index.clone()));
     let (repo_store, [repo_events, repo_events_for_releases], repo_synced, repo_watch) =
         shared_reflector(api::<ModelRepository>(client, ns), watcher::Config::default(), |_| {}, None);
-    let (pod_store, [pod_events], pod_synced, pod_watch) = shared_reflector(
-        api::<Pod>(client, ns),
-        owned,
-        |pod| {
-            pod.spec = None;
-            pod.status = pod.status.take().map(crate::gates::kubernetes::assessed);
-            pod.metadata.annotations = None;
-            keep_own_labels(&mut pod.metadata);
-            // Only the controller reference: a pod counts for a revision only when one
-            // of the release's own ReplicaSets controls it.
-            if let Some(refs) = pod.metadata.owner_references.as_mut() {
-                refs.retain(|o| o.controller == Some(true));
-                for o in refs.iter_mut() {
-                    o.api_version = String::new();
-                    o.kind = String::new();
-                    o.name = String::new();
-                }
-            }
-        },
-        Some(pod_index.clone()),
-    );
+    let (pod_store, [pod_events], pod_synced, pod_watch) =
+        shared_reflector(api::<Pod>(client, ns), owned, cache::pod, Some(pod_index.clone()));
     let (svc_store, [svc_events], svc_synced, svc_watch) = shared_reflector(
         api::<Service>(client, ns),
         watcher::Config::default().labels(LABEL_RELEASE),
@@ -711,56 +520,5 @@ fn scope(
     async move {
         futures::future::join(repository_controller, release_controller).await;
         drop((tasks, view));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn heavy(args: usize) -> ModelRelease {
-        let big: Vec<String> = (0..args).map(|i| format!("--flag-{i}={}", "x".repeat(1000))).collect();
-        serde_json::from_value(json!({
-            "apiVersion": "modelgate.dev/v1alpha1", "kind": "ModelRelease",
-            "metadata": {"name": "m", "namespace": "team", "annotations": {
-                "kubectl.kubernetes.io/last-applied-configuration": "x".repeat(100_000),
-                "modelgate.dev/promote": "2026-12-06T07:00:00Z",
-                "modelgate.dev/retry": "é".repeat(1000),
-                "modelgate.dev/filler": "x".repeat(100_000),
-                "modelgate.dev/cached-revision-hash": "forged",
-            }},
-            "spec": {"repositoryRef": {"name": "r"}, "model": {"target": "m/1/model.onnx"},
-                     "template": {"spec": {"containers": [{"name": "a", "image": "i", "args": big}]}}},
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn a_cached_release_keeps_commands_and_what_is_read_of_its_template() {
-        let policy = crate::plan::pod_policy::PodPolicy::default();
-        for args in [1, 80] {
-            let full = heavy(args);
-            let mut cached = full.clone();
-            trim_release(&mut cached, &policy);
-            let annotations = cached.metadata.annotations.clone().unwrap();
-            let commands: Vec<&str> = annotations.keys().map(String::as_str).filter(|k| COMMANDS.contains(k)).collect();
-            assert_eq!(commands, [ANNOTATION_PROMOTE, ANNOTATION_RETRY]);
-            assert_eq!(annotations[ANNOTATION_PROMOTE], "2026-12-06T07:00:00Z");
-            assert!(annotations[ANNOTATION_RETRY].len() <= MAX_COMMAND_BYTES);
-            assert_eq!(cached.spec.template, Default::default(), "no template is kept");
-            assert!(serde_json::to_vec(&cached).unwrap().len() < 2048);
-            // The reconcile reads the same from either.
-            assert_eq!(crate::plan::desired_hash(&cached), crate::plan::revision_hash(&full.spec));
-            assert_eq!(
-                crate::plan::template_refusals(&cached, "team", &policy),
-                crate::plan::template_refusals(&full, "team", &policy)
-            );
-            // A note a team wrote on the release it applied is not read.
-            assert_eq!(crate::plan::desired_hash(&full), crate::plan::revision_hash(&full.spec));
-        }
-        let refused = crate::plan::template_refusals(&heavy(80), "team", &policy);
-        assert!(refused[0].starts_with("spec.template is 8") && refused[0].contains("at most 64 KiB"), "{refused:?}");
-        assert!(crate::plan::template_refusals(&heavy(1), "team", &policy).is_empty());
     }
 }

@@ -124,13 +124,7 @@ const MAX_MESSAGE_BYTES: usize = 1024;
 /// a container wrote is cut to `MAX_MESSAGE_BYTES`.
 pub fn assessed(status: PodStatus) -> PodStatus {
     fn bounded(mut message: String) -> String {
-        if message.len() > MAX_MESSAGE_BYTES {
-            let mut end = MAX_MESSAGE_BYTES;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-        }
+        crate::text::cut(&mut message, MAX_MESSAGE_BYTES);
         message
     }
     fn state(s: ContainerState) -> ContainerState {

@@ -86,6 +86,10 @@ enum Verb {
         /// position; the operator sends them under the installation's egress policy.
         #[arg(long)]
         run_gates: bool,
+        /// With --run-gates: the label Prometheus queries are held to, as the
+        /// installation's `gates.prometheusNamespaceLabel` (empty: queries go as written).
+        #[arg(long, default_value = crate::gates::PrometheusPolicy::DEFAULT_NAMESPACE_LABEL)]
+        prometheus_namespace_label: String,
     },
 }
 
@@ -174,7 +178,10 @@ impl Plugin {
                 )
                 .await
             }
-            Verb::Plan { run_gates, .. } => view::plan(&client, &ns, &release, run_gates).await,
+            Verb::Plan { run_gates, prometheus_namespace_label, .. } => {
+                let label = Some(prometheus_namespace_label).filter(|l| !l.is_empty());
+                view::plan(&client, &ns, &release, run_gates.then_some(label)).await
+            }
         }
     }
 }

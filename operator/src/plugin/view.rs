@@ -222,7 +222,14 @@ pub fn history(release: &ModelRelease) -> String {
 }
 
 /// `plan NAME`: what the spec would do, without doing it.
-pub async fn plan(client: &Client, ns: &str, release: &ModelRelease, run_gates: bool) -> anyhow::Result<()> {
+/// `run_gates`: `Some(label)` evaluates the gates once, their Prometheus queries held to
+/// `label` (none: as written), as the installation would.
+pub async fn plan(
+    client: &Client,
+    ns: &str,
+    release: &ModelRelease,
+    run_gates: Option<Option<String>>,
+) -> anyhow::Result<()> {
     let model = release.spec.model.model();
     let target = model.display();
     let status = release.status.clone().unwrap_or_default();
@@ -310,7 +317,7 @@ pub async fn plan(client: &Client, ns: &str, release: &ModelRelease, run_gates: 
         println!("Gates:     pod health only");
         return Ok(());
     }
-    if !run_gates {
+    let Some(namespace_label) = run_gates else {
         println!("Gates (not evaluated; --run-gates sends their requests once, from this machine):");
         for check in &release.spec.gates.checks {
             let to = match (&check.prometheus, &check.webhook) {
@@ -321,16 +328,14 @@ pub async fn plan(client: &Client, ns: &str, release: &ModelRelease, run_gates: 
             println!("  {:<20} {}", field(&check.name), field(&to));
         }
         return Ok(());
-    }
+    };
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     // From the SRE's machine, under the installation's defaults: no loopback,
-    // link-local or API server, https only, queries held to the release's namespace.
+    // link-local or API server, https only, queries held to the release's namespace
+    // (by the label the SRE names, `namespace` unless told otherwise).
     let policy = gates::GatePolicy {
         egress: gates::EgressPolicy::from_env(Vec::new(), Vec::new(), false),
-        prometheus: gates::PrometheusPolicy {
-            namespace_label: Some(gates::PrometheusPolicy::DEFAULT_NAMESPACE_LABEL.into()),
-            ..Default::default()
-        },
+        prometheus: gates::PrometheusPolicy { namespace_label, ..Default::default() },
     };
     let egress = &policy.egress;
     // The API server's own addresses too: unread (no right to list them), no request goes.

@@ -448,9 +448,7 @@ fn truncated(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", s.get(..end).unwrap_or_default())
+    let mut cut = s.to_string();
+    crate::text::cut(&mut cut, max);
+    format!("{cut}...")
 }
