@@ -110,12 +110,7 @@ pub fn check(template: &PodTemplateSpec, model_path: &str, namespace: &str, poli
 
 /// The size of `template` as JSON (what `MAX_TEMPLATE_BYTES` bounds), counted without
 /// writing it anywhere.
-pub fn template_bytes(template: &PodTemplateSpec) -> usize {
-    json_len(template)
-}
-
-/// The length of `value` as JSON, counted without writing it anywhere.
-fn json_len(value: &impl serde::Serialize) -> usize {
+fn template_bytes(template: &PodTemplateSpec) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -127,8 +122,8 @@ fn json_len(value: &impl serde::Serialize) -> usize {
         }
     }
     let mut count = Count(0);
-    // Serializing our own typed value to a counter cannot fail; if it did, "too large".
-    match serde_json::to_writer(&mut count, value) {
+    // Serializing a typed value to a counter cannot fail; if it did, "too large".
+    match serde_json::to_writer(&mut count, template) {
         Ok(()) => count.0,
         Err(_) => usize::MAX,
     }
