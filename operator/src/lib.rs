@@ -14,6 +14,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod controller;
+pub mod fetch_command;
 pub mod gates;
 pub mod metrics;
 pub mod plan;

@@ -246,7 +246,7 @@ impl Metrics {
             if let Some(count) = PHASES.iter().position(|p| *p == phase).and_then(|i| counts.get_mut(i)) {
                 *count += 1;
             }
-            if let Some(reason) = status.and_then(needs_attention) {
+            if let Some(reason) = status.and_then(crate::plan::needs_attention) {
                 total += 1;
                 if attention.len() < MAX_ATTENTION_SERIES {
                     attention.push(AttentionLabels {
@@ -331,22 +331,6 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> 
         .route("/readyz", get(readyz))
         .with_state(metrics);
     axum::serve(listener, app).await
-}
-
-/// The reason a release needs a person, if it does: a rollback, a refusal, or a
-/// condition that says so (a rollout that needs a manual rollback, a revoked model).
-fn needs_attention(status: &crate::api::ModelReleaseStatus) -> Option<String> {
-    let condition = |type_: &str| status.conditions.iter().find(|c| c.type_ == type_ && c.status == "True");
-    let phase = status.phase.unwrap_or_default();
-    let reason = condition(crate::plan::TRUST_DEGRADED)
-        .or_else(|| condition(crate::plan::DEGRADED))
-        .map(|c| c.reason.chars().take(64).collect());
-    match phase {
-        Phase::RollingBack | Phase::RolledBack | Phase::Rejected => {
-            Some(reason.unwrap_or_else(|| phase.as_str().into()))
-        }
-        _ => reason,
-    }
 }
 
 /// Counts a reconcile and observes its duration when dropped.

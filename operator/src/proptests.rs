@@ -264,6 +264,8 @@ fn observed() -> impl Strategy<Value = Observed> {
         any::<bool>(),
     )
         .prop_map(|(verdicts, workloads, pods, gates, commands, refusal, found)| Observed {
+            // Some runs see a workload whose template someone changed.
+            changed: workloads.keys().take(usize::from(!found)).map(|h| (h.clone(), format!("fraud-{h}"))).collect(),
             repository: if found { Repository::Found { on_revocation: None } } else { Repository::Missing },
             verdicts,
             workloads: workloads

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::{
     api::{
-        ANNOTATION_MODEL_SHA256, FETCH_CONTAINER, LABEL_HASH, LABEL_RELEASE, LABEL_REVISION, LABEL_SERVING, ModelRef,
+        ANNOTATION_MODEL_SHA256, FETCH_CONTAINER, LABEL_HASH, LABEL_RELEASE, LABEL_REVISION, LABEL_SERVING,
         ModelRelease,
     },
     plan::{
@@ -131,49 +131,36 @@ pub fn replica_set(
         .insert(ANNOTATION_MODEL_SHA256.into(), revision.sha256.into());
 
     let (pin_name, pin_key) = &trust.pin;
-    let mut args = vec![
-        "fetch".to_string(),
-        "--metadata-url".into(),
-        trust.repository.metadata_url.clone(),
-        "--targets-url".into(),
-        trust.repository.targets_url.clone(),
-        "--root".into(),
-        format!("{PIN_DIR}/{PIN_FILE}"),
-        "--root-chain".into(),
-        format!("{TRUST_DIR}/{STATE_CHAIN_KEY}"),
-        // Today's floors, whenever the pod starts (they only raise those below).
-        "--floors".into(),
-        format!("{TRUST_DIR}/{STATE_FLOORS_KEY}"),
-    ];
-    if let Some(sha256) = &trust.pin_sha256 {
-        args.extend(["--root-sha256".to_string(), sha256.clone()]);
-    }
+    let url = |u: &str| {
+        reqwest::Url::parse(u).map_err(|e| Refused(vec![format!("the repository's URL {u:?} is not a URL: {e}")]))
+    };
+    let mut fetch_args = crate::fetch_command::Fetch {
+        repository: crate::fetch_command::Repository {
+            metadata_url: url(&trust.repository.metadata_url)?,
+            targets_url: url(&trust.repository.targets_url)?,
+            root: format!("{PIN_DIR}/{PIN_FILE}").into(),
+            root_sha256: trust.pin_sha256.clone(),
+            root_chain: Some(format!("{TRUST_DIR}/{STATE_CHAIN_KEY}").into()),
+            ca_bundle: trust.ca.as_ref().map(|_| format!("{CA_DIR}/ca.crt").into()),
+            metadata_dir: None,
+            min_root_version: floors.root,
+            min_timestamp_version: floors.timestamp,
+            min_snapshot_version: floors.snapshot,
+            min_targets_version: floors.targets,
+            // Today's floors, whenever the pod starts (they only raise those above).
+            floors: Some(format!("{TRUST_DIR}/{STATE_FLOORS_KEY}").into()),
+            target: Vec::new(),
+            prefix: None,
+            concurrency: None,
+        },
+        sha256: revision.sha256.into(),
+        length: u64::try_from(revision.length).unwrap_or(0),
+        files: usize::try_from(revision.files).unwrap_or(0),
+        out: FETCH_OUT.into(),
+    };
     let model = release.spec.model.model();
-    match &model {
-        ModelRef::Prefix(p) => args.extend(["--prefix".to_string(), p.clone()]),
-        ModelRef::File(t) => args.extend(["--target".to_string(), t.clone()]),
-        ModelRef::List(l) => args.extend(l.iter().flat_map(|t| ["--target".to_string(), t.clone()])),
-    }
-    args.extend([
-        "--sha256".into(),
-        revision.sha256.into(),
-        "--length".into(),
-        revision.length.to_string(),
-        "--files".into(),
-        revision.files.to_string(),
-        "--out".into(),
-        FETCH_OUT.into(),
-    ]);
-    for (role, version) in [
-        ("root", floors.root),
-        ("timestamp", floors.timestamp),
-        ("snapshot", floors.snapshot),
-        ("targets", floors.targets),
-    ] {
-        if version > 0 {
-            args.extend([format!("--min-{role}-version"), version.to_string()]);
-        }
-    }
+    fetch_args.repository.select(&model);
+    let args = fetch_args.to_args();
     let mut mounts = vec![
         json!({"name": MODEL_VOLUME, "mountPath": FETCH_OUT}),
         json!({"name": PIN_VOLUME, "mountPath": PIN_DIR, "readOnly": true}),
@@ -190,7 +177,6 @@ pub fn replica_set(
                          {"key": STATE_FLOORS_KEY, "path": STATE_FLOORS_KEY}]}}),
     ];
     if let Some((name, key)) = &trust.ca {
-        args.extend(["--ca-bundle".into(), format!("{CA_DIR}/ca.crt")]);
         mounts.push(json!({"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": true}));
         volumes
             .push(json!({"name": CA_VOLUME, "configMap": {"name": name, "items": [{"key": key, "path": "ca.crt"}]}}));
@@ -241,6 +227,19 @@ pub fn replica_set(
             "template": template,
         }
     }))
+}
+
+/// The fingerprint of a pod template as the API server holds it (its defaults filled
+/// in): the sha256 of its JSON, without the `modelgate.dev/serving` label, which
+/// modelgate moves as revisions go in and out of service. Equal templates, equal
+/// fingerprints (maps are ordered, fields in a fixed order).
+pub fn template_sha256(template: &PodTemplateSpec) -> String {
+    let mut template = template.clone();
+    if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+        labels.remove(LABEL_SERVING);
+    }
+    let json = serde_json::to_vec(&template).unwrap_or_default();
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &json))
 }
 
 /// The Service that spreads requests over every revision's pods by count.

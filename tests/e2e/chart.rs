@@ -116,7 +116,10 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
         [(Some("modelgate.dev/shard=a".into()), None), (Some("modelgate.dev/shard=b".into()), None)],
         "{rendered}"
     );
-    let role = docs.iter().find(|v| v["kind"] == "ClusterRole").expect("one ClusterRole");
+    let role = docs
+        .iter()
+        .find(|v| v["kind"] == "ClusterRole" && v["metadata"]["name"] == "mg-modelgate")
+        .expect("the operator's ClusterRole");
     let watches_namespaces = role["rules"].as_sequence().into_iter().flatten().any(|rule| {
         rule["resources"].as_sequence().is_some_and(|r| r.iter().any(|r| r == "namespaces"))
             && rule["verbs"].as_sequence().is_some_and(|v| v.iter().any(|v| v == "watch"))
@@ -168,7 +171,19 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
         let installed = install_on_node(
             &release,
             &ns,
-            &["--set", "replicas=2", "--set", "workloadGuard.enabled=true", "--set", &guarded, "--wait", "--timeout", "120s"],
+            &[
+                "--set",
+                "replicas=2",
+                "--set",
+                "workloadGuard.enabled=true",
+                "--set",
+                &guarded,
+                "--set",
+                &format!("admission.namespaceSelector.matchLabels.modelgate\\.dev/admission-test={ns}"),
+                "--wait",
+                "--timeout",
+                "120s",
+            ],
         )?;
         eprintln!("helm install --wait: {:?}", started.elapsed());
         assert!(
@@ -252,6 +267,27 @@ async fn chart_lints_installs_and_uninstalls_keeping_crds() -> anyhow::Result<()
         // ServiceAccount, roll a model out on real pods, hand over when the leader pod
         // is deleted, and the next rollout completes under the new leader.
         operator_pods_release_and_hand_over(&client, &ns, &release).await?;
+
+        // The admission webhook, served by the operator pods through the chart's Service
+        // with the certificate they issued: a team's release the pod policy forbids is
+        // refused at `kubectl apply`, the field named. (Judged only in a namespace
+        // labelled for this test: the operator's own is never matched.)
+        let team = format!("{ns}-team");
+        kubectl_ok(&["create", "namespace", &team], None)?;
+        kubectl_ok(&["label", "namespace", &team, &format!("modelgate.dev/admission-test={ns}")], None)?;
+        let privileged = serde_json::json!({"apiVersion": "modelgate.dev/v1alpha1", "kind": "ModelRelease",
+            "metadata": {"name": "fraud", "namespace": team},
+            "spec": {"repositoryRef": {"name": "fraud"}, "model": {"target": "fraud/1.0/model.onnx"},
+                "template": {"spec": {"containers": [{"name": "server", "image": "i", "securityContext": {"privileged": true}}]}}}})
+        .to_string();
+        let said = eventually("the webhook refusing", Duration::from_secs(60), || async {
+            let o = kubectl(&["apply", "-f", "-"], Some(&privileged))?;
+            let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+            Ok((!o.status.success() && stderr.contains("denied the request")).then_some(stderr))
+        })
+        .await?;
+        assert!(said.contains("spec.template:") && said.contains("privileged"), "{said}");
+        kubectl_ok(&["delete", "namespace", &team, "--wait=false"], None)?;
 
         // `patch pods` moves a pod in or out of service and nothing else: the chart's
         // admission policy refuses any other change the operator's identity makes.

@@ -1,6 +1,7 @@
 //! End-to-end tests on the real control plane (`tests/cluster/up`). One binary, so the
 //! workspace links once; each test works in its own namespace.
 
+mod admission;
 mod availability;
 mod chart;
 mod crds;

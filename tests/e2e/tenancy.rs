@@ -198,6 +198,54 @@ async fn a_replica_set_the_release_did_not_make_is_never_its_revision() -> anyho
     .await
 }
 
+/// Someone with rights over ReplicaSets (here the cluster admin; the chart's
+/// workloadGuard refuses everyone else) swaps the image in the spec's revision's
+/// template: modelgate puts its own template back, records it, and says what happened.
+#[tokio::test]
+async fn a_changed_pod_template_is_put_back_and_reported() -> anyhow::Result<()> {
+    rollout_test("tenant-drift", &["1.0"], |client, ns, _repo, api| async move {
+        api.create(&PostParams::default(), &release("fraud", V1, 1, json!({}))?).await?;
+        wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
+        let sets: Api<k8s_openapi::api::apps::v1::ReplicaSet> = Api::namespaced(client.clone(), &ns);
+        let recorded = |rs: &k8s_openapi::api::apps::v1::ReplicaSet| {
+            rs.annotations().get(modelgate::api::ANNOTATION_TEMPLATE_SHA256).cloned()
+        };
+        let image = |rs: &k8s_openapi::api::apps::v1::ReplicaSet| {
+            rs.spec.template.as_ref().and_then(|t| t.spec.as_ref()).map(|s| s.containers[0].image.clone())
+        };
+        let made = eventually("the template recorded", WAIT, || async {
+            let list = sets.list(&ListParams::default().labels("modelgate.dev/release=fraud")).await?.items;
+            Ok(list.into_iter().find(|rs| recorded(rs).is_some()))
+        })
+        .await?;
+        let template = made.spec.template.clone().unwrap();
+        assert_eq!(recorded(&made), Some(modelgate::workload::template_sha256(&template)));
+        let name = made.name_any();
+        let swap = json!([{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "attacker.example/server:1"}]);
+        sets.patch(&name, &PatchParams::default(), &Patch::<()>::Json(serde_json::from_value(swap)?)).await?;
+
+        let back = eventually("the template put back", WAIT, || async {
+            let rs = sets.get(&name).await?;
+            Ok((image(&rs) == image(&made) && rs.metadata.generation > made.metadata.generation).then_some(rs))
+        })
+        .await?;
+        let now = back.spec.template.clone().unwrap();
+        assert_eq!(recorded(&back), Some(modelgate::workload::template_sha256(&now)), "recorded again");
+        let said = events(&client, &ns).await?;
+        let (_, note) = said.iter().find(|(reason, _)| reason == "WorkloadChanged").cloned().unwrap_or_default();
+        assert!(note.contains(&name) && note.contains("put back"), "{said:?}");
+        let r = eventually("WorkloadChanged=False", WAIT, || async {
+            let r = api.get("fraud").await?;
+            Ok(condition(&r, "WorkloadChanged").is_some_and(|c| c.0 == "False").then_some(r))
+        })
+        .await?;
+        assert_eq!(condition(&r, "WorkloadChanged").unwrap_or_default().1, "AsMade");
+        assert_eq!(revisions(&client, &ns, "fraud").await?.get(&1), Some(&1), "revision 1 keeps serving");
+        Ok(())
+    })
+    .await
+}
+
 #[tokio::test]
 async fn gates_reach_only_what_the_installation_allows() -> anyhow::Result<()> {
     let _crds = crds_shared().await?;

@@ -7,7 +7,7 @@ use std::{path::Path, time::Duration};
 use anyhow::Context;
 
 use k8s_openapi::jiff::Timestamp;
-use modelgate::trust::{Floors, Store, Transport, TransportOptions, TrustError, Trusted, Updater, target};
+use modelgate::trust::{Floors, Store, Transport, TransportOptions, TrustError, Trusted, Updater, fetch, target};
 use modelgate_tests::{
     harness::{cargo_bin, run_with_stdin},
     tuf::{Server, scenarios},
@@ -47,7 +47,7 @@ impl Client<'_> {
         let trusted = updater.refresh().await?;
         let info = updater.target(name).await?;
         let targets = Url::parse(&self.server.url(&format!("{base}/targets/"))).unwrap();
-        let url = target::target_url(&targets, name, &info, updater.consistent_snapshot())?;
+        let url = fetch::target_url(&targets, name, &info, updater.consistent_snapshot())?;
         target::download(updater.transport(), &url, name, &info, out).await?;
         Ok(trusted)
     }

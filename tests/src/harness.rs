@@ -338,6 +338,11 @@ impl Operator {
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Where the log is written (it stays after the process is gone).
+    pub fn log_path(&self) -> PathBuf {
+        self.log.clone()
+    }
 }
 
 impl Drop for Operator {

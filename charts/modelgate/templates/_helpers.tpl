@@ -89,3 +89,30 @@ shard too, so it is refused. */}}
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* Whether the admission webhook is installed: on by default; a namespaced install
+holds no right over the cluster-wide webhook configuration, so there only with
+cert-manager keeping its CA bundle. */}}
+{{- define "modelgate.admissionEnabled" -}}
+{{- if and .Values.admission.enabled (or .Values.rbac.clusterWide .Values.admission.certManager.enabled) }}true{{ end }}
+{{- end }}
+
+{{/* The webhook Service of a shard: (list $ shardName). */}}
+{{- define "modelgate.webhookService" -}}
+{{- $root := index . 0 }}
+{{- $shard := index . 1 }}
+{{- printf "%s%s-webhook" (include "modelgate.fullname" $root) (ternary (printf "-%s" $shard) "" (ne $shard "")) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Every name the webhook's certificate is for, as a JSON list: each shard's Service. */}}
+{{- define "modelgate.webhookNames" -}}
+{{- $names := list }}
+{{- $shards := list "" }}
+{{- with .Values.shards }}{{ $shards = list }}{{ range . }}{{ $shards = append $shards .name }}{{ end }}{{ end }}
+{{- range $shards }}
+{{- $svc := include "modelgate.webhookService" (list $ .) }}
+{{- $names = append $names (printf "%s.%s.svc" $svc $.Release.Namespace) }}
+{{- $names = append $names (printf "%s.%s.svc.cluster.local" $svc $.Release.Namespace) }}
+{{- end }}
+{{- toJson $names }}
+{{- end }}

@@ -66,5 +66,10 @@ pub const CACHED_REVISION_HASH: &str = "modelgate.dev/cached-revision-hash";
 /// Set only inside the operator's cache, like `CACHED_REVISION_HASH`: why the pod
 /// policy refuses the dropped template, one reason per line (empty: it does not).
 pub const CACHED_TEMPLATE_REFUSALS: &str = "modelgate.dev/cached-template-refusals";
+/// ReplicaSet annotation: the fingerprint (`workload::template_sha256`) of its pod
+/// template as the API server held it when modelgate made it. A template that no longer
+/// matches was changed by someone else: modelgate puts it back (the spec's revision) or
+/// says so (an earlier one).
+pub const ANNOTATION_TEMPLATE_SHA256: &str = "modelgate.dev/template-sha256";
 /// Pod annotation carrying the sha256 of the verified model a pod serves.
 pub const ANNOTATION_MODEL_SHA256: &str = "modelgate.dev/model-sha256";

@@ -903,7 +903,7 @@ pub struct ModelReleaseStatus {
     pub commands: Option<CommandsSeen>,
     /// `Ready` (the spec's revision serves at full size, nothing in progress: for
     /// `kubectl wait --for=condition=Ready`), `Accepted`, `Verified`, `Progressing`,
-    /// `Degraded`, `TrustDegraded`, `ServiceReady`.
+    /// `Degraded`, `TrustDegraded`, `ServiceReady`, `ForeignWorkloads`, `WorkloadChanged`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

@@ -7,68 +7,15 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use k8s_openapi::jiff::Timestamp;
-use reqwest::Url;
 
-use crate::{
-    api::ModelRef,
-    trust::{
-        self, Expected, Floors, ModelSet, Store, Transport, TransportOptions, TrustError, Trusted, Updater,
-        fetch::{self, FetchOptions},
-        state, target,
-    },
+pub use crate::fetch_command::{Fetch, Repository};
+use crate::trust::{
+    self, Expected, Floors, ModelSet, Store, Transport, TransportOptions, TrustError, Trusted, Updater,
+    fetch::{self, FetchOptions},
+    state, target,
 };
 
 /// Where the repository is and what anchors trust in it.
-#[derive(Debug, Args)]
-pub struct Repository {
-    /// Base URL of the TUF metadata (https only).
-    #[arg(long, alias = "repository")]
-    metadata_url: Url,
-    /// Base URL of the targets (https only).
-    #[arg(long)]
-    targets_url: Url,
-    /// The pinned root.json (trust starts here).
-    #[arg(long)]
-    root: PathBuf,
-    /// sha256 (hex) the pinned root must have: a pin mounted from a ConfigMap others
-    /// can write (a cluster repository's copy in the release's namespace) is refused
-    /// unless it is the one the operator verified.
-    #[arg(long, value_parser = sha256_hex)]
-    root_sha256: Option<String>,
-    /// A recorded chain of later roots (JSON list, oldest first), verified from the
-    /// pinned root before it is used; a missing file means none.
-    #[arg(long)]
-    root_chain: Option<PathBuf>,
-    /// PEM bundle of CAs for the repository's certificate.
-    #[arg(long)]
-    ca_bundle: Option<PathBuf>,
-    /// Where metadata is kept; a temporary directory by default.
-    #[arg(long)]
-    metadata_dir: Option<PathBuf>,
-    /// Anti-rollback floors (the versions the operator already trusts).
-    #[arg(long, default_value_t = 0)]
-    min_root_version: u64,
-    #[arg(long, default_value_t = 0)]
-    min_timestamp_version: u64,
-    #[arg(long, default_value_t = 0)]
-    min_snapshot_version: u64,
-    #[arg(long, default_value_t = 0)]
-    min_targets_version: u64,
-    /// The floors the operator keeps current (trust-state ConfigMap, `floors.json`): they
-    /// can only raise the `--min-*-version` floors; a missing file means none.
-    #[arg(long)]
-    floors: Option<PathBuf>,
-    /// A TUF target path of the model; repeat it for a model of several files.
-    #[arg(long, required_unless_present = "prefix")]
-    target: Vec<String>,
-    /// Every target under this directory (ending with '/') instead of `--target`.
-    #[arg(long, conflicts_with = "target")]
-    prefix: Option<String>,
-    /// Files downloaded at once; one per CPU (at most 8) by default.
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
-    concurrency: Option<u16>,
-}
-
 struct Verified {
     set: ModelSet,
     trusted: Trusted,
@@ -152,33 +99,6 @@ impl Repository {
         let fetched = fetch::fetch_set(updater.transport(), &self.targets_url, consistent, &set, out, &options).await?;
         Ok(Verified { set, trusted, fetched })
     }
-
-    fn model(&self) -> ModelRef {
-        match &self.prefix {
-            Some(p) => ModelRef::Prefix(p.clone()),
-            None => ModelRef::of_status("", &self.target),
-        }
-    }
-}
-
-#[derive(Debug, Args)]
-pub struct Fetch {
-    #[command(flatten)]
-    repository: Repository,
-    /// The sha256 the operator verified (of the file, or of a set's manifest); the
-    /// signed one must equal it.
-    #[arg(long)]
-    sha256: String,
-    /// The length the operator verified (of all files together).
-    #[arg(long)]
-    length: u64,
-    /// The number of files the operator verified.
-    #[arg(long, default_value_t = 1)]
-    files: usize,
-    /// The volume to fetch into: the verified model appears as `<out>/model`, complete
-    /// or not at all; a download interrupted earlier is resumed.
-    #[arg(long)]
-    out: PathBuf,
 }
 
 impl Fetch {
@@ -251,14 +171,5 @@ impl Verify {
         }
         println!("verified:  yes");
         Ok(())
-    }
-}
-
-/// A sha256 as 64 lowercase hex digits.
-fn sha256_hex(s: &str) -> Result<String, String> {
-    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        Ok(s.to_string())
-    } else {
-        Err("expected 64 lowercase hex digits".into())
     }
 }

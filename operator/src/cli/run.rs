@@ -1,9 +1,12 @@
 //! `modelgate run`: the operator.
 
-use clap::Args;
+use clap::{Args, builder::TypedValueParser as _};
 
 use crate::{
-    controller::{self, Namespaces, Settings},
+    controller::{
+        self, Namespaces, Settings,
+        admission::{AdmissionSettings, Certificate},
+    },
     gates::{EgressPolicy, GatePolicy, PrometheusPolicy},
     plan::pod_policy::{Level, PodPolicy},
 };
@@ -39,7 +42,8 @@ pub struct Run {
     leader_election_name: String,
     /// Pod Security Standards level every pod modelgate renders must meet; a release
     /// whose template does not is refused (its running revision keeps serving).
-    #[arg(long, env = "MODELGATE_POD_SECURITY", value_enum, default_value_t = Level::Baseline)]
+    #[arg(long, env = "MODELGATE_POD_SECURITY", default_value_t = Level::Baseline,
+          value_parser = clap::builder::PossibleValuesParser::new(Level::ALL.map(Level::as_str)).map(|s| s.parse::<Level>().unwrap_or_default()))]
     pod_security: Level,
     /// The operator's own ServiceAccount (`namespace/name`; the chart sets it): model
     /// pods may never run as it.
@@ -88,6 +92,61 @@ pub struct Run {
     /// turns it off.
     #[arg(long, env = "MODELGATE_CLUSTER_REPOSITORIES", default_value_t = true, action = clap::ArgAction::Set)]
     cluster_repositories: bool,
+    #[command(flatten)]
+    admission: Admission,
+}
+
+/// The admission webhook that refuses a release at `kubectl apply` (the chart turns it on).
+#[derive(Debug, Args)]
+struct Admission {
+    /// Serve the ModelRelease admission webhook (HTTPS) at this address; off without it.
+    #[arg(long, env = "MODELGATE_ADMISSION_ADDRESS")]
+    admission_address: Option<std::net::SocketAddr>,
+    /// The ValidatingWebhookConfiguration whose CA bundle the operator keeps current.
+    #[arg(long, env = "MODELGATE_ADMISSION_WEBHOOK_CONFIGURATION", default_value = "modelgate")]
+    admission_webhook_configuration: String,
+    /// The Secret (in the operator's namespace) holding the webhook's certificate.
+    #[arg(long, env = "MODELGATE_ADMISSION_SECRET", default_value = "modelgate-webhook-tls")]
+    admission_secret: String,
+    /// DNS names and IP addresses the webhook's certificate is for (repeatable or
+    /// comma-separated): the chart sets its Service's names.
+    #[arg(long, env = "MODELGATE_ADMISSION_NAMES", value_delimiter = ',')]
+    admission_name: Vec<String>,
+    /// Seconds the operator's certificates are valid; renewed with a third left.
+    #[arg(long, env = "MODELGATE_ADMISSION_CERTIFICATE_LIFETIME", default_value_t = controller::CERTIFICATE_LIFETIME.as_secs())]
+    admission_certificate_lifetime: u64,
+    /// Serve this certificate (PEM) instead of issuing one: cert-manager's, mounted.
+    /// Read again every 30 s; the CA bundle is then cert-manager's to inject.
+    #[arg(long, env = "MODELGATE_ADMISSION_CERT_FILE", requires = "admission_key_file")]
+    admission_cert_file: Option<std::path::PathBuf>,
+    /// The key of `--admission-cert-file`.
+    #[arg(long, env = "MODELGATE_ADMISSION_KEY_FILE", requires = "admission_cert_file")]
+    admission_key_file: Option<std::path::PathBuf>,
+}
+
+impl Admission {
+    fn settings(self, namespace: &str) -> anyhow::Result<Option<AdmissionSettings>> {
+        let Some(address) = self.admission_address else { return Ok(None) };
+        let certificate = match (self.admission_cert_file, self.admission_key_file) {
+            (Some(cert), Some(key)) => Certificate::Files { cert, key },
+            _ => {
+                if self.admission_name.is_empty() {
+                    anyhow::bail!(
+                        "--admission-address needs --admission-name (the webhook Service's DNS names, such as \
+                         modelgate-webhook.modelgate-system.svc) or --admission-cert-file"
+                    );
+                }
+                Certificate::Managed(crate::controller::ServingCertPlace {
+                    namespace: namespace.to_string(),
+                    secret: self.admission_secret,
+                    webhook_configuration: self.admission_webhook_configuration,
+                    names: self.admission_name,
+                    lifetime: std::time::Duration::from_secs(self.admission_certificate_lifetime.max(60)),
+                })
+            }
+        };
+        Ok(Some(AdmissionSettings { address, certificate }))
+    }
 }
 
 impl Run {
@@ -124,7 +183,12 @@ impl Run {
             (None, list) if list.is_empty() => Namespaces::All,
             (None, list) => Namespaces::Listed(list),
         };
+        let trust_namespace = self
+            .trust_namespace
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "modelgate-system".into());
         let settings = Settings {
+            admission: self.admission.settings(&trust_namespace)?,
             namespaces,
             fetch_image: self.fetch_image,
             http_address: self.http_address,
@@ -138,10 +202,7 @@ impl Run {
                     show_values: self.gate_show_values,
                 },
             },
-            trust_namespace: self
-                .trust_namespace
-                .or_else(|| std::env::var("POD_NAMESPACE").ok())
-                .unwrap_or_else(|| "modelgate-system".into()),
+            trust_namespace,
             namespaced_repositories: self.namespaced_repositories,
             cluster_repository_selector: self.cluster_repository_selector,
             cluster_repositories: self.cluster_repositories,

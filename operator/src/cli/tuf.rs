@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use k8s_openapi::jiff::Timestamp;
 use reqwest::Url;
 
-use crate::trust::{Floors, Store, Transport, TransportOptions, Updater, target};
+use crate::trust::{Floors, Store, Transport, TransportOptions, Updater, fetch, target};
 
 #[derive(Debug, Args)]
 pub struct Tuf {
@@ -73,7 +73,7 @@ impl Tuf {
                     if target::already_present(&out, &info) {
                         continue;
                     }
-                    let url = target::target_url(&base, name, &info, updater.consistent_snapshot())?;
+                    let url = fetch::target_url(&base, name, &info, updater.consistent_snapshot())?;
                     target::download(updater.transport(), &url, name, &info, &out).await?;
                 }
             }

@@ -1,14 +1,22 @@
 //! What each watch cache keeps of an object: what the reconciles read, and nothing a
 //! team could make large. Pure; applied to every object before it is stored.
 
-use k8s_openapi::api::{apps::v1::ReplicaSet, core::v1::Pod};
+use std::borrow::Cow;
+
+use k8s_openapi::{
+    NamespaceResourceScope,
+    api::{apps::v1::ReplicaSet, core::v1::Pod},
+};
+use kube::{Resource, api::ObjectMeta};
+use serde::Deserialize;
 
 use crate::{
     api::{
         ANNOTATION_ABORT, ANNOTATION_DROP_WARM, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY,
-        ANNOTATION_ROLLBACK, CACHED_REVISION_HASH, CACHED_TEMPLATE_REFUSALS, LABEL_SERVING, ModelRelease,
+        ANNOTATION_ROLLBACK, ANNOTATION_TEMPLATE_SHA256, CACHED_REVISION_HASH, CACHED_TEMPLATE_REFUSALS, LABEL_SERVING,
+        ModelRelease,
     },
-    plan::pod_policy::PodPolicy,
+    plan::{PodHealth, pod_policy::PodPolicy},
 };
 
 /// A release as the cache keeps it: of its annotations only an SRE's commands, each at
@@ -51,51 +59,117 @@ const COMMANDS: [&str; 6] = [
 const MAX_COMMAND_BYTES: usize = 256;
 
 /// Of an object's labels only modelgate's own are read: a tenant's thousands of labels on
-/// a labelled ReplicaSet or pod must not cost the operator memory.
-fn keep_own_labels(meta: &mut kube::api::ObjectMeta) {
-    if let Some(labels) = meta.labels.as_mut() {
+/// a labelled ReplicaSet or pod must not cost the operator memory. Of its owners only the
+/// controller (a pod or ReplicaSet counts only when one of the release's own objects
+/// controls it). Name, namespace, UID and version stay; the rest goes.
+fn kept_meta(meta: ObjectMeta) -> ObjectMeta {
+    // Whole: the release's controller maps a ReplicaSet's events to its owner by them.
+    let owner_references =
+        meta.owner_references.map(|refs| refs.into_iter().filter(|o| o.controller == Some(true)).collect());
+    let labels = meta.labels.map(|mut labels| {
         labels.retain(|k, _| k.starts_with("modelgate.dev/"));
+        labels
+    });
+    ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        resource_version: meta.resource_version,
+        labels,
+        owner_references,
+        ..Default::default()
     }
 }
 
-/// Of a ReplicaSet only its labels (modelgate's), replica count, owners and its
-/// template's serving label are read.
-pub fn replica_set(rs: &mut ReplicaSet) {
-    let serving = rs.spec.template.as_ref().and_then(|t| t.metadata.as_ref()?.labels.as_ref()?.get(LABEL_SERVING));
-    rs.spec.template = serving.cloned().map(|v| k8s_openapi::api::core::v1::PodTemplateSpec {
-        metadata: Some(kube::api::ObjectMeta {
-            labels: Some([(LABEL_SERVING.to_string(), v)].into()),
-            ..Default::default()
-        }),
-        spec: None,
-    });
-    rs.status = None;
-    rs.metadata.annotations = None;
-    keep_own_labels(&mut rs.metadata);
+/// A ReplicaSet as the cache keeps it, read straight from the watch (its template is
+/// never held): what the reconcile reads, and the template's fingerprint now beside the
+/// one modelgate recorded when it made it (`ANNOTATION_TEMPLATE_SHA256`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(from = "ReplicaSet")]
+pub struct CachedReplicaSet {
+    pub metadata: ObjectMeta,
+    pub replicas: Option<i32>,
+    /// The template's `modelgate.dev/serving` label: whether a pod it makes is born in service.
+    pub serving: Option<String>,
+    /// `workload::template_sha256` of the template as the API server holds it.
+    pub template_sha256: Option<String>,
+    /// What modelgate recorded of it (absent on a ReplicaSet it has not recorded yet).
+    pub recorded_sha256: Option<String>,
 }
 
-/// Of a pod only its labels (modelgate's), its controller's UID and what the health
-/// gate reads of its status.
-pub fn pod(pod: &mut Pod) {
-    pod.spec = None;
-    pod.status = pod.status.take().map(crate::gates::kubernetes::assessed);
-    pod.metadata.annotations = None;
-    keep_own_labels(&mut pod.metadata);
-    // Only the controller reference: a pod counts for a revision only when one
-    // of the release's own ReplicaSets controls it.
-    if let Some(refs) = pod.metadata.owner_references.as_mut() {
-        refs.retain(|o| o.controller == Some(true));
-        for o in refs.iter_mut() {
-            o.api_version = String::new();
-            o.kind = String::new();
-            o.name = String::new();
+impl From<ReplicaSet> for CachedReplicaSet {
+    fn from(rs: ReplicaSet) -> Self {
+        let mut meta = rs.metadata;
+        let mut recorded_sha256 = meta.annotations.take().and_then(|mut a| a.remove(ANNOTATION_TEMPLATE_SHA256));
+        if let Some(recorded) = recorded_sha256.as_mut() {
+            crate::text::cut(recorded, 64);
+        }
+        let spec = rs.spec;
+        let template = spec.template.as_ref();
+        Self {
+            metadata: kept_meta(meta),
+            replicas: spec.replicas,
+            serving: template.and_then(|t| t.metadata.as_ref()?.labels.as_ref()?.get(LABEL_SERVING).cloned()),
+            template_sha256: template.map(crate::workload::template_sha256),
+            recorded_sha256,
         }
     }
 }
 
+/// A pod as the cache keeps it, read straight from the watch: modelgate's labels, its
+/// controller's UID, and what the kubernetes gate makes of its status
+/// (`gates::kubernetes::health_of`), not the status itself.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(from = "Pod")]
+pub struct CachedPod {
+    pub metadata: ObjectMeta,
+    pub health: PodHealth,
+}
+
+impl From<Pod> for CachedPod {
+    fn from(pod: Pod) -> Self {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let deleting = pod.metadata.deletion_timestamp.is_some();
+        let health = crate::gates::kubernetes::health_of(&name, deleting, pod.status.as_ref());
+        Self { metadata: kept_meta(pod.metadata), health }
+    }
+}
+
+/// The cached kinds are the API's kinds, at the API's paths: only what is kept differs.
+macro_rules! cached_as {
+    ($cached:ty, $kind:ty) => {
+        impl Resource for $cached {
+            type DynamicType = ();
+            type Scope = NamespaceResourceScope;
+            fn kind(dt: &()) -> Cow<'_, str> {
+                <$kind as Resource>::kind(dt)
+            }
+            fn group(dt: &()) -> Cow<'_, str> {
+                <$kind as Resource>::group(dt)
+            }
+            fn version(dt: &()) -> Cow<'_, str> {
+                <$kind as Resource>::version(dt)
+            }
+            fn plural(dt: &()) -> Cow<'_, str> {
+                <$kind as Resource>::plural(dt)
+            }
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+cached_as!(CachedReplicaSet, ReplicaSet);
+cached_as!(CachedPod, Pod);
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::PodTemplateSpec;
+    use kube::ResourceExt;
     use serde_json::json;
 
     fn heavy(args: usize) -> ModelRelease {
@@ -143,5 +217,77 @@ mod tests {
         let refused = crate::plan::template_refusals(&heavy(80), "team", &policy);
         assert!(refused[0].starts_with("spec.template is 8") && refused[0].contains("at most 64 KiB"), "{refused:?}");
         assert!(crate::plan::template_refusals(&heavy(1), "team", &policy).is_empty());
+    }
+
+    fn meta(name: &str) -> serde_json::Value {
+        json!({"name": name, "namespace": "team", "uid": "u-1", "resourceVersion": "7",
+            "generateName": "m-", "creationTimestamp": "2026-12-06T09:00:00Z",
+            "labels": (0..1000).map(|i| (format!("team.example/l{i}"), json!("v".repeat(60))))
+                .chain([("modelgate.dev/release".to_string(), json!("m")), ("modelgate.dev/hash".to_string(), json!("0a1b2"))])
+                .collect::<serde_json::Map<_, _>>(),
+            "annotations": {"team.example/filler": "x".repeat(100_000), "modelgate.dev/template-sha256": "recorded"},
+            "ownerReferences": [
+                {"apiVersion": "modelgate.dev/v1alpha1", "kind": "ModelRelease", "name": "m", "uid": "r-1", "controller": true},
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "other", "uid": "o-1"}]})
+    }
+
+    #[test]
+    fn a_cached_replica_set_keeps_what_is_read_and_the_template_fingerprint() {
+        let template = json!({"metadata": {"labels": {"modelgate.dev/serving": "true"}},
+            "spec": {"containers": [{"name": "server", "image": "i", "args": ["x".repeat(60_000)]}]}});
+        let rs = |template: serde_json::Value| {
+            json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": meta("m-0a1b2"),
+                "spec": {"replicas": 3, "selector": {}, "template": template}, "status": {"replicas": 3}})
+        };
+        let cached: CachedReplicaSet = serde_json::from_value(rs(template.clone())).unwrap();
+        assert_eq!((cached.replicas, cached.serving.as_deref()), (Some(3), Some("true")));
+        assert_eq!(cached.recorded_sha256.as_deref(), Some("recorded"));
+        let labels: Vec<&str> = cached.metadata.labels.as_ref().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(labels, ["modelgate.dev/hash", "modelgate.dev/release"], "only modelgate's labels");
+        assert_eq!(cached.metadata.annotations, None);
+        assert_eq!(cached.owner_references().len(), 1, "only the controller");
+        assert_eq!(cached.owner_references()[0].kind, "ModelRelease", "whole: the controller maps events by it");
+        assert!(format!("{cached:?}").len() < 1500, "{cached:?}");
+
+        // Out of service or in, the same template; any other change, another one.
+        let mut idle = template.clone();
+        idle["metadata"]["labels"]["modelgate.dev/serving"] = json!("false");
+        let idle: CachedReplicaSet = serde_json::from_value(rs(idle)).unwrap();
+        assert_eq!(idle.serving.as_deref(), Some("false"));
+        assert_eq!(idle.template_sha256, cached.template_sha256);
+        let mut swapped = template.clone();
+        swapped["spec"]["containers"][0]["image"] = json!("attacker/image");
+        let swapped: CachedReplicaSet = serde_json::from_value(rs(swapped)).unwrap();
+        assert_ne!(swapped.template_sha256, cached.template_sha256);
+        let typed: PodTemplateSpec = serde_json::from_value(template).unwrap();
+        assert_eq!(cached.template_sha256, Some(crate::workload::template_sha256(&typed)));
+    }
+
+    #[test]
+    fn a_cached_pod_is_its_labels_its_controller_and_its_health() {
+        let pod = json!({"metadata": meta("m-0a1b2-xyz"), "spec": {"containers": [{"name": "server", "image": "i"}]},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [{"name": "server", "image": "i", "imageID": "", "ready": true, "restartCount": 5,
+                    "state": {"running": {}}, "lastState": {"terminated": {"exitCode": 1, "message": "x".repeat(4096)}}}]}});
+        // As a list's items come (no kind) and as a watch's do.
+        for pod in [
+            pod.clone(),
+            json!({"apiVersion": "v1", "kind": "Pod"})
+                .as_object()
+                .unwrap()
+                .clone()
+                .into_iter()
+                .chain(pod.as_object().unwrap().clone())
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+        ] {
+            let cached: CachedPod = serde_json::from_value(pod).unwrap();
+            assert_eq!(cached.health.ready, 1);
+            let Some(crate::plan::PodProblem::Hard { reason, message }) = &cached.health.problem else { panic!() };
+            assert_eq!(reason, "CrashLoopBackOff");
+            assert!(message.starts_with("pod m-0a1b2-xyz: container server is crash-looping"), "{message}");
+            assert_eq!(cached.metadata.labels.as_ref().unwrap().len(), 2);
+            assert!(format!("{cached:?}").len() < 1500, "{cached:?}");
+        }
     }
 }

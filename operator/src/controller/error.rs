@@ -42,6 +42,9 @@ pub enum Error {
     #[error("cannot render the revision's workload: {0}")]
     Render(String),
 
+    #[error("the admission webhook cannot serve: {0}")]
+    Certificate(String),
+
     #[error(
         "ClusterModelRepository {repository:?} has not been verified by this operator yet, so its pods would have no \
          trust material to read; the revision's workload is made once it has"
@@ -64,6 +67,7 @@ impl Error {
             Error::BadNamespaceSelector { .. } => "bad_namespace_selector",
             Error::NameTaken { .. } => "name_taken",
             Error::Render(_) => "render",
+            Error::Certificate(_) => "certificate",
             Error::TrustNotCopied { .. } => "trust_not_copied",
             Error::Http(_) => "http",
         }

@@ -1,6 +1,7 @@
 //! The only code that talks to the API server: watches, reconcile (observe, plan, act),
 //! status writes through server-side apply.
 
+pub mod admission;
 mod api_endpoints;
 mod cache;
 mod cluster;
@@ -11,6 +12,7 @@ mod leader;
 mod namespaces;
 pub mod release;
 pub mod repository;
+mod serving_cert;
 mod shared_watch;
 pub mod trust_cache;
 
@@ -19,10 +21,7 @@ use std::sync::Arc;
 use std::future::Future;
 
 use futures::StreamExt;
-use k8s_openapi::api::{
-    apps::v1::ReplicaSet,
-    core::v1::{ConfigMap, Pod, Service},
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::ListParams,
@@ -39,7 +38,9 @@ pub use error::Error;
 pub use trust_cache::TrustCache;
 
 use crate::api::{LABEL_RELEASE, ModelRelease, ModelRepository};
+use cache::{CachedPod, CachedReplicaSet};
 use index::OwnerIndex;
+pub use serving_cert::{LIFETIME as CERTIFICATE_LIFETIME, Place as ServingCertPlace};
 use shared_watch::shared_reflector;
 
 /// How the operator runs.
@@ -67,6 +68,17 @@ pub struct Settings {
     pub cluster_repository_selector: Option<String>,
     /// Whether it serves any (a namespaced install, without cluster-wide rights, does not).
     pub cluster_repositories: bool,
+    /// The admission webhook, when this process serves it.
+    pub admission: Option<admission::AdmissionSettings>,
+}
+
+/// What every scope of this process shares.
+pub struct Shared {
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Cluster repositories.
+    pub cluster: Arc<cluster::Cluster>,
+    /// What the admission webhook answers from: each scope adds its view.
+    pub admission: Arc<admission::Views>,
 }
 
 /// The namespaces one operator (one shard) serves.
@@ -117,8 +129,8 @@ pub struct Context {
 /// In-memory views of what releases own, kept current by watches (no list per reconcile).
 pub struct Stores {
     repositories: Store<ModelRepository>,
-    replica_sets: (Store<ReplicaSet>, OwnerIndex),
-    pods: (Store<Pod>, OwnerIndex),
+    replica_sets: (Store<CachedReplicaSet>, OwnerIndex),
+    pods: (Store<CachedPod>, OwnerIndex),
     /// Services made for releases (`spec.service`): one that is in place as it should
     /// be costs no request at all.
     services: Store<Service>,
@@ -161,11 +173,11 @@ impl Stores {
             .collect()
     }
 
-    pub fn replica_sets(&self, ns: &str, release: &str) -> Vec<ReplicaSet> {
+    pub fn replica_sets(&self, ns: &str, release: &str) -> Vec<CachedReplicaSet> {
         Self::owned_by(&self.replica_sets, ns, release)
     }
 
-    pub fn pods(&self, ns: &str, release: &str) -> Vec<Pod> {
+    pub fn pods(&self, ns: &str, release: &str) -> Vec<CachedPod> {
         Self::owned_by(&self.pods, ns, release)
     }
 
@@ -238,6 +250,16 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let listener = crate::metrics::bind(settings.http_address).await?;
     tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
+    // Every replica answers admission reviews, leading or not.
+    let views = admission::Views::new(&settings);
+    if let Some(webhook) = settings.admission.clone() {
+        let (client, views) = (client.clone(), views.clone());
+        tokio::spawn(async move {
+            if let Err(e) = admission::serve(client, webhook, views).await {
+                tracing::error!(error = %e, "the admission webhook stopped; kubectl apply of ModelReleases fails until it is back");
+            }
+        });
+    }
     let leader = settings
         .leader_election
         .as_ref()
@@ -260,15 +282,14 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
     // Gates may reach nothing until the API server's own addresses are known.
     tokio::spawn(api_endpoints::watch(client.clone(), settings.gate_policy.egress.api_endpoints.clone()));
     let (cluster, cluster_controller) = cluster::Cluster::start(&client, &settings, &metrics);
+    let shared = Shared { metrics: metrics.clone(), cluster, admission: views };
     let controllers = async {
         let scopes = async {
             if let Namespaces::Labelled(selector) = &settings.namespaces {
-                namespaces::serve_labelled(&client, selector, &settings, &metrics, &cluster).await;
+                namespaces::serve_labelled(&client, selector, &settings, &shared).await;
             } else {
                 let unready = Some(Arc::new(std::sync::atomic::AtomicUsize::new(scopes.len())));
-                let scopes = scopes
-                    .into_iter()
-                    .map(|ns| scope(&client, ns, &settings, &metrics, &cluster, unready.clone(), None));
+                let scopes = scopes.into_iter().map(|ns| scope(&client, ns, &settings, &shared, unready.clone(), None));
                 futures::future::join_all(scopes).await;
             }
         };
@@ -328,11 +349,11 @@ fn scope(
     client: &Client,
     namespace: Option<String>,
     settings: &Settings,
-    metrics: &Arc<crate::metrics::Metrics>,
-    cluster: &Arc<cluster::Cluster>,
+    shared: &Shared,
     unready: Option<Arc<std::sync::atomic::AtomicUsize>>,
     stop: Option<Stop>,
 ) -> impl Future<Output = ()> + use<> {
+    let (metrics, cluster) = (&shared.metrics, &shared.cluster);
     let ns = namespace.as_deref();
     let reporter = Reporter { controller: "modelgate".into(), instance: std::env::var("POD_NAME").ok() };
 
@@ -356,15 +377,15 @@ fn scope(
         },
         None,
     );
-    // Of a ReplicaSet only its labels, replica count and its template's serving label
-    // are read; of a pod, its labels and status.
+    // ReplicaSets and pods are read straight into what the cache keeps of them
+    // (`cache::CachedReplicaSet`, `cache::CachedPod`): never a template or a status.
     let (rs_index, pod_index) = (OwnerIndex::default(), OwnerIndex::default());
     let (rs_store, [rs_events], rs_synced, rs_watch) =
-        shared_reflector(api::<ReplicaSet>(client, ns), owned.clone(), cache::replica_set, Some(rs_index.clone()));
+        shared_reflector(api::<CachedReplicaSet>(client, ns), owned.clone(), |_| {}, Some(rs_index.clone()));
     let (repo_store, [repo_events, repo_events_for_releases], repo_synced, repo_watch) =
         shared_reflector(api::<ModelRepository>(client, ns), watcher::Config::default(), |_| {}, None);
     let (pod_store, [pod_events], pod_synced, pod_watch) =
-        shared_reflector(api::<Pod>(client, ns), owned, cache::pod, Some(pod_index.clone()));
+        shared_reflector(api::<CachedPod>(client, ns), owned, |_| {}, Some(pod_index.clone()));
     let (svc_store, [svc_events], svc_synced, svc_watch) = shared_reflector(
         api::<Service>(client, ns),
         watcher::Config::default().labels(LABEL_RELEASE),
@@ -406,6 +427,7 @@ fn scope(
         namespaced_repositories: settings.namespaced_repositories,
         written: std::sync::Mutex::default(),
     });
+    shared.admission.serve(namespace.clone(), &context);
     // Health is not work: ready once every scope's caches are filled, with or without
     // releases.
     if let Some(unready) = unready {
@@ -462,7 +484,7 @@ fn scope(
         .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .owns_shared_stream(rs_events)
         .owns_shared_stream(svc_events)
-        .watches_shared_stream(pod_events, |pod: Arc<Pod>| {
+        .watches_shared_stream(pod_events, |pod: Arc<CachedPod>| {
             let release = pod.labels().get(LABEL_RELEASE)?;
             Some(ObjectRef::new(release).within(&pod.namespace()?))
         })

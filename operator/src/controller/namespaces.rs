@@ -17,7 +17,6 @@ use kube::{
 use tracing::{info, warn};
 
 use super::{Error, Settings, scope};
-use crate::metrics::Metrics;
 
 /// Fails at start, with what to write instead, when the API server refuses the
 /// selector or the operator may not list namespaces (the watch would retry forever).
@@ -37,8 +36,7 @@ struct Served<'a> {
     client: &'a Client,
     selector: &'a str,
     settings: &'a Settings,
-    metrics: &'a Arc<Metrics>,
-    cluster: &'a Arc<super::cluster::Cluster>,
+    shared: &'a super::Shared,
     stops: HashMap<String, tokio::sync::watch::Sender<bool>>,
     scopes: tokio::task::JoinSet<()>,
 }
@@ -50,8 +48,7 @@ impl Served<'_> {
         }
         info!(namespace = %ns, selector = self.selector, "namespace selected: serving it");
         let (stop, stopping) = tokio::sync::watch::channel(false);
-        let scope =
-            scope(self.client, Some(ns.clone()), self.settings, self.metrics, self.cluster, unready, Some(stopping));
+        let scope = scope(self.client, Some(ns.clone()), self.settings, self.shared, unready, Some(stopping));
         self.scopes.spawn(scope);
         self.stops.insert(ns, stop);
     }
@@ -66,26 +63,13 @@ impl Served<'_> {
 
 /// Serves the namespaces `selector` picks until SIGTERM, then waits for every scope to
 /// finish the reconciles it has in flight.
-pub async fn serve_labelled(
-    client: &Client,
-    selector: &str,
-    settings: &Settings,
-    metrics: &Arc<Metrics>,
-    cluster: &Arc<super::cluster::Cluster>,
-) {
+pub async fn serve_labelled(client: &Client, selector: &str, settings: &Settings, shared: &super::Shared) {
     // Only names are needed: metadata-only, and nothing kept but the names served.
     let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
     let events = watcher::watcher(namespaces, watcher::Config::default().labels(selector)).default_backoff();
     let mut events = std::pin::pin!(events);
-    let mut served = Served {
-        client,
-        selector,
-        settings,
-        metrics,
-        cluster,
-        stops: HashMap::new(),
-        scopes: tokio::task::JoinSet::new(),
-    };
+    let mut served =
+        Served { client, selector, settings, shared, stops: HashMap::new(), scopes: tokio::task::JoinSet::new() };
     // A (re-)list's names, compared with what is served when it is done.
     let mut listed = BTreeSet::new();
     let mut first_list = true;
@@ -113,7 +97,7 @@ pub async fn serve_labelled(
                 // their caches; one selected later does not make it unready.
                 let unready = first_list.then(|| Arc::new(AtomicUsize::new(listed.len())));
                 if listed.is_empty() && first_list {
-                    metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+                    shared.metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 first_list = false;
                 for ns in std::mem::take(&mut listed) {

@@ -22,12 +22,16 @@ use kube::{
 use serde_json::json;
 use tracing::{debug, info, instrument, warn};
 
-use super::{Context, Error, gate_runner};
+use super::{
+    Context, Error,
+    cache::{CachedPod, CachedReplicaSet},
+    gate_runner,
+};
 use crate::{
     api::{
         ANNOTATION_ABORT, ANNOTATION_DROP_WARM, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY,
-        ANNOTATION_ROLLBACK, ClusterModelRepository, FIELD_MANAGER, LABEL_HASH, LABEL_REVISION, LABEL_SERVING,
-        ModelRef, ModelRelease, ModelRepository, RepositoryKind,
+        ANNOTATION_ROLLBACK, ANNOTATION_TEMPLATE_SHA256, ClusterModelRepository, FIELD_MANAGER, LABEL_HASH,
+        LABEL_REVISION, LABEL_SERVING, ModelRef, ModelRelease, ModelRepository, RepositoryKind,
     },
     gates,
     metrics::{ErrorLabels, Metrics, ReasonLabel, ResultLabel},
@@ -75,8 +79,8 @@ pub async fn reconcile(release: Arc<ModelRelease>, ctx: Arc<Context>) -> Result<
 struct Seen {
     observed: Observed,
     repository: Option<Source>,
-    replica_sets: Vec<ReplicaSet>,
-    pods: Vec<Pod>,
+    replica_sets: Vec<CachedReplicaSet>,
+    pods: Vec<CachedPod>,
     /// The Service the spec asks for, and whether it is in place as it should be.
     service: Option<serde_json::Value>,
     service_in_place: bool,
@@ -87,15 +91,9 @@ struct Seen {
 /// Reads the caches (and, only when the Service is not in place, the API server).
 async fn observe(ctx: &Arc<Context>, release: &ModelRelease, ns: &str, now: Timestamp) -> Result<Seen, Error> {
     let name = release.name_any();
-    let repo_ref = &release.spec.repository_ref;
-    let repository = match repo_ref.kind {
-        RepositoryKind::ModelRepository => ctx.stores.repository(ns, &repo_ref.name).map(Source::Namespaced),
-        RepositoryKind::ClusterModelRepository => ctx.cluster.repository(&repo_ref.name).map(Source::Cluster),
-    };
-    let disabled = matches!(repository, Some(Source::Namespaced(_))) && !ctx.namespaced_repositories;
-    let cluster_disabled = repo_ref.kind == RepositoryKind::ClusterModelRepository && !ctx.cluster.enabled();
+    let (found, repository) = repository_of(ctx, release, ns);
     let verdicts = match &repository {
-        Some(source) if !disabled => verdicts(ctx, release, ns, source, now),
+        Some(source) if matches!(found, plan::Repository::Found { .. }) => verdicts(ctx, release, ns, source, now),
         _ => BTreeMap::new(),
     };
     // Only what this release controls is a revision: a label is a hint anyone with `edit`
@@ -104,7 +102,7 @@ async fn observe(ctx: &Arc<Context>, release: &ModelRelease, ns: &str, now: Time
     let controls = |refs: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference], owner: &str| {
         refs.iter().any(|o| o.controller == Some(true) && o.uid == owner)
     };
-    let (replica_sets, foreign): (Vec<ReplicaSet>, Vec<ReplicaSet>) = ctx
+    let (replica_sets, foreign): (Vec<CachedReplicaSet>, Vec<CachedReplicaSet>) = ctx
         .stores
         .replica_sets(ns, &name)
         .into_iter()
@@ -116,22 +114,29 @@ async fn observe(ctx: &Arc<Context>, release: &ModelRelease, ns: &str, now: Time
             let labels = rs.labels();
             let hash = labels.get(LABEL_HASH)?.clone();
             let revision = labels.get(LABEL_REVISION).and_then(|r| r.parse().ok()).unwrap_or(0);
-            let replicas = rs.spec.replicas.unwrap_or(1);
+            let replicas = rs.replicas.unwrap_or(1);
             Some((hash, Workload { revision, replicas }))
         })
         .collect();
+    // A template not recorded yet (just made, or made by an earlier version) is recorded
+    // as it is by `act`; one that no longer matches its record was changed by someone else.
+    let changed = replica_sets
+        .iter()
+        .filter(|rs| rs.recorded_sha256.is_some() && rs.recorded_sha256 != rs.template_sha256)
+        .filter_map(|rs| Some((rs.labels().get(LABEL_HASH)?.clone(), rs.name_any())))
+        .collect();
     // Pods count only when one of those ReplicaSets controls them.
     let owned: std::collections::HashSet<String> = replica_sets.iter().filter_map(ResourceExt::uid).collect();
-    let pods: Vec<Pod> = ctx
+    let pods: Vec<CachedPod> = ctx
         .stores
         .pods(ns, &name)
         .into_iter()
         .filter(|p| p.owner_references().iter().any(|o| o.controller == Some(true) && owned.contains(&o.uid)))
         .collect();
-    let mut by_hash: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
+    let mut by_hash: BTreeMap<String, Vec<&plan::PodHealth>> = BTreeMap::new();
     for pod in &pods {
         if let Some(hash) = pod.labels().get(LABEL_HASH) {
-            by_hash.entry(hash.clone()).or_default().push(pod);
+            by_hash.entry(hash.clone()).or_default().push(&pod.health);
         }
     }
     let health = by_hash.into_iter().map(|(hash, pods)| (hash, gates::kubernetes::assess(pods))).collect();
@@ -160,13 +165,7 @@ async fn observe(ctx: &Arc<Context>, release: &ModelRelease, ns: &str, now: Time
         drop_warm: annotation(ANNOTATION_DROP_WARM),
     };
     let observed = Observed {
-        repository: match &repository {
-            _ if cluster_disabled => plan::Repository::ClusterDisabled,
-            None => plan::Repository::Missing,
-            Some(_) if disabled => plan::Repository::NamespacedDisabled,
-            Some(Source::Namespaced(_)) => plan::Repository::Found { on_revocation: None },
-            Some(Source::Cluster(c)) => plan::Repository::Found { on_revocation: Some(c.spec.policy.on_revocation) },
-        },
+        repository: found,
         verdicts,
         workloads,
         pods: health,
@@ -176,12 +175,33 @@ async fn observe(ctx: &Arc<Context>, release: &ModelRelease, ns: &str, now: Time
         refusal,
         service_conflict,
         foreign,
+        changed,
     };
     Ok(Seen { observed, repository, replica_sets, pods, service, service_in_place, finished })
 }
 
+/// The repository a release names as this scope finds it: what the planner calls that,
+/// and the repository itself when there is one.
+pub(super) fn repository_of(ctx: &Context, release: &ModelRelease, ns: &str) -> (plan::Repository, Option<Source>) {
+    let repo_ref = &release.spec.repository_ref;
+    let repository = match repo_ref.kind {
+        RepositoryKind::ModelRepository => ctx.stores.repository(ns, &repo_ref.name).map(Source::Namespaced),
+        RepositoryKind::ClusterModelRepository => ctx.cluster.repository(&repo_ref.name).map(Source::Cluster),
+    };
+    let found = match &repository {
+        _ if repo_ref.kind == RepositoryKind::ClusterModelRepository && !ctx.cluster.enabled() => {
+            plan::Repository::ClusterDisabled
+        }
+        None => plan::Repository::Missing,
+        Some(Source::Namespaced(_)) if !ctx.namespaced_repositories => plan::Repository::NamespacedDisabled,
+        Some(Source::Namespaced(_)) => plan::Repository::Found { on_revocation: None },
+        Some(Source::Cluster(c)) => plan::Repository::Found { on_revocation: Some(c.spec.policy.on_revocation) },
+    };
+    (found, repository)
+}
+
 /// The repository a release names, of either kind.
-enum Source {
+pub(super) enum Source {
     Namespaced(Arc<ModelRepository>),
     Cluster(Arc<ClusterModelRepository>),
 }
@@ -228,6 +248,43 @@ fn verdicts(
             }
             verdicts
         }
+    }
+}
+
+/// What the repository says now of the spec's model alone, for an admission review:
+/// read only (`TrustCache::peek`), a cluster repository's policy applied first.
+pub(super) fn spec_verdict(
+    ctx: &Context,
+    release: &ModelRelease,
+    ns: &str,
+    source: &Source,
+    now: Timestamp,
+) -> plan::Verdict {
+    let model = release.spec.model.model();
+    let key = model.key();
+    match source {
+        Source::Namespaced(repo) => peeked(&ctx.trust, repo, &key, now),
+        Source::Cluster(repo) => {
+            let labels = ctx.cluster.labels(ns);
+            let namespace = policy::Namespace { name: ns, labels: labels.as_ref() };
+            if let Err(message) = policy::allows(&repo.name_any(), &repo.spec.policy, &namespace, &model) {
+                return plan::Verdict::Untrusted { reason: policy::NOT_ALLOWED.into(), message };
+            }
+            peeked(&ctx.cluster.trust, repo, &key, now)
+        }
+    }
+}
+
+/// What `trust` says now of `key` in `repo`, read only (`TrustCache::peek`).
+fn peeked<K: kube::Resource<DynamicType = ()>>(
+    trust: &super::TrustCache<K>,
+    repo: &K,
+    key: &str,
+    now: Timestamp,
+) -> plan::Verdict {
+    match repo.uid() {
+        Some(uid) => trust.peek(&ObjectRef::from_obj(repo), &uid, key, now),
+        None => plan::Verdict::Unknown { message: "the repository is not stored yet".into() },
     }
 }
 
@@ -311,7 +368,7 @@ async fn act(ctx: &Context, release: &ModelRelease, ns: &str, plan: &plan::Plan,
 
     for (hash, replicas) in &plan.scale {
         match seen.replica_sets.iter().find(|rs| rs.labels().get(LABEL_HASH) == Some(hash)) {
-            Some(rs) if rs.spec.replicas == Some(*replicas) => {}
+            Some(rs) if rs.replicas == Some(*replicas) => {}
             Some(rs) => {
                 let scale = json!({"spec": {"replicas": replicas}});
                 let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
@@ -332,6 +389,13 @@ async fn act(ctx: &Context, release: &ModelRelease, ns: &str, plan: &plan::Plan,
                 create_workload(ctx, release, &rs_api, plan, seen, hash, *replicas).await?;
             }
             None => warn!(hash, "the workload of an earlier revision is gone; it cannot be scaled"),
+        }
+    }
+    record_templates(&rs_api, &seen.replica_sets).await?;
+    if let Some(hash) = &plan.restore {
+        // Not a reason to stop acting: serving labels, the Service and pruning follow.
+        if let Err(e) = restore_template(ctx, release, &rs_api, plan, seen, hash).await {
+            warn!(error = %e, "the changed pod template was not put back; retried at the next look");
         }
     }
     serving_labels(ctx, ns, &seen.replica_sets, &seen.pods, &plan.idle).await?;
@@ -360,7 +424,8 @@ async fn act(ctx: &Context, release: &ModelRelease, ns: &str, plan: &plan::Plan,
     Ok(())
 }
 
-/// Creates the workload of the spec's revision, from the digests the plan verified.
+/// Creates the workload of the spec's revision, from the digests the plan verified, and
+/// records its template as the API server holds it.
 async fn create_workload(
     ctx: &Context,
     release: &ModelRelease,
@@ -370,53 +435,12 @@ async fn create_workload(
     hash: &str,
     replicas: i32,
 ) -> Result<(), Error> {
-    let Some(repository) = &seen.repository else { return Ok(()) };
-    let Some(revision) = plan::verified_revision(&plan.status, hash) else { return Ok(()) };
-    // The pod starts from what this process trusts now, which may be ahead of the
-    // floors the repository's status shows yet.
-    let recorded = crate::plan::repository::floors(repository.status());
-    let repo_name = &release.spec.repository_ref.name;
-    let (trust, floors) = match repository {
-        Source::Namespaced(repo) => (
-            workload::TrustFiles::namespaced(repo_name, &repo.spec),
-            repo.uid().map_or(recorded, |uid| ctx.trust.floors(&uid, recorded)),
-        ),
-        Source::Cluster(repo) => {
-            // The pin the operator verified; before any, there is no verdict to deploy on.
-            let Some(pin) = repo.status.as_ref().and_then(|s| s.pinned_root_sha256.clone()) else { return Ok(()) };
-            (
-                workload::TrustFiles::cluster(repo_name, &repo.spec.repository, &pin),
-                repo.uid().map_or(recorded, |uid| ctx.cluster.trust.floors(&uid, recorded)),
-            )
-        }
-    };
-    // The cache keeps no pod template: read the release for it, and render only the
-    // revision the plan is about (the spec may have changed since; the next look sees it).
-    let releases: Api<ModelRelease> = Api::namespaced(ctx.client.clone(), &release.namespace().unwrap_or_default());
-    let fresh = releases
-        .get(&release.name_any())
-        .await
-        .map_err(|source| Error::Kube { action: "read the release's pod template", source })?;
-    if fresh.uid() != release.uid() || plan::revision_hash(&fresh.spec) != hash {
-        debug!(hash, "the spec changed since the plan; its workload waits for the next look");
-        return Ok(());
-    }
-    let rs = match workload::replica_set(&fresh, &trust, &revision, replicas, &ctx.fetch_image, &ctx.pod_policy, floors)
-    {
-        Ok(rs) => rs,
-        Err(refused) => {
-            // The planner refuses such a spec before it gets here; a policy that
-            // changed under a running revision lands here instead.
-            warn!(%refused, "the revision's pods are refused; its workload is not created");
-            return Ok(());
-        }
-    };
+    let Some(rs) = render(ctx, release, plan, seen, hash, replicas).await? else { return Ok(()) };
     // A create, not an apply: an apply would merge into a ReplicaSet of that name that
     // someone else made (their extra containers kept) and adopt it.
-    let rs: ReplicaSet = serde_json::from_value(rs).map_err(|e| Error::Render(e.to_string()))?;
     let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
     match rs_api.create(&params, &rs).await {
-        Ok(_) => {}
+        Ok(made) => record_template(rs_api, &made).await?,
         Err(kube::Error::Api(status)) if status.code == 409 => {
             // Ours already, and the cache has not seen it yet; or someone else's.
             let name = workload::name(&release.name_any(), hash);
@@ -435,8 +459,127 @@ async fn create_workload(
         }
         Err(source) => return Err(Error::Kube { action: "create a revision's ReplicaSet", source }),
     }
-    info!(revision = revision.number, replicas, "revision workload created");
+    info!(hash, replicas, "revision workload created");
     Ok(())
+}
+
+/// The spec's revision's ReplicaSet, rendered from the release as the API server has it
+/// now and the trust this process holds; `None` when there is nothing to render yet (no
+/// verdict, no pin) or the spec moved on since the plan (the next look sees it).
+async fn render(
+    ctx: &Context,
+    release: &ModelRelease,
+    plan: &plan::Plan,
+    seen: &Seen,
+    hash: &str,
+    replicas: i32,
+) -> Result<Option<ReplicaSet>, Error> {
+    let Some(repository) = &seen.repository else { return Ok(None) };
+    let Some(revision) = plan::verified_revision(&plan.status, hash) else { return Ok(None) };
+    // The pod starts from what this process trusts now, which may be ahead of the
+    // floors the repository's status shows yet.
+    let recorded = crate::plan::repository::floors(repository.status());
+    let repo_name = &release.spec.repository_ref.name;
+    let (trust, floors) = match repository {
+        Source::Namespaced(repo) => (
+            workload::TrustFiles::namespaced(repo_name, &repo.spec),
+            repo.uid().map_or(recorded, |uid| ctx.trust.floors(&uid, recorded)),
+        ),
+        Source::Cluster(repo) => {
+            // The pin the operator verified; before any, there is no verdict to deploy on.
+            let Some(pin) = repo.status.as_ref().and_then(|s| s.pinned_root_sha256.clone()) else { return Ok(None) };
+            (
+                workload::TrustFiles::cluster(repo_name, &repo.spec.repository, &pin),
+                repo.uid().map_or(recorded, |uid| ctx.cluster.trust.floors(&uid, recorded)),
+            )
+        }
+    };
+    // The cache keeps no pod template: read the release for it, and render only the
+    // revision the plan is about (the spec may have changed since; the next look sees it).
+    let releases: Api<ModelRelease> = Api::namespaced(ctx.client.clone(), &release.namespace().unwrap_or_default());
+    let fresh = releases
+        .get(&release.name_any())
+        .await
+        .map_err(|source| Error::Kube { action: "read the release's pod template", source })?;
+    if fresh.uid() != release.uid() || plan::revision_hash(&fresh.spec) != hash {
+        debug!(hash, "the spec changed since the plan; its workload waits for the next look");
+        return Ok(None);
+    }
+    match workload::replica_set(&fresh, &trust, &revision, replicas, &ctx.fetch_image, &ctx.pod_policy, floors) {
+        Ok(rs) => serde_json::from_value(rs).map(Some).map_err(|e| Error::Render(e.to_string())),
+        Err(refused) => {
+            // The planner refuses such a spec before it gets here; a policy that
+            // changed under a running revision lands here instead.
+            warn!(%refused, "the revision's pods are refused; its workload is not rendered");
+            Ok(None)
+        }
+    }
+}
+
+/// Puts back the spec's revision's pod template when someone else changed it: rendered
+/// again and written over the template alone (a JSON patch, so fields this build does not
+/// know survive, and only if the ReplicaSet is still the one seen), keeping its serving
+/// label, then recorded. Only the ReplicaSet of the revision's own name. Pods already
+/// made from the changed template are not touched (the condition says so): a template
+/// can change for reasons of the cluster's own (an upgrade's new defaults), and deleting
+/// every serving pod on that would be an outage.
+async fn restore_template(
+    ctx: &Context,
+    release: &ModelRelease,
+    rs_api: &Api<ReplicaSet>,
+    plan: &plan::Plan,
+    seen: &Seen,
+    hash: &str,
+) -> Result<(), Error> {
+    let name = workload::name(&release.name_any(), hash);
+    let Some(rs) = seen.replica_sets.iter().find(|rs| rs.name_any() == name) else { return Ok(()) };
+    let Some(rendered) = render(ctx, release, plan, seen, hash, rs.replicas.unwrap_or(0)).await? else { return Ok(()) };
+    let Some(mut template) = rendered.spec.template else { return Ok(()) };
+    if let (Some(labels), Some(serving)) = (template.metadata.as_mut().and_then(|m| m.labels.as_mut()), &rs.serving) {
+        labels.insert(LABEL_SERVING.into(), serving.clone());
+    }
+    let patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": rs.resource_version()},
+        {"op": "replace", "path": "/spec/template", "value": template},
+    ]))
+    .map_err(|e| Error::Render(e.to_string()))?;
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    let put = rs_api
+        .patch(&name, &params, &Patch::<()>::Json(patch))
+        .await
+        .map_err(|source| Error::Kube { action: "put back a revision's pod template", source })?;
+    record_template(rs_api, &put).await?;
+    warn!(replicaset = %name, "someone else changed the pod template of the spec's revision; put back");
+    Ok(())
+}
+
+/// Records a ReplicaSet's template as the API server holds it (`ANNOTATION_TEMPLATE_SHA256`).
+async fn record_template(rs_api: &Api<ReplicaSet>, rs: &ReplicaSet) -> Result<(), Error> {
+    let Some(template) = rs.spec.template.as_ref() else { return Ok(()) };
+    let sha256 = workload::template_sha256(template);
+    write_record(rs_api, &rs.name_any(), &sha256).await
+}
+
+/// Records the templates of the release's ReplicaSets that carry no record yet (made by
+/// an earlier version of modelgate, or its record not written): as they are now.
+async fn record_templates(rs_api: &Api<ReplicaSet>, replica_sets: &[CachedReplicaSet]) -> Result<(), Error> {
+    for rs in replica_sets.iter().filter(|rs| rs.recorded_sha256.is_none()) {
+        if let Some(sha256) = &rs.template_sha256 {
+            write_record(rs_api, &rs.name_any(), sha256).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn write_record(rs_api: &Api<ReplicaSet>, name: &str, sha256: &str) -> Result<(), Error> {
+    let patch = json!({"metadata": {"annotations": {ANNOTATION_TEMPLATE_SHA256: sha256}}});
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    match rs_api.patch(name, &params, &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        // Deleted meanwhile: nothing to record.
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(Error::Kube { action: "record a revision's pod template", source }),
+    }
 }
 
 /// Publishes the plan's Events (after its status is written: they report decisions).
@@ -466,8 +609,8 @@ async fn publish(ctx: &Context, release: &ModelRelease, notes: Vec<plan::Note>) 
 async fn serving_labels(
     ctx: &Context,
     ns: &str,
-    replica_sets: &[ReplicaSet],
-    pods: &[Pod],
+    replica_sets: &[CachedReplicaSet],
+    pods: &[CachedPod],
     idle: &std::collections::BTreeSet<String>,
 ) -> Result<(), Error> {
     let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
@@ -479,10 +622,9 @@ async fn serving_labels(
         let labelled = |labels: Option<&BTreeMap<String, String>>| {
             labels.and_then(|l| l.get(LABEL_SERVING)).map(String::as_str) == Some(want)
         };
-        let template = rs.spec.template.as_ref().and_then(|t| t.metadata.as_ref());
-        let template_ok = labelled(template.and_then(|m| m.labels.as_ref()));
+        let template_ok = rs.serving.as_deref() == Some(want);
         let patch = json!({"metadata": {"labels": {LABEL_SERVING: want}}});
-        let pods: Vec<&Pod> = pods
+        let pods: Vec<&CachedPod> = pods
             .iter()
             .filter(|p| p.labels().get(LABEL_HASH) == Some(hash) && !labelled(p.metadata.labels.as_ref()))
             .collect();

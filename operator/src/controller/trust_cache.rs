@@ -106,7 +106,7 @@ impl<K: kube::Resource<DynamicType = ()>> TrustCache<K> {
     }
 
     fn wake(&self, releases: HashSet<ObjectRef<ModelRelease>>) {
-        for release in releases {
+        for release in releases.into_iter().filter(|r| *r != admission()) {
             // The receiver lives as long as the scope's release controller.
             let _ = self.wake.unbounded_send(release);
         }
@@ -255,43 +255,79 @@ impl<K: kube::Resource<DynamicType = ()>> TrustCache<K> {
     ) -> Verdict {
         let (verdict, request) = self.with(uid, |e| {
             e.wanted.entry(key.to_string()).or_default().insert(release.clone());
-            if let Some((reason, message)) = &e.refused {
-                let message = format!("the repository is not trusted: {message}");
-                return (Verdict::Untrusted { reason: reason.clone(), message }, false);
-            }
-            let Some(t) = &e.trusted else {
-                let message = "the repository has not been refreshed yet".to_string();
-                return (Verdict::Unknown { message }, !std::mem::replace(&mut e.requested, true));
-            };
-            for (role, (_, expires)) in
-                [("root", t.root), ("timestamp", t.timestamp), ("snapshot", t.snapshot), ("targets", t.targets)]
-            {
-                if expires <= now {
-                    let e = TrustError::Expired { role: role.into(), expires: expires.to_string() };
-                    return (Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() }, false);
-                }
-            }
-            match e.verdicts.get(key) {
-                Some(r) if r.until > now => (r.verdict.clone(), false),
-                Some(r) => {
-                    let message = format!(
-                        "metadata that vouched for {} expired at {}; the repository has not been refreshed since",
-                        ModelRef::from_key(key).display(),
-                        r.until
-                    );
-                    let verdict = Verdict::Untrusted { reason: "Expired".into(), message };
-                    (verdict, !std::mem::replace(&mut e.requested, true))
-                }
-                None => {
-                    let message = "being verified against the repository".to_string();
-                    (Verdict::Unknown { message }, !std::mem::replace(&mut e.requested, true))
-                }
-            }
+            judge(e, key, now)
         });
         if request {
             let _ = self.resolve.unbounded_send(repository.clone());
         }
         verdict
+    }
+
+    /// What the repository says at `now` about `key`, for an admission review: read
+    /// only, so a review (a dry run, a refused request, a request from anyone who can
+    /// reach the webhook) never changes what a release waits for. A model with no
+    /// verdict yet is `Unknown`, and is resolved in the background (at most
+    /// `MAX_PREFETCH` per repository at a time, forgotten at the next sweep of
+    /// `retain_releases`), so a review moments later can answer.
+    pub fn peek(&self, repository: &ObjectRef<K>, uid: &str, key: &str, now: Timestamp) -> Verdict {
+        let (verdict, request) = self.with(uid, |e| {
+            let known = e.verdicts.contains_key(key) || e.wanted.contains_key(key);
+            let prefetching = e.wanted.values().filter(|r| r.contains(&admission())).count();
+            if !known && prefetching < MAX_PREFETCH {
+                e.wanted.entry(key.to_string()).or_default().insert(admission());
+            }
+            judge(e, key, now)
+        });
+        if request {
+            let _ = self.resolve.unbounded_send(repository.clone());
+        }
+        verdict
+    }
+}
+
+/// Models resolved ahead for admission reviews, per repository at a time.
+const MAX_PREFETCH: usize = 64;
+
+/// Who asks on behalf of admission reviews: no release has an empty name, so it is
+/// never woken, and `retain_releases` forgets it (and what only it asked) within a minute.
+fn admission() -> ObjectRef<ModelRelease> {
+    ObjectRef::new("").within("")
+}
+
+/// The verdict an entry holds on `key` at `now`, and whether its repository must be
+/// asked to resolve it.
+fn judge(e: &mut Entry, key: &str, now: Timestamp) -> (Verdict, bool) {
+    if let Some((reason, message)) = &e.refused {
+        let message = format!("the repository is not trusted: {message}");
+        return (Verdict::Untrusted { reason: reason.clone(), message }, false);
+    }
+    let Some(t) = &e.trusted else {
+        let message = "the repository has not been refreshed yet".to_string();
+        return (Verdict::Unknown { message }, !std::mem::replace(&mut e.requested, true));
+    };
+    for (role, (_, expires)) in
+        [("root", t.root), ("timestamp", t.timestamp), ("snapshot", t.snapshot), ("targets", t.targets)]
+    {
+        if expires <= now {
+            let e = TrustError::Expired { role: role.into(), expires: expires.to_string() };
+            return (Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() }, false);
+        }
+    }
+    match e.verdicts.get(key) {
+        Some(r) if r.until > now => (r.verdict.clone(), false),
+        Some(r) => {
+            let message = format!(
+                "metadata that vouched for {} expired at {}; the repository has not been refreshed since",
+                ModelRef::from_key(key).display(),
+                r.until
+            );
+            let verdict = Verdict::Untrusted { reason: "Expired".into(), message };
+            (verdict, !std::mem::replace(&mut e.requested, true))
+        }
+        None => {
+            let message = "being verified against the repository".to_string();
+            (Verdict::Unknown { message }, !std::mem::replace(&mut e.requested, true))
+        }
     }
 }
 
@@ -319,6 +355,16 @@ mod tests {
         ObjectRef::new(name).within("team")
     }
 
+    /// A cache whose repository `uid` was refreshed `now`, its metadata good for an hour.
+    fn refreshed() -> (TrustCache, Wakers, ObjectRef<ModelRepository>, Timestamp, Timestamp) {
+        let (cache, wakers) = TrustCache::<ModelRepository>::new();
+        let now = Timestamp::now();
+        let later = now + k8s_openapi::jiff::SignedDuration::from_hours(1);
+        let trusted = Trusted { root: (1, later), timestamp: (1, later), snapshot: (1, later), targets: (1, later) };
+        cache.with("uid", |e| e.trusted = Some(trusted));
+        (cache, wakers, ObjectRef::new("models").within("team"), now, later)
+    }
+
     #[test]
     fn entries_are_per_uid_and_deleted_repositories_are_forgotten() {
         let (cache, _wakers) = TrustCache::<ModelRepository>::new();
@@ -335,12 +381,7 @@ mod tests {
 
     #[test]
     fn a_lookup_never_waits_it_asks_the_repository_once_and_wakes_on_the_answer() {
-        let (cache, mut wakers) = TrustCache::<ModelRepository>::new();
-        let repo = ObjectRef::new("models").within("team");
-        let now = Timestamp::now();
-        let later = now + k8s_openapi::jiff::SignedDuration::from_hours(1);
-        let trusted = Trusted { root: (1, later), timestamp: (1, later), snapshot: (1, later), targets: (1, later) };
-        cache.with("uid", |e| e.trusted = Some(trusted));
+        let (cache, mut wakers, repo, now, later) = refreshed();
         for name in ["a", "b"] {
             let v = cache.lookup(&repo, "uid", &release(name), "m/1/model.onnx", now);
             assert!(matches!(v, Verdict::Unknown { .. }), "{v:?}");
@@ -367,5 +408,39 @@ mod tests {
         assert_eq!(cache.with("uid", |e| e.wanted.len()), 1);
         cache.retain_releases(&HashSet::new());
         assert_eq!(cache.with("uid", |e| (e.wanted.len(), e.verdicts.len())), (0, 0));
+    }
+
+    #[test]
+    fn an_admission_review_only_peeks_and_prefetches_a_bounded_few() {
+        let (cache, mut wakers, repo, now, later) = refreshed();
+        // A release serving m/1 and able to roll back to m/0 has both verdicts.
+        let answer = Verdict::Trusted { sha256: "a".repeat(64), length: 1, files: 1 };
+        for key in ["m/0/model.onnx", "m/1/model.onnx"] {
+            cache.lookup(&repo, "uid", &release("a"), key, now);
+            cache.with("uid", |e| e.replace(vec![(key.into(), Resolved { verdict: answer.clone(), until: later })]));
+        }
+        let _ = wakers.repositories.try_recv();
+        cache.with("uid", |e| e.requested = false); // as the repository's reconcile leaves it
+        // A review of the same release moving to m/2 changes none of that.
+        let v = cache.peek(&repo, "uid", "m/2/model.onnx", now);
+        assert!(matches!(v, Verdict::Unknown { .. }), "{v:?}");
+        assert_eq!(cache.peek(&repo, "uid", "m/0/model.onnx", now), answer, "the rollback target still known");
+        assert_eq!(cache.lookup(&repo, "uid", &release("a"), "m/0/model.onnx", now), answer);
+        // m/2 is resolved in the background, and nobody is woken for it.
+        assert_eq!(wakers.repositories.try_recv().ok(), Some(repo.clone()));
+        let woken = cache.with("uid", |e| {
+            e.replace(vec![("m/2/model.onnx".into(), Resolved { verdict: answer.clone(), until: later })])
+        });
+        let _ = cache.peek(&repo, "uid", "m/2/model.onnx", now);
+        cache.wake(woken);
+        assert!(wakers.releases.try_recv().is_err(), "reviews wake no release");
+        // However many reviews, at most MAX_PREFETCH models are resolved ahead.
+        for i in 0..1000 {
+            cache.peek(&repo, "uid", &format!("x/{i}/model.onnx"), now);
+        }
+        assert!(cache.with("uid", |e| e.wanted.len()) <= 2 + MAX_PREFETCH);
+        // And all of them are forgotten at the next sweep.
+        cache.retain_releases(&[release("a")].into());
+        assert_eq!(cache.with("uid", |e| e.wanted.len()), 2);
     }
 }

@@ -67,9 +67,7 @@ impl ApiEndpoints {
     fn denies(&self, reached: &[IpAddr]) -> Result<(), &'static str> {
         let known = self.known.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         match known.as_ref() {
-            None if self.watched => Err(
-                "the API server's addresses are not known yet: the operator reads EndpointSlice default/kubernetes first",
-            ),
+            None if self.watched => Err(API_ADDRESSES_UNKNOWN),
             None => Ok(()),
             Some(api) if reached.iter().any(|a| api.iter().any(|s| embedded(*s).contains(a))) => {
                 Err("the Kubernetes API server")
@@ -78,6 +76,9 @@ impl ApiEndpoints {
         }
     }
 }
+
+const API_ADDRESSES_UNKNOWN: &str =
+    "the API server's addresses are not known yet: the operator reads EndpointSlice default/kubernetes first";
 
 /// Why a request was not sent: safe to show a tenant (no remote bytes).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -96,6 +97,46 @@ impl EgressPolicy {
     /// Checks the URL's shape, resolves its host and checks every address. Returns the
     /// host and the addresses to connect to.
     pub async fn resolve(&self, url: &Url, http_allowed_here: bool) -> Result<(String, Vec<SocketAddr>), Refused> {
+        let (host, port, literal) = self.shape(url, http_allowed_here)?;
+        let addrs: Vec<SocketAddr> = match literal {
+            Some(ip) => vec![SocketAddr::new(ip, port)],
+            None => {
+                let bare = host.trim_start_matches('[').trim_end_matches(']');
+                let lookup =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::lookup_host((bare, port)));
+                match lookup.await {
+                    Ok(Ok(found)) => found.take(16).collect(),
+                    Ok(Err(_)) | Err(_) => return Err(Refused(format!("host {host} does not resolve"))),
+                }
+            }
+        };
+        if addrs.is_empty() {
+            return Err(Refused(format!("host {host} does not resolve")));
+        }
+        for a in &addrs {
+            self.check(a.ip())
+                .map_err(|why| Refused(format!("{host} resolves to an address gates may not reach ({why})")))?;
+        }
+        Ok((host, addrs))
+    }
+
+    /// What can be said of a URL without sending anything or resolving a name (at
+    /// `kubectl apply`): its shape, and an address written as an IP that gates may not
+    /// reach. A host name is judged when the check runs, as `resolve` does.
+    pub fn admissible(&self, url: &Url, http_allowed_here: bool) -> Result<(), Refused> {
+        let (host, _, literal) = self.shape(url, http_allowed_here)?;
+        let Some(ip) = literal else { return Ok(()) };
+        match self.check(ip) {
+            // Not known yet is not known bad: the check runs once they are.
+            Err(why) if why == API_ADDRESSES_UNKNOWN => Ok(()),
+            Err(why) => Err(Refused(format!("{host} is an address gates may not reach ({why})"))),
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// The URL's scheme and credentials checked; its host, port, and the host as an
+    /// address when it is written as one.
+    fn shape(&self, url: &Url, http_allowed_here: bool) -> Result<(String, u16, Option<IpAddr>), Refused> {
         match url.scheme() {
             "https" => {}
             "http" if http_allowed_here && self.allow_http => {}
@@ -113,26 +154,8 @@ impl EgressPolicy {
         }
         let host = url.host_str().ok_or_else(|| Refused("the URL has no host".into()))?.to_string();
         let port = url.port_or_known_default().unwrap_or(443);
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => {
-                let lookup =
-                    tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::lookup_host((bare, port)));
-                match lookup.await {
-                    Ok(Ok(found)) => found.take(16).collect(),
-                    Ok(Err(_)) | Err(_) => return Err(Refused(format!("host {host} does not resolve"))),
-                }
-            }
-        };
-        if addrs.is_empty() {
-            return Err(Refused(format!("host {host} does not resolve")));
-        }
-        for a in &addrs {
-            self.check(a.ip())
-                .map_err(|why| Refused(format!("{host} resolves to an address gates may not reach ({why})")))?;
-        }
-        Ok((host, addrs))
+        let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
+        Ok((host, port, literal))
     }
 
     /// Whether gates may reach `ip`, and if not, a word on why.

@@ -1,9 +1,7 @@
 //! The kubernetes gate, always on: what the pods of one revision say about it. Pure, so
 //! a pod event can be judged the moment it arrives.
 
-use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodStatus,
-};
+use k8s_openapi::api::core::v1::{ContainerStatus, PodStatus};
 
 use crate::{
     api::{FETCH_CONTAINER, FETCH_EXIT_UNTRUSTED},
@@ -23,27 +21,45 @@ const SLOW: [&str; 6] = [
     "CreateContainerConfigError",
 ];
 
-/// Ready pods and the worst problem among `pods` (all of one revision).
-pub fn assess<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> PodHealth {
+/// What one pod says of its revision, as one pod's `PodHealth` (nothing for a pod on
+/// its way out). The watch cache keeps this instead of the pod's status: a ready pod is
+/// a few counters, a failing one a reason and a message of at most `MAX_MESSAGE_BYTES`
+/// (a termination message is the pod's to write).
+pub fn health_of(pod: &str, deleting: bool, status: Option<&PodStatus>) -> PodHealth {
+    let Some(status) = status.filter(|_| !deleting) else {
+        return if deleting { PodHealth::default() } else { PodHealth { created: 1, ..Default::default() } };
+    };
+    let is = |type_: &str| status.conditions.iter().flatten().any(|c| c.type_ == type_ && c.status == "True");
+    let mut problem = problem_of(
+        pod,
+        &status.phase,
+        status.init_container_statuses.iter().flatten(),
+        status.container_statuses.iter().flatten(),
+    );
+    if let Some(
+        PodProblem::Untrusted { message } | PodProblem::Hard { message, .. } | PodProblem::Waiting { message, .. },
+    ) = problem.as_mut()
+    {
+        crate::text::cut(message, MAX_MESSAGE_BYTES);
+    }
+    PodHealth {
+        created: 1,
+        scheduled: i32::from(is("PodScheduled")),
+        initialized: i32::from(is("Initialized")),
+        ready: i32::from(is("Ready")),
+        problem,
+    }
+}
+
+/// Ready pods and the worst problem among the pods of one revision.
+pub fn assess<'a>(pods: impl IntoIterator<Item = &'a PodHealth>) -> PodHealth {
     let mut health = PodHealth::default();
     for pod in pods {
-        if pod.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        let status = pod.status.clone().unwrap_or_default();
-        let is = |type_: &str| status.conditions.iter().flatten().any(|c| c.type_ == type_ && c.status == "True");
-        health.created += 1;
-        health.scheduled += i32::from(is("PodScheduled"));
-        health.initialized += i32::from(is("Initialized"));
-        health.ready += i32::from(is("Ready"));
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let problem = problem_of(
-            &name,
-            &status.phase,
-            status.init_container_statuses.iter().flatten(),
-            status.container_statuses.iter().flatten(),
-        );
-        health.problem = worst(health.problem.take(), problem);
+        health.created += pod.created;
+        health.scheduled += pod.scheduled;
+        health.initialized += pod.initialized;
+        health.ready += pod.ready;
+        health.problem = worst(health.problem.take(), pod.problem.clone());
     }
     health
 }
@@ -119,52 +135,6 @@ fn problem_of<'a>(
 /// it is the pod's to write): enough for what `modelgate fetch` says when it refuses.
 const MAX_MESSAGE_BYTES: usize = 1024;
 
-/// What `assess` reads of a pod's status, and nothing else: the watch cache keeps a pod
-/// this small (addresses, images, container IDs, times and resources go), and a message
-/// a container wrote is cut to `MAX_MESSAGE_BYTES`.
-pub fn assessed(status: PodStatus) -> PodStatus {
-    fn bounded(mut message: String) -> String {
-        crate::text::cut(&mut message, MAX_MESSAGE_BYTES);
-        message
-    }
-    fn state(s: ContainerState) -> ContainerState {
-        ContainerState {
-            running: s.running.map(|_| Default::default()),
-            waiting: s.waiting.map(|w| ContainerStateWaiting { reason: w.reason, message: w.message.map(bounded) }),
-            terminated: s.terminated.map(|t| ContainerStateTerminated {
-                exit_code: t.exit_code,
-                reason: t.reason,
-                message: t.message.map(bounded),
-                signal: t.signal,
-                ..Default::default()
-            }),
-        }
-    }
-    let containers = |list: Option<Vec<ContainerStatus>>| {
-        list.map(|list| {
-            list.into_iter()
-                .map(|c| ContainerStatus {
-                    name: c.name,
-                    ready: c.ready,
-                    restart_count: c.restart_count,
-                    state: c.state.map(state),
-                    last_state: c.last_state.map(state),
-                    ..Default::default()
-                })
-                .collect()
-        })
-    };
-    PodStatus {
-        phase: status.phase,
-        conditions: status.conditions.map(|list| {
-            list.into_iter().map(|c| PodCondition { type_: c.type_, status: c.status, ..Default::default() }).collect()
-        }),
-        init_container_statuses: containers(status.init_container_statuses),
-        container_statuses: containers(status.container_statuses),
-        ..Default::default()
-    }
-}
-
 /// Trust failures first, then hard failures, then slow ones.
 fn worst(a: Option<PodProblem>, b: Option<PodProblem>) -> Option<PodProblem> {
     fn rank(p: &Option<PodProblem>) -> u8 {
@@ -181,10 +151,15 @@ fn worst(a: Option<PodProblem>, b: Option<PodProblem>) -> Option<PodProblem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Pod;
     use serde_json::json;
 
     fn pod(status: serde_json::Value) -> Pod {
         serde_json::from_value(json!({"metadata": {"name": "p"}, "status": status})).unwrap()
+    }
+
+    fn of(pod: &Pod) -> PodHealth {
+        health_of("p", pod.metadata.deletion_timestamp.is_some(), pod.status.as_ref())
     }
 
     #[test]
@@ -211,59 +186,47 @@ mod tests {
             "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]}),
         );
 
-        assert_eq!(assess([&ready, &ready]), PodHealth { ready: 2, created: 2, ..Default::default() });
+        assert_eq!(assess([&of(&ready), &of(&ready)]), PodHealth { ready: 2, created: 2, ..Default::default() });
         let bound = pod(json!({"conditions": [{"type": "PodScheduled", "status": "True"}]}));
         let fetched = pod(json!({"conditions": [
             {"type": "PodScheduled", "status": "True"}, {"type": "Initialized", "status": "True"},
             {"type": "Ready", "status": "False"}]}));
         assert_eq!(
-            assess([&bound, &fetched, &pod(json!({}))]),
+            assess([&of(&bound), &of(&fetched), &of(&pod(json!({})))]),
             PodHealth { created: 3, scheduled: 2, initialized: 1, ready: 0, problem: None },
             "each stage a pod reaches counts (progressDeadline measures them)"
         );
         assert!(
-            matches!(assess([&ready, &crash]).problem, Some(PodProblem::Hard { reason, .. }) if reason == "CrashLoopBackOff")
+            matches!(assess([&of(&ready), &of(&crash)]).problem, Some(PodProblem::Hard { reason, .. }) if reason == "CrashLoopBackOff")
         );
-        assert!(matches!(assess([&oom]).problem, Some(PodProblem::Hard { reason, .. }) if reason == "OOMKilled"));
+        assert!(matches!(assess([&of(&oom)]).problem, Some(PodProblem::Hard { reason, .. }) if reason == "OOMKilled"));
         assert!(
-            matches!(assess([&crash, &refused, &pulling]).problem, Some(PodProblem::Untrusted { message }) if message.contains("sha256 mismatch"))
-        );
-        assert!(
-            matches!(assess([&fetch_down]).problem, Some(PodProblem::Hard { reason, .. }) if reason == "FetchFailed")
+            matches!(assess([&of(&crash), &of(&refused), &of(&pulling)]).problem, Some(PodProblem::Untrusted { message }) if message.contains("sha256 mismatch"))
         );
         assert!(
-            matches!(assess([&pulling]).problem, Some(PodProblem::Waiting { reason, .. }) if reason == "ImagePullBackOff")
+            matches!(assess([&of(&fetch_down)]).problem, Some(PodProblem::Hard { reason, .. }) if reason == "FetchFailed")
+        );
+        assert!(
+            matches!(assess([&of(&pulling)]).problem, Some(PodProblem::Waiting { reason, .. }) if reason == "ImagePullBackOff")
         );
         let mut leaving = crash.clone();
         leaving.metadata.deletion_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()));
-        assert_eq!(assess([&leaving]), PodHealth::default(), "pods on their way out do not count");
-
-        // As the watch cache keeps them, every pod says the same.
-        let trimmed = |p: &Pod| Pod { status: p.status.clone().map(assessed), ..p.clone() };
-        for p in [&ready, &crash, &oom, &refused, &fetch_down, &pulling, &bound, &fetched] {
-            assert_eq!(assess([&trimmed(p)]), assess([p]), "{p:?}");
-        }
+        assert_eq!(assess([&of(&leaving)]), PodHealth::default(), "pods on their way out do not count");
     }
 
     #[test]
-    fn a_cached_pod_keeps_what_is_assessed_and_a_bounded_message() {
+    fn a_pod_is_kept_as_its_health_with_a_bounded_message() {
         let long = "x".repeat(4096);
         let full = pod(json!({
-            "phase": "Running", "hostIP": "10.0.0.1", "podIP": "10.1.0.1", "qosClass": "Burstable",
-            "conditions": [{"type": "Ready", "status": "True", "message": long, "lastTransitionTime": "2026-12-06T00:00:00Z"}],
-            "initContainerStatuses": [{"name": "modelgate-fetch", "image": "registry/fetch@sha256:0", "imageID": "x",
-                "containerID": "containerd://0", "ready": true, "restartCount": 0,
-                "state": {"terminated": {"exitCode": 3, "message": long, "containerID": "containerd://0"}}}],
+            "phase": "Running", "hostIP": "10.0.0.1",
+            "conditions": [{"type": "Ready", "status": "False", "message": long}],
+            "initContainerStatuses": [{"name": "modelgate-fetch", "image": "i", "imageID": "x", "ready": false,
+                "restartCount": 0, "state": {"terminated": {"exitCode": 3, "message": long}}}],
         }));
-        let kept = assessed(full.status.clone().unwrap());
-        assert_eq!(kept.host_ip, None);
-        assert_eq!(kept.pod_ip, None);
-        assert_eq!(kept.conditions.as_ref().unwrap()[0].message, None);
-        let fetch = &kept.init_container_statuses.as_ref().unwrap()[0];
-        assert_eq!((fetch.image.as_str(), fetch.container_id.as_deref()), ("", None));
-        let message = fetch.state.as_ref().unwrap().terminated.as_ref().unwrap().message.as_deref().unwrap();
+        let Some(PodProblem::Untrusted { message }) = of(&full).problem else { panic!("{:?}", of(&full)) };
         assert_eq!(message.len(), MAX_MESSAGE_BYTES);
-        assert!(serde_json::to_vec(&kept).unwrap().len() < 1400);
+        assert!(message.starts_with("pod p: xxx"));
+        assert_eq!(health_of("p", false, None), PodHealth { created: 1, ..Default::default() });
     }
 }

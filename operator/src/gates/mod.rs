@@ -51,6 +51,23 @@ pub fn provider(check: &GateCheck, ca_bundle: Option<Vec<u8>>, policy: &GatePoli
     Err(format!("gate check {} names no provider", check.name))
 }
 
+/// What can be said of a check before it ever runs (at `kubectl apply`), in the words its
+/// run would fail with: the address's shape, the Prometheus endpoints the installation
+/// names, an address written as an IP that gates may not reach, and a query that cannot
+/// be held to the release's namespace. A host name is resolved only when the check runs.
+/// `sample` fills a query's placeholders as a run would.
+pub fn admissible(check: &GateCheck, sample: &GateContext, policy: &GatePolicy) -> Result<(), String> {
+    if let Some(p) = &check.prometheus {
+        let prometheus = Prometheus::new(p.clone(), policy.egress.clone(), policy.prometheus.clone())?;
+        prometheus.admissible(sample)?;
+    }
+    if let Some(w) = &check.webhook {
+        let url = reqwest::Url::parse(&w.url).map_err(|_| "webhook.url is not a URL".to_string())?;
+        policy.egress.admissible(&url, false).map_err(|refused| format!("webhook.url: {refused}"))?;
+    }
+    Ok(())
+}
+
 /// Longest a single check may take, retries included, whatever its settings: a check
 /// that has not answered by then is inconclusive (never a pass).
 pub const CHECK_DEADLINE: Duration = Duration::from_secs(45);

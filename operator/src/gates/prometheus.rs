@@ -83,6 +83,17 @@ impl Prometheus {
         Ok(Self { check, url, egress, policy })
     }
 
+    /// What `gates::admissible` says of this check: where it would connect, and whether
+    /// its query, its placeholders filled from `sample`, can be held to the namespace.
+    pub fn admissible(&self, sample: &GateContext) -> Result<(), String> {
+        self.egress.admissible(&self.url, true).map_err(|refused| format!("prometheus.address: {refused}"))?;
+        if let Some(label) = &self.policy.namespace_label {
+            promql::confine(&render(&self.check.query, sample), label, &sample.namespace)
+                .map_err(|e| format!("prometheus.query: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// What status shows is our own words and numbers: the server's text stays in the
     /// operator's log (a tenant must not read a server through the release's status).
     async fn query(&self, ctx: &GateContext) -> (GateResult, String) {

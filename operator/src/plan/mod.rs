@@ -2,6 +2,7 @@
 //! to the status a release should have and the workloads it should run. No I/O, no
 //! clock reads. The rules themselves are in `rollout/`, in one place.
 
+pub mod admission;
 pub mod pod_policy;
 pub mod policy;
 pub mod repository;
@@ -40,6 +41,9 @@ pub const SERVICE_READY: &str = "ServiceReady";
 /// Condition type: ReplicaSets carry this release's labels but are not controlled by it
 /// (someone else made them): they are never scaled, judged or counted.
 pub const FOREIGN_WORKLOADS: &str = "ForeignWorkloads";
+/// Condition type: the pod template of a ReplicaSet the release controls is no longer
+/// the one modelgate made (`api::ANNOTATION_TEMPLATE_SHA256`): someone else changed it.
+pub const WORKLOAD_CHANGED: &str = "WorkloadChanged";
 
 /// Identity of a revision: what it serves and how. Any change to either starts a new
 /// revision; the same pair is the same revision (its workload is reused).
@@ -151,6 +155,46 @@ pub enum Repository {
     Found { on_revocation: Option<crate::api::RevocationAction> },
 }
 
+impl Repository {
+    /// Why a release naming `repo` in `namespace` is not accepted: a reason (the
+    /// `Accepted` condition's) and what to do. `Found` has nothing to say.
+    pub fn refusal(&self, repo: &crate::api::RepositoryRef, namespace: &str) -> (&'static str, String) {
+        let name = &repo.name;
+        match self {
+            Repository::Found { .. } => ("RepositoryFound", format!("{} {name:?} found", repo.kind.as_str())),
+            Repository::Missing => (
+                "RepositoryNotFound",
+                match repo.kind {
+                    crate::api::RepositoryKind::ModelRepository => format!(
+                        "ModelRepository {name:?} does not exist in namespace {namespace:?}: create it, or fix \
+                         spec.repositoryRef.name"
+                    ),
+                    crate::api::RepositoryKind::ClusterModelRepository => format!(
+                        "ClusterModelRepository {name:?} does not exist: ask the security team for its name \
+                         (kubectl get clustermodelrepositories), or fix spec.repositoryRef.name"
+                    ),
+                },
+            ),
+            Repository::ClusterDisabled => (
+                "ClusterRepositoriesDisabled",
+                format!(
+                    "this installation serves no ClusterModelRepositories (it is namespaced: rbac.clusterWide is \
+                     false), so ClusterModelRepository {name:?} vouches for nothing here; name a ModelRepository in \
+                     this namespace in a new release"
+                ),
+            ),
+            Repository::NamespacedDisabled => (
+                "NamespacedRepositoriesDisabled",
+                format!(
+                    "this installation trusts only ClusterModelRepositories (trust.namespacedRepositories is \
+                     false): ModelRepository {name:?} vouches for nothing; create a new release with \
+                     spec.repositoryRef.kind: ClusterModelRepository"
+                ),
+            ),
+        }
+    }
+}
+
 /// Everything the controller saw, for one release.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
@@ -178,6 +222,9 @@ pub struct Observed {
     /// ReplicaSets labelled as this release's that it does not control (owner reference
     /// with `controller: true` and its UID): their names.
     pub foreign: Vec<String>,
+    /// ReplicaSets the release controls whose pod template is not the one modelgate
+    /// made: revision hash and name.
+    pub changed: Vec<(String, String)>,
 }
 
 /// Why an Event is published (its `reason`, a word kubectl shows).
@@ -213,6 +260,8 @@ pub enum EventReason {
     WarmDropped,
     /// ReplicaSets with the release's labels that it did not make.
     ForeignWorkload,
+    /// Someone other than modelgate changed the pod template of a revision's ReplicaSet.
+    WorkloadChanged,
     /// A first revision's pods made no progress within the deadline.
     ProgressDeadlineExceeded,
 }
@@ -236,6 +285,7 @@ impl EventReason {
             EventReason::TrustDegraded => "TrustDegraded",
             EventReason::WarmDropped => "WarmDropped",
             EventReason::ForeignWorkload => "ForeignWorkload",
+            EventReason::WorkloadChanged => "WorkloadChanged",
             EventReason::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",
         }
     }
@@ -270,6 +320,10 @@ pub struct Plan {
     pub scale: BTreeMap<String, i32>,
     /// Workloads of old revisions to delete.
     pub prune: Vec<String>,
+    /// The spec's revision, when someone changed its workload's pod template: modelgate
+    /// renders it again and puts it back (an earlier revision's spec is gone: it is only
+    /// reported).
+    pub restore: Option<String>,
     /// Revisions whose pods are kept out of service (warm): the previous revision after
     /// a promotion, or the stable one at 100% while it waits to become warm.
     pub idle: std::collections::BTreeSet<String>,
@@ -314,6 +368,20 @@ pub fn template_refusals(release: &ModelRelease, namespace: &str, policy: &pod_p
     match cached_note(release, CACHED_TEMPLATE_REFUSALS) {
         Some(noted) => noted.lines().map(str::to_string).collect(),
         None => pod_policy::check(&release.spec.template, &release.spec.model.mount_path, namespace, policy),
+    }
+}
+
+/// The reason a release needs a person, if it does: a rollback, a refusal, or a
+/// condition that says so (a rollout that needs a manual rollback, a revoked model).
+pub fn needs_attention(status: &crate::api::ModelReleaseStatus) -> Option<String> {
+    let condition = |type_: &str| status.conditions.iter().find(|c| c.type_ == type_ && c.status == "True");
+    let phase = status.phase.unwrap_or_default();
+    let reason = condition(TRUST_DEGRADED).or_else(|| condition(DEGRADED)).map(|c| c.reason.chars().take(64).collect());
+    match phase {
+        crate::api::Phase::RollingBack | crate::api::Phase::RolledBack | crate::api::Phase::Rejected => {
+            Some(reason.unwrap_or_else(|| phase.as_str().into()))
+        }
+        _ => reason,
     }
 }
 

@@ -13,7 +13,7 @@ use crate::api::MAX_TEMPLATE_BYTES;
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, SecurityContext};
 
 /// Pod Security Standards level the rendered pods must meet.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
     /// No restriction beyond modelgate's own (the model volume, the operator's identity).
     Privileged,
@@ -26,12 +26,32 @@ pub enum Level {
     Restricted,
 }
 
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Level {
+    /// Every level, least strict first, as the standard names them.
+    pub const ALL: [Level; 3] = [Level::Privileged, Level::Baseline, Level::Restricted];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
             Level::Privileged => "privileged",
             Level::Baseline => "baseline",
             Level::Restricted => "restricted",
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Level {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Level::ALL.into_iter().find(|l| l.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = Level::ALL.iter().map(|l| l.as_str()).collect();
+            format!("{s:?} is not a Pod Security level; use one of: {}", names.join(", "))
         })
     }
 }

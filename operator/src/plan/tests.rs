@@ -977,6 +977,38 @@ fn replica_sets_the_release_did_not_make_are_named_once_and_never_counted() {
 }
 
 #[test]
+fn a_changed_template_is_reported_once_and_only_the_spec_revision_is_put_back() {
+    let mut w = World::serving_v1(vec![weight(25), pause(None)]);
+    let v1 = w.stable_hash();
+    assert!(w.status().conditions.iter().all(|c| c.type_ != WORKLOAD_CHANGED), "absent until it happens");
+    w.obs.changed = vec![(v1.clone(), format!("fraud-{v1}"))];
+    let plan = w.run(10).clone();
+    assert_eq!(plan.restore.as_ref(), Some(&v1), "the spec's revision is rendered again");
+    assert_eq!(plan.scale.get(&v1), Some(&4), "and keeps serving meanwhile");
+    assert_eq!(w.condition(WORKLOAD_CHANGED), ("True".into(), "TemplateChanged".into()));
+    assert_eq!(w.events(), ["WorkloadChanged"]);
+    w.run(11);
+    assert!(w.events().is_empty(), "said once");
+    w.obs.changed.clear();
+    assert_eq!(w.run(12).restore, None);
+    assert_eq!(w.condition(WORKLOAD_CHANGED), ("False".into(), "AsMade".into()));
+
+    // Mid-rollout the stable revision is an earlier one: its spec is gone, it is only reported.
+    w.set_target(V2);
+    w.settle(20);
+    assert_eq!(w.phase(), Phase::Paused);
+    w.obs.changed = vec![(v1.clone(), format!("fraud-{v1}"))];
+    let plan = w.run(30).clone();
+    assert_eq!(plan.restore, None, "an earlier revision cannot be rendered again");
+    let message = w.status().conditions.iter().find(|c| c.type_ == WORKLOAD_CHANGED).unwrap().message.clone();
+    assert!(message.contains("cannot be made again"), "{message}");
+    assert!(plan.scale.get(&v1).is_some_and(|n| *n > 0), "its pods are left as they are");
+    let canary = w.canary_hash();
+    w.obs.changed.push((canary.clone(), format!("fraud-{canary}")));
+    assert_eq!(w.run(31).restore, Some(canary), "the canary is the spec's revision");
+}
+
+#[test]
 fn a_paused_rollout_does_not_keep_a_revoked_stable_serving() {
     let mut w = World::serving_v1(vec![weight(25), pause(None)]);
     let v1 = w.stable_hash();

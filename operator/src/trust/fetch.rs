@@ -26,11 +26,35 @@ use reqwest::Url;
 use super::{
     ModelFile, ModelSet, TargetFile, TrustError,
     store::store_err,
-    target::target_url,
     transport::{Body, Transport},
     updater::{Digests, check_hashes},
 };
 use crate::api::MANIFEST_FILE;
+
+/// The URL of a target, hash-prefixed when the repository uses consistent snapshots.
+pub fn target_url(base: &Url, name: &str, info: &TargetFile, consistent: bool) -> Result<Url, TrustError> {
+    let mut base = base.clone();
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
+    }
+    let path = if consistent {
+        let hash = match info.hash("sha256")? {
+            Some(h) => h,
+            None => info.hash("sha512")?.ok_or_else(|| TrustError::Hash {
+                what: name.into(),
+                reason: "no sha256 or sha512 to build a consistent-snapshot name".into(),
+            })?,
+        };
+        match name.rsplit_once('/') {
+            Some((dir, file)) => format!("{dir}/{hash}.{file}"),
+            None => format!("{hash}.{name}"),
+        }
+    } else {
+        name.to_string()
+    };
+    base.join(&path).map_err(|e| TrustError::Malformed { what: format!("target {name:?}"), reason: e.to_string() })
+}
 
 /// The directory serving containers see (a subPath of the volume).
 pub const MODEL_DIR: &str = "model";

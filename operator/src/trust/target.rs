@@ -1,4 +1,4 @@
-//! One target: the digest the operator demands, its URL, and its download into a file
+//! One target: the digest the operator demands and its download into a file
 //! (streamed while hashing, never a byte past the signed length; see `fetch`).
 
 use std::path::Path;
@@ -37,31 +37,6 @@ pub fn check_expected(name: &str, id: &Identity, e: &Expected) -> Result<(), Tru
     Ok(())
 }
 
-/// The URL of a target, hash-prefixed when the repository uses consistent snapshots.
-pub fn target_url(base: &Url, name: &str, info: &TargetFile, consistent: bool) -> Result<Url, TrustError> {
-    let mut base = base.clone();
-    if !base.path().ends_with('/') {
-        let path = format!("{}/", base.path());
-        base.set_path(&path);
-    }
-    let path = if consistent {
-        let hash = match info.hash("sha256")? {
-            Some(h) => h,
-            None => info.hash("sha512")?.ok_or_else(|| TrustError::Hash {
-                what: name.into(),
-                reason: "no sha256 or sha512 to build a consistent-snapshot name".into(),
-            })?,
-        };
-        match name.rsplit_once('/') {
-            Some((dir, file)) => format!("{dir}/{hash}.{file}"),
-            None => format!("{hash}.{name}"),
-        }
-    } else {
-        name.to_string()
-    };
-    base.join(&path).map_err(|e| TrustError::Malformed { what: format!("target {name:?}"), reason: e.to_string() })
-}
-
 /// Downloads `name` to `out`, verified against its signed `info`: streamed to a
 /// temporary file while hashing, renamed into place only after every check passed.
 pub async fn download(
@@ -89,6 +64,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::trust::fetch::target_url;
 
     fn info(hashes: &[(&str, &str)]) -> TargetFile {
         TargetFile {

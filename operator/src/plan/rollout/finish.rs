@@ -51,7 +51,10 @@ impl Planner<'_> {
         for hash in &prune {
             scale.remove(hash);
         }
-        Plan { status: self.status, scale, prune, idle, events: self.events, requeue: self.requeue }
+        let restore =
+            self.obs.changed.iter().map(|(hash, _)| hash).find(|h| **h == self.desired && scale.contains_key(*h));
+        let restore = restore.cloned();
+        Plan { status: self.status, scale, prune, restore, idle, events: self.events, requeue: self.requeue }
     }
 
     /// `Ready` and `status.ready`, from the decided status and the pods seen: Ready when

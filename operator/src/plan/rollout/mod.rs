@@ -31,8 +31,7 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use super::*;
 use crate::api::{
     CanaryStatus, CommandsSeen, GateStatus, HistoryEntry, ModelRef, ModelRelease, ModelReleaseSpec, ModelReleaseStatus,
-    Outcome, Phase, PodProgress, RepositoryKind, RevisionStatus, RevocationAction, WarmStatus, condition,
-    set_condition,
+    Outcome, Phase, PodProgress, RevisionStatus, RevocationAction, WarmStatus, condition, set_condition,
 };
 
 // One `impl Planner` per seam, as argo-rollouts splits its rollout controller.
@@ -177,6 +176,7 @@ impl Planner<'_> {
         }
         self.service();
         self.foreign();
+        self.changed();
         let stable_hash = self.status.stable.as_ref().map(|s| s.hash.clone());
         if self.status.canary.is_none() && stable_hash.as_deref() != Some(self.desired.as_str()) {
             if let Some(refusal) = self.obs.refusal.clone() {
@@ -213,36 +213,7 @@ impl Planner<'_> {
                 self.set_condition(ACCEPTED, true, "RepositoryFound", message);
                 return true;
             }
-            Repository::Missing => (
-                "RepositoryNotFound",
-                match repo.kind {
-                    RepositoryKind::ModelRepository => format!(
-                        "ModelRepository {name:?} does not exist in namespace {:?}: create it, or fix \
-                         spec.repositoryRef.name",
-                        self.namespace
-                    ),
-                    RepositoryKind::ClusterModelRepository => format!(
-                        "ClusterModelRepository {name:?} does not exist: ask the security team for its name \
-                         (kubectl get clustermodelrepositories), or fix spec.repositoryRef.name"
-                    ),
-                },
-            ),
-            Repository::ClusterDisabled => (
-                "ClusterRepositoriesDisabled",
-                format!(
-                    "this installation serves no ClusterModelRepositories (it is namespaced: rbac.clusterWide is \
-                     false), so ClusterModelRepository {name:?} vouches for nothing here; name a ModelRepository in \
-                     this namespace in a new release"
-                ),
-            ),
-            Repository::NamespacedDisabled => (
-                "NamespacedRepositoriesDisabled",
-                format!(
-                    "this installation trusts only ClusterModelRepositories (trust.namespacedRepositories is \
-                     false): ModelRepository {name:?} vouches for nothing; create a new release with \
-                     spec.repositoryRef.kind: ClusterModelRepository"
-                ),
-            ),
+            other => other.refusal(repo, self.namespace),
         };
         set_condition(
             &mut self.status.conditions,
@@ -296,6 +267,40 @@ impl Planner<'_> {
             self.note(true, EventReason::ForeignWorkload, message.clone());
         }
         self.set_condition(FOREIGN_WORKLOADS, true, "NotControlled", message);
+    }
+
+    /// ReplicaSets of this release whose pod template someone else changed: said once,
+    /// kept in view until every template is as modelgate made it again.
+    fn changed(&mut self) {
+        const REASON: &str = "TemplateChanged";
+        if self.obs.changed.is_empty() {
+            if self.condition_is(WORKLOAD_CHANGED, "True", REASON) {
+                let message = "every revision's pod template is as modelgate made it".to_string();
+                self.set_condition(WORKLOAD_CHANGED, false, "AsMade", message);
+            }
+            return;
+        }
+        let mut names: Vec<&str> = self.obs.changed.iter().map(|(_, name)| name.as_str()).collect();
+        names.sort_unstable();
+        names.truncate(5);
+        let spec_revision = self.obs.changed.iter().any(|(hash, _)| *hash == self.desired);
+        let earlier = self.obs.changed.iter().any(|(hash, _)| *hash != self.desired);
+        let mut message = format!(
+            "the pod template of ReplicaSets {names:?} is not the one modelgate made (someone else changed it): \
+             its pods may not run what was verified"
+        );
+        if spec_revision {
+            message.push_str("; the spec's revision's template is put back");
+        }
+        if earlier {
+            message.push_str("; an earlier revision's cannot be made again (its spec is gone): roll forward or back");
+        }
+        message.push_str("; pods made from a changed template keep running until replaced: delete them");
+        let message = truncated(&message, 1000);
+        if !self.condition_is(WORKLOAD_CHANGED, "True", REASON) {
+            self.note(true, EventReason::WorkloadChanged, message.clone());
+        }
+        self.set_condition(WORKLOAD_CHANGED, true, REASON, message);
     }
 
     /// Whether the release's Service is modelgate's to apply.

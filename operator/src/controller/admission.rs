@@ -1,0 +1,253 @@
+//! The admission webhook: `POST /validate-modelrelease` over HTTPS, on every replica.
+//! Answered from memory (`plan::admission::review` over the policies and the trust
+//! caches this replica holds): nothing on the request path waits on a network. A replica
+//! standing by holds no trust view: it still refuses what the policies forbid, and lets a
+//! model it cannot judge through with a warning (the leader's controller refuses it).
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, RwLock, Weak},
+    time::Duration,
+};
+
+use axum::{Router, body::Bytes, extract::DefaultBodyLimit, routing::post};
+use axum_server::tls_rustls::RustlsConfig;
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    Client, ResourceExt,
+    core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
+};
+use tracing::{debug, info, warn};
+
+use super::{Context, Error, release, serving_cert};
+use crate::{
+    api::ModelRelease,
+    plan::{self, admission::Facts},
+};
+
+/// Where the webhook listens and where its certificate comes from.
+#[derive(Clone, Debug)]
+pub struct AdmissionSettings {
+    pub address: std::net::SocketAddr,
+    pub certificate: Certificate,
+}
+
+#[derive(Clone, Debug)]
+pub enum Certificate {
+    /// Issued and rotated by the operator (`serving_cert`).
+    Managed(serving_cert::Place),
+    /// PEM files someone else keeps current (cert-manager's Secret, mounted): read again
+    /// every `serving_cert::RELOAD`.
+    Files { cert: PathBuf, key: PathBuf },
+}
+
+/// Largest AdmissionReview read: a release (at most 1.5 MiB in etcd) and its old self.
+const MAX_REVIEW_BYTES: usize = 4 * 1024 * 1024;
+/// Reviews judged at once; the others wait for a slot until `REVIEW_DEADLINE`.
+const REVIEWS_AT_ONCE: usize = 4;
+/// Longest a review may take here, well under the API server's timeout (the chart's 5 s).
+const REVIEW_DEADLINE: Duration = Duration::from_secs(3);
+
+/// One review, judged on a blocking thread once a slot is free; its answer as JSON.
+async fn judged(views: Arc<Views>, slots: Arc<tokio::sync::Semaphore>, body: Bytes) -> Option<Vec<u8>> {
+    let _slot = slots.acquire_owned().await.ok()?;
+    tokio::task::spawn_blocking(move || serde_json::to_vec(&views.review(&body)).ok()).await.ok().flatten()
+}
+
+/// The views the webhook answers from: the policies, and the scopes this replica runs
+/// (none while it stands by), each with its trust caches.
+pub struct Views {
+    pod_policy: plan::pod_policy::PodPolicy,
+    gate_policy: crate::gates::GatePolicy,
+    scopes: RwLock<Vec<(Option<String>, Weak<Context>)>>,
+}
+
+impl Views {
+    pub fn new(settings: &super::Settings) -> Arc<Self> {
+        Arc::new(Self {
+            pod_policy: settings.pod_policy.clone(),
+            gate_policy: settings.gate_policy.clone(),
+            scopes: RwLock::default(),
+        })
+    }
+
+    /// A scope now running: it answers for `namespace` (every namespace: `None`) while
+    /// its context lives.
+    pub fn serve(&self, namespace: Option<String>, context: &Arc<Context>) {
+        let mut scopes = self.scopes.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        scopes.retain(|(_, c)| c.strong_count() > 0);
+        scopes.push((namespace, Arc::downgrade(context)));
+    }
+
+    fn context(&self, namespace: &str) -> Option<Arc<Context>> {
+        let scopes = self.scopes.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        scopes.iter().filter(|(ns, _)| ns.as_deref().is_none_or(|ns| ns == namespace)).find_map(|(_, c)| c.upgrade())
+    }
+
+    /// The answer to one request.
+    fn answer(&self, request: &AdmissionRequest<ModelRelease>) -> AdmissionResponse {
+        let response = AdmissionResponse::from(request);
+        let Some(new) = &request.object else { return response };
+        if !matches!(request.operation, Operation::Create | Operation::Update) {
+            return response;
+        }
+        let namespace = request.namespace.clone().or_else(|| new.namespace()).unwrap_or_default();
+        let (repository, verdict) = match self.context(&namespace) {
+            Some(ctx) if ctx.stores.ready() => {
+                let mut spec_only = new.clone();
+                spec_only.status = None;
+                spec_only.metadata.name =
+                    Some(request.name.clone()).filter(|n| !n.is_empty()).or(new.metadata.name.clone());
+                let (found, source) = release::repository_of(&ctx, &spec_only, &namespace);
+                let verdict = match (&found, &source) {
+                    (plan::Repository::Found { .. }, Some(source)) => {
+                        Some(release::spec_verdict(&ctx, &spec_only, &namespace, source, Timestamp::now()))
+                    }
+                    _ => None,
+                };
+                (Some(found), verdict)
+            }
+            _ => (None, None),
+        };
+        let facts = Facts { pod_policy: &self.pod_policy, gate_policy: &self.gate_policy, repository, verdict };
+        let answer = plan::admission::review(new, request.old_object.as_ref(), &namespace, &facts);
+        debug!(release = %request.name, namespace, refused = answer.refusals.len(), "admission reviewed");
+        let mut response = if answer.refusals.is_empty() { response } else { response.deny(answer.message()) };
+        if !answer.warnings.is_empty() {
+            response.warnings = Some(answer.warnings);
+        }
+        response
+    }
+
+    /// Reads a review and answers it; what cannot be read is refused (a review the API
+    /// server sent is always readable: anything else is not from it).
+    fn review(&self, body: &[u8]) -> AdmissionReview<kube::core::DynamicObject> {
+        let parsed: Result<AdmissionReview<ModelRelease>, _> = serde_json::from_slice(body);
+        let request: Result<AdmissionRequest<ModelRelease>, _> = match parsed {
+            Ok(review) => {
+                review.try_into().map_err(|e: kube::core::admission::ConvertAdmissionReviewError| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match request {
+            Ok(request) => self.answer(&request).into_review(),
+            Err(e) => {
+                warn!(error = %e, "admission review not readable; refused");
+                AdmissionResponse::invalid(format!("modelgate could not read the admission review: {e}")).into_review()
+            }
+        }
+    }
+}
+
+/// Serves the webhook until the process ends. The certificate is loaded before the
+/// port opens, and looked at again every `serving_cert::RELOAD`.
+pub async fn serve(client: Client, settings: AdmissionSettings, views: Arc<Views>) -> Result<(), Error> {
+    // Until a certificate is in hand nothing is served; a conflict with another replica
+    // issuing at the same moment, or an API server not reachable yet, is retried.
+    let (cert, key) = loop {
+        match load(&client, &settings.certificate, true).await {
+            Ok(Some(pair)) => break pair,
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "webhook certificate not loaded yet; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    };
+    let tls = RustlsConfig::from_config(server_config(&cert, &key)?);
+    let reloading = tls.clone();
+    let certificate = settings.certificate.clone();
+    tokio::spawn(async move {
+        let mut served = (cert, key);
+        // Often enough that a renewal (a third of the lifetime before expiry) is served
+        // in time even for short lifetimes.
+        let period = match &certificate {
+            Certificate::Managed(place) => (place.lifetime / 12).clamp(Duration::from_secs(1), serving_cert::RELOAD),
+            Certificate::Files { .. } => serving_cert::RELOAD,
+        };
+        loop {
+            tokio::time::sleep(period).await;
+            match load(&client, &certificate, false).await {
+                Ok(Some(pair)) if pair != served => match server_config(&pair.0, &pair.1) {
+                    Ok(config) => {
+                        reloading.reload_from_config(config);
+                        info!("webhook certificate reloaded");
+                        served = pair;
+                    }
+                    Err(e) => warn!(error = %e, "new webhook certificate not usable; serving the old one"),
+                },
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "webhook certificate not checked; serving the one loaded"),
+            }
+        }
+    });
+    // Reviews are read and judged off the runtime's workers, a few at a time: the port
+    // is reachable from the pod network, and a flood of large reviews must not starve
+    // the reconciles, the Lease or the probes.
+    let slots = Arc::new(tokio::sync::Semaphore::new(REVIEWS_AT_ONCE));
+    let app = Router::new()
+        .route(
+            "/validate-modelrelease",
+            post(move |body: Bytes| {
+                let (views, slots) = (views.clone(), slots.clone());
+                async move {
+                    let review = match tokio::time::timeout(REVIEW_DEADLINE, judged(views, slots, body)).await {
+                        Ok(Some(review)) => review,
+                        _ => {
+                            let busy = "modelgate is too busy to review this request; retry";
+                            serde_json::to_vec(&AdmissionResponse::invalid(busy).into_review()).unwrap_or_default()
+                        }
+                    };
+                    ([(axum::http::header::CONTENT_TYPE, "application/json")], review)
+                }
+            }),
+        )
+        .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES));
+    info!(address = %settings.address, "admission webhook serving");
+    let handle = axum_server::Handle::<std::net::SocketAddr>::new();
+    let stopping = handle.clone();
+    tokio::spawn(async move {
+        super::terminated().await;
+        // In-flight reviews finish; the API server retries none, so none is cut.
+        stopping.graceful_shutdown(Some(Duration::from_secs(5)));
+    });
+    axum_server::bind_rustls(settings.address, tls)
+        .handle(handle)
+        .serve(app.into_make_service())
+        .await
+        .map_err(|e| Error::Certificate(format!("cannot listen on {}: {e}", settings.address)))
+}
+
+/// The certificate and key to serve now, as PEM; `None`: keep serving the one loaded (a
+/// new one is not to be served yet: its CA may not be trusted everywhere). `first`: nothing
+/// is served yet, so the newest is better than none.
+async fn load(client: &Client, certificate: &Certificate, first: bool) -> Result<Option<(String, String)>, Error> {
+    match certificate {
+        Certificate::Managed(place) => {
+            let now = Timestamp::now();
+            let (pair, serve_after) = serving_cert::ensure(client, place, now).await?;
+            Ok((first || now.as_second() >= serve_after).then_some((pair.cert, pair.key)))
+        }
+        Certificate::Files { cert, key } => {
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p).map_err(|e| Error::Certificate(format!("cannot read {}: {e}", p.display())))
+            };
+            Ok(Some((read(cert)?, read(key)?)))
+        }
+    }
+}
+
+/// TLS 1.2 and 1.3 with the one crypto provider of the binary (aws-lc-rs).
+fn server_config(cert: &str, key: &str) -> Result<Arc<rustls::ServerConfig>, Error> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let bad = |what: &str, e: &dyn std::fmt::Display| Error::Certificate(format!("the webhook's {what}: {e}"));
+    let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("certificate is not PEM", &e))?;
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| bad("key is not PEM", &e))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("TLS versions", &e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| bad("certificate and key do not match", &e))?;
+    Ok(Arc::new(config))
+}
