@@ -7,7 +7,9 @@ use std::{path::Path, time::Duration};
 use anyhow::Context;
 
 use k8s_openapi::jiff::Timestamp;
-use modelgate::trust::{Floors, Store, Transport, TransportOptions, TrustError, Trusted, Updater, fetch, target};
+use modelgate::trust::{
+    Floors, Reason, Store, Transport, TransportOptions, TrustError, Trusted, Updater, fetch, target,
+};
 use modelgate_tests::{
     harness::{cargo_bin, run_with_stdin},
     tuf::{Server, scenarios},
@@ -119,7 +121,7 @@ async fn every_attack_is_refused_and_every_good_repository_verifies() -> anyhow:
             (Err(e), None) => failures.push(format!("{name}: failed unexpectedly: {e}")),
             (Err(e), Some(want)) => {
                 let role = expect["role"].as_str().unwrap_or_default();
-                if e.reason() != want || !e.to_string().contains(role) {
+                if e.reason().as_str() != want || !e.to_string().contains(role) {
                     failures.push(format!("{name}: got {} ({e}), want {want} naming {role:?}", e.reason()));
                 }
                 if out.exists() {
@@ -220,7 +222,7 @@ async fn plain_http_and_floors_are_enforced() -> anyhow::Result<()> {
     )
     .err()
     .expect("plain http must be refused");
-    assert_eq!(err.reason(), "Insecure");
+    assert_eq!(err.reason(), Reason::Insecure);
 
     // Floors from the cluster survive an empty metadata directory: an earlier pod saw
     // timestamp v5, or root v2; a repository offering v1 is a rollback.
@@ -240,7 +242,7 @@ async fn plain_http_and_floors_are_enforced() -> anyhow::Result<()> {
             Timestamp::now(),
         )?;
         let err = updater.refresh().await.unwrap_err();
-        assert_eq!(err.reason(), "RollbackDetected", "{err}");
+        assert_eq!(err.reason(), Reason::RollbackDetected, "{err}");
         assert!(err.to_string().starts_with(role), "{err}");
     }
     Ok(())
@@ -464,7 +466,7 @@ async fn a_delegated_role_is_checked_for_expiry_at_every_lookup() -> anyhow::Res
     assert!(updater.target("fraud/1.0/model.onnx").await.is_ok());
     updater.set_now(now + k8s_openapi::jiff::SignedDuration::from_hours(3 * 24));
     let stale = updater.target("fraud/1.0/model.onnx").await.unwrap_err();
-    assert_eq!(stale.reason(), "Expired", "{stale}");
+    assert_eq!(stale.reason(), Reason::Expired, "{stale}");
     assert!(stale.to_string().contains("fraud-team"), "{stale}");
     Ok(())
 }
@@ -480,7 +482,7 @@ async fn a_delegated_role_is_verified_against_each_delegator_that_names_it() -> 
     updater.refresh().await?;
     assert!(updater.target("fraud/1.0/model.onnx").await.is_ok());
     let second = updater.target("payments/1.0/model.onnx").await.unwrap_err();
-    assert_eq!(second.reason(), "BadSignature", "{second}");
+    assert_eq!(second.reason(), Reason::BadSignature, "{second}");
     assert!(second.to_string().contains("shared"), "{second}");
     // The same in the conformance client: one run, two targets, exit code 1, and the
     // first target (verified) written.

@@ -214,10 +214,39 @@ pub struct ConfigMapSource {
     pub config_map_ref: ConfigMapKeyRef,
 }
 
+/// A condition's status, spelled as the API conventions spell it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+impl ConditionStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ConditionStatus::True => "True",
+            ConditionStatus::False => "False",
+            ConditionStatus::Unknown => "Unknown",
+        }
+    }
+}
+
+impl From<bool> for ConditionStatus {
+    fn from(on: bool) -> Self {
+        if on { ConditionStatus::True } else { ConditionStatus::False }
+    }
+}
+
+/// The condition of `type_` in `conditions` if its status is `status`.
+pub fn condition_with<'a>(conditions: &'a [Condition], type_: &str, status: ConditionStatus) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_ && c.status == status.as_str())
+}
+
 /// Builds a condition in the shape the Kubernetes API conventions ask for.
 pub fn condition(
     type_: &str,
-    status: bool,
+    status: impl Into<ConditionStatus>,
     reason: &str,
     message: impl Into<String>,
     observed_generation: Option<i64>,
@@ -225,7 +254,7 @@ pub fn condition(
 ) -> Condition {
     Condition {
         type_: type_.to_string(),
-        status: if status { "True" } else { "False" }.to_string(),
+        status: status.into().as_str().to_string(),
         reason: reason.to_string(),
         message: message.into(),
         observed_generation,

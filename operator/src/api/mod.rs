@@ -11,7 +11,8 @@ mod repository;
 
 pub use cluster_repository::*;
 pub use common::{
-    ConfigMapKeyRef, ConfigMapSource, DurationBounds, GoDuration, condition, parse_duration, set_condition,
+    ConditionStatus, ConfigMapKeyRef, ConfigMapSource, DurationBounds, GoDuration, condition, condition_with,
+    parse_duration, set_condition,
 };
 pub use crd::{crds, crds_yaml};
 pub use model::{MANIFEST_FILE, MAX_MODEL_FILES, MAX_TARGET_LIST, ModelRef, mount_path_of};

@@ -668,17 +668,14 @@ fn record(metrics: &Metrics, observed: &Observed, plan: &plan::Plan) {
     for o in &observed.gates {
         metrics.gate_evaluations.get_or_create(&ResultLabel { result: o.result.as_str().into() }).inc();
     }
-    let reason_of = |type_: &str| {
-        let c = plan.status.conditions.iter().find(|c| c.type_ == type_);
-        c.map_or_else(|| "Unknown".to_string(), |c| c.reason.clone())
-    };
     for note in &plan.events {
-        let (family, condition) = match note.reason {
-            plan::EventReason::RolledBack => (&metrics.rollbacks, plan::DEGRADED),
-            plan::EventReason::Rejected => (&metrics.verification_failures, plan::VERIFIED),
+        let family = match note.reason {
+            plan::EventReason::RolledBack => &metrics.rollbacks,
+            plan::EventReason::Rejected => &metrics.verification_failures,
             _ => continue,
         };
-        family.get_or_create(&ReasonLabel { reason: reason_of(condition) }).inc();
+        let reason = note.cause.clone().unwrap_or_else(|| "Unknown".into());
+        family.get_or_create(&ReasonLabel { reason }).inc();
     }
 }
 

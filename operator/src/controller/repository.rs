@@ -22,10 +22,10 @@ use super::{Context, Error, TrustCache};
 use crate::{
     api::{ClusterModelRepository, FIELD_MANAGER, ModelRepository, ModelRepositorySpec, ModelRepositoryStatus},
     metrics::{ErrorLabels, Metrics},
-    plan::repository::{self as plan, Refresh, TRUSTED},
+    plan::repository::{self as plan, Failure, Refresh},
     readers::{pinned_root_and_ca, read_record},
     trust::{
-        Kept, RefreshInput,
+        Kept, Record, RefreshInput,
         state::{STATE_CHAIN_KEY, STATE_FLOORS_KEY, STATE_PIN_KEY, render_chain, render_floors, state_configmap},
     },
 };
@@ -99,98 +99,112 @@ pub async fn refresh<K: Repository>(
     place: &Place<'_, K>,
     verified: impl FnOnce(&Verified),
 ) -> Result<Action, Error> {
-    let kind = K::kind(&());
-    let name = repo.name_any();
     let uid = repo.uid().ok_or(Error::NoUid { kind: "repository" })?;
-    let spec = repo.source();
-    let interval = spec.refresh_interval();
+    let interval = repo.source().refresh_interval();
     let now = Timestamp::now();
     let _timer = place.metrics.timer("repository");
     let trust = place.trust;
-    // A fresh status is only enough while this process holds the verdict it records:
-    // after a restart (or on taking the lease) every repository is refreshed at once,
-    // so no release waits a whole interval for a verdict.
-    // A verdict whose metadata expired needs new metadata, not the same session again.
-    let expired = trust.next_expiry(&uid).is_some_and(|at| at <= now);
-    if trust.has_verdict(&uid)
-        && !expired
-        && let Some(wait) = plan::next_refresh_in(repo.trust_status(), repo.meta().generation, interval, now)
-    {
+    if let Some(wait) = not_due(repo, trust, &uid, interval, now) {
         // Between refreshes: the models releases started waiting for are resolved with
         // the session of the last refresh.
         trust.resolve_pending(&uid, now).await;
         return Ok(Action::requeue(until_next(trust, &uid, wait)));
     }
 
-    // Observe: the pinned root, the CA bundle, the recorded root chain, the floors.
-    let cms = &place.configmaps;
-    let record = read_record(cms, &place.record)
-        .await
-        .map_err(|source| Error::Kube { action: "read the trust state ConfigMap", source })?;
-    let inputs = pinned_root_and_ca(cms, spec).await;
-    let floors = plan::floors(repo.trust_status());
-    let recorded = record.clone().unwrap_or_default();
-    let (refresh, keep) = match &inputs {
-        Err(message) => (Refresh::Failed { reason: "ConfigurationError".into(), message: message.clone() }, None),
-        Ok((pinned, ca_bundle)) => {
-            let input = RefreshInput {
-                metadata_url: &spec.metadata_url,
-                pinned_root: pinned,
-                record,
-                ca_bundle: ca_bundle.clone(),
-                floors,
-                now,
-                previous: None,
-                recorded_pin: repo.trust_status().and_then(|s| s.pinned_root_sha256.clone()),
-            };
-            match trust.refresh(&uid, input).await {
-                Ok(keep) => {
-                    let refresh =
-                        Refresh::Trusted { trusted: keep.trusted.clone(), pin_sha256: keep.pin_sha256.clone() };
-                    (refresh, Some(keep))
-                }
-                Err(e) => (Refresh::Failed { reason: e.reason().into(), message: e.to_string() }, None),
-            }
-        }
-    };
-
+    // Observe, and verify from the pin.
+    let observed = observe(repo, place).await?;
+    let (refresh, kept) = verify(repo, trust, &uid, &observed, now).await;
     // Plan.
-    let status = plan::status(repo.trust_status(), repo.meta().generation, &refresh, now);
-    // Act: record the root chain first, so status never claims a root we lost. The
-    // record is re-verified from the pin by every reader; an unchanged one is not written.
-    if let (Some(keep), Ok((pinned, ca_bundle))) = (&keep, inputs) {
-        let (chain, floors) = record_chain(repo, place, keep, &recorded, &status).await?;
+    let plan = plan::plan(repo.trust_status(), repo.meta().generation, &refresh, interval, now);
+    // Write: the root chain first, so status never claims a root we lost.
+    if let (Some(kept), Ok((pinned, ca_bundle))) = (&kept, observed.inputs) {
+        let (chain, floors) = record_chain(repo, place, kept, observed.record.as_ref(), &plan.status).await?;
         verified(&Verified { pinned, ca_bundle, chain, floors });
     }
-    let was_trusted =
-        repo.trust_status().and_then(|s| s.conditions.iter().find(|c| c.type_ == TRUSTED)).map(|c| c.status.clone());
-    if repo.trust_status() != Some(&status) {
-        let patch = json!({"apiVersion": K::api_version(&()), "kind": kind, "status": status});
+    if repo.trust_status() != Some(&plan.status) {
+        let patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": plan.status});
         place
             .api
-            .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .patch_status(&repo.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
             .await
             .map_err(|source| Error::Kube { action: "write the repository's status", source })?;
     }
-    match &refresh {
-        Refresh::Trusted { trusted: t, .. } => {
-            if was_trusted.as_deref() != Some("True") {
-                info!(timestamp = t.timestamp.0, "repository trusted");
-                let note = format!("verified root v{}, timestamp v{}", t.root.0, t.timestamp.0);
-                publish(place.recorder, repo, EventType::Normal, "Trusted", note).await;
-            }
-        }
-        Refresh::Failed { reason, message } => {
-            warn!(%reason, %message, "repository not trusted");
-            publish(place.recorder, repo, EventType::Warning, reason, message.clone()).await;
-        }
+    // Publish.
+    for note in plan.notes {
+        publish(place.recorder, repo, note).await;
     }
-    // A failed refresh is tried again soon: releases behind it are untrusted meanwhile.
-    let next = match &refresh {
-        Refresh::Failed { .. } => interval.min(FAILED_RETRY),
-        Refresh::Trusted { .. } => interval,
+    Ok(Action::requeue(until_next(trust, &uid, plan.refresh_in)))
+}
+
+/// How long until the next refresh, when none is due now. A fresh status is only
+/// enough while this process holds the verdict it records: after a restart (or on
+/// taking the lease) every repository is refreshed at once, so no release waits a whole
+/// interval for a verdict; a verdict whose metadata expired needs new metadata.
+fn not_due<K: Repository>(
+    repo: &K,
+    trust: &TrustCache<K>,
+    uid: &str,
+    interval: Duration,
+    now: Timestamp,
+) -> Option<Duration> {
+    let expired = trust.next_expiry(uid).is_some_and(|at| at <= now);
+    if !trust.has_verdict(uid) || expired {
+        return None;
+    }
+    plan::next_refresh_in(repo.trust_status(), repo.meta().generation, interval, now)
+}
+
+/// What a refresh starts from, as read from the cluster.
+struct Observed {
+    /// The trust record as written last, if any (re-verified from the pin by every
+    /// reader).
+    record: Option<Record>,
+    /// The pinned root and the CA bundle, or why they cannot be read.
+    inputs: Result<(Vec<u8>, Option<Vec<u8>>), String>,
+}
+
+async fn observe<K: Repository>(repo: &K, place: &Place<'_, K>) -> Result<Observed, Error> {
+    let record = read_record(&place.configmaps, &place.record)
+        .await
+        .map_err(|source| Error::Kube { action: "read the trust state ConfigMap", source })?;
+    let inputs = pinned_root_and_ca(&place.configmaps, repo.source()).await;
+    Ok(Observed { record, inputs })
+}
+
+/// Refreshes the metadata from the pin, the record and the floors in status: what it
+/// trusted (and keeps for lookups), or why not.
+async fn verify<K: Repository>(
+    repo: &K,
+    trust: &TrustCache<K>,
+    uid: &str,
+    observed: &Observed,
+    now: Timestamp,
+) -> (Refresh, Option<Kept>) {
+    let (pinned, ca_bundle) = match &observed.inputs {
+        Ok(inputs) => inputs,
+        Err(message) => return (Refresh::Failed { cause: Failure::Configuration, message: message.clone() }, None),
     };
-    Ok(Action::requeue(until_next(trust, &uid, next)))
+    let input = RefreshInput {
+        metadata_url: &repo.source().metadata_url,
+        pinned_root: pinned,
+        record: observed.record.clone(),
+        ca_bundle: ca_bundle.clone(),
+        floors: plan::floors(repo.trust_status()),
+        now,
+        previous: None,
+        recorded_pin: repo.trust_status().and_then(|s| s.pinned_root_sha256.clone()),
+    };
+    match trust.refresh(uid, input).await {
+        Ok(kept) => {
+            let refresh = Refresh::Trusted {
+                trusted: kept.trusted.clone(),
+                pin_sha256: kept.pin_sha256.clone(),
+                reanchored: kept.reanchored,
+            };
+            (refresh, Some(kept))
+        }
+        Err(e) => (Refresh::Failed { cause: Failure::Trust(e.reason()), message: e.to_string() }, None),
+    }
 }
 
 /// Writes the trust record (chain, pin digest, floors) when it changed; returns the
@@ -199,24 +213,17 @@ async fn record_chain<K: Repository>(
     repo: &K,
     place: &Place<'_, K>,
     keep: &Kept,
-    recorded: &crate::trust::Record,
+    recorded: Option<&Record>,
     status: &ModelRepositoryStatus,
 ) -> Result<(String, String), Error> {
-    if keep.reanchored {
-        let message = format!(
-            "spec.trustedRoot changed (now sha256 {}): the recorded root chain was set aside and trust re-verified \
-             from the new pin",
-            crate::plan::short(&keep.pin_sha256)
-        );
-        warn!(%message, "trust re-anchored");
-        publish(place.recorder, repo, EventType::Warning, "ReAnchored", message).await;
-    }
     let chain = render_chain(&keep.chain).unwrap_or_else(|| {
         warn!("the root chain is too large to record; pods walk the roots from the repository");
         "[]".into()
     });
     // Pods started later read today's floors from the record (they only raise theirs).
     let floors = render_floors(plan::floors(Some(status)));
+    let none = Record::default();
+    let recorded = recorded.unwrap_or(&none);
     let unchanged = recorded.pin_sha256.as_deref() == Some(keep.pin_sha256.as_str())
         && recorded.chain.as_deref() == Some(chain.as_str())
         && recorded.floors.as_deref() == Some(floors.as_str());
@@ -237,9 +244,6 @@ async fn record_chain<K: Repository>(
     Ok((chain, floors))
 }
 
-/// When a failed refresh is tried again, at the latest.
-const FAILED_RETRY: Duration = Duration::from_secs(30);
-
 /// The next refresh, or sooner when a verdict's metadata expires before it (a delegated
 /// role may expire long before the top-level metadata does).
 fn until_next<K: Resource<DynamicType = ()>>(trust: &TrustCache<K>, uid: &str, refresh_in: Duration) -> Duration {
@@ -258,8 +262,16 @@ fn forget_deleted(ctx: &Context) {
     }
 }
 
-async fn publish<K: Repository>(recorder: &Recorder, repo: &K, type_: EventType, reason: &str, note: String) {
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Refresh".into(), secondary: None };
+async fn publish<K: Repository>(recorder: &Recorder, repo: &K, note: plan::Note) {
+    let reason = note.reason.as_str();
+    if note.warning {
+        warn!(reason, message = %note.message, "repository event");
+    } else {
+        info!(reason, message = %note.message, "repository event");
+    }
+    let type_ = if note.warning { EventType::Warning } else { EventType::Normal };
+    let event =
+        Event { type_, reason: reason.into(), note: Some(note.message), action: "Refresh".into(), secondary: None };
     if let Err(e) = recorder.publish(&event, &repo.object_ref(&())).await {
         warn!(error = %e, "cannot publish event");
     }

@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::{ContainerStatus, PodStatus};
 
 use crate::{
-    api::{FETCH_CONTAINER, FETCH_EXIT_UNTRUSTED},
+    api::{ConditionStatus, FETCH_CONTAINER, FETCH_EXIT_UNTRUSTED},
     plan::{PodHealth, PodProblem},
 };
 
@@ -29,7 +29,9 @@ pub fn health_of(pod: &str, deleting: bool, status: Option<&PodStatus>) -> PodHe
     let Some(status) = status.filter(|_| !deleting) else {
         return if deleting { PodHealth::default() } else { PodHealth { created: 1, ..Default::default() } };
     };
-    let is = |type_: &str| status.conditions.iter().flatten().any(|c| c.type_ == type_ && c.status == "True");
+    let is = |type_: &str| {
+        status.conditions.iter().flatten().any(|c| c.type_ == type_ && c.status == ConditionStatus::True.as_str())
+    };
     let mut problem = problem_of(
         pod,
         &status.phase,

@@ -309,6 +309,9 @@ pub struct Note {
     pub warning: bool,
     pub reason: EventReason,
     pub message: String,
+    /// Why, as the bounded word conditions carry, for the decisions metrics count by
+    /// cause (a rollback, a rejection).
+    pub cause: Option<String>,
 }
 
 /// What the controller should make true.
@@ -374,7 +377,7 @@ pub fn template_refusals(release: &ModelRelease, namespace: &str, policy: &pod_p
 /// The reason a release needs a person, if it does: a rollback, a refusal, or a
 /// condition that says so (a rollout that needs a manual rollback, a revoked model).
 pub fn needs_attention(status: &crate::api::ModelReleaseStatus) -> Option<String> {
-    let condition = |type_: &str| status.conditions.iter().find(|c| c.type_ == type_ && c.status == "True");
+    let condition = |type_| crate::api::condition_with(&status.conditions, type_, crate::api::ConditionStatus::True);
     let phase = status.phase.unwrap_or_default();
     let reason = condition(TRUST_DEGRADED).or_else(|| condition(DEGRADED)).map(|c| c.reason.chars().take(64).collect());
     match phase {

@@ -1,11 +1,16 @@
-//! The status a ModelRepository should have after a refresh: floors only go up,
-//! conditions say what an SRE needs to know.
+//! The status a ModelRepository should have after a refresh, and the Events that say
+//! what changed: floors only go up, conditions say what an SRE needs to know.
+
+use std::time::Duration;
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 use crate::{
-    api::{ModelRepositoryStatus, RoleState, condition, set_condition},
-    trust::versions::{Floors, Trusted},
+    api::{ConditionStatus, ModelRepositoryStatus, RoleState, condition, condition_with, set_condition},
+    trust::{
+        Reason,
+        versions::{Floors, Trusted},
+    },
 };
 
 /// Condition types of a ModelRepository.
@@ -14,13 +19,124 @@ pub const EXPIRED: &str = "Expired";
 pub const ROLLBACK_DETECTED: &str = "RollbackDetected";
 pub const UNREACHABLE: &str = "Unreachable";
 
+/// When a failed refresh is tried again, at the latest: releases behind it are
+/// untrusted meanwhile.
+pub const FAILED_RETRY: Duration = Duration::from_secs(30);
+
 /// The outcome of a refresh as the planner sees it.
 #[derive(Clone, Debug)]
 pub enum Refresh {
-    /// What the refresh trusted, and the digest of the pin it started from.
-    Trusted { trusted: Trusted, pin_sha256: String },
-    /// `reason` is a bounded word (see `TrustError::reason`), `message` the full text.
-    Failed { reason: String, message: String },
+    /// What the refresh trusted, the digest of the pin it started from, and whether it
+    /// set the recorded root chain aside because the pin changed.
+    Trusted { trusted: Trusted, pin_sha256: String, reanchored: bool },
+    /// Why (a bounded word) and the full text.
+    Failed { cause: Failure, message: String },
+}
+
+/// Why a refresh failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The pin or CA bundle the spec names cannot be read.
+    Configuration,
+    /// The repository or its server failed verification.
+    Trust(Reason),
+}
+
+impl Failure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Configuration => "ConfigurationError",
+            Failure::Trust(reason) => reason.as_str(),
+        }
+    }
+
+    /// The condition that is True because of this failure, beside `Trusted=False`.
+    fn condition(self) -> Option<&'static str> {
+        match self {
+            Failure::Trust(Reason::Expired) => Some(EXPIRED),
+            Failure::Trust(Reason::RollbackDetected) => Some(ROLLBACK_DETECTED),
+            Failure::Trust(Reason::Unreachable | Reason::NotFound) => Some(UNREACHABLE),
+            _ => None,
+        }
+    }
+}
+
+/// Why a repository's Event is published (its `reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventReason {
+    /// The repository became trusted (first refresh, or after a failure).
+    Trusted,
+    /// `spec.trustedRoot` changed: the recorded chain was set aside.
+    ReAnchored,
+    /// A refresh failed.
+    Failed(Failure),
+}
+
+impl EventReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventReason::Trusted => "Trusted",
+            EventReason::ReAnchored => "ReAnchored",
+            EventReason::Failed(failure) => failure.as_str(),
+        }
+    }
+}
+
+/// An Event to publish once the new status is written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    pub reason: EventReason,
+    pub message: String,
+}
+
+/// What a repository's reconcile makes true after a refresh.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub status: ModelRepositoryStatus,
+    pub notes: Vec<Note>,
+    /// When to refresh again (sooner if a verdict's metadata expires before).
+    pub refresh_in: Duration,
+}
+
+/// The status, Events and next refresh after `refresh`, for a repository whose status
+/// is `current`.
+pub fn plan(
+    current: Option<&ModelRepositoryStatus>,
+    generation: Option<i64>,
+    refresh: &Refresh,
+    interval: Duration,
+    now: Timestamp,
+) -> Plan {
+    let was_trusted = current.is_some_and(|s| condition_with(&s.conditions, TRUSTED, ConditionStatus::True).is_some());
+    let mut notes = Vec::new();
+    let refresh_in = match refresh {
+        Refresh::Trusted { trusted: t, pin_sha256, reanchored } => {
+            if *reanchored {
+                notes.push(Note {
+                    warning: true,
+                    reason: EventReason::ReAnchored,
+                    message: format!(
+                        "spec.trustedRoot changed (now sha256 {}): the recorded root chain was set aside and trust \
+                         re-verified from the new pin",
+                        crate::plan::short(pin_sha256)
+                    ),
+                });
+            }
+            if !was_trusted {
+                let message = format!("verified root v{}, timestamp v{}", t.root.0, t.timestamp.0);
+                notes.push(Note { warning: false, reason: EventReason::Trusted, message });
+            }
+            interval
+        }
+        Refresh::Failed { cause, message } => {
+            // Every failed refresh is said: it is retried within `FAILED_RETRY`, and the
+            // API server folds repeats into one Event with a count.
+            notes.push(Note { warning: true, reason: EventReason::Failed(*cause), message: message.clone() });
+            interval.min(FAILED_RETRY)
+        }
+    };
+    Plan { status: status(current, generation, refresh, now), notes, refresh_in }
 }
 
 /// The anti-rollback floors recorded in status.
@@ -56,13 +172,13 @@ pub fn next_refresh_in(
     if status.observed_generation != generation {
         return None;
     }
-    let trusted = status.conditions.iter().any(|c| c.type_ == TRUSTED && c.status == "True");
+    let trusted = condition_with(&status.conditions, TRUSTED, ConditionStatus::True).is_some();
     let last = status.last_refresh_time.as_ref()?.0;
     let elapsed = now.duration_since(last).unsigned_abs();
     (trusted && elapsed < interval).then(|| interval - elapsed)
 }
 
-pub fn status(
+fn status(
     current: Option<&ModelRepositoryStatus>,
     generation: Option<i64>,
     refresh: &Refresh,
@@ -73,7 +189,7 @@ pub fn status(
         set_condition(&mut s.conditions, condition(type_, on, reason, message, generation, now));
     };
     match refresh {
-        Refresh::Trusted { trusted: t, pin_sha256 } => {
+        Refresh::Trusted { trusted: t, pin_sha256, .. } => {
             s.pinned_root_sha256 = Some(pin_sha256.clone());
             s.root = raise(&s.root, t.root);
             s.timestamp = raise(&s.timestamp, t.timestamp);
@@ -95,16 +211,16 @@ pub fn status(
             );
             flag(&mut s, UNREACHABLE, false, "Reachable", "the last refresh reached the repository");
         }
-        Refresh::Failed { reason, message } => {
-            flag(&mut s, TRUSTED, false, reason, message);
+        Refresh::Failed { cause, message } => {
+            flag(&mut s, TRUSTED, false, cause.as_str(), message);
             // Each specific condition is True only when it is the cause of this failure.
-            let causes: [(&str, &[&str], &str, &str); 3] = [
-                (EXPIRED, &["Expired"], "Expired", "NotExpired"),
-                (ROLLBACK_DETECTED, &["RollbackDetected"], "RollbackDetected", "NoRollback"),
-                (UNREACHABLE, &["Unreachable", "NotFound"], "Unreachable", "Reachable"),
-            ];
-            for (type_, matching, yes, no) in causes {
-                let cause = matching.contains(&reason.as_str());
+            let raised = cause.condition();
+            for (type_, yes, no) in [
+                (EXPIRED, "Expired", "NotExpired"),
+                (ROLLBACK_DETECTED, "RollbackDetected", "NoRollback"),
+                (UNREACHABLE, "Unreachable", "Reachable"),
+            ] {
+                let cause = raised == Some(type_);
                 let (why, text) =
                     if cause { (yes, message.as_str()) } else { (no, "not the cause of the last failure") };
                 flag(&mut s, type_, cause, why, text);
@@ -155,7 +271,8 @@ mod tests {
     fn a_fresh_success_is_not_refreshed_again_until_due() {
         let now: Timestamp = "2026-11-26T12:00:00Z".parse().unwrap();
         let interval = std::time::Duration::from_secs(300);
-        let s = status_of(&repo(None), &Refresh::Trusted { trusted: t(1), pin_sha256: "p".into() }, now);
+        let s =
+            status_of(&repo(None), &Refresh::Trusted { trusted: t(1), pin_sha256: "p".into(), reanchored: false }, now);
         let fresh = repo(Some(s.clone()));
         let later = now + k8s_openapi::jiff::SignedDuration::from_secs(60);
         assert_eq!(
@@ -169,29 +286,42 @@ mod tests {
         changed.metadata.generation = Some(2);
         assert_eq!(next_refresh_in(changed.status.as_ref(), changed.metadata.generation, interval, later), None);
         // After a failure, nothing is skipped.
-        let failed = status_of(&fresh, &Refresh::Failed { reason: "Unreachable".into(), message: "m".into() }, later);
+        let failed = status_of(
+            &fresh,
+            &Refresh::Failed { cause: Failure::Trust(Reason::Unreachable), message: "m".into() },
+            later,
+        );
         assert_eq!(next_refresh_in(Some(&failed), Some(1), interval, later), None);
     }
 
     #[test]
     fn floors_never_go_down() {
         let now = Timestamp::now();
-        let high = status_of(&repo(None), &Refresh::Trusted { trusted: t(7), pin_sha256: "p".into() }, now);
+        let high =
+            status_of(&repo(None), &Refresh::Trusted { trusted: t(7), pin_sha256: "p".into(), reanchored: false }, now);
         assert_eq!(floors(Some(&high)).timestamp, 7);
-        let after = status_of(&repo(Some(high)), &Refresh::Trusted { trusted: t(3), pin_sha256: "p".into() }, now);
+        let after = status_of(
+            &repo(Some(high)),
+            &Refresh::Trusted { trusted: t(3), pin_sha256: "p".into(), reanchored: false },
+            now,
+        );
         assert_eq!(floors(Some(&after)).timestamp, 7);
     }
 
     #[test]
     fn failures_name_their_condition_and_keep_floors() {
         let now = Timestamp::now();
-        let good = status_of(&repo(None), &Refresh::Trusted { trusted: t(5), pin_sha256: "p".into() }, now);
-        for (reason, raised) in
-            [("Expired", EXPIRED), ("RollbackDetected", ROLLBACK_DETECTED), ("Unreachable", UNREACHABLE)]
-        {
+        let good =
+            status_of(&repo(None), &Refresh::Trusted { trusted: t(5), pin_sha256: "p".into(), reanchored: false }, now);
+        for (reason, raised) in [
+            (Reason::Expired, EXPIRED),
+            (Reason::RollbackDetected, ROLLBACK_DETECTED),
+            (Reason::Unreachable, UNREACHABLE),
+            (Reason::NotFound, UNREACHABLE),
+        ] {
             let s = status_of(
                 &repo(Some(good.clone())),
-                &Refresh::Failed { reason: reason.into(), message: "m".into() },
+                &Refresh::Failed { cause: Failure::Trust(reason), message: "m".into() },
                 now,
             );
             assert_eq!(cond(&s, TRUSTED), "False", "{reason}");
@@ -201,5 +331,63 @@ mod tests {
             }
             assert_eq!(floors(Some(&s)).timestamp, 5);
         }
+    }
+
+    #[test]
+    fn a_failure_that_is_none_of_the_three_raises_none_of_them() {
+        let now = Timestamp::now();
+        let failed = Refresh::Failed { cause: Failure::Configuration, message: "no ConfigMap r".into() };
+        let s = status_of(&repo(None), &failed, now);
+        let trusted = s.conditions.iter().find(|c| c.type_ == TRUSTED).unwrap();
+        assert_eq!((trusted.status.as_str(), trusted.reason.as_str()), ("False", "ConfigurationError"));
+        for other in [EXPIRED, ROLLBACK_DETECTED, UNREACHABLE] {
+            assert_eq!(cond(&s, other), "False", "{other}");
+        }
+    }
+
+    #[test]
+    fn trusted_is_said_once_and_every_failure_each_time() {
+        let now = Timestamp::now();
+        let interval = Duration::from_secs(300);
+        let ok = Refresh::Trusted { trusted: t(1), pin_sha256: "p".into(), reanchored: false };
+        let first = plan(None, Some(1), &ok, interval, now);
+        assert_eq!(first.notes.iter().map(|n| n.reason).collect::<Vec<_>>(), [EventReason::Trusted]);
+        assert_eq!(first.refresh_in, interval);
+        // Trusted again: nothing to say.
+        let again = plan(Some(&first.status), Some(1), &ok, interval, now);
+        assert!(again.notes.is_empty(), "{:?}", again.notes);
+        // A failure is said each time, as a warning with its reason, and retried soon.
+        let failed = Refresh::Failed { cause: Failure::Trust(Reason::BadSignature), message: "bad".into() };
+        let down = plan(Some(&again.status), Some(1), &failed, interval, now);
+        assert_eq!(down.notes.len(), 1);
+        assert!(down.notes[0].warning);
+        assert_eq!(down.notes[0].reason.as_str(), "BadSignature");
+        assert_eq!(down.refresh_in, FAILED_RETRY);
+        let still = plan(Some(&down.status), Some(1), &failed, interval, now);
+        assert_eq!(still.notes.len(), 1);
+        // Back: trusted is said again.
+        let back = plan(Some(&still.status), Some(1), &ok, interval, now);
+        assert_eq!(back.notes.iter().map(|n| n.reason).collect::<Vec<_>>(), [EventReason::Trusted]);
+        // A short interval is not lengthened by a failure.
+        assert_eq!(plan(None, Some(1), &failed, Duration::from_secs(10), now).refresh_in, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_new_pin_is_said_as_a_warning_naming_its_digest() {
+        let now = Timestamp::now();
+        let trusted = plan(
+            None,
+            Some(1),
+            &Refresh::Trusted { trusted: t(1), pin_sha256: "p".into(), reanchored: false },
+            Duration::from_secs(300),
+            now,
+        );
+        let repinned = Refresh::Trusted { trusted: t(2), pin_sha256: "ab".repeat(32), reanchored: true };
+        let p = plan(Some(&trusted.status), Some(2), &repinned, Duration::from_secs(300), now);
+        assert_eq!(p.notes.len(), 1);
+        assert_eq!(p.notes[0].reason, EventReason::ReAnchored);
+        assert!(p.notes[0].warning);
+        assert!(p.notes[0].message.contains("abababab"), "{}", p.notes[0].message);
+        assert_eq!(p.status.pinned_root_sha256.as_deref(), Some("ab".repeat(32).as_str()));
     }
 }

@@ -285,6 +285,7 @@ fn an_untrusted_target_is_rejected_and_nothing_is_deployed() {
     assert_eq!(plan.scale, [(v1, 4)].into(), "no workload for the rejected revision");
     assert_eq!(w.status().history.last().unwrap().outcome, "Rejected");
     assert_eq!(w.events(), ["Rejected"]);
+    assert_eq!(w.last.as_ref().unwrap().events[0].cause.as_deref(), Some("UnknownTarget"));
     w.run(20);
     assert_eq!(w.events(), Vec::<&str>::new(), "rejected once, not again on every reconcile");
 }
@@ -318,6 +319,8 @@ fn a_crashing_canary_rolls_back_and_is_not_retried_until_asked() {
     assert_eq!((last.revision, last.outcome.as_str()), (2, "RolledBack"));
     assert!(last.reason.unwrap().starts_with("CrashLoopBackOff"));
     assert_eq!(w.events(), ["RolledBack"]);
+    // The rollback's cause travels with the decision (the metric counts it by cause).
+    assert_eq!(w.last.as_ref().unwrap().events[0].cause.as_deref(), Some("CrashLoopBackOff"));
 
     w.obs.pods.get_mut(&v1).unwrap().ready = 4;
     w.run(15);

@@ -77,27 +77,88 @@ impl TrustError {
         matches!(self, TrustError::Fetch { .. } | TrustError::NotFound { .. } | TrustError::Store { .. })
     }
 
-    /// A short, bounded label for metrics and condition reasons.
-    pub fn reason(&self) -> &'static str {
+    /// Why, as a bounded word for conditions, Events and metrics.
+    pub fn reason(&self) -> Reason {
         match self {
-            TrustError::Fetch { .. } => "Unreachable",
-            TrustError::NotFound { .. } => "NotFound",
-            TrustError::MetadataUnavailable { .. } => "MetadataUnavailable",
-            TrustError::TooLarge { .. } => "TooLarge",
-            TrustError::Malformed { .. } => "Malformed",
-            TrustError::Signature { .. } => "BadSignature",
-            TrustError::Expired { .. } => "Expired",
-            TrustError::Rollback { .. } => "RollbackDetected",
-            TrustError::VersionMismatch { .. } => "VersionMismatch",
-            TrustError::Hash { .. } => "HashMismatch",
-            TrustError::TooManyRoots { .. } => "TooManyRoots",
-            TrustError::UnknownTarget { .. } => "UnknownTarget",
-            TrustError::TooMany { .. } => "TooManyFiles",
-            TrustError::NoSha256 { .. } => "NoSha256",
-            TrustError::TargetMismatch { .. } => "TargetMismatch",
-            TrustError::Insecure(_) => "Insecure",
-            TrustError::Store { .. } => "StoreError",
-            TrustError::TrustState { .. } => "TrustStateTampered",
+            TrustError::Fetch { .. } => Reason::Unreachable,
+            TrustError::NotFound { .. } => Reason::NotFound,
+            TrustError::MetadataUnavailable { .. } => Reason::MetadataUnavailable,
+            TrustError::TooLarge { .. } => Reason::TooLarge,
+            TrustError::Malformed { .. } => Reason::Malformed,
+            TrustError::Signature { .. } => Reason::BadSignature,
+            TrustError::Expired { .. } => Reason::Expired,
+            TrustError::Rollback { .. } => Reason::RollbackDetected,
+            TrustError::VersionMismatch { .. } => Reason::VersionMismatch,
+            TrustError::Hash { .. } => Reason::HashMismatch,
+            TrustError::TooManyRoots { .. } => Reason::TooManyRoots,
+            TrustError::UnknownTarget { .. } => Reason::UnknownTarget,
+            TrustError::TooMany { .. } => Reason::TooManyFiles,
+            TrustError::NoSha256 { .. } => Reason::NoSha256,
+            TrustError::TargetMismatch { .. } => Reason::TargetMismatch,
+            TrustError::Insecure(_) => Reason::Insecure,
+            TrustError::Store { .. } => Reason::StoreError,
+            TrustError::TrustState { .. } => Reason::TrustStateTampered,
         }
+    }
+}
+
+/// The kind of a `TrustError`, one word each: what conditions, Events and metrics say,
+/// and what the planner decides on (never the message's text).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Unreachable,
+    NotFound,
+    MetadataUnavailable,
+    TooLarge,
+    Malformed,
+    BadSignature,
+    Expired,
+    RollbackDetected,
+    VersionMismatch,
+    HashMismatch,
+    TooManyRoots,
+    UnknownTarget,
+    TooManyFiles,
+    NoSha256,
+    TargetMismatch,
+    Insecure,
+    StoreError,
+    TrustStateTampered,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Unreachable => "Unreachable",
+            Reason::NotFound => "NotFound",
+            Reason::MetadataUnavailable => "MetadataUnavailable",
+            Reason::TooLarge => "TooLarge",
+            Reason::Malformed => "Malformed",
+            Reason::BadSignature => "BadSignature",
+            Reason::Expired => "Expired",
+            Reason::RollbackDetected => "RollbackDetected",
+            Reason::VersionMismatch => "VersionMismatch",
+            Reason::HashMismatch => "HashMismatch",
+            Reason::TooManyRoots => "TooManyRoots",
+            Reason::UnknownTarget => "UnknownTarget",
+            Reason::TooManyFiles => "TooManyFiles",
+            Reason::NoSha256 => "NoSha256",
+            Reason::TargetMismatch => "TargetMismatch",
+            Reason::Insecure => "Insecure",
+            Reason::StoreError => "StoreError",
+            Reason::TrustStateTampered => "TrustStateTampered",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<Reason> for String {
+    fn from(reason: Reason) -> String {
+        reason.as_str().to_owned()
     }
 }

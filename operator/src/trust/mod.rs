@@ -15,7 +15,7 @@ mod transport;
 mod updater;
 pub mod versions;
 
-pub use error::TrustError;
+pub use error::{Reason, TrustError};
 pub use metadata::TargetFile;
 pub use model::{Identity, ModelFile, ModelSet};
 pub use refresh::{Kept, Record, RefreshInput, Refreshed, Session, refresh};

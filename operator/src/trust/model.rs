@@ -183,15 +183,18 @@ mod tests {
     fn a_set_that_cannot_be_one_directory_is_refused() {
         let prefix = ModelRef::Prefix("m/".into());
         let clash = ModelSet::new(prefix.clone(), vec![("m/a".into(), file(1, 'a')), ("m/a/b".into(), file(1, 'b'))]);
-        assert_eq!(clash.unwrap_err().reason(), "Malformed");
+        assert_eq!(clash.unwrap_err().reason(), crate::trust::Reason::Malformed);
         let list = ModelRef::List(vec!["x/w.bin".into(), "y/w.bin".into()]);
         let same_name = ModelSet::new(list, vec![("x/w.bin".into(), file(1, 'a')), ("y/w.bin".into(), file(1, 'b'))]);
-        assert_eq!(same_name.unwrap_err().reason(), "Malformed");
+        assert_eq!(same_name.unwrap_err().reason(), crate::trust::Reason::Malformed);
         let huge =
             ModelSet::new(prefix.clone(), vec![("m/a".into(), file(u64::MAX, 'a')), ("m/b".into(), file(1, 'b'))]);
-        assert_eq!(huge.unwrap_err().reason(), "Malformed");
+        assert_eq!(huge.unwrap_err().reason(), crate::trust::Reason::Malformed);
         let mut unsigned = file(1, 'a');
         unsigned.hashes.clear();
-        assert_eq!(ModelSet::new(prefix, vec![("m/a".into(), unsigned)]).unwrap_err().reason(), "NoSha256");
+        assert_eq!(
+            ModelSet::new(prefix, vec![("m/a".into(), unsigned)]).unwrap_err().reason(),
+            crate::trust::Reason::NoSha256
+        );
     }
 }

@@ -118,7 +118,7 @@ mod tests {
         assert!(reanchored(Some("old"), &record(Some("old")), "new").unwrap());
         // Someone edited the record's pin key; the pin itself did not change.
         let forged = reanchored(Some("pin"), &record(Some("other")), "pin").unwrap_err();
-        assert_eq!(forged.reason(), "TrustStateTampered");
+        assert_eq!(forged.reason(), crate::trust::Reason::TrustStateTampered);
         // All agree, or there is no record yet.
         assert!(!reanchored(Some("pin"), &record(Some("pin")), "pin").unwrap());
         assert!(!reanchored(Some("pin"), &Record::default(), "pin").unwrap());

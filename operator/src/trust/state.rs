@@ -156,7 +156,7 @@ mod tests {
         assert_eq!(parse_floors(&render_floors(floors)).unwrap(), floors);
         for bad in ["", "[]", r#"{"root": -1}"#, r#"{"root": 1, "timestamp": 1, "snapshot": 1, "targets": 1, "x": 1}"#]
         {
-            assert_eq!(parse_floors(bad).unwrap_err().reason(), "TrustStateTampered", "{bad}");
+            assert_eq!(parse_floors(bad).unwrap_err().reason(), crate::trust::Reason::TrustStateTampered, "{bad}");
         }
         assert!(parse_floors(&" ".repeat(2000)).is_err(), "bounded");
     }

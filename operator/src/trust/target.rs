@@ -92,7 +92,7 @@ mod tests {
         assert_eq!(target_url(&base, "m.bin", &only512, true).unwrap().path(), format!("/targets/{h512}.m.bin"));
         // A hash a signer filled with a path is refused, not joined into the URL.
         let crafted = info(&[("sha256", "../../../admin")]);
-        assert_eq!(target_url(&base, "m.bin", &crafted, true).unwrap_err().reason(), "Malformed");
+        assert_eq!(target_url(&base, "m.bin", &crafted, true).unwrap_err().reason(), crate::trust::Reason::Malformed);
     }
 
     #[test]
@@ -101,7 +101,11 @@ mod tests {
         let e = |sha256: &str, length, files| Expected { sha256: sha256.into(), length, files };
         assert!(check_expected("t", &id, &e("abc", 10, 2)).is_ok());
         for wrong in [e("abd", 10, 2), e("abc", 11, 2), e("abc", 10, 1)] {
-            assert_eq!(check_expected("t", &id, &wrong).unwrap_err().reason(), "TargetMismatch", "{wrong:?}");
+            assert_eq!(
+                check_expected("t", &id, &wrong).unwrap_err().reason(),
+                crate::trust::Reason::TargetMismatch,
+                "{wrong:?}"
+            );
         }
     }
 }

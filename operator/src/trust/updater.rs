@@ -707,7 +707,7 @@ mod tests {
     fn a_signed_length_never_raises_the_cap() {
         assert_eq!(capped("snapshot", None, 100).unwrap(), 100);
         assert_eq!(capped("snapshot", Some(40), 100).unwrap(), 40);
-        assert_eq!(capped("snapshot", Some(u64::MAX), 100).unwrap_err().reason(), "TooLarge");
+        assert_eq!(capped("snapshot", Some(u64::MAX), 100).unwrap_err().reason(), crate::trust::Reason::TooLarge);
     }
 
     #[test]
@@ -718,7 +718,13 @@ mod tests {
             |length, sha: Option<&str>| MetaFile { version: 1, length, hashes: sha.map(|h| hashes(&[("sha256", h)])) };
         assert!(check_meta_file("snapshot", &meta(Some(bytes.len() as u64), d.sha256.as_deref()), bytes).is_ok());
         assert!(check_meta_file("snapshot", &meta(None, None), bytes).is_ok());
-        assert_eq!(check_meta_file("snapshot", &meta(Some(3), None), bytes).unwrap_err().reason(), "HashMismatch");
-        assert_eq!(check_meta_file("snapshot", &meta(None, Some("00")), bytes).unwrap_err().reason(), "HashMismatch");
+        assert_eq!(
+            check_meta_file("snapshot", &meta(Some(3), None), bytes).unwrap_err().reason(),
+            crate::trust::Reason::HashMismatch
+        );
+        assert_eq!(
+            check_meta_file("snapshot", &meta(None, Some("00")), bytes).unwrap_err().reason(),
+            crate::trust::Reason::HashMismatch
+        );
     }
 }

@@ -10,7 +10,11 @@ impl Planner<'_> {
         let revision = self.revision_for(&self.desired);
         match self.verdict(&model.key()) {
             Verdict::Unknown { message } => {
-                self.set_verified("Unknown", "Verifying", format!("cannot verify {target:?} yet: {message}"));
+                self.set_verified(
+                    ConditionStatus::Unknown,
+                    "Verifying",
+                    format!("cannot verify {target:?} yet: {message}"),
+                );
                 self.set_phase(Phase::Verifying, format!("verifying target {target:?}: {message}"));
                 self.wake(WAIT_FOR_TRUST);
             }
@@ -21,19 +25,19 @@ impl Planner<'_> {
                 };
                 let message =
                     format!("target {target:?} failed verification: {message}; nothing was deployed{serving}");
-                self.set_verified("False", &reason, message.clone());
+                self.set_verified(ConditionStatus::False, &reason, message.clone());
                 self.record(HistoryEntry {
                     revision,
                     hash: self.desired.clone(),
                     target,
                     targets: model.list(),
                     outcome: Outcome::Rejected,
-                    reason: Some(reason),
+                    reason: Some(reason.clone()),
                     started_at: Some(Time(self.now)),
                     finished_at: Some(Time(self.now)),
                     ..Default::default()
                 });
-                self.note(true, EventReason::Rejected, message.clone());
+                self.note_because(EventReason::Rejected, &reason, message.clone());
                 self.set_phase(Phase::Rejected, message);
             }
             Verdict::Trusted { sha256, length, files } => {
@@ -61,7 +65,7 @@ impl Planner<'_> {
                     1 => format!("{target:?}: sha256 {sha256}, {length} bytes"),
                     n => format!("{target:?}: {n} files, {length} bytes, manifest sha256 {sha256}"),
                 };
-                self.set_verified("True", "TargetVerified", what);
+                self.set_verified(ConditionStatus::True, "TargetVerified", what);
                 self.note(
                     false,
                     EventReason::RolloutStarted,
@@ -113,7 +117,7 @@ impl Planner<'_> {
             } else {
                 self.wake_at(after(since, deadline));
             }
-        } else if self.condition_is(PROGRESSING, "False", DEADLINE_EXCEEDED) {
+        } else if self.condition_is(PROGRESSING, ConditionStatus::False, DEADLINE_EXCEEDED) {
             self.set_condition(PROGRESSING, true, "ProgressResumed", "the canary's pods are Ready".into());
             self.set_condition(DEGRADED, false, "ProgressResumed", "the canary's pods are Ready".into());
         }
@@ -162,7 +166,7 @@ impl Planner<'_> {
             "revision {revision} is stalled: {why}; it is the first revision, so there is nothing to roll back to: \
              its pods are kept and the rollout continues when they become Ready (fix the cause, or delete the release)"
         );
-        if !self.condition_is(PROGRESSING, "False", DEADLINE_EXCEEDED) {
+        if !self.condition_is(PROGRESSING, ConditionStatus::False, DEADLINE_EXCEEDED) {
             self.note(true, EventReason::ProgressDeadlineExceeded, message.clone());
         }
         self.set_condition(PROGRESSING, false, DEADLINE_EXCEEDED, message.clone());

@@ -30,8 +30,9 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 use super::*;
 use crate::api::{
-    CanaryStatus, CommandsSeen, GateStatus, HistoryEntry, ModelRef, ModelRelease, ModelReleaseSpec, ModelReleaseStatus,
-    Outcome, Phase, PodProgress, RevisionStatus, RevocationAction, WarmStatus, condition, set_condition,
+    CanaryStatus, CommandsSeen, ConditionStatus, GateStatus, HistoryEntry, ModelRef, ModelRelease, ModelReleaseSpec,
+    ModelReleaseStatus, Outcome, Phase, PodProgress, RevisionStatus, RevocationAction, WarmStatus, condition,
+    condition_with, set_condition,
 };
 
 // One `impl Planner` per seam, as argo-rollouts splits its rollout controller.
@@ -235,7 +236,7 @@ impl Planner<'_> {
         let message = format!("the pod template is refused: {refusal}; nothing was deployed{serving}");
         // A message listing several problems gets more room, still bounded.
         let message = truncated(&message, 2000);
-        if !self.condition_is(ACCEPTED, "False", REASON) {
+        if !self.condition_is(ACCEPTED, ConditionStatus::False, REASON) {
             self.note(true, EventReason::PodRefused, message.clone());
         }
         self.set_condition(ACCEPTED, false, REASON, message.clone());
@@ -247,7 +248,7 @@ impl Planner<'_> {
     /// The condition appears only once there were some (no write for every release).
     fn foreign(&mut self) {
         if self.obs.foreign.is_empty() {
-            if self.condition_is(FOREIGN_WORKLOADS, "True", "NotControlled") {
+            if self.condition_is(FOREIGN_WORKLOADS, ConditionStatus::True, "NotControlled") {
                 let message = "every ReplicaSet labelled for this release is its own".to_string();
                 self.set_condition(FOREIGN_WORKLOADS, false, "AllControlled", message);
             }
@@ -263,7 +264,7 @@ impl Planner<'_> {
             ),
             1000,
         );
-        if !self.condition_is(FOREIGN_WORKLOADS, "True", "NotControlled") {
+        if !self.condition_is(FOREIGN_WORKLOADS, ConditionStatus::True, "NotControlled") {
             self.note(true, EventReason::ForeignWorkload, message.clone());
         }
         self.set_condition(FOREIGN_WORKLOADS, true, "NotControlled", message);
@@ -274,7 +275,7 @@ impl Planner<'_> {
     fn changed(&mut self) {
         const REASON: &str = "TemplateChanged";
         if self.obs.changed.is_empty() {
-            if self.condition_is(WORKLOAD_CHANGED, "True", REASON) {
+            if self.condition_is(WORKLOAD_CHANGED, ConditionStatus::True, REASON) {
                 let message = "every revision's pod template is as modelgate made it".to_string();
                 self.set_condition(WORKLOAD_CHANGED, false, "AsMade", message);
             }
@@ -297,7 +298,7 @@ impl Planner<'_> {
         }
         message.push_str("; pods made from a changed template keep running until replaced: delete them");
         let message = truncated(&message, 1000);
-        if !self.condition_is(WORKLOAD_CHANGED, "True", REASON) {
+        if !self.condition_is(WORKLOAD_CHANGED, ConditionStatus::True, REASON) {
             self.note(true, EventReason::WorkloadChanged, message.clone());
         }
         self.set_condition(WORKLOAD_CHANGED, true, REASON, message);
@@ -311,7 +312,7 @@ impl Planner<'_> {
         }
         match self.obs.service_conflict.clone() {
             Some(conflict) => {
-                if !self.condition_is(SERVICE_READY, "False", "ServiceNotOwned") {
+                if !self.condition_is(SERVICE_READY, ConditionStatus::False, "ServiceNotOwned") {
                     self.note(true, EventReason::ServiceNotOwned, conflict.clone());
                 }
                 self.set_condition(SERVICE_READY, false, "ServiceNotOwned", conflict);
@@ -370,7 +371,12 @@ impl Planner<'_> {
     }
 
     fn note(&mut self, warning: bool, reason: EventReason, message: String) {
-        self.events.push(Note { warning, reason, message });
+        self.events.push(Note { warning, reason, message, cause: None });
+    }
+
+    /// A warning about a decision metrics count by `cause`.
+    fn note_because(&mut self, reason: EventReason, cause: &str, message: String) {
+        self.events.push(Note { warning: true, reason, message, cause: Some(cause.to_owned()) });
     }
 
     fn set_phase(&mut self, phase: Phase, message: String) {
@@ -395,14 +401,13 @@ impl Planner<'_> {
         set_condition(&mut self.status.conditions, c);
     }
 
-    fn set_verified(&mut self, status: &str, reason: &str, message: String) {
-        let mut c = condition(VERIFIED, true, reason, message, self.generation, self.now);
-        c.status = status.into();
+    fn set_verified(&mut self, status: ConditionStatus, reason: &str, message: String) {
+        let c = condition(VERIFIED, status, reason, message, self.generation, self.now);
         set_condition(&mut self.status.conditions, c);
     }
 
-    fn condition_is(&self, type_: &str, status: &str, reason: &str) -> bool {
-        self.status.conditions.iter().any(|c| c.type_ == type_ && c.status == status && c.reason == reason)
+    fn condition_is(&self, type_: &str, status: ConditionStatus, reason: &str) -> bool {
+        condition_with(&self.status.conditions, type_, status).is_some_and(|c| c.reason == reason)
     }
 
     fn serving_message(&self) -> String {

@@ -46,7 +46,7 @@ impl Planner<'_> {
                 "revision {} failed: {message}; automatic rollback is off: abort (modelgate.dev/abort) or fix it",
                 canary.revision
             );
-            if !self.condition_is(DEGRADED, "True", reason) {
+            if !self.condition_is(DEGRADED, ConditionStatus::True, reason) {
                 self.note(true, EventReason::RollbackNeeded, message.clone());
             }
             self.set_condition(DEGRADED, true, reason, message.clone());
@@ -60,7 +60,7 @@ impl Planner<'_> {
             None => "no earlier revision exists, so nothing serves".into(),
         };
         let message = format!("revision {} ({}) rolled back: {summary}; {to}", canary.revision, canary.target);
-        self.note(true, EventReason::RolledBack, message.clone());
+        self.note_because(EventReason::RolledBack, reason, message.clone());
         self.set_condition(DEGRADED, true, reason, message.clone());
         self.set_condition(PROGRESSING, false, ROLLED_BACK, message.clone());
         let phase = if self.status.stable.is_some() { Phase::RollingBack } else { Phase::RolledBack };
@@ -114,7 +114,7 @@ impl Planner<'_> {
             promoted_at: Some(Time(self.now)),
         });
         self.status.gates.clear();
-        self.note(true, EventReason::RolledBack, message.clone());
+        self.note_because(EventReason::RolledBack, reason, message.clone());
         self.set_condition(DEGRADED, true, reason, message.clone());
         self.set_phase(Phase::RollingBack, message);
     }

@@ -70,7 +70,7 @@ impl Planner<'_> {
             return false;
         }
         let message = format!("{message}; onRevocation is Alert, so it keeps serving");
-        if !self.condition_is(TRUST_DEGRADED, "True", &reason) {
+        if !self.condition_is(TRUST_DEGRADED, ConditionStatus::True, &reason) {
             self.note(true, EventReason::TrustDegraded, message.clone());
         }
         self.set_condition(TRUST_DEGRADED, true, &reason, message);
@@ -112,7 +112,7 @@ impl Planner<'_> {
         self.wake_for_gates();
         let Some(Failure { reason, message }) = failure else { return };
         if !self.spec.rollback.automatic {
-            if !self.condition_is(DEGRADED, "True", &reason) {
+            if !self.condition_is(DEGRADED, ConditionStatus::True, &reason) {
                 self.note(
                     true,
                     EventReason::RollbackNeeded,
@@ -128,7 +128,7 @@ impl Planner<'_> {
                     "revision {} failed after promotion ({message}); no earlier trusted revision",
                     stable.revision
                 );
-                if !self.condition_is(DEGRADED, "True", &reason) {
+                if !self.condition_is(DEGRADED, ConditionStatus::True, &reason) {
                     self.note(true, EventReason::RollbackImpossible, message.clone());
                 }
                 self.set_condition(DEGRADED, true, &reason, message);
