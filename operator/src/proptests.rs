@@ -14,8 +14,8 @@ use crate::{
     api::{
         CanaryStatus, ConfigMapKeyRef, ConfigMapSource, FETCH_CONTAINER, GateCheck, GateStatus, Gates, HistoryEntry,
         ModelRelease, ModelReleaseSpec, ModelReleaseStatus, ModelRepository, ModelRepositorySpec, ModelSource, Outcome,
-        Pause, Phase, PrometheusCheck, RepositoryRef, RevisionStatus, RevocationAction, RollbackPolicy, Step,
-        WebhookCheck,
+        Pause, Phase, PrometheusCheck, RepositoryRef, RevisionRef, RevisionStatus, RevocationAction, RollbackPolicy,
+        Step, WebhookCheck,
     },
     plan::{
         self, Commands, GateOutcome, GateResult, Observed, PodHealth, PodProblem, Repository, Verdict, Workload,
@@ -153,34 +153,26 @@ fn hash() -> impl Strategy<Value = String> {
     prop_oneof![Just("h1".to_string()), Just("h2".to_string()), text()]
 }
 
+fn revision() -> impl Strategy<Value = RevisionRef> {
+    (any::<i64>(), hash(), text(), proptest::option::of(text())).prop_map(|(number, hash, target, sha256)| {
+        RevisionRef { number, hash, target, sha256, length: Some(1), ..Default::default() }
+    })
+}
+
 fn status() -> impl Strategy<Value = Option<ModelReleaseStatus>> {
-    let stable = proptest::option::of((any::<i64>(), hash(), text(), proptest::option::of(text()), time()).prop_map(
-        |(revision, hash, target, sha256, promoted_at)| RevisionStatus {
+    let stable = proptest::option::of(
+        (revision(), time()).prop_map(|(revision, promoted_at)| RevisionStatus { revision, promoted_at }),
+    );
+    let canary = proptest::option::of((revision(), any::<i32>(), any::<i32>(), time()).prop_map(
+        |(revision, step, weight, step_started_at)| CanaryStatus {
             revision,
-            hash,
-            target,
-            sha256,
-            length: Some(1),
-            promoted_at,
+            step,
+            weight,
+            started_at: None,
+            step_started_at,
             ..Default::default()
         },
     ));
-    let canary = proptest::option::of(
-        (any::<i64>(), hash(), text(), proptest::option::of(text()), any::<i32>(), any::<i32>(), time()).prop_map(
-            |(revision, hash, target, sha256, step, weight, step_started_at)| CanaryStatus {
-                revision,
-                hash,
-                target,
-                sha256,
-                length: Some(1),
-                step,
-                weight,
-                started_at: None,
-                step_started_at,
-                ..Default::default()
-            },
-        ),
-    );
     let gates = proptest::collection::vec(
         (
             "[a-c]{1,2}",
@@ -201,10 +193,7 @@ fn status() -> impl Strategy<Value = Option<ModelReleaseStatus>> {
     );
     let history = proptest::collection::vec(
         (
-            any::<i64>(),
-            hash(),
-            text(),
-            proptest::option::of(text()),
+            revision(),
             prop_oneof![
                 Just(Outcome::Promoted),
                 Just(Outcome::RolledBack),
@@ -212,14 +201,7 @@ fn status() -> impl Strategy<Value = Option<ModelReleaseStatus>> {
                 Just(Outcome::Superseded)
             ],
         )
-            .prop_map(|(revision, hash, target, sha256, outcome)| HistoryEntry {
-                revision,
-                hash,
-                target,
-                sha256,
-                outcome,
-                ..Default::default()
-            }),
+            .prop_map(|(revision, outcome)| HistoryEntry { revision, outcome, ..Default::default() }),
         0..25,
     );
     proptest::option::of((phase(), stable, canary, gates, history).prop_map(
@@ -339,10 +321,10 @@ fn the_planner_answers_whatever_it_is_given() {
             if mode & 1 == 1
                 && let Some(c) = s.canary.as_mut()
             {
-                c.hash.clone_from(&desired);
+                c.revision.hash.clone_from(&desired);
                 if mode & 4 == 4 {
-                    let sha256 = c.sha256.clone().unwrap_or_default();
-                    obs.verdicts.insert(c.target.clone(), Verdict::Trusted { sha256, length: 1, files: 1 });
+                    let sha256 = c.revision.sha256.clone().unwrap_or_default();
+                    obs.verdicts.insert(c.revision.target.clone(), Verdict::Trusted { sha256, length: 1, files: 1 });
                     obs.refusal = None;
                     obs.repository = Repository::Found { on_revocation: None };
                 }
@@ -350,10 +332,10 @@ fn the_planner_answers_whatever_it_is_given() {
             if mode & 2 == 2
                 && let Some(st) = s.stable.as_mut()
             {
-                st.hash.clone_from(&desired);
+                st.revision.hash.clone_from(&desired);
                 if mode & 8 == 8 {
-                    let sha256 = st.sha256.clone().unwrap_or_default();
-                    obs.verdicts.insert(st.target.clone(), Verdict::Trusted { sha256, length: 1, files: 1 });
+                    let sha256 = st.revision.sha256.clone().unwrap_or_default();
+                    obs.verdicts.insert(st.revision.target.clone(), Verdict::Trusted { sha256, length: 1, files: 1 });
                     obs.repository = Repository::Found { on_revocation: None };
                 }
             }

@@ -163,7 +163,7 @@ async fn a_namespace_moved_between_shards_mid_rollout_completes_the_rollout_once
             .await
             .map_err(|e| anyhow::anyhow!("{e}\n--- shard a ---\n{a_log}\n--- shard b ---\n{}", b.logs()))?;
         let history: Vec<_> =
-            r.status.as_ref().unwrap().history.iter().map(|h| (h.revision, h.outcome.to_string())).collect();
+            r.status.as_ref().unwrap().history.iter().map(|h| (h.revision.number, h.outcome.to_string())).collect();
         assert_eq!(history, [(1, "Promoted".to_string()), (2, "Promoted".to_string())]);
         each_step_once(&client, &ns, 2, 6).await?;
         assert!(b.logs().contains("phase changed"), "shard b took part:\n{}", b.logs());
@@ -275,7 +275,7 @@ async fn a_relabelled_namespace_moves_between_shards_mid_rollout_and_completes_t
             .await
             .map_err(|e| anyhow::anyhow!("{e}\n--- shard a ---\n{}\n--- shard b ---\n{}", a.logs(), b.logs()))?;
         let history: Vec<_> =
-            r.status.as_ref().unwrap().history.iter().map(|h| (h.revision, h.outcome.to_string())).collect();
+            r.status.as_ref().unwrap().history.iter().map(|h| (h.revision.number, h.outcome.to_string())).collect();
         assert_eq!(history, [(1, "Promoted".to_string()), (2, "Promoted".to_string())]);
         each_step_once(&client, &ns, 2, 6).await?;
         let (a_log, b_log) = (a.logs(), b.logs());

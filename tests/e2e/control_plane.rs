@@ -69,7 +69,7 @@ async fn a_rollout_completes_across_a_kube_apiserver_restart_with_one_canary() -
         let history: Vec<_> = r
             .status
             .as_ref()
-            .map(|s| s.history.iter().map(|h| (h.revision, h.outcome.to_string())).collect())
+            .map(|s| s.history.iter().map(|h| (h.revision.number, h.outcome.to_string())).collect())
             .unwrap_or_default();
         assert_eq!(history, [(1, "Promoted".to_string()), (2, "Promoted".to_string())], "each revision decided once");
         let rs = revisions(&client, &ns, "fraud").await?;

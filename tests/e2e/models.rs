@@ -356,7 +356,10 @@ async fn a_sharded_release_serves_on_real_pods_and_a_revoked_shard_rolls_it_back
                 .iter()
                 .map(|s| std::fs::metadata(repo.server_root().join("targets").join(s)).map_or(0, |m| m.len() as i64))
                 .sum();
-            assert_eq!((stable.target.as_str(), stable.files, stable.length), ("llm/2.0.0/", Some(8), Some(total)));
+            assert_eq!(
+                (stable.revision.target.as_str(), stable.revision.files, stable.revision.length),
+                ("llm/2.0.0/", Some(8), Some(total))
+            );
             let wide = kubectl_ok(&["get", "mr", "llm", "-n", &ns, "-o", "wide"], None)?;
             // Columns by their position in the header: an empty CANARY leaves only blanks.
             let (header, row) = (wide.lines().next().unwrap_or(""), wide.lines().nth(1).unwrap_or(""));
@@ -372,7 +375,7 @@ async fn a_sharded_release_serves_on_real_pods_and_a_revoked_shard_rolls_it_back
             assert!(fetch_log.contains("fetched 8/8 files"), "{fetch_log}");
             let server_log = kubectl_ok(&["logs", "-n", &ns, &pod, "-c", "server"], None)?;
             assert!(
-                server_log.contains(&format!("sha256 {}", stable.sha256.clone().unwrap_or_default())),
+                server_log.contains(&format!("sha256 {}", stable.revision.sha256.clone().unwrap_or_default())),
                 "{server_log}"
             );
 
@@ -380,9 +383,9 @@ async fn a_sharded_release_serves_on_real_pods_and_a_revoked_shard_rolls_it_back
             repo.remove(&[shards[3].as_str()])?;
             let r = wait_phase(&api, "llm", Phase::RolledBack, WAIT).await?;
             let status = r.status.unwrap_or_default();
-            assert_eq!(status.stable.map(|s| s.revision), Some(1));
+            assert_eq!(status.stable.map(|s| s.revision.number), Some(1));
             let last = status.history.last().cloned().unwrap_or_default();
-            assert_eq!((last.revision, last.files), (2, Some(8)));
+            assert_eq!((last.revision.number, last.revision.files), (2, Some(8)));
             assert!(last.reason.unwrap_or_default().starts_with("TrustRevoked"));
             anyhow::Ok(())
         }

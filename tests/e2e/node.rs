@@ -76,7 +76,7 @@ async fn real_container_failures_roll_back_and_the_stable_model_keeps_serving() 
                     let last = status.history.last().cloned().unwrap_or_default();
                     let why = last.reason.clone().unwrap_or_default();
                     assert!(why.starts_with(reason), "{name}: rolled back for {why:?}, expected {reason}");
-                    assert_eq!(status.stable.map(|s| s.revision), Some(1), "{name}");
+                    assert_eq!(status.stable.map(|s| s.revision.number), Some(1), "{name}");
                     // The old model kept serving: its pod stayed Ready throughout.
                     assert_eq!(ready_pods(&client, &ns, name, 1).await?, 1, "{name}: revision 1 still Ready");
                     eprintln!("{name}: rolled back in {took:?}: {why}");
@@ -191,7 +191,7 @@ async fn the_prometheus_gate_judges_canaries_on_real_traffic() -> anyhow::Result
             let status = r.status.unwrap_or_default();
             let why = status.history.last().cloned().unwrap_or_default().reason.unwrap_or_default();
             assert!(why.contains("error-ratio"), "rolled back for {why:?}");
-            assert_eq!(status.stable.map(|s| s.revision), Some(2));
+            assert_eq!(status.stable.map(|s| s.revision.number), Some(2));
             let outcomes = load.stop().await?;
             eprintln!("load: {outcomes}; rollback: {why}");
             anyhow::Ok(())

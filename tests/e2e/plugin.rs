@@ -68,7 +68,7 @@ async fn the_kubectl_plugin_steers_a_release() -> anyhow::Result<()> {
         let (ok, out, err) = plugin(&ns, &["rollback", "fraud"])?;
         assert!(ok && out.contains("rolling back to revision 1"), "{out}{err}");
         let r = wait_phase(&api, "fraud", Phase::RolledBack, WAIT).await?;
-        assert_eq!(r.status.unwrap().stable.unwrap().revision, 1);
+        assert_eq!(r.status.unwrap().stable.unwrap().revision.number, 1);
 
         // Revision 2's model is revoked: returning to it is refused, with the reason.
         repo.remove(&[V2])?;

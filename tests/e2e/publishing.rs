@@ -147,7 +147,7 @@ async fn released(server: Server, root: String, prefix: &str, target: &str, mode
         let api: Api<ModelRelease> = Api::namespaced(client.clone(), &ns);
         api.create(&PostParams::default(), &release("fraud", target, 1, json!({}))?).await?;
         let r = wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
-        let sha = r.status.and_then(|s| s.stable).and_then(|s| s.sha256).unwrap_or_default();
+        let sha = r.status.and_then(|s| s.stable).and_then(|s| s.revision.sha256).unwrap_or_default();
         assert_eq!(sha, want, "the release serves the very file the publisher signed");
         Ok(())
     })

@@ -129,14 +129,14 @@ async fn act_out(admin: &Client, trust_ns: &str, ns: &str, admin_role: &str) -> 
         let refused = eventually("2.0 refused by the policy", WAIT, || async {
             let r = admin_view.get("fraud").await?;
             let status = r.status.unwrap_or_default();
-            let rejected = status.history.iter().any(|h| h.target == V2 && h.reason.as_deref() == Some("NotAllowedByPolicy"));
+            let rejected = status.history.iter().any(|h| h.revision.target == V2 && h.reason.as_deref() == Some("NotAllowedByPolicy"));
             let said = status.conditions.iter().find(|c| c.message.contains("spec.policy.allow")).map(|c| c.message.clone());
             Ok(said.filter(|_| rejected))
         })
         .await?;
         assert!(refused.contains(&repo_name) && refused.contains("fraud/1.*/**"), "{refused}");
         let r = admin_view.get("fraud").await?;
-        assert_eq!(r.status.and_then(|s| s.stable).map(|s| s.target).as_deref(), Some(V1));
+        assert_eq!(r.status.and_then(|s| s.stable).map(|s| s.revision.target).as_deref(), Some(V1));
 
         // A repository whose policy gives this namespace nothing vouches for nothing here.
         let elsewhere = json!({"allow": [{"namespaces": ["another-team"], "paths": ["**"]}]});

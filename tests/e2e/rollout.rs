@@ -60,7 +60,7 @@ fn tail(log: &str, lines: usize) -> String {
 }
 
 fn history(r: &ModelRelease) -> Vec<(i64, String)> {
-    r.status.as_ref().unwrap().history.iter().map(|h| (h.revision, h.outcome.to_string())).collect()
+    r.status.as_ref().unwrap().history.iter().map(|h| (h.revision.number, h.outcome.to_string())).collect()
 }
 
 fn condition(r: &ModelRelease, type_: &str) -> Option<(String, String)> {
@@ -93,7 +93,7 @@ async fn a_new_model_goes_through_every_step_to_promoted() -> anyhow::Result<()>
         api.create(&PostParams::default(), &release("fraud", V1, 4, spec)?).await?;
         let r = wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
         let stable = r.status.as_ref().unwrap().stable.clone().unwrap();
-        assert_eq!((stable.revision, stable.sha256.as_deref()), (1, Some(repo.sha256(V1))));
+        assert_eq!((stable.revision.number, stable.revision.sha256.as_deref()), (1, Some(repo.sha256(V1))));
 
         // Every pod carries the proof: the fetch init container demands the verified
         // digest and length; the server sees the model read-only at mountPath.
@@ -131,7 +131,7 @@ async fn a_new_model_goes_through_every_step_to_promoted() -> anyhow::Result<()>
 
         command(&api, "fraud", ANNOTATION_PROMOTE, "1").await?;
         let r = wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
-        assert_eq!(r.status.as_ref().unwrap().stable.as_ref().unwrap().revision, 2);
+        assert_eq!(r.status.as_ref().unwrap().stable.as_ref().unwrap().revision.number, 2);
         assert_eq!(history(&r), [(1, "Promoted".into()), (2, "Promoted".into())]);
         // Revision 1 keeps one warm pod (25% of 4) for the post-promotion window: Ready,
         // labelled out of service, and not among the Service's endpoints.
@@ -192,10 +192,10 @@ async fn a_crashing_canary_is_rolled_back_and_only_retried_on_request() -> anyho
         set_target(&api, "fraud", V2).await?;
         let r = wait_phase(&api, "fraud", Phase::RolledBack, WAIT).await?;
         let status = r.status.clone().unwrap();
-        assert_eq!(status.stable.as_ref().unwrap().revision, 1);
+        assert_eq!(status.stable.as_ref().unwrap().revision.number, 1);
         assert!(status.canary.is_none());
         let last = status.history.last().unwrap();
-        assert_eq!((last.revision, last.outcome.as_str()), (2, "RolledBack"));
+        assert_eq!((last.revision.number, last.outcome.as_str()), (2, "RolledBack"));
         assert!(last.reason.as_deref().unwrap().starts_with("CrashLoopBackOff"), "{last:?}");
         assert_eq!(condition(&r, "Degraded"), Some(("True".into(), "CrashLoopBackOff".into())));
         wait_revisions(&client, &ns, &[(1, 2), (2, 0)]).await?;
@@ -211,7 +211,7 @@ async fn a_crashing_canary_is_rolled_back_and_only_retried_on_request() -> anyho
         behave(&client, &ns, repo.sha256(V2), "Ready").await?;
         command(&api, "fraud", ANNOTATION_RETRY, "1").await?;
         let r = wait_phase(&api, "fraud", Phase::Paused, WAIT).await?;
-        assert_eq!(r.status.unwrap().canary.unwrap().revision, 2, "the same revision, retried");
+        assert_eq!(r.status.unwrap().canary.unwrap().revision.number, 2, "the same revision, retried");
         Ok(())
     })
     .await
@@ -299,9 +299,9 @@ async fn a_failing_prometheus_gate_rolls_back_during_the_rollout_and_after_promo
         errors(5, 7)?;
         let r = wait_phase(&api, "fraud", Phase::RolledBack, WAIT).await?;
         let status = r.status.unwrap();
-        assert_eq!(status.stable.as_ref().unwrap().revision, 1, "back to the previous revision");
+        assert_eq!(status.stable.as_ref().unwrap().revision.number, 1, "back to the previous revision");
         let last = status.history.last().unwrap();
-        assert_eq!((last.revision, last.outcome.as_str()), (2, "RolledBack"));
+        assert_eq!((last.revision.number, last.outcome.as_str()), (2, "RolledBack"));
         assert!(last.reason.as_deref().unwrap().contains("after promotion"), "{last:?}");
 
         // 3.0 fails while it is a canary.
@@ -309,7 +309,7 @@ async fn a_failing_prometheus_gate_rolls_back_during_the_rollout_and_after_promo
         eventually("revision 3 rolled back", WAIT, || async {
             let r = api.get("fraud").await?;
             let s = r.status.unwrap_or_default();
-            Ok(s.history.last().is_some_and(|h| h.revision == 3 && h.outcome == "RolledBack").then_some(s))
+            Ok(s.history.last().is_some_and(|h| h.revision.number == 3 && h.outcome == "RolledBack").then_some(s))
         })
         .await?;
         let r = wait_phase(&api, "fraud", Phase::RolledBack, WAIT).await?;
@@ -319,7 +319,7 @@ async fn a_failing_prometheus_gate_rolls_back_during_the_rollout_and_after_promo
         // The verdict and the threshold; the number stays in Prometheus (the default).
         assert_eq!(gate.last_value.as_deref(), Some("above max 0"));
         assert!(status.history.last().unwrap().reason.as_deref().unwrap().starts_with("GateFailed"));
-        assert_eq!(status.stable.unwrap().revision, 1);
+        assert_eq!(status.stable.unwrap().revision.number, 1);
         Ok(())
     })
     .await
@@ -378,9 +378,9 @@ async fn a_revoked_model_is_rolled_back_to_the_last_trusted_revision() -> anyhow
         repo.remove(&[V2])?;
         let r = wait_phase(&api, "fraud", Phase::RolledBack, WAIT).await?;
         let status = r.status.clone().unwrap();
-        assert_eq!(status.stable.as_ref().unwrap().revision, 1);
+        assert_eq!(status.stable.as_ref().unwrap().revision.number, 1);
         let last = status.history.last().unwrap();
-        assert_eq!((last.revision, last.outcome.as_str()), (2, "RolledBack"));
+        assert_eq!((last.revision.number, last.outcome.as_str()), (2, "RolledBack"));
         assert!(last.reason.as_deref().unwrap().starts_with("TrustRevoked"), "{last:?}");
         wait_revisions(&client, &ns, &[(1, 2), (2, 0)]).await?;
         assert_eq!(
@@ -433,9 +433,9 @@ async fn a_revocation_the_server_hides_is_still_a_revocation() -> anyhow::Result
 
             let r = wait_phase(&api, "fraud", Phase::RolledBack, WAIT).await?;
             let status = r.status.clone().unwrap();
-            assert_eq!(status.stable.as_ref().unwrap().revision, 1, "back to the revision still trusted");
+            assert_eq!(status.stable.as_ref().unwrap().revision.number, 1, "back to the revision still trusted");
             let last = status.history.last().unwrap();
-            assert_eq!((last.revision, last.outcome.as_str()), (2, "RolledBack"));
+            assert_eq!((last.revision.number, last.outcome.as_str()), (2, "RolledBack"));
             let reason = last.reason.as_deref().unwrap_or_default();
             assert!(reason.contains("fraud-team") && reason.contains("did not deliver"), "{reason}");
             wait_revisions(&client, &ns, &[(1, 2), (2, 0)]).await?;
@@ -513,12 +513,12 @@ async fn a_spec_change_mid_rollout_supersedes_the_canary() -> anyhow::Result<()>
         set_target(&api, "fraud", V3).await?;
         wait_revisions(&client, &ns, &[(1, 1), (2, 0), (3, 1)]).await?;
         let r = wait_phase(&api, "fraud", Phase::Paused, WAIT).await?;
-        assert_eq!(r.status.as_ref().unwrap().canary.as_ref().unwrap().revision, 3);
+        assert_eq!(r.status.as_ref().unwrap().canary.as_ref().unwrap().revision.number, 3);
         assert_eq!(history(&r), [(1, "Promoted".into()), (2, "Superseded".into())]);
 
         command(&api, "fraud", ANNOTATION_PROMOTE, "1").await?;
         let r = wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
-        assert_eq!(r.status.unwrap().stable.unwrap().revision, 3);
+        assert_eq!(r.status.unwrap().stable.unwrap().revision.number, 3);
         // Revision 1, the stable one before 3, keeps its warm pod (25% of 2, at least one).
         wait_revisions(&client, &ns, &[(1, 1), (2, 0), (3, 2)]).await?;
         Ok(())

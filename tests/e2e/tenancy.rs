@@ -95,7 +95,7 @@ async fn a_pod_the_policy_forbids_is_refused_and_the_running_model_keeps_serving
             assert!(message.contains(word), "{word}: {message}");
             assert_eq!(condition(&r, "Degraded").map(|c| c.0), Some("True".into()));
             let s = r.status.as_ref().unwrap();
-            assert_eq!(s.stable.as_ref().map(|s| s.revision), Some(1), "revision 1 keeps serving");
+            assert_eq!(s.stable.as_ref().map(|s| s.revision.number), Some(1), "revision 1 keeps serving");
             assert!(s.canary.is_none());
             assert_eq!(revisions(&client, &ns, "fraud").await?.get(&1), Some(&2), "{word}: stable pods untouched");
             assert_eq!(revisions(&client, &ns, "fraud").await?.len(), 1, "{word}: no workload for the refused pod");
@@ -427,7 +427,7 @@ async fn a_tampered_trust_record_is_refused_and_a_new_pin_re_anchors() -> anyhow
         let r = eventually("revision 2 refused, revision 1 revoked", WAIT, || async {
             let r = api.get("fraud").await?;
             let status = r.status.clone().unwrap_or_default();
-            let refused = status.history.iter().any(|h| h.target == V2);
+            let refused = status.history.iter().any(|h| h.revision.target == V2);
             Ok((refused && status.phase == Some(Phase::Revoked)).then_some(r))
         })
         .await?;

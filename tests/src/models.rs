@@ -329,7 +329,7 @@ pub async fn wait_phase(
 pub async fn wait_stable(api: &Api<ModelRelease>, name: &str, revision: i64, timeout: Duration) -> anyhow::Result<()> {
     eventually(&format!("{name} serving revision {revision}"), timeout, || async {
         let r = api.get(name).await?;
-        Ok(r.status.and_then(|s| s.stable).is_some_and(|s| s.revision == revision).then_some(()))
+        Ok(r.status.and_then(|s| s.stable).is_some_and(|s| s.revision.number == revision).then_some(()))
     })
     .await
 }

@@ -215,22 +215,8 @@ impl ModelSource {
     }
 }
 
-impl RevisionStatus {
+impl RevisionRef {
     /// The files this revision serves.
-    pub fn model(&self) -> super::ModelRef {
-        super::ModelRef::of_status(&self.target, &self.targets)
-    }
-}
-
-impl CanaryStatus {
-    /// The files this revision serves.
-    pub fn model(&self) -> super::ModelRef {
-        super::ModelRef::of_status(&self.target, &self.targets)
-    }
-}
-
-impl HistoryEntry {
-    /// The files this revision served.
     pub fn model(&self) -> super::ModelRef {
         super::ModelRef::of_status(&self.target, &self.targets)
     }
@@ -638,12 +624,14 @@ impl Phase {
     }
 }
 
-/// A revision that serves (or served) the release.
+/// What identifies a revision and the model it verified: the same fields wherever a
+/// revision appears in status (stable, canary, warm, history).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct RevisionStatus {
+pub struct RevisionRef {
     /// Revision number, increasing with each new target or template.
-    pub revision: i64,
+    #[serde(rename = "revision")]
+    pub number: i64,
     /// Identity of the revision: a hash of `model.target` and `template`; its workload
     /// is named `<release>-<hash>`.
     #[serde(default)]
@@ -664,6 +652,15 @@ pub struct RevisionStatus {
     /// Number of verified files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<i64>,
+}
+
+/// A revision that serves (or served) the release.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionStatus {
+    /// The revision: its number, identity and verified model.
+    #[serde(flatten)]
+    pub revision: RevisionRef,
     /// When it became the stable revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promoted_at: Option<Time>,
@@ -673,27 +670,9 @@ pub struct RevisionStatus {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryStatus {
-    /// Revision number.
-    pub revision: i64,
-    /// Identity of the revision (hash of target and template).
-    #[serde(default)]
-    pub hash: String,
-    /// TUF target path; for several files the prefix, or the first of the list and how
-    /// many more there are.
-    pub target: String,
-    /// The TUF target paths, when the model is a list of files.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub targets: Vec<String>,
-    /// Verified sha256 of the target, hex; for several files, of the manifest that
-    /// lists each verified path, length and sha256.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
-    /// Verified length in bytes (of all files together).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub length: Option<i64>,
-    /// Number of verified files.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub files: Option<i64>,
+    /// The revision: its number, identity and verified model.
+    #[serde(flatten)]
+    pub revision: RevisionRef,
     /// Index of the current step in `spec.strategy.steps`.
     pub step: i32,
     /// Percent of replicas serving this revision.
@@ -757,27 +736,9 @@ pub struct GateStatus {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryEntry {
-    /// Revision number.
-    pub revision: i64,
-    /// Identity of the revision (hash of target and template).
-    #[serde(default)]
-    pub hash: String,
-    /// TUF target path; for several files the prefix, or the first of the list and how
-    /// many more there are.
-    pub target: String,
-    /// The TUF target paths, when the model is a list of files.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub targets: Vec<String>,
-    /// Verified sha256 of the target, hex; for several files, of the manifest that
-    /// lists each verified path, length and sha256.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
-    /// Verified length in bytes (of all files together).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub length: Option<i64>,
-    /// Number of verified files.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub files: Option<i64>,
+    /// The revision: its number, identity and verified model.
+    #[serde(flatten)]
+    pub revision: RevisionRef,
     /// How the rollout ended.
     pub outcome: Outcome,
     /// Why, in a word or two.

@@ -41,9 +41,9 @@ pub struct Revision<'a> {
 pub fn models_to_verify(release: &ModelRelease) -> Vec<String> {
     let mut models = vec![release.spec.model.model().key()];
     if let Some(s) = &release.status {
-        models.extend(s.stable.iter().map(|r| r.model().key()));
-        models.extend(s.canary.iter().map(|c| c.model().key()));
-        models.extend(s.history.iter().filter(|h| h.outcome == Outcome::Promoted).map(|h| h.model().key()));
+        models.extend(s.stable.iter().map(|r| r.revision.model().key()));
+        models.extend(s.canary.iter().map(|c| c.revision.model().key()));
+        models.extend(s.history.iter().filter(|h| h.outcome == Outcome::Promoted).map(|h| h.revision.model().key()));
     }
     models.sort();
     models.dedup();
@@ -56,19 +56,19 @@ pub fn gate_context(release: &ModelRelease, namespace: &str) -> Option<GateConte
     let status = release.status.as_ref()?;
     let on_trial = match (&status.canary, &status.stable) {
         (Some(c), stable) => GateContext {
-            canary_revision: c.revision,
-            stable_revision: stable.as_ref().map(|s| s.revision),
-            target: c.target.clone(),
-            sha256: c.sha256.clone().unwrap_or_default(),
+            canary_revision: c.revision.number,
+            stable_revision: stable.as_ref().map(|s| s.revision.number),
+            target: c.revision.target.clone(),
+            sha256: c.revision.sha256.clone().unwrap_or_default(),
             step: c.step,
             weight: c.weight,
             ..Default::default()
         },
         (None, Some(s)) => GateContext {
-            canary_revision: s.revision,
-            stable_revision: previous_promoted(status).map(|h| h.revision),
-            target: s.target.clone(),
-            sha256: s.sha256.clone().unwrap_or_default(),
+            canary_revision: s.revision.number,
+            stable_revision: previous_promoted(status).map(|h| h.revision.number),
+            target: s.revision.target.clone(),
+            sha256: s.revision.sha256.clone().unwrap_or_default(),
             step: i32::try_from(release.spec.strategy.steps.len()).unwrap_or(i32::MAX),
             weight: 100,
             ..Default::default()
@@ -82,12 +82,15 @@ pub fn gate_context(release: &ModelRelease, namespace: &str) -> Option<GateConte
 /// one whose workload must be made again). `None`: no verified revision has that hash,
 /// so no workload may be made for it.
 pub fn verified_revision<'a>(status: &'a ModelReleaseStatus, hash: &'a str) -> Option<Revision<'a>> {
-    let from = |number, sha256: &'a Option<String>, length: Option<i64>, files: Option<i64>| {
-        Some(Revision { number, hash, sha256: sha256.as_deref()?, length: length?, files: files.unwrap_or(1) })
-    };
-    match (&status.canary, &status.stable) {
-        (Some(c), _) if c.hash == hash => from(c.revision, &c.sha256, c.length, c.files),
-        (_, Some(s)) if s.hash == hash => from(s.revision, &s.sha256, s.length, s.files),
-        _ => None,
-    }
+    let verified = [status.canary.as_ref().map(|c| &c.revision), status.stable.as_ref().map(|s| &s.revision)]
+        .into_iter()
+        .flatten()
+        .find(|r| r.hash == hash)?;
+    Some(Revision {
+        number: verified.number,
+        hash,
+        sha256: verified.sha256.as_deref()?,
+        length: verified.length?,
+        files: verified.files.unwrap_or(1),
+    })
 }

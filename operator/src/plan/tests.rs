@@ -136,11 +136,11 @@ impl World {
     }
 
     fn canary_hash(&self) -> String {
-        self.status().canary.as_ref().unwrap().hash.clone()
+        self.status().canary.as_ref().unwrap().revision.hash.clone()
     }
 
     fn stable_hash(&self) -> String {
-        self.status().stable.as_ref().unwrap().hash.clone()
+        self.status().stable.as_ref().unwrap().revision.hash.clone()
     }
 
     fn replicas(&self, hash: &str) -> i32 {
@@ -203,19 +203,19 @@ fn first_revision_goes_to_full_size_then_is_promoted() {
     let plan = w.run(0).clone();
     assert_eq!(w.phase(), Phase::Progressing);
     let canary = w.status().canary.clone().unwrap();
-    assert_eq!((canary.revision, canary.weight, canary.step), (1, 100, 2), "no steps without a stable revision");
-    assert_eq!(plan.scale[&canary.hash], 4);
+    assert_eq!((canary.revision.number, canary.weight, canary.step), (1, 100, 2), "no steps without a stable revision");
+    assert_eq!(plan.scale[&canary.revision.hash], 4);
     assert_eq!(w.condition(VERIFIED).0, "True");
     assert_eq!(w.events(), ["RolloutStarted"]);
-    w.obs.pods.insert(canary.hash.clone(), PodHealth::all_ready(3));
+    w.obs.pods.insert(canary.revision.hash.clone(), PodHealth::all_ready(3));
     w.run(5);
     assert_eq!(w.phase(), Phase::Progressing);
     assert!(w.status().message.as_deref().unwrap().contains("3/4 canary pods Ready"));
-    w.obs.pods.insert(canary.hash.clone(), PodHealth::all_ready(4));
+    w.obs.pods.insert(canary.revision.hash.clone(), PodHealth::all_ready(4));
     w.run(6);
     assert_eq!(w.phase(), Phase::Promoted);
     let stable = w.status().stable.clone().unwrap();
-    assert_eq!((stable.revision, stable.sha256.as_deref()), (1, Some(sha(V1).as_str())));
+    assert_eq!((stable.revision.number, stable.revision.sha256.as_deref()), (1, Some(sha(V1).as_str())));
     assert_eq!(w.status().history.last().unwrap().outcome, "Promoted");
     assert_eq!(w.events(), ["Promoted"]);
 }
@@ -229,7 +229,7 @@ fn steps_walk_in_order_with_pauses_and_promote() {
 
     w.run(100);
     let v2 = w.canary_hash();
-    assert_eq!(w.status().canary.as_ref().unwrap().revision, 2);
+    assert_eq!(w.status().canary.as_ref().unwrap().revision.number, 2);
     assert_eq!((w.replicas(&v2), w.replicas(&v1)), (1, 4), "25% of 4 = 1 canary pod; 4 stable until it is Ready");
     assert_eq!(w.phase(), Phase::Progressing);
 
@@ -316,7 +316,7 @@ fn a_crashing_canary_rolls_back_and_is_not_retried_until_asked() {
     assert_eq!((w.replicas(&v2), w.replicas(&v1)), (0, 4), "canary to 0, stable full, in the same decision");
     assert_eq!(w.condition(DEGRADED), ("True".into(), "CrashLoopBackOff".into()));
     let last = w.status().history.last().unwrap().clone();
-    assert_eq!((last.revision, last.outcome.as_str()), (2, "RolledBack"));
+    assert_eq!((last.revision.number, last.outcome.as_str()), (2, "RolledBack"));
     assert!(last.reason.unwrap().starts_with("CrashLoopBackOff"));
     assert_eq!(w.events(), ["RolledBack"]);
     // The rollback's cause travels with the decision (the metric counts it by cause).
@@ -335,7 +335,7 @@ fn a_crashing_canary_rolls_back_and_is_not_retried_until_asked() {
     w.run(200);
     let canary = w.status().canary.clone().unwrap();
     assert_eq!(
-        (canary.revision, canary.hash.as_str()),
+        (canary.revision.number, canary.revision.hash.as_str()),
         (2, v2.as_str()),
         "a retry reuses the revision and its workload"
     );
@@ -353,10 +353,10 @@ fn a_new_spec_mid_rollout_supersedes_the_canary() {
     w.set_target(V3);
     w.run(20);
     let canary = w.status().canary.clone().unwrap();
-    assert_eq!((canary.revision, canary.target.as_str(), canary.weight), (3, V3, 50));
-    assert_eq!((w.replicas(&v2), w.replicas(&canary.hash), w.replicas(&v1)), (0, 2, 4), "never two canaries");
+    assert_eq!((canary.revision.number, canary.revision.target.as_str(), canary.weight), (3, V3, 50));
+    assert_eq!((w.replicas(&v2), w.replicas(&canary.revision.hash), w.replicas(&v1)), (0, 2, 4), "never two canaries");
     let superseded = w.status().history.last().unwrap();
-    assert_eq!((superseded.revision, superseded.outcome.as_str()), (2, "Superseded"));
+    assert_eq!((superseded.revision.number, superseded.outcome.as_str()), (2, "Superseded"));
     assert_eq!(w.events(), ["Superseded", "RolloutStarted"]);
     w.run(21);
     assert_eq!(w.replicas(&v1), 2, "the stable gives way once the new canary's pods are Ready");
@@ -642,7 +642,7 @@ fn a_revoked_stable_returns_to_the_newest_trusted_revision() {
     w.set_target(V3);
     w.settle(20);
     let v3 = w.stable_hash();
-    assert_eq!(w.status().stable.as_ref().unwrap().revision, 3);
+    assert_eq!(w.status().stable.as_ref().unwrap().revision.number, 3);
 
     // v3 revoked, v2 too: back to v1, never to v2.
     let revoked = Verdict::Untrusted { reason: "UnknownTarget".into(), message: "not listed".into() };
@@ -655,7 +655,7 @@ fn a_revoked_stable_returns_to_the_newest_trusted_revision() {
     assert_eq!((w.replicas(&v1), w.replicas(&v2), w.replicas(&v3)), (4, 0, 0), "revoked v2 is not kept warm");
     assert_eq!(w.condition(DEGRADED).1, "TrustRevoked");
     let last = w.status().history.last().unwrap();
-    assert_eq!((last.revision, last.outcome.as_str()), (3, "RolledBack"));
+    assert_eq!((last.revision.number, last.outcome.as_str()), (3, "RolledBack"));
     w.obs.pods.insert(v1.clone(), PodHealth::all_ready(4));
     w.run(31);
     assert_eq!(w.phase(), Phase::RolledBack);
@@ -715,7 +715,7 @@ fn a_cluster_repository_that_stops_revoked_models_overrides_a_release_that_only_
     assert_eq!(plan.scale.len(), 1, "nothing new is created");
     assert_eq!(plan.scale.get(&v1), Some(&0));
     assert_eq!(w.phase(), Phase::Revoked, "the outage is what an SRE must see first");
-    let rejected = w.status().history.last().map(|h| (h.revision, h.reason.clone()));
+    let rejected = w.status().history.last().map(|h| (h.revision.number, h.reason.clone()));
     assert_eq!(rejected, Some((2, Some("NotAllowedByPolicy".to_string()))), "{:?}", w.status().history);
 }
 
@@ -783,7 +783,7 @@ fn history_is_bounded_and_old_workloads_are_pruned() {
         w.settle(10 + i);
     }
     assert_eq!(w.status().history.len(), rollout::MAX_HISTORY);
-    assert_eq!(w.status().stable.as_ref().unwrap().revision, 31);
+    assert_eq!(w.status().stable.as_ref().unwrap().revision.number, 31);
     assert!(w.obs.workloads.len() <= 6, "{} workloads kept", w.obs.workloads.len());
 }
 
@@ -808,7 +808,7 @@ fn rollback_on_request_returns_to_a_trusted_earlier_revision_only() {
     w.settle(10);
     w.set_target(V3);
     w.settle(20);
-    assert_eq!(w.status().stable.as_ref().unwrap().revision, 3);
+    assert_eq!(w.status().stable.as_ref().unwrap().revision.number, 3);
 
     // Revision 2 is no longer signed: refused, with the reason, nothing moves.
     w.obs
@@ -816,7 +816,7 @@ fn rollback_on_request_returns_to_a_trusted_earlier_revision_only() {
         .insert(V2.into(), Verdict::Untrusted { reason: "UnknownTarget".into(), message: "not listed".into() });
     w.obs.commands.rollback = Some("2@a".into());
     w.run(30);
-    assert_eq!(w.status().stable.as_ref().unwrap().revision, 3);
+    assert_eq!(w.status().stable.as_ref().unwrap().revision.number, 3);
     // (and its warm pod, kept since revision 3's promotion, is dropped: not trusted)
     assert_eq!(w.events(), ["RollbackRefused", "WarmDropped"]);
     assert!(w.last.as_ref().unwrap().events[0].message.contains("no longer trusted"));

@@ -152,18 +152,18 @@ impl Plugin {
             Verb::Rollback { to_revision, .. } => {
                 // The planner's own rules: which revision, and whether it may serve again.
                 let status = release.status.clone().unwrap_or_default();
-                let stable = status.stable.as_ref().map(|s| s.revision);
+                let stable = status.stable.as_ref().map(|s| s.revision.number);
                 let to = match to_revision {
                     Some(n) => n,
                     None => plan::previous_promoted(&status)
-                        .map(|h| h.revision)
+                        .map(|h| h.revision.number)
                         .ok_or_else(|| anyhow!("{name} has no earlier promoted revision to return to"))?,
                 };
                 let entry = plan::promoted_revision(&status, to).ok_or_else(|| {
                     anyhow!("revision {to} of {name} was never promoted (kubectl modelgate history {name})")
                 })?;
                 if Some(to) != stable {
-                    let verdict = verify(&client, &ns, &release, &entry.model()).await?;
+                    let verdict = verify(&client, &ns, &release, &entry.revision.model()).await?;
                     if let Some(why) = plan::untrusted_for_rollback(entry, &verdict) {
                         bail!("refusing to roll back to revision {to}: {why}");
                     }

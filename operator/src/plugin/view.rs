@@ -104,10 +104,10 @@ async fn render_status(client: &Client, ns: &str, release: &ModelRelease) -> any
         Some(s) => writeln!(
             out,
             "Stable:    revision {}  {}  sha256 {}  {}",
-            s.revision,
-            field(&s.target),
-            short(s.sha256.as_deref()),
-            pods(s.revision)
+            s.revision.number,
+            field(&s.revision.target),
+            short(s.revision.sha256.as_deref()),
+            pods(s.revision.number)
         )?,
         None => writeln!(out, "Stable:    none")?,
     }
@@ -115,10 +115,10 @@ async fn render_status(client: &Client, ns: &str, release: &ModelRelease) -> any
         Some(c) => writeln!(
             out,
             "Canary:    revision {}  {}  sha256 {}  {}  step {}/{}  weight {}%",
-            c.revision,
-            field(&c.target),
-            short(c.sha256.as_deref()),
-            pods(c.revision),
+            c.revision.number,
+            field(&c.revision.target),
+            short(c.revision.sha256.as_deref()),
+            pods(c.revision.number),
             c.step,
             release.spec.strategy.steps.len(),
             c.weight
@@ -207,16 +207,16 @@ pub fn history(release: &ModelRelease) -> String {
         let _ = writeln!(
             out,
             "{:<9} {:<36} {:<14} {:<11} {:<21} {}",
-            h.revision,
-            field(&h.target),
-            short(h.sha256.as_deref()),
+            h.revision.number,
+            field(&h.revision.target),
+            short(h.revision.sha256.as_deref()),
             h.outcome.as_str(),
             finished,
             field(h.reason.as_deref().unwrap_or(""))
         );
     }
     if let Some(s) = &status.stable {
-        let _ = writeln!(out, "\nserving: revision {} ({})", s.revision, s.target);
+        let _ = writeln!(out, "\nserving: revision {} ({})", s.revision.number, s.revision.target);
     }
     printable(&out)
 }
@@ -236,7 +236,7 @@ pub async fn plan(
     let hash = plan::desired_hash(release);
     println!(
         "Revision:  {hash} ({})",
-        if status.stable.as_ref().is_some_and(|s| s.hash == hash) { "the stable one" } else { "new" }
+        if status.stable.as_ref().is_some_and(|s| s.revision.hash == hash) { "the stable one" } else { "new" }
     );
     let verdict = verify(client, ns, release, &model).await?;
     let (sha256, length, files) = match &verdict {
@@ -289,9 +289,14 @@ pub async fn plan(
             workload::TrustFiles::cluster(&repo_ref.name, &spec, &pin)
         }
     };
-    let next =
-        status.history.iter().map(|h| h.revision).chain(status.stable.iter().map(|s| s.revision)).max().unwrap_or(0)
-            + 1;
+    let next = status
+        .history
+        .iter()
+        .map(|h| h.revision.number)
+        .chain(status.stable.iter().map(|s| s.revision.number))
+        .max()
+        .unwrap_or(0)
+        + 1;
     let revision = plan::Revision { number: next, hash: &hash, sha256: &sha256, length, files };
     let first_weight = release.spec.strategy.steps.iter().find_map(|s| s.set_weight).unwrap_or(100);
     // The installation's pod policy is the operator's; the plugin checks the default.
@@ -350,7 +355,7 @@ pub async fn plan(
         release: release.name_any(),
         namespace: ns.to_string(),
         canary_revision: next,
-        stable_revision: status.stable.as_ref().map(|s| s.revision),
+        stable_revision: status.stable.as_ref().map(|s| s.revision.number),
         target: target.clone(),
         sha256,
         step: 0,

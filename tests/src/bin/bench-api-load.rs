@@ -139,7 +139,7 @@ async fn wait_all(api: &Api<ModelRelease>, n: usize, revision: i64, timeout: Dur
             .filter(|r| {
                 let s = r.status.as_ref();
                 s.and_then(|s| s.phase) == Some(Phase::Promoted)
-                    && s.and_then(|s| s.stable.as_ref()).is_some_and(|st| st.revision == revision)
+                    && s.and_then(|s| s.stable.as_ref()).is_some_and(|st| st.revision.number == revision)
             })
             .count();
         if done >= n {

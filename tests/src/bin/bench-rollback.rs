@@ -187,7 +187,7 @@ async fn bench(
         releases.patch("fraud", &PatchParams::default(), &Patch::Merge(&patch)).await?;
         let paused = wait_phase(&releases, "fraud", Phase::Paused, WAIT).await?;
         let status = paused.status.unwrap();
-        let (canary, stable) = (status.canary.unwrap().revision, status.stable.unwrap().revision);
+        let (canary, stable) = (status.canary.unwrap().revision.number, status.stable.unwrap().revision.number);
         let selector = format!("{LABEL_RELEASE}=fraud,{LABEL_REVISION}={canary}");
         let victim = eventually("a Ready canary pod", WAIT, || async {
             let list = pods.list(&ListParams::default().labels(&selector)).await?;
@@ -425,7 +425,7 @@ async fn refusal_runs(client: kube::Client, ns: &str, runs: usize) -> anyhow::Re
             tokio::time::sleep(POLL * 4).await;
         };
         let status = releases.get("fraud").await?.status.unwrap_or_default();
-        let stable = status.stable.map(|s| s.revision).unwrap_or(1);
+        let stable = status.stable.map(|s| s.revision.number).unwrap_or(1);
         loop {
             let list = replica_sets.list(&ListParams::default().labels(&format!("{LABEL_RELEASE}=fraud"))).await?;
             let serving = list.items.iter().filter(|rs| rs.spec.replicas.unwrap_or(0) > 0);
@@ -490,7 +490,7 @@ async fn serve_runs_on_node(
             eventually("revision 2 promoted, revision 1 warm or gone", WAIT, || async {
                 let r = releases.get(&name).await?;
                 let s = r.status.unwrap_or_default();
-                let promoted = s.phase == Some(Phase::Promoted) && s.stable.is_some_and(|st| st.revision == 2);
+                let promoted = s.phase == Some(Phase::Promoted) && s.stable.is_some_and(|st| st.revision.number == 2);
                 let old = revision_pods(1).await?;
                 let out =
                     old.iter().all(|p| p.labels().get("modelgate.dev/serving").map(String::as_str) == Some("false"));

@@ -20,22 +20,24 @@ impl Planner<'_> {
             }
             Verdict::Untrusted { reason, message } => {
                 let serving = match &self.status.stable {
-                    Some(s) => format!("; revision {} keeps serving", s.revision),
+                    Some(s) => format!("; revision {} keeps serving", s.revision.number),
                     None => String::new(),
                 };
                 let message =
                     format!("target {target:?} failed verification: {message}; nothing was deployed{serving}");
                 self.set_verified(ConditionStatus::False, &reason, message.clone());
                 self.record(HistoryEntry {
-                    revision,
-                    hash: self.desired.clone(),
-                    target,
-                    targets: model.list(),
+                    revision: RevisionRef {
+                        number: revision,
+                        hash: self.desired.clone(),
+                        target,
+                        targets: model.list(),
+                        ..Default::default()
+                    },
                     outcome: Outcome::Rejected,
                     reason: Some(reason.clone()),
                     started_at: Some(Time(self.now)),
                     finished_at: Some(Time(self.now)),
-                    ..Default::default()
                 });
                 self.note_because(EventReason::Rejected, &reason, message.clone());
                 self.set_phase(Phase::Rejected, message);
@@ -43,13 +45,15 @@ impl Planner<'_> {
             Verdict::Trusted { sha256, length, files } => {
                 let first = self.status.stable.is_none();
                 let mut canary = CanaryStatus {
-                    revision,
-                    hash: self.desired.clone(),
-                    target: target.clone(),
-                    targets: model.list(),
-                    sha256: Some(sha256.clone()),
-                    length: Some(length),
-                    files: Some(files),
+                    revision: RevisionRef {
+                        number: revision,
+                        hash: self.desired.clone(),
+                        target: target.clone(),
+                        targets: model.list(),
+                        sha256: Some(sha256.clone()),
+                        length: Some(length),
+                        files: Some(files),
+                    },
                     step: 0,
                     weight: 0,
                     started_at: Some(Time(self.now)),
@@ -80,10 +84,12 @@ impl Planner<'_> {
 
     pub(super) fn progress(&mut self) {
         let Some(canary) = self.status.canary.clone() else { return };
-        if let Some(Failure { reason, message }) = self.untrusted(&canary.model(), canary.sha256.as_deref()) {
+        if let Some(Failure { reason, message }) =
+            self.untrusted(&canary.revision.model(), canary.revision.sha256.as_deref())
+        {
             return self.fail(Failure::new("TrustFailure", format!("{reason}: {message}")), ByPerson::No);
         }
-        let health = self.obs.pods.get(&canary.hash).cloned().unwrap_or_default();
+        let health = self.obs.pods.get(&canary.revision.hash).cloned().unwrap_or_default();
         match &health.problem {
             Some(PodProblem::Untrusted { message }) => {
                 let failure = Failure::new("TrustFailure", format!("a canary pod refused the model: {message}"));
@@ -113,7 +119,7 @@ impl Planner<'_> {
                 if self.status.stable.is_some() {
                     return self.fail(Failure::new(DEADLINE_EXCEEDED, message), ByPerson::No);
                 }
-                self.stall(canary.revision, message);
+                self.stall(canary.revision.number, message);
             } else {
                 self.wake_at(after(since, deadline));
             }
@@ -125,7 +131,7 @@ impl Planner<'_> {
         if self.spec.paused {
             let message = format!(
                 "revision {} paused at step {} (spec.paused); gates keep running",
-                canary.revision, canary.step
+                canary.revision.number, canary.step
             );
             return self.set_phase(Phase::Paused, message);
         }
@@ -184,7 +190,8 @@ impl Planner<'_> {
             canary.step = steps.len() as i32;
             canary.step_started_at = Some(Time(self.now));
             canary.weight = 100;
-            let message = format!("revision {} skips its remaining steps (promote-full): now at 100%", canary.revision);
+            let message =
+                format!("revision {} skips its remaining steps (promote-full): now at 100%", canary.revision.number);
             self.note(false, EventReason::StepCompleted, message);
         }
         loop {
@@ -207,7 +214,8 @@ impl Planner<'_> {
                         let end = after(started, d);
                         if end > self.now {
                             self.wake_at(end);
-                            let message = format!("revision {} paused at step {step} until {end}", canary.revision);
+                            let message =
+                                format!("revision {} paused at step {step} until {end}", canary.revision.number);
                             return self.set_phase(Phase::Paused, message);
                         }
                         true
@@ -216,7 +224,7 @@ impl Planner<'_> {
                         let message = format!(
                             "revision {} paused at step {step} at {}%: waiting for promote \
                              (kubectl modelgate promote {})",
-                            canary.revision, canary.weight, self.name
+                            canary.revision.number, canary.weight, self.name
                         );
                         return self.set_phase(Phase::Paused, message);
                     }
@@ -226,9 +234,12 @@ impl Planner<'_> {
             };
             if !done {
                 let message = if ready < want {
-                    format!("revision {} at {}%: {ready}/{want} canary pods Ready", canary.revision, canary.weight)
+                    format!(
+                        "revision {} at {}%: {ready}/{want} canary pods Ready",
+                        canary.revision.number, canary.weight
+                    )
                 } else {
-                    format!("revision {} at {}%: waiting for every gate to pass", canary.revision, canary.weight)
+                    format!("revision {} at {}%: waiting for every gate to pass", canary.revision.number, canary.weight)
                 };
                 return self.set_phase(Phase::Progressing, message);
             }
@@ -243,7 +254,7 @@ impl Planner<'_> {
                 EventReason::StepCompleted,
                 format!(
                     "revision {} completed step {step}; now at step {} ({}%)",
-                    canary.revision, canary.step, canary.weight
+                    canary.revision.number, canary.step, canary.weight
                 ),
             );
             self.status.canary = Some(canary);
@@ -266,26 +277,19 @@ impl Planner<'_> {
         self.record(history_of_canary(&canary, Outcome::Promoted, None, self.now));
         let warm_replicas = self.spec.rollback.warm_replicas(self.spec.replicas);
         self.status.warm = match &self.status.stable {
-            Some(previous) if warm_replicas > 0 && previous.hash != canary.hash => Some(WarmStatus {
-                revision: previous.revision,
-                hash: previous.hash.clone(),
+            Some(previous) if warm_replicas > 0 && previous.revision.hash != canary.revision.hash => Some(WarmStatus {
+                revision: previous.revision.number,
+                hash: previous.revision.hash.clone(),
                 replicas: warm_replicas,
                 until: Some(Time(after(self.now, self.spec.rollback.keep_warm_window()))),
             }),
             _ => None,
         };
-        self.status.stable = Some(RevisionStatus {
-            revision: canary.revision,
-            hash: canary.hash,
-            target: canary.target.clone(),
-            targets: canary.targets,
-            sha256: canary.sha256,
-            length: canary.length,
-            files: canary.files,
-            promoted_at: Some(Time(self.now)),
-        });
+        self.status.stable =
+            Some(RevisionStatus { revision: canary.revision.clone(), promoted_at: Some(Time(self.now)) });
         self.status.gates.clear();
-        let message = format!("revision {} ({}) promoted: it serves 100%", canary.revision, canary.target);
+        let message =
+            format!("revision {} ({}) promoted: it serves 100%", canary.revision.number, canary.revision.target);
         self.note(false, EventReason::Promoted, message.clone());
         self.set_condition(PROGRESSING, false, PROMOTED, message.clone());
         self.set_condition(DEGRADED, false, PROMOTED, "the newest revision is healthy".into());

@@ -25,13 +25,13 @@ impl Planner<'_> {
     }
 
     pub(super) fn supersede(&mut self) {
-        let Some(canary) = self.status.canary.take_if(|c| c.hash != self.desired) else { return };
+        let Some(canary) = self.status.canary.take_if(|c| c.revision.hash != self.desired) else { return };
         self.note(
             false,
             EventReason::Superseded,
             format!(
                 "revision {} ({}) was superseded by a new spec before it was promoted",
-                canary.revision, canary.target
+                canary.revision.number, canary.revision.target
             ),
         );
         let why = Some("spec changed during the rollout".into());
@@ -41,10 +41,9 @@ impl Planner<'_> {
 
     /// The spec's revision failed last time and nobody asked to retry it.
     pub(super) fn blocked(&self) -> bool {
-        self.status
-            .history
-            .last()
-            .is_some_and(|h| h.hash == self.desired && matches!(h.outcome, Outcome::RolledBack | Outcome::Rejected))
+        self.status.history.last().is_some_and(|h| {
+            h.revision.hash == self.desired && matches!(h.outcome, Outcome::RolledBack | Outcome::Rejected)
+        })
     }
 
     /// `modelgate.dev/rollback: N@token`: back to promoted revision N, if it still has its
@@ -59,17 +58,17 @@ impl Planner<'_> {
         if self.status.canary.is_some() {
             self.fail(Failure::new("RollbackRequested", format!("rollback to revision {to} requested")), ByPerson::Yes);
         }
-        if self.status.stable.as_ref().is_some_and(|s| s.revision == to) {
+        if self.status.stable.as_ref().is_some_and(|s| s.revision.number == to) {
             return;
         }
         let Some(entry) = rollback::promoted_revision(&self.status, to).cloned() else {
             let message = format!("revision {to} was never promoted (see status.history); nothing changed");
             return self.note(true, EventReason::RollbackRefused, message);
         };
-        let refusal = if !self.obs.workloads.contains_key(&entry.hash) {
+        let refusal = if !self.obs.workloads.contains_key(&entry.revision.hash) {
             Some("its ReplicaSet no longer exists (only the newest revisions are kept)".to_string())
         } else {
-            rollback::untrusted_for_rollback(&entry, &self.verdict(&entry.model().key()))
+            rollback::untrusted_for_rollback(&entry, &self.verdict(&entry.revision.model().key()))
         };
         match refusal {
             Some(why) => {

@@ -18,7 +18,7 @@ impl Planner<'_> {
             // never an outage): a canary that crashes, is refused or loads slowly never
             // leaves fewer than `replicas` pods serving.
             let canary_ready =
-                self.status.canary.as_ref().map_or(0, |c| self.obs.pods.get(&c.hash).map_or(0, |h| h.ready));
+                self.status.canary.as_ref().map_or(0, |c| self.obs.pods.get(&c.revision.hash).map_or(0, |h| h.ready));
             let stopped = self.stable_stopped();
             if let Some(stable) = &self.status.stable {
                 // A revoked model with nothing trusted to return to serves nothing.
@@ -26,26 +26,28 @@ impl Planner<'_> {
                 // During a rollout the stable revision keeps the pods it will leave warm:
                 // loaded, and out of service once the canary serves every replica.
                 let warm = match &self.status.canary {
-                    Some(c) if c.hash != stable.hash && !stopped => self.spec.rollback.warm_replicas(replicas),
+                    Some(c) if c.revision.hash != stable.revision.hash && !stopped => {
+                        self.spec.rollback.warm_replicas(replicas)
+                    }
                     _ => 0,
                 };
-                scale.insert(stable.hash.clone(), serving.max(warm));
+                scale.insert(stable.revision.hash.clone(), serving.max(warm));
                 if serving <= 0 && warm > 0 {
-                    idle.insert(stable.hash.clone());
+                    idle.insert(stable.revision.hash.clone());
                 }
             }
             if let Some(canary) = &self.status.canary {
-                scale.insert(canary.hash.clone(), canary_n);
+                scale.insert(canary.revision.hash.clone(), canary_n);
             }
             if let Some(warm) = &self.status.warm {
                 scale.insert(warm.hash.clone(), warm.replicas.clamp(0, replicas));
                 idle.insert(warm.hash.clone());
             }
         }
-        let mut keep: Vec<&str> = self.status.stable.iter().map(|s| s.hash.as_str()).collect();
-        keep.extend(self.status.canary.iter().map(|c| c.hash.as_str()));
+        let mut keep: Vec<&str> = self.status.stable.iter().map(|s| s.revision.hash.as_str()).collect();
+        keep.extend(self.status.canary.iter().map(|c| c.revision.hash.as_str()));
         keep.extend(self.status.warm.iter().map(|w| w.hash.as_str()));
-        keep.extend(self.status.history.iter().rev().take(KEEP_REVISIONS).map(|h| h.hash.as_str()));
+        keep.extend(self.status.history.iter().rev().take(KEEP_REVISIONS).map(|h| h.revision.hash.as_str()));
         let prune: Vec<String> =
             scale.iter().filter(|(h, n)| **n == 0 && !keep.contains(&h.as_str())).map(|(h, _)| h.clone()).collect();
         for hash in &prune {
@@ -62,38 +64,43 @@ impl Planner<'_> {
     /// all `spec.replicas` of its pods are Ready.
     fn readiness(&mut self) {
         let ready_of = |hash: Option<&str>| hash.and_then(|h| self.obs.pods.get(h)).map_or(0, |p| p.ready);
-        let stable_ready = ready_of(self.status.stable.as_ref().map(|s| s.hash.as_str()));
-        let canary_ready = ready_of(self.status.canary.as_ref().map(|c| c.hash.as_str()));
+        let stable_ready = ready_of(self.status.stable.as_ref().map(|s| s.revision.hash.as_str()));
+        let canary_ready = ready_of(self.status.canary.as_ref().map(|c| c.revision.hash.as_str()));
         let replicas = self.spec.replicas.max(0);
         self.status.ready = Some(format!("{}/{replicas}", stable_ready.saturating_add(canary_ready)));
         let stable = self.status.stable.as_ref();
         let (ready, reason, message) = match (stable, &self.status.canary, self.status.phase) {
             (_, Some(canary), _) => {
-                (false, "RolloutInProgress", format!("revision {} is rolling out", canary.revision))
+                (false, "RolloutInProgress", format!("revision {} is rolling out", canary.revision.number))
             }
             (Some(s), None, Some(Phase::Revoked)) => {
-                (false, "Revoked", format!("revision {} is no longer trusted and scaled to zero", s.revision))
+                (false, "Revoked", format!("revision {} is no longer trusted and scaled to zero", s.revision.number))
             }
             (Some(s), None, Some(Phase::RollingBack)) => {
-                (false, "RollingBack", format!("rolling back to revision {}", s.revision))
+                (false, "RollingBack", format!("rolling back to revision {}", s.revision.number))
             }
-            (Some(s), None, _) if s.hash != self.desired => (
+            (Some(s), None, _) if s.revision.hash != self.desired => (
                 false,
                 "NotServingSpec",
                 format!(
                     "revision {} serves, not the spec's ({}): {}",
-                    s.revision,
+                    s.revision.number,
                     self.status.phase.map_or("Verifying", |p| p.as_str()),
                     self.status.message.as_deref().unwrap_or_default()
                 ),
             ),
-            (Some(s), None, _) if stable_ready < replicas => {
-                (false, "PodsNotReady", format!("{stable_ready}/{replicas} pods of revision {} Ready", s.revision))
-            }
+            (Some(s), None, _) if stable_ready < replicas => (
+                false,
+                "PodsNotReady",
+                format!("{stable_ready}/{replicas} pods of revision {} Ready", s.revision.number),
+            ),
             (Some(s), None, _) => (
                 true,
                 "Serving",
-                format!("revision {} ({}) serves with {stable_ready}/{replicas} pods Ready", s.revision, s.target),
+                format!(
+                    "revision {} ({}) serves with {stable_ready}/{replicas} pods Ready",
+                    s.revision.number, s.revision.target
+                ),
             ),
             (None, None, _) => (false, "NothingServes", "no revision serves yet".to_string()),
         };

@@ -31,8 +31,8 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use super::*;
 use crate::api::{
     CanaryStatus, CommandsSeen, ConditionStatus, GateStatus, HistoryEntry, ModelRef, ModelRelease, ModelReleaseSpec,
-    ModelReleaseStatus, Outcome, Phase, PodProgress, RevisionStatus, RevocationAction, WarmStatus, condition,
-    condition_with, set_condition,
+    ModelReleaseStatus, Outcome, Phase, PodProgress, RevisionRef, RevisionStatus, RevocationAction, WarmStatus,
+    condition, condition_with, set_condition,
 };
 
 // One `impl Planner` per seam, as argo-rollouts splits its rollout controller.
@@ -178,7 +178,7 @@ impl Planner<'_> {
         self.service();
         self.foreign();
         self.changed();
-        let stable_hash = self.status.stable.as_ref().map(|s| s.hash.clone());
+        let stable_hash = self.status.stable.as_ref().map(|s| s.revision.hash.clone());
         if self.status.canary.is_none() && stable_hash.as_deref() != Some(self.desired.as_str()) {
             if let Some(refusal) = self.obs.refusal.clone() {
                 self.refuse(refusal);
@@ -230,7 +230,7 @@ impl Planner<'_> {
     fn refuse(&mut self, refusal: String) {
         const REASON: &str = "PodRefused";
         let serving = match &self.status.stable {
-            Some(s) => format!("; revision {} keeps serving", s.revision),
+            Some(s) => format!("; revision {} keeps serving", s.revision.number),
             None => String::new(),
         };
         let message = format!("the pod template is refused: {refusal}; nothing was deployed{serving}");
@@ -349,9 +349,9 @@ impl Planner<'_> {
     /// The revision number of a hash seen before, or the next one.
     fn revision_for(&self, hash: &str) -> i64 {
         let s = &self.status;
-        let known = s.stable.iter().map(|r| (r.hash.as_str(), r.revision));
-        let known = known.chain(s.canary.iter().map(|c| (c.hash.as_str(), c.revision)));
-        let known = known.chain(s.history.iter().map(|h| (h.hash.as_str(), h.revision)));
+        let known = s.stable.iter().map(|r| (r.revision.hash.as_str(), r.revision.number));
+        let known = known.chain(s.canary.iter().map(|c| (c.revision.hash.as_str(), c.revision.number)));
+        let known = known.chain(s.history.iter().map(|h| (h.revision.hash.as_str(), h.revision.number)));
         let known: Vec<_> = known.collect();
         known
             .iter()
@@ -412,7 +412,7 @@ impl Planner<'_> {
 
     fn serving_message(&self) -> String {
         match &self.status.stable {
-            Some(s) => format!("revision {} ({}) serves 100%", s.revision, s.target),
+            Some(s) => format!("revision {} ({}) serves 100%", s.revision.number, s.revision.target),
             None => "nothing serves yet".into(),
         }
     }
@@ -429,13 +429,7 @@ impl Planner<'_> {
 
 fn history_of_canary(canary: &CanaryStatus, outcome: Outcome, reason: Option<String>, now: Timestamp) -> HistoryEntry {
     HistoryEntry {
-        revision: canary.revision,
-        hash: canary.hash.clone(),
-        target: canary.target.clone(),
-        targets: canary.targets.clone(),
-        sha256: canary.sha256.clone(),
-        length: canary.length,
-        files: canary.files,
+        revision: canary.revision.clone(),
         outcome,
         reason,
         started_at: canary.started_at.clone(),

@@ -6,7 +6,7 @@ impl Planner<'_> {
     /// No canary: finish a rollback, keep the stable trusted, watch the post-promotion window.
     pub(super) fn watch_stable(&mut self) {
         let Some(stable) = self.status.stable.clone() else { return };
-        let health = self.obs.pods.get(&stable.hash).cloned().unwrap_or_default();
+        let health = self.obs.pods.get(&stable.revision.hash).cloned().unwrap_or_default();
         if self.status.phase == Some(Phase::RollingBack) {
             self.finish_rollback(&stable, &health);
         }
@@ -18,14 +18,15 @@ impl Planner<'_> {
     /// A rollback is complete when the stable revision's pods are all Ready again.
     fn finish_rollback(&mut self, stable: &RevisionStatus, health: &PodHealth) {
         if health.ready >= self.spec.replicas {
-            let message = format!("rolled back: revision {} ({}) serves 100%", stable.revision, stable.target);
+            let message =
+                format!("rolled back: revision {} ({}) serves 100%", stable.revision.number, stable.revision.target);
             self.note(false, EventReason::RollbackComplete, message.clone());
             self.set_phase(Phase::RolledBack, message);
         } else {
             // Keep the reason in view while the stable pods come back.
             let why = self.status.conditions.iter().find(|c| c.type_ == DEGRADED).map(|c| c.message.clone());
             let progress =
-                format!("{}/{} pods of revision {} Ready", health.ready, self.spec.replicas, stable.revision);
+                format!("{}/{} pods of revision {} Ready", health.ready, self.spec.replicas, stable.revision.number);
             self.status.message = Some(match why {
                 Some(why) => format!("{why} ({progress})"),
                 None => format!("rolling back: {progress}"),
@@ -37,12 +38,17 @@ impl Planner<'_> {
     /// `false`: it did (a rollback started, or TrustDegraded is raised), and nothing
     /// else is judged now.
     fn keep_trusted(&mut self, stable: &RevisionStatus) -> bool {
-        let Some(Failure { reason, message }) = self.untrusted(&stable.model(), stable.sha256.as_deref()) else {
-            if matches!(self.verdict(&stable.model().key()), Verdict::Trusted { .. }) {
-                let message = format!("revision {} ({}) is trusted by its repository", stable.revision, stable.target);
+        let Some(Failure { reason, message }) =
+            self.untrusted(&stable.revision.model(), stable.revision.sha256.as_deref())
+        else {
+            if matches!(self.verdict(&stable.revision.model().key()), Verdict::Trusted { .. }) {
+                let message = format!(
+                    "revision {} ({}) is trusted by its repository",
+                    stable.revision.number, stable.revision.target
+                );
                 if self.status.phase == Some(Phase::Revoked) {
                     // Trust returned (the revocation was itself withdrawn): it serves again.
-                    let phase = if stable.hash == self.desired { Phase::Promoted } else { Phase::RolledBack };
+                    let phase = if stable.revision.hash == self.desired { Phase::Promoted } else { Phase::RolledBack };
                     self.set_phase(phase, format!("{message} again; it serves"));
                 }
                 self.set_condition(TRUST_DEGRADED, false, "TargetTrusted", message);
@@ -51,9 +57,11 @@ impl Planner<'_> {
             }
             return true;
         };
-        let message = format!("revision {} ({}) is no longer trusted: {message}", stable.revision, stable.target);
+        let message =
+            format!("revision {} ({}) is no longer trusted: {message}", stable.revision.number, stable.revision.target);
         let action = self.on_revocation();
-        let candidate = (action == RevocationAction::Rollback).then(|| self.rollback_candidate(&stable.hash)).flatten();
+        let candidate =
+            (action == RevocationAction::Rollback).then(|| self.rollback_candidate(&stable.revision.hash)).flatten();
         if let Some(candidate) = candidate {
             self.set_condition(TRUST_DEGRADED, true, &reason, message.clone());
             self.revert_to(candidate, "TrustRevoked", message);
@@ -93,9 +101,9 @@ impl Planner<'_> {
     /// says it is trusted again (a verdict not known yet after a restart).
     pub(super) fn stable_stopped(&self) -> bool {
         self.status.stable.as_ref().is_some_and(|s| {
-            let trusted = matches!(self.verdict(&s.model().key()), Verdict::Trusted { .. });
+            let trusted = matches!(self.verdict(&s.revision.model().key()), Verdict::Trusted { .. });
             self.on_revocation() == RevocationAction::Rollback
-                && (self.untrusted(&s.model(), s.sha256.as_deref()).is_some()
+                && (self.untrusted(&s.revision.model(), s.revision.sha256.as_deref()).is_some()
                     || (self.status.phase == Some(Phase::Revoked) && !trusted))
         })
     }
@@ -116,17 +124,17 @@ impl Planner<'_> {
                 self.note(
                     true,
                     EventReason::RollbackNeeded,
-                    format!("revision {} failed after promotion: {message}", stable.revision),
+                    format!("revision {} failed after promotion: {message}", stable.revision.number),
                 );
             }
             return self.set_condition(DEGRADED, true, &reason, message);
         }
-        match self.rollback_candidate(&stable.hash) {
+        match self.rollback_candidate(&stable.revision.hash) {
             Some(candidate) => self.revert_to(candidate, &reason, format!("after promotion: {message}")),
             None => {
                 let message = format!(
                     "revision {} failed after promotion ({message}); no earlier trusted revision",
-                    stable.revision
+                    stable.revision.number
                 );
                 if !self.condition_is(DEGRADED, ConditionStatus::True, &reason) {
                     self.note(true, EventReason::RollbackImpossible, message.clone());
@@ -154,8 +162,10 @@ impl Planner<'_> {
     /// loaded even out of service.
     pub(super) fn expire_warm(&mut self) {
         let Some(warm) = self.status.warm.clone() else { return };
-        let entry = self.status.history.iter().rev().find(|h| h.hash == warm.hash);
-        if let Some(Failure { reason, .. }) = entry.and_then(|h| self.untrusted(&h.model(), h.sha256.as_deref())) {
+        let entry = self.status.history.iter().rev().find(|h| h.revision.hash == warm.hash);
+        if let Some(Failure { reason, .. }) =
+            entry.and_then(|h| self.untrusted(&h.revision.model(), h.revision.sha256.as_deref()))
+        {
             let message =
                 format!("warm pods of revision {} dropped: its model is no longer trusted ({reason})", warm.revision);
             self.note(true, EventReason::WarmDropped, message);
@@ -163,8 +173,8 @@ impl Planner<'_> {
             return;
         }
         let current = |h: &str| {
-            self.status.stable.as_ref().is_some_and(|s| s.hash == h)
-                || self.status.canary.as_ref().is_some_and(|c| c.hash == h)
+            self.status.stable.as_ref().is_some_and(|s| s.revision.hash == h)
+                || self.status.canary.as_ref().is_some_and(|c| c.revision.hash == h)
         };
         match warm.until.as_ref().map(|t| t.0) {
             Some(until) if until > self.now && !current(&warm.hash) => self.wake_at(until),
