@@ -13,9 +13,9 @@ use serde_json::json;
 use crate::{
     api::{
         CanaryStatus, ConfigMapKeyRef, ConfigMapSource, FETCH_CONTAINER, GateCheck, GateStatus, Gates, HistoryEntry,
-        ModelRelease, ModelReleaseSpec, ModelReleaseStatus, ModelRepository, ModelRepositorySpec, ModelSource, Outcome,
-        Pause, Phase, PrometheusCheck, RepositoryRef, RevisionRef, RevisionStatus, RevocationAction, RollbackPolicy,
-        Step, WebhookCheck,
+        ModelRef, ModelRelease, ModelReleaseSpec, ModelReleaseStatus, ModelRepository, ModelRepositorySpec,
+        ModelSource, Outcome, Pause, Phase, PrometheusCheck, RepositoryRef, RevisionRef, RevisionStatus,
+        RevocationAction, RollbackPolicy, Step, WebhookCheck,
     },
     plan::{
         self, Commands, GateOutcome, GateResult, Observed, PodHealth, PodProblem, Repository, Verdict, Workload,
@@ -237,7 +237,7 @@ fn observed() -> impl Strategy<Value = Observed> {
         detail,
     });
     (
-        proptest::collection::btree_map(text(), verdict, 0..4),
+        proptest::collection::btree_map(text().prop_map(|t| ModelRef::from(t.as_str())), verdict, 0..4),
         proptest::collection::btree_map(hash(), (any::<i64>(), any::<i32>()), 0..3),
         proptest::collection::btree_map(hash(), (any::<i32>(), problem), 0..3),
         proptest::collection::vec(gate, 0..3),
@@ -324,7 +324,7 @@ fn the_planner_answers_whatever_it_is_given() {
                 c.revision.hash.clone_from(&desired);
                 if mode & 4 == 4 {
                     let sha256 = c.revision.sha256.clone().unwrap_or_default();
-                    obs.verdicts.insert(c.revision.target.clone(), Verdict::Trusted { sha256, length: 1, files: 1 });
+                    obs.verdicts.insert(c.revision.model(), Verdict::Trusted { sha256, length: 1, files: 1 });
                     obs.refusal = None;
                     obs.repository = Repository::Found { on_revocation: None };
                 }
@@ -335,7 +335,7 @@ fn the_planner_answers_whatever_it_is_given() {
                 st.revision.hash.clone_from(&desired);
                 if mode & 8 == 8 {
                     let sha256 = st.revision.sha256.clone().unwrap_or_default();
-                    obs.verdicts.insert(st.revision.target.clone(), Verdict::Trusted { sha256, length: 1, files: 1 });
+                    obs.verdicts.insert(st.revision.model(), Verdict::Trusted { sha256, length: 1, files: 1 });
                     obs.repository = Repository::Found { on_revocation: None };
                 }
             }
@@ -379,7 +379,8 @@ fn rendering_refuses_or_renders_never_panics() {
             level: [Level::Privileged, Level::Baseline, Level::Restricted][usize::from(level % 3)],
             operator_service_account: Some(("team".into(), "modelgate".into())),
         };
-        let revision = plan::Revision { number: 1, hash: "h1", sha256: &sha256, length, files: 1 };
+        let model = release.spec.model.model();
+        let revision = plan::Revision { number: 1, hash: "h1", model, sha256: &sha256, length, files: 1 };
         match workload::replica_set(
             &release,
             &workload::TrustFiles::namespaced("repo", &repo.spec),

@@ -1,6 +1,6 @@
 //! What the operator and `kubectl modelgate` both read the same way: a repository's
-//! pinned root, CA bundle and trust record (from ConfigMaps), what a resolved model
-//! means for a release (a verdict), and the providers of a release's gate checks. Owned
+//! pinned root, CA bundle and trust record (from ConfigMaps), and the providers of a
+//! release's gate checks. Owned
 //! by neither: the plugin must judge a rollback or a plan exactly as the operator will.
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -9,10 +9,8 @@ use kube::Api;
 use crate::{
     api::{ConfigMapSource, GateCheck, ModelRepositorySpec},
     gates,
-    plan::Verdict,
     trust::{
-        Record, TrustError,
-        model::ModelSet,
+        Record,
         state::{STATE_CHAIN_KEY, STATE_FLOORS_KEY, STATE_PIN_KEY},
     },
 };
@@ -73,25 +71,6 @@ pub async fn gate_providers(
         providers.push((check.name.clone(), provider));
     }
     providers
-}
-
-/// What resolving a model means for a release: its identity, a refusal, or (for
-/// network trouble) no verdict yet.
-pub fn verdict_of(found: Result<ModelSet, TrustError>) -> Verdict {
-    match found {
-        Ok(set) => {
-            let id = set.identity();
-            match (i64::try_from(id.length), i64::try_from(id.files)) {
-                (Ok(length), Ok(files)) => Verdict::Trusted { sha256: id.sha256, length, files },
-                _ => Verdict::Untrusted {
-                    reason: "Malformed".into(),
-                    message: format!("{} is signed with a length beyond any real file", set.model),
-                },
-            }
-        }
-        Err(e) if e.is_transient() => Verdict::Unknown { message: e.to_string() },
-        Err(e) => Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() },
-    }
 }
 
 /// The API server's own addresses, from the EndpointSlices of Service

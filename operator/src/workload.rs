@@ -158,8 +158,8 @@ pub fn replica_set(
         files: usize::try_from(revision.files).unwrap_or(0),
         out: FETCH_OUT.into(),
     };
-    let model = release.spec.model.model();
-    fetch_args.repository.select(&model);
+    let model = &revision.model;
+    fetch_args.repository.select(model);
     let args = fetch_args.to_args();
     let mut mounts = vec![
         json!({"name": MODEL_VOLUME, "mountPath": FETCH_OUT}),
@@ -337,7 +337,14 @@ mod tests {
             timestamp: Some(crate::api::RoleState { version: 7, expires: None }),
             ..Default::default()
         });
-        let rev = Revision { number: 3, hash: "abcdef0123", sha256: "00ff", length: 42, files: 1 };
+        let rev = Revision {
+            number: 3,
+            hash: "abcdef0123",
+            model: release.spec.model.model(),
+            sha256: "00ff",
+            length: 42,
+            files: 1,
+        };
         let floors = crate::plan::repository::floors(repo.status.as_ref());
         let rs = replica_set(
             &release,

@@ -86,6 +86,13 @@ impl ModelRef {
     }
 }
 
+/// A target path, or a prefix when it ends in `/` (as `spec.model.target` reads).
+impl From<&str> for ModelRef {
+    fn from(target: &str) -> Self {
+        Self::parse_single(target)
+    }
+}
+
 impl fmt::Display for ModelRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

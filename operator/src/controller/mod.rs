@@ -1,5 +1,7 @@
-//! The only code that talks to the API server: watches, reconcile (observe, plan, act),
-//! status writes through server-side apply.
+//! The operator's side effects: watches, reconciles (observe, plan, act), status writes
+//! through server-side apply, Events, the admission webhook. The only other code that
+//! talks to the API server only reads (`readers.rs`, shared with `kubectl modelgate`)
+//! or is the plugin, which runs as the person using kubectl.
 
 pub mod admission;
 mod api_endpoints;
@@ -13,6 +15,7 @@ mod namespaces;
 pub mod release;
 pub mod repository;
 mod serving_cert;
+mod settings;
 mod shared_watch;
 pub mod trust_cache;
 
@@ -41,36 +44,8 @@ use crate::api::{LABEL_RELEASE, ModelRelease, ModelRepository};
 use cache::{CachedPod, CachedReplicaSet};
 use index::OwnerIndex;
 pub use serving_cert::{LIFETIME as CERTIFICATE_LIFETIME, Place as ServingCertPlace};
+pub use settings::{LeaderElection, Namespaces, Settings};
 use shared_watch::shared_reflector;
-
-/// How the operator runs.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// Which namespaces this operator serves.
-    pub namespaces: Namespaces,
-    /// Image of the `modelgate fetch` init container in model pods.
-    pub fetch_image: String,
-    /// Where `/metrics`, `/healthz` and `/readyz` are served.
-    pub http_address: std::net::SocketAddr,
-    /// Reconcile only while holding this Lease.
-    pub leader_election: Option<LeaderElection>,
-    /// What the pods modelgate renders may be (the admin's choice, not a tenant's).
-    pub pod_policy: crate::plan::pod_policy::PodPolicy,
-    /// Where gate checks may send requests and what they may ask.
-    pub gate_policy: crate::gates::GatePolicy,
-    /// The operator's namespace: where ClusterModelRepositories keep their pins, CA
-    /// bundles and trust records.
-    pub trust_namespace: String,
-    /// Whether namespaced ModelRepositories vouch for releases (`false`: only cluster
-    /// repositories do, `trust.namespacedRepositories` in the chart).
-    pub namespaced_repositories: bool,
-    /// Which ClusterModelRepositories this installation serves (labels; all when `None`).
-    pub cluster_repository_selector: Option<String>,
-    /// Whether it serves any (a namespaced install, without cluster-wide rights, does not).
-    pub cluster_repositories: bool,
-    /// The admission webhook, when this process serves it.
-    pub admission: Option<admission::AdmissionSettings>,
-}
 
 /// What every scope of this process shares.
 pub struct Shared {
@@ -79,28 +54,6 @@ pub struct Shared {
     pub cluster: Arc<cluster::Cluster>,
     /// What the admission webhook answers from: each scope adds its view.
     pub admission: Arc<admission::Views>,
-}
-
-/// The namespaces one operator (one shard) serves.
-#[derive(Clone, Debug, Default)]
-pub enum Namespaces {
-    /// Every namespace, with one watch of each kind for the whole cluster.
-    #[default]
-    All,
-    /// These, each with its own watches (the operator's rights may stop at them).
-    Listed(Vec<String>),
-    /// Those whose labels match this selector, each with its own watches while it does
-    /// (`namespaces.rs`).
-    Labelled(String),
-}
-
-/// The Lease that elects one leader among replicas.
-#[derive(Clone, Debug)]
-pub struct LeaderElection {
-    pub namespace: String,
-    pub name: String,
-    /// This replica's name in the Lease (the pod name in a cluster).
-    pub identity: String,
 }
 
 /// Shared by every reconcile.

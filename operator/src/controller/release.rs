@@ -224,27 +224,26 @@ fn verdicts(
     ns: &str,
     source: &Source,
     now: Timestamp,
-) -> BTreeMap<String, plan::Verdict> {
+) -> BTreeMap<ModelRef, plan::Verdict> {
     let me = ObjectRef::new(&release.name_any()).within(ns);
-    let keys = plan::models_to_verify(release);
+    let models = plan::models_to_verify(release);
     match source {
-        Source::Namespaced(repo) => looked_up(&ctx.trust, repo, &me, keys, now),
+        Source::Namespaced(repo) => looked_up(&ctx.trust, repo, &me, models, now),
         Source::Cluster(repo) => {
             let labels = ctx.cluster.labels(ns);
             let namespace = policy::Namespace { name: ns, labels: labels.as_ref() };
-            let (allowed, refused): (Vec<_>, Vec<_>) = keys
+            let (allowed, refused): (Vec<_>, Vec<_>) = models
                 .into_iter()
-                .map(|key| {
-                    let allowed =
-                        policy::allows(&repo.name_any(), &repo.spec.policy, &namespace, &ModelRef::from_key(&key));
-                    (key, allowed)
+                .map(|model| {
+                    let allowed = policy::allows(&repo.name_any(), &repo.spec.policy, &namespace, &model);
+                    (model, allowed)
                 })
                 .partition(|(_, allowed)| allowed.is_ok());
-            let allowed = allowed.into_iter().map(|(key, _)| key).collect();
+            let allowed = allowed.into_iter().map(|(model, _)| model).collect();
             let mut verdicts = looked_up(&ctx.cluster.trust, repo, &me, allowed, now);
-            for (key, refusal) in refused {
+            for (model, refusal) in refused {
                 let message = refusal.err().unwrap_or_default();
-                verdicts.insert(key, plan::Verdict::Untrusted { reason: policy::NOT_ALLOWED.into(), message });
+                verdicts.insert(model, plan::Verdict::Untrusted { reason: policy::NOT_ALLOWED.into(), message });
             }
             verdicts
         }
@@ -288,18 +287,21 @@ fn peeked<K: kube::Resource<DynamicType = ()>>(
     }
 }
 
-/// The verdicts `trust` holds on `keys` for release `me`, which asks about exactly those.
+/// The verdicts `trust` holds on `models` for release `me`, which asks about exactly
+/// those.
 fn looked_up<K: kube::Resource<DynamicType = ()>>(
     trust: &super::TrustCache<K>,
     repo: &K,
     me: &ObjectRef<ModelRelease>,
-    keys: Vec<String>,
+    models: Vec<ModelRef>,
     now: Timestamp,
-) -> BTreeMap<String, plan::Verdict> {
+) -> BTreeMap<ModelRef, plan::Verdict> {
     let Some(uid) = repo.uid() else { return BTreeMap::new() };
     let repo_ref = ObjectRef::from_obj(repo);
+    // The cache keeps models by `ModelRef::key` (what its wake-ups and resolutions share).
+    let keys: Vec<String> = models.iter().map(ModelRef::key).collect();
     trust.asked(&uid, me, &keys);
-    keys.into_iter().map(|key| (key.clone(), trust.lookup(&repo_ref, &uid, me, &key, now))).collect()
+    models.into_iter().zip(keys).map(|(model, key)| (model, trust.lookup(&repo_ref, &uid, me, &key, now))).collect()
 }
 
 /// Writes the plan's status if it changed. `false`: the release changed since it was

@@ -20,7 +20,6 @@ use kube::runtime::reflector::ObjectRef;
 use crate::{
     api::{ModelRef, ModelRelease, ModelRepository},
     plan::Verdict,
-    readers::verdict_of,
     trust::{self, Kept, RefreshInput, Refreshed, Session, TrustError, Trusted},
 };
 
@@ -336,7 +335,7 @@ async fn resolve_all(session: &mut Session, keys: &[String], now: Timestamp) -> 
     session.updater.set_now(now);
     let mut found = Vec::with_capacity(keys.len());
     for key in keys {
-        let verdict = verdict_of(trust::model::resolve(&mut session.updater, &ModelRef::from_key(key)).await);
+        let verdict = Verdict::of(trust::model::resolve(&mut session.updater, &ModelRef::from_key(key)).await);
         // Only trust runs out; a refusal holds until the next refresh says otherwise.
         let until = match verdict {
             Verdict::Trusted { .. } => session.updater.valid_until(),

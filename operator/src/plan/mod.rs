@@ -16,7 +16,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{CACHED_REVISION_HASH, CACHED_TEMPLATE_REFUSALS, ModelRelease, ModelReleaseSpec};
 
-pub use revisions::{GateContext, Revision, gate_context, models_to_verify, verified_revision};
+pub use revisions::{GateContext, Revision, gate_context, models_to_verify, revision_number, verified_revision};
 pub use rollout::{
     MAX_HISTORY, gates_due, plan,
     rollback::{previous_promoted, promoted_revision, untrusted_for_rollback},
@@ -75,6 +75,27 @@ pub enum Verdict {
     Untrusted { reason: String, message: String },
     /// Cannot tell yet (repository not refreshed, or unreachable with nothing cached).
     Unknown { message: String },
+}
+
+impl Verdict {
+    /// What resolving a model means for a release: its identity, a refusal, or (for
+    /// network trouble) no verdict yet.
+    pub fn of(found: Result<crate::trust::ModelSet, crate::trust::TrustError>) -> Self {
+        match found {
+            Ok(set) => {
+                let id = set.identity();
+                match (i64::try_from(id.length), i64::try_from(id.files)) {
+                    (Ok(length), Ok(files)) => Verdict::Trusted { sha256: id.sha256, length, files },
+                    _ => Verdict::Untrusted {
+                        reason: crate::trust::Reason::Malformed.into(),
+                        message: format!("{} is signed with a length beyond any real file", set.model),
+                    },
+                }
+            }
+            Err(e) if e.is_transient() => Verdict::Unknown { message: e.to_string() },
+            Err(e) => Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() },
+        }
+    }
 }
 
 /// A revision's workload as observed (a ReplicaSet).
@@ -200,9 +221,9 @@ impl Repository {
 pub struct Observed {
     /// The repository `spec.repositoryRef` names, as the controller found it.
     pub repository: Repository,
-    /// Trust verdicts, by model (`ModelRef::key`): the spec's model, the stable and canary targets,
+    /// Trust verdicts, by model: the spec's model, the stable and canary targets,
     /// and the targets of earlier revisions (rollback candidates).
-    pub verdicts: BTreeMap<String, Verdict>,
+    pub verdicts: BTreeMap<crate::api::ModelRef, Verdict>,
     /// Workloads by revision hash.
     pub workloads: BTreeMap<String, Workload>,
     /// Pod health by revision hash.

@@ -25,7 +25,7 @@ use crate::{
         ModelRepositoryStatus, Phase, RepositoryKind,
     },
     plan::{self, Verdict},
-    readers::{pinned_root_and_ca, read_record, verdict_of},
+    readers::{pinned_root_and_ca, read_record},
     trust::{
         self, RefreshInput,
         state::{MIRROR_CA_KEY, MIRROR_PIN_KEY, mirror_configmap, pin_digest, state_configmap},
@@ -318,7 +318,7 @@ pub async fn verify(client: &Client, ns: &str, release: &ModelRelease, model: &M
         Ok(r) => r.session,
         Err(e) => return Ok(Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() }),
     };
-    Ok(verdict_of(trust::model::resolve(&mut session.updater, model).await))
+    Ok(Verdict::of(trust::model::resolve(&mut session.updater, model).await))
 }
 
 /// Waits between two renderings of `status -w`.

@@ -289,15 +289,10 @@ pub async fn plan(
             workload::TrustFiles::cluster(&repo_ref.name, &spec, &pin)
         }
     };
-    let next = status
-        .history
-        .iter()
-        .map(|h| h.revision.number)
-        .chain(status.stable.iter().map(|s| s.revision.number))
-        .max()
-        .unwrap_or(0)
-        + 1;
-    let revision = plan::Revision { number: next, hash: &hash, sha256: &sha256, length, files };
+    // Numbered as the planner numbers it.
+    let next = plan::revision_number(&status, &hash);
+    let revision =
+        plan::Revision { number: next, hash: &hash, model: release.spec.model.model(), sha256: &sha256, length, files };
     let first_weight = release.spec.strategy.steps.iter().find_map(|s| s.set_weight).unwrap_or(100);
     // The installation's pod policy is the operator's; the plugin checks the default.
     let rs = match workload::replica_set(

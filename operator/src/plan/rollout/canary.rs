@@ -8,7 +8,7 @@ impl Planner<'_> {
         let model = self.spec.model.model();
         let target = model.display();
         let revision = self.revision_for(&self.desired);
-        match self.verdict(&model.key()) {
+        match self.verdict(&model) {
             Verdict::Unknown { message } => {
                 self.set_verified(
                     ConditionStatus::Unknown,
@@ -90,15 +90,8 @@ impl Planner<'_> {
             return self.fail(Failure::new("TrustFailure", format!("{reason}: {message}")), ByPerson::No);
         }
         let health = self.obs.pods.get(&canary.revision.hash).cloned().unwrap_or_default();
-        match &health.problem {
-            Some(PodProblem::Untrusted { message }) => {
-                let failure = Failure::new("TrustFailure", format!("a canary pod refused the model: {message}"));
-                return self.fail(failure, ByPerson::No);
-            }
-            Some(PodProblem::Hard { reason, message }) => {
-                return self.fail(Failure::new(reason.clone(), message.clone()), ByPerson::No);
-            }
-            _ => {}
+        if let Some(failure) = Failure::of_pods(&health) {
+            return self.fail(failure, ByPerson::No);
         }
         if let Some(failure) = self.record_gates() {
             return self.fail(failure, ByPerson::No);

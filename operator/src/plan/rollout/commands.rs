@@ -68,7 +68,7 @@ impl Planner<'_> {
         let refusal = if !self.obs.workloads.contains_key(&entry.revision.hash) {
             Some("its ReplicaSet no longer exists (only the newest revisions are kept)".to_string())
         } else {
-            rollback::untrusted_for_rollback(&entry, &self.verdict(&entry.revision.model().key()))
+            rollback::untrusted_for_rollback(&entry, &self.verdict(&entry.revision.model()))
         };
         match refusal {
             Some(why) => {

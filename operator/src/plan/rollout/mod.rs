@@ -138,6 +138,19 @@ impl Failure {
     fn new(reason: impl Into<String>, message: impl Into<String>) -> Self {
         Self { reason: reason.into(), message: message.into() }
     }
+
+    /// A revision's pods failing in a way that waiting does not mend: a pod that refused
+    /// its model, a crash loop, a failed init container. The same words on the canary
+    /// and after promotion.
+    fn of_pods(health: &PodHealth) -> Option<Self> {
+        match &health.problem {
+            Some(PodProblem::Untrusted { message }) => {
+                Some(Failure::new("TrustFailure", format!("a pod refused the model: {message}")))
+            }
+            Some(PodProblem::Hard { reason, message }) => Some(Failure::new(reason.clone(), message.clone())),
+            Some(PodProblem::Waiting { .. }) | None => None,
+        }
+    }
 }
 
 /// Whether a person asked for a rollback (abort, rollback command): it then happens
@@ -327,7 +340,7 @@ impl Planner<'_> {
     /// Why, when the repository refuses `model` or now lists other bytes.
     fn untrusted(&self, model: &ModelRef, sha256: Option<&str>) -> Option<Failure> {
         let target = model.display();
-        match self.verdict(&model.key()) {
+        match self.verdict(model) {
             Verdict::Untrusted { reason, message } => Some(Failure { reason, message }),
             Verdict::Trusted { sha256: now, .. } if Some(now.as_str()) != sha256 => Some(Failure::new(
                 "TargetChanged",
@@ -341,23 +354,18 @@ impl Planner<'_> {
         }
     }
 
-    /// The verdict on a model, by `ModelRef::key`.
-    fn verdict(&self, key: &str) -> Verdict {
-        self.obs.verdicts.get(key).cloned().unwrap_or_else(|| Verdict::Unknown { message: "not looked up yet".into() })
+    /// The verdict on a model.
+    fn verdict(&self, model: &ModelRef) -> Verdict {
+        self.obs
+            .verdicts
+            .get(model)
+            .cloned()
+            .unwrap_or_else(|| Verdict::Unknown { message: "not looked up yet".into() })
     }
 
     /// The revision number of a hash seen before, or the next one.
     fn revision_for(&self, hash: &str) -> i64 {
-        let s = &self.status;
-        let known = s.stable.iter().map(|r| (r.revision.hash.as_str(), r.revision.number));
-        let known = known.chain(s.canary.iter().map(|c| (c.revision.hash.as_str(), c.revision.number)));
-        let known = known.chain(s.history.iter().map(|h| (h.revision.hash.as_str(), h.revision.number)));
-        let known: Vec<_> = known.collect();
-        known
-            .iter()
-            .find(|(h, _)| *h == hash)
-            .map(|(_, r)| *r)
-            .unwrap_or_else(|| known.iter().map(|(_, r)| *r).max().unwrap_or(0) + 1)
+        super::revision_number(&self.status, hash)
     }
 
     fn canary_replicas(&self, weight: i32) -> i32 {

@@ -80,7 +80,7 @@ impl Planner<'_> {
                     && h.revision.hash != failed
                     && self.obs.workloads.contains_key(&h.revision.hash)
             })
-            .find(|h| untrusted_for_rollback(h, &self.verdict(&h.revision.model().key())).is_none())
+            .find(|h| untrusted_for_rollback(h, &self.verdict(&h.revision.model())).is_none())
             .cloned()
     }
 

@@ -41,7 +41,7 @@ impl Planner<'_> {
         let Some(Failure { reason, message }) =
             self.untrusted(&stable.revision.model(), stable.revision.sha256.as_deref())
         else {
-            if matches!(self.verdict(&stable.revision.model().key()), Verdict::Trusted { .. }) {
+            if matches!(self.verdict(&stable.revision.model()), Verdict::Trusted { .. }) {
                 let message = format!(
                     "revision {} ({}) is trusted by its repository",
                     stable.revision.number, stable.revision.target
@@ -101,7 +101,7 @@ impl Planner<'_> {
     /// says it is trusted again (a verdict not known yet after a restart).
     pub(super) fn stable_stopped(&self) -> bool {
         self.status.stable.as_ref().is_some_and(|s| {
-            let trusted = matches!(self.verdict(&s.revision.model().key()), Verdict::Trusted { .. });
+            let trusted = matches!(self.verdict(&s.revision.model()), Verdict::Trusted { .. });
             self.on_revocation() == RevocationAction::Rollback
                 && (self.untrusted(&s.revision.model(), s.revision.sha256.as_deref()).is_some()
                     || (self.status.phase == Some(Phase::Revoked) && !trusted))
@@ -111,12 +111,7 @@ impl Planner<'_> {
     /// In the post-promotion window, a revision that crashes, is refused in its pods or
     /// fails its checks goes back to the previous one (or says why it cannot).
     fn judge_after_promotion(&mut self, stable: &RevisionStatus, health: &PodHealth) {
-        let failure = match &health.problem {
-            Some(PodProblem::Untrusted { message }) => Some(Failure::new("TrustFailure", message.clone())),
-            Some(PodProblem::Hard { reason, message }) => Some(Failure::new(reason.clone(), message.clone())),
-            _ => None,
-        }
-        .or_else(|| self.record_gates());
+        let failure = Failure::of_pods(health).or_else(|| self.record_gates());
         self.wake_for_gates();
         let Some(Failure { reason, message }) = failure else { return };
         if !self.spec.rollback.automatic {
