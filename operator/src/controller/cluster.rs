@@ -24,7 +24,7 @@ use kube::{
 use tokio::sync::broadcast;
 use tracing::instrument;
 
-use super::{Error, Synced, TrustCache, repository, shared_reflector};
+use super::{Error, Synced, TrustCache, repository, shared_watch::shared_reflector};
 use crate::{
     api::{ClusterModelRepository, FIELD_MANAGER, ModelRelease},
     metrics::Metrics,

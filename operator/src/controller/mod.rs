@@ -14,6 +14,7 @@ mod leader;
 mod namespaces;
 pub mod release;
 pub mod repository;
+mod scope;
 mod serving_cert;
 mod settings;
 mod shared_watch;
@@ -21,18 +22,13 @@ pub mod trust_cache;
 
 use std::sync::Arc;
 
-use std::future::Future;
-
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::ListParams,
     runtime::{
-        Controller, controller,
         events::{Recorder, Reporter},
         reflector::{ObjectRef, Store},
-        watcher,
     },
 };
 use tracing::info;
@@ -43,9 +39,9 @@ pub use trust_cache::TrustCache;
 use crate::api::{LABEL_RELEASE, ModelRelease, ModelRepository};
 use cache::{CachedPod, CachedReplicaSet};
 use index::OwnerIndex;
+use scope::scope;
 pub use serving_cert::{LIFETIME as CERTIFICATE_LIFETIME, Place as ServingCertPlace};
 pub use settings::{LeaderElection, Namespaces, Settings};
-use shared_watch::shared_reflector;
 
 /// What every scope of this process shares.
 pub struct Shared {
@@ -171,15 +167,6 @@ pub async fn ensure_crds_installed(client: &Client, namespace: Option<&str>) -> 
     Ok(())
 }
 
-/// Release reconciles in flight at once: enough to keep the API server busy after a
-/// restart with a thousand releases, few enough that their requests do not crowd it.
-const RECONCILE_CONCURRENCY: u16 = 32;
-
-/// Releases per page of an initial list: at most about 15 MiB of JSON in flight
-/// however a team fills its releases (the etcd limit is 1.5 MiB an object), against
-/// 1,000 list requests at 10,000 releases (`tests/bench/scale` measures both).
-const RELEASE_PAGE: u32 = 10;
-
 /// Runs the controllers until SIGTERM or Ctrl-C.
 pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
     // One scope per listed namespace, or one for the whole cluster; namespaces picked
@@ -292,208 +279,5 @@ async fn stopped(stop: Option<Stop>) {
             let _ = stop.wait_for(|stop| *stop).await;
         }
         None => std::future::pending().await,
-    }
-}
-
-/// The watches and controllers of one namespace (or of the whole cluster, `None`), until
-/// SIGTERM or `stop`. `unready`, if given, counts the scopes whose caches are still
-/// filling before the operator reports ready.
-fn scope(
-    client: &Client,
-    namespace: Option<String>,
-    settings: &Settings,
-    shared: &Shared,
-    unready: Option<Arc<std::sync::atomic::AtomicUsize>>,
-    stop: Option<Stop>,
-) -> impl Future<Output = ()> + use<> {
-    let (metrics, cluster) = (&shared.metrics, &shared.cluster);
-    let ns = namespace.as_deref();
-    let reporter = Reporter { controller: "modelgate".into(), instance: std::env::var("POD_NAME").ok() };
-
-    // Releases and what they own are watched once each, into stores that answer
-    // reconciles and streams that trigger them (a pod turning bad wakes its release at
-    // once). A reconcile waits until the stores are filled, so none decides on a
-    // partial view; it does not block on them (the controller must keep consuming the
-    // streams for the stores to fill).
-    // Initial lists are consistent reads in pages of 500 (the watcher's default): a
-    // list "from any version" (`resourceVersion=0`) is served whole, in one response,
-    // and at 10,000 releases that one response set the operator's peak memory.
-    // Releases, which a team writes and may make 1.5 MiB each, come in pages of
-    // `RELEASE_PAGE`: a page is held whole, untrimmed, while it is read.
-    let owned = watcher::Config::default().labels(LABEL_RELEASE);
-    let (release_store, [release_events], release_synced, release_watch) = shared_reflector(
-        api::<ModelRelease>(client, ns),
-        watcher::Config::default().page_size(RELEASE_PAGE),
-        {
-            let policy = settings.pod_policy.clone();
-            move |release| cache::release(release, &policy)
-        },
-        None,
-    );
-    // ReplicaSets and pods are read straight into what the cache keeps of them
-    // (`cache::CachedReplicaSet`, `cache::CachedPod`): never a template or a status.
-    let (rs_index, pod_index) = (OwnerIndex::default(), OwnerIndex::default());
-    let (rs_store, [rs_events], rs_synced, rs_watch) =
-        shared_reflector(api::<CachedReplicaSet>(client, ns), owned.clone(), |_| {}, Some(rs_index.clone()));
-    let (repo_store, [repo_events, repo_events_for_releases], repo_synced, repo_watch) =
-        shared_reflector(api::<ModelRepository>(client, ns), watcher::Config::default(), |_| {}, None);
-    let (pod_store, [pod_events], pod_synced, pod_watch) =
-        shared_reflector(api::<CachedPod>(client, ns), owned, |_| {}, Some(pod_index.clone()));
-    let (svc_store, [svc_events], svc_synced, svc_watch) = shared_reflector(
-        api::<Service>(client, ns),
-        watcher::Config::default().labels(LABEL_RELEASE),
-        |svc| {
-            svc.status = None;
-            svc.metadata.annotations = None;
-        },
-        None,
-    );
-    // The scope's own tasks: aborted when it ends.
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(svc_watch);
-    tasks.spawn(release_watch);
-    tasks.spawn(repo_watch);
-    let view = metrics.watch(release_store.clone(), repo_store.clone());
-    tasks.spawn(rs_watch);
-    tasks.spawn(pod_watch);
-
-    let (gates, gates_done) = gate_runner::GateRunner::new();
-    let (trust, trust_wakers) = TrustCache::new();
-    let context = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter.clone()),
-        reporter,
-        client: client.clone(),
-        trust,
-        stores: Stores {
-            repositories: repo_store.clone(),
-            replica_sets: (rs_store, rs_index),
-            pods: (pod_store, pod_index),
-            services: svc_store,
-            synced: [release_synced, repo_synced, rs_synced, pod_synced, svc_synced],
-        },
-        fetch_image: settings.fetch_image.clone(),
-        metrics: metrics.clone(),
-        gates,
-        pod_policy: settings.pod_policy.clone(),
-        gate_policy: settings.gate_policy.clone(),
-        cluster: cluster.clone(),
-        namespaced_repositories: settings.namespaced_repositories,
-        written: std::sync::Mutex::default(),
-    });
-    shared.admission.serve(namespace.clone(), &context);
-    // Health is not work: ready once every scope's caches are filled, with or without
-    // releases.
-    if let Some(unready) = unready {
-        let context = context.clone();
-        tasks.spawn(async move {
-            while !context.stores.ready() {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            if unready.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
-                context.metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-        });
-    }
-    // Gate results and write marks of deleted releases are dropped now and then.
-    {
-        let (context, releases) = (context.clone(), release_store.clone());
-        tasks.spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
-            loop {
-                every.tick().await;
-                let live: std::collections::HashSet<String> = releases.state().iter().filter_map(|r| r.uid()).collect();
-                if let Ok(mut written) = context.written.lock() {
-                    written.retain(|uid, _| live.contains(uid));
-                }
-                context.gates.retain(&live);
-                let refs = releases
-                    .state()
-                    .iter()
-                    .filter_map(|r| Some(ObjectRef::new(&r.name_any()).within(&r.namespace()?)))
-                    .collect();
-                context.trust.retain_releases(&refs);
-            }
-        });
-    }
-
-    let repository_controller = Controller::for_shared_stream(repo_events, repo_store)
-        .owns(api::<ConfigMap>(client, ns), watcher::Config::default().labels("app.kubernetes.io/managed-by=modelgate"))
-        .shutdown_on_signal()
-        .graceful_shutdown_on(stopped(stop.clone()))
-        // Models releases wait for are resolved by their repository's reconcile.
-        .reconcile_on(trust_wakers.repositories)
-        .run(
-            repository::reconcile,
-            |repo, error, ctx| repository::error_policy(repo, error, &ctx.metrics),
-            context.clone(),
-        )
-        // `error_policy` already logged each failure.
-        .for_each(|_| async {});
-
-    let releases_of_repository = release_store.clone();
-    let releases_of_cluster_repository = release_store.clone();
-    let releases_of_namespace = release_store.clone();
-    let release_controller = Controller::for_shared_stream(release_events, release_store)
-        .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
-        .owns_shared_stream(rs_events)
-        .owns_shared_stream(svc_events)
-        .watches_shared_stream(pod_events, |pod: Arc<CachedPod>| {
-            let release = pod.labels().get(LABEL_RELEASE)?;
-            Some(ObjectRef::new(release).within(&pod.namespace()?))
-        })
-        // A repository appearing (or changing: refreshed, revoked, expired) re-checks
-        // the releases that name it.
-        .watches_shared_stream(repo_events_for_releases, move |repo: Arc<ModelRepository>| {
-            let ns = repo.namespace();
-            let name = repo.name_any();
-            releases_of_repository
-                .state()
-                .into_iter()
-                .filter(|r| {
-                    r.namespace() == ns
-                        && r.spec.repository_ref.kind == crate::api::RepositoryKind::ModelRepository
-                        && r.spec.repository_ref.name == name
-                })
-                .map(|r| ObjectRef::from_obj(&*r))
-                .collect::<Vec<_>>()
-        })
-        .watches_shared_stream(cluster.changes(), move |repo: Arc<crate::api::ClusterModelRepository>| {
-            let name = repo.name_any();
-            releases_of_cluster_repository
-                .state()
-                .into_iter()
-                .filter(|r| {
-                    r.spec.repository_ref.kind == crate::api::RepositoryKind::ClusterModelRepository
-                        && r.spec.repository_ref.name == name
-                })
-                .map(|r| ObjectRef::from_obj(&*r))
-                .collect::<Vec<_>>()
-        })
-        // A namespace relabelled may be one a cluster repository's policy selects, or
-        // no longer does.
-        .watches_shared_stream(cluster.namespace_changes(), move |namespace| {
-            let name = namespace.name_any();
-            releases_of_namespace
-                .state()
-                .into_iter()
-                .filter(|r| {
-                    r.namespace().as_deref() == Some(name.as_str())
-                        && r.spec.repository_ref.kind == crate::api::RepositoryKind::ClusterModelRepository
-                })
-                .map(|r| ObjectRef::from_obj(&*r))
-                .collect::<Vec<_>>()
-        })
-        // Finished gate checks wake their release, and so do verdicts that arrived or
-        // changed.
-        .reconcile_on(gates_done)
-        .reconcile_on(trust_wakers.releases)
-        .reconcile_on(cluster.woken(namespace.clone()))
-        .shutdown_on_signal()
-        .graceful_shutdown_on(stopped(stop))
-        .run(release::reconcile, release::error_policy, context)
-        .for_each(|_| async {});
-    async move {
-        futures::future::join(repository_controller, release_controller).await;
-        drop((tasks, view));
     }
 }
