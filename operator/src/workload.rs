@@ -4,7 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{PodTemplateSpec, Service, Volume, VolumeMount};
+use k8s_openapi::{
+    api::core::v1::{
+        Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, KeyToPath, PodTemplateSpec,
+        ResourceRequirements, SeccompProfile, SecurityContext, Service, Volume, VolumeMount,
+    },
+    apimachinery::pkg::api::resource::Quantity,
+};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
@@ -130,11 +136,53 @@ pub fn replica_set(
         .get_or_insert_with(Default::default)
         .insert(ANNOTATION_MODEL_SHA256.into(), revision.sha256.into());
 
-    let (pin_name, pin_key) = &trust.pin;
+    let model = &revision.model;
+    let (mounts, volumes) = trust_files(trust);
+    let fetch = fetch_container(fetch_image, fetch_arguments(trust, revision, floors)?, mounts);
+    // `check` refused a template without a spec.
+    let spec = template.spec.get_or_insert_with(Default::default);
+    spec.init_containers.get_or_insert_with(Vec::new).insert(0, fetch);
+    // Only the complete, verified directory: the download's staging lies beside it.
+    let model_mount = VolumeMount {
+        name: MODEL_VOLUME.into(),
+        mount_path: release.spec.model.mount_path.clone(),
+        read_only: Some(true),
+        sub_path: Some(MODEL_DIR.into()),
+        ..Default::default()
+    };
+    for container in &mut spec.containers {
+        container.volume_mounts.get_or_insert_with(Vec::new).push(model_mount.clone());
+    }
+    spec.volumes.get_or_insert_with(Vec::new).extend(volumes);
+
+    Ok(json!({
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": name(&release_name, revision.hash),
+            "labels": labels,
+            "annotations": {ANNOTATION_MODEL_SHA256: revision.sha256, "modelgate.dev/target": model.display()},
+            "ownerReferences": [owner],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {LABEL_RELEASE: release_name, LABEL_HASH: revision.hash}},
+            "template": template,
+        }
+    }))
+}
+
+/// The arguments of the pod's `modelgate fetch`: the repository as the pod reaches it
+/// (files mounted by `trust_files`), the floors, and the verified revision to match.
+fn fetch_arguments(
+    trust: &TrustFiles<'_>,
+    revision: &Revision,
+    floors: crate::trust::Floors,
+) -> Result<Vec<String>, Refused> {
     let url = |u: &str| {
         reqwest::Url::parse(u).map_err(|e| Refused(vec![format!("the repository's URL {u:?} is not a URL: {e}")]))
     };
-    let mut fetch_args = crate::fetch_command::Fetch {
+    let mut fetch = crate::fetch_command::Fetch {
         repository: crate::fetch_command::Repository {
             metadata_url: url(&trust.repository.metadata_url)?,
             targets_url: url(&trust.repository.targets_url)?,
@@ -158,75 +206,91 @@ pub fn replica_set(
         files: usize::try_from(revision.files).unwrap_or(0),
         out: FETCH_OUT.into(),
     };
-    let model = &revision.model;
-    fetch_args.repository.select(model);
-    let args = fetch_args.to_args();
+    fetch.repository.select(&revision.model);
+    Ok(fetch.to_args())
+}
+
+/// The fetch container's mounts and the pod's volumes: the model's empty directory, the
+/// pin, the trust record and the CA bundle. The pin is what the security team wrote;
+/// the record is only a record, verified from the pin in the pod as in the operator
+/// (optional: absent before the first refresh, and then the pod walks the roots from
+/// the server).
+fn trust_files(trust: &TrustFiles<'_>) -> (Vec<VolumeMount>, Vec<Volume>) {
+    let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..Default::default()
+    };
+    let config_map = |name: &str, files: &[(&str, &str)], optional: bool| ConfigMapVolumeSource {
+        name: name.into(),
+        items: Some(
+            files
+                .iter()
+                .map(|(key, path)| KeyToPath { key: (*key).into(), path: (*path).into(), ..Default::default() })
+                .collect(),
+        ),
+        optional: optional.then_some(true),
+        ..Default::default()
+    };
+    let volume = |name: &str, source: ConfigMapVolumeSource| Volume {
+        name: name.into(),
+        config_map: Some(source),
+        ..Default::default()
+    };
+    let (pin_name, pin_key) = &trust.pin;
     let mut mounts = vec![
-        json!({"name": MODEL_VOLUME, "mountPath": FETCH_OUT}),
-        json!({"name": PIN_VOLUME, "mountPath": PIN_DIR, "readOnly": true}),
-        json!({"name": TRUST_VOLUME, "mountPath": TRUST_DIR, "readOnly": true}),
+        mount(MODEL_VOLUME, FETCH_OUT, false),
+        mount(PIN_VOLUME, PIN_DIR, true),
+        mount(TRUST_VOLUME, TRUST_DIR, true),
     ];
-    // The pin is what the security team wrote; the chain is only a record, verified
-    // from the pin in the pod as in the operator (optional: absent before the first
-    // refresh, and then the pod walks the roots from the server).
     let mut volumes = vec![
-        json!({"name": MODEL_VOLUME, "emptyDir": {}}),
-        json!({"name": PIN_VOLUME, "configMap": {"name": pin_name, "items": [{"key": pin_key, "path": PIN_FILE}]}}),
-        json!({"name": TRUST_VOLUME, "configMap": {"name": trust.record, "optional": true,
-               "items": [{"key": STATE_CHAIN_KEY, "path": STATE_CHAIN_KEY},
-                         {"key": STATE_FLOORS_KEY, "path": STATE_FLOORS_KEY}]}}),
+        Volume { name: MODEL_VOLUME.into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
+        volume(PIN_VOLUME, config_map(pin_name, &[(pin_key, PIN_FILE)], false)),
+        volume(
+            TRUST_VOLUME,
+            config_map(
+                &trust.record,
+                &[(STATE_CHAIN_KEY, STATE_CHAIN_KEY), (STATE_FLOORS_KEY, STATE_FLOORS_KEY)],
+                true,
+            ),
+        ),
     ];
     if let Some((name, key)) = &trust.ca {
-        mounts.push(json!({"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": true}));
-        volumes
-            .push(json!({"name": CA_VOLUME, "configMap": {"name": name, "items": [{"key": key, "path": "ca.crt"}]}}));
+        mounts.push(mount(CA_VOLUME, CA_DIR, true));
+        volumes.push(volume(CA_VOLUME, config_map(name, &[(key, "ca.crt")], false)));
     }
-    let fetch = json!({
-        "name": FETCH_CONTAINER,
-        "image": fetch_image,
-        "args": args,
-        "volumeMounts": mounts,
-        // The reason a fetch refused the model shows in `kubectl describe pod`.
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
-        "securityContext": {
-            "runAsNonRoot": true, "runAsUser": 65532, "readOnlyRootFilesystem": true,
-            "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"}
-        },
-        "env": [{"name": "TMPDIR", "value": FETCH_OUT}],
-    });
-    fn typed<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, Refused> {
-        serde_json::from_value(v).map_err(|e| Refused(vec![format!("cannot render the pod: {e}")]))
-    }
-    // `check` refused a template without a spec.
-    let spec = template.spec.get_or_insert_with(Default::default);
-    spec.init_containers.get_or_insert_with(Vec::new).insert(0, typed(fetch)?);
-    // Only the complete, verified directory: the download's staging lies beside it.
-    let model_mount: VolumeMount = typed(json!({
-        "name": MODEL_VOLUME, "mountPath": release.spec.model.mount_path, "readOnly": true, "subPath": MODEL_DIR
-    }))?;
-    for container in &mut spec.containers {
-        container.volume_mounts.get_or_insert_with(Vec::new).push(model_mount.clone());
-    }
-    let volumes: Vec<Volume> = volumes.into_iter().map(typed).collect::<Result<_, _>>()?;
-    spec.volumes.get_or_insert_with(Vec::new).extend(volumes);
+    (mounts, volumes)
+}
 
-    Ok(json!({
-        "apiVersion": "apps/v1",
-        "kind": "ReplicaSet",
-        "metadata": {
-            "name": name(&release_name, revision.hash),
-            "labels": labels,
-            "annotations": {ANNOTATION_MODEL_SHA256: revision.sha256, "modelgate.dev/target": model.display()},
-            "ownerReferences": [owner],
-        },
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {LABEL_RELEASE: release_name, LABEL_HASH: revision.hash}},
-            "template": template,
-        }
-    }))
+/// The `modelgate fetch` init container: least privilege, small, its refusal shown in
+/// `kubectl describe pod`.
+fn fetch_container(image: &str, args: Vec<String>, mounts: Vec<VolumeMount>) -> Container {
+    let quantity = |q: &str| Quantity(q.into());
+    Container {
+        name: FETCH_CONTAINER.into(),
+        image: Some(image.into()),
+        args: Some(args),
+        volume_mounts: Some(mounts),
+        // The reason a fetch refused the model shows in `kubectl describe pod`.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        resources: Some(ResourceRequirements {
+            requests: Some([("cpu".into(), quantity("50m")), ("memory".into(), quantity("32Mi"))].into()),
+            limits: Some([("memory".into(), quantity("128Mi"))].into()),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65532),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+            ..Default::default()
+        }),
+        env: Some(vec![EnvVar { name: "TMPDIR".into(), value: Some(FETCH_OUT.into()), value_from: None }]),
+        ..Default::default()
+    }
 }
 
 /// The fingerprint of a pod template as the API server holds it (its defaults filled
