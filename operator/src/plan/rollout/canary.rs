@@ -165,10 +165,8 @@ impl Planner<'_> {
             "revision {revision} is stalled: {why}; it is the first revision, so there is nothing to roll back to: \
              its pods are kept and the rollout continues when they become Ready (fix the cause, or delete the release)"
         );
-        if !self.condition_is(PROGRESSING, ConditionStatus::False, DEADLINE_EXCEEDED) {
-            self.note(true, EventReason::ProgressDeadlineExceeded, message.clone());
-        }
-        self.set_condition(PROGRESSING, false, DEADLINE_EXCEEDED, message.clone());
+        let event = EventReason::ProgressDeadlineExceeded;
+        self.raise(PROGRESSING, false, DEADLINE_EXCEEDED, event, message.clone(), message.clone());
         self.set_condition(DEGRADED, true, DEADLINE_EXCEEDED, message.clone());
         self.stalled = Some(message);
     }

@@ -249,10 +249,7 @@ impl Planner<'_> {
         let message = format!("the pod template is refused: {refusal}; nothing was deployed{serving}");
         // A message listing several problems gets more room, still bounded.
         let message = truncated(&message, 2000);
-        if !self.condition_is(ACCEPTED, ConditionStatus::False, REASON) {
-            self.note(true, EventReason::PodRefused, message.clone());
-        }
-        self.set_condition(ACCEPTED, false, REASON, message.clone());
+        self.raise(ACCEPTED, false, REASON, EventReason::PodRefused, message.clone(), message.clone());
         self.set_condition(DEGRADED, true, REASON, message.clone());
         self.set_phase(Phase::Rejected, message);
     }
@@ -277,10 +274,7 @@ impl Planner<'_> {
             ),
             1000,
         );
-        if !self.condition_is(FOREIGN_WORKLOADS, ConditionStatus::True, "NotControlled") {
-            self.note(true, EventReason::ForeignWorkload, message.clone());
-        }
-        self.set_condition(FOREIGN_WORKLOADS, true, "NotControlled", message);
+        self.raise(FOREIGN_WORKLOADS, true, "NotControlled", EventReason::ForeignWorkload, message.clone(), message);
     }
 
     /// ReplicaSets of this release whose pod template someone else changed: said once,
@@ -311,10 +305,7 @@ impl Planner<'_> {
         }
         message.push_str("; pods made from a changed template keep running until replaced: delete them");
         let message = truncated(&message, 1000);
-        if !self.condition_is(WORKLOAD_CHANGED, ConditionStatus::True, REASON) {
-            self.note(true, EventReason::WorkloadChanged, message.clone());
-        }
-        self.set_condition(WORKLOAD_CHANGED, true, REASON, message);
+        self.raise(WORKLOAD_CHANGED, true, REASON, EventReason::WorkloadChanged, message.clone(), message);
     }
 
     /// Whether the release's Service is modelgate's to apply.
@@ -325,10 +316,8 @@ impl Planner<'_> {
         }
         match self.obs.service_conflict.clone() {
             Some(conflict) => {
-                if !self.condition_is(SERVICE_READY, ConditionStatus::False, "ServiceNotOwned") {
-                    self.note(true, EventReason::ServiceNotOwned, conflict.clone());
-                }
-                self.set_condition(SERVICE_READY, false, "ServiceNotOwned", conflict);
+                let event = EventReason::ServiceNotOwned;
+                self.raise(SERVICE_READY, false, "ServiceNotOwned", event, conflict.clone(), conflict);
             }
             None => {
                 let message = format!("Service {:?} selects every revision's pods", self.name);
@@ -407,6 +396,16 @@ impl Planner<'_> {
     fn set_condition(&mut self, type_: &str, status: bool, reason: &str, message: String) {
         let c = condition(type_, status, reason, message, self.generation, self.now);
         set_condition(&mut self.status.conditions, c);
+    }
+
+    /// Sets a condition that needs a person's eye, and says it as a warning Event only
+    /// when it changes (another status or reason): one Event per change, not one per
+    /// reconcile. `said` is the Event's text.
+    fn raise(&mut self, type_: &str, status: bool, reason: &str, event: EventReason, said: String, message: String) {
+        if !self.condition_is(type_, status.into(), reason) {
+            self.note(true, event, said);
+        }
+        self.set_condition(type_, status, reason, message);
     }
 
     fn set_verified(&mut self, status: ConditionStatus, reason: &str, message: String) {

@@ -46,10 +46,7 @@ impl Planner<'_> {
                 "revision {} failed: {message}; automatic rollback is off: abort (modelgate.dev/abort) or fix it",
                 canary.revision.number
             );
-            if !self.condition_is(DEGRADED, ConditionStatus::True, reason) {
-                self.note(true, EventReason::RollbackNeeded, message.clone());
-            }
-            self.set_condition(DEGRADED, true, reason, message.clone());
+            self.raise(DEGRADED, true, reason, EventReason::RollbackNeeded, message.clone(), message.clone());
             return self.set_phase(Phase::Paused, message);
         }
         self.status.canary = None;

@@ -78,10 +78,7 @@ impl Planner<'_> {
             return false;
         }
         let message = format!("{message}; onRevocation is Alert, so it keeps serving");
-        if !self.condition_is(TRUST_DEGRADED, ConditionStatus::True, &reason) {
-            self.note(true, EventReason::TrustDegraded, message.clone());
-        }
-        self.set_condition(TRUST_DEGRADED, true, &reason, message);
+        self.raise(TRUST_DEGRADED, true, &reason, EventReason::TrustDegraded, message.clone(), message);
         false
     }
 
@@ -115,14 +112,8 @@ impl Planner<'_> {
         self.wake_for_gates();
         let Some(Failure { reason, message }) = failure else { return };
         if !self.spec.rollback.automatic {
-            if !self.condition_is(DEGRADED, ConditionStatus::True, &reason) {
-                self.note(
-                    true,
-                    EventReason::RollbackNeeded,
-                    format!("revision {} failed after promotion: {message}", stable.revision.number),
-                );
-            }
-            return self.set_condition(DEGRADED, true, &reason, message);
+            let said = format!("revision {} failed after promotion: {message}", stable.revision.number);
+            return self.raise(DEGRADED, true, &reason, EventReason::RollbackNeeded, said, message);
         }
         match self.rollback_candidate(&stable.revision.hash) {
             Some(candidate) => self.revert_to(candidate, &reason, format!("after promotion: {message}")),
@@ -131,10 +122,7 @@ impl Planner<'_> {
                     "revision {} failed after promotion ({message}); no earlier trusted revision",
                     stable.revision.number
                 );
-                if !self.condition_is(DEGRADED, ConditionStatus::True, &reason) {
-                    self.note(true, EventReason::RollbackImpossible, message.clone());
-                }
-                self.set_condition(DEGRADED, true, &reason, message);
+                self.raise(DEGRADED, true, &reason, EventReason::RollbackImpossible, message.clone(), message);
             }
         }
     }
