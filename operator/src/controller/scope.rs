@@ -55,9 +55,10 @@ pub(super) fn scope(
     let view = shared.metrics.watch(releases.clone(), repositories.clone());
     let (gates, gates_done) = gate_runner::GateRunner::new();
     let (trust, trust_wakers) = TrustCache::new();
+    let reporter = Reporter { controller: "modelgate".into(), instance: std::env::var("POD_NAME").ok() };
     let context = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter()),
-        reporter: reporter(),
+        recorder: Recorder::new(client.clone(), reporter.clone()),
+        reporter,
         client: client.clone(),
         trust,
         stores: Stores { repositories: repositories.clone(), replica_sets, pods, services, synced },
@@ -95,10 +96,6 @@ pub(super) fn scope(
         futures::future::join(repository_controller, release_controller).await;
         drop((tasks, view));
     }
-}
-
-fn reporter() -> Reporter {
-    Reporter { controller: "modelgate".into(), instance: std::env::var("POD_NAME").ok() }
 }
 
 /// What a scope watches: the stores reconciles read, and the streams of changes that
