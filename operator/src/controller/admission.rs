@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use axum::{Router, body::Bytes, extract::DefaultBodyLimit, routing::post};
+use axum::{Router, body::Body, routing::post};
 use axum_server::tls_rustls::RustlsConfig;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
@@ -48,9 +48,19 @@ const REVIEWS_AT_ONCE: usize = 4;
 /// Longest a review may take here, well under the API server's timeout (the chart's 5 s).
 const REVIEW_DEADLINE: Duration = Duration::from_secs(3);
 
-/// One review, judged on a blocking thread once a slot is free; its answer as JSON.
-async fn judged(views: Arc<Views>, slots: Arc<tokio::sync::Semaphore>, body: Bytes) -> Option<Vec<u8>> {
+/// One review, read and judged once a slot is free (judged on a blocking thread); its
+/// answer as JSON. The body is read only inside a slot, so at most `REVIEWS_AT_ONCE`
+/// bodies are held, and a sender that trickles holds its slot only until the deadline.
+async fn judged(views: Arc<Views>, slots: Arc<tokio::sync::Semaphore>, body: Body) -> Option<Vec<u8>> {
     let _slot = slots.acquire_owned().await.ok()?;
+    let body = match axum::body::to_bytes(body, MAX_REVIEW_BYTES).await {
+        Ok(body) => body,
+        Err(e) => {
+            let refused =
+                format!("modelgate could not read the admission review (at most {MAX_REVIEW_BYTES} bytes): {e}");
+            return serde_json::to_vec(&AdmissionResponse::invalid(refused).into_review()).ok();
+        }
+    };
     tokio::task::spawn_blocking(move || serde_json::to_vec(&views.review(&body)).ok()).await.ok().flatten()
 }
 
@@ -183,24 +193,22 @@ pub async fn serve(client: Client, settings: AdmissionSettings, views: Arc<Views
     // is reachable from the pod network, and a flood of large reviews must not starve
     // the reconciles, the Lease or the probes.
     let slots = Arc::new(tokio::sync::Semaphore::new(REVIEWS_AT_ONCE));
-    let app = Router::new()
-        .route(
-            "/validate-modelrelease",
-            post(move |body: Bytes| {
-                let (views, slots) = (views.clone(), slots.clone());
-                async move {
-                    let review = match tokio::time::timeout(REVIEW_DEADLINE, judged(views, slots, body)).await {
-                        Ok(Some(review)) => review,
-                        _ => {
-                            let busy = "modelgate is too busy to review this request; retry";
-                            serde_json::to_vec(&AdmissionResponse::invalid(busy).into_review()).unwrap_or_default()
-                        }
-                    };
-                    ([(axum::http::header::CONTENT_TYPE, "application/json")], review)
-                }
-            }),
-        )
-        .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES));
+    let app = Router::new().route(
+        "/validate-modelrelease",
+        post(move |body: Body| {
+            let (views, slots) = (views.clone(), slots.clone());
+            async move {
+                let review = match tokio::time::timeout(REVIEW_DEADLINE, judged(views, slots, body)).await {
+                    Ok(Some(review)) => review,
+                    _ => {
+                        let busy = "modelgate is too busy to review this request; retry";
+                        serde_json::to_vec(&AdmissionResponse::invalid(busy).into_review()).unwrap_or_default()
+                    }
+                };
+                ([(axum::http::header::CONTENT_TYPE, "application/json")], review)
+            }
+        }),
+    );
     info!(address = %settings.address, "admission webhook serving");
     let handle = axum_server::Handle::<std::net::SocketAddr>::new();
     let stopping = handle.clone();
