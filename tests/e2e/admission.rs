@@ -266,3 +266,129 @@ async fn a_certificate_rotation_under_load_loses_no_admission() -> anyhow::Resul
     })
     .await
 }
+
+/// A replica standing by (leader election) judges models from trust caches of its own,
+/// refreshed read-only: an unsigned target and a revoked one are refused by it, it
+/// writes nothing while it stands by, and while it takes the lease over no answer is a
+/// model let through unjudged.
+#[tokio::test]
+async fn a_replica_standing_by_judges_models_as_the_leader_does() -> anyhow::Result<()> {
+    let _crds = crds_shared().await?;
+    with_temp_ns("admission-standby", |client, ns| async move {
+        let repo = ModelRepo::new("fraud", &["1.0", "2.0"])?;
+        repo.register(&client, &ns).await?;
+        let (leader_port, standby_port) = (free_port()?, free_port()?);
+        // The API server calls only the replica that stands by.
+        let config = configure(&client, &ns, standby_port, "Fail").await?;
+        let elect = ["--leader-elect", "--leader-election-namespace", ns.as_str()];
+        let start = |port: u16| {
+            let args = [webhook_args(&ns, port, &config), elect.map(String::from).to_vec()].concat();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Operator::start(Some(&ns), &args)
+        };
+        let leader = start(leader_port)?;
+        eventually("the first replica leading", WAIT, || async {
+            Ok(leader.logs().contains("leader election won").then_some(()))
+        })
+        .await?;
+        let standby = start(standby_port)?;
+        let result = async {
+            answering(&ns).await?;
+            let refused = |target: &'static str| {
+                let ns = ns.clone();
+                async move {
+                    let manifest = release("fraud", target, 1, json!({}))?;
+                    eventually(&format!("{target} refused by the replica standing by"), WAIT, || async {
+                        let (ok, said) = apply(&ns, &manifest, &["--dry-run=server"])?;
+                        Ok((!ok).then_some(said))
+                    })
+                    .await
+                }
+            };
+            let said = refused("fraud/9.9/model.onnx").await?;
+            assert!(said.contains("spec.model.target: fraud/9.9/model.onnx is not trusted by ml-models"), "{said}");
+            // Signed models go through, without a warning once the standby has loaded them
+            // (the first look starts the load).
+            for target in [V1, V2] {
+                let manifest = release("fraud", target, 1, json!({}))?;
+                eventually(&format!("{target} admitted without a warning"), WAIT, || async {
+                    let (ok, said) = apply(&ns, &manifest, &["--dry-run=server"])?;
+                    assert!(ok, "{said}");
+                    Ok((!said.contains("Warning")).then_some(()))
+                })
+                .await?;
+            }
+            // Revoked after the standby loaded it: refused once a refresh has seen it.
+            repo.remove(&[V2])?;
+            let said = refused(V2).await?;
+            assert!(said.contains("spec.model.target: fraud/2.0/model.onnx is not trusted by ml-models"), "{said}");
+            assert!(!standby.logs().contains("leader election won"), "{}", standby.logs());
+            // Nothing written by the standby: every Event of the namespace is the leader's
+            // (the repository's refreshes), and the standby logged no write.
+            assert!(!standby.logs().contains("repository event"), "{}", standby.logs());
+
+            // The leader goes; while the standby takes the lease and fills its caches, and
+            // after its standby view stopped, every answer on the unsigned model is a
+            // refusal.
+            drop(leader);
+            let unsigned = release("fraud", "fraud/9.9/model.onnx", 1, json!({}))?;
+            let mut answers = 0;
+            let until = Instant::now() + WAIT;
+            let mut leading_since = None;
+            while leading_since.is_none_or(|at: Instant| at.elapsed() < Duration::from_secs(5)) {
+                anyhow::ensure!(Instant::now() < until, "the standby did not take the lease over");
+                let (ok, said) = apply(&ns, &unsigned, &["--dry-run=server"])?;
+                assert!(!ok && said.contains("is not trusted by ml-models"), "answer {answers}: {said}");
+                answers += 1;
+                if leading_since.is_none() && standby.logs().contains("the standby trust view stopped") {
+                    leading_since = Some(Instant::now());
+                }
+            }
+            assert!(answers > 10, "{answers} answers");
+            assert!(standby.logs().contains("leader election won"));
+            Ok(())
+        }
+        .await;
+        let configs: Api<ValidatingWebhookConfiguration> = Api::all(client);
+        configs.delete(&config, &DeleteParams::default()).await?;
+        result.map_err(|e: anyhow::Error| anyhow::anyhow!("{e:#}\n--- standby's log ---\n{}", standby.logs()))
+    })
+    .await
+}
+
+/// Clients on the pod network that open connections to the webhook and send nothing
+/// hold at most 128 of them, each at most a few seconds: the ones beyond are closed at
+/// once, the rest when the handshake's deadline passes, and reviews are answered again.
+#[tokio::test]
+async fn idle_connections_to_the_webhook_are_capped_and_closed() -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
+    admission_test("admission-idle", "Fail", |client, ns, _repo, operator, config| async move {
+        let _operator = operator;
+        answering(&ns).await?;
+        let configs: Api<ValidatingWebhookConfiguration> = Api::all(client);
+        let url =
+            configs.get(&config).await?.webhooks.unwrap_or_default()[0].client_config.url.clone().unwrap_or_default();
+        let port: u16 = url.trim_start_matches("https://127.0.0.1:").split('/').next().unwrap_or_default().parse()?;
+        let mut idle = Vec::new();
+        for _ in 0..200 {
+            idle.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await?);
+        }
+        // Each read ends when the server closes the connection (EOF or reset).
+        let opened = Instant::now();
+        let closed = futures::future::join_all(idle.into_iter().map(|mut c| async move {
+            let mut buf = [0u8; 16];
+            let ended = tokio::time::timeout(Duration::from_secs(30), c.read(&mut buf)).await;
+            ended.is_ok().then(|| opened.elapsed())
+        }))
+        .await;
+        let within = |s: u64| closed.iter().filter(|c| c.is_some_and(|at| at < Duration::from_secs(s))).count();
+        assert_eq!(closed.iter().filter(|c| c.is_none()).count(), 0, "every idle connection is closed: {closed:?}");
+        assert!(within(2) >= 72, "those beyond 128 closed at once: {} within 2 s", within(2));
+        assert!(within(10) == 200, "all within the handshake's deadline: {closed:?}");
+        // And the webhook answers.
+        let (ok, said) = apply(&ns, &privileged()?, &["--dry-run=server"])?;
+        assert!(!ok && said.contains("spec.template:"), "{said}");
+        Ok(())
+    })
+    .await
+}

@@ -1,8 +1,8 @@
 //! The admission webhook: `POST /validate-modelrelease` over HTTPS, on every replica.
 //! Answered from memory (`plan::admission::review` over the policies and the trust
 //! caches this replica holds): nothing on the request path waits on a network. A replica
-//! standing by holds no trust view: it still refuses what the policies forbid, and lets a
-//! model it cannot judge through with a warning (the leader's controller refuses it).
+//! standing by (leader election) answers from trust caches of its own, refreshed
+//! read-only (`Role::StandingBy`), so it judges models as the leader does.
 
 use std::{
     path::PathBuf,
@@ -45,6 +45,9 @@ pub enum Certificate {
 const MAX_REVIEW_BYTES: usize = 4 * 1024 * 1024;
 /// Reviews judged at once; the others wait for a slot until `REVIEW_DEADLINE`.
 const REVIEWS_AT_ONCE: usize = 4;
+/// Connections open at once (the API server keeps a few pooled per replica); one beyond
+/// is closed at once.
+const MAX_CONNECTIONS: usize = 128;
 /// Longest a review may take here, well under the API server's timeout (the chart's 5 s).
 const REVIEW_DEADLINE: Duration = Duration::from_secs(3);
 
@@ -52,7 +55,7 @@ const REVIEW_DEADLINE: Duration = Duration::from_secs(3);
 /// answer as JSON. The body is read only inside a slot, so at most `REVIEWS_AT_ONCE`
 /// bodies are held, and a sender that trickles holds its slot only until the deadline.
 async fn judged(views: Arc<Views>, slots: Arc<tokio::sync::Semaphore>, body: Body) -> Option<Vec<u8>> {
-    let _slot = slots.acquire_owned().await.ok()?;
+    let slot = slots.acquire_owned().await.ok()?;
     let body = match axum::body::to_bytes(body, MAX_REVIEW_BYTES).await {
         Ok(body) => body,
         Err(e) => {
@@ -61,7 +64,15 @@ async fn judged(views: Arc<Views>, slots: Arc<tokio::sync::Semaphore>, body: Bod
             return serde_json::to_vec(&AdmissionResponse::invalid(refused).into_review()).ok();
         }
     };
-    tokio::task::spawn_blocking(move || serde_json::to_vec(&views.review(&body)).ok()).await.ok().flatten()
+    // The slot goes with the judging: a review still judged when its deadline passed
+    // keeps its slot until done, so no more than `REVIEWS_AT_ONCE` ever run.
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        serde_json::to_vec(&views.review(&body)).ok()
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// The views the webhook answers from: the policies, and the scopes this replica runs
@@ -89,9 +100,26 @@ impl Views {
         scopes.push((namespace, Arc::downgrade(context)));
     }
 
-    fn context(&self, namespace: &str) -> Option<Arc<Context>> {
+    /// The scopes for `namespace` whose caches are filled, the newest first: while a
+    /// replica takes the lease, both its standby view and its leading one.
+    fn contexts(&self, namespace: &str) -> Vec<Arc<Context>> {
         let scopes = self.scopes.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        scopes.iter().filter(|(ns, _)| ns.as_deref().is_none_or(|ns| ns == namespace)).find_map(|(_, c)| c.upgrade())
+        scopes
+            .iter()
+            .rev()
+            .filter(|(ns, _)| ns.as_deref().is_none_or(|ns| ns == namespace))
+            .filter_map(|(_, c)| c.upgrade())
+            .filter(|c| c.stores.ready() && c.cluster.ready())
+            .collect()
+    }
+
+    /// Whether every leading scope has its caches filled and a verdict from every
+    /// repository it sees: the standby view is then no longer needed.
+    pub fn leading_warm(&self) -> bool {
+        let scopes = self.scopes.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let leading: Vec<_> =
+            scopes.iter().filter_map(|(_, c)| c.upgrade()).filter(|c| c.role == super::Role::Leading).collect();
+        !leading.is_empty() && leading.iter().all(|c| c.warm())
     }
 
     /// The answer to one request.
@@ -102,22 +130,26 @@ impl Views {
             return response;
         }
         let namespace = request.namespace.clone().or_else(|| new.namespace()).unwrap_or_default();
-        let (repository, verdict) = match self.context(&namespace) {
-            Some(ctx) if ctx.stores.ready() => {
-                let mut spec_only = new.clone();
-                spec_only.status = None;
-                spec_only.metadata.name =
-                    Some(request.name.clone()).filter(|n| !n.is_empty()).or(new.metadata.name.clone());
-                let (found, source) = release::repository_of(&ctx, &spec_only, &namespace);
-                let verdict = match (&found, &source) {
-                    (plan::Repository::Found { .. }, Some(source)) => {
-                        Some(release::spec_verdict(&ctx, &spec_only, &namespace, source, Timestamp::now()))
-                    }
-                    _ => None,
-                };
-                (Some(found), verdict)
-            }
-            _ => (None, None),
+        let mut spec_only = new.clone();
+        spec_only.status = None;
+        spec_only.metadata.name = Some(request.name.clone()).filter(|n| !n.is_empty()).or(new.metadata.name.clone());
+        // The first view that knows the model (asking each starts its load); none: the
+        // newest's answer.
+        let mut judged = self.contexts(&namespace).into_iter().map(|ctx| {
+            let (found, source) = release::repository_of(&ctx, &spec_only, &namespace);
+            let verdict = match (&found, &source) {
+                (plan::Repository::Found { .. }, Some(source)) => {
+                    Some(release::spec_verdict(&ctx, &spec_only, &namespace, source, Timestamp::now()))
+                }
+                _ => None,
+            };
+            (Some(found), verdict)
+        });
+        let newest = judged.next().unwrap_or((None, None));
+        let (repository, verdict) = if matches!(newest.1, Some(plan::Verdict::Unknown { .. })) {
+            judged.find(|(_, v)| !matches!(v, Some(plan::Verdict::Unknown { .. }))).unwrap_or(newest)
+        } else {
+            newest
         };
         let facts = Facts { pod_policy: &self.pod_policy, gate_policy: &self.gate_policy, repository, verdict };
         let answer = plan::admission::review(new, request.old_object.as_ref(), &namespace, &facts);
@@ -153,16 +185,19 @@ impl Views {
 /// port opens, and looked at again every `serving_cert::RELOAD`.
 pub async fn serve(client: Client, settings: AdmissionSettings, views: Arc<Views>) -> Result<(), Error> {
     // Until a certificate is in hand nothing is served; a conflict with another replica
-    // issuing at the same moment, or an API server not reachable yet, is retried.
-    let (cert, key) = loop {
+    // issuing at the same moment, an API server not reachable yet, or files that do not
+    // hold a usable pair yet (cert-manager not done) are retried.
+    let (tls, (cert, key)) = loop {
         match load(&client, &settings.certificate, true).await {
-            Ok(Some(pair)) => break pair,
+            Ok(Some(pair)) => match serving_cert::server_config(&pair.0, &pair.1) {
+                Ok(config) => break (RustlsConfig::from_config(config), pair),
+                Err(e) => warn!(error = %e, "webhook certificate not usable; retrying"),
+            },
             Ok(None) => {}
             Err(e) => warn!(error = %e, "webhook certificate not loaded yet; retrying"),
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
     };
-    let tls = RustlsConfig::from_config(server_config(&cert, &key)?);
     let reloading = tls.clone();
     let certificate = settings.certificate.clone();
     tokio::spawn(async move {
@@ -176,7 +211,7 @@ pub async fn serve(client: Client, settings: AdmissionSettings, views: Arc<Views
         loop {
             tokio::time::sleep(period).await;
             match load(&client, &certificate, false).await {
-                Ok(Some(pair)) if pair != served => match server_config(&pair.0, &pair.1) {
+                Ok(Some(pair)) if pair != served => match serving_cert::server_config(&pair.0, &pair.1) {
                     Ok(config) => {
                         reloading.reload_from_config(config);
                         info!("webhook certificate reloaded");
@@ -217,7 +252,11 @@ pub async fn serve(client: Client, settings: AdmissionSettings, views: Arc<Views
         // In-flight reviews finish; the API server retries none, so none is cut.
         stopping.graceful_shutdown(Some(Duration::from_secs(5)));
     });
-    axum_server::bind_rustls(settings.address, tls)
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls).handshake_timeout(REVIEW_DEADLINE);
+    axum_server::bind(settings.address)
+        .acceptor(super::connections::Capped::new(acceptor, MAX_CONNECTIONS))
+        // A connection that sends no whole request in time is closed.
+        .first_request_timeout(REVIEW_DEADLINE)
         .handle(handle)
         .serve(app.into_make_service())
         .await
@@ -241,21 +280,4 @@ async fn load(client: &Client, certificate: &Certificate, first: bool) -> Result
             Ok(Some((read(cert)?, read(key)?)))
         }
     }
-}
-
-/// TLS 1.2 and 1.3 with the one crypto provider of the binary (aws-lc-rs).
-fn server_config(cert: &str, key: &str) -> Result<Arc<rustls::ServerConfig>, Error> {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-    let bad = |what: &str, e: &dyn std::fmt::Display| Error::Certificate(format!("the webhook's {what}: {e}"));
-    let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad("certificate is not PEM", &e))?;
-    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| bad("key is not PEM", &e))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| bad("TLS versions", &e))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| bad("certificate and key do not match", &e))?;
-    Ok(Arc::new(config))
 }

@@ -58,6 +58,7 @@ pub struct Cluster {
 }
 
 struct Ctx {
+    role: super::Role,
     client: Client,
     cluster: Arc<Cluster>,
     recorder: Recorder,
@@ -71,6 +72,7 @@ impl Cluster {
         client: &Client,
         settings: &super::Settings,
         metrics: &Arc<Metrics>,
+        role: super::Role,
     ) -> (Arc<Self>, impl Future<Output = ()> + Send + 'static) {
         let namespace = settings.trust_namespace.clone();
         let selected = match &settings.cluster_repository_selector {
@@ -102,6 +104,7 @@ impl Cluster {
         });
         let reporter = Reporter { controller: "modelgate".into(), instance: std::env::var("POD_NAME").ok() };
         let ctx = Arc::new(Ctx {
+            role,
             client: client.clone(),
             cluster: cluster.clone(),
             recorder: Recorder::new(client.clone(), reporter),
@@ -154,6 +157,13 @@ impl Cluster {
     /// Whether this installation serves cluster repositories at all.
     pub fn enabled(&self) -> bool {
         self.enabled.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether every cluster repository has been refreshed, trusted or not, since this
+    /// view started.
+    pub fn refreshed(&self) -> bool {
+        !self.enabled()
+            || self.repositories.state().iter().filter_map(|r| r.uid()).all(|uid| self.trust.has_verdict(&uid))
     }
 
     pub fn repository(&self, name: &str) -> Option<Arc<ClusterModelRepository>> {
@@ -234,6 +244,7 @@ async fn reconcile(repo: Arc<ClusterModelRepository>, ctx: Arc<Ctx>) -> Result<A
     let name = repo.name_any();
     let uid = repo.uid().ok_or(Error::NoUid { kind: "ClusterModelRepository" })?;
     let place = repository::Place {
+        role: ctx.role,
         configmaps: Api::namespaced(ctx.client.clone(), &cluster.namespace),
         record: record_name(&name),
         api: Api::all(ctx.client.clone()),

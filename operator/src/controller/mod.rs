@@ -7,6 +7,7 @@ pub mod admission;
 mod api_endpoints;
 mod cache;
 mod cluster;
+mod connections;
 mod error;
 pub mod gate_runner;
 mod index;
@@ -43,8 +44,20 @@ use scope::scope;
 pub use serving_cert::{LIFETIME as CERTIFICATE_LIFETIME, Place as ServingCertPlace};
 pub use settings::{LeaderElection, Namespaces, Settings};
 
-/// What every scope of this process shares.
+/// What a process does with its scopes: leads (reconciles and writes), or stands by
+/// (leader election) with a read-only trust view, so that its admission webhook judges
+/// models as the leader would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Leading,
+    /// Repositories are refreshed into this replica's own trust caches; nothing is
+    /// written (no status, trust record, copy or Event) and releases are not watched.
+    StandingBy,
+}
+
+/// What every scope of this process (in one role) shares.
 pub struct Shared {
+    pub role: Role,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Cluster repositories.
     pub cluster: Arc<cluster::Cluster>,
@@ -54,6 +67,7 @@ pub struct Shared {
 
 /// Shared by every reconcile.
 pub struct Context {
+    pub role: Role,
     pub client: Client,
     /// Repeated events (a repository unreachable at every refresh) become one series.
     pub recorder: Recorder,
@@ -75,6 +89,15 @@ pub struct Context {
     pub written: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
+impl Context {
+    /// Whether this scope's caches are filled and every repository it sees (cluster
+    /// repositories too) has been refreshed, trusted or not, since it started.
+    fn warm(&self) -> bool {
+        let refreshed = self.stores.repository_uids().iter().all(|uid| self.trust.has_verdict(uid));
+        self.stores.ready() && self.cluster.ready() && refreshed && self.cluster.refreshed()
+    }
+}
+
 /// In-memory views of what releases own, kept current by watches (no list per reconcile).
 pub struct Stores {
     repositories: Store<ModelRepository>,
@@ -94,6 +117,20 @@ pub struct Stores {
 type Synced = Arc<std::sync::atomic::AtomicBool>;
 
 impl Stores {
+    /// A replica standing by watches repositories only: the other stores stay empty,
+    /// and count as filled.
+    fn of_repositories(repositories: Store<ModelRepository>, synced: Synced) -> Self {
+        let filled = || Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let owned = || OwnerIndex::default();
+        Stores {
+            repositories,
+            replica_sets: (kube::runtime::reflector::store().0, owned()),
+            pods: (kube::runtime::reflector::store().0, owned()),
+            services: kube::runtime::reflector::store().0,
+            synced: [filled(), synced, filled(), filled(), filled()],
+        }
+    }
+
     /// Whether every watch has delivered its first full list.
     pub fn ready(&self) -> bool {
         self.synced.iter().all(|s| s.load(std::sync::atomic::Ordering::Acquire))
@@ -167,6 +204,10 @@ pub async fn ensure_crds_installed(client: &Client, namespace: Option<&str>) -> 
     Ok(())
 }
 
+/// Longest the standby view outlives the lease's taking once the leading caches are
+/// filled, when a repository's first refresh takes long (a server trickling, failing).
+const STANDBY_OVERLAP: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Runs the controllers until SIGTERM or Ctrl-C.
 pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
     // One scope per listed namespace, or one for the whole cluster; namespaces picked
@@ -200,55 +241,88 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
             }
         });
     }
-    let leader = settings
-        .leader_election
-        .as_ref()
-        .map(|le| leader::Leader::new(Api::namespaced(client.clone(), &le.namespace), &le.name, &le.identity));
-    if let Some(leader) = &leader {
-        // A follower is ready: it serves its purpose (standing by). Once leading, it is
-        // ready again when its caches are filled.
-        metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
-        // A follower stops at once when asked to (it holds nothing).
-        tokio::select! {
-            won = leader.acquire() => won?,
-            () = terminated() => {
-                info!("modelgate operator stopped while standing by");
-                return Ok(());
+    // Gates may reach nothing until the API server's own addresses are known; the
+    // webhook of a replica standing by judges gate addresses by them too.
+    tokio::spawn(api_endpoints::watch(client.clone(), settings.gate_policy.egress.api_endpoints.clone()));
+    let serving = Serving { client: client.clone(), settings, metrics: metrics.clone(), views, scopes };
+    let Some(leader) = &serving.settings.leader_election else {
+        serving.serve(Role::Leading).await;
+        info!("modelgate operator stopped");
+        return Ok(());
+    };
+    let leader =
+        leader::Leader::new(Api::namespaced(client.clone(), &leader.namespace), &leader.name, &leader.identity);
+    // A follower is ready: it serves its purpose (standing by, its webhook answering from
+    // its own trust view). Once leading, it is ready again when its caches are filled.
+    metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    let standby = tokio::spawn(serving.clone().serve(Role::StandingBy));
+    // A follower stops at once when asked to (it holds nothing).
+    tokio::select! {
+        won = leader.acquire() => won?,
+        () = terminated() => {
+            standby.abort();
+            info!("modelgate operator stopped while standing by");
+            return Ok(());
+        }
+    }
+    metrics.ready.store(false, std::sync::atomic::Ordering::Relaxed);
+    // The standby's trust view keeps answering what the leading one does not know yet
+    // (the webhook asks the newest view first), until every leading scope has refreshed
+    // each of its repositories once, or `STANDBY_OVERLAP` after its caches are filled.
+    let (filled, views) = (metrics.clone(), serving.views.clone());
+    tokio::spawn(async move {
+        let step = std::time::Duration::from_millis(100);
+        let mut overlap = std::time::Duration::ZERO;
+        while !filled.ready.load(std::sync::atomic::Ordering::Relaxed)
+            || !(views.leading_warm() || overlap >= STANDBY_OVERLAP)
+        {
+            tokio::time::sleep(step).await;
+            if filled.ready.load(std::sync::atomic::Ordering::Relaxed) {
+                overlap += step;
             }
         }
-        metrics.ready.store(false, std::sync::atomic::Ordering::Relaxed);
+        standby.abort();
+        info!(warm = views.leading_warm(), "the standby trust view stopped: the leading one answers alone");
+    });
+    tokio::select! {
+        () = serving.serve(Role::Leading) => leader.release().await,
+        lost = leader.hold() => return Err(lost),
     }
+    info!("modelgate operator stopped");
+    Ok(())
+}
 
-    // Gates may reach nothing until the API server's own addresses are known.
-    tokio::spawn(api_endpoints::watch(client.clone(), settings.gate_policy.egress.api_endpoints.clone()));
-    let (cluster, cluster_controller) = cluster::Cluster::start(&client, &settings, &metrics);
-    let shared = Shared { metrics: metrics.clone(), cluster, admission: views };
-    let controllers = async {
+/// What the scopes of one role are made from.
+#[derive(Clone)]
+struct Serving {
+    client: Client,
+    settings: Settings,
+    metrics: Arc<crate::metrics::Metrics>,
+    views: Arc<admission::Views>,
+    /// One per listed namespace, or one for the whole cluster (`None`).
+    scopes: Vec<Option<String>>,
+}
+
+impl Serving {
+    /// The cluster repositories and every scope in `role`, until SIGTERM.
+    async fn serve(self, role: Role) {
+        let Serving { client, settings, metrics, views, scopes } = self;
+        let (cluster, cluster_controller) = cluster::Cluster::start(&client, &settings, &metrics, role);
+        let shared = Shared { role, metrics, cluster, admission: views };
         let scopes = async {
             if let Namespaces::Labelled(selector) = &settings.namespaces {
                 namespaces::serve_labelled(&client, selector, &settings, &shared).await;
             } else {
-                let unready = Some(Arc::new(std::sync::atomic::AtomicUsize::new(scopes.len())));
+                // Only the leading scopes make the operator ready (a follower already is).
+                let unready =
+                    (role == Role::Leading).then(|| Arc::new(std::sync::atomic::AtomicUsize::new(scopes.len())));
                 let scopes = scopes.into_iter().map(|ns| scope(&client, ns, &settings, &shared, unready.clone(), None));
                 futures::future::join_all(scopes).await;
             }
         };
         // Both stop on SIGTERM; the cluster repositories serve as long as any scope.
         futures::future::join(scopes, cluster_controller).await;
-    };
-    match &leader {
-        None => {
-            controllers.await;
-        }
-        Some(leader) => {
-            tokio::select! {
-                _ = controllers => leader.release().await,
-                lost = leader.hold() => return Err(lost),
-            }
-        }
     }
-    info!("modelgate operator stopped");
-    Ok(())
 }
 
 /// SIGTERM (the kubelet stopping the pod) or Ctrl-C.

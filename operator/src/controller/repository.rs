@@ -58,6 +58,8 @@ impl Repository for ClusterModelRepository {
 
 /// Where one repository's things are, and who it reports to.
 pub struct Place<'a, K: Repository> {
+    /// Standing by: refreshed into `trust` only, nothing written.
+    pub role: super::Role,
     /// ConfigMaps of the pin, the CA bundle and the trust record.
     pub configmaps: Api<ConfigMap>,
     /// Name of the trust record's ConfigMap.
@@ -82,6 +84,7 @@ pub async fn reconcile(repo: Arc<ModelRepository>, ctx: Arc<Context>) -> Result<
     let ns = repo.namespace().ok_or(Error::NoNamespace { kind: "ModelRepository" })?;
     forget_deleted(&ctx);
     let place = Place {
+        role: ctx.role,
         configmaps: Api::namespaced(ctx.client.clone(), &ns),
         record: state_configmap(&repo.name_any()),
         api: Api::namespaced(ctx.client.clone(), &ns),
@@ -116,6 +119,11 @@ pub async fn refresh<K: Repository>(
     let (refresh, kept) = verify(repo, trust, &uid, &observed, now).await;
     // Plan.
     let plan = plan::plan(repo.trust_status(), repo.meta().generation, &refresh, interval, now);
+    if place.role == super::Role::StandingBy {
+        // The leader writes and reports; this replica keeps what it verified (in `trust`),
+        // for its admission webhook.
+        return Ok(Action::requeue(until_next(trust, &uid, plan.refresh_in)));
+    }
     // Write: the root chain first, so status never claims a root we lost.
     if let (Some(kept), Ok((pinned, ca_bundle))) = (&kept, observed.inputs) {
         let (chain, floors) = record_chain(repo, place, kept, observed.record.as_ref(), &plan.status).await?;

@@ -1,9 +1,10 @@
 //! One scope: the watches, the shared context and the two controllers of one namespace
-//! (or of the whole cluster), in the order they are wired up.
+//! (or of the whole cluster), in the order they are wired up; or, on a replica standing
+//! by, its repositories refreshed read-only for the admission webhook.
 
 use std::{future::Future, sync::Arc};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::{
     Client, ResourceExt,
@@ -17,7 +18,7 @@ use kube::{
 use tokio::task::JoinSet;
 
 use super::{
-    Context, Settings, Shared, Stop, Stores, Synced, TrustCache, api,
+    Context, Role, Settings, Shared, Stop, Stores, Synced, TrustCache, api,
     cache::{self, CachedPod, CachedReplicaSet},
     gate_runner,
     index::OwnerIndex,
@@ -46,6 +47,82 @@ pub(super) fn scope(
     shared: &Shared,
     unready: Option<Arc<std::sync::atomic::AtomicUsize>>,
     stop: Option<Stop>,
+) -> futures::future::BoxFuture<'static, ()> {
+    match shared.role {
+        Role::Leading => leading(client, namespace, settings, shared, unready, stop).boxed(),
+        Role::StandingBy => standing_by(client, namespace, settings, shared, stop).boxed(),
+    }
+}
+
+/// A replica standing by: the repositories of the scope refreshed into a trust cache of
+/// its own, which its admission webhook judges models by as the leader's would. Nothing
+/// of releases is watched and nothing is written (`repository::refresh` in this role).
+fn standing_by(
+    client: &Client,
+    namespace: Option<String>,
+    settings: &Settings,
+    shared: &Shared,
+    stop: Option<Stop>,
+) -> impl Future<Output = ()> + use<> {
+    let (repositories, [changes], synced, watch) = shared_reflector(
+        api::<ModelRepository>(client, namespace.as_deref()),
+        watcher::Config::default(),
+        |_| {},
+        None,
+    );
+    let (trust, trust_wakers) = TrustCache::new();
+    let stores = Stores::of_repositories(repositories.clone(), synced);
+    let context = context(client, settings, shared, trust, stores, gate_runner::GateRunner::new().0);
+    shared.admission.serve(namespace, &context);
+    let controller = Controller::for_shared_stream(changes, repositories)
+        .shutdown_on_signal()
+        .graceful_shutdown_on(stopped(stop))
+        .reconcile_on(trust_wakers.repositories)
+        .run(repository::reconcile, |repo, error, ctx| repository::error_policy(repo, error, &ctx.metrics), context)
+        .for_each(|_| async {});
+    async move {
+        tokio::select! {
+            () = controller => {}
+            () = watch => {}
+        }
+    }
+}
+
+/// The context of one scope's reconciles.
+fn context(
+    client: &Client,
+    settings: &Settings,
+    shared: &Shared,
+    trust: TrustCache,
+    stores: Stores,
+    gates: gate_runner::GateRunner,
+) -> Arc<Context> {
+    let reporter = Reporter { controller: "modelgate".into(), instance: std::env::var("POD_NAME").ok() };
+    Arc::new(Context {
+        role: shared.role,
+        recorder: Recorder::new(client.clone(), reporter.clone()),
+        reporter,
+        client: client.clone(),
+        trust,
+        stores,
+        fetch_image: settings.fetch_image.clone(),
+        metrics: shared.metrics.clone(),
+        gates,
+        pod_policy: settings.pod_policy.clone(),
+        gate_policy: settings.gate_policy.clone(),
+        cluster: shared.cluster.clone(),
+        namespaced_repositories: settings.namespaced_repositories,
+        written: std::sync::Mutex::default(),
+    })
+}
+
+fn leading(
+    client: &Client,
+    namespace: Option<String>,
+    settings: &Settings,
+    shared: &Shared,
+    unready: Option<Arc<std::sync::atomic::AtomicUsize>>,
+    stop: Option<Stop>,
 ) -> impl Future<Output = ()> + use<> {
     let ns = namespace.as_deref();
     // The scope's own tasks: aborted when it ends.
@@ -55,22 +132,8 @@ pub(super) fn scope(
     let view = shared.metrics.watch(releases.clone(), repositories.clone());
     let (gates, gates_done) = gate_runner::GateRunner::new();
     let (trust, trust_wakers) = TrustCache::new();
-    let reporter = Reporter { controller: "modelgate".into(), instance: std::env::var("POD_NAME").ok() };
-    let context = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter.clone()),
-        reporter,
-        client: client.clone(),
-        trust,
-        stores: Stores { repositories: repositories.clone(), replica_sets, pods, services, synced },
-        fetch_image: settings.fetch_image.clone(),
-        metrics: shared.metrics.clone(),
-        gates,
-        pod_policy: settings.pod_policy.clone(),
-        gate_policy: settings.gate_policy.clone(),
-        cluster: shared.cluster.clone(),
-        namespaced_repositories: settings.namespaced_repositories,
-        written: std::sync::Mutex::default(),
-    });
+    let stores = Stores { repositories: repositories.clone(), replica_sets, pods, services, synced };
+    let context = context(client, settings, shared, trust, stores, gates);
     shared.admission.serve(namespace.clone(), &context);
     if let Some(unready) = unready {
         tasks.spawn(report_ready(context.clone(), unready));

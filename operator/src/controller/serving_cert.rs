@@ -9,7 +9,7 @@
 //! certificate is served only once the API server has had time to see that bundle, and
 //! the old CA leaves the bundle at the next rotation.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::{
     ByteString,
@@ -108,7 +108,9 @@ const NOT_AFTER: &str = "modelgate.dev/not-after";
 const NAMES: &str = "modelgate.dev/names";
 const SERVE_AFTER: &str = "modelgate.dev/serve-after";
 
-/// The Secret's pair, the names it was issued for, and when it may be served.
+/// The Secret's pair, the names it was issued for, and when it may be served; `None`
+/// when it is missing, incomplete or cannot be served (not PEM, a key that is not the
+/// certificate's): such a pair is issued again rather than stopping the webhook.
 fn read(secret: &Secret) -> Option<(Pair, String, i64)> {
     let data = secret.data.as_ref()?;
     let text = |k: &str| data.get(k).and_then(|b| String::from_utf8(b.0.clone()).ok());
@@ -119,6 +121,10 @@ fn read(secret: &Secret) -> Option<(Pair, String, i64)> {
         ca_bundle: text(BUNDLE)?,
         not_after: annotations.get(NOT_AFTER)?.parse().ok()?,
     };
+    if let Err(e) = server_config(&pair.cert, &pair.key) {
+        warn!(error = %e, "the webhook's certificate Secret holds a pair that cannot be served; issuing a new one");
+        return None;
+    }
     let serve_after = annotations.get(SERVE_AFTER).and_then(|a| a.parse().ok()).unwrap_or(0);
     Some((pair, annotations.get(NAMES).cloned().unwrap_or_default(), serve_after))
 }
@@ -226,6 +232,23 @@ async fn set_bundle(client: &Client, place: &Place, bundle: &str) -> Result<(), 
     Ok(())
 }
 
+/// TLS 1.2 and 1.3 with the one crypto provider of the binary (aws-lc-rs).
+pub fn server_config(cert: &str, key: &str) -> Result<Arc<rustls::ServerConfig>, Error> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let bad = |what: &str, e: &dyn std::fmt::Display| Error::Certificate(format!("the webhook's {what}: {e}"));
+    let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("certificate is not PEM", &e))?;
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| bad("key is not PEM", &e))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("TLS versions", &e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| bad("certificate and key do not match", &e))?;
+    Ok(Arc::new(config))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,5 +271,34 @@ mod tests {
         let third = issue(&names, later, LIFETIME, Some(&second.ca_bundle)).unwrap();
         assert_eq!(third.ca_bundle.matches("BEGIN CERTIFICATE").count(), 2, "never more than two");
         assert!(!third.ca_bundle.contains(&first.ca_bundle));
+    }
+
+    fn secret(pair: &Pair) -> Secret {
+        let data = [(CERT, &pair.cert), (KEY, &pair.key), (BUNDLE, &pair.ca_bundle)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), ByteString(v.clone().into_bytes())))
+            .collect();
+        let annotations = [(NOT_AFTER.to_string(), pair.not_after.to_string()), (NAMES.to_string(), "a.svc".into())];
+        Secret {
+            metadata: ObjectMeta { annotations: Some(annotations.into()), ..Default::default() },
+            data: Some(data),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_secret_whose_pair_cannot_be_served_is_read_as_none_and_so_issued_again() {
+        let names = vec!["a.svc".to_string()];
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let good = issue(&names, now, LIFETIME, None).unwrap();
+        assert!(read(&secret(&good)).is_some_and(|(pair, ..)| pair == good));
+        let other = issue(&names, now, LIFETIME, None).unwrap();
+        for bad in [
+            Pair { cert: "not PEM".into(), ..good.clone() },
+            Pair { key: "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".into(), ..good.clone() },
+            Pair { key: other.key.clone(), ..good.clone() },
+        ] {
+            assert!(read(&secret(&bad)).is_none(), "{bad:?}");
+        }
     }
 }
