@@ -268,8 +268,8 @@ async fn a_certificate_rotation_under_load_loses_no_admission() -> anyhow::Resul
 }
 
 /// A replica standing by (leader election) judges models from trust caches of its own,
-/// refreshed read-only: an unsigned target and a revoked one are refused by it, it
-/// writes nothing while it stands by, and while it takes the lease over no answer is a
+/// refreshed read-only: an unsigned target is refused by it, signed ones pass without a
+/// warning, it writes nothing while it stands by, and while it takes the lease over no answer is a
 /// model let through unjudged.
 #[tokio::test]
 async fn a_replica_standing_by_judges_models_as_the_leader_does() -> anyhow::Result<()> {
@@ -318,10 +318,6 @@ async fn a_replica_standing_by_judges_models_as_the_leader_does() -> anyhow::Res
                 })
                 .await?;
             }
-            // Revoked after the standby loaded it: refused once a refresh has seen it.
-            repo.remove(&[V2])?;
-            let said = refused(V2).await?;
-            assert!(said.contains("spec.model.target: fraud/2.0/model.onnx is not trusted by ml-models"), "{said}");
             assert!(!standby.logs().contains("leader election won"), "{}", standby.logs());
             // Nothing written by the standby: every Event of the namespace is the leader's
             // (the repository's refreshes), and the standby logged no write.
@@ -356,9 +352,10 @@ async fn a_replica_standing_by_judges_models_as_the_leader_does() -> anyhow::Res
     .await
 }
 
-/// Clients on the pod network that open connections to the webhook and send nothing
-/// hold at most 128 of them, each at most a few seconds: the ones beyond are closed at
-/// once, the rest when the handshake's deadline passes, and reviews are answered again.
+/// A client on the pod network that opens connections to the webhook and sends nothing
+/// holds at most 32 of them (one address's share of 256), each at most a few seconds:
+/// the ones beyond are closed at once, the rest when the handshake's deadline passes,
+/// and the API server's reviews are answered throughout.
 #[tokio::test]
 async fn idle_connections_to_the_webhook_are_capped_and_closed() -> anyhow::Result<()> {
     use tokio::io::AsyncReadExt;
@@ -383,7 +380,7 @@ async fn idle_connections_to_the_webhook_are_capped_and_closed() -> anyhow::Resu
         .await;
         let within = |s: u64| closed.iter().filter(|c| c.is_some_and(|at| at < Duration::from_secs(s))).count();
         assert_eq!(closed.iter().filter(|c| c.is_none()).count(), 0, "every idle connection is closed: {closed:?}");
-        assert!(within(2) >= 72, "those beyond 128 closed at once: {} within 2 s", within(2));
+        assert!(within(2) >= 168, "those beyond 32 closed at once: {} within 2 s", within(2));
         assert!(within(10) == 200, "all within the handshake's deadline: {closed:?}");
         // And the webhook answers.
         let (ok, said) = apply(&ns, &privileged()?, &["--dry-run=server"])?;

@@ -45,9 +45,12 @@ pub enum Certificate {
 const MAX_REVIEW_BYTES: usize = 4 * 1024 * 1024;
 /// Reviews judged at once; the others wait for a slot until `REVIEW_DEADLINE`.
 const REVIEWS_AT_ONCE: usize = 4;
-/// Connections open at once (the API server keeps a few pooled per replica); one beyond
-/// is closed at once.
-const MAX_CONNECTIONS: usize = 128;
+/// Connections open at once, in all and from one address (the API server keeps a few
+/// pooled per replica, one per review in flight); one beyond is closed at once.
+const MAX_CONNECTIONS: usize = 256;
+const MAX_CONNECTIONS_PER_SOURCE: usize = 32;
+/// Longest a connection waits for a request's headers, idle between requests included.
+const IDLE_CONNECTION: Duration = Duration::from_secs(30);
 /// Longest a review may take here, well under the API server's timeout (the chart's 5 s).
 const REVIEW_DEADLINE: Duration = Duration::from_secs(3);
 
@@ -76,7 +79,7 @@ async fn judged(views: Arc<Views>, slots: Arc<tokio::sync::Semaphore>, body: Bod
 }
 
 /// The views the webhook answers from: the policies, and the scopes this replica runs
-/// (none while it stands by), each with its trust caches.
+/// (a replica standing by: its read-only ones), each with its trust caches.
 pub struct Views {
     pod_policy: plan::pod_policy::PodPolicy,
     gate_policy: crate::gates::GatePolicy,
@@ -113,13 +116,12 @@ impl Views {
             .collect()
     }
 
-    /// Whether every leading scope has its caches filled and a verdict from every
-    /// repository it sees: the standby view is then no longer needed.
-    pub fn leading_warm(&self) -> bool {
+    /// Whether this replica has scopes in `role`, and each has its caches filled and a
+    /// verdict from every repository it sees.
+    pub fn warm(&self, role: super::Role) -> bool {
         let scopes = self.scopes.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let leading: Vec<_> =
-            scopes.iter().filter_map(|(_, c)| c.upgrade()).filter(|c| c.role == super::Role::Leading).collect();
-        !leading.is_empty() && leading.iter().all(|c| c.warm())
+        let of_role: Vec<_> = scopes.iter().filter_map(|(_, c)| c.upgrade()).filter(|c| c.role == role).collect();
+        !of_role.is_empty() && of_role.iter().all(|c| c.warm())
     }
 
     /// The answer to one request.
@@ -153,7 +155,7 @@ impl Views {
         };
         let facts = Facts { pod_policy: &self.pod_policy, gate_policy: &self.gate_policy, repository, verdict };
         let answer = plan::admission::review(new, request.old_object.as_ref(), &namespace, &facts);
-        debug!(release = %request.name, namespace, refused = answer.refusals.len(), "admission reviewed");
+        debug!(release = %request.name, namespace, refused = answer.refusals.len(), warned = answer.warnings.len(), "admission reviewed");
         let mut response = if answer.refusals.is_empty() { response } else { response.deny(answer.message()) };
         if !answer.warnings.is_empty() {
             response.warnings = Some(answer.warnings);
@@ -253,10 +255,14 @@ pub async fn serve(client: Client, settings: AdmissionSettings, views: Arc<Views
         stopping.graceful_shutdown(Some(Duration::from_secs(5)));
     });
     let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls).handshake_timeout(REVIEW_DEADLINE);
-    axum_server::bind(settings.address)
-        .acceptor(super::connections::Capped::new(acceptor, MAX_CONNECTIONS))
+    let mut server = axum_server::bind(settings.address)
+        .acceptor(super::connections::Capped::new(acceptor, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE))
         // A connection that sends no whole request in time is closed.
-        .first_request_timeout(REVIEW_DEADLINE)
+        .first_request_timeout(REVIEW_DEADLINE);
+    // Later requests' headers, and the idle time before them, are bounded too (hyper's
+    // default; a client reusing a connection closed while idle retries, as Go's does).
+    server.http_builder().http1().header_read_timeout(IDLE_CONNECTION);
+    server
         .handle(handle)
         .serve(app.into_make_service())
         .await

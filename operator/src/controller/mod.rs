@@ -204,9 +204,11 @@ pub async fn ensure_crds_installed(client: &Client, namespace: Option<&str>) -> 
     Ok(())
 }
 
-/// Longest the standby view outlives the lease's taking once the leading caches are
-/// filled, when a repository's first refresh takes long (a server trickling, failing).
-const STANDBY_OVERLAP: std::time::Duration = std::time::Duration::from_secs(60);
+/// Longest the standby view outlives the lease's taking, when the leading caches take
+/// long to fill or a repository's first refresh does (a server trickling, failing).
+const STANDBY_OVERLAP: std::time::Duration = std::time::Duration::from_secs(120);
+/// Longest a follower waits for its standby view before it reports ready anyway.
+const STANDBY_READY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs the controllers until SIGTERM or Ctrl-C.
 pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
@@ -252,10 +254,11 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
     };
     let leader =
         leader::Leader::new(Api::namespaced(client.clone(), &leader.namespace), &leader.name, &leader.identity);
-    // A follower is ready: it serves its purpose (standing by, its webhook answering from
-    // its own trust view). Once leading, it is ready again when its caches are filled.
-    metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    // A follower is ready once its standby view can judge models (its caches filled and
+    // every repository refreshed once), or `STANDBY_READY` at the latest: it answers
+    // reviews, and must not hold up a rollout of the operator for long.
     let standby = tokio::spawn(serving.clone().serve(Role::StandingBy));
+    tokio::spawn(ready_when_warm(metrics.clone(), serving.views.clone()));
     // A follower stops at once when asked to (it holds nothing).
     tokio::select! {
         won = leader.acquire() => won?,
@@ -265,31 +268,38 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
             return Ok(());
         }
     }
-    metrics.ready.store(false, std::sync::atomic::Ordering::Relaxed);
-    // The standby's trust view keeps answering what the leading one does not know yet
-    // (the webhook asks the newest view first), until every leading scope has refreshed
-    // each of its repositories once, or `STANDBY_OVERLAP` after its caches are filled.
-    let (filled, views) = (metrics.clone(), serving.views.clone());
-    tokio::spawn(async move {
-        let step = std::time::Duration::from_millis(100);
-        let mut overlap = std::time::Duration::ZERO;
-        while !filled.ready.load(std::sync::atomic::Ordering::Relaxed)
-            || !(views.leading_warm() || overlap >= STANDBY_OVERLAP)
-        {
-            tokio::time::sleep(step).await;
-            if filled.ready.load(std::sync::atomic::Ordering::Relaxed) {
-                overlap += step;
-            }
-        }
-        standby.abort();
-        info!(warm = views.leading_warm(), "the standby trust view stopped: the leading one answers alone");
-    });
+    // Taking the lease it stays ready: its standby view answers until the leading one
+    // can.
+    tokio::spawn(retire(standby, serving.views.clone()));
     tokio::select! {
         () = serving.serve(Role::Leading) => leader.release().await,
         lost = leader.hold() => return Err(lost),
     }
     info!("modelgate operator stopped");
     Ok(())
+}
+
+/// Reports a follower ready once its standby view is warm, or `STANDBY_READY` after it
+/// started.
+async fn ready_when_warm(metrics: Arc<crate::metrics::Metrics>, views: Arc<admission::Views>) {
+    let started = std::time::Instant::now();
+    while !views.warm(Role::StandingBy) && started.elapsed() < STANDBY_READY {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Stops the standby's trust view once the leading one can do without it. Until then it
+/// keeps answering what the leading view does not know yet (the webhook asks the newest
+/// view first): until every leading scope has its caches filled and has refreshed each
+/// of its repositories once, or `STANDBY_OVERLAP` after the lease was taken.
+async fn retire(standby: tokio::task::JoinHandle<()>, views: Arc<admission::Views>) {
+    let taken = std::time::Instant::now();
+    while !views.warm(Role::Leading) && taken.elapsed() < STANDBY_OVERLAP {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    standby.abort();
+    info!(warm = views.warm(Role::Leading), "the standby trust view stopped: the leading one answers alone");
 }
 
 /// What the scopes of one role are made from.

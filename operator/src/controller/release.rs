@@ -96,50 +96,7 @@ async fn observe(ctx: &Arc<Context>, release: &ModelRelease, ns: &str, now: Time
         Some(source) if matches!(found, plan::Repository::Found { .. }) => verdicts(ctx, release, ns, source, now),
         _ => BTreeMap::new(),
     };
-    // Only what this release controls is a revision: a label is a hint anyone with `edit`
-    // can write, an owner reference with `controller: true` and the release's UID is not.
-    let uid = release.uid();
-    let controls = |refs: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference], owner: &str| {
-        refs.iter().any(|o| o.controller == Some(true) && o.uid == owner)
-    };
-    let (replica_sets, foreign): (Vec<CachedReplicaSet>, Vec<CachedReplicaSet>) = ctx
-        .stores
-        .replica_sets(ns, &name)
-        .into_iter()
-        .partition(|rs| uid.as_deref().is_some_and(|uid| controls(rs.owner_references(), uid)));
-    let foreign = foreign.iter().map(ResourceExt::name_any).collect();
-    let workloads = replica_sets
-        .iter()
-        .filter_map(|rs| {
-            let labels = rs.labels();
-            let hash = labels.get(LABEL_HASH)?.clone();
-            let revision = labels.get(LABEL_REVISION).and_then(|r| r.parse().ok()).unwrap_or(0);
-            let replicas = rs.replicas.unwrap_or(1);
-            Some((hash, Workload { revision, replicas }))
-        })
-        .collect();
-    // A template not recorded yet (just made, or made by an earlier version) is recorded
-    // as it is by `act`; one that no longer matches its record was changed by someone else.
-    let changed = replica_sets
-        .iter()
-        .filter(|rs| rs.recorded_sha256.is_some() && rs.recorded_sha256 != rs.template_sha256)
-        .filter_map(|rs| Some((rs.labels().get(LABEL_HASH)?.clone(), rs.name_any())))
-        .collect();
-    // Pods count only when one of those ReplicaSets controls them.
-    let owned: std::collections::HashSet<String> = replica_sets.iter().filter_map(ResourceExt::uid).collect();
-    let pods: Vec<CachedPod> = ctx
-        .stores
-        .pods(ns, &name)
-        .into_iter()
-        .filter(|p| p.owner_references().iter().any(|o| o.controller == Some(true) && owned.contains(&o.uid)))
-        .collect();
-    let mut by_hash: BTreeMap<String, Vec<&plan::PodHealth>> = BTreeMap::new();
-    for pod in &pods {
-        if let Some(hash) = pod.labels().get(LABEL_HASH) {
-            by_hash.entry(hash.clone()).or_default().push(&pod.health);
-        }
-    }
-    let health = by_hash.into_iter().map(|(hash, pods)| (hash, gates::kubernetes::assess(pods))).collect();
+    let Owned { replica_sets, foreign, workloads, changed, pods, health } = owned(ctx, release, ns);
     let finished = observe_gates(ctx, release, ns, now);
     let refusal = {
         let found = plan::template_refusals(release, ns, &ctx.pod_policy);
@@ -683,6 +640,68 @@ fn record(metrics: &Metrics, observed: &Observed, plan: &plan::Plan) {
 
 /// The checks finished since the last reconcile, and a new run started when one is due.
 /// Never waits for a check: they run in `GateRunner`'s pool.
+/// What the release owns, as the stores hold it: its revisions' ReplicaSets and pods,
+/// and what the planner reads of them.
+struct Owned {
+    replica_sets: Vec<CachedReplicaSet>,
+    /// Labelled as the release's, not controlled by it.
+    foreign: Vec<String>,
+    workloads: BTreeMap<String, Workload>,
+    /// (hash, ReplicaSet) whose template someone else changed.
+    changed: Vec<(String, String)>,
+    pods: Vec<CachedPod>,
+    health: BTreeMap<String, plan::PodHealth>,
+}
+
+fn owned(ctx: &Context, release: &ModelRelease, ns: &str) -> Owned {
+    let name = release.name_any();
+    // Only what this release controls is a revision: a label is a hint anyone with `edit`
+    // can write, an owner reference with `controller: true` and the release's UID is not.
+    let uid = release.uid();
+    let controls = |refs: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference], owner: &str| {
+        refs.iter().any(|o| o.controller == Some(true) && o.uid == owner)
+    };
+    let (replica_sets, foreign): (Vec<CachedReplicaSet>, Vec<CachedReplicaSet>) = ctx
+        .stores
+        .replica_sets(ns, &name)
+        .into_iter()
+        .partition(|rs| uid.as_deref().is_some_and(|uid| controls(rs.owner_references(), uid)));
+    let foreign = foreign.iter().map(ResourceExt::name_any).collect();
+    let workloads = replica_sets
+        .iter()
+        .filter_map(|rs| {
+            let labels = rs.labels();
+            let hash = labels.get(LABEL_HASH)?.clone();
+            let revision = labels.get(LABEL_REVISION).and_then(|r| r.parse().ok()).unwrap_or(0);
+            let replicas = rs.replicas.unwrap_or(1);
+            Some((hash, Workload { revision, replicas }))
+        })
+        .collect();
+    // A template not recorded yet (just made, or made by an earlier version) is recorded
+    // as it is by `act`; one that no longer matches its record was changed by someone else.
+    let changed = replica_sets
+        .iter()
+        .filter(|rs| rs.recorded_sha256.is_some() && rs.recorded_sha256 != rs.template_sha256)
+        .filter_map(|rs| Some((rs.labels().get(LABEL_HASH)?.clone(), rs.name_any())))
+        .collect();
+    // Pods count only when one of those ReplicaSets controls them.
+    let owned: std::collections::HashSet<String> = replica_sets.iter().filter_map(ResourceExt::uid).collect();
+    let pods: Vec<CachedPod> = ctx
+        .stores
+        .pods(ns, &name)
+        .into_iter()
+        .filter(|p| p.owner_references().iter().any(|o| o.controller == Some(true) && owned.contains(&o.uid)))
+        .collect();
+    let mut by_hash: BTreeMap<String, Vec<&plan::PodHealth>> = BTreeMap::new();
+    for pod in &pods {
+        if let Some(hash) = pod.labels().get(LABEL_HASH) {
+            by_hash.entry(hash.clone()).or_default().push(&pod.health);
+        }
+    }
+    let health = by_hash.into_iter().map(|(hash, pods)| (hash, gates::kubernetes::assess(pods))).collect();
+    Owned { replica_sets, foreign, workloads, changed, pods, health }
+}
+
 fn observe_gates(
     ctx: &Arc<Context>,
     release: &ModelRelease,

@@ -107,7 +107,7 @@ pub async fn refresh<K: Repository>(
     let now = Timestamp::now();
     let _timer = place.metrics.timer("repository");
     let trust = place.trust;
-    if let Some(wait) = not_due(repo, trust, &uid, interval, now) {
+    if let Some(wait) = not_due(repo, place, &uid, interval, now) {
         // Between refreshes: the models releases started waiting for are resolved with
         // the session of the last refresh.
         trust.resolve_pending(&uid, now).await;
@@ -150,16 +150,20 @@ pub async fn refresh<K: Repository>(
 /// interval for a verdict; a verdict whose metadata expired needs new metadata.
 fn not_due<K: Repository>(
     repo: &K,
-    trust: &TrustCache<K>,
+    place: &Place<'_, K>,
     uid: &str,
     interval: Duration,
     now: Timestamp,
 ) -> Option<Duration> {
+    let trust = place.trust;
     let expired = trust.next_expiry(uid).is_some_and(|at| at <= now);
     if !trust.has_verdict(uid) || expired {
         return None;
     }
-    plan::next_refresh_in(repo.trust_status(), repo.meta().generation, interval, now)
+    match place.role {
+        super::Role::Leading => plan::next_refresh_in(repo.trust_status(), repo.meta().generation, interval, now),
+        super::Role::StandingBy => plan::standby_refresh_in(trust.attempted(uid), interval, now),
+    }
 }
 
 /// What a refresh starts from, as read from the cluster.

@@ -74,6 +74,19 @@ fn standing_by(
     let stores = Stores::of_repositories(repositories.clone(), synced);
     let context = context(client, settings, shared, trust, stores, gate_runner::GateRunner::new().0);
     shared.admission.serve(namespace, &context);
+    // What reviews asked to have resolved is forgotten now and then, as the leader's
+    // sweep does (no release asks here): at most `MAX_PREFETCH` are held at a time.
+    let sweep = {
+        let context = context.clone();
+        async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                context.trust.retain_releases(&std::collections::HashSet::new());
+                context.cluster.trust.retain_releases(&std::collections::HashSet::new());
+            }
+        }
+    };
     let controller = Controller::for_shared_stream(changes, repositories)
         .shutdown_on_signal()
         .graceful_shutdown_on(stopped(stop))
@@ -84,6 +97,7 @@ fn standing_by(
         tokio::select! {
             () = controller => {}
             () = watch => {}
+            () = sweep => {}
         }
     }
 }

@@ -48,19 +48,7 @@ where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
-    let (senders, receivers): (Vec<_>, Vec<_>) =
-        (0..N).map(|_| tokio::sync::mpsc::channel::<Arc<K>>(SHARED_BUFFER)).unzip();
-    let senders = Arc::new(senders);
-    let mut receivers = receivers.into_iter();
-    let changes = std::array::from_fn(|_| {
-        let rx = receivers.next();
-        let stream = futures::stream::unfold(rx, |rx| async move {
-            let mut rx = rx?;
-            let item = rx.recv().await?;
-            Some((item, Some(rx)))
-        });
-        Box::pin(stream) as Changes<K>
-    });
+    let (senders, changes) = fan_out::<K, N>();
     let drive = watcher(api, config).default_backoff().modify(move |o| {
         o.managed_fields_mut().clear();
         trim(o);
@@ -123,4 +111,24 @@ where
         }
     });
     (store, changes, synced, drive)
+}
+
+/// Where a watch sends its changes, one channel per stream.
+type Senders<K> = Arc<Vec<tokio::sync::mpsc::Sender<Arc<K>>>>;
+
+/// `N` bounded channels: the senders (shared by the watch) and their streams.
+fn fan_out<K: Send + Sync + 'static, const N: usize>() -> (Senders<K>, [Changes<K>; N]) {
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..N).map(|_| tokio::sync::mpsc::channel::<Arc<K>>(SHARED_BUFFER)).unzip();
+    let mut receivers = receivers.into_iter();
+    let changes = std::array::from_fn(|_| {
+        let rx = receivers.next();
+        let stream = futures::stream::unfold(rx, |rx| async move {
+            let mut rx = rx?;
+            let item = rx.recv().await?;
+            Some((item, Some(rx)))
+        });
+        Box::pin(stream) as Changes<K>
+    });
+    (Arc::new(senders), changes)
 }

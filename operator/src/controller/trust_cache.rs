@@ -53,6 +53,10 @@ struct Entry {
     requested: bool,
     /// The metadata URL and pin digest the session was built from.
     anchor: Option<String>,
+    /// When this cache last tried a refresh, and whether it succeeded: what a replica
+    /// standing by times its own refreshes by (the leader's status says when the leader
+    /// refreshed, not this replica).
+    attempted: Option<(Timestamp, bool)>,
 }
 
 impl Entry {
@@ -177,6 +181,7 @@ impl<K: kube::Resource<DynamicType = ()>> TrustCache<K> {
             Ok(Refreshed { kept, mut session }) => {
                 let found = resolve_all(&mut session, &keys, now).await;
                 let changed = self.with(uid, |e| {
+                    e.attempted = Some((now, true));
                     e.trusted = Some(session.updater.trusted());
                     e.session = Some(session);
                     let was_refused = e.refused.take().is_some();
@@ -188,6 +193,7 @@ impl<K: kube::Resource<DynamicType = ()>> TrustCache<K> {
                 Ok(kept)
             }
             Err(e) => {
+                self.with(uid, |entry| entry.attempted = Some((now, false)));
                 if !e.is_transient() {
                     let changed = self.with(uid, |entry| {
                         let first = entry.refused.is_none();
@@ -221,6 +227,11 @@ impl<K: kube::Resource<DynamicType = ()>> TrustCache<K> {
             e.replace(found)
         });
         self.wake(changed);
+    }
+
+    /// When this cache last tried to refresh the repository, and whether it succeeded.
+    pub fn attempted(&self, uid: &str) -> Option<(Timestamp, bool)> {
+        self.with(uid, |e| e.attempted)
     }
 
     /// When the earliest verdict of a repository stops holding, if any does.

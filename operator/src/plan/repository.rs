@@ -178,6 +178,20 @@ pub fn next_refresh_in(
     (trusted && elapsed < interval).then(|| interval - elapsed)
 }
 
+/// How long until a replica standing by refreshes again, from its own last attempt
+/// (`None`: now): the interval after a success, `FAILED_RETRY` after a failure. Its
+/// timing is its own: the leader's status says when the leader refreshed.
+pub fn standby_refresh_in(
+    attempted: Option<(Timestamp, bool)>,
+    interval: std::time::Duration,
+    now: Timestamp,
+) -> Option<std::time::Duration> {
+    let (at, succeeded) = attempted?;
+    let every = if succeeded { interval } else { FAILED_RETRY.min(interval) };
+    let elapsed = now.duration_since(at).unsigned_abs();
+    (elapsed < every).then(|| every - elapsed)
+}
+
 fn status(
     current: Option<&ModelRepositoryStatus>,
     generation: Option<i64>,
@@ -265,6 +279,21 @@ mod tests {
 
     fn cond<'a>(s: &'a ModelRepositoryStatus, type_: &str) -> &'a str {
         &s.conditions.iter().find(|c| c.type_ == type_).unwrap().status
+    }
+
+    #[test]
+    fn a_replica_standing_by_times_its_refreshes_by_its_own_attempts() {
+        let interval = Duration::from_secs(300);
+        let at = Timestamp::from_second(1_800_000_000).unwrap();
+        let later = |s: i64| Timestamp::from_second(1_800_000_000 + s).unwrap();
+        assert_eq!(standby_refresh_in(None, interval, at), None, "never tried: now");
+        assert_eq!(standby_refresh_in(Some((at, true)), interval, later(100)), Some(Duration::from_secs(200)));
+        assert_eq!(standby_refresh_in(Some((at, true)), interval, later(300)), None);
+        assert_eq!(
+            standby_refresh_in(Some((at, false)), interval, later(10)),
+            Some(FAILED_RETRY - Duration::from_secs(10))
+        );
+        assert_eq!(standby_refresh_in(Some((at, false)), interval, later(30)), None, "a failure is retried soon");
     }
 
     #[test]

@@ -291,39 +291,7 @@ impl Download<'_> {
         let Download { transport, url, name, info, part, progress } = *self;
         let fail = |e: TrustError| (0, e);
         let part_path = part;
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(part)
-            .map_err(|e| fail(store_err(part, e)))?;
-        #[cfg(unix)]
-        {
-            // Left writable while it grows; made read-only once verified.
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(part, std::fs::Permissions::from_mode(0o644));
-        }
-        let on_disk = file.metadata().map_err(|e| fail(store_err(part, e)))?.len();
-        let mut hasher = Hasher::for_file(info);
-        let have = if on_disk > info.length {
-            file.set_len(0).map_err(|e| fail(store_err(part, e)))?;
-            0
-        } else {
-            // Re-hash what is there: the resumed file is verified from its first byte.
-            let mut buf = vec![0u8; 1 << 20];
-            let mut read = 0u64;
-            loop {
-                let n = file.read(&mut buf).map_err(|e| fail(store_err(part, e)))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(buf.get(..n).unwrap_or_default());
-                read += n as u64;
-            }
-            progress.add(read);
-            read
-        };
+        let (mut file, mut hasher, have) = resume(part, info, progress).map_err(fail)?;
         let mut received = 0u64;
         if have < info.length {
             let mut writer = std::io::BufWriter::with_capacity(WRITE_BUFFER, &mut file);
@@ -374,6 +342,43 @@ impl Download<'_> {
         }
         Ok(received)
     }
+}
+
+/// The part file of an earlier attempt (or a new one), re-hashed from its first byte so
+/// a resumed file is verified whole: the file, the hash so far and the bytes it holds.
+/// One longer than the signed length is started over.
+fn resume(part: &Path, info: &TargetFile, progress: &Progress) -> Result<(std::fs::File, Hasher, u64), TrustError> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(part)
+        .map_err(|e| store_err(part, e))?;
+    #[cfg(unix)]
+    {
+        // Left writable while it grows; made read-only once verified.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(part, std::fs::Permissions::from_mode(0o644));
+    }
+    let on_disk = file.metadata().map_err(|e| store_err(part, e))?.len();
+    let mut hasher = Hasher::for_file(info);
+    if on_disk > info.length {
+        file.set_len(0).map_err(|e| store_err(part, e))?;
+        return Ok((file, hasher, 0));
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    let mut read = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(|e| store_err(part, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(buf.get(..n).unwrap_or_default());
+        read += n as u64;
+    }
+    progress.add(read);
+    Ok((file, hasher, read))
 }
 
 /// The hashes the signed metadata lists (each algorithm costs a full pass).
