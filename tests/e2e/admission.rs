@@ -268,8 +268,8 @@ async fn a_certificate_rotation_under_load_loses_no_admission() -> anyhow::Resul
 }
 
 /// A replica standing by (leader election) judges models from trust caches of its own,
-/// refreshed read-only: an unsigned target is refused by it, signed ones pass without a
-/// warning, it writes nothing while it stands by, and while it takes the lease over no answer is a
+/// refreshed read-only: an unsigned target and a revoked one are refused by it, signed
+/// ones pass without a warning, it writes nothing while it stands by, and while it takes the lease over no answer is a
 /// model let through unjudged.
 #[tokio::test]
 async fn a_replica_standing_by_judges_models_as_the_leader_does() -> anyhow::Result<()> {
@@ -318,6 +318,11 @@ async fn a_replica_standing_by_judges_models_as_the_leader_does() -> anyhow::Res
                 })
                 .await?;
             }
+            // Revoked after the standby loaded it: refused once a refresh has seen it (its
+            // copy of the metadata is older than the leader's floors by then).
+            repo.remove(&[V2])?;
+            let said = refused(V2).await?;
+            assert!(said.contains("spec.model.target: fraud/2.0/model.onnx is not trusted by ml-models"), "{said}");
             assert!(!standby.logs().contains("leader election won"), "{}", standby.logs());
             // Nothing written by the standby: every Event of the namespace is the leader's
             // (the repository's refreshes), and the standby logged no write.

@@ -248,6 +248,37 @@ async fn plain_http_and_floors_are_enforced() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A local copy older than the floors another process recorded (a replica standing by
+/// reads the leader's; `modelgate fetch --metadata-dir` may be given raised floors) gives
+/// way to the server's version at those floors: a model revoked in it is no longer
+/// vouched for by the old copy kept under the new number.
+#[tokio::test]
+async fn a_local_copy_older_than_the_floors_gives_way_to_the_newer_version() -> anyhow::Result<()> {
+    let root = scenarios()?;
+    let base = "ok_revoked_in_a_newer_version";
+    let pinned = std::fs::read(root.join(base).join("root.json"))?;
+    let server = Server::https(root)?;
+    let work = tempfile::tempdir()?;
+    let updater = |phase: &str, floors: Floors| -> anyhow::Result<Updater> {
+        let ca_bundle = Some(std::fs::read(server.ca.as_ref().context("https")?)?);
+        let transport = Transport::new(TransportOptions { ca_bundle, ..Default::default() })?;
+        let url = Url::parse(&server.url(&format!("{base}/{phase}/metadata/")))?;
+        Ok(Updater::new(Store::new(work.path())?, transport, url, Some(&pinned), floors, Timestamp::now())?)
+    };
+    let mut before = updater("phase1", Floors::default())?;
+    assert_eq!(before.refresh().await?.timestamp.0, 1);
+    before.target("fraud/2.0/model.onnx").await?;
+    // Another process trusted version 2 of everything; this one's copy is at 1.
+    let floors = Floors { timestamp: 2, snapshot: 2, targets: 2, ..Default::default() };
+    let mut after = updater("phase2", floors)?;
+    let trusted = after.refresh().await?;
+    assert_eq!((trusted.timestamp.0, trusted.snapshot.0, trusted.targets.0), (2, 2, 2));
+    let revoked = after.target("fraud/2.0/model.onnx").await.unwrap_err();
+    assert_eq!(revoked.reason(), Reason::UnknownTarget, "{revoked}");
+    after.target("fraud/1.0/model.onnx").await?;
+    Ok(())
+}
+
 fn sha256_of(path: &Path) -> String {
     hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &std::fs::read(path).unwrap()))
 }

@@ -269,6 +269,18 @@ def ok_same_version_timestamp_keeps_trusted(out):
     return r, {"target": "fraud/1.0/model.onnx", "phases": ["phase1", "phase2"], "error": None, "trusted": {"timestamp": 2, "snapshot": 1}}
 
 
+@scenario
+def ok_revoked_in_a_newer_version(out):
+    r = basic()
+    r.add_target("fraud/2.0/model.onnx")
+    r.publish(f"{out}/phase1")
+    # 2.0 revoked: the next targets, snapshot and timestamp no longer list it.
+    del r.targets.signed.targets["fraud/2.0/model.onnx"]
+    r.bump("targets", "snapshot", "timestamp")
+    r.publish(f"{out}/phase2")
+    return r, {"target": "fraud/1.0/model.onnx", "phases": ["phase1", "phase2"], "error": None, "trusted": {"timestamp": 2, "snapshot": 2, "targets": 2}}
+
+
 # --- refusals ---------------------------------------------------------------------------
 def expired(role):
     def build(out):

@@ -124,6 +124,36 @@ impl Views {
         !of_role.is_empty() && of_role.iter().all(|c| c.warm())
     }
 
+    /// Asks the leading views about every model reviews lately asked the standby views
+    /// about, so they resolve them before the standby views stop (`warm` waits for it).
+    pub fn hand_over(&self) {
+        let contexts: Vec<_> = {
+            let scopes = self.scopes.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            scopes.iter().filter_map(|(ns, c)| Some((ns.clone(), c.upgrade()?))).collect()
+        };
+        let now = Timestamp::now();
+        let of = |role| contexts.iter().filter(move |(_, c)| c.role == role);
+        for (_, standby) in of(super::Role::StandingBy) {
+            for (repository, uid) in standby.stores.repositories() {
+                let covering = of(super::Role::Leading)
+                    .filter(|(ns, _)| ns.is_none() || *ns == repository.namespace)
+                    .map(|(_, c)| c);
+                for (leading, key) in
+                    covering.flat_map(|c| standby.trust.reviewed(&uid).into_iter().map(move |k| (c, k)))
+                {
+                    leading.trust.peek(&repository, &uid, &key, now);
+                }
+            }
+            for (repository, uid) in standby.cluster.repositories() {
+                for (_, leading) in of(super::Role::Leading) {
+                    for key in standby.cluster.trust.reviewed(&uid) {
+                        leading.cluster.trust.peek(&repository, &uid, &key, now);
+                    }
+                }
+            }
+        }
+    }
+
     /// The answer to one request.
     fn answer(&self, request: &AdmissionRequest<ModelRelease>) -> AdmissionResponse {
         let response = AdmissionResponse::from(request);

@@ -113,7 +113,14 @@ impl Cluster {
         let controller = Controller::for_shared_stream(events, store)
             .reconcile_on(wakers.repositories)
             .shutdown_on_signal()
-            .run(reconcile, |repo, error, ctx| repository::error_policy(repo, error, &ctx.metrics), ctx)
+            .run(
+                reconcile,
+                |repo, error, ctx| {
+                    let counted = (ctx.role == super::Role::Leading).then_some(&*ctx.metrics);
+                    repository::error_policy(repo, error, counted)
+                },
+                ctx,
+            )
             .for_each(|_| async {});
         let (wake, changed, relabelled) = (cluster.wake.clone(), cluster.changed.clone(), cluster.relabelled.clone());
         // No receiver (no scope yet) is not an error: nobody waits.
@@ -159,11 +166,15 @@ impl Cluster {
         self.enabled.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Whether every cluster repository has been refreshed, trusted or not, since this
-    /// view started.
-    pub fn refreshed(&self) -> bool {
-        !self.enabled()
-            || self.repositories.state().iter().filter_map(|r| r.uid()).all(|uid| self.trust.has_verdict(&uid))
+    /// Whether every cluster repository has been refreshed since this view started,
+    /// with a verdict on every model asked about.
+    pub fn settled(&self) -> bool {
+        !self.enabled() || self.repositories.state().iter().filter_map(|r| r.uid()).all(|uid| self.trust.settled(&uid))
+    }
+
+    /// Every cluster repository that exists now, with its UID.
+    pub fn repositories(&self) -> Vec<(ObjectRef<ClusterModelRepository>, String)> {
+        self.repositories.state().iter().filter_map(|r| Some((ObjectRef::from_obj(&**r), r.uid()?))).collect()
     }
 
     pub fn repository(&self, name: &str) -> Option<Arc<ClusterModelRepository>> {

@@ -91,10 +91,11 @@ pub struct Context {
 
 impl Context {
     /// Whether this scope's caches are filled and every repository it sees (cluster
-    /// repositories too) has been refreshed, trusted or not, since it started.
+    /// repositories too) has been refreshed since it started, with a verdict on every
+    /// model asked about (`TrustCache::settled`).
     fn warm(&self) -> bool {
-        let refreshed = self.stores.repository_uids().iter().all(|uid| self.trust.has_verdict(uid));
-        self.stores.ready() && self.cluster.ready() && refreshed && self.cluster.refreshed()
+        let settled = self.stores.repository_uids().iter().all(|uid| self.trust.settled(uid));
+        self.stores.ready() && self.cluster.ready() && settled && self.cluster.settled()
     }
 }
 
@@ -143,6 +144,11 @@ impl Stores {
     /// UIDs of every repository that exists now.
     pub fn repository_uids(&self) -> std::collections::HashSet<String> {
         self.repositories.state().iter().filter_map(|r| r.uid()).collect()
+    }
+
+    /// Every repository that exists now, with its UID.
+    pub fn repositories(&self) -> Vec<(ObjectRef<ModelRepository>, String)> {
+        self.repositories.state().iter().filter_map(|r| Some((ObjectRef::from_obj(&**r), r.uid()?))).collect()
     }
 
     fn owned_by<K>((store, index): &(Store<K>, OwnerIndex), ns: &str, release: &str) -> Vec<K>
@@ -295,7 +301,13 @@ async fn ready_when_warm(metrics: Arc<crate::metrics::Metrics>, views: Arc<admis
 /// of its repositories once, or `STANDBY_OVERLAP` after the lease was taken.
 async fn retire(standby: tokio::task::JoinHandle<()>, views: Arc<admission::Views>) {
     let taken = std::time::Instant::now();
-    while !views.warm(Role::Leading) && taken.elapsed() < STANDBY_OVERLAP {
+    loop {
+        // What reviews asked the standby about is asked of the leading view too, which
+        // is warm only once it has resolved it.
+        views.hand_over();
+        if views.warm(Role::Leading) || taken.elapsed() >= STANDBY_OVERLAP {
+            break;
+        }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     standby.abort();

@@ -105,7 +105,8 @@ pub async fn refresh<K: Repository>(
     let uid = repo.uid().ok_or(Error::NoUid { kind: "repository" })?;
     let interval = repo.source().refresh_interval();
     let now = Timestamp::now();
-    let _timer = place.metrics.timer("repository");
+    // The leader's reconciles are what the metrics count; a standby's would double them.
+    let _timer = (place.role == super::Role::Leading).then(|| place.metrics.timer("repository"));
     let trust = place.trust;
     if let Some(wait) = not_due(repo, place, &uid, interval, now) {
         // Between refreshes: the models releases started waiting for are resolved with
@@ -289,8 +290,11 @@ async fn publish<K: Repository>(recorder: &Recorder, repo: &K, note: plan::Note)
     }
 }
 
-pub fn error_policy<K: Repository>(repo: Arc<K>, error: &Error, metrics: &Metrics) -> Action {
-    metrics.errors.get_or_create(&ErrorLabels { controller: "repository", kind: error.metric_label() }).inc();
+/// Logs a failed reconcile and retries it; `metrics` counts it (the leader's only).
+pub fn error_policy<K: Repository>(repo: Arc<K>, error: &Error, metrics: Option<&Metrics>) -> Action {
+    if let Some(metrics) = metrics {
+        metrics.errors.get_or_create(&ErrorLabels { controller: "repository", kind: error.metric_label() }).inc();
+    }
     warn!(repository = %repo.name_any(), error = %error, kind = error.metric_label(), "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(15))
 }

@@ -91,7 +91,7 @@ fn standing_by(
         .shutdown_on_signal()
         .graceful_shutdown_on(stopped(stop))
         .reconcile_on(trust_wakers.repositories)
-        .run(repository::reconcile, |repo, error, ctx| repository::error_policy(repo, error, &ctx.metrics), context)
+        .run(repository::reconcile, |repo, error, _| repository::error_policy(repo, error, None), context)
         .for_each(|_| async {});
     async move {
         tokio::select! {
@@ -162,7 +162,7 @@ fn leading(
         .reconcile_on(trust_wakers.repositories)
         .run(
             repository::reconcile,
-            |repo, error, ctx| repository::error_policy(repo, error, &ctx.metrics),
+            |repo, error, ctx| repository::error_policy(repo, error, Some(&ctx.metrics)),
             context.clone(),
         )
         // `error_policy` already logged each failure.

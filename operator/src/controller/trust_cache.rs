@@ -53,6 +53,9 @@ struct Entry {
     requested: bool,
     /// The metadata URL and pin digest the session was built from.
     anchor: Option<String>,
+    /// When admission reviews last asked about each model they asked about: what they
+    /// asked is kept while they keep asking (`REVIEWED_KEEP`), not dropped every sweep.
+    reviewed: HashMap<String, std::time::Instant>,
     /// When this cache last tried a refresh, and whether it succeeded: what a replica
     /// standing by times its own refreshes by (the leader's status says when the leader
     /// refreshed, not this replica).
@@ -115,6 +118,20 @@ impl<K: kube::Resource<DynamicType = ()>> TrustCache<K> {
         }
     }
 
+    /// The models admission reviews asked about lately.
+    pub fn reviewed(&self, uid: &str) -> Vec<String> {
+        self.with(uid, |e| e.reviewed.keys().cloned().collect())
+    }
+
+    /// Whether this repository was refreshed (trusted or refused) and every model asked
+    /// about has its verdict: a view in this state answers without "not verified yet".
+    pub fn settled(&self, uid: &str) -> bool {
+        self.with(uid, |e| {
+            (e.trusted.is_some() || e.refused.is_some())
+                && (e.refused.is_some() || e.wanted.keys().all(|k| e.verdicts.contains_key(k)))
+        })
+    }
+
     /// Whether a refresh of this repository succeeded or was refused since the operator
     /// started: without either, releases have no verdict to decide on.
     pub fn has_verdict(&self, uid: &str) -> bool {
@@ -131,8 +148,10 @@ impl<K: kube::Resource<DynamicType = ()>> TrustCache<K> {
     pub fn retain_releases(&self, live: &HashSet<ObjectRef<ModelRelease>>) {
         let mut map = self.repositories.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for entry in map.values_mut() {
-            entry.wanted.retain(|_, requesters| {
-                requesters.retain(|r| live.contains(r));
+            entry.reviewed.retain(|_, at| at.elapsed() < REVIEWED_KEEP);
+            let reviewed = &entry.reviewed;
+            entry.wanted.retain(|key, requesters| {
+                requesters.retain(|r| live.contains(r) || (*r == admission() && reviewed.contains_key(key)));
                 !requesters.is_empty()
             });
             let wanted = &entry.wanted;
@@ -286,6 +305,9 @@ impl<K: kube::Resource<DynamicType = ()>> TrustCache<K> {
             if !known && prefetching < MAX_PREFETCH {
                 e.wanted.entry(key.to_string()).or_default().insert(admission());
             }
+            if e.wanted.get(key).is_some_and(|r| r.contains(&admission())) {
+                e.reviewed.insert(key.to_string(), std::time::Instant::now());
+            }
             judge(e, key, now)
         });
         if request {
@@ -297,6 +319,8 @@ impl<K: kube::Resource<DynamicType = ()>> TrustCache<K> {
 
 /// Models resolved ahead for admission reviews, per repository at a time.
 const MAX_PREFETCH: usize = 64;
+/// How long a model reviews asked about stays resolved after the last review asked.
+const REVIEWED_KEEP: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Who asks on behalf of admission reviews: no release has an empty name, so it is
 /// never woken, and `retain_releases` forgets it (and what only it asked) within a minute.
@@ -449,8 +473,13 @@ mod tests {
             cache.peek(&repo, "uid", &format!("x/{i}/model.onnx"), now);
         }
         assert!(cache.with("uid", |e| e.wanted.len()) <= 2 + MAX_PREFETCH);
-        // And all of them are forgotten at the next sweep.
+        // Kept while reviews keep asking; forgotten at the first sweep after that.
+        cache.retain_releases(&[release("a")].into());
+        assert_eq!(cache.with("uid", |e| e.wanted.len()), 2 + MAX_PREFETCH, "asked moments ago");
+        let long_ago = std::time::Instant::now().checked_sub(REVIEWED_KEEP).unwrap();
+        cache.with("uid", |e| e.reviewed.values_mut().for_each(|at| *at = long_ago));
         cache.retain_releases(&[release("a")].into());
         assert_eq!(cache.with("uid", |e| e.wanted.len()), 2);
+        assert!(cache.with("uid", |e| e.reviewed.is_empty()));
     }
 }

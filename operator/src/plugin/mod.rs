@@ -149,41 +149,44 @@ impl Plugin {
                 }
                 annotate(&api, &name, &ns, ANNOTATION_RETRY, &token, "retrying").await
             }
-            Verb::Rollback { to_revision, .. } => {
-                // The planner's own rules: which revision, and whether it may serve again.
-                let status = release.status.clone().unwrap_or_default();
-                let stable = status.stable.as_ref().map(|s| s.revision.number);
-                let to = match to_revision {
-                    Some(n) => n,
-                    None => plan::previous_promoted(&status)
-                        .map(|h| h.revision.number)
-                        .ok_or_else(|| anyhow!("{name} has no earlier promoted revision to return to"))?,
-                };
-                let entry = plan::promoted_revision(&status, to).ok_or_else(|| {
-                    anyhow!("revision {to} of {name} was never promoted (kubectl modelgate history {name})")
-                })?;
-                if Some(to) != stable {
-                    let verdict = verify(&client, &ns, &release, &entry.revision.model()).await?;
-                    if let Some(why) = plan::untrusted_for_rollback(entry, &verdict) {
-                        bail!("refusing to roll back to revision {to}: {why}");
-                    }
-                }
-                annotate(
-                    &api,
-                    &name,
-                    &ns,
-                    ANNOTATION_ROLLBACK,
-                    &format!("{to}@{token}"),
-                    &format!("rolling back to revision {to}"),
-                )
-                .await
-            }
+            Verb::Rollback { to_revision, .. } => rollback(&client, &api, &ns, &release, to_revision, &token).await,
             Verb::Plan { run_gates, prometheus_namespace_label, .. } => {
                 let label = Some(prometheus_namespace_label).filter(|l| !l.is_empty());
                 view::plan(&client, &ns, &release, run_gates.then_some(label)).await
             }
         }
     }
+}
+
+/// `rollback NAME [--to-revision N]`, by the planner's own rules: which revision, and
+/// whether it may serve again.
+async fn rollback(
+    client: &kube::Client,
+    api: &Api<ModelRelease>,
+    ns: &str,
+    release: &ModelRelease,
+    to_revision: Option<i64>,
+    token: &str,
+) -> anyhow::Result<()> {
+    let name = release.name_any();
+    let status = release.status.clone().unwrap_or_default();
+    let stable = status.stable.as_ref().map(|s| s.revision.number);
+    let to = match to_revision {
+        Some(n) => n,
+        None => plan::previous_promoted(&status)
+            .map(|h| h.revision.number)
+            .ok_or_else(|| anyhow!("{name} has no earlier promoted revision to return to"))?,
+    };
+    let entry = plan::promoted_revision(&status, to)
+        .ok_or_else(|| anyhow!("revision {to} of {name} was never promoted (kubectl modelgate history {name})"))?;
+    if Some(to) != stable {
+        let verdict = verify(client, ns, release, &entry.revision.model()).await?;
+        if let Some(why) = plan::untrusted_for_rollback(entry, &verdict) {
+            bail!("refusing to roll back to revision {to}: {why}");
+        }
+    }
+    let what = format!("rolling back to revision {to}");
+    annotate(api, &name, ns, ANNOTATION_ROLLBACK, &format!("{to}@{token}"), &what).await
 }
 
 impl Verb {

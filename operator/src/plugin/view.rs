@@ -137,6 +137,23 @@ async fn render_status(client: &Client, ns: &str, release: &ModelRelease) -> any
             pods(w.revision)
         )?;
     }
+    write_gates(&mut out, release, &status)?;
+    let repo = super::repository_of(client, ns, release).await?;
+    write_trust(&mut out, release, repo.and_then(|(_, status)| status).as_ref())?;
+    let conditions: Vec<String> =
+        status.conditions.iter().map(|c| format!("{}={} ({})", c.type_, c.status, c.reason)).collect();
+    writeln!(out, "Conditions: {}", conditions.join(", "))?;
+    let events: ObjectList<Event> = Api::namespaced(client.clone(), ns)
+        .list(&ListParams::default().fields(&format!("involvedObject.kind=ModelRelease,involvedObject.name={name}")))
+        .await?;
+    let mut events = events.items;
+    events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0).or(e.metadata.creation_timestamp.as_ref().map(|t| t.0)));
+    write_events(&mut out, &events)?;
+    Ok(out)
+}
+
+/// Each gate's last result.
+fn write_gates(out: &mut String, release: &ModelRelease, status: &crate::api::ModelReleaseStatus) -> std::fmt::Result {
     if !status.gates.is_empty() || !release.spec.gates.checks.is_empty() {
         writeln!(out, "Gates:")?;
         for check in &release.spec.gates.checks {
@@ -155,8 +172,16 @@ async fn render_status(client: &Client, ns: &str, release: &ModelRelease) -> any
             }
         }
     }
-    let repo = super::repository_of(client, ns, release).await?;
-    match repo.and_then(|(_, status)| status) {
+    Ok(())
+}
+
+/// What the repository's status says of its trust.
+fn write_trust(
+    out: &mut String,
+    release: &ModelRelease,
+    repository: Option<&crate::api::ModelRepositoryStatus>,
+) -> std::fmt::Result {
+    match repository {
         Some(rs) => {
             let trusted = rs.conditions.iter().find(|c| c.type_ == "Trusted");
             let expires =
@@ -172,14 +197,11 @@ async fn render_status(client: &Client, ns: &str, release: &ModelRelease) -> any
         }
         None => writeln!(out, "Trust:     repository {} has no status yet", release.spec.repository_ref.name)?,
     }
-    let conditions: Vec<String> =
-        status.conditions.iter().map(|c| format!("{}={} ({})", c.type_, c.status, c.reason)).collect();
-    writeln!(out, "Conditions: {}", conditions.join(", "))?;
-    let events: ObjectList<Event> = Api::namespaced(client.clone(), ns)
-        .list(&ListParams::default().fields(&format!("involvedObject.kind=ModelRelease,involvedObject.name={name}")))
-        .await?;
-    let mut events = events.items;
-    events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0).or(e.metadata.creation_timestamp.as_ref().map(|t| t.0)));
+    Ok(())
+}
+
+/// The last five Events, oldest first.
+fn write_events(out: &mut String, events: &[Event]) -> std::fmt::Result {
     writeln!(out, "Events:")?;
     for e in events.iter().rev().take(5).rev() {
         let at = e.event_time.as_ref().map(|t| t.0).or(e.metadata.creation_timestamp.as_ref().map(|t| t.0));
@@ -192,7 +214,7 @@ async fn render_status(client: &Client, ns: &str, release: &ModelRelease) -> any
             field(e.message.as_deref().unwrap_or(""))
         )?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// `history NAME`: one line per finished rollout.
@@ -231,7 +253,6 @@ pub async fn plan(
     run_gates: Option<Option<String>>,
 ) -> anyhow::Result<()> {
     let model = release.spec.model.model();
-    let target = model.display();
     let status = release.status.clone().unwrap_or_default();
     let hash = plan::desired_hash(release);
     println!(
@@ -239,80 +260,18 @@ pub async fn plan(
         if status.stable.as_ref().is_some_and(|s| s.revision.hash == hash) { "the stable one" } else { "new" }
     );
     let verdict = verify(client, ns, release, &model).await?;
-    let (sha256, length, files) = match &verdict {
-        Verdict::Trusted { sha256, length, files: 1 } => {
-            println!("Verify:    {target}: trusted, sha256 {sha256}, {length} bytes");
-            (sha256.clone(), *length, 1)
-        }
-        Verdict::Trusted { sha256, length, files } => {
-            println!("Verify:    {target}: trusted, {files} files, {length} bytes, manifest sha256 {sha256}");
-            (sha256.clone(), *length, *files)
-        }
-        Verdict::Untrusted { message, .. } | Verdict::Unknown { message } => {
-            println!("Verify:    {}", field(&format!("{target}: REFUSED: {message}")));
-            println!("           the release would be Rejected; nothing would be deployed");
-            return Ok(());
-        }
-    };
-    let replicas = release.spec.replicas;
-    println!("Steps (replicas {replicas}):");
+    let Some((sha256, length, files)) = print_verdict(&model.display(), &verdict) else { return Ok(()) };
     let first = status.stable.is_none();
-    if first {
-        println!("  first revision: straight to 100% ({replicas} pods), then promoted when Ready and passing");
-    } else {
-        for (i, step) in release.spec.strategy.steps.iter().enumerate() {
-            match (step.set_weight, &step.pause) {
-                (Some(w), _) => {
-                    let canary = plan::canary_replicas(replicas, w);
-                    println!("  {i}. setWeight {w}%: canary {canary} pod(s), stable {}", replicas - canary);
-                }
-                (None, Some(p)) => match &p.duration {
-                    Some(d) => println!("  {i}. pause {d}"),
-                    None => println!("  {i}. pause until promoted (kubectl modelgate promote {})", release.name_any()),
-                },
-                _ => {}
-            }
-        }
-        println!(
-            "  {}. 100%: canary {replicas} pod(s), then promoted when Ready and passing",
-            release.spec.strategy.steps.len()
-        );
-    }
-    let repo_ref = &release.spec.repository_ref;
-    let (spec, repo_status) = super::repository_of(client, ns, release).await?.ok_or_else(|| {
-        anyhow::anyhow!("{} {:?} (spec.repositoryRef) not found", repo_ref.kind.as_str(), repo_ref.name)
-    })?;
-    let trust = match repo_ref.kind {
-        crate::api::RepositoryKind::ModelRepository => workload::TrustFiles::namespaced(&repo_ref.name, &spec),
-        crate::api::RepositoryKind::ClusterModelRepository => {
-            let pin = repo_status.as_ref().and_then(|s| s.pinned_root_sha256.clone()).unwrap_or_default();
-            workload::TrustFiles::cluster(&repo_ref.name, &spec, &pin)
-        }
-    };
+    print_steps(release, first);
     // Numbered as the planner numbers it.
     let next = plan::revision_number(&status, &hash);
     let revision =
         plan::Revision { number: next, hash: &hash, model: release.spec.model.model(), sha256: &sha256, length, files };
     let first_weight = release.spec.strategy.steps.iter().find_map(|s| s.set_weight).unwrap_or(100);
-    // The installation's pod policy is the operator's; the plugin checks the default.
-    let rs = match workload::replica_set(
-        release,
-        &trust,
-        &revision,
-        plan::canary_replicas(replicas, if first { 100 } else { first_weight }),
-        concat!("modelgate/modelgate:", env!("CARGO_PKG_VERSION")),
-        &PodPolicy::default(),
-        plan::repository::floors(repo_status.as_ref()),
-    ) {
-        Ok(rs) => rs,
-        Err(refused) => {
-            println!("Workload:  REFUSED by the default pod policy (baseline): {}", field(&refused.to_string()));
-            println!("           the release would be Rejected; nothing would be deployed");
-            return Ok(());
-        }
-    };
-    println!("Workload that would be created (the fetch image is the operator's own):");
-    print!("{}", serde_yaml::to_string(&rs)?.lines().map(|l| format!("  {l}\n")).collect::<String>());
+    let replicas = plan::canary_replicas(release.spec.replicas, if first { 100 } else { first_weight });
+    if !print_workload(client, ns, release, &revision, replicas).await? {
+        return Ok(());
+    }
     if release.spec.gates.checks.is_empty() {
         println!("Gates:     pod health only");
         return Ok(());
@@ -329,6 +288,118 @@ pub async fn plan(
         }
         return Ok(());
     };
+    let ctx = GateContext {
+        release: release.name_any(),
+        namespace: ns.to_string(),
+        canary_revision: next,
+        stable_revision: status.stable.as_ref().map(|s| s.revision.number),
+        target: model.display(),
+        sha256,
+        step: 0,
+        weight: first_weight,
+    };
+    run_gates_once(client, ns, release, namespace_label, &ctx).await
+}
+
+/// The verdict on the model, as a line; what the workload needs of a trusted one
+/// (`None`: refused, and said so).
+fn print_verdict(target: &str, verdict: &Verdict) -> Option<(String, i64, i64)> {
+    match verdict {
+        Verdict::Trusted { sha256, length, files: 1 } => {
+            println!("Verify:    {target}: trusted, sha256 {sha256}, {length} bytes");
+            Some((sha256.clone(), *length, 1))
+        }
+        Verdict::Trusted { sha256, length, files } => {
+            println!("Verify:    {target}: trusted, {files} files, {length} bytes, manifest sha256 {sha256}");
+            Some((sha256.clone(), *length, *files))
+        }
+        Verdict::Untrusted { message, .. } | Verdict::Unknown { message } => {
+            println!("Verify:    {}", field(&format!("{target}: REFUSED: {message}")));
+            println!("           the release would be Rejected; nothing would be deployed");
+            None
+        }
+    }
+}
+
+/// The rollout's steps, with the pods each would run.
+fn print_steps(release: &ModelRelease, first: bool) {
+    let replicas = release.spec.replicas;
+    println!("Steps (replicas {replicas}):");
+    if first {
+        println!("  first revision: straight to 100% ({replicas} pods), then promoted when Ready and passing");
+        return;
+    }
+    for (i, step) in release.spec.strategy.steps.iter().enumerate() {
+        match (step.set_weight, &step.pause) {
+            (Some(w), _) => {
+                let canary = plan::canary_replicas(replicas, w);
+                println!("  {i}. setWeight {w}%: canary {canary} pod(s), stable {}", replicas - canary);
+            }
+            (None, Some(p)) => match &p.duration {
+                Some(d) => println!("  {i}. pause {d}"),
+                None => println!("  {i}. pause until promoted (kubectl modelgate promote {})", release.name_any()),
+            },
+            _ => {}
+        }
+    }
+    println!(
+        "  {}. 100%: canary {replicas} pod(s), then promoted when Ready and passing",
+        release.spec.strategy.steps.len()
+    );
+}
+
+/// The ReplicaSet the first step would create, as YAML; `false`: the default pod policy
+/// refuses it (said so).
+async fn print_workload(
+    client: &Client,
+    ns: &str,
+    release: &ModelRelease,
+    revision: &plan::Revision<'_>,
+    replicas: i32,
+) -> anyhow::Result<bool> {
+    let repo_ref = &release.spec.repository_ref;
+    let (spec, repo_status) = super::repository_of(client, ns, release).await?.ok_or_else(|| {
+        anyhow::anyhow!("{} {:?} (spec.repositoryRef) not found", repo_ref.kind.as_str(), repo_ref.name)
+    })?;
+    let trust = match repo_ref.kind {
+        crate::api::RepositoryKind::ModelRepository => workload::TrustFiles::namespaced(&repo_ref.name, &spec),
+        crate::api::RepositoryKind::ClusterModelRepository => {
+            let pin = repo_status.as_ref().and_then(|s| s.pinned_root_sha256.clone()).unwrap_or_default();
+            workload::TrustFiles::cluster(&repo_ref.name, &spec, &pin)
+        }
+    };
+    // The installation's pod policy is the operator's; the plugin checks the default.
+    let rs = workload::replica_set(
+        release,
+        &trust,
+        revision,
+        replicas,
+        concat!("modelgate/modelgate:", env!("CARGO_PKG_VERSION")),
+        &PodPolicy::default(),
+        plan::repository::floors(repo_status.as_ref()),
+    );
+    match rs {
+        Ok(rs) => {
+            println!("Workload that would be created (the fetch image is the operator's own):");
+            print!("{}", serde_yaml::to_string(&rs)?.lines().map(|l| format!("  {l}\n")).collect::<String>());
+            Ok(true)
+        }
+        Err(refused) => {
+            println!("Workload:  REFUSED by the default pod policy (baseline): {}", field(&refused.to_string()));
+            println!("           the release would be Rejected; nothing would be deployed");
+            Ok(false)
+        }
+    }
+}
+
+/// Sends each gate's requests once, from this machine, and prints the outcomes.
+async fn run_gates_once(
+    client: &Client,
+    ns: &str,
+    release: &ModelRelease,
+    namespace_label: Option<String>,
+    ctx: &GateContext,
+) -> anyhow::Result<()> {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     // From the SRE's machine, under the installation's defaults: no loopback,
     // link-local or API server, https only, queries held to the release's namespace
@@ -346,18 +417,8 @@ pub async fn plan(
         egress.api_endpoints.set(crate::readers::api_server_addresses(&slices.items));
     }
     let providers = crate::readers::gate_providers(&cms, &release.spec.gates.checks, &policy).await;
-    let ctx = GateContext {
-        release: release.name_any(),
-        namespace: ns.to_string(),
-        canary_revision: next,
-        stable_revision: status.stable.as_ref().map(|s| s.revision.number),
-        target: target.clone(),
-        sha256,
-        step: 0,
-        weight: first_weight,
-    };
-    println!("Gates (evaluated once, now, for revision {next}):");
-    for o in gates::evaluate_all(&providers, &ctx).await {
+    println!("Gates (evaluated once, now, for revision {}):", ctx.canary_revision);
+    for o in gates::evaluate_all(&providers, ctx).await {
         println!("  {:<20} {:<13?} {}", field(&o.name), o.result, field(&o.detail));
     }
     Ok(())

@@ -317,8 +317,11 @@ impl Updater {
             .and_then(|t| snapshot_entry(&t.body).ok())
             .map_or(0, |m| m.version)
             .max(self.floors.snapshot);
-        if header.version == trusted_version && self.timestamp.is_some() {
-            // Same version: keep the trusted copy, whatever the new bytes say.
+        if self.timestamp.as_ref().is_some_and(|t| t.header.version == header.version) {
+            // The version of the local trusted copy: keep it, whatever the new bytes say
+            // (5.4.3.2). Compared with the copy, not the floor: a copy older than a floor
+            // another process recorded (a replica standing by reads the leader's) must
+            // give way to the new version, not be kept under its number.
             debug!(version = header.version, "timestamp unchanged");
         } else {
             if snapshot_meta.version < trusted_snapshot {
