@@ -230,32 +230,7 @@ pub async fn serve(client: Client, settings: AdmissionSettings, views: Arc<Views
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
     };
-    let reloading = tls.clone();
-    let certificate = settings.certificate.clone();
-    tokio::spawn(async move {
-        let mut served = (cert, key);
-        // Often enough that a renewal (a third of the lifetime before expiry) is served
-        // in time even for short lifetimes.
-        let period = match &certificate {
-            Certificate::Managed(place) => (place.lifetime / 12).clamp(Duration::from_secs(1), serving_cert::RELOAD),
-            Certificate::Files { .. } => serving_cert::RELOAD,
-        };
-        loop {
-            tokio::time::sleep(period).await;
-            match load(&client, &certificate, false).await {
-                Ok(Some(pair)) if pair != served => match serving_cert::server_config(&pair.0, &pair.1) {
-                    Ok(config) => {
-                        reloading.reload_from_config(config);
-                        info!("webhook certificate reloaded");
-                        served = pair;
-                    }
-                    Err(e) => warn!(error = %e, "new webhook certificate not usable; serving the old one"),
-                },
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "webhook certificate not checked; serving the one loaded"),
-            }
-        }
-    });
+    tokio::spawn(keep_loaded(client, settings.certificate.clone(), tls.clone(), (cert, key)));
     // Reviews are read and judged off the runtime's workers, a few at a time: the port
     // is reachable from the pod network, and a flood of large reviews must not starve
     // the reconciles, the Lease or the probes.
@@ -297,6 +272,31 @@ pub async fn serve(client: Client, settings: AdmissionSettings, views: Arc<Views
         .serve(app.into_make_service())
         .await
         .map_err(|e| Error::Certificate(format!("cannot listen on {}: {e}", settings.address)))
+}
+
+/// Looks at the certificate again every so often, and serves a new one once it may.
+async fn keep_loaded(client: Client, certificate: Certificate, reloading: RustlsConfig, mut served: (String, String)) {
+    // Often enough that a renewal (a third of the lifetime before expiry) is served
+    // in time even for short lifetimes.
+    let period = match &certificate {
+        Certificate::Managed(place) => (place.lifetime / 12).clamp(Duration::from_secs(1), serving_cert::RELOAD),
+        Certificate::Files { .. } => serving_cert::RELOAD,
+    };
+    loop {
+        tokio::time::sleep(period).await;
+        match load(&client, &certificate, false).await {
+            Ok(Some(pair)) if pair != served => match serving_cert::server_config(&pair.0, &pair.1) {
+                Ok(config) => {
+                    reloading.reload_from_config(config);
+                    info!("webhook certificate reloaded");
+                    served = pair;
+                }
+                Err(e) => warn!(error = %e, "new webhook certificate not usable; serving the old one"),
+            },
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "webhook certificate not checked; serving the one loaded"),
+        }
+    }
 }
 
 /// The certificate and key to serve now, as PEM; `None`: keep serving the one loaded (a

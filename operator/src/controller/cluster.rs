@@ -113,14 +113,7 @@ impl Cluster {
         let controller = Controller::for_shared_stream(events, store)
             .reconcile_on(wakers.repositories)
             .shutdown_on_signal()
-            .run(
-                reconcile,
-                |repo, error, ctx| {
-                    let counted = (ctx.role == super::Role::Leading).then_some(&*ctx.metrics);
-                    repository::error_policy(repo, error, counted)
-                },
-                ctx,
-            )
+            .run(reconcile, error_policy, ctx)
             .for_each(|_| async {});
         let (wake, changed, relabelled) = (cluster.wake.clone(), cluster.changed.clone(), cluster.relabelled.clone());
         // No receiver (no scope yet) is not an error: nobody waits.
@@ -269,6 +262,12 @@ async fn reconcile(repo: Arc<ClusterModelRepository>, ctx: Arc<Ctx>) -> Result<A
         lock(&cluster.material).insert(uid.clone(), mirror);
     };
     repository::refresh(&*repo, &place, keep).await
+}
+
+/// A failed reconcile, logged and retried; counted by the leader's metrics only.
+fn error_policy(repo: Arc<ClusterModelRepository>, error: &Error, ctx: Arc<Ctx>) -> Action {
+    let counted = (ctx.role == super::Role::Leading).then_some(&*ctx.metrics);
+    repository::error_policy(repo, error, counted)
 }
 
 /// Makes the copy of `repo`'s trust material in `namespace` current, if it is not.
