@@ -130,6 +130,7 @@ fn context(
     })
 }
 
+/// A leading scope: the watches, the context and the two controllers.
 fn leading(
     client: &Client,
     namespace: Option<String>,
