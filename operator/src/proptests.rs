@@ -223,7 +223,14 @@ fn observed() -> impl Strategy<Value = Observed> {
             length,
             files
         }),
-        (text(), text()).prop_map(|(reason, message)| Verdict::Untrusted { reason, message }),
+        (any::<bool>(), text()).prop_map(|(policy, message)| Verdict::Untrusted {
+            reason: if policy {
+                crate::plan::Untrusted::NotAllowedByPolicy
+            } else {
+                crate::plan::Untrusted::Trust(crate::trust::Reason::UnknownTarget)
+            },
+            message
+        }),
         text().prop_map(|message| Verdict::Unknown { message }),
     ];
     let problem = proptest::option::of(prop_oneof![

@@ -144,11 +144,14 @@ impl Views {
                     leading.trust.peek(&repository, &uid, &key, now);
                 }
             }
-            for (repository, uid) in standby.cluster.repositories() {
-                for (_, leading) in of(super::Role::Leading) {
-                    for key in standby.cluster.trust.reviewed(&uid) {
-                        leading.cluster.trust.peek(&repository, &uid, &key, now);
-                    }
+        }
+        // Every scope of a role shares one cluster view: handed over once.
+        let standby = of(super::Role::StandingBy).next().map(|(_, c)| &c.cluster);
+        let leading = of(super::Role::Leading).next().map(|(_, c)| &c.cluster);
+        if let (Some(standby), Some(leading)) = (standby, leading) {
+            for (repository, uid) in standby.repositories() {
+                for key in standby.trust.reviewed(&uid) {
+                    leading.trust.peek(&repository, &uid, &key, now);
                 }
             }
         }
@@ -263,7 +266,10 @@ pub async fn serve(client: Client, settings: AdmissionSettings, views: Arc<Views
     let mut server = axum_server::bind(settings.address)
         .acceptor(super::connections::Capped::new(acceptor, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE))
         // A connection that sends no whole request in time is closed.
-        .first_request_timeout(REVIEW_DEADLINE);
+        .first_request_timeout(REVIEW_DEADLINE)
+        // HTTP/1.1 only, as the API server calls webhooks (no ALPN is offered): HTTP/2
+        // spoken without asking would have no header or idle deadline.
+        .http1_only();
     // Later requests' headers, and the idle time before them, are bounded too (hyper's
     // default; a client reusing a connection closed while idle retries, as Go's does).
     server.http_builder().http1().header_read_timeout(IDLE_CONNECTION);

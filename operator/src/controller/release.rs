@@ -200,7 +200,8 @@ fn verdicts(
             let mut verdicts = looked_up(&ctx.cluster.trust, repo, &me, allowed, now);
             for (model, refusal) in refused {
                 let message = refusal.err().unwrap_or_default();
-                verdicts.insert(model, plan::Verdict::Untrusted { reason: policy::NOT_ALLOWED.into(), message });
+                verdicts
+                    .insert(model, plan::Verdict::Untrusted { reason: plan::Untrusted::NotAllowedByPolicy, message });
             }
             verdicts
         }
@@ -224,7 +225,7 @@ pub(super) fn spec_verdict(
             let labels = ctx.cluster.labels(ns);
             let namespace = policy::Namespace { name: ns, labels: labels.as_ref() };
             if let Err(message) = policy::allows(&repo.name_any(), &repo.spec.policy, &namespace, &model) {
-                return plan::Verdict::Untrusted { reason: policy::NOT_ALLOWED.into(), message };
+                return plan::Verdict::Untrusted { reason: plan::Untrusted::NotAllowedByPolicy, message };
             }
             peeked(&ctx.cluster.trust, repo, &key, now)
         }

@@ -121,6 +121,7 @@ pub async fn refresh<K: Repository>(
     // Plan.
     let plan = plan::plan(repo.trust_status(), repo.meta().generation, &refresh, interval, now);
     if place.role == super::Role::StandingBy {
+        trust.attempted_for(&uid, repo.meta().generation);
         // The leader writes and reports; this replica keeps what it verified (in `trust`),
         // for its admission webhook.
         return Ok(Action::requeue(until_next(trust, &uid, plan.refresh_in)));
@@ -163,7 +164,9 @@ fn not_due<K: Repository>(
     }
     match place.role {
         super::Role::Leading => plan::next_refresh_in(repo.trust_status(), repo.meta().generation, interval, now),
-        super::Role::StandingBy => plan::standby_refresh_in(trust.attempted(uid), interval, now),
+        super::Role::StandingBy => {
+            plan::standby_refresh_in(trust.attempted(uid, repo.meta().generation), interval, now)
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use kube::runtime::reflector::ObjectRef;
 
 use crate::{
     api::{ModelRef, ModelRelease, ModelRepository},
-    plan::Verdict,
+    plan::{Untrusted, Verdict},
     trust::{self, Kept, RefreshInput, Refreshed, Session, TrustError, Trusted},
 };
 
@@ -43,7 +43,7 @@ struct Entry {
     trusted: Option<Trusted>,
     /// A refresh refused the repository (attack, expiry, bad signature, metadata the
     /// server hides): nothing in it is trusted until a refresh succeeds again.
-    refused: Option<(String, String)>,
+    refused: Option<(trust::Reason, String)>,
     /// Verdicts by model (`ModelRef::key`), from the session's metadata.
     verdicts: HashMap<String, Resolved>,
     /// The models releases asked about, with the releases that asked: each is resolved
@@ -60,6 +60,9 @@ struct Entry {
     /// standing by times its own refreshes by (the leader's status says when the leader
     /// refreshed, not this replica).
     attempted: Option<(Timestamp, bool)>,
+    /// The repository's generation that attempt was for: a spec changed since (another
+    /// address, another pin) is refreshed at once.
+    attempted_generation: Option<i64>,
 }
 
 impl Entry {
@@ -127,8 +130,8 @@ impl<K: kube::Resource<DynamicType = ()>> TrustCache<K> {
     /// about has its verdict: a view in this state answers without "not verified yet".
     pub fn settled(&self, uid: &str) -> bool {
         self.with(uid, |e| {
-            (e.trusted.is_some() || e.refused.is_some())
-                && (e.refused.is_some() || e.wanted.keys().all(|k| e.verdicts.contains_key(k)))
+            let known = |k: &String| e.verdicts.get(k).is_some_and(|r| !matches!(r.verdict, Verdict::Unknown { .. }));
+            (e.trusted.is_some() || e.refused.is_some()) && (e.refused.is_some() || e.wanted.keys().all(known))
         })
     }
 
@@ -216,7 +219,7 @@ impl<K: kube::Resource<DynamicType = ()>> TrustCache<K> {
                 if !e.is_transient() {
                     let changed = self.with(uid, |entry| {
                         let first = entry.refused.is_none();
-                        entry.refused = Some((e.reason().to_string(), e.to_string()));
+                        entry.refused = Some((e.reason(), e.to_string()));
                         if first { entry.everyone() } else { HashSet::new() }
                     });
                     self.wake(changed);
@@ -248,9 +251,15 @@ impl<K: kube::Resource<DynamicType = ()>> TrustCache<K> {
         self.wake(changed);
     }
 
-    /// When this cache last tried to refresh the repository, and whether it succeeded.
-    pub fn attempted(&self, uid: &str) -> Option<(Timestamp, bool)> {
-        self.with(uid, |e| e.attempted)
+    /// When this cache last tried to refresh the repository, and whether it succeeded,
+    /// if that attempt was for `generation` of its spec.
+    pub fn attempted(&self, uid: &str, generation: Option<i64>) -> Option<(Timestamp, bool)> {
+        self.with(uid, |e| e.attempted.filter(|_| e.attempted_generation == generation))
+    }
+
+    /// The attempt just made was for `generation` of the repository's spec.
+    pub fn attempted_for(&self, uid: &str, generation: Option<i64>) {
+        self.with(uid, |e| e.attempted_generation = generation);
     }
 
     /// When the earliest verdict of a repository stops holding, if any does.
@@ -296,13 +305,15 @@ impl<K: kube::Resource<DynamicType = ()>> TrustCache<K> {
     /// only, so a review (a dry run, a refused request, a request from anyone who can
     /// reach the webhook) never changes what a release waits for. A model with no
     /// verdict yet is `Unknown`, and is resolved in the background (at most
-    /// `MAX_PREFETCH` per repository at a time, forgotten at the next sweep of
-    /// `retain_releases`), so a review moments later can answer.
+    /// `MAX_PREFETCH` per repository at a time, kept while reviews keep asking, forgotten
+    /// at the first sweep of `retain_releases` `REVIEWED_KEEP` after the last), so a
+    /// review moments later can answer. A key longer than any model the CRD admits (a
+    /// request sent to the webhook by someone other than the API server) is never kept.
     pub fn peek(&self, repository: &ObjectRef<K>, uid: &str, key: &str, now: Timestamp) -> Verdict {
         let (verdict, request) = self.with(uid, |e| {
             let known = e.verdicts.contains_key(key) || e.wanted.contains_key(key);
             let prefetching = e.wanted.values().filter(|r| r.contains(&admission())).count();
-            if !known && prefetching < MAX_PREFETCH {
+            if !known && prefetching < MAX_PREFETCH && key.len() <= MAX_KEY_BYTES {
                 e.wanted.entry(key.to_string()).or_default().insert(admission());
             }
             if e.wanted.get(key).is_some_and(|r| r.contains(&admission())) {
@@ -319,11 +330,15 @@ impl<K: kube::Resource<DynamicType = ()>> TrustCache<K> {
 
 /// Models resolved ahead for admission reviews, per repository at a time.
 const MAX_PREFETCH: usize = 64;
+/// The longest model key a release can hold: 64 targets of 256 bytes, newline-joined
+/// (`spec.model.targets`; a single target or prefix is at most 1 KiB).
+const MAX_KEY_BYTES: usize = crate::api::MAX_TARGET_LIST * 257;
 /// How long a model reviews asked about stays resolved after the last review asked.
 const REVIEWED_KEEP: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Who asks on behalf of admission reviews: no release has an empty name, so it is
-/// never woken, and `retain_releases` forgets it (and what only it asked) within a minute.
+/// never woken, and `retain_releases` forgets what only it asked once reviews stop
+/// asking (`REVIEWED_KEEP`).
 fn admission() -> ObjectRef<ModelRelease> {
     ObjectRef::new("").within("")
 }
@@ -333,7 +348,7 @@ fn admission() -> ObjectRef<ModelRelease> {
 fn judge(e: &mut Entry, key: &str, now: Timestamp) -> (Verdict, bool) {
     if let Some((reason, message)) = &e.refused {
         let message = format!("the repository is not trusted: {message}");
-        return (Verdict::Untrusted { reason: reason.clone(), message }, false);
+        return (Verdict::Untrusted { reason: Untrusted::Trust(*reason), message }, false);
     }
     let Some(t) = &e.trusted else {
         let message = "the repository has not been refreshed yet".to_string();
@@ -344,7 +359,7 @@ fn judge(e: &mut Entry, key: &str, now: Timestamp) -> (Verdict, bool) {
     {
         if expires <= now {
             let e = TrustError::Expired { role: role.into(), expires: expires.to_string() };
-            return (Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() }, false);
+            return (Verdict::Untrusted { reason: Untrusted::Trust(e.reason()), message: e.to_string() }, false);
         }
     }
     match e.verdicts.get(key) {
@@ -355,7 +370,7 @@ fn judge(e: &mut Entry, key: &str, now: Timestamp) -> (Verdict, bool) {
                 ModelRef::from_key(key).display(),
                 r.until
             );
-            let verdict = Verdict::Untrusted { reason: "Expired".into(), message };
+            let verdict = Verdict::Untrusted { reason: Untrusted::Trust(trust::Reason::Expired), message };
             (verdict, !std::mem::replace(&mut e.requested, true))
         }
         None => {
@@ -403,7 +418,7 @@ mod tests {
     fn entries_are_per_uid_and_deleted_repositories_are_forgotten() {
         let (cache, _wakers) = TrustCache::<ModelRepository>::new();
         // A repository of the same name re-created gets a new UID, hence a new entry.
-        cache.with("uid-old", |e| e.refused = Some(("BadSignature".into(), "m".into())));
+        cache.with("uid-old", |e| e.refused = Some((trust::Reason::BadSignature, "m".into())));
         assert!(cache.has_verdict("uid-old"));
         assert!(!cache.has_verdict("uid-new"));
         let len = || cache.repositories.lock().map(|m| m.len()).unwrap_or(0);
@@ -433,7 +448,10 @@ mod tests {
         // Past the expiry of the metadata it came from, the verdict no longer holds.
         let after = later + k8s_openapi::jiff::SignedDuration::from_secs(1);
         let stale = cache.lookup(&repo, "uid", &release("a"), "m/1/model.onnx", after);
-        assert!(matches!(&stale, Verdict::Untrusted { reason, .. } if reason == "Expired"), "{stale:?}");
+        assert!(
+            matches!(&stale, Verdict::Untrusted { reason: Untrusted::Trust(trust::Reason::Expired), .. }),
+            "{stale:?}"
+        );
         // A model the release no longer asks about is let go.
         cache.asked("uid", &release("a"), &[]);
         assert_eq!(cache.with("uid", |e| e.wanted["m/1/model.onnx"].len()), 1, "b still asks");

@@ -160,7 +160,10 @@ mod tests {
     }
 
     fn revoked() -> Option<Verdict> {
-        Some(Verdict::Untrusted { reason: "UnknownTarget".into(), message: "not listed".into() })
+        Some(Verdict::Untrusted {
+            reason: crate::plan::Untrusted::Trust(crate::trust::Reason::UnknownTarget),
+            message: "not listed".into(),
+        })
     }
 
     fn answer(new: &ModelRelease, old: Option<&ModelRelease>, verdict: Option<Verdict>) -> Answer {

@@ -65,14 +65,38 @@ pub fn revision_hash(spec: &ModelReleaseSpec) -> String {
     hex::encode(digest::digest(&digest::SHA256, &bytes).as_ref().get(..5).unwrap_or_default())
 }
 
+/// Why a model is refused: what verifying it against the repository found, or the
+/// cluster repository's policy for the namespace. Its text is the `Verified`
+/// condition's reason, the history's and the metrics' label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Untrusted {
+    Trust(crate::trust::Reason),
+    NotAllowedByPolicy,
+}
+
+impl Untrusted {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Untrusted::Trust(reason) => reason.as_str(),
+            Untrusted::NotAllowedByPolicy => policy::NOT_ALLOWED,
+        }
+    }
+}
+
+impl std::fmt::Display for Untrusted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What the repository says about one target now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Signed and current: the sha256 of the file (or of the manifest of a set of
     /// files), the total length and the number of files.
     Trusted { sha256: String, length: i64, files: i64 },
-    /// Refused: not listed, expired, attacked, ... `reason` is a short label.
-    Untrusted { reason: String, message: String },
+    /// Refused: not listed, expired, attacked, not allowed here.
+    Untrusted { reason: Untrusted, message: String },
     /// Cannot tell yet (repository not refreshed, or unreachable with nothing cached).
     Unknown { message: String },
 }
@@ -87,13 +111,13 @@ impl Verdict {
                 match (i64::try_from(id.length), i64::try_from(id.files)) {
                     (Ok(length), Ok(files)) => Verdict::Trusted { sha256: id.sha256, length, files },
                     _ => Verdict::Untrusted {
-                        reason: crate::trust::Reason::Malformed.into(),
+                        reason: Untrusted::Trust(crate::trust::Reason::Malformed),
                         message: format!("{} is signed with a length beyond any real file", set.model),
                     },
                 }
             }
             Err(e) if e.is_transient() => Verdict::Unknown { message: e.to_string() },
-            Err(e) => Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() },
+            Err(e) => Verdict::Untrusted { reason: Untrusted::Trust(e.reason()), message: e.to_string() },
         }
     }
 }

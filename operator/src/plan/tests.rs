@@ -275,7 +275,10 @@ fn an_untrusted_target_is_rejected_and_nothing_is_deployed() {
     let v1 = w.stable_hash();
     w.obs.verdicts.insert(
         V2.into(),
-        Verdict::Untrusted { reason: "UnknownTarget".into(), message: "not listed by any trusted targets role".into() },
+        Verdict::Untrusted {
+            reason: Untrusted::Trust(crate::trust::Reason::UnknownTarget),
+            message: "not listed by any trusted targets role".into(),
+        },
     );
     w.set_target(V2);
     let plan = w.run(10).clone();
@@ -645,7 +648,10 @@ fn a_revoked_stable_returns_to_the_newest_trusted_revision() {
     assert_eq!(w.status().stable.as_ref().unwrap().revision.number, 3);
 
     // v3 revoked, v2 too: back to v1, never to v2.
-    let revoked = Verdict::Untrusted { reason: "UnknownTarget".into(), message: "not listed".into() };
+    let revoked = Verdict::Untrusted {
+        reason: Untrusted::Trust(crate::trust::Reason::UnknownTarget),
+        message: "not listed".into(),
+    };
     w.obs.verdicts.insert(V3.into(), revoked.clone());
     w.obs.verdicts.insert(V2.into(), revoked.clone());
     w.auto_ready = false;
@@ -689,7 +695,10 @@ fn a_cluster_repository_that_stops_revoked_models_overrides_a_release_that_only_
     let v1 = w.stable_hash();
     w.release.spec.rollback.on_revocation = RevocationAction::Alert;
     w.obs.repository = Repository::Found { on_revocation: Some(RevocationAction::Rollback) };
-    let revoked = Verdict::Untrusted { reason: "UnknownTarget".into(), message: "not listed".into() };
+    let revoked = Verdict::Untrusted {
+        reason: Untrusted::Trust(crate::trust::Reason::UnknownTarget),
+        message: "not listed".into(),
+    };
     w.obs.verdicts.insert(V1.into(), revoked);
     let plan = w.run(10).clone();
     assert_eq!(plan.scale.get(&v1), Some(&0), "the security team's policy wins");
@@ -703,12 +712,16 @@ fn a_cluster_repository_that_stops_revoked_models_overrides_a_release_that_only_
     w.obs.verdicts.insert(V1.into(), Verdict::Unknown { message: "not refreshed yet".into() });
     let plan = w.run(12).clone();
     assert_eq!((w.phase(), plan.scale.get(&v1)), (Phase::Revoked, Some(&0)));
-    w.obs
-        .verdicts
-        .insert(V1.into(), Verdict::Untrusted { reason: "UnknownTarget".into(), message: "not listed".into() });
+    w.obs.verdicts.insert(
+        V1.into(),
+        Verdict::Untrusted {
+            reason: Untrusted::Trust(crate::trust::Reason::UnknownTarget),
+            message: "not listed".into(),
+        },
+    );
 
     // A model the policy does not allow this namespace is never rolled out.
-    let refused = Verdict::Untrusted { reason: "NotAllowedByPolicy".into(), message: "not allowed".into() };
+    let refused = Verdict::Untrusted { reason: Untrusted::NotAllowedByPolicy, message: "not allowed".into() };
     w.obs.verdicts.insert(V2.into(), refused);
     w.set_target(V2);
     let plan = w.run(20).clone();
@@ -811,9 +824,13 @@ fn rollback_on_request_returns_to_a_trusted_earlier_revision_only() {
     assert_eq!(w.status().stable.as_ref().unwrap().revision.number, 3);
 
     // Revision 2 is no longer signed: refused, with the reason, nothing moves.
-    w.obs
-        .verdicts
-        .insert(V2.into(), Verdict::Untrusted { reason: "UnknownTarget".into(), message: "not listed".into() });
+    w.obs.verdicts.insert(
+        V2.into(),
+        Verdict::Untrusted {
+            reason: Untrusted::Trust(crate::trust::Reason::UnknownTarget),
+            message: "not listed".into(),
+        },
+    );
     w.obs.commands.rollback = Some("2@a".into());
     w.run(30);
     assert_eq!(w.status().stable.as_ref().unwrap().revision.number, 3);
@@ -1018,7 +1035,10 @@ fn a_paused_rollout_does_not_keep_a_revoked_stable_serving() {
     w.set_target(V2);
     w.settle(10);
     assert_eq!(w.phase(), Phase::Paused);
-    let revoked = Verdict::Untrusted { reason: "UnknownTarget".into(), message: "not listed".into() };
+    let revoked = Verdict::Untrusted {
+        reason: Untrusted::Trust(crate::trust::Reason::UnknownTarget),
+        message: "not listed".into(),
+    };
     w.obs.verdicts.insert(V1.into(), revoked);
     let plan = w.run(20).clone();
     assert_eq!(plan.scale.get(&v1), Some(&0), "the revoked stable serves nothing while the rollout waits");

@@ -293,7 +293,7 @@ pub async fn verify(client: &Client, ns: &str, release: &ModelRelease, model: &M
             let want = repo.status.as_ref().and_then(|s| s.pinned_root_sha256.clone());
             if want.as_deref() != Some(pin_digest(&pinned).as_str()) {
                 return Ok(Verdict::Untrusted {
-                    reason: "TrustStateTampered".into(),
+                    reason: plan::Untrusted::Trust(crate::trust::Reason::TrustStateTampered),
                     message: format!(
                         "the copy of {repo_name:?}'s pinned root in {ns:?} is not the pin the operator verified"
                     ),
@@ -319,7 +319,7 @@ pub async fn verify(client: &Client, ns: &str, release: &ModelRelease, model: &M
     .await;
     let mut session = match refreshed {
         Ok(r) => r.session,
-        Err(e) => return Ok(Verdict::Untrusted { reason: e.reason().into(), message: e.to_string() }),
+        Err(e) => return Ok(Verdict::Untrusted { reason: plan::Untrusted::Trust(e.reason()), message: e.to_string() }),
     };
     Ok(Verdict::of(trust::model::resolve(&mut session.updater, model).await))
 }

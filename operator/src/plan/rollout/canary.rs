@@ -25,7 +25,8 @@ impl Planner<'_> {
                 };
                 let message =
                     format!("target {target:?} failed verification: {message}; nothing was deployed{serving}");
-                self.set_verified(ConditionStatus::False, &reason, message.clone());
+                let reason = reason.as_str();
+                self.set_verified(ConditionStatus::False, reason, message.clone());
                 self.record(HistoryEntry {
                     revision: RevisionRef {
                         number: revision,
@@ -35,11 +36,11 @@ impl Planner<'_> {
                         ..Default::default()
                     },
                     outcome: Outcome::Rejected,
-                    reason: Some(reason.clone()),
+                    reason: Some(reason.into()),
                     started_at: Some(Time(self.now)),
                     finished_at: Some(Time(self.now)),
                 });
-                self.note_because(EventReason::Rejected, &reason, message.clone());
+                self.note_because(EventReason::Rejected, reason, message.clone());
                 self.set_phase(Phase::Rejected, message);
             }
             Verdict::Trusted { sha256, length, files } => {

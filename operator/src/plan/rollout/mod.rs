@@ -330,7 +330,7 @@ impl Planner<'_> {
     fn untrusted(&self, model: &ModelRef, sha256: Option<&str>) -> Option<Failure> {
         let target = model.display();
         match self.verdict(model) {
-            Verdict::Untrusted { reason, message } => Some(Failure { reason, message }),
+            Verdict::Untrusted { reason, message } => Some(Failure::new(reason.as_str(), message)),
             Verdict::Trusted { sha256: now, .. } if Some(now.as_str()) != sha256 => Some(Failure::new(
                 "TargetChanged",
                 format!(
