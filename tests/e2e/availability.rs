@@ -63,8 +63,13 @@ async fn two_replicas_elect_one_leader_which_fails_over_and_reports_metrics() ->
             assert!(page.contains(&want), "no {want} in\n{page}");
         }
         let follower_address = follower.http_address().expect("the follower serves health too");
-        let ready = reqwest::get(format!("http://{follower_address}/readyz")).await?.status();
-        assert_eq!(ready, 200, "a follower standing by is ready (it must not hold up a rollout of the operator)");
+        // A follower standing by is ready once its own trust view is warm, 30 s at the
+        // latest: it must not hold up a rollout of the operator.
+        eventually("the follower ready", Duration::from_secs(35), || async {
+            let ready = reqwest::get(format!("http://{follower_address}/readyz")).await?.status();
+            Ok((ready == 200).then_some(()))
+        })
+        .await?;
 
         // The leader dies; the follower takes the lease and carries on.
         drop(leader);
