@@ -7,6 +7,7 @@ mod error;
 pub mod fetch;
 pub mod metadata;
 pub mod model;
+pub mod provenance;
 mod refresh;
 pub mod state;
 mod store;
