@@ -56,6 +56,11 @@ pub struct Repository {
     /// Every target under this directory (ending with '/') instead of `--target`.
     #[arg(long, conflicts_with = "target")]
     pub prefix: Option<String>,
+    /// The model's signature (OpenSSF model signing, the TUF target beside it) must be
+    /// signed by the repository and name exactly the model's files with their signed
+    /// sha256s; its signer the operator has verified against the security team's policy.
+    #[arg(long)]
+    pub signed: bool,
     /// Files downloaded at once; one per CPU (at most 8) by default.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: Option<u16>,
@@ -115,6 +120,9 @@ impl Repository {
         }
         if let Some(n) = self.concurrency {
             flag("concurrency", n.to_string());
+        }
+        if self.signed {
+            args.push("--signed".into());
         }
     }
 }
@@ -201,6 +209,7 @@ mod tests {
             floors: Some("/var/run/modelgate/trust/floors.json".into()),
             target: Vec::new(),
             prefix: None,
+            signed: true,
             concurrency: None,
         };
         for model in [

@@ -221,7 +221,8 @@ fn observed() -> impl Strategy<Value = Observed> {
         (text(), any::<i64>(), any::<i64>()).prop_map(|(sha256, length, files)| Verdict::Trusted {
             sha256,
             length,
-            files
+            files,
+            signer: None,
         }),
         (any::<bool>(), text()).prop_map(|(policy, message)| Verdict::Untrusted {
             reason: if policy {
@@ -331,7 +332,8 @@ fn the_planner_answers_whatever_it_is_given() {
                 c.revision.hash.clone_from(&desired);
                 if mode & 4 == 4 {
                     let sha256 = c.revision.sha256.clone().unwrap_or_default();
-                    obs.verdicts.insert(c.revision.model(), Verdict::Trusted { sha256, length: 1, files: 1 });
+                    obs.verdicts
+                        .insert(c.revision.model(), Verdict::Trusted { sha256, length: 1, files: 1, signer: None });
                     obs.refusal = None;
                     obs.repository = Repository::Found { on_revocation: None };
                 }
@@ -342,7 +344,8 @@ fn the_planner_answers_whatever_it_is_given() {
                 st.revision.hash.clone_from(&desired);
                 if mode & 8 == 8 {
                     let sha256 = st.revision.sha256.clone().unwrap_or_default();
-                    obs.verdicts.insert(st.revision.model(), Verdict::Trusted { sha256, length: 1, files: 1 });
+                    obs.verdicts
+                        .insert(st.revision.model(), Verdict::Trusted { sha256, length: 1, files: 1, signer: None });
                     obs.repository = Repository::Found { on_revocation: None };
                 }
             }
@@ -379,6 +382,7 @@ fn rendering_refuses_or_renders_never_panics() {
                     config_map_ref: ConfigMapKeyRef { name: "r".into(), key: "root.json".into() },
                 },
                 ca_bundle: None,
+                provenance: None,
                 refresh_interval: "5m".into(),
             },
         );
@@ -387,7 +391,8 @@ fn rendering_refuses_or_renders_never_panics() {
             operator_service_account: Some(("team".into(), "modelgate".into())),
         };
         let model = release.spec.model.model();
-        let revision = plan::Revision { number: 1, hash: "h1", model, sha256: &sha256, length, files: 1 };
+        let revision =
+            plan::Revision { number: 1, hash: "h1", model, sha256: &sha256, length, files: 1, signed: false };
         match workload::replica_set(
             &release,
             &workload::TrustFiles::namespaced("repo", &repo.spec),

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 
 use crate::{
-    api::{ConfigMapSource, GateCheck, ModelRepositorySpec},
+    api::{ConfigMapSource, GateCheck, ModelRepositorySpec, ProvenancePolicy},
     gates,
     trust::{
         Record,
@@ -51,6 +51,39 @@ pub async fn pinned_root_and_ca(
         None => None,
     };
     Ok((pinned, ca))
+}
+
+/// The signers a repository's `provenance` accepts, read from its ConfigMaps; an error
+/// says which cannot be read or used.
+pub async fn provenance_policy(
+    cms: &Api<ConfigMap>,
+    provenance: &ProvenancePolicy,
+) -> Result<crate::trust::provenance::Policy, String> {
+    let keys = match &provenance.public_keys {
+        Some(src) => Some(read_source(cms, src, "spec.provenance.publicKeys").await?),
+        None => None,
+    };
+    let mut cas = Vec::with_capacity(provenance.certificates.len());
+    for (i, signers) in provenance.certificates.iter().enumerate() {
+        let field = format!("spec.provenance.certificates[{i}].caBundle");
+        cas.push((read_source(cms, &signers.ca_bundle, &field).await?, signers.identities.as_slice()));
+    }
+    let cas: Vec<(&[u8], &[String])> = cas.iter().map(|(pem, ids)| (pem.as_slice(), *ids)).collect();
+    crate::trust::provenance::Policy::new(keys.as_deref(), &cas).map_err(|e| format!("spec.provenance: {e}"))
+}
+
+/// How a repository's models' signatures are checked by whoever can read its ConfigMaps
+/// (`None`: it asks for none).
+pub async fn signature_check(
+    cms: &Api<ConfigMap>,
+    repo: &ModelRepositorySpec,
+) -> Result<Option<crate::trust::SignatureCheck>, String> {
+    match &repo.provenance {
+        Some(p) => {
+            Ok(Some(crate::trust::SignatureCheck::Signers(std::sync::Arc::new(provenance_policy(cms, p).await?))))
+        }
+        None => Ok(None),
+    }
 }
 
 /// A provider per check; a webhook CA bundle that cannot be read fails that check.

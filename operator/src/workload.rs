@@ -199,6 +199,7 @@ fn fetch_arguments(
             floors: Some(format!("{TRUST_DIR}/{STATE_FLOORS_KEY}").into()),
             target: Vec::new(),
             prefix: None,
+            signed: revision.signed,
             concurrency: None,
         },
         sha256: revision.sha256.into(),
@@ -395,6 +396,7 @@ mod tests {
                 trusted_root: cm("root", "root.json"),
                 ca_bundle: Some(cm("corp-ca", "bundle.pem")),
                 refresh_interval: "5m".into(),
+                provenance: None,
             },
         );
         repo.status = Some(crate::api::ModelRepositoryStatus {
@@ -408,6 +410,7 @@ mod tests {
             sha256: "00ff",
             length: 42,
             files: 1,
+            signed: true,
         };
         let floors = crate::plan::repository::floors(repo.status.as_ref());
         let rs = replica_set(
@@ -450,6 +453,7 @@ mod tests {
         assert_eq!(after("--min-timestamp-version"), "7");
         assert_eq!(after("--out"), "/var/run/modelgate/model");
         assert_eq!(after("--files"), "1");
+        assert!(args.contains(&"--signed"), "a signed revision's pods check its signature: {args:?}");
         assert_eq!(after("--ca-bundle"), "/var/run/modelgate/ca/ca.crt");
         assert!(!args.contains(&"--min-root-version"), "floors at 0 are not passed");
         for c in pod["spec"]["containers"].as_array().unwrap() {

@@ -652,6 +652,11 @@ pub struct RevisionRef {
     /// Number of verified files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<i64>,
+    /// Who signed the model (OpenSSF model signing), when its repository asks for a
+    /// signature: `key sha256:<key id>`, or a certificate's subject and issuer. Its pods
+    /// check the signature's file list again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
 }
 
 /// A revision that serves (or served) the release.

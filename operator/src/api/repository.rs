@@ -74,6 +74,45 @@ pub struct ModelRepositorySpec {
         validation = Rule::new(duration_between!("10s", "24h")).message("refreshInterval must be between 10s and 24h")
     )]
     pub refresh_interval: GoDuration,
+
+    /// Who must have signed a model, beside TUF: an OpenSSF model-signing bundle
+    /// (`model_signing sign key|certificate`) published as a TUF target beside the model
+    /// (`<file>.sig`; `<prefix without '/'>.sig` for a prefix; `<first file>.sig` for a
+    /// list), whose statement names exactly the model's files with the sha256s TUF signs,
+    /// signed by a key or a certificate listed here. Absent: no signature is asked for.
+    /// Its ConfigMaps are read where `trustedRoot`'s is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<ProvenancePolicy>,
+}
+
+/// The signers a model's signature must come from (any one of them).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.publicKeys) || (has(self.certificates) && size(self.certificates) > 0)").message("provenance needs publicKeys or certificates: a policy that accepts no signer would refuse every model"))]
+pub struct ProvenancePolicy {
+    /// PEM public keys (EC P-256, P-384 or P-521, one or more `PUBLIC KEY` blocks) whose
+    /// `key`-method signatures are accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_keys: Option<ConfigMapSource>,
+
+    /// Certificate authorities, each with the identities it may vouch for, whose
+    /// `certificate`-method signatures are accepted while the signing certificate is
+    /// valid (checked at every refresh: an expired one is refused like a revocation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub certificates: Vec<CertificateSigners>,
+}
+
+/// Signing certificates a CA issues for named identities.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateSigners {
+    /// PEM bundle of the CA (root) certificates the signing certificate must chain to.
+    pub ca_bundle: ConfigMapSource,
+    /// Who may sign: a signing certificate is accepted when its subject's common name or
+    /// one of its subject alternative names (email, URI, DNS) is one of these, exactly.
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 256)))]
+    pub identities: Vec<String>,
 }
 
 impl ModelRepositorySpec {

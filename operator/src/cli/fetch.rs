@@ -91,6 +91,13 @@ impl Repository {
             let id = set.identity();
             target::check_expected(&model.display(), &id, e)?;
         }
+        // Before any model byte: the statement must name exactly the files about to be
+        // fetched (each then verified against the same signed sha256).
+        if self.signed {
+            let check = trust::SignatureCheck::FilesOnly;
+            trust::model::signature(&mut updater, &self.targets_url, &set, &check, rustls_pki_types::UnixTime::now())
+                .await?;
+        }
         let options = FetchOptions {
             concurrency: self.concurrency.map_or_else(fetch::default_concurrency, usize::from),
             ..Default::default()

@@ -23,9 +23,9 @@ use crate::{
     api::{ClusterModelRepository, FIELD_MANAGER, ModelRepository, ModelRepositorySpec, ModelRepositoryStatus},
     metrics::{ErrorLabels, Metrics},
     plan::repository::{self as plan, Failure, Refresh},
-    readers::{pinned_root_and_ca, read_record},
+    readers::{pinned_root_and_ca, read_record, signature_check},
     trust::{
-        Kept, Record, RefreshInput,
+        Kept, Record, RefreshInput, SignatureCheck,
         state::{STATE_CHAIN_KEY, STATE_FLOORS_KEY, STATE_PIN_KEY, render_chain, render_floors, state_configmap},
     },
 };
@@ -127,7 +127,7 @@ pub async fn refresh<K: Repository>(
         return Ok(Action::requeue(until_next(trust, &uid, plan.refresh_in)));
     }
     // Write: the root chain first, so status never claims a root we lost.
-    if let (Some(kept), Ok((pinned, ca_bundle))) = (&kept, observed.inputs) {
+    if let (Some(kept), Ok(Inputs { pinned, ca_bundle, .. })) = (&kept, observed.inputs) {
         let (chain, floors) = record_chain(repo, place, kept, observed.record.as_ref(), &plan.status).await?;
         verified(&Verified { pinned, ca_bundle, chain, floors });
     }
@@ -175,15 +175,29 @@ struct Observed {
     /// The trust record as written last, if any (re-verified from the pin by every
     /// reader).
     record: Option<Record>,
-    /// The pinned root and the CA bundle, or why they cannot be read.
-    inputs: Result<(Vec<u8>, Option<Vec<u8>>), String>,
+    /// The pinned root, the CA bundle and how signatures are checked, or why they
+    /// cannot be read.
+    inputs: Result<Inputs, String>,
+}
+
+/// What the security team set for a repository, as read from its ConfigMaps.
+struct Inputs {
+    pinned: Vec<u8>,
+    ca_bundle: Option<Vec<u8>>,
+    signature: Option<SignatureCheck>,
 }
 
 async fn observe<K: Repository>(repo: &K, place: &Place<'_, K>) -> Result<Observed, Error> {
     let record = read_record(&place.configmaps, &place.record)
         .await
         .map_err(|source| Error::Kube { action: "read the trust state ConfigMap", source })?;
-    let inputs = pinned_root_and_ca(&place.configmaps, repo.source()).await;
+    let inputs =
+        match pinned_root_and_ca(&place.configmaps, repo.source()).await {
+            Ok((pinned, ca_bundle)) => signature_check(&place.configmaps, repo.source())
+                .await
+                .map(|signature| Inputs { pinned, ca_bundle, signature }),
+            Err(e) => Err(e),
+        };
     Ok(Observed { record, inputs })
 }
 
@@ -196,12 +210,14 @@ async fn verify<K: Repository>(
     observed: &Observed,
     now: Timestamp,
 ) -> (Refresh, Option<Kept>) {
-    let (pinned, ca_bundle) = match &observed.inputs {
+    let Inputs { pinned, ca_bundle, signature } = match &observed.inputs {
         Ok(inputs) => inputs,
         Err(message) => return (Refresh::Failed { cause: Failure::Configuration, message: message.clone() }, None),
     };
     let input = RefreshInput {
         metadata_url: &repo.source().metadata_url,
+        targets_url: &repo.source().targets_url,
+        signature: signature.clone(),
         pinned_root: pinned,
         record: observed.record.clone(),
         ca_bundle: ca_bundle.clone(),

@@ -385,7 +385,7 @@ async fn resolve_all(session: &mut Session, keys: &[String], now: Timestamp) -> 
     session.updater.set_now(now);
     let mut found = Vec::with_capacity(keys.len());
     for key in keys {
-        let verdict = Verdict::of(trust::model::resolve(&mut session.updater, &ModelRef::from_key(key)).await);
+        let verdict = Verdict::of(session.resolve(&ModelRef::from_key(key), now).await);
         // Only trust runs out; a refusal holds until the next refresh says otherwise.
         let until = match verdict {
             Verdict::Trusted { .. } => session.updater.valid_until(),
@@ -439,7 +439,7 @@ mod tests {
         assert_eq!(wakers.repositories.try_recv().ok(), Some(repo.clone()));
         assert!(wakers.repositories.try_recv().is_err(), "asked once");
         // The answer wakes both releases; the same answer again wakes nobody.
-        let answer = Verdict::Trusted { sha256: "a".repeat(64), length: 1, files: 1 };
+        let answer = Verdict::Trusted { sha256: "a".repeat(64), length: 1, files: 1, signer: None };
         let found = || vec![("m/1/model.onnx".to_string(), Resolved { verdict: answer.clone(), until: later })];
         let woken = cache.with("uid", |e| e.replace(found()));
         assert_eq!(woken, [release("a"), release("b")].into());
@@ -466,7 +466,7 @@ mod tests {
     fn an_admission_review_only_peeks_and_prefetches_a_bounded_few() {
         let (cache, mut wakers, repo, now, later) = refreshed();
         // A release serving m/1 and able to roll back to m/0 has both verdicts.
-        let answer = Verdict::Trusted { sha256: "a".repeat(64), length: 1, files: 1 };
+        let answer = Verdict::Trusted { sha256: "a".repeat(64), length: 1, files: 1, signer: None };
         for key in ["m/0/model.onnx", "m/1/model.onnx"] {
             cache.lookup(&repo, "uid", &release("a"), key, now);
             cache.with("uid", |e| e.replace(vec![(key.into(), Resolved { verdict: answer.clone(), until: later })]));

@@ -94,7 +94,9 @@ impl std::fmt::Display for Untrusted {
 pub enum Verdict {
     /// Signed and current: the sha256 of the file (or of the manifest of a set of
     /// files), the total length and the number of files.
-    Trusted { sha256: String, length: i64, files: i64 },
+    /// `signer`: who signed the model (key or certificate), when its repository asks
+    /// for a signature.
+    Trusted { sha256: String, length: i64, files: i64, signer: Option<String> },
     /// Refused: not listed, expired, attacked, not allowed here.
     Untrusted { reason: Untrusted, message: String },
     /// Cannot tell yet (repository not refreshed, or unreachable with nothing cached).
@@ -104,12 +106,12 @@ pub enum Verdict {
 impl Verdict {
     /// What resolving a model means for a release: its identity, a refusal, or (for
     /// network trouble) no verdict yet.
-    pub fn of(found: Result<crate::trust::ModelSet, crate::trust::TrustError>) -> Self {
+    pub fn of(found: Result<(crate::trust::ModelSet, Option<String>), crate::trust::TrustError>) -> Self {
         match found {
-            Ok(set) => {
+            Ok((set, signer)) => {
                 let id = set.identity();
                 match (i64::try_from(id.length), i64::try_from(id.files)) {
-                    (Ok(length), Ok(files)) => Verdict::Trusted { sha256: id.sha256, length, files },
+                    (Ok(length), Ok(files)) => Verdict::Trusted { sha256: id.sha256, length, files, signer },
                     _ => Verdict::Untrusted {
                         reason: Untrusted::Trust(crate::trust::Reason::Malformed),
                         message: format!("{} is signed with a length beyond any real file", set.model),

@@ -260,6 +260,7 @@ mod tests {
                     config_map_ref: ConfigMapKeyRef { name: "r".into(), key: "root.json".into() },
                 },
                 ca_bundle: None,
+                provenance: None,
                 refresh_interval: "5m".into(),
             },
         );

@@ -35,6 +35,8 @@ pub struct Revision<'a> {
     pub sha256: &'a str,
     pub length: i64,
     pub files: i64,
+    /// Its model was verified with a signature (its pods check the signature again).
+    pub signed: bool,
 }
 
 /// The number of revision `hash`: the one it had when seen before (stable, canary or
@@ -108,6 +110,7 @@ pub fn verified_revision<'a>(status: &'a ModelReleaseStatus, hash: &'a str) -> O
         sha256: verified.sha256.as_deref()?,
         length: verified.length?,
         files: verified.files.unwrap_or(1),
+        signed: verified.signer.is_some(),
     })
 }
 

@@ -78,7 +78,7 @@ impl World {
         };
         let mut obs = Observed { repository: Repository::Found { on_revocation: None }, ..Default::default() };
         for t in [V1, V2, V3] {
-            obs.verdicts.insert(t.into(), Verdict::Trusted { sha256: sha(t), length: 100, files: 1 });
+            obs.verdicts.insert(t.into(), Verdict::Trusted { sha256: sha(t), length: 100, files: 1, signer: None });
         }
         World { release, obs, auto_ready: true, last: None }
     }
@@ -683,7 +683,7 @@ fn a_revoked_stable_returns_to_the_newest_trusted_revision() {
     assert!(w.events().is_empty(), "said once");
 
     // Trust in it returns (the revocation itself is revoked): it serves again.
-    w.obs.verdicts.insert(V1.into(), Verdict::Trusted { sha256: sha(V1), length: 1, files: 1 });
+    w.obs.verdicts.insert(V1.into(), Verdict::Trusted { sha256: sha(V1), length: 1, files: 1, signer: None });
     let plan = w.run(60).clone();
     assert_eq!(plan.scale.get(&v1), Some(&4));
     assert_eq!(w.phase(), Phase::RolledBack, "back where it was: v3 stays rolled back");
@@ -739,7 +739,7 @@ fn revocation_alert_only_keeps_serving() {
     w.set_target(V2);
     w.settle(10);
     let v2 = w.stable_hash();
-    w.obs.verdicts.insert(V2.into(), Verdict::Trusted { sha256: sha(V3), length: 100, files: 1 });
+    w.obs.verdicts.insert(V2.into(), Verdict::Trusted { sha256: sha(V3), length: 100, files: 1, signer: None });
     w.run(20);
     assert_eq!(w.stable_hash(), v2);
     assert_eq!(w.condition(TRUST_DEGRADED), ("True".into(), "TargetChanged".into()));

@@ -25,7 +25,7 @@ use crate::{
         ModelRepositoryStatus, Phase, RepositoryKind,
     },
     plan::{self, Verdict},
-    readers::{pinned_root_and_ca, read_record},
+    readers::{pinned_root_and_ca, read_record, signature_check},
     trust::{
         self, RefreshInput,
         state::{MIRROR_CA_KEY, MIRROR_PIN_KEY, mirror_configmap, pin_digest, state_configmap},
@@ -269,7 +269,7 @@ pub async fn verify(client: &Client, ns: &str, release: &ModelRelease, model: &M
     let repo_ref = &release.spec.repository_ref;
     let repo_name = &repo_ref.name;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let (spec, status, pinned, ca_bundle, record) = match repo_ref.kind {
+    let (spec, status, pinned, ca_bundle, record, signature) = match repo_ref.kind {
         RepositoryKind::ModelRepository => {
             let repo = Api::<ModelRepository>::namespaced(client.clone(), ns)
                 .get_opt(repo_name)
@@ -277,7 +277,8 @@ pub async fn verify(client: &Client, ns: &str, release: &ModelRelease, model: &M
                 .ok_or_else(|| anyhow!("modelrepository {repo_name:?} (spec.repositoryRef) not found in {ns:?}"))?;
             let (pinned, ca_bundle) = pinned_root_and_ca(&cms, &repo.spec).await.map_err(|e| anyhow!(e))?;
             let record = read_record(&cms, &state_configmap(&repo.name_any())).await?;
-            (repo.spec, repo.status, pinned, ca_bundle, record)
+            let signature = signature_check(&cms, &repo.spec).await.map_err(|e| anyhow!(e))?;
+            (repo.spec, repo.status, pinned, ca_bundle, record, signature)
         }
         RepositoryKind::ClusterModelRepository => {
             // Its pin and record are in the operator's namespace; the copy in this one is
@@ -303,11 +304,16 @@ pub async fn verify(client: &Client, ns: &str, release: &ModelRelease, model: &M
             let record = read_record(&cms, &mirror_configmap(repo_name))
                 .await?
                 .map(|r| crate::trust::Record { pin_sha256: want.clone(), ..r });
-            (repo.spec.repository, repo.status, pinned, ca_bundle, record)
+            // Its signers are the security team's, in the operator's namespace: checked
+            // here is the statement's file list; who signed, the operator checks.
+            let signature = repo.spec.repository.provenance.as_ref().map(|_| crate::trust::SignatureCheck::FilesOnly);
+            (repo.spec.repository, repo.status, pinned, ca_bundle, record, signature)
         }
     };
     let refreshed = trust::refresh(RefreshInput {
         metadata_url: &spec.metadata_url,
+        targets_url: &spec.targets_url,
+        signature,
         pinned_root: &pinned,
         record,
         ca_bundle,
@@ -321,7 +327,7 @@ pub async fn verify(client: &Client, ns: &str, release: &ModelRelease, model: &M
         Ok(r) => r.session,
         Err(e) => return Ok(Verdict::Untrusted { reason: plan::Untrusted::Trust(e.reason()), message: e.to_string() }),
     };
-    Ok(Verdict::of(trust::model::resolve(&mut session.updater, model).await))
+    Ok(Verdict::of(session.resolve(model, Timestamp::now()).await))
 }
 
 /// Waits between two renderings of `status -w`.

@@ -54,6 +54,17 @@ fn short(sha: Option<&str>) -> &str {
     sha.map_or("-", plan::short)
 }
 
+/// A signer in a column: a key by the first 8 digits of its id, a certificate by its
+/// subject; `-` when the revision was not signed.
+fn signer_short(signer: Option<&str>) -> String {
+    let Some(signer) = signer else { return "-".into() };
+    let brief = match signer.strip_prefix("key sha256:") {
+        Some(id) => format!("key {}", id.get(..8).unwrap_or(id)),
+        None => signer.split(" (issuer ").next().unwrap_or(signer).to_string(),
+    };
+    brief.chars().take(24).collect()
+}
+
 fn ago(t: Option<k8s_openapi::jiff::Timestamp>) -> String {
     let Some(t) = t else { return "?".into() };
     let secs = (k8s_openapi::jiff::Timestamp::now().as_second() - t.as_second()).max(0);
@@ -111,6 +122,9 @@ async fn render_status(client: &Client, ns: &str, release: &ModelRelease) -> any
         )?,
         None => writeln!(out, "Stable:    none")?,
     }
+    if let Some(signer) = status.stable.as_ref().and_then(|s| s.revision.signer.as_deref()) {
+        writeln!(out, "           signed by {}", field(signer))?;
+    }
     match &status.canary {
         Some(c) => writeln!(
             out,
@@ -124,6 +138,9 @@ async fn render_status(client: &Client, ns: &str, release: &ModelRelease) -> any
             c.weight
         )?,
         None => writeln!(out, "Canary:    none")?,
+    }
+    if let Some(signer) = status.canary.as_ref().and_then(|c| c.revision.signer.as_deref()) {
+        writeln!(out, "           signed by {}", field(signer))?;
     }
     if let Some(w) = &status.warm {
         let left = w.until.as_ref().map_or("-".to_string(), |t| {
@@ -220,18 +237,19 @@ fn write_events(out: &mut String, events: &[Event]) -> std::fmt::Result {
 /// `history NAME`: one line per finished rollout.
 pub fn history(release: &ModelRelease) -> String {
     let mut out = format!(
-        "{:<9} {:<36} {:<14} {:<11} {:<21} {}\n",
-        "REVISION", "TARGET", "SHA256", "OUTCOME", "FINISHED", "REASON"
+        "{:<9} {:<36} {:<14} {:<24} {:<11} {:<21} {}\n",
+        "REVISION", "TARGET", "SHA256", "SIGNER", "OUTCOME", "FINISHED", "REASON"
     );
     let status = release.status.clone().unwrap_or_default();
     for h in &status.history {
         let finished = h.finished_at.as_ref().map_or("-".into(), |t| t.0.to_string());
         let _ = writeln!(
             out,
-            "{:<9} {:<36} {:<14} {:<11} {:<21} {}",
+            "{:<9} {:<36} {:<14} {:<24} {:<11} {:<21} {}",
             h.revision.number,
             field(&h.revision.target),
             short(h.revision.sha256.as_deref()),
+            field(&signer_short(h.revision.signer.as_deref())),
             h.outcome.as_str(),
             finished,
             field(h.reason.as_deref().unwrap_or(""))
@@ -260,13 +278,14 @@ pub async fn plan(
         if status.stable.as_ref().is_some_and(|s| s.revision.hash == hash) { "the stable one" } else { "new" }
     );
     let verdict = verify(client, ns, release, &model).await?;
-    let Some((sha256, length, files)) = print_verdict(&model.display(), &verdict) else { return Ok(()) };
+    let Some((sha256, length, files, signed)) = print_verdict(&model.display(), &verdict) else { return Ok(()) };
     let first = status.stable.is_none();
     print_steps(release, first);
     // Numbered as the planner numbers it.
     let next = plan::revision_number(&status, &hash);
+    let model = release.spec.model.model();
     let revision =
-        plan::Revision { number: next, hash: &hash, model: release.spec.model.model(), sha256: &sha256, length, files };
+        plan::Revision { number: next, hash: &hash, model: model.clone(), sha256: &sha256, length, files, signed };
     let first_weight = release.spec.strategy.steps.iter().find_map(|s| s.set_weight).unwrap_or(100);
     let replicas = plan::canary_replicas(release.spec.replicas, if first { 100 } else { first_weight });
     if !print_workload(client, ns, release, &revision, replicas).await? {
@@ -303,15 +322,17 @@ pub async fn plan(
 
 /// The verdict on the model, as a line; what the workload needs of a trusted one
 /// (`None`: refused, and said so).
-fn print_verdict(target: &str, verdict: &Verdict) -> Option<(String, i64, i64)> {
+fn print_verdict(target: &str, verdict: &Verdict) -> Option<(String, i64, i64, bool)> {
     match verdict {
-        Verdict::Trusted { sha256, length, files: 1 } => {
-            println!("Verify:    {target}: trusted, sha256 {sha256}, {length} bytes");
-            Some((sha256.clone(), *length, 1))
-        }
-        Verdict::Trusted { sha256, length, files } => {
-            println!("Verify:    {target}: trusted, {files} files, {length} bytes, manifest sha256 {sha256}");
-            Some((sha256.clone(), *length, *files))
+        Verdict::Trusted { sha256, length, files, signer } => {
+            match files {
+                1 => println!("Verify:    {target}: trusted, sha256 {sha256}, {length} bytes"),
+                n => println!("Verify:    {target}: trusted, {n} files, {length} bytes, manifest sha256 {sha256}"),
+            }
+            if let Some(signer) = signer {
+                println!("Signed by: {}", field(signer));
+            }
+            Some((sha256.clone(), *length, *files, signer.is_some()))
         }
         Verdict::Untrusted { message, .. } | Verdict::Unknown { message } => {
             println!("Verify:    {}", field(&format!("{target}: REFUSED: {message}")));

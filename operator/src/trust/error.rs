@@ -1,5 +1,7 @@
 use thiserror::Error;
 
+use super::provenance::ProvenanceError;
+
 /// Why trust in a repository or a target could not be established. Every variant is a
 /// reason to refuse: nothing unverified is used, nothing is written.
 #[derive(Debug, Error)]
@@ -63,6 +65,10 @@ pub enum TrustError {
     #[error("local trust state in {path}: {reason}")]
     Store { path: String, reason: String },
 
+    /// The model's signature (OpenSSF model signing) is missing or not accepted.
+    #[error("model signature {0}")]
+    Provenance(#[from] super::provenance::ProvenanceError),
+
     #[error(
         "the repository's trust record does not chain from the pinned root ({reason}); someone changed it: \
          find out who, then delete the repository's <name>-trust-state ConfigMap and modelgate rebuilds it from spec.trustedRoot"
@@ -98,6 +104,14 @@ impl TrustError {
             TrustError::Insecure(_) => Reason::Insecure,
             TrustError::Store { .. } => Reason::StoreError,
             TrustError::TrustState { .. } => Reason::TrustStateTampered,
+            TrustError::Provenance(e) => match e {
+                ProvenanceError::Missing { .. } => Reason::SignatureMissing,
+                ProvenanceError::Malformed { .. } => Reason::SignatureMalformed,
+                ProvenanceError::UnknownSigner { .. } => Reason::UnknownSigner,
+                ProvenanceError::BadSignature { .. } => Reason::ModelSignatureInvalid,
+                ProvenanceError::Certificate { .. } => Reason::SignerCertificateRejected,
+                ProvenanceError::FilesMismatch { .. } => Reason::SignedFilesMismatch,
+            },
         }
     }
 }
@@ -124,6 +138,12 @@ pub enum Reason {
     Insecure,
     StoreError,
     TrustStateTampered,
+    SignatureMissing,
+    SignatureMalformed,
+    UnknownSigner,
+    ModelSignatureInvalid,
+    SignerCertificateRejected,
+    SignedFilesMismatch,
 }
 
 impl Reason {
@@ -147,6 +167,12 @@ impl Reason {
             Reason::Insecure => "Insecure",
             Reason::StoreError => "StoreError",
             Reason::TrustStateTampered => "TrustStateTampered",
+            Reason::SignatureMissing => "SignatureMissing",
+            Reason::SignatureMalformed => "SignatureMalformed",
+            Reason::UnknownSigner => "UnknownSigner",
+            Reason::ModelSignatureInvalid => "ModelSignatureInvalid",
+            Reason::SignerCertificateRejected => "SignerCertificateRejected",
+            Reason::SignedFilesMismatch => "SignedFilesMismatch",
         }
     }
 }

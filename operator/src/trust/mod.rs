@@ -18,7 +18,7 @@ pub mod versions;
 
 pub use error::{Reason, TrustError};
 pub use metadata::TargetFile;
-pub use model::{Identity, ModelFile, ModelSet};
+pub use model::{Identity, ModelFile, ModelSet, SignatureCheck};
 pub use refresh::{Kept, Record, RefreshInput, Refreshed, Session, refresh};
 pub use store::Store;
 pub use target::Expected;

@@ -7,7 +7,15 @@ use std::collections::BTreeSet;
 use aws_lc_rs::digest::{SHA256, digest};
 use serde::Serialize;
 
-use super::{TargetFile, TrustError, Updater};
+use reqwest::Url;
+use rustls_pki_types::UnixTime;
+
+use super::{
+    TargetFile, TrustError, Updater,
+    fetch::target_url,
+    provenance::{self, MAX_SIGNATURE_BYTES, Policy, ProvenanceError, check_files, signature_target},
+    updater::{Digests, check_hashes},
+};
 use crate::api::{MAX_MODEL_FILES, MAX_TARGET_LIST, ModelRef, mount_path_of};
 
 /// One verified file of a model.
@@ -113,6 +121,57 @@ impl ModelSet {
             _ => hex::encode(digest(&SHA256, &self.manifest())),
         };
         Identity { sha256, length, files: self.files.len() }
+    }
+}
+
+/// How a model's signature is checked: against the security team's signers (the
+/// operator), or only for the files its statement names (a pod, and `kubectl modelgate`
+/// for a cluster repository, whose policy it cannot read: the operator verified the
+/// signer, and the repository signs the bundle's bytes).
+#[derive(Clone, Debug)]
+pub enum SignatureCheck {
+    Signers(std::sync::Arc<Policy>),
+    FilesOnly,
+}
+
+/// The signature beside `set`, fetched from `targets` as TUF signs it (its length
+/// bounded, its hashes checked) and checked as `check` says: the signer it names, if
+/// checked (`FilesOnly` says it was not). A signature the repository does not list is
+/// `SignatureMissing`.
+pub async fn signature(
+    updater: &mut Updater,
+    targets: &Url,
+    set: &ModelSet,
+    check: &SignatureCheck,
+    now: UnixTime,
+) -> Result<Option<String>, TrustError> {
+    let target = signature_target(&set.model);
+    let info = match updater.target(&target).await {
+        Err(TrustError::UnknownTarget { .. }) => return Err(ProvenanceError::Missing { target }.into()),
+        found => found?,
+    };
+    if info.length > MAX_SIGNATURE_BYTES {
+        return Err(TrustError::TooLarge { what: format!("model signature {target:?}"), limit: MAX_SIGNATURE_BYTES });
+    }
+    let url = target_url(targets, &target, &info, updater.consistent_snapshot())?;
+    let bytes = updater.transport().get(&url, info.length).await?;
+    if bytes.len() as u64 != info.length {
+        return Err(TrustError::Hash {
+            what: format!("target {target:?}"),
+            reason: format!("length {} differs from the signed length {}", bytes.len(), info.length),
+        });
+    }
+    check_hashes(&format!("target {target:?}"), &info.hashes, &Digests::of(&bytes))?;
+    match check {
+        SignatureCheck::Signers(policy) => {
+            let signed = provenance::verify(policy, &target, &bytes, now)?;
+            check_files(&target, &signed.files, set)?;
+            Ok(Some(signed.signer))
+        }
+        SignatureCheck::FilesOnly => {
+            check_files(&target, &provenance::statement_of(&target, &bytes)?, set)?;
+            Ok(Some(format!("not checked here (the operator checks who signed {target:?})")))
+        }
     }
 }
 

@@ -259,12 +259,12 @@ fn by_certificate(
     if candidates.is_empty() {
         return Err(ProvenanceError::UnknownSigner { target: target.into(), signer });
     }
-    let rejected = |reason: String| ProvenanceError::Certificate { target: target.into(), signer: signer.clone(), reason };
+    let rejected =
+        |reason: String| ProvenanceError::Certificate { target: target.into(), signer: signer.clone(), reason };
     let ee = webpki::EndEntityCert::try_from(leaf).map_err(|e| rejected(format!("{e:?}")))?;
     let mut last = String::new();
     let chained = candidates.iter().any(|authority| {
-        let anchors: Vec<_> =
-            authority.roots.iter().filter_map(|r| webpki::anchor_from_trusted_cert(r).ok()).collect();
+        let anchors: Vec<_> = authority.roots.iter().filter_map(|r| webpki::anchor_from_trusted_cert(r).ok()).collect();
         let verified = ee.verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
             &anchors,
@@ -297,9 +297,7 @@ fn certificate_problem(e: &webpki::Error) -> String {
         webpki::Error::CertExpired { .. } => "it has expired".into(),
         webpki::Error::CertNotValidYet { .. } => "it is not valid yet".into(),
         webpki::Error::UnknownIssuer => "it was not issued under the policy's CA for this identity".into(),
-        webpki::Error::RequiredEkuNotFoundContext(_) => {
-            "its extended key usage does not allow code signing".into()
-        }
+        webpki::Error::RequiredEkuNotFoundContext(_) => "its extended key usage does not allow code signing".into(),
         other => format!("{other:?}"),
     }
 }
@@ -450,8 +448,7 @@ impl Bundle {
 /// digests in order).
 fn statement_files(target: &str, payload: &[u8]) -> Result<BTreeMap<String, String>, ProvenanceError> {
     let malformed = |reason: String| ProvenanceError::Malformed { target: target.into(), reason };
-    let statement: Statement =
-        serde_json::from_slice(payload).map_err(|e| malformed(format!("its statement: {e}")))?;
+    let statement: Statement = serde_json::from_slice(payload).map_err(|e| malformed(format!("its statement: {e}")))?;
     if statement.type_ != STATEMENT_TYPE {
         return Err(malformed(format!("its statement is {:?}, not an in-toto v1 statement", statement.type_)));
     }
@@ -582,7 +579,8 @@ mod tests {
     fn a_bundle_signed_with_an_accepted_key_names_its_key_and_files() {
         let signed = verify(&keys(), "m/1.sig", &read("key.sig"), made_at(Duration::ZERO)).unwrap();
         assert!(signed.signer.starts_with("key sha256:"), "{}", signed.signer);
-        let expected = BTreeMap::from([("a.bin".to_string(), sha("a.bin")), ("sub/b.bin".to_string(), sha("sub/b.bin"))]);
+        let expected =
+            BTreeMap::from([("a.bin".to_string(), sha("a.bin")), ("sub/b.bin".to_string(), sha("sub/b.bin"))]);
         assert_eq!(signed.files, expected);
         check_files("m/1.sig", &signed.files, &model(&[("a.bin", &sha("a.bin")), ("sub/b.bin", &sha("sub/b.bin"))]))
             .unwrap();
@@ -686,8 +684,7 @@ mod tests {
         let other_type = edit(&|b| b["dsseEnvelope"]["payloadType"] = "text/plain".into());
         assert!(refused(&other_type).contains("not an in-toto statement"));
         let long_chain = edit(&|b| {
-            b["verificationMaterial"] =
-                serde_json::json!({"x509CertificateChain": {"certificates": vec![serde_json::json!({"rawBytes": "AA=="}); 9]}});
+            b["verificationMaterial"] = serde_json::json!({"x509CertificateChain": {"certificates": vec![serde_json::json!({"rawBytes": "AA=="}); 9]}});
         });
         assert!(refused(&long_chain).contains("more than 8"));
         // A statement of another serialization (shards, blake3) cannot be compared.

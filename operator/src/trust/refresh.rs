@@ -6,13 +6,17 @@ use k8s_openapi::jiff::Timestamp;
 use reqwest::Url;
 
 use super::{
-    Floors, Store, Transport, TransportOptions, TrustError, Trusted, Updater,
+    Floors, SignatureCheck, Store, Transport, TransportOptions, TrustError, Trusted, Updater,
     state::{anchor, parse_chain, pin_digest},
 };
 
 /// What a refresh starts from.
 pub struct RefreshInput<'a> {
     pub metadata_url: &'a str,
+    /// Where the targets are: read for model signatures only (the models are the pods').
+    pub targets_url: &'a str,
+    /// How each model's signature is checked, when the repository asks for one.
+    pub signature: Option<SignatureCheck>,
     /// The security team's pin (`spec.trustedRoot`): all trust starts here.
     pub pinned_root: &'a [u8],
     /// The trust record kept in the cluster, if any: `(pin digest, root chain)` as read.
@@ -59,6 +63,26 @@ pub struct Kept {
 /// A client session kept between refreshes (metadata in memory).
 pub struct Session {
     pub updater: Updater,
+    /// The targets' base URL and how signatures are checked, when they are asked for.
+    pub signature: Option<(Url, SignatureCheck)>,
+}
+
+impl Session {
+    /// The files `model` names as signed now, and the signer of its signature when the
+    /// repository asks for one.
+    pub async fn resolve(
+        &mut self,
+        model: &crate::api::ModelRef,
+        now: Timestamp,
+    ) -> Result<(super::ModelSet, Option<String>), TrustError> {
+        let set = super::model::resolve(&mut self.updater, model).await?;
+        let Some((targets, check)) = &self.signature else { return Ok((set, None)) };
+        let now = rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            u64::try_from(now.as_second()).unwrap_or(0),
+        ));
+        let signer = super::model::signature(&mut self.updater, targets, &set, check, now).await?;
+        Ok((set, signer))
+    }
 }
 
 /// Whether trust is re-anchored: the pin differs from the one the repository's status
@@ -99,9 +123,18 @@ pub async fn refresh(input: RefreshInput<'_>) -> Result<Refreshed, TrustError> {
         _ => Store::memory(),
     };
     let mut updater = Updater::new(store, transport, url, Some(&start), input.floors, input.now)?;
+    let signature = match input.signature {
+        Some(check) => Some((
+            Url::parse(input.targets_url)
+                .map_err(|e| TrustError::Malformed { what: "targetsUrl".into(), reason: e.to_string() })?,
+            check,
+        )),
+        None => None,
+    };
     let trusted = updater.refresh().await?;
     chain.extend(updater.rotated_roots().iter().cloned());
-    Ok(Refreshed { kept: Kept { trusted, chain, pin_sha256, reanchored }, session: Session { updater } })
+    let session = Session { updater, signature };
+    Ok(Refreshed { kept: Kept { trusted, chain, pin_sha256, reanchored }, session })
 }
 
 #[cfg(test)]

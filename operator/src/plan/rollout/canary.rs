@@ -43,7 +43,7 @@ impl Planner<'_> {
                 self.note_because(EventReason::Rejected, reason, message.clone());
                 self.set_phase(Phase::Rejected, message);
             }
-            Verdict::Trusted { sha256, length, files } => {
+            Verdict::Trusted { sha256, length, files, signer } => {
                 let first = self.status.stable.is_none();
                 let mut canary = CanaryStatus {
                     revision: RevisionRef {
@@ -54,6 +54,7 @@ impl Planner<'_> {
                         sha256: Some(sha256.clone()),
                         length: Some(length),
                         files: Some(files),
+                        signer: signer.clone(),
                     },
                     step: 0,
                     weight: 0,
@@ -66,10 +67,13 @@ impl Planner<'_> {
                 } else {
                     self.enter_step(&mut canary);
                 }
-                let what = match files {
+                let mut what = match files {
                     1 => format!("{target:?}: sha256 {sha256}, {length} bytes"),
                     n => format!("{target:?}: {n} files, {length} bytes, manifest sha256 {sha256}"),
                 };
+                if let Some(signer) = &signer {
+                    what.push_str(&format!(", signed by {signer}"));
+                }
                 self.set_verified(ConditionStatus::True, "TargetVerified", what);
                 self.note(
                     false,
