@@ -11,6 +11,7 @@ mod models;
 mod node;
 mod operator;
 mod plugin;
+mod provenance;
 mod publishing;
 mod repository;
 mod roles;

@@ -8,4 +8,5 @@ pub mod kubelet;
 pub mod models;
 pub mod node;
 pub mod prometheus;
+pub mod signing;
 pub mod tuf;

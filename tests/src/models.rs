@@ -91,6 +91,22 @@ impl ModelRepo {
         Ok(paths)
     }
 
+    /// Publishes every file under directory `src` as target `prefix` + its path below
+    /// `src` (one new targets version).
+    pub fn add_dir(&mut self, prefix: &str, src: &Path) -> anyhow::Result<()> {
+        let src = src.to_str().context("a UTF-8 path")?;
+        let out = tool(self.dir.path(), &["add-dir", prefix, src])?;
+        self.record(&out);
+        Ok(())
+    }
+
+    /// Publishes the file `path` as target `target`.
+    pub fn add_file(&mut self, target: &str, path: &Path) -> anyhow::Result<()> {
+        let out = tool(self.dir.path(), &["add-file", target, path.to_str().context("a UTF-8 path")?])?;
+        self.record(&out);
+        Ok(())
+    }
+
     /// Revokes targets: the publishers sign new targets metadata without them.
     pub fn remove(&self, paths: &[&str]) -> anyhow::Result<()> {
         tool(self.dir.path(), &[&["remove"], paths].concat()).map(|_| ())
@@ -150,6 +166,12 @@ impl ModelRepo {
         self.register_as(client, ns, REPOSITORY, "10s").await
     }
 
+    /// `register`, with `spec` merged into the repository's spec (`provenance`, ...).
+    pub async fn register_with(&self, client: &Client, ns: &str, spec: Value) -> anyhow::Result<()> {
+        let root = std::fs::read_to_string(self.dir.path().join("root.json"))?;
+        register_repository_with(client, ns, REPOSITORY, "10s", &root, &self.server, spec).await
+    }
+
     /// `register`, with the repository's name and refresh interval.
     pub async fn register_as(&self, client: &Client, ns: &str, name: &str, refresh: &str) -> anyhow::Result<()> {
         let root = std::fs::read_to_string(self.dir.path().join("root.json"))?;
@@ -203,6 +225,19 @@ pub async fn register_repository(
     root: &str,
     server: &Server,
 ) -> anyhow::Result<()> {
+    register_repository_with(client, ns, name, refresh, root, server, json!({})).await
+}
+
+/// `register_repository`, with `extra` merged into the spec.
+pub async fn register_repository_with(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    refresh: &str,
+    root: &str,
+    server: &Server,
+    extra: Value,
+) -> anyhow::Result<()> {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let ca = std::fs::read_to_string(server.ca.as_ref().context("an HTTPS server")?)?;
     for (cm_name, key, value) in [("ml-root", "root.json", root.to_string()), ("repo-ca", "ca.crt", ca)] {
@@ -215,7 +250,7 @@ pub async fn register_repository(
         )
         .await?;
     }
-    let repo: ModelRepository = serde_json::from_value(json!({
+    let mut manifest = json!({
         "apiVersion": "modelgate.dev/v1alpha1", "kind": "ModelRepository", "metadata": {"name": name},
         "spec": {
             "metadataUrl": server.url("metadata/"),
@@ -224,7 +259,11 @@ pub async fn register_repository(
             "caBundle": {"configMapRef": {"name": "repo-ca", "key": "ca.crt"}},
             "refreshInterval": refresh
         }
-    }))?;
+    });
+    for (k, v) in extra.as_object().context("the extra spec is an object")? {
+        manifest["spec"][k] = v.clone();
+    }
+    let repo: ModelRepository = serde_json::from_value(manifest)?;
     Api::<ModelRepository>::namespaced(client.clone(), ns).create(&PostParams::default(), &repo).await?;
     Ok(())
 }

@@ -17,6 +17,8 @@ DIR/public/{metadata,targets} is all a server publishes.
                                           delegate the target paths PATTERN matches to
                                           a role of their own (a team's), with its key
     modelrepo.py add-file DIR TARGET FILE sign FILE as target path TARGET (a real model)
+    modelrepo.py add-dir DIR PREFIX SRC   sign every file under directory SRC as target
+                                          PREFIX + its path below SRC
     modelrepo.py bulk DIR N               N tiny targets bulk/<i>/x.bin: metadata that is
                                           large to download (a benchmark's slow repository)
     modelrepo.py rotate DIR ROLE          a new key for a top-level role (root, targets,
@@ -195,6 +197,16 @@ def add_file(d, target, path, role="targets"):
     change(d, lambda targets: sign_file(d, targets, target, data, ""), role)
 
 
+def add_dir(d, prefix, src, role="targets"):
+    def edit(targets):
+        for root, _, files in os.walk(src):
+            for name in sorted(files):
+                path = os.path.join(root, name)
+                with open(path, "rb") as f:
+                    sign_file(d, targets, prefix + os.path.relpath(path, src), f.read(), "")
+    change(d, edit, role)
+
+
 def refresh(d):
     publish(d, load(d, "targets"), load(d, "snapshot").signed.version, sign_targets=False)
 
@@ -251,6 +263,8 @@ if __name__ == "__main__":
         remove(d, args[2:], role)
     elif cmd == "add-file":
         add_file(d, args[2], args[3], role)
+    elif cmd == "add-dir":
+        add_dir(d, args[2], args[3], role)
     elif cmd == "refresh":
         refresh(d)
     elif cmd == "rotate":
@@ -260,4 +274,4 @@ if __name__ == "__main__":
     elif cmd == "delegate":
         delegate(d, args[2], args[3])
     else:
-        sys.exit(f"unknown command {cmd}; use init, add, add-file, shards, bulk, remove, delegate, rotate or refresh")
+        sys.exit(f"unknown command {cmd}; use init, add, add-file, add-dir, shards, bulk, remove, delegate, rotate or refresh")

@@ -66,7 +66,7 @@ pub enum TrustError {
     Store { path: String, reason: String },
 
     /// The model's signature (OpenSSF model signing) is missing or not accepted.
-    #[error("model signature {0}")]
+    #[error("{0}")]
     Provenance(#[from] super::provenance::ProvenanceError),
 
     #[error(

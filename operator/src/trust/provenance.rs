@@ -63,19 +63,22 @@ pub fn signature_target(model: &ModelRef) -> String {
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ProvenanceError {
     #[error(
-        "the repository signs no {target:?} beside the model, and its provenance policy requires one: sign the \
-         model with model_signing and publish the signature as that target"
+        "no model signature: the repository signs no {target:?} beside the model, and its provenance policy \
+         requires one: sign the model with model_signing and publish the signature as that target"
     )]
     Missing { target: String },
-    #[error("{target:?} is not a model-signing bundle modelgate can read: {reason}")]
+    #[error("model signature {target:?} is not a model-signing bundle modelgate can read: {reason}")]
     Malformed { target: String, reason: String },
-    #[error("{target:?} was signed by {signer}, whom the repository's provenance policy does not accept")]
+    #[error("model signature {target:?} was made by {signer}, whom the repository's provenance policy does not accept")]
     UnknownSigner { target: String, signer: String },
-    #[error("{target:?} does not verify with the key of {signer}: the statement was changed after signing, or forged")]
+    #[error(
+        "model signature {target:?} does not verify with the key of {signer}: the statement was changed after \
+         signing, or forged"
+    )]
     BadSignature { target: String, signer: String },
-    #[error("{target:?}: the certificate of {signer} is not accepted: {reason}")]
+    #[error("model signature {target:?}: the certificate of {signer} is not accepted: {reason}")]
     Certificate { target: String, signer: String, reason: String },
-    #[error("{target:?} covers other files than the model's: {reason}")]
+    #[error("model signature {target:?} covers other files than the model's: {reason}")]
     FilesMismatch { target: String, reason: String },
 }
 

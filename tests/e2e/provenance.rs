@@ -1,0 +1,178 @@
+//! Who made a model, required beside TUF: models signed with OpenSSF model signing
+//! (bundles made by `model_signing`, the reference implementation, with keys and
+//! certificates) published as TUF targets beside the model, and a repository whose
+//! `provenance` (the security team's) names the signers it accepts. Releases run on the
+//! simulated node; the real node's `modelgate fetch --signed` is in `node.rs`.
+
+use std::{path::Path, time::Duration};
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{
+    Api,
+    api::{Patch, PatchParams, PostParams},
+};
+use modelgate::api::{ModelRelease, Phase};
+use modelgate_tests::{
+    harness::{Operator, crds_shared, eventually, with_temp_ns},
+    models::{ModelRepo, release, wait_phase, wait_stable},
+    signing::Signers,
+};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// A model directory of two files whose bytes name it.
+fn model_dir(root: &Path, name: &str) -> anyhow::Result<std::path::PathBuf> {
+    let dir = root.join(name);
+    std::fs::create_dir_all(dir.join("weights"))?;
+    std::fs::write(dir.join("config.json"), format!("{{\"model\": \"{name}\"}}\n"))?;
+    std::fs::write(dir.join("weights/w.bin"), name.repeat(4096))?;
+    Ok(dir)
+}
+
+/// The security team's ConfigMaps: the accepted key (alice's) and the CA.
+async fn signer_config_maps(client: &kube::Client, ns: &str, signers: &Signers) -> anyhow::Result<()> {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    for (name, key, file) in [("model-signers", "keys.pem", "alice.pub"), ("signing-ca", "ca.pem", "ml.pem")] {
+        let data = std::fs::read_to_string(signers.file(file))?;
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {key: data}});
+        cms.patch(name, &PatchParams::apply("modelgate-tests"), &Patch::Apply(&cm)).await?;
+    }
+    Ok(())
+}
+
+/// A release of `model`: a target path, or a prefix when it ends with '/'.
+fn release_of(name: &str, model: &str) -> anyhow::Result<ModelRelease> {
+    let mut source = model_source(model);
+    source.as_object_mut().map(|m| m.retain(|_, v| !v.is_null()));
+    release(name, "", 1, json!({"model": source}))
+}
+
+fn model_source(model: &str) -> serde_json::Value {
+    match model.ends_with('/') {
+        true => json!({"prefix": model, "target": null, "mountPath": "/models"}),
+        false => json!({"target": model, "prefix": null, "mountPath": "/models"}),
+    }
+}
+
+/// Changes a release's model (a new revision), as `kubectl patch --type merge` would.
+async fn set_model(api: &Api<ModelRelease>, name: &str, model: &str) -> anyhow::Result<()> {
+    let patch = json!({"spec": {"model": model_source(model)}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+fn provenance() -> serde_json::Value {
+    json!({"provenance": {
+        "publicKeys": {"configMapRef": {"name": "model-signers", "key": "keys.pem"}},
+        "certificates": [{
+            "caBundle": {"configMapRef": {"name": "signing-ca", "key": "ca.pem"}},
+            "identities": ["ml-ci@example.com"],
+        }],
+    }})
+}
+
+/// Every way a signature can be wrong, each refused with its reason and the running
+/// model left alone; signed models released with their signer in status; and a
+/// signature revoked from the repository rolls its model back like a revoked model.
+#[tokio::test]
+async fn signed_models_are_released_with_their_signer_and_every_other_is_refused_with_the_reason()
+-> anyhow::Result<()> {
+    let _crds = crds_shared().await?;
+    with_temp_ns("provenance", |client, ns| async move {
+        let signers = Signers::new()?;
+        let work = tempfile::tempdir()?;
+        let sig = |name: &str| work.path().join(format!("{name}.sig"));
+        let mut repo = ModelRepo::new("fraud", &["1.0"])?;
+
+        // Signed as published: by the accepted key, by a certificate for the accepted
+        // identity, and one file by the key.
+        let key = model_dir(work.path(), "by-key")?;
+        signers.sign_with_key(&key, "alice", &sig("by-key"))?;
+        let cert = model_dir(work.path(), "by-cert")?;
+        signers.sign_with_certificate(&cert, "ci", &sig("by-cert"))?;
+        let single = model_dir(work.path(), "single")?.join("config.json");
+        signers.sign_with_key(&single, "alice", &sig("single"))?;
+        // Wrong: another key; an expired certificate; a file published that the
+        // signature does not list; a file changed after signing.
+        let stranger = model_dir(work.path(), "stranger")?;
+        signers.sign_with_key(&stranger, "mallory", &sig("stranger"))?;
+        let expired = model_dir(work.path(), "expired")?;
+        signers.sign_with_certificate(&expired, "old", &sig("expired"))?;
+        let extra = model_dir(work.path(), "extra")?;
+        signers.sign_with_key(&extra, "alice", &sig("extra"))?;
+        std::fs::write(extra.join("weights/unsigned.bin"), "added after signing")?;
+        let tampered = model_dir(work.path(), "tampered")?;
+        signers.sign_with_key(&tampered, "alice", &sig("tampered"))?;
+        std::fs::write(tampered.join("weights/w.bin"), "other weights")?;
+        for name in ["by-key", "by-cert", "stranger", "expired", "extra", "tampered"] {
+            repo.add_dir(&format!("llm/{name}/"), &work.path().join(name))?;
+            repo.add_file(&format!("llm/{name}.sig"), &sig(name))?;
+        }
+        repo.add_file("single/config.json", &single)?;
+        repo.add_file("single/config.json.sig", &sig("single"))?;
+
+        signer_config_maps(&client, &ns, &signers).await?;
+        repo.register_with(&client, &ns, provenance()).await?;
+        let operator = Operator::start(Some(&ns), &[])?;
+        let api: Api<ModelRelease> = Api::namespaced(client.clone(), &ns);
+        let result = async {
+            for (name, target) in [("key", "llm/by-key/"), ("cert", "llm/by-cert/"), ("single", "single/config.json")] {
+                api.create(&PostParams::default(), &release_of(name, target)?).await?;
+            }
+            let signer = |r: &ModelRelease| r.status.as_ref()?.stable.as_ref()?.revision.signer.clone();
+            let by_key = wait_phase(&api, "key", Phase::Promoted, WAIT).await?;
+            let by_key = signer(&by_key).unwrap_or_default();
+            assert!(by_key.starts_with("key sha256:") && by_key.len() == "key sha256:".len() + 64, "{by_key}");
+            let by_cert = signer(&wait_phase(&api, "cert", Phase::Promoted, WAIT).await?).unwrap_or_default();
+            assert!(by_cert.contains("CN=ml-ci@example.com") && by_cert.contains("issuer CN=ml model signing CA"));
+            assert_eq!(signer(&wait_phase(&api, "single", Phase::Promoted, WAIT).await?), Some(by_key.clone()));
+
+            // Each wrong signature: a new revision of the running release, refused with
+            // its reason; revision 1 keeps serving.
+            for (target, reason, said) in [
+                ("fraud/1.0/model.onnx", "SignatureMissing", "the repository signs no \"fraud/1.0/model.onnx.sig\""),
+                ("llm/stranger/", "UnknownSigner", "whom the repository's provenance policy does not accept"),
+                ("llm/expired/", "SignerCertificateRejected", "it has expired"),
+                ("llm/extra/", "SignedFilesMismatch", "does not name 1 of the model's files: \"weights/unsigned.bin\""),
+                ("llm/tampered/", "SignedFilesMismatch", "other bytes than the signer did for \"weights/w.bin\""),
+            ] {
+                set_model(&api, "key", target).await?;
+                let status = eventually(&format!("{target} rejected"), WAIT, || async {
+                    let status = api.get("key").await?.status.unwrap_or_default();
+                    let rejected = status.phase == Some(Phase::Rejected)
+                        && status.history.last().is_some_and(|h| h.revision.target == target);
+                    Ok(rejected.then_some(status))
+                })
+                .await?;
+                let last = status.history.last().cloned().unwrap_or_default();
+                assert_eq!((last.revision.target.as_str(), last.reason.as_deref()), (target, Some(reason)));
+                let message = status.message.unwrap_or_default();
+                assert!(message.contains(said) && message.contains("revision 1 keeps serving"), "{message}");
+                assert_eq!(status.stable.map(|s| s.revision.number), Some(1), "{target}");
+            }
+
+            // A certificate-signed revision 2; then its signature is revoked (new targets
+            // metadata without it): back to revision 1, as for a revoked model.
+            set_model(&api, "key", "llm/by-cert/").await?;
+            let r = wait_phase(&api, "key", Phase::Promoted, WAIT).await?;
+            let stable = r.status.and_then(|s| s.stable).unwrap_or_default();
+            assert_eq!(stable.revision.signer, Some(by_cert));
+            repo.remove(&["llm/by-cert.sig"])?;
+            let r = wait_phase(&api, "key", Phase::RolledBack, WAIT).await?;
+            let status = r.status.unwrap_or_default();
+            assert_eq!(status.stable.map(|s| s.revision.number), Some(1));
+            let last = status.history.last().cloned().unwrap_or_default();
+            assert!(last.reason.as_deref().unwrap_or("").starts_with("TrustRevoked"), "{last:?}");
+            wait_stable(&api, "key", 1, WAIT).await?;
+            // The release of the same model elsewhere is revoked too.
+            let cert = wait_phase(&api, "cert", Phase::Revoked, WAIT).await?;
+            let message = cert.status.and_then(|s| s.message).unwrap_or_default();
+            assert!(message.contains("no model signature"), "{message}");
+            anyhow::Ok(())
+        }
+        .await;
+        result.map_err(|e| anyhow::anyhow!("{e:#}\n--- operator log ---\n{}", operator.logs()))
+    })
+    .await
+}
