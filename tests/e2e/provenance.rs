@@ -7,17 +7,17 @@
 use std::{path::Path, time::Duration};
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, LogParams};
 use kube::{
     Api,
     api::{Patch, PatchParams, PostParams},
 };
-use modelgate::api::{ModelRelease, Phase};
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, LogParams};
+use modelgate::api::{ClusterModelRepository, ModelRelease, Phase};
 use modelgate::api::{FETCH_CONTAINER, LABEL_RELEASE};
 use modelgate_tests::{
-    harness::{Operator, cargo_bin, crds_shared, eventually, pod_ready, run_with_stdin, with_temp_ns},
-    models::{ModelRepo, REPOSITORY, release, wait_phase, wait_stable},
+    harness::{Operator, cargo_bin, crds_shared, eventually, kubectl_ok, pod_ready, run_with_stdin, with_temp_ns},
+    models::{ModelRepo, REPOSITORY, register_cluster_with, release, wait_phase, wait_stable},
     node::{self, OPERATOR_IMAGE},
     signing::Signers,
 };
@@ -80,8 +80,8 @@ fn provenance() -> serde_json::Value {
 /// model left alone; signed models released with their signer in status; and a
 /// signature revoked from the repository rolls its model back like a revoked model.
 #[tokio::test]
-async fn signed_models_are_released_with_their_signer_and_every_other_is_refused_with_the_reason()
--> anyhow::Result<()> {
+async fn signed_models_are_released_with_their_signer_and_every_other_is_refused_with_the_reason() -> anyhow::Result<()>
+{
     let _crds = crds_shared().await?;
     with_temp_ns("provenance", |client, ns| async move {
         let signers = Signers::new()?;
@@ -272,6 +272,76 @@ async fn a_signed_model_is_checked_again_in_its_pod_on_the_real_node() -> anyhow
         }
         .await;
         result.map_err(|e| anyhow::anyhow!("{e:#}\n--- operator log ---\n{}", operator.logs()))
+    })
+    .await
+}
+
+/// On a ClusterModelRepository the security team requires signatures (its signers'
+/// ConfigMaps in the operator's namespace); a team with `edit` in its namespace releases
+/// signed models from it and can neither lift the requirement nor add a signer.
+#[tokio::test]
+async fn a_cluster_repository_requires_signatures_a_team_cannot_lift() -> anyhow::Result<()> {
+    let _crds = crds_shared().await?;
+    with_temp_ns("provenance-trust", |admin, trust_ns| async move {
+        with_temp_ns("provenance-team", |_, ns| async move {
+            let signers = Signers::new()?;
+            let work = tempfile::tempdir()?;
+            let mut repo = ModelRepo::new("fraud", &["1.0"])?;
+            let dir = model_dir(work.path(), "signed")?;
+            signers.sign_with_certificate(&dir, "ci", &work.path().join("signed.sig"))?;
+            repo.add_dir("llm/signed/", &dir)?;
+            repo.add_file("llm/signed.sig", &work.path().join("signed.sig"))?;
+            signer_config_maps(&admin, &trust_ns, &signers).await?;
+            let name = format!("signed-{ns}");
+            let policy = json!({"allow": [{"namespaces": [ns], "paths": ["**"]}]});
+            register_cluster_with(&repo, &admin, &trust_ns, &name, &ns, policy, provenance()).await?;
+            let team = "dave@ml";
+            kubectl_ok(
+                &["create", "rolebinding", "team-edit", "-n", &ns, "--clusterrole", "edit", "--user", team],
+                None,
+            )?;
+            let result = async {
+                let operator = Operator::start(Some(&ns), &["--trust-namespace", &trust_ns])?;
+                // The team cannot lift the requirement or add its own key.
+                let mut config = kube::Config::infer().await?;
+                config.auth_info.impersonate = Some(team.into());
+                let dave = kube::Client::try_from(config)?;
+                let repos: Api<ClusterModelRepository> = Api::all(dave.clone());
+                let lift = json!({"spec": {"provenance": null}});
+                let lifted = repos.patch(&name, &PatchParams::default(), &Patch::Merge(&lift)).await;
+                assert!(matches!(lifted, Err(kube::Error::Api(ref s)) if s.code == 403), "{lifted:?}");
+                let keys: Api<ConfigMap> = Api::namespaced(dave.clone(), &trust_ns);
+                let mine = json!({"data": {"keys.pem": std::fs::read_to_string(signers.file("mallory.pub"))?}});
+                let added = keys.patch("model-signers", &PatchParams::default(), &Patch::Merge(&mine)).await;
+                assert!(matches!(added, Err(kube::Error::Api(ref s)) if s.code == 403), "{added:?}");
+
+                let api: Api<ModelRelease> = Api::namespaced(admin.clone(), &ns);
+                let on_cluster = |model: &str| -> anyhow::Result<ModelRelease> {
+                    let mut r = release_of("x", model)?;
+                    r.spec.repository_ref =
+                        serde_json::from_value(json!({"kind": "ClusterModelRepository", "name": name}))?;
+                    Ok(r)
+                };
+                let mut signed = on_cluster("llm/signed/")?;
+                signed.metadata.name = Some("signed".into());
+                let mut unsigned = on_cluster("fraud/1.0/model.onnx")?;
+                unsigned.metadata.name = Some("unsigned".into());
+                api.create(&PostParams::default(), &signed).await?;
+                api.create(&PostParams::default(), &unsigned).await?;
+                let r = wait_phase(&api, "signed", Phase::Promoted, WAIT).await?;
+                let signer = r.status.and_then(|s| s.stable).and_then(|s| s.revision.signer).unwrap_or_default();
+                assert!(signer.contains("CN=ml-ci@example.com"), "{signer}");
+                let r = wait_phase(&api, "unsigned", Phase::Rejected, WAIT).await?;
+                let message = r.status.and_then(|s| s.message).unwrap_or_default();
+                assert!(message.contains("no model signature"), "{message}");
+                drop(operator);
+                anyhow::Ok(())
+            }
+            .await;
+            let _ = kubectl_ok(&["delete", "clustermodelrepository", &name, "--ignore-not-found"], None);
+            result
+        })
+        .await
     })
     .await
 }

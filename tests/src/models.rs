@@ -190,13 +190,26 @@ pub async fn register_cluster(
     served_by: &str,
     policy: Value,
 ) -> anyhow::Result<()> {
+    register_cluster_with(repo, client, trust_ns, name, served_by, policy, json!({})).await
+}
+
+/// `register_cluster`, with `extra` merged into the spec (`provenance`, ...).
+pub async fn register_cluster_with(
+    repo: &ModelRepo,
+    client: &Client,
+    trust_ns: &str,
+    name: &str,
+    served_by: &str,
+    policy: Value,
+    extra: Value,
+) -> anyhow::Result<()> {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), trust_ns);
     let ca = std::fs::read_to_string(repo.server.ca.as_ref().context("an HTTPS server")?)?;
     for (cm_name, key, value) in [("ml-root", "root.json", repo.root_json()?), ("repo-ca", "ca.crt", ca)] {
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": cm_name}, "data": {key: value}});
         cms.patch(cm_name, &PatchParams::apply("modelgate-tests"), &Patch::Apply(&cm)).await?;
     }
-    let cluster_repo: modelgate::api::ClusterModelRepository = serde_json::from_value(json!({
+    let mut manifest = json!({
         "apiVersion": "modelgate.dev/v1alpha1", "kind": "ClusterModelRepository",
         "metadata": {"name": name, "labels": {crate::harness::TEST_LABEL: served_by}},
         "spec": {
@@ -207,7 +220,11 @@ pub async fn register_cluster(
             "refreshInterval": "10s",
             "policy": policy,
         }
-    }))?;
+    });
+    for (k, v) in extra.as_object().context("the extra spec is an object")? {
+        manifest["spec"][k] = v.clone();
+    }
+    let cluster_repo: modelgate::api::ClusterModelRepository = serde_json::from_value(manifest)?;
     Api::<modelgate::api::ClusterModelRepository>::all(client.clone())
         .create(&PostParams::default(), &cluster_repo)
         .await?;
