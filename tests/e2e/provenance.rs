@@ -48,7 +48,9 @@ async fn signer_config_maps(client: &kube::Client, ns: &str, signers: &Signers) 
 /// A release of `model`: a target path, or a prefix when it ends with '/'.
 fn release_of(name: &str, model: &str) -> anyhow::Result<ModelRelease> {
     let mut source = model_source(model);
-    source.as_object_mut().map(|m| m.retain(|_, v| !v.is_null()));
+    if let Some(fields) = source.as_object_mut() {
+        fields.retain(|_, v| !v.is_null());
+    }
     release(name, "", 1, json!({"model": source}))
 }
 
