@@ -109,7 +109,7 @@ def delegated(out, roles, total):
     print(last[0])
 
 
-def sharded(out, prefix, count, size_mib, nbins):
+def sharded(out, prefix, count, size_mib, nbins, sign_key=None):
     import hashlib
     width = len(f"{nbins - 1:x}")
     assert nbins == 16 ** width, "BINS is a power of 16"
@@ -140,6 +140,15 @@ def sharded(out, prefix, count, size_mib, nbins):
         data = f"{other}\n".encode()
         write(f"{out}/targets/{other}", data)
         top[other] = TargetFile.from_data(other, data, ["sha256"])
+    if sign_key:
+        # The model signed by its producer (OpenSSF model signing, the reference CLI),
+        # the bundle published beside the prefix as the operator looks for it.
+        import subprocess
+        sig = prefix.rstrip("/") + ".sig"
+        cli = os.path.join(os.path.dirname(sys.executable), "model_signing")
+        subprocess.run([cli, "sign", "key", f"{out}/targets/{prefix}", "--private_key", sign_key,
+                        "--signature", f"{out}/targets/{sig}"], check=True, stdout=subprocess.DEVNULL)
+        top[sig] = TargetFile.from_file(sig, f"{out}/targets/{sig}", ["sha256"])
     publish(out, top, None, bins)
     print("\n".join(sorted(names)))
 
@@ -160,7 +169,8 @@ if __name__ == "__main__":
     if kind == "big":
         big(out, int(sys.argv[3]))
     elif kind == "sharded":
-        sharded(out, sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]))
+        sharded(out, sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]),
+                sys.argv[7] if len(sys.argv) > 7 else None)
     elif kind == "models":
         models(out, sys.argv[3], sys.argv[4:])
     else:
