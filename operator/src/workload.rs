@@ -199,7 +199,9 @@ fn fetch_arguments(
             floors: Some(format!("{TRUST_DIR}/{STATE_FLOORS_KEY}").into()),
             target: Vec::new(),
             prefix: None,
-            signed: revision.signed,
+            // Only while the repository asks for signatures: one that stopped asking
+            // may have withdrawn them.
+            signed: revision.signed && trust.repository.provenance.is_some(),
             concurrency: None,
         },
         sha256: revision.sha256.into(),
@@ -396,7 +398,10 @@ mod tests {
                 trusted_root: cm("root", "root.json"),
                 ca_bundle: Some(cm("corp-ca", "bundle.pem")),
                 refresh_interval: "5m".into(),
-                provenance: None,
+                provenance: Some(crate::api::ProvenancePolicy {
+                    public_keys: Some(cm("signers", "keys.pem")),
+                    certificates: Vec::new(),
+                }),
             },
         );
         repo.status = Some(crate::api::ModelRepositoryStatus {
@@ -454,6 +459,21 @@ mod tests {
         assert_eq!(after("--out"), "/var/run/modelgate/model");
         assert_eq!(after("--files"), "1");
         assert!(args.contains(&"--signed"), "a signed revision's pods check its signature: {args:?}");
+        // A repository that no longer asks for signatures may have withdrawn them.
+        let mut unsigned = repo.spec.clone();
+        unsigned.provenance = None;
+        let rs = replica_set(
+            &release,
+            &TrustFiles::namespaced("ml", &unsigned),
+            &rev,
+            2,
+            "modelgate/modelgate:0.1.0",
+            &PodPolicy::default(),
+            floors,
+        )
+        .unwrap();
+        let unsigned_args = rs["spec"]["template"]["spec"]["initContainers"][0]["args"].to_string();
+        assert!(!unsigned_args.contains("--signed"), "{unsigned_args}");
         assert_eq!(after("--ca-bundle"), "/var/run/modelgate/ca/ca.crt");
         assert!(!args.contains(&"--min-root-version"), "floors at 0 are not passed");
         for c in pod["spec"]["containers"].as_array().unwrap() {

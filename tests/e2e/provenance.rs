@@ -13,7 +13,7 @@ use kube::{
     Api,
     api::{Patch, PatchParams, PostParams},
 };
-use modelgate::api::{ClusterModelRepository, ModelRelease, Phase};
+use modelgate::api::{ClusterModelRepository, ModelRelease, ModelRepository, Phase};
 use modelgate::api::{FETCH_CONTAINER, LABEL_RELEASE};
 use modelgate_tests::{
     harness::{Operator, cargo_bin, crds_shared, eventually, kubectl_ok, pod_ready, run_with_stdin, with_temp_ns},
@@ -131,7 +131,7 @@ async fn signed_models_are_released_with_their_signer_and_every_other_is_refused
             let by_key = signer(&by_key).unwrap_or_default();
             assert!(by_key.starts_with("key sha256:") && by_key.len() == "key sha256:".len() + 64, "{by_key}");
             let by_cert = signer(&wait_phase(&api, "cert", Phase::Promoted, WAIT).await?).unwrap_or_default();
-            assert!(by_cert.contains("CN=ml-ci@example.com") && by_cert.contains("issuer CN=ml model signing CA"));
+            assert!(by_cert == "ml-ci@example.com (issuer CN=ml model signing CA)", "{by_cert}");
             assert_eq!(signer(&wait_phase(&api, "single", Phase::Promoted, WAIT).await?), Some(by_key.clone()));
 
             // Each wrong signature: a new revision of the running release, refused with
@@ -175,6 +175,27 @@ async fn signed_models_are_released_with_their_signer_and_every_other_is_refused
             let cert = wait_phase(&api, "cert", Phase::Revoked, WAIT).await?;
             let message = cert.status.and_then(|s| s.message).unwrap_or_default();
             assert!(message.contains("no model signature"), "{message}");
+
+            // The signers' ConfigMap goes: nothing is vouched for by a policy that cannot
+            // be read (a new release waits, saying why); what serves keeps serving.
+            Api::<ConfigMap>::namespaced(client.clone(), &ns).delete("model-signers", &Default::default()).await?;
+            let repos: Api<ModelRepository> = Api::namespaced(client.clone(), &ns);
+            eventually("the repository reports its signer policy unusable", WAIT, || async {
+                let status = repos.get(REPOSITORY).await?.status.unwrap_or_default();
+                Ok(status.conditions.iter().any(|c| c.message.contains("model-signers")).then_some(()))
+            })
+            .await?;
+            api.create(&PostParams::default(), &release_of("later", "llm/by-key/")?).await?;
+            let waiting = eventually("the new release waits on the signer policy", WAIT, || async {
+                let status = api.get("later").await?.status.unwrap_or_default();
+                let message = status.message.unwrap_or_default();
+                Ok((status.phase == Some(Phase::Verifying) && message.contains("signer policy cannot be used"))
+                    .then_some(message))
+            })
+            .await?;
+            assert!(waiting.contains("model-signers"), "{waiting}");
+            let single = api.get("single").await?.status.unwrap_or_default();
+            assert_eq!(single.phase, Some(Phase::Promoted), "the running model keeps serving");
             anyhow::Ok(())
         }
         .await;
@@ -332,7 +353,7 @@ async fn a_cluster_repository_requires_signatures_a_team_cannot_lift() -> anyhow
                 api.create(&PostParams::default(), &unsigned).await?;
                 let r = wait_phase(&api, "signed", Phase::Promoted, WAIT).await?;
                 let signer = r.status.and_then(|s| s.stable).and_then(|s| s.revision.signer).unwrap_or_default();
-                assert!(signer.contains("CN=ml-ci@example.com"), "{signer}");
+                assert_eq!(signer, "ml-ci@example.com (issuer CN=ml model signing CA)");
                 let r = wait_phase(&api, "unsigned", Phase::Rejected, WAIT).await?;
                 let message = r.status.and_then(|s| s.message).unwrap_or_default();
                 assert!(message.contains("no model signature"), "{message}");

@@ -20,6 +20,8 @@ struct Verified {
     set: ModelSet,
     trusted: Trusted,
     fetched: u64,
+    /// With `--signed`: what was checked of the signature.
+    signature: Option<String>,
 }
 
 impl Repository {
@@ -93,18 +95,21 @@ impl Repository {
         }
         // Before any model byte: the statement must name exactly the files about to be
         // fetched (each then verified against the same signed sha256).
-        if self.signed {
-            let check = trust::SignatureCheck::FilesOnly;
-            trust::model::signature(&mut updater, &self.targets_url, &set, &check, rustls_pki_types::UnixTime::now())
-                .await?;
-        }
+        let signature = match self.signed {
+            true => {
+                let check = trust::SignatureCheck::FilesOnly;
+                let now = rustls_pki_types::UnixTime::now();
+                trust::model::signature(&mut updater, &self.targets_url, &set, &check, now).await?
+            }
+            false => None,
+        };
         let options = FetchOptions {
             concurrency: self.concurrency.map_or_else(fetch::default_concurrency, usize::from),
             ..Default::default()
         };
         let consistent = updater.consistent_snapshot();
         let fetched = fetch::fetch_set(updater.transport(), &self.targets_url, consistent, &set, out, &options).await?;
-        Ok(Verified { set, trusted, fetched })
+        Ok(Verified { set, trusted, fetched, signature })
     }
 }
 
@@ -143,7 +148,7 @@ impl Verify {
             None => &std::env::temp_dir(),
         };
         let scratch = tempfile::tempdir_in(parent).context("cannot create a scratch directory")?;
-        let Verified { set, trusted, .. } = self.repository.verify_into(scratch.path(), None).await?;
+        let Verified { set, trusted, signature, .. } = self.repository.verify_into(scratch.path(), None).await?;
         let id = set.identity();
         println!("model:     {}", set.model);
         match set.files.as_slice() {
@@ -170,6 +175,9 @@ impl Verify {
             ("targets", trusted.targets),
         ] {
             println!("{:<10} version {version}, expires {expires}", format!("{role}:"));
+        }
+        if let Some(signer) = signature {
+            println!("signature: names exactly these files; signer {signer}");
         }
         if let Some(path) = &self.out {
             std::fs::rename(scratch.path().join(fetch::MODEL_DIR), path)

@@ -178,6 +178,8 @@ struct Observed {
     /// The pinned root, the CA bundle and how signatures are checked, or why they
     /// cannot be read.
     inputs: Result<Inputs, String>,
+    /// The signer policy (`spec.provenance`) is what could not be read or used.
+    signers_unusable: bool,
 }
 
 /// What the security team set for a repository, as read from its ConfigMaps.
@@ -191,14 +193,14 @@ async fn observe<K: Repository>(repo: &K, place: &Place<'_, K>) -> Result<Observ
     let record = read_record(&place.configmaps, &place.record)
         .await
         .map_err(|source| Error::Kube { action: "read the trust state ConfigMap", source })?;
-    let inputs =
-        match pinned_root_and_ca(&place.configmaps, repo.source()).await {
-            Ok((pinned, ca_bundle)) => signature_check(&place.configmaps, repo.source())
-                .await
-                .map(|signature| Inputs { pinned, ca_bundle, signature }),
-            Err(e) => Err(e),
-        };
-    Ok(Observed { record, inputs })
+    let (inputs, signers_unusable) = match pinned_root_and_ca(&place.configmaps, repo.source()).await {
+        Ok((pinned, ca_bundle)) => match signature_check(&place.configmaps, repo.source()).await {
+            Ok(signature) => (Ok(Inputs { pinned, ca_bundle, signature }), false),
+            Err(e) => (Err(e), true),
+        },
+        Err(e) => (Err(e), false),
+    };
+    Ok(Observed { record, inputs, signers_unusable })
 }
 
 /// Refreshes the metadata from the pin, the record and the floors in status: what it
@@ -212,7 +214,13 @@ async fn verify<K: Repository>(
 ) -> (Refresh, Option<Kept>) {
     let Inputs { pinned, ca_bundle, signature } = match &observed.inputs {
         Ok(inputs) => inputs,
-        Err(message) => return (Refresh::Failed { cause: Failure::Configuration, message: message.clone() }, None),
+        Err(message) => {
+            // Fail closed: what an earlier policy (or none) vouched for does not stand.
+            if observed.signers_unusable {
+                trust.hold(uid, message.clone());
+            }
+            return (Refresh::Failed { cause: Failure::Configuration, message: message.clone() }, None);
+        }
     };
     let input = RefreshInput {
         metadata_url: &repo.source().metadata_url,

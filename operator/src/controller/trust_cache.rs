@@ -51,8 +51,11 @@ struct Entry {
     wanted: HashMap<String, HashSet<ObjectRef<ModelRelease>>>,
     /// The repository's reconcile was asked to resolve models that have no verdict.
     requested: bool,
-    /// The metadata URL and pin digest the session was built from.
+    /// The metadata URL, pin digest and signer policy the session was built from.
     anchor: Option<String>,
+    /// The repository asks for signatures but its signer policy cannot be used: no
+    /// verdict stands (a new model waits, a serving one keeps serving) until it can.
+    held: Option<String>,
     /// When admission reviews last asked about each model they asked about: what they
     /// asked is kept while they keep asking (`REVIEWED_KEEP`), not dropped every sweep.
     reviewed: HashMap<String, std::time::Instant>,
@@ -185,7 +188,8 @@ impl<K: kube::Resource<DynamicType = ()>> TrustCache<K> {
         let now = input.now;
         // Another address or another pin: nothing the old session vouched for stands,
         // even while the new one cannot be reached.
-        let anchor = format!("{} {}", input.metadata_url, trust::state::pin_digest(input.pinned_root));
+        let signers = input.signature.as_ref().map_or("-", |check| check.fingerprint());
+        let anchor = format!("{} {} {signers}", input.metadata_url, trust::state::pin_digest(input.pinned_root));
         let (previous, keys) = self.with(uid, |e| {
             if e.anchor.as_deref() != Some(anchor.as_str()) {
                 if e.anchor.is_some() {
@@ -206,7 +210,7 @@ impl<K: kube::Resource<DynamicType = ()>> TrustCache<K> {
                     e.attempted = Some((now, true));
                     e.trusted = Some(session.updater.trusted());
                     e.session = Some(session);
-                    let was_refused = e.refused.take().is_some();
+                    let was_refused = e.refused.take().is_some() | e.held.take().is_some();
                     e.requested = false;
                     let changed = e.replace(found);
                     if was_refused { e.everyone() } else { changed }
@@ -229,6 +233,20 @@ impl<K: kube::Resource<DynamicType = ()>> TrustCache<K> {
         }
     }
 
+    /// The repository's signer policy cannot be used (`why`): every verdict is Unknown
+    /// until a refresh with a usable one, so no model is vouched for by a policy that
+    /// is no longer the repository's.
+    pub fn hold(&self, uid: &str, why: String) {
+        let changed = self.with(uid, |e| {
+            let first = e.held.is_none();
+            e.held = Some(why);
+            e.session = None;
+            e.verdicts.clear();
+            if first { e.everyone() } else { HashSet::new() }
+        });
+        self.wake(changed);
+    }
+
     /// Resolves, with the current session, the models that have no verdict yet or whose
     /// verdict outlived its metadata; wakes the releases waiting for them.
     pub async fn resolve_pending(&self, uid: &str, now: Timestamp) {
@@ -236,7 +254,7 @@ impl<K: kube::Resource<DynamicType = ()>> TrustCache<K> {
             e.requested = false;
             let keys: Vec<String> =
                 e.wanted.keys().filter(|k| e.verdicts.get(*k).is_none_or(|r| r.until <= now)).cloned().collect();
-            if keys.is_empty() || e.refused.is_some() {
+            if keys.is_empty() || e.refused.is_some() || e.held.is_some() {
                 return None;
             }
             e.session.take().map(|s| (s, keys))
@@ -350,6 +368,11 @@ fn judge(e: &mut Entry, key: &str, now: Timestamp) -> (Verdict, bool) {
         let message = format!("the repository is not trusted: {message}");
         return (Verdict::Untrusted { reason: Untrusted::Trust(*reason), message }, false);
     }
+    if let Some(why) = &e.held {
+        let message =
+            format!("the repository's signer policy cannot be used ({why}); nothing is verified until it can");
+        return (Verdict::Unknown { message }, false);
+    }
     let Some(t) = &e.trusted else {
         let message = "the repository has not been refreshed yet".to_string();
         return (Verdict::Unknown { message }, !std::mem::replace(&mut e.requested, true));
@@ -426,6 +449,25 @@ mod tests {
         cache.retain(&["uid-new".to_string()].into());
         assert_eq!(len(), 1);
         assert!(!cache.has_verdict("uid-old"), "a deleted repository's verdict is gone");
+    }
+
+    #[test]
+    fn a_signer_policy_that_cannot_be_used_leaves_no_verdict_standing() {
+        let (cache, mut wakers, repo, now, later) = refreshed();
+        let key = "m/1/model.onnx";
+        let _ = cache.lookup(&repo, "uid", &release("a"), key, now);
+        let answer = Verdict::Trusted { sha256: "a".repeat(64), length: 1, files: 1, signer: None };
+        cache.with("uid", |e| e.replace(vec![(key.to_string(), Resolved { verdict: answer.clone(), until: later })]));
+        while wakers.releases.try_recv().is_ok() {}
+        assert_eq!(cache.lookup(&repo, "uid", &release("a"), key, now), answer);
+        // The ConfigMap of the signers is gone: what was vouched for without it is not.
+        cache.hold("uid", "ConfigMap \"model-signers\" named by spec.provenance.publicKeys does not exist".into());
+        assert!(wakers.releases.try_recv().is_ok(), "its releases are woken to see it");
+        match cache.lookup(&repo, "uid", &release("a"), key, now) {
+            Verdict::Unknown { message } => assert!(message.contains("model-signers"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(cache.with("uid", |e| e.session.is_none() && e.verdicts.is_empty()));
     }
 
     #[test]

@@ -134,6 +134,16 @@ pub enum SignatureCheck {
     FilesOnly,
 }
 
+impl SignatureCheck {
+    /// What verdicts made with this check depend on.
+    pub fn fingerprint(&self) -> &str {
+        match self {
+            Self::Signers(policy) => policy.fingerprint(),
+            Self::FilesOnly => "files-only",
+        }
+    }
+}
+
 /// The signature beside `set`, fetched from `targets` as TUF signs it (its length
 /// bounded, its hashes checked) and checked as `check` says: the signer it names, if
 /// checked (`FilesOnly` says it was not). A signature the repository does not list is

@@ -49,12 +49,13 @@ const CODE_SIGNING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
 
 /// The TUF target that carries the signature of `model`: beside the file (`<path>.sig`),
 /// beside the directory of a prefix (`<prefix without '/'>.sig`: a prefix takes every
-/// file under it, so the signature cannot live inside), or beside a list's first file.
+/// file under it, so the signature cannot live inside), or beside a list's first file
+/// in sorted order (the order a spec lists them in does not change the model).
 pub fn signature_target(model: &ModelRef) -> String {
     match model {
         ModelRef::File(t) => format!("{t}.sig"),
         ModelRef::Prefix(p) => format!("{}.sig", p.trim_end_matches('/')),
-        ModelRef::List(l) => format!("{}.sig", l.first().map(String::as_str).unwrap_or("model")),
+        ModelRef::List(l) => format!("{}.sig", l.iter().min().map(String::as_str).unwrap_or("model")),
     }
 }
 
@@ -87,6 +88,8 @@ pub enum ProvenanceError {
 pub struct Policy {
     keys: Vec<Key>,
     authorities: Vec<Authority>,
+    /// sha256 over every key, CA and identity: another policy, another fingerprint.
+    fingerprint: String,
 }
 
 #[derive(Debug)]
@@ -137,7 +140,24 @@ impl Policy {
         if keys.len() + parsed.len() > MAX_SIGNERS {
             return Err(format!("the provenance policy names more than {MAX_SIGNERS} keys and CAs"));
         }
-        Ok(Self { keys, authorities: parsed })
+        let mut all = Vec::new();
+        for key in &keys {
+            all.extend_from_slice(key.id.as_bytes());
+        }
+        for authority in &parsed {
+            for root in &authority.roots {
+                all.extend_from_slice(digest(&SHA256, root).as_ref());
+            }
+            all.extend_from_slice(authority.identities.join("\n").as_bytes());
+            all.push(0);
+        }
+        let fingerprint = hex::encode(digest(&SHA256, &all));
+        Ok(Self { keys, authorities: parsed, fingerprint })
+    }
+
+    /// Names this policy: verdicts made under another one do not stand under it.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 }
 
@@ -152,7 +172,7 @@ pub struct Signed {
 
 /// Verifies the bundle of signature target `target` against `policy` at `now`.
 pub fn verify(policy: &Policy, target: &str, bundle: &[u8], now: UnixTime) -> Result<Signed, ProvenanceError> {
-    let malformed = |reason: String| ProvenanceError::Malformed { target: target.into(), reason };
+    let malformed = |reason: String| ProvenanceError::Malformed { target: target.into(), reason: bounded(&reason) };
     let bundle: Bundle = serde_json::from_slice(bundle).map_err(|e| malformed(e.to_string()))?;
     let (payload, signature) = bundle.envelope(target)?;
     let message = pae(&bundle.dsse_envelope.payload_type, &payload);
@@ -171,7 +191,7 @@ pub fn verify(policy: &Policy, target: &str, bundle: &[u8], now: UnixTime) -> Re
 /// whose signature bytes the repository signs and the operator has verified.
 pub fn statement_of(target: &str, bundle: &[u8]) -> Result<BTreeMap<String, String>, ProvenanceError> {
     let parsed: Bundle = serde_json::from_slice(bundle)
-        .map_err(|e| ProvenanceError::Malformed { target: target.into(), reason: e.to_string() })?;
+        .map_err(|e| ProvenanceError::Malformed { target: target.into(), reason: bounded(&e.to_string()) })?;
     let (payload, _) = parsed.envelope(target)?;
     statement_files(target, &payload)
 }
@@ -203,8 +223,19 @@ pub fn check_files(target: &str, signed: &BTreeMap<String, String>, set: &ModelS
     Ok(())
 }
 
+/// Text a bundle chose (a certificate's names, a file name, a parser's complaint), as it
+/// may reach status, conditions and Events: at most 256 characters, none of them control
+/// characters.
+fn bounded(text: &str) -> String {
+    let mut out: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(256).collect();
+    if text.chars().nth(256).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 fn some(names: &[&str]) -> String {
-    let shown: Vec<String> = names.iter().take(3).map(|n| format!("{n:?}")).collect();
+    let shown: Vec<String> = names.iter().take(3).map(|n| format!("{:?}", bounded(n))).collect();
     match names.len() {
         n if n > 3 => format!("{} and {} more", shown.join(", "), n - 3),
         _ => shown.join(", "),
@@ -234,7 +265,14 @@ fn by_key(
     };
     let signer = key_name(hint);
     let Some(key) = policy.keys.iter().find(|k| k.id.eq_ignore_ascii_case(hint)) else {
-        return Err(ProvenanceError::UnknownSigner { target: target.into(), signer });
+        // The hint is not signed and hashes one PEM spelling of the key: another spelling
+        // of an accepted key still counts, under that key's own id.
+        return policy
+            .keys
+            .iter()
+            .find(|k| verifies(k))
+            .map(|k| key_name(&k.id))
+            .ok_or(ProvenanceError::UnknownSigner { target: target.into(), signer });
     };
     if verifies(key) { Ok(signer) } else { Err(ProvenanceError::BadSignature { target: target.into(), signer }) }
 }
@@ -252,21 +290,29 @@ fn by_certificate(
     signature: &[u8],
     now: UnixTime,
 ) -> Result<String, ProvenanceError> {
-    let malformed = |reason: String| ProvenanceError::Malformed { target: target.into(), reason };
+    let malformed = |reason: String| ProvenanceError::Malformed { target: target.into(), reason: bounded(&reason) };
     let [leaf, intermediates @ ..] = chain else { return Err(malformed("its certificate chain is empty".into())) };
     let (_, cert) = X509Certificate::from_der(leaf).map_err(|e| malformed(format!("its certificate: {e}")))?;
-    let signer = format!("{} (issuer {})", cert.subject(), cert.issuer());
+    let issuer = bounded(&cert.issuer().to_string());
     let names = identities_of(&cert);
-    let candidates: Vec<&Authority> =
-        policy.authorities.iter().filter(|a| a.identities.iter().any(|i| names.contains(i))).collect();
-    if candidates.is_empty() {
+    // Each authority with an identity this certificate names, and that identity.
+    let candidates: Vec<(&Authority, &String)> = policy
+        .authorities
+        .iter()
+        .filter_map(|a| a.identities.iter().find(|i| names.contains(i)).map(|i| (a, i)))
+        .collect();
+    let Some((_, first)) = candidates.first() else {
+        let signer = format!("{} (issuer {issuer})", bounded(&cert.subject().to_string()));
         return Err(ProvenanceError::UnknownSigner { target: target.into(), signer });
-    }
-    let rejected =
-        |reason: String| ProvenanceError::Certificate { target: target.into(), signer: signer.clone(), reason };
-    let ee = webpki::EndEntityCert::try_from(leaf).map_err(|e| rejected(format!("{e:?}")))?;
+    };
+    let rejected = |identity: &str, reason: String| ProvenanceError::Certificate {
+        target: target.into(),
+        signer: format!("{identity} (issuer {issuer})"),
+        reason,
+    };
+    let ee = webpki::EndEntityCert::try_from(leaf).map_err(|e| rejected(first, format!("{e:?}")))?;
     let mut last = String::new();
-    let chained = candidates.iter().any(|authority| {
+    let vouched = candidates.iter().find(|(authority, _)| {
         let anchors: Vec<_> = authority.roots.iter().filter_map(|r| webpki::anchor_from_trusted_cert(r).ok()).collect();
         let verified = ee.verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
@@ -279,16 +325,19 @@ fn by_certificate(
         );
         verified.map_err(|e| last = certificate_problem(&e)).is_ok()
     });
-    if !chained {
-        return Err(rejected(last));
-    }
-    if let Ok(Some(usage)) = cert.key_usage()
-        && !usage.value.digital_signature()
-    {
-        return Err(rejected("its key usage does not include digitalSignature".into()));
+    // The signer is the identity the vouching authority accepts, not whatever else the
+    // certificate says.
+    let Some((_, identity)) = vouched else { return Err(rejected(first, last)) };
+    let signer = format!("{identity} (issuer {issuer})");
+    match cert.key_usage() {
+        Ok(Some(usage)) if !usage.value.digital_signature() => {
+            return Err(rejected(identity, "its key usage does not include digitalSignature".into()));
+        }
+        Err(e) => return Err(rejected(identity, bounded(&format!("its key usage cannot be read: {e}")))),
+        _ => {}
     }
     let spki = cert.public_key().raw;
-    let algorithm = ecdsa_of(spki).map_err(|e| rejected(format!("its key {e}")))?;
+    let algorithm = ecdsa_of(spki).map_err(|e| rejected(identity, format!("its key {e}")))?;
     match UnparsedPublicKey::new(algorithm, spki).verify(message, signature) {
         Ok(()) => Ok(signer),
         Err(_) => Err(ProvenanceError::BadSignature { target: target.into(), signer }),
@@ -305,11 +354,11 @@ fn certificate_problem(e: &webpki::Error) -> String {
     }
 }
 
-/// What a policy's identity may name: the subject's common names and the SAN's email
-/// addresses, URIs and DNS names.
+/// What a policy's identity may name: the subject alternative names (email addresses,
+/// URIs, DNS names) or, only in a certificate without any, the subject's common names
+/// (as RFC 6125 does: a CA that lets the requester choose the CN vouches for its SANs).
 fn identities_of(cert: &X509Certificate<'_>) -> Vec<String> {
-    let mut names: Vec<String> =
-        cert.subject().iter_common_name().filter_map(|cn| cn.as_str().ok()).map(str::to_string).collect();
+    let mut names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
             match name {
@@ -319,6 +368,9 @@ fn identities_of(cert: &X509Certificate<'_>) -> Vec<String> {
                 _ => {}
             }
         }
+    }
+    if names.is_empty() {
+        names = cert.subject().iter_common_name().filter_map(|cn| cn.as_str().ok()).map(str::to_string).collect();
     }
     names
 }
@@ -450,7 +502,7 @@ impl Bundle {
 /// reference implementation does (the subject digest is the sha256 of the listed
 /// digests in order).
 fn statement_files(target: &str, payload: &[u8]) -> Result<BTreeMap<String, String>, ProvenanceError> {
-    let malformed = |reason: String| ProvenanceError::Malformed { target: target.into(), reason };
+    let malformed = |reason: String| ProvenanceError::Malformed { target: target.into(), reason: bounded(&reason) };
     let statement: Statement = serde_json::from_slice(payload).map_err(|e| malformed(format!("its statement: {e}")))?;
     if statement.type_ != STATEMENT_TYPE {
         return Err(malformed(format!("its statement is {:?}, not an in-toto v1 statement", statement.type_)));
@@ -609,6 +661,14 @@ mod tests {
         assert!(verify(&keys(), "t", &serde_json::to_vec(&bundle).unwrap(), now).is_ok());
         let unnamed = verify(&keys(), "t", &read("mallory.sig").replace_hint(), now).unwrap_err();
         assert!(matches!(unnamed, ProvenanceError::UnknownSigner { .. }), "{unnamed}");
+        // A hint of no accepted key: the accepted keys are tried (the hint is not signed).
+        bundle = serde_json::from_slice(&read("key.sig")).unwrap();
+        bundle["verificationMaterial"]["publicKey"]["hint"] = "00".repeat(32).into();
+        let signed = verify(&keys(), "t", &serde_json::to_vec(&bundle).unwrap(), now).unwrap();
+        assert_eq!(signed.signer, verify(&keys(), "t", &read("key.sig"), now).unwrap().signer);
+        // Text a bundle chose reaches status bounded, without control characters.
+        let long = format!("\n{}", "x".repeat(5000));
+        assert!(bounded(&long).chars().count() <= 257 && !bounded(&long).contains('\n'));
     }
 
     trait ReplaceHint {
@@ -627,7 +687,7 @@ mod tests {
     fn a_certificate_counts_for_the_identities_its_ca_may_vouch_for_while_it_is_valid() {
         let now = made_at(Duration::ZERO);
         let signed = verify(&ca("ml-ci@example.com"), "t", &read("cert.sig"), now).unwrap();
-        assert!(signed.signer.contains("CN=ml-ci@example.com"), "{}", signed.signer);
+        assert_eq!(signed.signer, "ml-ci@example.com (issuer CN=ml model signing CA)");
         assert!(signed.signer.contains("issuer CN=ml model signing CA"), "{}", signed.signer);
         let stranger = verify(&ca("release-bot@example.com"), "t", &read("cert.sig"), now).unwrap_err();
         assert!(matches!(stranger, ProvenanceError::UnknownSigner { .. }), "{stranger}");
@@ -715,6 +775,6 @@ mod tests {
     fn the_signature_lives_beside_the_model() {
         assert_eq!(signature_target(&ModelRef::File("f/2/model.onnx".into())), "f/2/model.onnx.sig");
         assert_eq!(signature_target(&ModelRef::Prefix("llm/3.0.0/".into())), "llm/3.0.0.sig");
-        assert_eq!(signature_target(&ModelRef::List(vec!["a/c.json".into(), "b/w".into()])), "a/c.json.sig");
+        assert_eq!(signature_target(&ModelRef::List(vec!["b/w".into(), "a/c.json".into()])), "a/c.json.sig");
     }
 }
