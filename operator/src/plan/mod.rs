@@ -3,6 +3,7 @@
 //! clock reads. The rules themselves are in `rollout/`, in one place.
 
 pub mod admission;
+mod gate;
 pub mod pod_policy;
 pub mod policy;
 pub mod repository;
@@ -16,7 +17,8 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{CACHED_REVISION_HASH, CACHED_TEMPLATE_REFUSALS, ModelRelease, ModelReleaseSpec};
 
-pub use revisions::{GateContext, Revision, gate_context, models_to_verify, revision_number, verified_revision};
+pub use gate::{GateContext, GateOutcome, GateResult, gate_context};
+pub use revisions::{Revision, models_to_verify, revision_number, verified_revision};
 pub use rollout::{
     MAX_HISTORY, gates_due, plan,
     rollback::{previous_promoted, promoted_revision, untrusted_for_rollback},
@@ -160,17 +162,6 @@ impl PodHealth {
     pub fn all_ready(n: i32) -> Self {
         Self { ready: n, created: n, scheduled: n, initialized: n, problem: None }
     }
-}
-
-pub use crate::api::GateResult;
-
-/// One check evaluated now.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GateOutcome {
-    pub name: String,
-    pub result: GateResult,
-    /// The value seen, or why there was none.
-    pub detail: String,
 }
 
 /// Commands given through annotations (their current values).

@@ -1,29 +1,8 @@
 //! What the controller needs to know about a release's revisions to act on a plan: the
-//! models to ask the repository about, the revision the gates judge, and the digests a
-//! revision's workload is made from. Answers read from the spec and status only.
+//! models to ask the repository about and the digests a revision's workload is made
+//! from. Answers read from the spec and status only.
 
-use kube::ResourceExt;
-use serde::Serialize;
-
-use super::previous_promoted;
 use crate::api::{ModelRef, ModelRelease, ModelReleaseStatus, Outcome};
-
-/// What a gate judges: the release, the revision on trial and the one it replaces.
-/// Also the body a webhook check receives (docs/rollout.md, "webhook"), so its fields are a contract.
-#[derive(Clone, Debug, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GateContext {
-    pub release: String,
-    pub namespace: String,
-    /// The revision on trial (the canary, or the new stable in its post-promotion window).
-    pub canary_revision: i64,
-    /// The revision it replaces, if any.
-    pub stable_revision: Option<i64>,
-    pub target: String,
-    pub sha256: String,
-    pub step: i32,
-    pub weight: i32,
-}
 
 /// A verified revision, ready to become a workload: the model it verified and its
 /// digests, from one place in status.
@@ -65,34 +44,6 @@ pub fn models_to_verify(release: &ModelRelease) -> Vec<ModelRef> {
     models.sort();
     models.dedup();
     models
-}
-
-/// The revision the checks judge now: the canary, or the stable one in its
-/// post-promotion window (its predecessor is the baseline). `None`: nothing on trial.
-pub fn gate_context(release: &ModelRelease, namespace: &str) -> Option<GateContext> {
-    let status = release.status.as_ref()?;
-    let on_trial = match (&status.canary, &status.stable) {
-        (Some(c), stable) => GateContext {
-            canary_revision: c.revision.number,
-            stable_revision: stable.as_ref().map(|s| s.revision.number),
-            target: c.revision.target.clone(),
-            sha256: c.revision.sha256.clone().unwrap_or_default(),
-            step: c.step,
-            weight: c.weight,
-            ..Default::default()
-        },
-        (None, Some(s)) => GateContext {
-            canary_revision: s.revision.number,
-            stable_revision: previous_promoted(status).map(|h| h.revision.number),
-            target: s.revision.target.clone(),
-            sha256: s.revision.sha256.clone().unwrap_or_default(),
-            step: i32::try_from(release.spec.strategy.steps.len()).unwrap_or(i32::MAX),
-            weight: 100,
-            ..Default::default()
-        },
-        (None, None) => return None,
-    };
-    Some(GateContext { release: release.name_any(), namespace: namespace.to_string(), ..on_trial })
 }
 
 /// The digests the planner verified for the revision `hash` (the canary, or a stable
