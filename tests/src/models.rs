@@ -221,9 +221,7 @@ pub async fn register_cluster_with(
             "policy": policy,
         }
     });
-    for (k, v) in extra.as_object().context("the extra spec is an object")? {
-        manifest["spec"][k] = v.clone();
-    }
+    merge_spec(&mut manifest, &extra)?;
     let cluster_repo: modelgate::api::ClusterModelRepository = serde_json::from_value(manifest)?;
     Api::<modelgate::api::ClusterModelRepository>::all(client.clone())
         .create(&PostParams::default(), &cluster_repo)
@@ -277,11 +275,17 @@ pub async fn register_repository_with(
             "refreshInterval": refresh
         }
     });
+    merge_spec(&mut manifest, &extra)?;
+    let repo: ModelRepository = serde_json::from_value(manifest)?;
+    Api::<ModelRepository>::namespaced(client.clone(), ns).create(&PostParams::default(), &repo).await?;
+    Ok(())
+}
+
+/// Sets each field of `extra` in `manifest.spec`.
+fn merge_spec(manifest: &mut Value, extra: &Value) -> anyhow::Result<()> {
     for (k, v) in extra.as_object().context("the extra spec is an object")? {
         manifest["spec"][k] = v.clone();
     }
-    let repo: ModelRepository = serde_json::from_value(manifest)?;
-    Api::<ModelRepository>::namespaced(client.clone(), ns).create(&PostParams::default(), &repo).await?;
     Ok(())
 }
 
