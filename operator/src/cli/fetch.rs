@@ -25,6 +25,32 @@ struct Verified {
 }
 
 impl Repository {
+    /// The floors the pod holds: the operator's, raised by those recorded now (a record
+    /// that holds a root chain but no floors was edited).
+    fn pod_floors(&self, recorded: bool) -> anyhow::Result<Floors> {
+        let given = Floors {
+            root: self.min_root_version,
+            timestamp: self.min_timestamp_version,
+            snapshot: self.min_snapshot_version,
+            targets: self.min_targets_version,
+        };
+        let floors = match self.floors.as_ref().map(std::fs::read_to_string) {
+            Some(Ok(text)) => given.raised(state::parse_floors(&text)?),
+            // A record without its floors lost them to someone's edit: the pod would
+            // start from the floors of the day its ReplicaSet was made.
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound && recorded => {
+                return Err(TrustError::TrustState {
+                    reason: "the trust record holds a root chain but no floors.json".into(),
+                }
+                .into());
+            }
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => given,
+            Some(Err(e)) => return Err(e).context("cannot read the recorded floors"),
+            None => given,
+        };
+        Ok(floors)
+    }
+
     async fn verify_into(&self, out: &std::path::Path, expected: Option<&Expected>) -> anyhow::Result<Verified> {
         let ca_bundle = match &self.ca_bundle {
             Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read CA bundle {}", p.display()))?),
@@ -58,26 +84,7 @@ impl Repository {
                 scratch.path().to_path_buf()
             }
         };
-        let given = Floors {
-            root: self.min_root_version,
-            timestamp: self.min_timestamp_version,
-            snapshot: self.min_snapshot_version,
-            targets: self.min_targets_version,
-        };
-        let floors = match self.floors.as_ref().map(std::fs::read_to_string) {
-            Some(Ok(text)) => given.raised(state::parse_floors(&text)?),
-            // A record without its floors lost them to someone's edit: the pod would
-            // start from the floors of the day its ReplicaSet was made.
-            Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound && recorded => {
-                return Err(TrustError::TrustState {
-                    reason: "the trust record holds a root chain but no floors.json".into(),
-                }
-                .into());
-            }
-            Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => given,
-            Some(Err(e)) => return Err(e).context("cannot read the recorded floors"),
-            None => given,
-        };
+        let floors = self.pod_floors(recorded)?;
         let mut updater = Updater::new(
             Store::new(&dir)?,
             transport,

@@ -44,47 +44,56 @@ impl Planner<'_> {
                 self.set_phase(Phase::Rejected, message);
             }
             Verdict::Trusted { sha256, length, files, signer } => {
-                let first = self.status.stable.is_none();
-                let mut canary = CanaryStatus {
-                    revision: RevisionRef {
-                        number: revision,
-                        hash: self.desired.clone(),
-                        target: target.clone(),
-                        targets: model.list(),
-                        sha256: Some(sha256.clone()),
-                        length: Some(length),
-                        files: Some(files),
-                        signer: signer.clone(),
-                    },
-                    step: 0,
-                    weight: 0,
-                    started_at: Some(Time(self.now)),
-                    step_started_at: Some(Time(self.now)),
-                    pods: None,
+                let verified = RevisionRef {
+                    number: revision,
+                    hash: self.desired.clone(),
+                    target,
+                    targets: model.list(),
+                    sha256: Some(sha256),
+                    length: Some(length),
+                    files: Some(files),
+                    signer,
                 };
-                if first {
-                    canary.step = self.spec.strategy.steps.len() as i32;
-                } else {
-                    self.enter_step(&mut canary);
-                }
-                let mut what = match files {
-                    1 => format!("{target:?}: sha256 {sha256}, {length} bytes"),
-                    n => format!("{target:?}: {n} files, {length} bytes, manifest sha256 {sha256}"),
-                };
-                if let Some(signer) = &signer {
-                    what.push_str(&format!(", signed by {signer}"));
-                }
-                self.set_verified(ConditionStatus::True, "TargetVerified", what);
-                self.note(
-                    false,
-                    EventReason::RolloutStarted,
-                    format!("revision {revision} ({target}, sha256 {}) verified; rolling out", short(&sha256)),
-                );
-                self.status.canary = Some(canary);
-                self.status.gates.clear();
-                self.set_phase(Phase::Progressing, format!("revision {revision} verified; rolling out"));
+                self.begin(verified);
             }
         }
+    }
+
+    /// A verified revision becomes the canary: at its first step, or at full size for
+    /// a release's first revision.
+    fn begin(&mut self, verified: RevisionRef) {
+        let (revision, target) = (verified.number, verified.target.clone());
+        let (sha256, length, files) =
+            (verified.sha256.clone().unwrap_or_default(), verified.length.unwrap_or(0), verified.files.unwrap_or(1));
+        let mut what = match files {
+            1 => format!("{target:?}: sha256 {sha256}, {length} bytes"),
+            n => format!("{target:?}: {n} files, {length} bytes, manifest sha256 {sha256}"),
+        };
+        if let Some(signer) = &verified.signer {
+            what.push_str(&format!(", signed by {signer}"));
+        }
+        let mut canary = CanaryStatus {
+            revision: verified,
+            step: 0,
+            weight: 0,
+            started_at: Some(Time(self.now)),
+            step_started_at: Some(Time(self.now)),
+            pods: None,
+        };
+        if self.status.stable.is_none() {
+            canary.step = self.spec.strategy.steps.len() as i32;
+        } else {
+            self.enter_step(&mut canary);
+        }
+        self.set_verified(ConditionStatus::True, "TargetVerified", what);
+        self.note(
+            false,
+            EventReason::RolloutStarted,
+            format!("revision {revision} ({target}, sha256 {}) verified; rolling out", short(&sha256)),
+        );
+        self.status.canary = Some(canary);
+        self.status.gates.clear();
+        self.set_phase(Phase::Progressing, format!("revision {revision} verified; rolling out"));
     }
 
     pub(super) fn progress(&mut self) {
