@@ -294,6 +294,8 @@ pub enum EventReason {
     ServiceNotOwned,
     /// The serving model is no longer trusted.
     TrustDegraded,
+    /// The serving model's signature now names another signer (re-signed; same bytes).
+    SignerChanged,
     /// Warm pods of the previous revision were let go.
     WarmDropped,
     /// ReplicaSets with the release's labels that it did not make.
@@ -321,6 +323,7 @@ impl EventReason {
             EventReason::PodRefused => "PodRefused",
             EventReason::ServiceNotOwned => "ServiceNotOwned",
             EventReason::TrustDegraded => "TrustDegraded",
+            EventReason::SignerChanged => "SignerChanged",
             EventReason::WarmDropped => "WarmDropped",
             EventReason::ForeignWorkload => "ForeignWorkload",
             EventReason::WorkloadChanged => "WorkloadChanged",

@@ -1044,3 +1044,21 @@ fn a_paused_rollout_does_not_keep_a_revoked_stable_serving() {
     assert_eq!(plan.scale.get(&v1), Some(&0), "the revoked stable serves nothing while the rollout waits");
     assert_eq!(plan.scale.get(&w.canary_hash()), Some(&1), "the canary keeps its share");
 }
+
+#[test]
+fn the_same_bytes_signed_anew_name_their_new_signer_once() {
+    let mut w = World::serving_v1(vec![]);
+    let signed =
+        |signer: &str| Verdict::Trusted { sha256: sha(V1), length: 100, files: 1, signer: Some(signer.into()) };
+    w.obs.verdicts.insert(V1.into(), signed("key sha256:aa"));
+    w.run(50);
+    assert_eq!(w.status().stable.as_ref().and_then(|s| s.revision.signer.as_deref()), Some("key sha256:aa"));
+    assert_eq!(w.events(), ["SignerChanged"]);
+    w.obs.verdicts.insert(V1.into(), signed("key sha256:bb"));
+    w.run(51);
+    assert_eq!(w.status().stable.as_ref().and_then(|s| s.revision.signer.as_deref()), Some("key sha256:bb"));
+    assert_eq!(w.events(), ["SignerChanged"]);
+    assert_eq!(w.phase(), Phase::Promoted, "the same bytes keep serving");
+    w.run(52);
+    assert!(w.events().is_empty(), "said once");
+}

@@ -15,6 +15,25 @@ impl Planner<'_> {
         }
     }
 
+    /// The same bytes signed anew (another key, a renewed certificate) or no longer
+    /// asked to be signed: status names the signer that vouches for them now.
+    fn record_signer(&mut self, stable: &RevisionStatus, signer: Option<String>) {
+        if stable.revision.signer == signer {
+            return;
+        }
+        let now = signer.as_deref().unwrap_or("nobody (the repository no longer asks for a signature)");
+        let message = format!(
+            "revision {} ({}) is now signed by {now}, was {}",
+            stable.revision.number,
+            stable.revision.target,
+            stable.revision.signer.as_deref().unwrap_or("unsigned")
+        );
+        if let Some(s) = self.status.stable.as_mut() {
+            s.revision.signer = signer;
+        }
+        self.note(false, EventReason::SignerChanged, message);
+    }
+
     /// A rollback is complete when the stable revision's pods are all Ready again.
     fn finish_rollback(&mut self, stable: &RevisionStatus, health: &PodHealth) {
         if health.ready >= self.spec.replicas {
@@ -41,7 +60,8 @@ impl Planner<'_> {
         let Some(Failure { reason, message }) =
             self.untrusted(&stable.revision.model(), stable.revision.sha256.as_deref())
         else {
-            if matches!(self.verdict(&stable.revision.model()), Verdict::Trusted { .. }) {
+            if let Verdict::Trusted { signer, .. } = self.verdict(&stable.revision.model()) {
+                self.record_signer(stable, signer);
                 let message = format!(
                     "revision {} ({}) is trusted by its repository",
                     stable.revision.number, stable.revision.target
