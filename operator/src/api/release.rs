@@ -444,7 +444,9 @@ pub struct PrometheusCheck {
     )]
     pub address: String,
     /// PromQL returning one number. `{{canary}}` and `{{stable}}` are replaced by the
-    /// revision numbers, `{{release}}` by the release name.
+    /// revision numbers, `{{release}}` by the release name. A query that names
+    /// `{{stable}}` is skipped (passes, saying so) for a release's first revision, which
+    /// has nothing to compare with; pod health still decides.
     #[schemars(length(min = 1, max = 4096))]
     #[x_kube(validation = Rule::new("self.matches('[^ \\t\\r\\n]')").message("prometheus.query must be a PromQL expression, not blanks"))]
     pub query: String,

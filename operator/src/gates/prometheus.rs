@@ -97,6 +97,16 @@ impl Prometheus {
     /// What status shows is our own words and numbers: the server's text stays in the
     /// operator's log (a tenant must not read a server through the release's status).
     async fn query(&self, ctx: &GateContext) -> (GateResult, String) {
+        // A comparison with the stable revision cannot be made for a release's first
+        // revision: skipped, saying so (pod health still decides), instead of a query
+        // about revision "" that never passes.
+        if ctx.stable_revision.is_none() && self.check.query.contains("{{stable}}") {
+            let message = format!(
+                "skipped: revision {} is the release's first, there is no stable revision to compare with",
+                ctx.canary_revision
+            );
+            return (GateResult::Pass, message);
+        }
         let (host, addrs) = match self.egress.resolve(&self.url, true).await {
             Ok(r) => r,
             Err(refused) => return (GateResult::Fail, format!("not queried: {refused}")),
@@ -304,6 +314,24 @@ mod tests {
         let query = sent.recv().await.unwrap();
         assert!(query.contains(r#"namespace="team-a""#) && !query.contains("other-team"), "{query}");
         assert!(query.contains(r#"release="fraud""#), "{query}");
+    }
+
+    #[tokio::test]
+    async fn a_comparison_with_the_stable_revision_is_skipped_for_the_first_revision() {
+        let (address, mut sent) = recording().await;
+        let query = r#"rate(errors{revision="{{canary}}"}[1m]) - rate(errors{revision="{{stable}}"}[1m])"#;
+        let check = PrometheusCheck { address, query: query.into(), min: None, max: Some(1.0) };
+        let p = Prometheus::new(check, loopback_allowed(), PrometheusPolicy::default()).unwrap();
+        let first = GateContext { canary_revision: 1, stable_revision: None, ..Default::default() };
+        let (result, said) = p.query(&first).await;
+        assert_eq!(result, GateResult::Pass);
+        assert!(said.contains("revision 1 is the release's first"), "{said}");
+        assert!(sent.try_recv().is_err(), "nothing is asked of Prometheus");
+        // With a stable revision the comparison is made.
+        let second = GateContext { canary_revision: 2, stable_revision: Some(1), ..Default::default() };
+        assert_eq!(p.query(&second).await.0, GateResult::Pass);
+        let asked = sent.recv().await.unwrap();
+        assert!(asked.contains(r#"revision="1""#) && asked.contains(r#"revision="2""#), "{asked}");
     }
 
     #[tokio::test]
