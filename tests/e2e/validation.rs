@@ -94,6 +94,20 @@ fn cases() -> Vec<Case> {
             expect: &["spec.refreshInterval", "between 10s and 24h"],
         },
         Case {
+            name: "a provenance policy that accepts no signer",
+            manifest: with(repo(), "/spec/provenance", json!({"certificates": []})),
+            expect: &["spec.provenance", "needs publicKeys or certificates"],
+        },
+        Case {
+            name: "a signing CA for no identity",
+            manifest: with(
+                repo(),
+                "/spec/provenance",
+                json!({"certificates": [{"caBundle": {"configMapRef": {"name": "ca", "key": "ca.pem"}}, "identities": []}]}),
+            ),
+            expect: &["spec.provenance.certificates[0].identities"],
+        },
+        Case {
             name: "refresh not a duration",
             manifest: with(repo(), "/spec/refreshInterval", json!("five minutes")),
             expect: &["spec.refreshInterval", "duration such as"],
