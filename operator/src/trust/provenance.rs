@@ -215,8 +215,11 @@ pub fn check_files(target: &str, signed: &BTreeMap<String, String>, set: &ModelS
     if !extra.is_empty() {
         return mismatch(format!("it names {} files the model does not have: {}", extra.len(), some(&extra)));
     }
-    let differ: Vec<&str> =
-        expected.iter().filter(|(n, sha)| !signed[**n].eq_ignore_ascii_case(sha)).map(|(n, _)| *n).collect();
+    let differ: Vec<&str> = expected
+        .iter()
+        .filter(|(n, sha)| signed.get(**n).is_none_or(|d| !d.eq_ignore_ascii_case(sha)))
+        .map(|(n, _)| *n)
+        .collect();
     if !differ.is_empty() {
         return mismatch(format!("the repository signs other bytes than the signer did for {}", some(&differ)));
     }
