@@ -79,7 +79,9 @@ impl Repository {
     pub fn select(&mut self, model: &ModelRef) {
         (self.target, self.prefix) = match model {
             ModelRef::Prefix(p) => (Vec::new(), Some(p.clone())),
-            ModelRef::File(t) => (vec![t.clone()], None),
+            // An image's pod fetches and checks its manifest, as signed now: the node pulls
+            // the image by the digest the operator verified.
+            ModelRef::File(t) | ModelRef::Image(t) => (vec![t.clone()], None),
             ModelRef::List(l) => (l.clone(), None),
         };
     }

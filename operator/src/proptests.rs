@@ -223,6 +223,7 @@ fn observed() -> impl Strategy<Value = Observed> {
             length,
             files,
             signer: None,
+            image: None,
         }),
         (any::<bool>(), text()).prop_map(|(policy, message)| Verdict::Untrusted {
             reason: if policy {
@@ -332,8 +333,10 @@ fn the_planner_answers_whatever_it_is_given() {
                 c.revision.hash.clone_from(&desired);
                 if mode & 4 == 4 {
                     let sha256 = c.revision.sha256.clone().unwrap_or_default();
-                    obs.verdicts
-                        .insert(c.revision.model(), Verdict::Trusted { sha256, length: 1, files: 1, signer: None });
+                    obs.verdicts.insert(
+                        c.revision.model(),
+                        Verdict::Trusted { sha256, length: 1, files: 1, signer: None, image: None },
+                    );
                     obs.refusal = None;
                     obs.repository = Repository::Found { on_revocation: None };
                 }
@@ -344,8 +347,10 @@ fn the_planner_answers_whatever_it_is_given() {
                 st.revision.hash.clone_from(&desired);
                 if mode & 8 == 8 {
                     let sha256 = st.revision.sha256.clone().unwrap_or_default();
-                    obs.verdicts
-                        .insert(st.revision.model(), Verdict::Trusted { sha256, length: 1, files: 1, signer: None });
+                    obs.verdicts.insert(
+                        st.revision.model(),
+                        Verdict::Trusted { sha256, length: 1, files: 1, signer: None, image: None },
+                    );
                     obs.repository = Repository::Found { on_revocation: None };
                 }
             }
@@ -383,6 +388,7 @@ fn rendering_refuses_or_renders_never_panics() {
                 },
                 ca_bundle: None,
                 provenance: None,
+                images: None,
                 refresh_interval: "5m".into(),
             },
         );
@@ -391,8 +397,16 @@ fn rendering_refuses_or_renders_never_panics() {
             operator_service_account: Some(("team".into(), "modelgate".into())),
         };
         let model = release.spec.model.model();
-        let revision =
-            plan::Revision { number: 1, hash: "h1", model, sha256: &sha256, length, files: 1, signed: false };
+        let revision = plan::Revision {
+            number: 1,
+            hash: "h1",
+            model,
+            sha256: &sha256,
+            length,
+            files: 1,
+            signed: false,
+            image: None,
+        };
         match workload::replica_set(
             &release,
             &workload::TrustFiles::namespaced("repo", &repo.spec),

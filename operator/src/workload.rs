@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::core::v1::{
-        Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, KeyToPath, PodTemplateSpec,
-        ResourceRequirements, SeccompProfile, SecurityContext, Service, Volume, VolumeMount,
+        Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, ImageVolumeSource, KeyToPath,
+        PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext, Service, Volume, VolumeMount,
     },
     apimachinery::pkg::api::resource::Quantity,
 };
@@ -30,6 +30,7 @@ use crate::{
 };
 
 const MODEL_VOLUME: &str = "modelgate-model";
+const IMAGE_VOLUME: &str = "modelgate-model-image";
 const TRUST_VOLUME: &str = "modelgate-trust";
 const PIN_VOLUME: &str = "modelgate-pin";
 const PIN_DIR: &str = "/var/run/modelgate/pin";
@@ -142,18 +143,40 @@ pub fn replica_set(
     // `check` refused a template without a spec.
     let spec = template.spec.get_or_insert_with(Default::default);
     spec.init_containers.get_or_insert_with(Vec::new).insert(0, fetch);
-    // Only the complete, verified directory: the download's staging lies beside it.
-    let model_mount = VolumeMount {
-        name: MODEL_VOLUME.into(),
-        mount_path: release.spec.model.mount_path.clone(),
-        read_only: Some(true),
-        sub_path: Some(MODEL_DIR.into()),
-        ..Default::default()
+    let model_mount = match revision.image {
+        // Only the complete, verified directory: the download's staging lies beside it.
+        None => VolumeMount {
+            name: MODEL_VOLUME.into(),
+            mount_path: release.spec.model.mount_path.clone(),
+            read_only: Some(true),
+            sub_path: Some(MODEL_DIR.into()),
+            ..Default::default()
+        },
+        // The image the node pulled by the verified digest (the fetch above checked that
+        // the repository signs that manifest now; no model byte passes through it).
+        Some(_) => VolumeMount {
+            name: IMAGE_VOLUME.into(),
+            mount_path: release.spec.model.mount_path.clone(),
+            read_only: Some(true),
+            ..Default::default()
+        },
     };
     for container in &mut spec.containers {
         container.volume_mounts.get_or_insert_with(Vec::new).push(model_mount.clone());
     }
-    spec.volumes.get_or_insert_with(Vec::new).extend(volumes);
+    let volumes_of_pod = spec.volumes.get_or_insert_with(Vec::new);
+    volumes_of_pod.extend(volumes);
+    if let Some(reference) = revision.image {
+        volumes_of_pod.push(Volume {
+            name: IMAGE_VOLUME.into(),
+            image: Some(ImageVolumeSource {
+                reference: Some(reference.into()),
+                // A digest never changes its bytes: a node that has it never pulls again.
+                pull_policy: Some("IfNotPresent".into()),
+            }),
+            ..Default::default()
+        });
+    }
 
     Ok(json!({
         "apiVersion": "apps/v1",
@@ -357,7 +380,7 @@ pub fn service_matches(release: &ModelRelease, have: &Service, want: &Value) -> 
 mod tests {
     use super::*;
     use crate::api::{
-        ConfigMapKeyRef, ConfigMapSource, ModelReleaseSpec, ModelRepositorySpec, ModelSource, RepositoryRef,
+        ConfigMapKeyRef, ConfigMapSource, ModelRef, ModelReleaseSpec, ModelRepositorySpec, ModelSource, RepositoryRef,
     };
 
     #[test]
@@ -402,6 +425,7 @@ mod tests {
                     public_keys: Some(cm("signers", "keys.pem")),
                     certificates: Vec::new(),
                 }),
+                images: None,
             },
         );
         repo.status = Some(crate::api::ModelRepositoryStatus {
@@ -416,6 +440,7 @@ mod tests {
             length: 42,
             files: 1,
             signed: true,
+            image: None,
         };
         let floors = crate::plan::repository::floors(repo.status.as_ref());
         let rs = replica_set(
@@ -486,6 +511,41 @@ mod tests {
         assert!(volumes.iter().any(|v| v["configMap"]["name"] == "root"), "the pin is mounted, not only the record");
         assert_eq!(after("--root"), "/var/run/modelgate/pin/root.json");
         assert!(volumes.iter().any(|v| v["configMap"]["items"][0]["key"] == "bundle.pem"));
+
+        // An image model: the node mounts the image by the verified digest; the pod's
+        // fetch checks that the repository signs that manifest now.
+        let reference = format!("127.0.0.1:5443/models/llm@sha256:{}", "0f".repeat(32));
+        let image = Revision {
+            model: ModelRef::Image("llm/3/manifest.json".into()),
+            image: Some(&reference),
+            signed: false,
+            ..rev.clone()
+        };
+        let rs = replica_set(
+            &release,
+            &TrustFiles::namespaced("ml", &repo.spec),
+            &image,
+            2,
+            "modelgate/modelgate:0.1.0",
+            &PodPolicy::default(),
+            floors,
+        )
+        .unwrap();
+        let pod = &rs["spec"]["template"]["spec"];
+        let volumes = pod["volumes"].as_array().unwrap();
+        let image_volume = volumes.iter().find(|v| v["image"].is_object()).unwrap();
+        assert_eq!(image_volume["image"]["reference"], reference.as_str());
+        assert_eq!(image_volume["image"]["pullPolicy"], "IfNotPresent");
+        for c in pod["containers"].as_array().unwrap() {
+            let m = c["volumeMounts"].as_array().unwrap().last().unwrap();
+            assert_eq!(m["name"], image_volume["name"], "servers see the image, not the fetch's directory");
+            assert_eq!((m["mountPath"].as_str(), m["readOnly"].as_bool()), (Some("/models"), Some(true)));
+        }
+        let args = pod["initContainers"][0]["args"].to_string();
+        assert!(
+            args.contains("\"--target\",\"llm/3/manifest.json\"") && args.contains("\"--sha256\",\"00ff\""),
+            "{args}"
+        );
     }
 
     #[test]

@@ -6,11 +6,16 @@ K8S_VERSION=v1.37.2
 ETCD_VERSION=v3.6.16
 HELM_VERSION=v3.22.0
 CONTAINERD_VERSION=v2.4.2
+# CNCF Distribution, the OCI registry the node pulls model images from.
+REGISTRY_VERSION=v3.1.1
 
 TOOLS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../tools" && pwd)"
 CACHE_ROOT="${MODELGATE_CACHE:-$HOME/.cache/modelgate}"
 # One Rust build cache for the scripts, the tests and CI, outside the clone.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE_ROOT/target}"
+# One target directory serves every clone and run: incremental state there only grows
+# (it reached 24 GiB and filled this machine's disk) and a fresh clone gains nothing.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # Binaries are keyed by the pinned versions and the Go toolchain, so a version bump
 # rebuilds and an unchanged pin reuses the cache.
 GO_VERSION="$(go env GOVERSION)"
@@ -31,6 +36,7 @@ KUBELET_PORT="${MODELGATE_KUBELET_PORT:-10250}"
 KUBELET_HEALTHZ_PORT="${MODELGATE_KUBELET_HEALTHZ_PORT:-10248}"
 PROXY_HEALTHZ_PORT="${MODELGATE_PROXY_HEALTHZ_PORT:-10256}"
 PROXY_METRICS_PORT="${MODELGATE_PROXY_METRICS_PORT:-10249}"
+REGISTRY_PORT="${MODELGATE_REGISTRY_PORT:-5443}"
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
 die() { printf '[cluster] error: %s\n' "$*" >&2; exit 1; }

@@ -15,7 +15,7 @@ pub use common::{
     parse_duration, set_condition,
 };
 pub use crd::{crds, crds_yaml};
-pub use model::{MANIFEST_FILE, MAX_MODEL_FILES, MAX_TARGET_LIST, ModelRef, mount_path_of};
+pub use model::{MANIFEST_FILE, MAX_IMAGE_MANIFEST_BYTES, MAX_MODEL_FILES, MAX_TARGET_LIST, ModelRef, mount_path_of};
 pub use reference::reference_markdown;
 pub use release::*;
 pub use repository::*;

@@ -1,5 +1,5 @@
-//! Which signed files make a model: one target, an explicit list, or every target under
-//! a directory prefix. One value the spec, the status, the trust lookups and the pod's
+//! Which signed files make a model: one target, an explicit list, every target under
+//! a directory prefix, or one target that is an OCI image manifest. One value the spec, the status, the trust lookups and the pod's
 //! fetch all agree on, so "the same model" means the same thing everywhere.
 
 use std::fmt;
@@ -9,6 +9,9 @@ use std::fmt;
 pub const MAX_MODEL_FILES: usize = 1024;
 /// Most entries of `model.targets` (the list is kept in status for rollback).
 pub const MAX_TARGET_LIST: usize = 64;
+/// Largest OCI manifest accepted as a model image's target (the size registries refuse
+/// manifests above, as the OCI distribution spec lets them).
+pub const MAX_IMAGE_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
 /// Name of the manifest `modelgate fetch` writes beside a model of several files: the
 /// verified paths, lengths and sha256s. Its own sha256 is the revision's identity.
 pub const MANIFEST_FILE: &str = ".modelgate-manifest.json";
@@ -22,12 +25,21 @@ pub enum ModelRef {
     List(Vec<String>),
     /// Every target under a directory (ends with `/`); each keeps its path below it.
     Prefix(String),
+    /// One target that is an OCI image manifest: its signed sha256 is the image's digest,
+    /// and the node pulls and mounts the image (the files are its layers).
+    Image(String),
 }
 
+/// What marks an image's key: a control character, which no admitted target contains.
+const IMAGE_KEY: char = '\u{1}';
+
 impl ModelRef {
-    /// The selection a spec's `model` makes (`prefix`, then `targets`, then `target`:
-    /// admission lets only one through). A one-entry list is that one file.
+    /// The selection a spec's `model` makes (`image`, `prefix`, then `targets`, then
+    /// `target`: admission lets only one through). A one-entry list is that one file.
     pub fn of_spec(model: &super::ModelSource) -> Self {
+        if let Some(image) = &model.image {
+            return Self::Image(image.target.clone());
+        }
         match (&model.prefix, model.targets.as_slice()) {
             (Some(p), _) => Self::Prefix(p.clone()),
             (None, [one]) => Self::File(one.clone()),
@@ -55,12 +67,15 @@ impl ModelRef {
         match self {
             Self::File(t) | Self::Prefix(t) => t.clone(),
             Self::List(l) => l.join("\n"),
+            Self::Image(t) => format!("{IMAGE_KEY}{t}"),
         }
     }
 
     /// The inverse of `key`.
     pub fn from_key(key: &str) -> Self {
-        if key.contains('\n') {
+        if let Some(image) = key.strip_prefix(IMAGE_KEY) {
+            Self::Image(image.to_string())
+        } else if key.contains('\n') {
             Self::List(key.split('\n').map(str::to_string).collect())
         } else {
             Self::parse_single(key)
@@ -82,7 +97,16 @@ impl ModelRef {
 
     /// Whether the model is several files (a manifest describes it) rather than one.
     pub fn is_set(&self) -> bool {
-        !matches!(self, Self::File(_))
+        matches!(self, Self::List(_) | Self::Prefix(_))
+    }
+
+    /// The signed target paths that name the model itself (not a prefix).
+    pub fn target_paths(&self) -> &[String] {
+        match self {
+            Self::File(t) | Self::Image(t) => std::slice::from_ref(t),
+            Self::List(l) => l,
+            Self::Prefix(_) => &[],
+        }
     }
 }
 
@@ -96,7 +120,7 @@ impl From<&str> for ModelRef {
 impl fmt::Display for ModelRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::File(t) | Self::Prefix(t) => f.write_str(t),
+            Self::File(t) | Self::Prefix(t) | Self::Image(t) => f.write_str(t),
             Self::List(l) => match l.split_first() {
                 Some((first, rest)) => write!(f, "{first} (+{} more)", rest.len()),
                 None => f.write_str("(no targets)"),
@@ -109,7 +133,7 @@ impl fmt::Display for ModelRef {
 /// that would escape the directory or shadow the manifest.
 pub fn mount_path_of(model: &ModelRef, target: &str) -> Result<String, String> {
     let rel = match model {
-        ModelRef::File(_) | ModelRef::List(_) => target.rsplit('/').next().unwrap_or(target),
+        ModelRef::File(_) | ModelRef::List(_) | ModelRef::Image(_) => target.rsplit('/').next().unwrap_or(target),
         ModelRef::Prefix(p) => {
             target.strip_prefix(p.as_str()).ok_or_else(|| format!("{target:?} is not under {p:?}"))?
         }
@@ -134,11 +158,16 @@ mod tests {
             ModelRef::File("fraud/2.4.0/model.onnx".into()),
             ModelRef::Prefix("llama-3/8b/2026-11-01/".into()),
             ModelRef::List(vec!["a/config.json".into(), "b/weights.bin".into()]),
+            ModelRef::Image("llm/3.0.0/manifest.json".into()),
         ];
         for m in models {
             assert_eq!(ModelRef::from_key(&m.key()), m);
-            assert_eq!(ModelRef::of_status(&m.display(), &m.list()), m);
+            if !matches!(m, ModelRef::Image(_)) {
+                assert_eq!(ModelRef::of_status(&m.display(), &m.list()), m);
+            }
         }
+        // An image and a file of the same path are different models.
+        assert_ne!(ModelRef::Image("m".into()).key(), ModelRef::File("m".into()).key());
         assert_eq!(
             ModelRef::List(vec!["a/c.json".into(), "b/w.bin".into(), "x".into()]).display(),
             "a/c.json (+2 more)"

@@ -150,11 +150,11 @@ impl RepositoryKind {
     }
 }
 
-/// The model: which signed files make it (exactly one of `target`, `targets`, `prefix`)
-/// and where they are mounted.
+/// The model: which signed files make it (exactly one of `target`, `targets`, `prefix`,
+/// `image`) and where they are mounted.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.target), has(self.targets), has(self.prefix)].filter(x, x).size() == 1").message("model names the signed files in exactly one way: target (one file), targets (a list) or prefix (every target under a directory)"))]
+#[x_kube(validation = Rule::new("[has(self.target), has(self.targets), has(self.prefix), has(self.image)].filter(x, x).size() == 1").message("model names the signed files in exactly one way: target (one file), targets (a list), prefix (every target under a directory) or image (an OCI image whose manifest is a target)"))]
 pub struct ModelSource {
     /// TUF target path of a model that is one file, relative to the repository's
     /// targets, such as `fraud-detector/2.4.0/model.onnx`. Changing it starts a new
@@ -196,6 +196,14 @@ pub struct ModelSource {
     )]
     pub prefix: Option<String>,
 
+    /// A model shipped as an OCI image (a modelcar: its layers hold the model files),
+    /// pinned by a TUF target that is the image's manifest. The node pulls the image by
+    /// that digest from the registry the target's signed metadata names, and mounts it
+    /// read-only at `mountPath` (a Kubernetes image volume): pulled once per node, shared
+    /// by every pod there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageSource>,
+
     /// Absolute directory where serving containers find the verified model (read-only).
     /// It appears complete or not at all: the files are verified before it does.
     #[serde(default = "default_mount_path")]
@@ -208,6 +216,22 @@ pub struct ModelSource {
     pub mount_path: String,
 }
 
+/// An OCI image model: the TUF target that is its manifest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageSource {
+    /// TUF target path of the image's manifest (its bytes exactly as the registry serves
+    /// them, so its signed sha256 is the image digest), such as `llm/3.0.0/manifest.json`.
+    /// Its signed custom metadata names the registry repository: `{"oci": {"repository":
+    /// "registry.example.com/models/llm"}}`. Changing it starts a new revision.
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(
+        validation = Rule::new("!self.contains('://') && !self.startsWith('/') && !self.contains('\\\\') && !self.split('/').exists(s, s == '..' || s == '.' || s == '')").message("model.image.target is a TUF target path relative to the repository, such as llm/3.0.0/manifest.json: no URL, no leading '/', no '\\\\', no '..', '.' or empty segments"),
+        validation = Rule::new("!self.matches('[[:cntrl:]]')").message("model.image.target must not contain control characters")
+    )]
+    pub target: String,
+}
+
 impl ModelSource {
     /// The files this spec selects.
     pub fn model(&self) -> super::ModelRef {
@@ -218,7 +242,10 @@ impl ModelSource {
 impl RevisionRef {
     /// The files this revision serves.
     pub fn model(&self) -> super::ModelRef {
-        super::ModelRef::of_status(&self.target, &self.targets)
+        match &self.image {
+            Some(_) => super::ModelRef::Image(self.target.clone()),
+            None => super::ModelRef::of_status(&self.target, &self.targets),
+        }
     }
 }
 
@@ -659,6 +686,10 @@ pub struct RevisionRef {
     /// check the signature's file list again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signer: Option<String>,
+    /// For a model shipped as an OCI image: the reference its pods mount,
+    /// `<registry>/<repository>@sha256:<digest>`, the digest being the signed `sha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// A revision that serves (or served) the release.

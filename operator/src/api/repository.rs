@@ -83,6 +83,25 @@ pub struct ModelRepositorySpec {
     /// Its ConfigMaps are read where `trustedRoot`'s is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<ProvenancePolicy>,
+
+    /// Where models shipped as OCI images (`model.image`) may be pulled from. The image's
+    /// repository is named by its publisher in the manifest target's signed custom
+    /// metadata; it must be one of `registries` or lie below one. Absent: image models
+    /// from this repository are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<ImagePolicy>,
+}
+
+/// The registries image models may come from.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePolicy {
+    /// Registry repositories or their parents, as `host[:port]/path` without a scheme,
+    /// tag or digest: `registry.example.com/models` allows
+    /// `registry.example.com/models/llm`, not `registry.example.com/other`.
+    #[schemars(length(min = 1, max = 16), inner(length(min = 1, max = 255)))]
+    #[x_kube(validation = Rule::new("self.all(r, !r.contains('://') && !r.contains('@') && !r.endsWith('/') && !r.startsWith('/') && !r.matches('[[:space:][:cntrl:]]'))").message("images.registries: each entry is host[:port] or host[:port]/path, such as registry.example.com/models: no scheme, digest, whitespace, or leading or trailing '/'"))]
+    pub registries: Vec<String>,
 }
 
 /// The signers a model's signature must come from (any one of them).

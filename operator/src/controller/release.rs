@@ -170,6 +170,17 @@ impl Source {
             Source::Cluster(r) => r.status.as_ref(),
         }
     }
+
+    /// A verdict held to the registries this repository allows image models from.
+    fn within_registries(&self, verdict: plan::Verdict) -> plan::Verdict {
+        let (kind_and_name, images) = match self {
+            Source::Namespaced(r) => (format!("ModelRepository {:?}", r.name_any()), r.spec.images.as_ref()),
+            Source::Cluster(r) => {
+                (format!("ClusterModelRepository {:?}", r.name_any()), r.spec.repository.images.as_ref())
+            }
+        };
+        policy::within_registries(&kind_and_name, images, verdict)
+    }
 }
 
 /// What the repository says of every model the release may need. Verdicts already
@@ -184,7 +195,7 @@ fn verdicts(
 ) -> BTreeMap<ModelRef, plan::Verdict> {
     let me = ObjectRef::new(&release.name_any()).within(ns);
     let models = plan::models_to_verify(release);
-    match source {
+    let verdicts = match source {
         Source::Namespaced(repo) => looked_up(&ctx.trust, repo, &me, models, now),
         Source::Cluster(repo) => {
             let labels = ctx.cluster.labels(ns);
@@ -205,7 +216,8 @@ fn verdicts(
             }
             verdicts
         }
-    }
+    };
+    verdicts.into_iter().map(|(model, verdict)| (model, source.within_registries(verdict))).collect()
 }
 
 /// What the repository says now of the spec's model alone, for an admission review:
@@ -219,7 +231,7 @@ pub(super) fn spec_verdict(
 ) -> plan::Verdict {
     let model = release.spec.model.model();
     let key = model.key();
-    match source {
+    let verdict = match source {
         Source::Namespaced(repo) => peeked(&ctx.trust, repo, &key, now),
         Source::Cluster(repo) => {
             let labels = ctx.cluster.labels(ns);
@@ -229,7 +241,8 @@ pub(super) fn spec_verdict(
             }
             peeked(&ctx.cluster.trust, repo, &key, now)
         }
-    }
+    };
+    source.within_registries(verdict)
 }
 
 /// What `trust` says now of `key` in `repo`, read only (`TrustCache::peek`).

@@ -456,7 +456,7 @@ mod tests {
         let (cache, mut wakers, repo, now, later) = refreshed();
         let key = "m/1/model.onnx";
         let _ = cache.lookup(&repo, "uid", &release("a"), key, now);
-        let answer = Verdict::Trusted { sha256: "a".repeat(64), length: 1, files: 1, signer: None };
+        let answer = Verdict::Trusted { sha256: "a".repeat(64), length: 1, files: 1, signer: None, image: None };
         cache.with("uid", |e| e.replace(vec![(key.to_string(), Resolved { verdict: answer.clone(), until: later })]));
         while wakers.releases.try_recv().is_ok() {}
         assert_eq!(cache.lookup(&repo, "uid", &release("a"), key, now), answer);
@@ -481,7 +481,7 @@ mod tests {
         assert_eq!(wakers.repositories.try_recv().ok(), Some(repo.clone()));
         assert!(wakers.repositories.try_recv().is_err(), "asked once");
         // The answer wakes both releases; the same answer again wakes nobody.
-        let answer = Verdict::Trusted { sha256: "a".repeat(64), length: 1, files: 1, signer: None };
+        let answer = Verdict::Trusted { sha256: "a".repeat(64), length: 1, files: 1, signer: None, image: None };
         let found = || vec![("m/1/model.onnx".to_string(), Resolved { verdict: answer.clone(), until: later })];
         let woken = cache.with("uid", |e| e.replace(found()));
         assert_eq!(woken, [release("a"), release("b")].into());
@@ -508,7 +508,7 @@ mod tests {
     fn an_admission_review_only_peeks_and_prefetches_a_bounded_few() {
         let (cache, mut wakers, repo, now, later) = refreshed();
         // A release serving m/1 and able to roll back to m/0 has both verdicts.
-        let answer = Verdict::Trusted { sha256: "a".repeat(64), length: 1, files: 1, signer: None };
+        let answer = Verdict::Trusted { sha256: "a".repeat(64), length: 1, files: 1, signer: None, image: None };
         for key in ["m/0/model.onnx", "m/1/model.onnx"] {
             cache.lookup(&repo, "uid", &release("a"), key, now);
             cache.with("uid", |e| e.replace(vec![(key.into(), Resolved { verdict: answer.clone(), until: later })]));

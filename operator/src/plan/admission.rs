@@ -156,7 +156,7 @@ mod tests {
     }
 
     fn trusted() -> Option<Verdict> {
-        Some(Verdict::Trusted { sha256: "00".into(), length: 1, files: 1, signer: None })
+        Some(Verdict::Trusted { sha256: "00".into(), length: 1, files: 1, signer: None, image: None })
     }
 
     fn revoked() -> Option<Verdict> {

@@ -97,8 +97,8 @@ pub enum Verdict {
     /// Signed and current: the sha256 of the file (or of the manifest of a set of
     /// files), the total length and the number of files.
     /// `signer`: who signed the model (key or certificate), when its repository asks
-    /// for a signature.
-    Trusted { sha256: String, length: i64, files: i64, signer: Option<String> },
+    /// for a signature. `image`: for an image model, the reference its pods mount.
+    Trusted { sha256: String, length: i64, files: i64, signer: Option<String>, image: Option<String> },
     /// Refused: not listed, expired, attacked, not allowed here.
     Untrusted { reason: Untrusted, message: String },
     /// Cannot tell yet (repository not refreshed, or unreachable with nothing cached).
@@ -113,7 +113,9 @@ impl Verdict {
             Ok((set, signer)) => {
                 let id = set.identity();
                 match (i64::try_from(id.length), i64::try_from(id.files)) {
-                    (Ok(length), Ok(files)) => Verdict::Trusted { sha256: id.sha256, length, files, signer },
+                    (Ok(length), Ok(files)) => {
+                        Verdict::Trusted { sha256: id.sha256, length, files, signer, image: set.image }
+                    }
                     _ => Verdict::Untrusted {
                         reason: Untrusted::Trust(crate::trust::Reason::Malformed),
                         message: format!("{} is signed with a length beyond any real file", set.model),

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use globset::{GlobBuilder, GlobMatcher};
 use kube::core::{Selector, SelectorExt};
 
-use crate::api::{AllowRule, ModelRef, RepositoryPolicy, RevocationAction};
+use super::{Untrusted, Verdict};
+use crate::api::{AllowRule, ImagePolicy, ModelRef, RepositoryPolicy, RevocationAction};
 
 /// Why the policy refuses: the condition reason a release shows.
 pub const NOT_ALLOWED: &str = "NotAllowedByPolicy";
@@ -42,6 +43,32 @@ pub fn allows(repository: &str, policy: &RepositoryPolicy, ns: &Namespace<'_>, m
     ))
 }
 
+/// An image model's verdict held to the registries its repository allows
+/// (`spec.images.registries`): the image's repository must be one of them or lie below
+/// one. A repository that lists none allows no image. Other verdicts pass unchanged.
+pub fn within_registries(kind_and_name: &str, images: Option<&ImagePolicy>, verdict: Verdict) -> Verdict {
+    let Verdict::Trusted { image: Some(reference), .. } = &verdict else { return verdict };
+    let repository = reference.split_once('@').map_or(reference.as_str(), |(r, _)| r);
+    let allowed = images.map(|i| i.registries.as_slice()).unwrap_or_default();
+    let below = |entry: &String| {
+        repository.strip_prefix(entry.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    if allowed.iter().any(below) {
+        return verdict;
+    }
+    let message = match allowed {
+        [] => format!(
+            "{kind_and_name} allows no image models (its spec.images.registries is empty); the image is in \
+             {repository:?}: ask the repository's owners to list its registry"
+        ),
+        list => format!(
+            "{kind_and_name} allows images only from {list:?}, and this one is in {repository:?}: ask the \
+             repository's owners to list its registry"
+        ),
+    };
+    Verdict::Untrusted { reason: Untrusted::NotAllowedByPolicy, message }
+}
+
 /// The reaction to a revoked model: the stricter of the repository's and the release's.
 pub fn on_revocation(repository: Option<RevocationAction>, release: RevocationAction) -> RevocationAction {
     match (repository, release) {
@@ -62,7 +89,7 @@ fn selects(rule: &AllowRule, ns: &Namespace<'_>) -> bool {
 /// Whether one rule's paths allow every file `model` may name.
 fn covers(rule: &AllowRule, model: &ModelRef) -> bool {
     match model {
-        ModelRef::File(t) => matches_any(&rule.paths, t),
+        ModelRef::File(t) | ModelRef::Image(t) => matches_any(&rule.paths, t),
         ModelRef::List(list) => list.iter().all(|t| matches_any(&rule.paths, t)),
         // Every file under the prefix: only a pattern that is a literal start followed by
         // `**` can vouch for files not yet known.
@@ -100,6 +127,36 @@ mod tests {
 
     fn ns<'a>(name: &'a str, labels: &'a BTreeMap<String, String>) -> Namespace<'a> {
         Namespace { name, labels: Some(labels) }
+    }
+
+    #[test]
+    fn an_image_is_allowed_only_from_a_listed_registry_or_below_it() {
+        let trusted = |reference: &str| Verdict::Trusted {
+            sha256: "0".repeat(64),
+            length: 1,
+            files: 1,
+            signer: None,
+            image: Some(format!("{reference}@sha256:{}", "0".repeat(64))),
+        };
+        let images = ImagePolicy { registries: vec!["reg.example.com:5000/models".into(), "other.example".into()] };
+        let verdict = |reference: &str, images: Option<&ImagePolicy>| {
+            within_registries("ClusterModelRepository \"shared\"", images, trusted(reference))
+        };
+        for ok in ["reg.example.com:5000/models/llm", "reg.example.com:5000/models", "other.example/x/y"] {
+            assert_eq!(verdict(ok, Some(&images)), trusted(ok), "{ok}");
+        }
+        for refused in ["reg.example.com:5000/modelsx/llm", "reg.example.com/models/llm", "evil.example/models"] {
+            let v = verdict(refused, Some(&images));
+            assert!(
+                matches!(&v, Verdict::Untrusted { reason: Untrusted::NotAllowedByPolicy, message } if message.contains(refused)),
+                "{v:?}"
+            );
+        }
+        let none = verdict("reg.example.com:5000/models/llm", None);
+        assert!(matches!(&none, Verdict::Untrusted { message, .. } if message.contains("allows no image")), "{none:?}");
+        // A verdict on files, and a refusal, pass unchanged.
+        let file = Verdict::Trusted { sha256: "0".repeat(64), length: 1, files: 1, signer: None, image: None };
+        assert_eq!(within_registries("r", None, file.clone()), file);
     }
 
     #[test]

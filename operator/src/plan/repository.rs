@@ -261,6 +261,7 @@ mod tests {
                 },
                 ca_bundle: None,
                 provenance: None,
+                images: None,
                 refresh_interval: "5m".into(),
             },
         );

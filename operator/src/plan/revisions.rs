@@ -16,6 +16,8 @@ pub struct Revision<'a> {
     pub files: i64,
     /// Its model was verified with a signature (its pods check the signature again).
     pub signed: bool,
+    /// An image model: the reference its pods mount (`<repository>@sha256:<digest>`).
+    pub image: Option<&'a str>,
 }
 
 /// The number of revision `hash`: the one it had when seen before (stable, canary or
@@ -62,6 +64,7 @@ pub fn verified_revision<'a>(status: &'a ModelReleaseStatus, hash: &'a str) -> O
         length: verified.length?,
         files: verified.files.unwrap_or(1),
         signed: verified.signer.is_some(),
+        image: verified.image.as_deref(),
     })
 }
 

@@ -78,7 +78,10 @@ impl World {
         };
         let mut obs = Observed { repository: Repository::Found { on_revocation: None }, ..Default::default() };
         for t in [V1, V2, V3] {
-            obs.verdicts.insert(t.into(), Verdict::Trusted { sha256: sha(t), length: 100, files: 1, signer: None });
+            obs.verdicts.insert(
+                t.into(),
+                Verdict::Trusted { sha256: sha(t), length: 100, files: 1, signer: None, image: None },
+            );
         }
         World { release, obs, auto_ready: true, last: None }
     }
@@ -683,7 +686,9 @@ fn a_revoked_stable_returns_to_the_newest_trusted_revision() {
     assert!(w.events().is_empty(), "said once");
 
     // Trust in it returns (the revocation itself is revoked): it serves again.
-    w.obs.verdicts.insert(V1.into(), Verdict::Trusted { sha256: sha(V1), length: 1, files: 1, signer: None });
+    w.obs
+        .verdicts
+        .insert(V1.into(), Verdict::Trusted { sha256: sha(V1), length: 1, files: 1, signer: None, image: None });
     let plan = w.run(60).clone();
     assert_eq!(plan.scale.get(&v1), Some(&4));
     assert_eq!(w.phase(), Phase::RolledBack, "back where it was: v3 stays rolled back");
@@ -739,7 +744,9 @@ fn revocation_alert_only_keeps_serving() {
     w.set_target(V2);
     w.settle(10);
     let v2 = w.stable_hash();
-    w.obs.verdicts.insert(V2.into(), Verdict::Trusted { sha256: sha(V3), length: 100, files: 1, signer: None });
+    w.obs
+        .verdicts
+        .insert(V2.into(), Verdict::Trusted { sha256: sha(V3), length: 100, files: 1, signer: None, image: None });
     w.run(20);
     assert_eq!(w.stable_hash(), v2);
     assert_eq!(w.condition(TRUST_DEGRADED), ("True".into(), "TargetChanged".into()));
@@ -1048,8 +1055,13 @@ fn a_paused_rollout_does_not_keep_a_revoked_stable_serving() {
 #[test]
 fn the_same_bytes_signed_anew_name_their_new_signer_once() {
     let mut w = World::serving_v1(vec![]);
-    let signed =
-        |signer: &str| Verdict::Trusted { sha256: sha(V1), length: 100, files: 1, signer: Some(signer.into()) };
+    let signed = |signer: &str| Verdict::Trusted {
+        sha256: sha(V1),
+        length: 100,
+        files: 1,
+        signer: Some(signer.into()),
+        image: None,
+    };
     w.obs.verdicts.insert(V1.into(), signed("key sha256:aa"));
     w.run(50);
     assert_eq!(w.status().stable.as_ref().and_then(|s| s.revision.signer.as_deref()), Some("key sha256:aa"));

@@ -278,14 +278,22 @@ pub async fn plan(
         if status.stable.as_ref().is_some_and(|s| s.revision.hash == hash) { "the stable one" } else { "new" }
     );
     let verdict = verify(client, ns, release, &model).await?;
-    let Some((sha256, length, files, signed)) = print_verdict(&model.display(), &verdict) else { return Ok(()) };
+    let Some(verified) = print_verdict(&model.display(), &verdict) else { return Ok(()) };
     let first = status.stable.is_none();
     print_steps(release, first);
     // Numbered as the planner numbers it.
     let next = plan::revision_number(&status, &hash);
     let model = release.spec.model.model();
-    let revision =
-        plan::Revision { number: next, hash: &hash, model: model.clone(), sha256: &sha256, length, files, signed };
+    let revision = plan::Revision {
+        number: next,
+        hash: &hash,
+        model: model.clone(),
+        sha256: &verified.sha256,
+        length: verified.length,
+        files: verified.files,
+        signed: verified.signed,
+        image: verified.image.as_deref(),
+    };
     let first_weight = release.spec.strategy.steps.iter().find_map(|s| s.set_weight).unwrap_or(100);
     let replicas = plan::canary_replicas(release.spec.replicas, if first { 100 } else { first_weight });
     if !print_workload(client, ns, release, &revision, replicas).await? {
@@ -313,18 +321,27 @@ pub async fn plan(
         canary_revision: next,
         stable_revision: status.stable.as_ref().map(|s| s.revision.number),
         target: model.display(),
-        sha256,
+        sha256: verified.sha256.clone(),
         step: 0,
         weight: first_weight,
     };
     run_gates_once(client, ns, release, namespace_label, &ctx).await
 }
 
+/// What the workload needs of a trusted model.
+struct Verified {
+    sha256: String,
+    length: i64,
+    files: i64,
+    signed: bool,
+    image: Option<String>,
+}
+
 /// The verdict on the model, as a line; what the workload needs of a trusted one
 /// (`None`: refused, and said so).
-fn print_verdict(target: &str, verdict: &Verdict) -> Option<(String, i64, i64, bool)> {
+fn print_verdict(target: &str, verdict: &Verdict) -> Option<Verified> {
     match verdict {
-        Verdict::Trusted { sha256, length, files, signer } => {
+        Verdict::Trusted { sha256, length, files, signer, image } => {
             match files {
                 1 => println!("Verify:    {target}: trusted, sha256 {sha256}, {length} bytes"),
                 n => println!("Verify:    {target}: trusted, {n} files, {length} bytes, manifest sha256 {sha256}"),
@@ -332,7 +349,16 @@ fn print_verdict(target: &str, verdict: &Verdict) -> Option<(String, i64, i64, b
             if let Some(signer) = signer {
                 println!("Signed by: {}", field(signer));
             }
-            Some((sha256.clone(), *length, *files, signer.is_some()))
+            if let Some(image) = image {
+                println!("Image:     {}", field(image));
+            }
+            Some(Verified {
+                sha256: sha256.clone(),
+                length: *length,
+                files: *files,
+                signed: signer.is_some(),
+                image: image.clone(),
+            })
         }
         Verdict::Untrusted { message, .. } | Verdict::Unknown { message } => {
             println!("Verify:    {}", field(&format!("{target}: REFUSED: {message}")));

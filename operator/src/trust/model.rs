@@ -16,7 +16,7 @@ use super::{
     provenance::{self, MAX_SIGNATURE_BYTES, Policy, ProvenanceError, check_files, signature_target},
     updater::{Digests, check_hashes},
 };
-use crate::api::{MAX_MODEL_FILES, MAX_TARGET_LIST, ModelRef, mount_path_of};
+use crate::api::{MAX_IMAGE_MANIFEST_BYTES, MAX_MODEL_FILES, MAX_TARGET_LIST, ModelRef, mount_path_of};
 
 /// One verified file of a model.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,6 +44,8 @@ pub struct Identity {
 pub struct ModelSet {
     pub model: ModelRef,
     pub files: Vec<ModelFile>,
+    /// For an image model: the reference the node pulls, `<repository>@sha256:<digest>`.
+    pub image: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -98,7 +100,7 @@ impl ModelSet {
             }
         }
         files.sort_by(|a, b| a.target.cmp(&b.target));
-        Ok(Self { model, files })
+        Ok(Self { model, files, image: None })
     }
 
     /// The manifest `modelgate fetch` writes beside a set: canonical JSON (sorted by
@@ -117,7 +119,7 @@ impl ModelSet {
     pub fn identity(&self) -> Identity {
         let length = self.files.iter().map(|f| f.info.length).sum();
         let sha256 = match (&self.model, self.files.as_slice()) {
-            (ModelRef::File(_), [one]) => one.sha256.clone(),
+            (ModelRef::File(_) | ModelRef::Image(_), [one]) => one.sha256.clone(),
             _ => hex::encode(digest(&SHA256, &self.manifest())),
         };
         Identity { sha256, length, files: self.files.len() }
@@ -185,9 +187,59 @@ pub async fn signature(
     }
 }
 
+/// The image an OCI manifest target pins: the registry repository its signed custom
+/// metadata names (`{"oci": {"repository": "host[:port]/path"}}`), at the digest TUF
+/// signs. Its length is bounded as a manifest's, since the node fetches those bytes.
+pub fn image_reference(target: &str, info: &TargetFile) -> Result<String, TrustError> {
+    if info.length > MAX_IMAGE_MANIFEST_BYTES {
+        return Err(TrustError::TooLarge {
+            what: format!("image manifest {target:?} (an OCI manifest is small; is this the model itself?)"),
+            limit: MAX_IMAGE_MANIFEST_BYTES,
+        });
+    }
+    let sha256 = info.hash("sha256")?.ok_or_else(|| TrustError::NoSha256 { target: target.into() })?;
+    let malformed = |reason: String| TrustError::Malformed { what: format!("target {target:?}"), reason };
+    let repository = info
+        .custom
+        .as_ref()
+        .and_then(|c| c.get("oci"))
+        .and_then(|o| o.get("repository"))
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| {
+            malformed(
+                "an image model's manifest target must name its registry repository in its signed custom \
+                 metadata ({\"oci\": {\"repository\": \"registry.example.com/models/llm\"}}); ask its publisher"
+                    .into(),
+            )
+        })?;
+    let whole = format!("{repository}@sha256:{}", sha256.to_ascii_lowercase());
+    // The parser fills in a default registry (docker.io) and tag; only a reference that
+    // names its registry and nothing else survives unchanged.
+    let parsed = oci_spec::distribution::Reference::try_from(whole.as_str())
+        .ok()
+        .filter(|r| r.tag().is_none() && r.whole() == whole && r.repository() != repository);
+    match parsed {
+        Some(_) => Ok(whole),
+        None => {
+            let shown: String = repository.chars().take(256).filter(|c| !c.is_control()).collect();
+            Err(malformed(format!(
+                "its signed oci.repository {shown:?} is not a registry repository such as \
+                 registry.example.com/models/llm (host, optional port, path; no tag or digest)"
+            )))
+        }
+    }
+}
+
 /// The files `model` names, as the repository signs them now.
 pub async fn resolve(updater: &mut Updater, model: &ModelRef) -> Result<ModelSet, TrustError> {
     let found = match model {
+        ModelRef::Image(t) => {
+            let info = updater.target(t).await?;
+            let image = image_reference(t, &info)?;
+            let mut set = ModelSet::new(model.clone(), vec![(t.clone(), info)])?;
+            set.image = Some(image);
+            return Ok(set);
+        }
         ModelRef::File(t) => vec![(t.clone(), updater.target(t).await?)],
         ModelRef::List(list) => {
             if list.len() > MAX_TARGET_LIST {
@@ -246,6 +298,38 @@ mod tests {
         // One file keeps the identity it always had: its own sha256.
         let one = ModelSet::new(ModelRef::File("x/m.onnx".into()), vec![("x/m.onnx".into(), file(5, 'c'))]).unwrap();
         assert_eq!(one.identity().sha256, "c".repeat(64));
+    }
+
+    #[test]
+    fn an_image_is_the_signed_repository_at_the_signed_digest_and_nothing_else() {
+        let signed = |repository: serde_json::Value, length| TargetFile {
+            custom: Some(serde_json::json!({"oci": {"repository": repository}})),
+            ..file(length, 'A')
+        };
+        let digest = format!("sha256:{}", "a".repeat(64));
+        for (repository, host) in [("127.0.0.1:5443/models/llm", "127.0.0.1:5443"), ("registry.example.com/m", "")] {
+            let reference = image_reference("m/manifest.json", &signed(repository.into(), 900)).unwrap();
+            assert_eq!(reference, format!("{repository}@{digest}"));
+            assert!(reference.starts_with(host));
+        }
+        let refused = |info: &TargetFile| image_reference("m/manifest.json", info).unwrap_err().reason();
+        use crate::trust::Reason::{Malformed, TooLarge};
+        // No registry (the parser would say docker.io), a tag, a digest, a scheme, junk.
+        for bad in [
+            "llm",
+            "library/llm",
+            "r.example.com/llm:3.0",
+            "r.example.com/llm@sha256:00",
+            "https://r.example.com/llm",
+            "R.example.com/LLM",
+            "r.example.com/llm\n",
+            "",
+        ] {
+            assert_eq!(refused(&signed(bad.into(), 900)), Malformed, "{bad:?}");
+        }
+        assert_eq!(refused(&signed(serde_json::json!(7), 900)), Malformed);
+        assert_eq!(refused(&file(900, 'a')), Malformed, "no custom metadata");
+        assert_eq!(refused(&signed("r.example.com/llm".into(), MAX_IMAGE_MANIFEST_BYTES + 1)), TooLarge);
     }
 
     #[test]

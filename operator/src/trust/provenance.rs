@@ -53,7 +53,7 @@ const CODE_SIGNING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
 /// in sorted order (the order a spec lists them in does not change the model).
 pub fn signature_target(model: &ModelRef) -> String {
     match model {
-        ModelRef::File(t) => format!("{t}.sig"),
+        ModelRef::File(t) | ModelRef::Image(t) => format!("{t}.sig"),
         ModelRef::Prefix(p) => format!("{}.sig", p.trim_end_matches('/')),
         ModelRef::List(l) => format!("{}.sig", l.iter().min().map(String::as_str).unwrap_or("model")),
     }
@@ -201,7 +201,7 @@ pub fn statement_of(target: &str, bundle: &[u8]) -> Result<BTreeMap<String, Stri
 pub fn check_files(target: &str, signed: &BTreeMap<String, String>, set: &ModelSet) -> Result<(), ProvenanceError> {
     let mut expected: BTreeMap<&str, &str> = set.files.iter().map(|f| (f.path.as_str(), f.sha256.as_str())).collect();
     // model_signing names the one file of a single-file model ".".
-    if let (ModelRef::File(_), [one]) = (&set.model, set.files.as_slice())
+    if let (ModelRef::File(_) | ModelRef::Image(_), [one]) = (&set.model, set.files.as_slice())
         && signed.contains_key(".")
     {
         expected = BTreeMap::from([(".", one.sha256.as_str())]);

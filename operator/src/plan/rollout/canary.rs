@@ -43,7 +43,7 @@ impl Planner<'_> {
                 self.note_because(EventReason::Rejected, reason, message.clone());
                 self.set_phase(Phase::Rejected, message);
             }
-            Verdict::Trusted { sha256, length, files, signer } => {
+            Verdict::Trusted { sha256, length, files, signer, image } => {
                 let verified = RevisionRef {
                     number: revision,
                     hash: self.desired.clone(),
@@ -53,6 +53,7 @@ impl Planner<'_> {
                     length: Some(length),
                     files: Some(files),
                     signer,
+                    image,
                 };
                 self.begin(verified);
             }
@@ -71,6 +72,9 @@ impl Planner<'_> {
         };
         if let Some(signer) = &verified.signer {
             what.push_str(&format!(", signed by {signer}"));
+        }
+        if let Some(image) = &verified.image {
+            what.push_str(&format!(", image {image}"));
         }
         let mut canary = CanaryStatus {
             revision: verified,
