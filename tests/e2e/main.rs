@@ -6,6 +6,7 @@ mod availability;
 mod chart;
 mod crds;
 mod docs;
+mod images;
 mod kubelet;
 mod models;
 mod node;

@@ -4,6 +4,7 @@
 
 pub mod harness;
 pub mod hostile;
+pub mod images;
 pub mod kubelet;
 pub mod models;
 pub mod node;

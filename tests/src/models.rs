@@ -107,6 +107,16 @@ impl ModelRepo {
         Ok(())
     }
 
+    /// Publishes an OCI image's manifest as target `target`, its signed custom metadata
+    /// naming the registry `repository` the image is pulled from.
+    pub fn add_image(&mut self, target: &str, manifest: &[u8], repository: &str) -> anyhow::Result<()> {
+        let file = self.dir.path().join("manifest.upload");
+        std::fs::write(&file, manifest)?;
+        let out = tool(self.dir.path(), &["add-image", target, file.to_str().context("a UTF-8 path")?, repository])?;
+        self.record(&out);
+        Ok(())
+    }
+
     /// Revokes targets: the publishers sign new targets metadata without them.
     pub fn remove(&self, paths: &[&str]) -> anyhow::Result<()> {
         tool(self.dir.path(), &[&["remove"], paths].concat()).map(|_| ())

@@ -43,6 +43,17 @@ pub fn release(name: &str, target: &str, replicas: i32, spec: Value) -> anyhow::
     crate::models::release(name, target, replicas, spec)
 }
 
+/// `release` of a model shipped as an OCI image: `manifest_target` is the TUF target of
+/// its manifest; the node mounts the image at /models and the server reads it there.
+pub fn image_release(name: &str, manifest_target: &str, replicas: i32, spec: Value) -> anyhow::Result<ModelRelease> {
+    let mut spec = spec;
+    spec["model"] = json!({"image": {"target": manifest_target}, "mountPath": "/models"});
+    let mut container = server_container();
+    container["args"] = json!(["serve", "--model", "/models", "--image"]);
+    spec["template"] = json!({"spec": {"containers": [container]}});
+    crate::models::release(name, "", replicas, spec)
+}
+
 /// The example model server's container, hardened as Pod Security `restricted` asks.
 pub fn server_container() -> Value {
     json!({

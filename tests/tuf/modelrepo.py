@@ -17,6 +17,9 @@ DIR/public/{metadata,targets} is all a server publishes.
                                           delegate the target paths PATTERN matches to
                                           a role of their own (a team's), with its key
     modelrepo.py add-file DIR TARGET FILE sign FILE as target path TARGET (a real model)
+    modelrepo.py add-image DIR TARGET FILE REPO
+                                          sign the OCI manifest FILE as TARGET, its
+                                          custom metadata naming registry repository REPO
     modelrepo.py add-dir DIR PREFIX SRC   sign every file under directory SRC as target
                                           PREFIX + its path below SRC
     modelrepo.py bulk DIR N               N tiny targets bulk/<i>/x.bin: metadata that is
@@ -197,6 +200,18 @@ def add_file(d, target, path, role="targets"):
     change(d, lambda targets: sign_file(d, targets, target, data, ""), role)
 
 
+def add_image(d, target, path, repository, role="targets"):
+    """Publishes an OCI manifest as target `target`, naming its registry repository in
+    the target's signed custom metadata (what modelgate pulls the image from)."""
+    with open(path, "rb") as f:
+        data = f.read()
+
+    def edit(targets):
+        sign_file(d, targets, target, data, "")
+        targets[target].unrecognized_fields["custom"] = {"oci": {"repository": repository}}
+    change(d, edit, role)
+
+
 def add_dir(d, prefix, src, role="targets"):
     def edit(targets):
         for root, _, files in os.walk(src):
@@ -263,6 +278,8 @@ if __name__ == "__main__":
         remove(d, args[2:], role)
     elif cmd == "add-file":
         add_file(d, args[2], args[3], role)
+    elif cmd == "add-image":
+        add_image(d, args[2], args[3], args[4], role)
     elif cmd == "add-dir":
         add_dir(d, args[2], args[3], role)
     elif cmd == "refresh":
@@ -274,4 +291,4 @@ if __name__ == "__main__":
     elif cmd == "delegate":
         delegate(d, args[2], args[3])
     else:
-        sys.exit(f"unknown command {cmd}; use init, add, add-file, add-dir, shards, bulk, remove, delegate, rotate or refresh")
+        sys.exit(f"unknown command {cmd}; use init, add, add-file, add-image, add-dir, shards, bulk, remove, delegate, rotate or refresh")

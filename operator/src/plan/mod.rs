@@ -62,6 +62,9 @@ pub fn revision_hash(spec: &ModelReleaseSpec) -> String {
     if let Some(prefix) = &m.prefix {
         identity.insert("prefix".into(), prefix.clone().into());
     }
+    if let Some(image) = &m.image {
+        identity.insert("image".into(), image.target.clone().into());
+    }
     // A JSON value always serializes; the fallback only keeps this total.
     let bytes = serde_json::to_vec(&identity).unwrap_or_default();
     hex::encode(digest::digest(&digest::SHA256, &bytes).as_ref().get(..5).unwrap_or_default())

@@ -816,8 +816,17 @@ fn revision_identity() {
     spec.strategy.steps.push(weight(5));
     assert_eq!(revision_hash(&spec), a, "scale and strategy are not part of a revision");
     spec.model.target = V2.into();
-    assert_ne!(revision_hash(&spec), a);
+    let b = revision_hash(&spec);
+    assert_ne!(b, a);
     assert_eq!(a.len(), 10);
+    // Each image target is a revision of its own (found by the real-node test: without
+    // it a new image target changed nothing).
+    spec.model.target.clear();
+    spec.model.image = Some(crate::api::ImageSource { target: "llm/1/manifest.json".into() });
+    let one = revision_hash(&spec);
+    spec.model.image = Some(crate::api::ImageSource { target: "llm/2/manifest.json".into() });
+    assert_ne!(revision_hash(&spec), one);
+    assert_ne!(one, b);
 }
 
 #[test]

@@ -30,6 +30,11 @@ pub struct Args {
     /// read-only mount, with the manifest modelgate wrote).
     #[arg(long, default_value = "/models/model.onnx")]
     model: PathBuf,
+    /// The model is an OCI image the node mounted at `--model` (a directory of files),
+    /// pulled and checked by the node against the promised digest: the server reads every
+    /// file (its load) and takes the digest as promised.
+    #[arg(long)]
+    image: bool,
     /// The sha256 the pod was promised; without it the server never becomes Ready.
     #[arg(long, env = "MODEL_SHA256")]
     expect_sha256: Option<String>,
@@ -70,9 +75,15 @@ struct Server {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (digest, head) = if args.model.is_dir() { load_set(&args.model).await? } else { hash(&args.model).await? };
-    let behavior = Behavior::parse(&head)?;
     let promised = args.expect_sha256.as_deref().map(str::to_ascii_lowercase);
+    let (digest, head) = if args.image {
+        load_image(&args.model, promised.as_deref()).await?
+    } else if args.model.is_dir() {
+        load_set(&args.model).await?
+    } else {
+        hash(&args.model).await?
+    };
+    let behavior = Behavior::parse(&head)?;
     let trusted = promised.as_deref() == Some(digest.as_str());
     if !trusted {
         eprintln!(
@@ -174,6 +185,36 @@ async fn hash(path: &PathBuf) -> anyhow::Result<(String, Vec<u8>)> {
         ctx.update(chunk);
     }
     Ok((hex::encode(ctx.finish()), head))
+}
+
+/// An image the node mounted: every file below `dir` is read (the load); the first, by
+/// sorted path, carries the behaviour header. The digest is the promised one: the node
+/// pulled the image by it and checked every blob against it.
+async fn load_image(dir: &std::path::Path, promised: Option<&str>) -> anyhow::Result<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let mut entries = tokio::fs::read_dir(&d).await.with_context(|| format!("read {}", d.display()))?;
+        while let Some(entry) = entries.next_entry().await? {
+            let kind = entry.file_type().await?;
+            if kind.is_dir() {
+                dirs.push(entry.path());
+            } else if kind.is_file() {
+                files.push(entry.path());
+            }
+        }
+    }
+    files.sort();
+    anyhow::ensure!(!files.is_empty(), "the image mounted at {} holds no files", dir.display());
+    let mut head = Vec::new();
+    for (i, path) in files.iter().enumerate() {
+        let (_, first) = hash(path).await?;
+        if i == 0 {
+            head = first;
+        }
+    }
+    println!("image at {}: {} files, as the node verified them", dir.display(), files.len());
+    Ok((promised.unwrap_or_default().to_string(), head))
 }
 
 /// A model of several files: the promise is the manifest's sha256; every file it lists
