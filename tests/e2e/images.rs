@@ -56,6 +56,14 @@ async fn an_image_model_is_pulled_once_per_node_by_its_signed_digest_and_rolls_b
         repo.add_image("llm/3.0.0/manifest.json", &v3.manifest, &v3.repository)?;
         repo.add_image("llm/9.0.0/manifest.json", &unknown, &v1.repository)?;
         repo.add_image("llm/4.0.0/manifest.json", &v3.manifest, "registry.other.example/models/llm")?;
+        // A CNCF ModelPack artifact: containerd 2.4 would mount it as an empty directory.
+        let modelpack = json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.cncf.model.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.cncf.model.config.v1+json", "digest": v1.layers[0], "size": 1},
+            "layers": [{"mediaType": "application/vnd.cncf.model.weight.v1.raw", "digest": v1.layers[0], "size": 1}],
+        });
+        repo.add_image("llm/5.0.0/manifest.json", &serde_json::to_vec(&modelpack)?, &v1.repository)?;
         repo.register_with(&client, &ns, json!({"images": {"registries": [format!("{registry}/models")]}})).await?;
         let operator = Operator::start(Some(&ns), &["--fetch-image", OPERATOR_IMAGE])?;
         let api: Api<ModelRelease> = Api::namespaced(client.clone(), &ns);
@@ -78,6 +86,9 @@ async fn an_image_model_is_pulled_once_per_node_by_its_signed_digest_and_rolls_b
             for layer in &v1.layers {
                 assert_eq!(images::blob_downloads(&path, layer)?, 1, "4 replicas on one node pull {layer} once");
             }
+            // What an SRE sees: the image beside the revision.
+            let status = plugin(&ns, &["status", "llm"])?;
+            assert!(status.contains(&format!("image {}", reference(&v1))), "{status}");
 
             // The tag moves to other bytes: a pod made again still mounts 1.0.0's digest.
             let moved = images::push(&path, "1.0.0", &model_files("1.0.0-moved", "")).await?;
@@ -108,6 +119,13 @@ async fn an_image_model_is_pulled_once_per_node_by_its_signed_digest_and_rolls_b
             let release = api.get("llm").await?;
             let message = release.status.clone().unwrap_or_default().message.unwrap_or_default();
             assert!(message.contains("registry.other.example/models/llm"), "{message}");
+            // What the node would mount empty: refused before any pod, saying why.
+            set_image(&api, "llm/5.0.0/manifest.json").await?;
+            let modelpack = wait_outcome(&api, "llm/5.0.0/manifest.json", Outcome::Rejected).await?;
+            let why = modelpack.reason.unwrap_or_default();
+            assert!(why.starts_with("UnsupportedImage"), "{why}");
+            let message = api.get("llm").await?.status.unwrap_or_default().message.unwrap_or_default();
+            assert!(message.contains("ModelPack"), "{message}");
             assert_eq!(serving(&client, &ns, first.revision.number, 4).await?.len(), 4, "1.0.0 served throughout");
 
             // 3.0.0 is promoted, then revoked: back to 1.0.0, whose image is still on the node.
@@ -127,6 +145,14 @@ async fn an_image_model_is_pulled_once_per_node_by_its_signed_digest_and_rolls_b
         result.map_err(|e| anyhow::anyhow!("{e:#}\n--- operator log ---\n{}", operator.logs()))
     })
     .await
+}
+
+/// `kubectl modelgate ARGS -n NS`, which must succeed; its output.
+fn plugin(ns: &str, args: &[&str]) -> anyhow::Result<String> {
+    let bin = modelgate_tests::harness::cargo_bin("kubectl-modelgate");
+    let out = std::process::Command::new(bin).args(["-n", ns]).args(args).output()?;
+    anyhow::ensure!(out.status.success(), "kubectl modelgate {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 async fn set_image(api: &Api<ModelRelease>, target: &str) -> anyhow::Result<()> {

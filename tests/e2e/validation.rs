@@ -108,6 +108,16 @@ fn cases() -> Vec<Case> {
             expect: &["spec.provenance.certificates[0].identities"],
         },
         Case {
+            name: "an image registry given as a URL",
+            manifest: with(repo(), "/spec/images", json!({"registries": ["https://registry.example.com/models"]})),
+            expect: &["spec.images.registries", "no scheme"],
+        },
+        Case {
+            name: "an image policy that lists no registry",
+            manifest: with(repo(), "/spec/images", json!({"registries": []})),
+            expect: &["spec.images.registries"],
+        },
+        Case {
             name: "refresh not a duration",
             manifest: with(repo(), "/spec/refreshInterval", json!("five minutes")),
             expect: &["spec.refreshInterval", "duration such as"],
@@ -186,6 +196,20 @@ fn cases() -> Vec<Case> {
             name: "target and prefix both",
             manifest: with(r(), "/spec/model/prefix", json!("llama/8b/")),
             expect: &["spec.model", "exactly one way"],
+        },
+        Case {
+            name: "target and image both",
+            manifest: with(r(), "/spec/model/image", json!({"target": "llm/3.0.0/manifest.json"})),
+            expect: &["spec.model", "exactly one way", "image (an OCI image"],
+        },
+        Case {
+            name: "image target escapes",
+            manifest: with(
+                with(r(), "/spec/model/target", Value::Null),
+                "/spec/model/image",
+                json!({"target": "llm/../../manifest.json"}),
+            ),
+            expect: &["spec.model.image.target", "'..'"],
         },
         Case {
             name: "no model files",
@@ -473,6 +497,15 @@ async fn valid_manifests_are_accepted_and_defaulted() -> anyhow::Result<()> {
                      "template": {"spec": {"containers": [{"name": "s", "image": "s:1"}]}}}
         });
         kubectl_ok(&["apply", "--server-side", "-n", &ns, "-f", "-"], Some(&serde_yaml::to_string(&minimal)?))?;
+        // A model shipped as an image, and a repository that lists where images come from.
+        let mut image = minimal.clone();
+        image["metadata"]["name"] = json!("image");
+        image["spec"]["model"] = json!({"image": {"target": "llm/3.0.0/manifest.json"}});
+        kubectl_ok(&["apply", "--server-side", "-n", &ns, "-f", "-"], Some(&serde_yaml::to_string(&image)?))?;
+        let mut images = repository();
+        images["metadata"]["name"] = json!("with-images");
+        images["spec"]["images"] = json!({"registries": ["registry.example.com:5000/models", "registry.example.com"]});
+        kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&serde_yaml::to_string(&images)?))?;
         let got: Value = serde_json::from_str(&kubectl_ok(&["get", "mr", "minimal", "-n", &ns, "-o", "json"], None)?)?;
         let spec = &got["spec"];
         assert_eq!(spec["replicas"], 1);

@@ -98,7 +98,9 @@ pub fn review(new: &ModelRelease, old: Option<&ModelRelease>, namespace: &str, f
 /// The spec's model against what its repository says now.
 fn model(spec: &ModelReleaseSpec, namespace: &str, facts: &Facts, answer: &mut Answer) {
     let m = &spec.model;
-    let field = if m.prefix.is_some() {
+    let field = if m.image.is_some() {
+        "spec.model.image.target"
+    } else if m.prefix.is_some() {
         "spec.model.prefix"
     } else if !m.targets.is_empty() {
         "spec.model.targets"

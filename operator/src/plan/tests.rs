@@ -753,6 +753,38 @@ fn revocation_alert_only_keeps_serving() {
 }
 
 #[test]
+fn the_same_image_digest_signed_in_another_registry_is_a_change() {
+    let image = crate::api::ModelRef::Image("llm/1/manifest.json".into());
+    let trusted = |registry: &str| Verdict::Trusted {
+        sha256: sha(V1),
+        length: 900,
+        files: 1,
+        signer: None,
+        image: Some(format!("{registry}/models/llm@sha256:{}", sha(V1))),
+    };
+    let mut w = World::new(vec![]);
+    w.release.spec.model = ModelSource {
+        image: Some(crate::api::ImageSource { target: "llm/1/manifest.json".into() }),
+        mount_path: "/models".into(),
+        ..Default::default()
+    };
+    w.obs.verdicts.insert(image.clone(), trusted("reg-a.example"));
+    w.settle(0);
+    assert_eq!(w.phase(), Phase::Promoted);
+    let stable = w.status().stable.clone().unwrap().revision;
+    assert_eq!(stable.image, Some(format!("reg-a.example/models/llm@sha256:{}", sha(V1))));
+    assert_eq!(stable.model(), image, "status keeps the model an image");
+    let hash = w.stable_hash();
+    // Re-signed with the same digest, to be pulled from elsewhere: never followed quietly.
+    w.obs.verdicts.insert(image, trusted("reg-b.example"));
+    w.run(20);
+    assert_eq!(w.condition(TRUST_DEGRADED), ("True".into(), "TargetChanged".into()));
+    assert_ne!(w.phase(), Phase::Promoted);
+    let workload = crate::plan::verified_revision(w.status(), &hash).map(|r| r.image.map(str::to_string));
+    assert!(!matches!(workload, Some(Some(ref i)) if i.starts_with("reg-b")), "{workload:?}");
+}
+
+#[test]
 fn post_promotion_window_rolls_back_to_the_previous_revision() {
     let mut w = World::serving_v1(vec![weight(50)]);
     w.release.spec.gates.checks = vec![gate("errors")];

@@ -54,6 +54,18 @@ fn short(sha: Option<&str>) -> &str {
     sha.map_or("-", plan::short)
 }
 
+/// Below a revision's line: who signed its model, and the image its pods mount.
+fn provenance_lines(out: &mut String, revision: &crate::api::RevisionRef) -> std::fmt::Result {
+    use std::fmt::Write as _;
+    if let Some(signer) = &revision.signer {
+        writeln!(out, "           signed by {}", field(signer))?;
+    }
+    if let Some(image) = &revision.image {
+        writeln!(out, "           image {}", field(image))?;
+    }
+    Ok(())
+}
+
 /// A signer in a column: a key by the first 8 digits of its id, a certificate by its
 /// subject; `-` when the revision was not signed.
 fn signer_short(signer: Option<&str>) -> String {
@@ -122,8 +134,8 @@ async fn render_status(client: &Client, ns: &str, release: &ModelRelease) -> any
         )?,
         None => writeln!(out, "Stable:    none")?,
     }
-    if let Some(signer) = status.stable.as_ref().and_then(|s| s.revision.signer.as_deref()) {
-        writeln!(out, "           signed by {}", field(signer))?;
+    if let Some(s) = &status.stable {
+        provenance_lines(&mut out, &s.revision)?;
     }
     match &status.canary {
         Some(c) => writeln!(
@@ -139,8 +151,8 @@ async fn render_status(client: &Client, ns: &str, release: &ModelRelease) -> any
         )?,
         None => writeln!(out, "Canary:    none")?,
     }
-    if let Some(signer) = status.canary.as_ref().and_then(|c| c.revision.signer.as_deref()) {
-        writeln!(out, "           signed by {}", field(signer))?;
+    if let Some(c) = &status.canary {
+        provenance_lines(&mut out, &c.revision)?;
     }
     if let Some(w) = &status.warm {
         let left = w.until.as_ref().map_or("-".to_string(), |t| {

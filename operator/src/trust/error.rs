@@ -62,6 +62,11 @@ pub enum TrustError {
     #[error("{0}")]
     Insecure(String),
 
+    /// An image model's manifest target that the node could not mount as the model, or
+    /// would fetch from where the repository does not allow.
+    #[error("image {target:?} cannot serve as a model: {reason}")]
+    UnsupportedImage { target: String, reason: String },
+
     #[error("local trust state in {path}: {reason}")]
     Store { path: String, reason: String },
 
@@ -102,6 +107,7 @@ impl TrustError {
             TrustError::NoSha256 { .. } => Reason::NoSha256,
             TrustError::TargetMismatch { .. } => Reason::TargetMismatch,
             TrustError::Insecure(_) => Reason::Insecure,
+            TrustError::UnsupportedImage { .. } => Reason::UnsupportedImage,
             TrustError::Store { .. } => Reason::StoreError,
             TrustError::TrustState { .. } => Reason::TrustStateTampered,
             TrustError::Provenance(e) => match e {
@@ -136,6 +142,7 @@ pub enum Reason {
     NoSha256,
     TargetMismatch,
     Insecure,
+    UnsupportedImage,
     StoreError,
     TrustStateTampered,
     SignatureMissing,
@@ -165,6 +172,7 @@ impl Reason {
             Reason::NoSha256 => "NoSha256",
             Reason::TargetMismatch => "TargetMismatch",
             Reason::Insecure => "Insecure",
+            Reason::UnsupportedImage => "UnsupportedImage",
             Reason::StoreError => "StoreError",
             Reason::TrustStateTampered => "TrustStateTampered",
             Reason::SignatureMissing => "SignatureMissing",

@@ -5,6 +5,7 @@
 
 mod error;
 pub mod fetch;
+pub mod image;
 pub mod metadata;
 pub mod model;
 pub mod provenance;

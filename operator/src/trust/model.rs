@@ -158,22 +158,10 @@ pub async fn signature(
     now: UnixTime,
 ) -> Result<Option<String>, TrustError> {
     let target = signature_target(&set.model);
-    let info = match updater.target(&target).await {
+    let bytes = match small_target(updater, targets, &target, MAX_SIGNATURE_BYTES, "model signature").await {
         Err(TrustError::UnknownTarget { .. }) => return Err(ProvenanceError::Missing { target }.into()),
         found => found?,
     };
-    if info.length > MAX_SIGNATURE_BYTES {
-        return Err(TrustError::TooLarge { what: format!("model signature {target:?}"), limit: MAX_SIGNATURE_BYTES });
-    }
-    let url = target_url(targets, &target, &info, updater.consistent_snapshot())?;
-    let bytes = updater.transport().get(&url, info.length).await?;
-    if bytes.len() as u64 != info.length {
-        return Err(TrustError::Hash {
-            what: format!("target {target:?}"),
-            reason: format!("length {} differs from the signed length {}", bytes.len(), info.length),
-        });
-    }
-    check_hashes(&format!("target {target:?}"), &info.hashes, &Digests::of(&bytes))?;
     match check {
         SignatureCheck::Signers(policy) => {
             let signed = provenance::verify(policy, &target, &bytes, now)?;
@@ -187,47 +175,37 @@ pub async fn signature(
     }
 }
 
-/// The image an OCI manifest target pins: the registry repository its signed custom
-/// metadata names (`{"oci": {"repository": "host[:port]/path"}}`), at the digest TUF
-/// signs. Its length is bounded as a manifest's, since the node fetches those bytes.
-pub fn image_reference(target: &str, info: &TargetFile) -> Result<String, TrustError> {
-    if info.length > MAX_IMAGE_MANIFEST_BYTES {
-        return Err(TrustError::TooLarge {
-            what: format!("image manifest {target:?} (an OCI manifest is small; is this the model itself?)"),
-            limit: MAX_IMAGE_MANIFEST_BYTES,
+/// A small target (a signature, an image manifest) fetched from `targets` as TUF signs
+/// it: its signed length bounded by `limit`, its length and hashes checked.
+async fn small_target(
+    updater: &mut Updater,
+    targets: &Url,
+    target: &str,
+    limit: u64,
+    what: &str,
+) -> Result<Vec<u8>, TrustError> {
+    let info = updater.target(target).await?;
+    if info.length > limit {
+        return Err(TrustError::TooLarge { what: format!("{what} {target:?}"), limit });
+    }
+    let url = target_url(targets, target, &info, updater.consistent_snapshot())?;
+    let bytes = updater.transport().get(&url, info.length).await?;
+    if bytes.len() as u64 != info.length {
+        return Err(TrustError::Hash {
+            what: format!("target {target:?}"),
+            reason: format!("length {} differs from the signed length {}", bytes.len(), info.length),
         });
     }
-    let sha256 = info.hash("sha256")?.ok_or_else(|| TrustError::NoSha256 { target: target.into() })?;
-    let malformed = |reason: String| TrustError::Malformed { what: format!("target {target:?}"), reason };
-    let repository = info
-        .custom
-        .as_ref()
-        .and_then(|c| c.get("oci"))
-        .and_then(|o| o.get("repository"))
-        .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| {
-            malformed(
-                "an image model's manifest target must name its registry repository in its signed custom \
-                 metadata ({\"oci\": {\"repository\": \"registry.example.com/models/llm\"}}); ask its publisher"
-                    .into(),
-            )
-        })?;
-    let whole = format!("{repository}@sha256:{}", sha256.to_ascii_lowercase());
-    // The parser fills in a default registry (docker.io) and tag; only a reference that
-    // names its registry and nothing else survives unchanged.
-    let parsed = oci_spec::distribution::Reference::try_from(whole.as_str())
-        .ok()
-        .filter(|r| r.tag().is_none() && r.whole() == whole && r.repository() != repository);
-    match parsed {
-        Some(_) => Ok(whole),
-        None => {
-            let shown: String = repository.chars().take(256).filter(|c| !c.is_control()).collect();
-            Err(malformed(format!(
-                "its signed oci.repository {shown:?} is not a registry repository such as \
-                 registry.example.com/models/llm (host, optional port, path; no tag or digest)"
-            )))
-        }
-    }
+    check_hashes(&format!("target {target:?}"), &info.hashes, &Digests::of(&bytes))?;
+    Ok(bytes.to_vec())
+}
+
+/// An image model's manifest, fetched as TUF signs it and checked for what the node
+/// will do with it (`image::check_manifest`). Nothing else of an image is fetched here.
+pub async fn image_manifest(updater: &mut Updater, targets: &Url, set: &ModelSet) -> Result<(), TrustError> {
+    let ModelRef::Image(target) = &set.model else { return Ok(()) };
+    let bytes = small_target(updater, targets, target, MAX_IMAGE_MANIFEST_BYTES, "image manifest").await?;
+    super::image::check_manifest(target, &bytes).map(|_| ())
 }
 
 /// The files `model` names, as the repository signs them now.
@@ -235,7 +213,7 @@ pub async fn resolve(updater: &mut Updater, model: &ModelRef) -> Result<ModelSet
     let found = match model {
         ModelRef::Image(t) => {
             let info = updater.target(t).await?;
-            let image = image_reference(t, &info)?;
+            let image = super::image::reference(t, &info)?;
             let mut set = ModelSet::new(model.clone(), vec![(t.clone(), info)])?;
             set.image = Some(image);
             return Ok(set);
@@ -298,38 +276,6 @@ mod tests {
         // One file keeps the identity it always had: its own sha256.
         let one = ModelSet::new(ModelRef::File("x/m.onnx".into()), vec![("x/m.onnx".into(), file(5, 'c'))]).unwrap();
         assert_eq!(one.identity().sha256, "c".repeat(64));
-    }
-
-    #[test]
-    fn an_image_is_the_signed_repository_at_the_signed_digest_and_nothing_else() {
-        let signed = |repository: serde_json::Value, length| TargetFile {
-            custom: Some(serde_json::json!({"oci": {"repository": repository}})),
-            ..file(length, 'A')
-        };
-        let digest = format!("sha256:{}", "a".repeat(64));
-        for (repository, host) in [("127.0.0.1:5443/models/llm", "127.0.0.1:5443"), ("registry.example.com/m", "")] {
-            let reference = image_reference("m/manifest.json", &signed(repository.into(), 900)).unwrap();
-            assert_eq!(reference, format!("{repository}@{digest}"));
-            assert!(reference.starts_with(host));
-        }
-        let refused = |info: &TargetFile| image_reference("m/manifest.json", info).unwrap_err().reason();
-        use crate::trust::Reason::{Malformed, TooLarge};
-        // No registry (the parser would say docker.io), a tag, a digest, a scheme, junk.
-        for bad in [
-            "llm",
-            "library/llm",
-            "r.example.com/llm:3.0",
-            "r.example.com/llm@sha256:00",
-            "https://r.example.com/llm",
-            "R.example.com/LLM",
-            "r.example.com/llm\n",
-            "",
-        ] {
-            assert_eq!(refused(&signed(bad.into(), 900)), Malformed, "{bad:?}");
-        }
-        assert_eq!(refused(&signed(serde_json::json!(7), 900)), Malformed);
-        assert_eq!(refused(&file(900, 'a')), Malformed, "no custom metadata");
-        assert_eq!(refused(&signed("r.example.com/llm".into(), MAX_IMAGE_MANIFEST_BYTES + 1)), TooLarge);
     }
 
     #[test]

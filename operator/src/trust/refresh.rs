@@ -13,7 +13,8 @@ use super::{
 /// What a refresh starts from.
 pub struct RefreshInput<'a> {
     pub metadata_url: &'a str,
-    /// Where the targets are: read for model signatures only (the models are the pods').
+    /// Where the targets are: read for model signatures and image manifests only (the
+    /// models are the pods').
     pub targets_url: &'a str,
     /// How each model's signature is checked, when the repository asks for one.
     pub signature: Option<SignatureCheck>,
@@ -63,8 +64,10 @@ pub struct Kept {
 /// A client session kept between refreshes (metadata in memory).
 pub struct Session {
     pub updater: Updater,
-    /// The targets' base URL and how signatures are checked, when they are asked for.
-    pub signature: Option<(Url, SignatureCheck)>,
+    /// The targets' base URL.
+    pub targets: Url,
+    /// How signatures are checked, when they are asked for.
+    pub signature: Option<SignatureCheck>,
 }
 
 impl Session {
@@ -76,11 +79,12 @@ impl Session {
         now: Timestamp,
     ) -> Result<(super::ModelSet, Option<String>), TrustError> {
         let set = super::model::resolve(&mut self.updater, model).await?;
-        let Some((targets, check)) = &self.signature else { return Ok((set, None)) };
+        super::model::image_manifest(&mut self.updater, &self.targets, &set).await?;
+        let Some(check) = &self.signature else { return Ok((set, None)) };
         let now = rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
             u64::try_from(now.as_second()).unwrap_or(0),
         ));
-        let signer = super::model::signature(&mut self.updater, targets, &set, check, now).await?;
+        let signer = super::model::signature(&mut self.updater, &self.targets, &set, check, now).await?;
         Ok((set, signer))
     }
 }
@@ -123,17 +127,11 @@ pub async fn refresh(input: RefreshInput<'_>) -> Result<Refreshed, TrustError> {
         _ => Store::memory(),
     };
     let mut updater = Updater::new(store, transport, url, Some(&start), input.floors, input.now)?;
-    let signature = match input.signature {
-        Some(check) => Some((
-            Url::parse(input.targets_url)
-                .map_err(|e| TrustError::Malformed { what: "targetsUrl".into(), reason: e.to_string() })?,
-            check,
-        )),
-        None => None,
-    };
+    let targets = Url::parse(input.targets_url)
+        .map_err(|e| TrustError::Malformed { what: "targetsUrl".into(), reason: e.to_string() })?;
     let trusted = updater.refresh().await?;
     chain.extend(updater.rotated_roots().iter().cloned());
-    let session = Session { updater, signature };
+    let session = Session { updater, targets, signature: input.signature };
     Ok(Refreshed { kept: Kept { trusted, chain, pin_sha256, reanchored }, session })
 }
 

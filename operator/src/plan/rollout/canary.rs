@@ -102,9 +102,7 @@ impl Planner<'_> {
 
     pub(super) fn progress(&mut self) {
         let Some(canary) = self.status.canary.clone() else { return };
-        if let Some(Failure { reason, message }) =
-            self.untrusted(&canary.revision.model(), canary.revision.sha256.as_deref())
-        {
+        if let Some(Failure { reason, message }) = self.untrusted(&canary.revision) {
             return self.fail(Failure::new("TrustFailure", format!("{reason}: {message}")), ByPerson::No);
         }
         let health = self.obs.pods.get(&canary.revision.hash).cloned().unwrap_or_default();

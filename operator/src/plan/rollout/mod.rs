@@ -326,10 +326,13 @@ impl Planner<'_> {
         }
     }
 
-    /// Why, when the repository refuses `model` or now lists other bytes.
-    fn untrusted(&self, model: &ModelRef, sha256: Option<&str>) -> Option<Failure> {
+    /// Why, when the repository refuses the revision's model or now lists other bytes
+    /// (or, for an image, another registry repository) than the ones it verified.
+    fn untrusted(&self, revision: &crate::api::RevisionRef) -> Option<Failure> {
+        let model = revision.model();
         let target = model.display();
-        match self.verdict(model) {
+        let sha256 = revision.sha256.as_deref();
+        match self.verdict(&model) {
             Verdict::Untrusted { reason, message } => Some(Failure::new(reason.as_str(), message)),
             Verdict::Trusted { sha256: now, .. } if Some(now.as_str()) != sha256 => Some(Failure::new(
                 "TargetChanged",
@@ -337,6 +340,16 @@ impl Planner<'_> {
                     "the repository now lists {target:?} with sha256 {}, not the verified {}",
                     short(&now),
                     short(sha256.unwrap_or(""))
+                ),
+            )),
+            // The same digest from another registry: its pods would pull from where it was
+            // never allowed and verified, so it is a change like any other.
+            Verdict::Trusted { image: now, .. } if now != revision.image => Some(Failure::new(
+                "TargetChanged",
+                format!(
+                    "the repository now signs {target:?} as image {}, not the verified {}",
+                    now.as_deref().unwrap_or("-"),
+                    revision.image.as_deref().unwrap_or("-")
                 ),
             )),
             _ => None,

@@ -19,6 +19,16 @@ pub fn previous_promoted(status: &ModelReleaseStatus) -> Option<&HistoryEntry> {
 /// it must still be signed, with the very bytes it served. `None`: it may.
 pub fn untrusted_for_rollback(entry: &HistoryEntry, verdict: &Verdict) -> Option<String> {
     match verdict {
+        Verdict::Trusted { sha256, image, .. }
+            if Some(sha256) == entry.revision.sha256.as_ref() && *image != entry.revision.image =>
+        {
+            Some(format!(
+                "its image {:?} is now signed as {}, not the {} it served",
+                entry.revision.target,
+                image.as_deref().unwrap_or("-"),
+                entry.revision.image.as_deref().unwrap_or("-")
+            ))
+        }
         Verdict::Trusted { sha256, .. } if Some(sha256) == entry.revision.sha256.as_ref() => None,
         Verdict::Trusted { sha256, .. } => Some(format!(
             "its target {:?} is now signed with sha256 {sha256}, not the {} it served",

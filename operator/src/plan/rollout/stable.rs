@@ -57,9 +57,7 @@ impl Planner<'_> {
     /// `false`: it did (a rollback started, or TrustDegraded is raised), and nothing
     /// else is judged now.
     fn keep_trusted(&mut self, stable: &RevisionStatus) -> bool {
-        let Some(Failure { reason, message }) =
-            self.untrusted(&stable.revision.model(), stable.revision.sha256.as_deref())
-        else {
+        let Some(Failure { reason, message }) = self.untrusted(&stable.revision) else {
             if let Verdict::Trusted { signer, .. } = self.verdict(&stable.revision.model()) {
                 self.record_signer(stable, signer);
                 let message = format!(
@@ -120,8 +118,7 @@ impl Planner<'_> {
         self.status.stable.as_ref().is_some_and(|s| {
             let trusted = matches!(self.verdict(&s.revision.model()), Verdict::Trusted { .. });
             self.on_revocation() == RevocationAction::Rollback
-                && (self.untrusted(&s.revision.model(), s.revision.sha256.as_deref()).is_some()
-                    || (self.status.phase == Some(Phase::Revoked) && !trusted))
+                && (self.untrusted(&s.revision).is_some() || (self.status.phase == Some(Phase::Revoked) && !trusted))
         })
     }
 
@@ -166,9 +163,7 @@ impl Planner<'_> {
     pub(super) fn expire_warm(&mut self) {
         let Some(warm) = self.status.warm.clone() else { return };
         let entry = self.status.history.iter().rev().find(|h| h.revision.hash == warm.hash);
-        if let Some(Failure { reason, .. }) =
-            entry.and_then(|h| self.untrusted(&h.revision.model(), h.revision.sha256.as_deref()))
-        {
+        if let Some(Failure { reason, .. }) = entry.and_then(|h| self.untrusted(&h.revision)) {
             let message =
                 format!("warm pods of revision {} dropped: its model is no longer trusted ({reason})", warm.revision);
             self.note(true, EventReason::WarmDropped, message);
