@@ -154,6 +154,62 @@ async fn released(server: Server, root: String, prefix: &str, target: &str, mode
     .await
 }
 
+/// The guide's image steps, run as written against the test cluster's registry (which
+/// buildah on this machine trusts) into a fresh repository: the signed target is the
+/// manifest the registry serves, its sha256 the digest buildah pushed, its custom
+/// metadata the repository, and `modelgate verify` accepts it.
+#[tokio::test]
+async fn the_image_publishing_steps_work_as_written() -> anyhow::Result<()> {
+    let script = shell_blocks("## A model as an OCI image")?.join("\n");
+    let registry = modelgate_tests::images::registry()?;
+    let work = tempfile::tempdir()?;
+    let (repo, model) = (work.path().join("ml-models"), work.path().join("llm"));
+    std::fs::create_dir_all(&model)?;
+    std::fs::write(model.join("config.json"), b"{\"layers\": 2}\n")?;
+    std::fs::write(model.join("weights.bin"), b"weights\n".repeat(4096))?;
+    let python_dir = python().parent().context("the venv's bin directory")?.to_path_buf();
+    let bash = |script: &str| {
+        std::process::Command::new("bash")
+            .args(["-euo", "pipefail", "-c", script])
+            .current_dir(work.path())
+            .env("REPO", &repo)
+            .env("REGISTRY", &registry)
+            .env("MODEL_DIR", &model)
+            .env("CURL_CA_BUNDLE", std::env::var("MODELGATE_REGISTRY_CA")?)
+            .env("PATH", format!("{}:{}", python_dir.display(), std::env::var("PATH").unwrap_or_default()))
+            .output()
+            .map_err(anyhow::Error::from)
+    };
+    let modelrepo = repo_root().join("tests/tuf/modelrepo.py");
+    let init = bash(&format!("python3 {} init \"$REPO\"", modelrepo.display()))?;
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let script = script.replace("tests/tuf/modelrepo.py", &modelrepo.display().to_string());
+    let out = bash(&script)?;
+    assert!(out.status.success(), "the guide's image steps failed:\n{}", String::from_utf8_lossy(&out.stderr));
+
+    let digest = std::fs::read_to_string(work.path().join("llm.digest"))?;
+    let signed: serde_json::Value = serde_json::from_slice(&std::fs::read(repo.join("public/metadata/targets.json"))?)?;
+    let target = &signed["signed"]["targets"]["llm/3.0.0/manifest.json"];
+    assert_eq!(
+        Some(format!("sha256:{}", target["hashes"]["sha256"].as_str().unwrap_or_default())),
+        Some(digest.trim().to_string())
+    );
+    assert_eq!(target["custom"]["oci"]["repository"], format!("{registry}/models/llm"));
+    let served = modelgate_tests::images::manifest("models/llm", digest.trim()).await?;
+    assert_eq!(std::fs::read(repo.join("public/targets/llm/3.0.0/manifest.json"))?, served);
+    let server = Server::https(&repo.join("public"))?;
+    let verify = std::process::Command::new(cargo_bin("modelgate"))
+        .args(["verify", "--metadata-url", &server.url("metadata/"), "--targets-url", &server.url("targets/")])
+        .arg("--root")
+        .arg(repo.join("root.json"))
+        .arg("--ca-bundle")
+        .arg(server.ca.as_ref().context("an HTTPS server")?)
+        .args(["--target", "llm/3.0.0/manifest.json"])
+        .output()?;
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    Ok(())
+}
+
 /// The shell blocks of one `## ` section of docs/publishing.md, in order.
 fn shell_blocks(heading: &str) -> anyhow::Result<Vec<String>> {
     let page = std::fs::read_to_string(repo_root().join("docs/publishing.md"))?;

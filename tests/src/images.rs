@@ -42,16 +42,20 @@ fn run(cmd: &mut Command) -> anyhow::Result<String> {
 /// Builds an image holding `files` (name, bytes) at its root, one layer (the modelcar
 /// shape), and pushes it to `<registry>/<path>:<tag>`.
 pub async fn push(path: &str, tag: &str, files: &[(&str, Vec<u8>)]) -> anyhow::Result<ModelImage> {
+    let context = tempfile::tempdir()?;
+    for (name, bytes) in files {
+        std::fs::write(context.path().join(name), bytes)?;
+    }
+    push_dir(path, tag, context.path()).await
+}
+
+/// `push`, of the files in directory `context`.
+pub async fn push_dir(path: &str, tag: &str, context: &Path) -> anyhow::Result<ModelImage> {
     let registry = registry()?;
     let work = tempfile::tempdir()?;
     let certs = work.path().join("certs");
     std::fs::create_dir_all(&certs)?;
     std::fs::copy(env_path("MODELGATE_REGISTRY_CA")?, certs.join("ca.crt"))?;
-    let context = work.path().join("files");
-    std::fs::create_dir_all(&context)?;
-    for (name, bytes) in files {
-        std::fs::write(context.join(name), bytes)?;
-    }
     let container = run(Command::new("buildah").args(["from", "scratch"]))?;
     let built = (|| {
         run(Command::new("buildah").args(["copy", &container]).arg(format!("{}/", context.display())).arg("/"))?;
@@ -59,7 +63,8 @@ pub async fn push(path: &str, tag: &str, files: &[(&str, Vec<u8>)]) -> anyhow::R
         run(Command::new("buildah").args(["commit", "-q", &container, &local]))?;
         let digest_file = work.path().join("digest");
         run(Command::new("buildah")
-            .args(["push", "-q", "--format", "oci", "--cert-dir"])
+            // Weights barely compress, and gzip would cost more than the transfer.
+            .args(["push", "-q", "--format", "oci", "--disable-compression", "--cert-dir"])
             .arg(&certs)
             .arg("--digestfile")
             .arg(&digest_file)
@@ -111,6 +116,17 @@ pub fn layers(manifest: &[u8]) -> anyhow::Result<Vec<String>> {
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(digest(&SHA256, bytes))
+}
+
+/// Bytes the registry sent for `path`'s blobs (GET, 200), by its access log.
+pub fn blob_bytes(path: &str) -> anyhow::Result<u64> {
+    let log = std::fs::read_to_string(Path::new(&env_path("MODELGATE_REGISTRY_LOG")?))?;
+    let request = format!("\"GET /v2/{path}/blobs/");
+    Ok(log
+        .lines()
+        .filter(|l| l.contains(&request))
+        .filter_map(|l| l.split("\" 200 ").nth(1)?.split(' ').next()?.parse::<u64>().ok())
+        .sum())
 }
 
 /// How many times the registry served blob `digest` of `path` in full (GET, 200), by
