@@ -119,6 +119,9 @@ async fn an_image_model_is_pulled_once_per_node_by_its_signed_digest_and_rolls_b
             let release = api.get("llm").await?;
             let message = release.status.clone().unwrap_or_default().message.unwrap_or_default();
             assert!(message.contains("registry.other.example/models/llm"), "{message}");
+            // `kubectl modelgate plan` holds it to the same list.
+            let plan = plugin(&ns, &["plan", "llm"])?;
+            assert!(plan.contains("REFUSED") && plan.contains("registry.other.example/models/llm"), "{plan}");
             // What the node would mount empty: refused before any pod, saying why.
             set_image(&api, "llm/5.0.0/manifest.json").await?;
             let modelpack = wait_outcome(&api, "llm/5.0.0/manifest.json", Outcome::Rejected).await?;
@@ -147,12 +150,17 @@ async fn an_image_model_is_pulled_once_per_node_by_its_signed_digest_and_rolls_b
     .await
 }
 
-/// `kubectl modelgate ARGS -n NS`, which must succeed; its output.
+/// `kubectl modelgate ARGS -n NS`, which must succeed (a refusal it reports is a success); its output.
 fn plugin(ns: &str, args: &[&str]) -> anyhow::Result<String> {
     let bin = modelgate_tests::harness::cargo_bin("kubectl-modelgate");
     let out = std::process::Command::new(bin).args(["-n", ns]).args(args).output()?;
-    anyhow::ensure!(out.status.success(), "kubectl modelgate {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    anyhow::ensure!(
+        out.status.success(),
+        "kubectl modelgate {args:?}: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(stdout)
 }
 
 async fn set_image(api: &Api<ModelRelease>, target: &str) -> anyhow::Result<()> {

@@ -327,7 +327,10 @@ pub async fn verify(client: &Client, ns: &str, release: &ModelRelease, model: &M
         Ok(r) => r.session,
         Err(e) => return Ok(Verdict::Untrusted { reason: plan::Untrusted::Trust(e.reason()), message: e.to_string() }),
     };
-    Ok(Verdict::of(session.resolve(model, Timestamp::now()).await))
+    // As the operator holds it: an image only from the registries the repository lists.
+    let verdict = Verdict::of(session.resolve(model, Timestamp::now()).await);
+    let kind_and_name = format!("{} {repo_name:?}", release.spec.repository_ref.kind.as_str());
+    Ok(plan::policy::within_registries(&kind_and_name, spec.images.as_ref(), verdict))
 }
 
 /// Waits between two renderings of `status -w`.

@@ -159,15 +159,7 @@ fn bounded(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trust::Reason;
-
-    fn file(len: u64, fill: char) -> TargetFile {
-        TargetFile {
-            length: len,
-            hashes: [("sha256".to_string(), fill.to_string().repeat(64))].into_iter().collect(),
-            custom: None,
-        }
-    }
+    use crate::trust::{Reason, model::tests::file};
 
     #[test]
     fn an_image_is_the_signed_repository_at_the_signed_digest_and_nothing_else() {

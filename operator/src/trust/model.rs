@@ -241,10 +241,11 @@ pub async fn resolve(updater: &mut Updater, model: &ModelRef) -> Result<ModelSet
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn file(len: u64, fill: char) -> TargetFile {
+    /// A signed target entry of `len` bytes whose sha256 is `fill` repeated.
+    pub(in crate::trust) fn file(len: u64, fill: char) -> TargetFile {
         TargetFile {
             length: len,
             hashes: [("sha256".to_string(), fill.to_string().repeat(64))].into_iter().collect(),

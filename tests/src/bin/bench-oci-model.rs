@@ -8,6 +8,8 @@
 //! image, a rollback is timed too: the release moves to a small second image, then back
 //! to the first, whose image is still on the node (`rollback`: to all pods Ready). Bytes
 //! are counted where they are served: the registry's access log and the TUF server's log.
+//! A third yardstick: a replaced pod of the same release serving a tiny image (the
+//! floor: pod start and probes, nothing to load).
 //! The median of RUNS (default 3) runs is printed; the fetch path is the yardstick.
 
 use std::{
@@ -47,6 +49,8 @@ struct Times {
     all: Vec<f64>,
     next: Vec<f64>,
     rollback: Vec<f64>,
+    /// A replaced pod of a release serving a tiny image: pod start, probes, no model.
+    floor: Vec<f64>,
     mib: Vec<f64>,
     rollback_mib: Vec<f64>,
 }
@@ -75,9 +79,14 @@ async fn main() -> anyhow::Result<()> {
     line("image", &oci, format!("  rollback Ready {:6.2} s", median(oci.rollback.clone())));
     line("fetch", &fetch, String::new());
     println!(
+        "  floor  next pod Ready {:6.2} s (a tiny image: pod start and probes, no model to load)",
+        median(oci.floor.clone())
+    );
+    println!(
         "RESULT size_mib={size_mib} replicas={replicas} oci_pulled_mib={:.1} fetch_downloaded_mib={:.1} \
          oci_first_ready_s={:.2} oci_next_ready_s={:.2} fetch_first_ready_s={:.2} fetch_next_ready_s={:.2} \
-         oci_rollback_ready_s={:.2} oci_rollback_pulled_mib={:.1} oci_all_ready_s={:.2} fetch_all_ready_s={:.2}",
+         oci_rollback_ready_s={:.2} oci_rollback_pulled_mib={:.1} oci_all_ready_s={:.2} fetch_all_ready_s={:.2} \
+         floor_next_ready_s={:.2}",
         median(oci.mib.clone()),
         median(fetch.mib.clone()),
         median(oci.first.clone()),
@@ -88,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
         median(oci.rollback_mib.clone()),
         median(oci.all.clone()),
         median(fetch.all.clone()),
+        median(oci.floor.clone()),
     );
     Ok(())
 }
@@ -105,14 +115,10 @@ async fn bench(
     let mut repo = ModelRepo::for_pods("warmup", &["1.0.0"])?;
     let small = images::push(&path, "small", &[("config.json", b"{}\n".to_vec())]).await?;
     repo.add_image("bench/small/manifest.json", &small.manifest, &small.repository)?;
-    // The fetch path's files are served from the logging path of the test server.
-    let targets = repo.server.url("ranged/targets/");
-    let spec = json!({"images": {"registries": [format!("{registry}/models")]}, "targetsUrl": targets});
-    repo.register_with(client, ns, spec).await?;
-    let operator = Operator::start(Some(ns), &["--fetch-image", OPERATOR_IMAGE])?;
-    let api: Api<ModelRelease> = Api::namespaced(client.clone(), ns);
-    let (mut oci, mut fetch) = (Times::default(), Times::default());
-    let log = repo.server_root().join("get-log.jsonl");
+    // Every run's model is published before the repository is registered (a release of
+    // a target the operator's last refresh did not list is refused), each with bytes of
+    // its own so that no run finds the previous one's layers on the node.
+    let mut published = Vec::new();
     for run in 1..=runs {
         let dir = tempfile::tempdir()?;
         let mut random = std::fs::File::open("/dev/urandom")?;
@@ -125,8 +131,17 @@ async fn bench(
         let manifest = format!("bench/{run}/manifest.json");
         repo.add_image(&manifest, &image.manifest, &image.repository)?;
         repo.add_dir(&format!("bench/{run}/files/"), dir.path())?;
-        drop(dir);
-
+        published.push((manifest, image));
+    }
+    // The fetch path's files are served from the logging path of the test server.
+    let targets = repo.server.url("ranged/targets/");
+    let spec = json!({"images": {"registries": [format!("{registry}/models")]}, "targetsUrl": targets});
+    repo.register_with(client, ns, spec).await?;
+    let operator = Operator::start(Some(ns), &["--fetch-image", OPERATOR_IMAGE])?;
+    let api: Api<ModelRelease> = Api::namespaced(client.clone(), ns);
+    let (mut oci, mut fetch) = (Times::default(), Times::default());
+    let log = repo.server_root().join("get-log.jsonl");
+    for (run, (manifest, image)) in (1..=runs).zip(published) {
         // The image.
         let name = format!("oci-{run}");
         let before = images::blob_bytes(&path)?;
@@ -137,9 +152,11 @@ async fn bench(
         oci.first.push(first);
         oci.all.push(all);
         oci.mib.push((images::blob_bytes(&path)? - before) as f64 / MIB);
-        oci.next.push(replace_one_pod(client, ns, &name, replicas).await?);
+        oci.next.push(replace_one_pod(client, ns, &name, replicas, Some(&image.digest)).await?);
         set_image(&api, &name, "bench/small/manifest.json").await?;
         wait_outcome(&api, &name, "bench/small/manifest.json", Outcome::Promoted).await?;
+        wait_ready(client, ns, &name, replicas, Some(&small.digest)).await?;
+        oci.floor.push(replace_one_pod(client, ns, &name, replicas, Some(&small.digest)).await?);
         let before_rollback = images::blob_bytes(&path)?;
         let started = Instant::now();
         set_image(&api, &name, &manifest).await?;
@@ -161,7 +178,7 @@ async fn bench(
         fetch.first.push(first);
         fetch.all.push(all);
         fetch.mib.push((served(&log)? - served_before) as f64 / MIB);
-        fetch.next.push(replace_one_pod(client, ns, &name, replicas).await?);
+        fetch.next.push(replace_one_pod(client, ns, &name, replicas, None).await?);
         api.delete(&name, &DeleteParams::default()).await?;
         eprintln!(
             "run {run}: image first {:.2} s next {:.2} s rollback {:.2} s; fetch first {:.2} s next {:.2} s",
@@ -193,16 +210,38 @@ async fn create_and_time(
     Ok((first, started.elapsed().as_secs_f64()))
 }
 
-/// Deletes one Ready pod of `release` and times its replacement to Ready.
-async fn replace_one_pod(client: &Client, ns: &str, release: &str, replicas: usize) -> anyhow::Result<f64> {
+/// Deletes one Ready pod of `release` (mounting `digest`, when given) and times its
+/// replacement to Ready; no other revision's pods may be left.
+async fn replace_one_pod(
+    client: &Client,
+    ns: &str,
+    release: &str,
+    replicas: usize,
+    digest: Option<&str>,
+) -> anyhow::Result<f64> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let list = pods.list(&ListParams::default().labels(&format!("{LABEL_RELEASE}={release}"))).await?;
-    let victim = list.items.iter().find(|p| pod_ready(p)).and_then(|p| p.metadata.name.clone()).unwrap_or_default();
+    let selector = format!("{LABEL_RELEASE}={release}");
+    let list = eventually("only the serving revision's pods", WAIT, || async {
+        let list = pods.list(&ListParams::default().labels(&selector)).await?;
+        Ok((list.items.len() == replicas).then_some(list))
+    })
+    .await?;
+    let victim = list
+        .items
+        .iter()
+        .find(|p| pod_ready(p) && mounts(p, digest))
+        .and_then(|p| p.metadata.name.clone())
+        .unwrap_or_default();
     let started = Instant::now();
     pods.delete(&victim, &DeleteParams::default().grace_period(0)).await?;
     eventually("the pod gone", WAIT, || async { Ok(pods.get_opt(&victim).await?.is_none().then_some(())) }).await?;
-    wait_ready(client, ns, release, replicas, None).await?;
+    wait_ready(client, ns, release, replicas, digest).await?;
     Ok(started.elapsed().as_secs_f64())
+}
+
+/// Whether `pod` mounts the image `digest` (any pod, when none is given).
+fn mounts(pod: &Pod, digest: Option<&str>) -> bool {
+    digest.is_none_or(|d| serde_json::to_string(&pod.spec).unwrap_or_default().contains(d))
 }
 
 /// Waits for `count` Ready pods of `release` (mounting `digest`, when given).
@@ -221,7 +260,7 @@ async fn wait_ready(
             .items
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none() && pod_ready(p))
-            .filter(|p| digest.is_none_or(|d| serde_json::to_string(&p.spec).unwrap_or_default().contains(d)))
+            .filter(|p| mounts(p, digest))
             .count();
         Ok((ready >= count).then_some(()))
     })
