@@ -187,8 +187,13 @@ async fn the_prometheus_gate_judges_canaries_on_real_traffic() -> anyhow::Result
         api.create(&PostParams::default(), &node::release("fraud", "fraud/1.0.0/model.onnx", 2, spec)?).await?;
         let result = async {
             wait_stable(&api, "fraud", 1, WAIT).await?;
-            let first = api.get("fraud").await?.status.unwrap_or_default();
-            let said = first.gates.first().and_then(|g| g.last_value.clone()).unwrap_or_default();
+            // Promotion clears the gates' status; the post-promotion window's next check
+            // (10 s interval) says it again.
+            let said = eventually("the skipped comparison reported", Duration::from_secs(60), || async {
+                let first = api.get("fraud").await?.status.unwrap_or_default();
+                Ok(first.gates.first().and_then(|g| g.last_value.clone()))
+            })
+            .await?;
             assert!(said.contains("revision 1 is the release's first"), "{said}");
             let load = node::Load::start(&client, &ns, "fraud", 20, 400).await?;
             set_target(&api, "fraud", "fraud/2.0.0/model.onnx").await?;
