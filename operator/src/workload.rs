@@ -143,40 +143,11 @@ pub fn replica_set(
     // `check` refused a template without a spec.
     let spec = template.spec.get_or_insert_with(Default::default);
     spec.init_containers.get_or_insert_with(Vec::new).insert(0, fetch);
-    let model_mount = match revision.image {
-        // Only the complete, verified directory: the download's staging lies beside it.
-        None => VolumeMount {
-            name: MODEL_VOLUME.into(),
-            mount_path: release.spec.model.mount_path.clone(),
-            read_only: Some(true),
-            sub_path: Some(MODEL_DIR.into()),
-            ..Default::default()
-        },
-        // The image the node pulled by the verified digest (the fetch above checked that
-        // the repository signs that manifest now; no model byte passes through it).
-        Some(_) => VolumeMount {
-            name: IMAGE_VOLUME.into(),
-            mount_path: release.spec.model.mount_path.clone(),
-            read_only: Some(true),
-            ..Default::default()
-        },
-    };
+    let (model_mount, image_volume) = model_volume(&release.spec.model.mount_path, revision.image);
     for container in &mut spec.containers {
         container.volume_mounts.get_or_insert_with(Vec::new).push(model_mount.clone());
     }
-    let volumes_of_pod = spec.volumes.get_or_insert_with(Vec::new);
-    volumes_of_pod.extend(volumes);
-    if let Some(reference) = revision.image {
-        volumes_of_pod.push(Volume {
-            name: IMAGE_VOLUME.into(),
-            image: Some(ImageVolumeSource {
-                reference: Some(reference.into()),
-                // A digest never changes its bytes: a node that has it never pulls again.
-                pull_policy: Some("IfNotPresent".into()),
-            }),
-            ..Default::default()
-        });
-    }
+    spec.volumes.get_or_insert_with(Vec::new).extend(volumes.into_iter().chain(image_volume));
 
     Ok(json!({
         "apiVersion": "apps/v1",
@@ -193,6 +164,35 @@ pub fn replica_set(
             "template": template,
         }
     }))
+}
+
+/// Where serving containers find the model: the verified directory the fetch filled
+/// (only it: the download's staging lies beside it), or, for an image model, the image
+/// the node pulled by the verified digest (the fetch checked that the repository signs
+/// that manifest now; no model byte passes through it), with that image's volume.
+fn model_volume(mount_path: &str, image: Option<&str>) -> (VolumeMount, Option<Volume>) {
+    let mount = |name: &str, sub_path: Option<String>| VolumeMount {
+        name: name.into(),
+        mount_path: mount_path.into(),
+        read_only: Some(true),
+        sub_path,
+        ..Default::default()
+    };
+    match image {
+        None => (mount(MODEL_VOLUME, Some(MODEL_DIR.into())), None),
+        Some(reference) => (
+            mount(IMAGE_VOLUME, None),
+            Some(Volume {
+                name: IMAGE_VOLUME.into(),
+                image: Some(ImageVolumeSource {
+                    reference: Some(reference.into()),
+                    // A digest never changes its bytes: a node that has it never pulls again.
+                    pull_policy: Some("IfNotPresent".into()),
+                }),
+                ..Default::default()
+            }),
+        ),
+    }
 }
 
 /// The arguments of the pod's `modelgate fetch`: the repository as the pod reaches it
