@@ -12,6 +12,17 @@ pub fn cut(s: &mut String, max: usize) {
     }
 }
 
+/// Text someone else chose (a bundle's names, a manifest's media type, a parser's
+/// complaint), as it may reach status, conditions and Events: at most `max` characters,
+/// control characters as spaces, marked when cut.
+pub fn foreign(text: &str, max: usize) -> String {
+    let mut out: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(max).collect();
+    if text.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -22,5 +33,11 @@ mod tests {
         let mut short = "ab".to_string();
         super::cut(&mut short, 5);
         assert_eq!(short, "ab");
+    }
+
+    #[test]
+    fn foreign_text_is_bounded_and_shows_no_control_characters() {
+        assert_eq!(super::foreign("a\nb\u{1b}[2J", 4), "a b …");
+        assert_eq!(super::foreign("ok", 4), "ok");
     }
 }

@@ -7,13 +7,13 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api, Client,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, PostParams},
 };
 use modelgate::api::{ANNOTATION_MODEL_SHA256, HistoryEntry, LABEL_RELEASE, LABEL_REVISION, ModelRelease, Outcome};
 use modelgate_tests::{
     harness::{Operator, crds_shared, eventually, pod_ready, with_temp_ns},
     images::{self, ModelImage},
-    models::ModelRepo,
+    models::{ModelRepo, set_image_target, wait_history},
     node::{self, OPERATOR_IMAGE},
 };
 use serde_json::json;
@@ -164,18 +164,12 @@ fn plugin(ns: &str, args: &[&str]) -> anyhow::Result<String> {
 }
 
 async fn set_image(api: &Api<ModelRelease>, target: &str) -> anyhow::Result<()> {
-    let patch = json!({"spec": {"model": {"image": {"target": target}}}});
-    api.patch("llm", &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    Ok(())
+    set_image_target(api, "llm", target).await
 }
 
 /// The newest history entry of `target` once it has `outcome`.
 async fn wait_outcome(api: &Api<ModelRelease>, target: &str, outcome: Outcome) -> anyhow::Result<HistoryEntry> {
-    eventually(&format!("{target} {outcome:?}"), WAIT, || async {
-        let status = api.get("llm").await?.status.unwrap_or_default();
-        Ok(status.history.iter().rev().find(|h| h.revision.target == target && h.outcome == outcome).cloned())
-    })
-    .await
+    wait_history(api, "llm", target, outcome, WAIT).await
 }
 
 /// The image reference a pod's model volume names.

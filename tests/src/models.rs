@@ -366,6 +366,28 @@ pub async fn set_target(api: &Api<ModelRelease>, name: &str, target: &str) -> an
     Ok(())
 }
 
+/// Changes an image release's manifest target (a new revision), as `kubectl patch` would.
+pub async fn set_image_target(api: &Api<ModelRelease>, name: &str, target: &str) -> anyhow::Result<()> {
+    let patch = json!({"spec": {"model": {"image": {"target": target}}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+/// Waits until `name`'s history has an entry of `target` with `outcome`; the newest one.
+pub async fn wait_history(
+    api: &Api<ModelRelease>,
+    name: &str,
+    target: &str,
+    outcome: modelgate::api::Outcome,
+    timeout: Duration,
+) -> anyhow::Result<modelgate::api::HistoryEntry> {
+    eventually(&format!("{name}: {target} {outcome:?}"), timeout, || async {
+        let status = api.get(name).await?.status.unwrap_or_default();
+        Ok(status.history.iter().rev().find(|h| h.revision.target == target && h.outcome == outcome).cloned())
+    })
+    .await
+}
+
 /// Sets a command annotation (`modelgate.dev/promote`, ...) to a new value.
 pub async fn command(api: &Api<ModelRelease>, name: &str, annotation: &str, value: &str) -> anyhow::Result<()> {
     let patch = json!({"metadata": {"annotations": {annotation: value}}});

@@ -66,7 +66,7 @@ pub fn reference(target: &str, info: &TargetFile) -> Result<String, TrustError> 
     match parsed {
         Some(_) => Ok(whole),
         None => {
-            let shown: String = repository.chars().take(MAX_NAME).filter(|c| !c.is_control()).collect();
+            let shown = crate::text::foreign(repository, MAX_NAME);
             Err(refused(format!(
                 "its signed oci.repository {shown:?} is not a registry repository such as \
                  registry.example.com/models/llm (host, optional port, path; at most {MAX_NAME} characters; \
@@ -151,9 +151,9 @@ pub fn check_manifest(target: &str, bytes: &[u8]) -> Result<usize, TrustError> {
     Ok(manifest.layers.len())
 }
 
-/// Text a manifest chose, shown bounded and without control characters.
+/// Text a manifest chose, as it may reach status.
 fn bounded(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).take(120).collect()
+    crate::text::foreign(s, 120)
 }
 
 #[cfg(test)]

@@ -227,14 +227,9 @@ pub fn check_files(target: &str, signed: &BTreeMap<String, String>, set: &ModelS
 }
 
 /// Text a bundle chose (a certificate's names, a file name, a parser's complaint), as it
-/// may reach status, conditions and Events: at most 256 characters, none of them control
-/// characters.
+/// may reach status, conditions and Events.
 fn bounded(text: &str) -> String {
-    let mut out: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(256).collect();
-    if text.chars().nth(256).is_some() {
-        out.push('…');
-    }
-    out
+    crate::text::foreign(text, 256)
 }
 
 fn some(names: &[&str]) -> String {

@@ -20,13 +20,13 @@ use std::{
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api, Client,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, PostParams},
 };
 use modelgate::api::{LABEL_RELEASE, ModelRelease, Outcome};
 use modelgate_tests::{
     harness::{Operator, TempNamespace, client, eventually, install_crds, pod_ready},
     images,
-    models::ModelRepo,
+    models::{ModelRepo, set_image_target, wait_history},
     node::{self, OPERATOR_IMAGE},
 };
 use serde_json::json;
@@ -153,13 +153,13 @@ async fn bench(
         oci.all.push(all);
         oci.mib.push((images::blob_bytes(&path)? - before) as f64 / MIB);
         oci.next.push(replace_one_pod(client, ns, &name, replicas, Some(&image.digest)).await?);
-        set_image(&api, &name, "bench/small/manifest.json").await?;
-        wait_outcome(&api, &name, "bench/small/manifest.json", Outcome::Promoted).await?;
+        set_image_target(&api, &name, "bench/small/manifest.json").await?;
+        wait_history(&api, &name, "bench/small/manifest.json", Outcome::Promoted, WAIT).await?;
         wait_ready(client, ns, &name, replicas, Some(&small.digest)).await?;
         oci.floor.push(replace_one_pod(client, ns, &name, replicas, Some(&small.digest)).await?);
         let before_rollback = images::blob_bytes(&path)?;
         let started = Instant::now();
-        set_image(&api, &name, &manifest).await?;
+        set_image_target(&api, &name, &manifest).await?;
         wait_ready(client, ns, &name, replicas, Some(&image.digest)).await?;
         oci.rollback.push(started.elapsed().as_secs_f64());
         oci.rollback_mib.push((images::blob_bytes(&path)? - before_rollback) as f64 / MIB);
@@ -263,20 +263,6 @@ async fn wait_ready(
             .filter(|p| mounts(p, digest))
             .count();
         Ok((ready >= count).then_some(()))
-    })
-    .await
-}
-
-async fn set_image(api: &Api<ModelRelease>, name: &str, target: &str) -> anyhow::Result<()> {
-    let patch = json!({"spec": {"model": {"image": {"target": target}}}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    Ok(())
-}
-
-async fn wait_outcome(api: &Api<ModelRelease>, name: &str, target: &str, outcome: Outcome) -> anyhow::Result<()> {
-    eventually(&format!("{target} {outcome:?}"), WAIT, || async {
-        let status = api.get(name).await?.status.unwrap_or_default();
-        Ok(status.history.iter().any(|h| h.revision.target == target && h.outcome == outcome).then_some(()))
     })
     .await
 }
