@@ -86,6 +86,7 @@ fn spec() -> impl Strategy<Value = ModelReleaseSpec> {
                 (interval, deadline, window, failure_limit, inconclusive_limit, checks, timeout, automatic),
             )| {
                 ModelReleaseSpec {
+                    analysis: None,
                     repository_ref: RepositoryRef { kind: Default::default(), name: "repo".into() },
                     model: ModelSource { target, mount_path, ..Default::default() },
                     replicas,
@@ -271,6 +272,7 @@ fn observed() -> impl Strategy<Value = Observed> {
                 .collect::<BTreeMap<_, _>>(),
             gates,
             gates_started: None,
+            analysis: None,
             commands: Commands {
                 promote: commands.first().cloned().flatten(),
                 promote_full: commands.get(1).cloned().flatten(),

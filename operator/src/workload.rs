@@ -5,19 +5,23 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
+    api::apps::v1::{ReplicaSet, ReplicaSetSpec},
     api::core::v1::{
         Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, ImageVolumeSource, KeyToPath,
         PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext, Service, Volume, VolumeMount,
     },
-    apimachinery::pkg::api::resource::Quantity,
+    apimachinery::pkg::{
+        api::resource::Quantity,
+        apis::meta::v1::{LabelSelector, ObjectMeta},
+    },
 };
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::{
     api::{
-        ANNOTATION_MODEL_SHA256, FETCH_CONTAINER, LABEL_HASH, LABEL_RELEASE, LABEL_REVISION, LABEL_SERVING,
-        ModelRelease,
+        ANNOTATION_MODEL_SHA256, FETCH_CONTAINER, LABEL_HASH, LABEL_RELEASE, LABEL_REVISION, LABEL_ROLE, LABEL_SERVING,
+        ModelRelease, Role,
     },
     plan::{
         Revision,
@@ -131,8 +135,10 @@ pub fn replica_set(
     let pod_labels = meta.labels.get_or_insert_with(Default::default);
     pod_labels.extend(labels.clone());
     // In service from birth; warm pods are taken out by the controller (not part of
-    // the selector, so that moving a pod in or out never orphans it).
+    // the selector, so that moving a pod in or out never orphans it). The spec's
+    // revision is made as the canary; the controller moves the role at promotion.
     pod_labels.insert(LABEL_SERVING.into(), "true".into());
+    pod_labels.insert(LABEL_ROLE.into(), Role::Canary.as_str().into());
     meta.annotations
         .get_or_insert_with(Default::default)
         .insert(ANNOTATION_MODEL_SHA256.into(), revision.sha256.into());
@@ -319,14 +325,61 @@ fn fetch_container(image: &str, args: Vec<String>, mounts: Vec<VolumeMount>) -> 
     }
 }
 
+/// The baseline ReplicaSet of workload key `key` (`plan::baseline_key`): the stable
+/// revision's ReplicaSet `stable` copied (its pod template exactly as modelgate made it,
+/// verified model and all), under its own name and revision-hash label so the two never
+/// share pods, with the role `baseline`. `None` when `stable` lacks what modelgate gives
+/// every ReplicaSet it makes.
+pub fn baseline(stable: &ReplicaSet, key: &str, replicas: i32) -> Option<ReplicaSet> {
+    let release = stable.metadata.labels.as_ref()?.get(LABEL_RELEASE)?.clone();
+    let mut labels = stable.metadata.labels.clone()?;
+    labels.retain(|k, _| {
+        [LABEL_RELEASE, LABEL_HASH, LABEL_REVISION, "app.kubernetes.io/managed-by"].contains(&k.as_str())
+    });
+    labels.insert(LABEL_HASH.into(), key.into());
+    let mut template = stable.spec.template.clone()?;
+    let pod_labels = template.metadata.get_or_insert_with(Default::default).labels.get_or_insert_with(Default::default);
+    pod_labels.insert(LABEL_HASH.into(), key.into());
+    pod_labels.insert(LABEL_SERVING.into(), "true".into());
+    pod_labels.insert(LABEL_ROLE.into(), Role::Baseline.as_str().into());
+    let annotations: BTreeMap<String, String> = stable
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| [ANNOTATION_MODEL_SHA256, "modelgate.dev/target"].contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let owners = stable.metadata.owner_references.clone()?.into_iter().filter(|o| o.controller == Some(true)).collect();
+    let selector = [(LABEL_RELEASE.to_string(), release.clone()), (LABEL_HASH.to_string(), key.to_string())].into();
+    Some(ReplicaSet {
+        metadata: ObjectMeta {
+            name: Some(name(&release, key)),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: Some(owners),
+            ..Default::default()
+        },
+        spec: ReplicaSetSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector { match_labels: Some(selector), ..Default::default() },
+            template: Some(template),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+}
+
 /// The fingerprint of a pod template as the API server holds it (its defaults filled
-/// in): the sha256 of its JSON, without the `modelgate.dev/serving` label, which
-/// modelgate moves as revisions go in and out of service. Equal templates, equal
+/// in): the sha256 of its JSON, without the `modelgate.dev/serving` and
+/// `modelgate.dev/role` labels, which modelgate moves as revisions go in and out of
+/// service and from canary to stable. Equal templates, equal
 /// fingerprints (maps are ordered, fields in a fixed order).
 pub fn template_sha256(template: &PodTemplateSpec) -> String {
     let mut template = template.clone();
     if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
         labels.remove(LABEL_SERVING);
+        labels.remove(LABEL_ROLE);
     }
     let json = serde_json::to_vec(&template).unwrap_or_default();
     hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &json))
@@ -393,6 +446,7 @@ mod tests {
         let mut release = ModelRelease::new(
             "fraud",
             ModelReleaseSpec {
+                analysis: None,
                 repository_ref: RepositoryRef { kind: Default::default(), name: "ml".into() },
                 model: ModelSource {
                     target: "fraud/2.0/model.onnx".into(),

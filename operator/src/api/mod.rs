@@ -1,6 +1,7 @@
 //! The modelgate API, `modelgate.dev/v1alpha1`: what users write (spec) and what the
 //! operator reports (status). The CRD YAML in `crds/` is generated from these types.
 
+mod analysis;
 mod cluster_repository;
 mod common;
 mod crd;
@@ -9,6 +10,7 @@ mod reference;
 mod release;
 mod repository;
 
+pub use analysis::*;
 pub use cluster_repository::*;
 pub use common::{
     ConditionStatus, ConfigMapKeyRef, ConfigMapSource, DurationBounds, GoDuration, condition, condition_with,

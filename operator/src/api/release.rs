@@ -85,6 +85,11 @@ pub struct ModelReleaseSpec {
     #[serde(default)]
     pub gates: Gates,
 
+    /// A statistical judge: metrics of the canary compared with a baseline's at each
+    /// gate interval, with baseline pods of the stable model started beside it if asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<super::Analysis>,
+
     /// When and how modelgate returns to the previous revision by itself.
     #[serde(default)]
     pub rollback: RollbackPolicy,
@@ -882,6 +887,9 @@ pub struct ModelReleaseStatus {
     /// Last result of each gate check.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<GateStatus>,
+    /// The judge's last word on the canary (`spec.analysis`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<super::AnalysisStatus>,
     /// The previous revision's pods kept warm (loaded, out of service) after a promotion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm: Option<WarmStatus>,

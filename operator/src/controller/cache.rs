@@ -13,8 +13,8 @@ use serde::Deserialize;
 use crate::{
     api::{
         ANNOTATION_ABORT, ANNOTATION_DROP_WARM, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY,
-        ANNOTATION_ROLLBACK, ANNOTATION_TEMPLATE_SHA256, CACHED_REVISION_HASH, CACHED_TEMPLATE_REFUSALS, LABEL_SERVING,
-        ModelRelease,
+        ANNOTATION_ROLLBACK, ANNOTATION_TEMPLATE_SHA256, CACHED_REVISION_HASH, CACHED_TEMPLATE_REFUSALS, LABEL_ROLE,
+        LABEL_SERVING, ModelRelease,
     },
     plan::{PodHealth, pod_policy::PodPolicy},
 };
@@ -91,6 +91,8 @@ pub struct CachedReplicaSet {
     pub replicas: Option<i32>,
     /// The template's `modelgate.dev/serving` label: whether a pod it makes is born in service.
     pub serving: Option<String>,
+    /// The template's `modelgate.dev/role` label: what a pod it makes is born as.
+    pub role: Option<String>,
     /// `workload::template_sha256` of the template as the API server holds it.
     pub template_sha256: Option<String>,
     /// What modelgate recorded of it (absent on a ReplicaSet it has not recorded yet).
@@ -110,6 +112,7 @@ impl From<ReplicaSet> for CachedReplicaSet {
             metadata: kept_meta(meta),
             replicas: spec.replicas,
             serving: template.and_then(|t| t.metadata.as_ref()?.labels.as_ref()?.get(LABEL_SERVING).cloned()),
+            role: template.and_then(|t| t.metadata.as_ref()?.labels.as_ref()?.get(LABEL_ROLE).cloned()),
             template_sha256: template.map(crate::workload::template_sha256),
             recorded_sha256,
         }

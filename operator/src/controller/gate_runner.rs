@@ -15,7 +15,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::Semaphore;
 
-use crate::{api::ModelRelease, plan::GateOutcome};
+use crate::{
+    api::{AnalysisStatus, ModelRelease},
+    plan::GateOutcome,
+};
 
 /// Releases whose checks may run at once; the others queue for a slot.
 pub const POOL: usize = 16;
@@ -43,6 +46,8 @@ pub struct Finished {
     /// When the checks were started: what they measured is from then on.
     pub started: Timestamp,
     pub outcomes: Vec<GateOutcome>,
+    /// The judge's judgement, when it ran (counters not folded in).
+    pub analysis: Option<AnalysisStatus>,
 }
 
 #[derive(Default)]
@@ -98,7 +103,7 @@ impl GateRunner {
     /// share of `tenant` (`tenant_of`).
     pub fn start<F>(&self, uid: &str, release: ObjectRef<ModelRelease>, tenant: String, revision: i64, checks: F)
     where
-        F: Future<Output = Vec<GateOutcome>> + Send + 'static,
+        F: Future<Output = (Vec<GateOutcome>, Option<AnalysisStatus>)> + Send + 'static,
     {
         {
             let mut slots = self.slots();
@@ -118,12 +123,12 @@ impl GateRunner {
             let Ok(_own) = share.acquire_owned().await else { return };
             let Ok(_permit) = pool.acquire_owned().await else { return };
             let started = crate::plan::truncate(Timestamp::now());
-            let outcomes = checks.await;
+            let (outcomes, analysis) = checks.await;
             {
                 let mut slots = slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let slot = slots.entry(uid).or_default();
                 slot.running = false;
-                slot.done = Some(Finished { revision, started, outcomes });
+                slot.done = Some(Finished { revision, started, outcomes, analysis });
             }
             let _ = wake.unbounded_send(release);
         });
@@ -165,21 +170,21 @@ mod tests {
                 async move {
                     running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     futures::future::pending::<()>().await;
-                    Vec::new()
+                    (Vec::new(), None)
                 },
             );
         }
         // Starting again while queued or running is a no-op.
-        runner.start("hung-0", release("greedy-0", "hung-0"), "tenant/greedy".into(), 1, async { Vec::new() });
+        runner.start("hung-0", release("greedy-0", "hung-0"), "tenant/greedy".into(), 1, async { (Vec::new(), None) });
         assert!(runner.running("hung-0"));
         runner.start("fine", release("other", "fine"), tenant_of("other", None), 7, async {
-            vec![GateOutcome { name: "c".into(), result: crate::plan::GateResult::Pass, detail: "1".into() }]
+            (vec![GateOutcome { name: "c".into(), result: crate::plan::GateResult::Pass, detail: "1".into() }], None)
         });
         let woke = tokio::time::timeout(Duration::from_secs(5), woken.next()).await.ok().flatten();
         assert_eq!(woke.map(|r| r.name), Some("fine".to_string()));
         assert_eq!(running.load(std::sync::atomic::Ordering::SeqCst), PER_TENANT, "at most 4 from one tenant");
         assert!(runner.take("fine", 6).is_none(), "results for another revision are dropped");
-        runner.start("fine", release("other", "fine"), tenant_of("other", None), 7, async { Vec::new() });
+        runner.start("fine", release("other", "fine"), tenant_of("other", None), 7, async { (Vec::new(), None) });
         let _ = tokio::time::timeout(Duration::from_secs(5), woken.next()).await;
         let finished = runner.take("fine", 7);
         assert!(finished.is_some_and(|f| f.outcomes.is_empty()));

@@ -31,7 +31,7 @@ use crate::{
     api::{
         ANNOTATION_ABORT, ANNOTATION_DROP_WARM, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY,
         ANNOTATION_ROLLBACK, ANNOTATION_TEMPLATE_SHA256, ClusterModelRepository, FIELD_MANAGER, LABEL_HASH,
-        LABEL_REVISION, LABEL_SERVING, ModelRef, ModelRelease, ModelRepository, RepositoryKind,
+        LABEL_REVISION, LABEL_ROLE, LABEL_SERVING, ModelRef, ModelRelease, ModelRepository, RepositoryKind,
     },
     gates,
     metrics::{ErrorLabels, Metrics, ReasonLabel, ResultLabel},
@@ -128,6 +128,7 @@ async fn observe(ctx: &Arc<Context>, release: &ModelRelease, ns: &str, now: Time
         pods: health,
         gates: finished.as_ref().map(|f| f.outcomes.clone()).unwrap_or_default(),
         gates_started: finished.as_ref().map(|f| f.started),
+        analysis: finished.as_ref().and_then(|f| f.analysis.clone()),
         commands,
         refusal,
         service_conflict,
@@ -361,6 +362,9 @@ async fn act(ctx: &Context, release: &ModelRelease, ns: &str, plan: &plan::Plan,
                 }
                 create_workload(ctx, release, &rs_api, plan, seen, hash, *replicas).await?;
             }
+            None if plan::baseline_of(hash).is_some() => {
+                create_baseline(release, &rs_api, hash, *replicas).await?;
+            }
             None => warn!(hash, "the workload of an earlier revision is gone; it cannot be scaled"),
         }
     }
@@ -371,7 +375,7 @@ async fn act(ctx: &Context, release: &ModelRelease, ns: &str, plan: &plan::Plan,
             warn!(error = %e, "the changed pod template was not put back; retried at the next look");
         }
     }
-    serving_labels(ctx, ns, &seen.replica_sets, &seen.pods, &plan.idle).await?;
+    pod_labels(ctx, ns, &seen.replica_sets, &seen.pods, plan).await?;
     let service = seen.service.as_ref().filter(|_| !seen.service_in_place && seen.observed.service_conflict.is_none());
     if let Some(svc) = service {
         let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
@@ -409,30 +413,69 @@ async fn create_workload(
     replicas: i32,
 ) -> Result<(), Error> {
     let Some(rs) = render(ctx, release, plan, seen, hash, replicas).await? else { return Ok(()) };
+    create_owned(release, rs_api, &rs).await?;
+    info!(hash, replicas, "revision workload created");
+    Ok(())
+}
+
+/// Creates a ReplicaSet the release controls, and records its template as the API server
+/// holds it. One of that name already there must be the release's (the cache has not
+/// seen it yet), else its name is taken.
+async fn create_owned(release: &ModelRelease, rs_api: &Api<ReplicaSet>, rs: &ReplicaSet) -> Result<(), Error> {
     // A create, not an apply: an apply would merge into a ReplicaSet of that name that
     // someone else made (their extra containers kept) and adopt it.
     let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-    match rs_api.create(&params, &rs).await {
-        Ok(made) => record_template(rs_api, &made).await?,
+    match rs_api.create(&params, rs).await {
+        Ok(made) => record_template(rs_api, &made).await,
         Err(kube::Error::Api(status)) if status.code == 409 => {
-            // Ours already, and the cache has not seen it yet; or someone else's.
-            let name = workload::name(&release.name_any(), hash);
+            let name = rs.name_any();
             let existing = rs_api
                 .get_opt(&name)
                 .await
                 .map_err(|source| Error::Kube { action: "read a revision's ReplicaSet", source })?;
-            let ours = existing.is_some_and(|rs| {
-                rs.owner_references()
-                    .iter()
-                    .any(|o| o.controller == Some(true) && Some(&o.uid) == release.uid().as_ref())
-            });
-            if !ours {
-                return Err(Error::NameTaken { kind: "ReplicaSet", name });
+            if existing.is_some_and(|rs| controlled_by(&rs, release)) {
+                Ok(())
+            } else {
+                Err(Error::NameTaken { kind: "ReplicaSet", name })
             }
         }
-        Err(source) => return Err(Error::Kube { action: "create a revision's ReplicaSet", source }),
+        Err(source) => Err(Error::Kube { action: "create a revision's ReplicaSet", source }),
     }
-    info!(hash, replicas, "revision workload created");
+}
+
+fn controlled_by(rs: &ReplicaSet, release: &ModelRelease) -> bool {
+    rs.owner_references().iter().any(|o| o.controller == Some(true) && Some(&o.uid) == release.uid().as_ref())
+}
+
+/// Starts the baseline pods of workload key `key`: the stable revision's ReplicaSet
+/// copied, as the API server holds it (the cache keeps no template), only when the
+/// release controls it and its template is still the one modelgate made (else the
+/// baseline would run what someone else put there: it is not started, and the judge
+/// waits; `WorkloadChanged` says why).
+async fn create_baseline(
+    release: &ModelRelease,
+    rs_api: &Api<ReplicaSet>,
+    key: &str,
+    replicas: i32,
+) -> Result<(), Error> {
+    let Some(stable_hash) = plan::baseline_of(key) else { return Ok(()) };
+    let name = workload::name(&release.name_any(), stable_hash);
+    let stable = rs_api
+        .get_opt(&name)
+        .await
+        .map_err(|source| Error::Kube { action: "read the stable revision's ReplicaSet", source })?;
+    let Some(stable) = stable.filter(|rs| controlled_by(rs, release)) else {
+        warn!(replicaset = %name, "no stable ReplicaSet of this release to copy; baseline not started");
+        return Ok(());
+    };
+    let recorded = stable.annotations().get(ANNOTATION_TEMPLATE_SHA256).cloned();
+    if recorded.is_none() || recorded != stable.spec.template.as_ref().map(workload::template_sha256) {
+        warn!(replicaset = %name, "the stable revision's template is not the one modelgate made; baseline not started");
+        return Ok(());
+    }
+    let Some(baseline) = workload::baseline(&stable, key, replicas) else { return Ok(()) };
+    create_owned(release, rs_api, &baseline).await?;
+    info!(key, replicas, "baseline workload created");
     Ok(())
 }
 
@@ -508,8 +551,11 @@ async fn restore_template(
     let Some(rs) = seen.replica_sets.iter().find(|rs| rs.name_any() == name) else { return Ok(()) };
     let Some(rendered) = render(ctx, release, plan, seen, hash, rs.replicas.unwrap_or(0)).await? else { return Ok(()) };
     let Some(mut template) = rendered.spec.template else { return Ok(()) };
-    if let (Some(labels), Some(serving)) = (template.metadata.as_mut().and_then(|m| m.labels.as_mut()), &rs.serving) {
-        labels.insert(LABEL_SERVING.into(), serving.clone());
+    if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+        if let Some(serving) = &rs.serving {
+            labels.insert(LABEL_SERVING.into(), serving.clone());
+        }
+        labels.insert(LABEL_ROLE.into(), plan::role_of(&plan.status, hash).as_str().into());
     }
     let patch = serde_json::from_value(json!([
         {"op": "test", "path": "/metadata/resourceVersion", "value": rs.resource_version()},
@@ -574,35 +620,42 @@ async fn publish(ctx: &Context, release: &ModelRelease, notes: Vec<plan::Note>) 
     }
 }
 
-/// Puts each revision's pods in or out of service (`modelgate.dev/serving`): warm pods
-/// stay Ready with their model loaded, but no Service that selects the label sends them
-/// requests. The ReplicaSet's template carries the label too, so a pod it replaces is
-/// born on the right side. Going into service, pods first (that is the rollback that
-/// must be fast); going out, the template first (no pod is born serving afterwards).
-async fn serving_labels(
+/// Puts each revision's pods in or out of service (`modelgate.dev/serving`) and gives
+/// them their role (`modelgate.dev/role`: canary, baseline, stable; the judge's queries
+/// select on it). Warm pods stay Ready with their model loaded, but no Service that
+/// selects the serving label sends them requests. The ReplicaSet's template carries the
+/// labels too, so a pod it replaces is born on the right side. Going into service, pods
+/// first (that is the rollback that must be fast); going out, the template first (no
+/// pod is born serving afterwards).
+async fn pod_labels(
     ctx: &Context,
     ns: &str,
     replica_sets: &[CachedReplicaSet],
     pods: &[CachedPod],
-    idle: &std::collections::BTreeSet<String>,
+    plan: &plan::Plan,
 ) -> Result<(), Error> {
     let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
     for rs in replica_sets {
         let Some(hash) = rs.labels().get(LABEL_HASH) else { continue };
-        let want = if idle.contains(hash) { "false" } else { "true" };
+        let serving = if plan.idle.contains(hash) { "false" } else { "true" };
+        let role = plan::role_of(&plan.status, hash).as_str();
         let labelled = |labels: Option<&BTreeMap<String, String>>| {
-            labels.and_then(|l| l.get(LABEL_SERVING)).map(String::as_str) == Some(want)
+            labels.is_some_and(|l| {
+                l.get(LABEL_SERVING).map(String::as_str) == Some(serving)
+                    && l.get(LABEL_ROLE).map(String::as_str) == Some(role)
+            })
         };
-        let template_ok = rs.serving.as_deref() == Some(want);
-        let patch = json!({"metadata": {"labels": {LABEL_SERVING: want}}});
+        let template_ok = rs.serving.as_deref() == Some(serving) && rs.role.as_deref() == Some(role);
+        let labels = json!({LABEL_SERVING: serving, LABEL_ROLE: role});
+        let patch = json!({"metadata": {"labels": labels}});
         let pods: Vec<&CachedPod> = pods
             .iter()
             .filter(|p| p.labels().get(LABEL_HASH) == Some(hash) && !labelled(p.metadata.labels.as_ref()))
             .collect();
-        let template_patch = json!({"spec": {"template": {"metadata": {"labels": {LABEL_SERVING: want}}}}});
-        if !template_ok && want == "false" {
+        let template_patch = json!({"spec": {"template": {"metadata": {"labels": labels}}}});
+        if !template_ok && serving == "false" {
             rs_api
                 .patch(&rs.name_any(), &params, &Patch::Merge(&template_patch))
                 .await
@@ -613,17 +666,17 @@ async fn serving_labels(
                 Ok(_) => {}
                 // Deleted meanwhile: nothing to label.
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
-                Err(source) => return Err(Error::Kube { action: "put a pod in or out of service", source }),
+                Err(source) => return Err(Error::Kube { action: "label a revision's pods", source }),
             }
         }
-        if !template_ok && want == "true" {
+        if !template_ok && serving == "true" {
             rs_api
                 .patch(&rs.name_any(), &params, &Patch::Merge(&template_patch))
                 .await
                 .map_err(|source| Error::Kube { action: "label a revision's pod template", source })?;
         }
         if !pods.is_empty() {
-            debug!(hash = %hash, serving = want, pods = pods.len(), "pods put in or out of service");
+            debug!(hash = %hash, serving, role, pods = pods.len(), "pods labelled");
         }
     }
     Ok(())
@@ -727,7 +780,7 @@ fn observe_gates(
     // Until the API server's addresses are known no check could be sent: they wait (a
     // check refused for it would count as a failure).
     if finished.is_none()
-        && plan::gates_due(release, now)
+        && (plan::gates_due(release, now) || plan::analysis_due(release, now))
         && !ctx.gates.running(&uid)
         && ctx.gate_policy.egress.api_endpoints.known()
     {
@@ -735,15 +788,38 @@ fn observe_gates(
         let checks = release.spec.gates.checks.clone();
         let policy = ctx.gate_policy.clone();
         let revision = gate_ctx.canary_revision;
+        // The judge compares a canary with a stable model: none for a first revision.
+        let judged = plan::analysis_due(release, now).then(|| release.spec.analysis.clone()).flatten();
         // A team's namespaces share one part of the pool (the admin's tenant label).
         let tenant = gate_runner::tenant_of(ns, ctx.cluster.labels(ns).as_ref());
         ctx.gates.start(&uid, ObjectRef::from_obj(release), tenant, revision, async move {
             let providers = crate::readers::gate_providers(&cms, &checks, &policy).await;
-            let outcomes = gates::evaluate_all(&providers, &gate_ctx).await;
+            let judge = judged.map(|a| gates::Judge::new(a, policy.egress.clone(), policy.prometheus.clone()));
+            let judging = async {
+                match &judge {
+                    Some(Ok(judge)) => {
+                        let judged = tokio::time::timeout(
+                            gates::CHECK_DEADLINE,
+                            judge.judge(&gate_ctx, plan::truncate(Timestamp::now())),
+                        )
+                        .await;
+                        Some(judged.unwrap_or_else(|_| {
+                            let why = format!("no judgement within {}s", gates::CHECK_DEADLINE.as_secs());
+                            gates::unjudged(revision, why)
+                        }))
+                    }
+                    Some(Err(why)) => Some(gates::unjudged(revision, why.clone())),
+                    None => None,
+                }
+            };
+            let (outcomes, analysis) = futures::join!(gates::evaluate_all(&providers, &gate_ctx), judging);
             for o in &outcomes {
                 debug!(check = %o.name, result = ?o.result, detail = %o.detail, "gate evaluated");
             }
-            outcomes
+            if let Some(a) = &analysis {
+                debug!(result = a.result.as_str(), message = %a.message, "canary judged");
+            }
+            (outcomes, analysis)
         });
     }
     finished

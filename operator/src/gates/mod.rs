@@ -2,6 +2,7 @@
 //! inconclusive. Pod health (`kubernetes`) is always on and is pure; the others call out.
 
 pub mod egress;
+mod judge;
 pub mod kubernetes;
 mod prometheus;
 mod promql;
@@ -17,6 +18,7 @@ use crate::{
 pub use crate::plan::GateContext;
 
 pub use egress::{ApiEndpoints, EgressPolicy};
+pub use judge::{Judge, unjudged};
 pub use prometheus::{Prometheus, PrometheusPolicy};
 pub use webhook::Webhook;
 

@@ -18,10 +18,21 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Prometheus {
     check: PrometheusCheck,
-    url: reqwest::Url,
+    server: Server,
+}
+
+/// A Prometheus a tenant named, as the installation lets gates and the judge ask it:
+/// only endpoints the admin allows, only addresses the egress policy allows, every
+/// query held to the release's namespace, every answer bounded, never a redirect.
+pub struct Server {
+    base: reqwest::Url,
     egress: EgressPolicy,
     policy: PrometheusPolicy,
 }
+
+/// What status may say when a question got no usable answer: the result it counts as,
+/// and our own words (a server's text stays in the operator's log).
+pub type Unanswered = (GateResult, String);
 
 /// What the installation allows Prometheus checks, beyond where they may connect.
 #[derive(Clone, Debug, Default)]
@@ -61,37 +72,106 @@ struct Response {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Data {
+pub struct Data {
     result_type: String,
     result: serde_json::Value,
 }
 
-impl Prometheus {
-    pub fn new(check: PrometheusCheck, egress: EgressPolicy, policy: PrometheusPolicy) -> Result<Self, String> {
+impl Server {
+    /// `field` names the address in messages (`prometheus.address`, `analysis.address`).
+    pub fn new(address: &str, field: &str, egress: EgressPolicy, policy: PrometheusPolicy) -> Result<Self, String> {
         // A base URL only: with a `?` or `#` in it the tenant would choose the whole
         // request path (`https://prom/internal/admin?next=`), not a Prometheus.
-        let base = PrometheusPolicy::endpoint(&check.address).map_err(|e| format!("prometheus.address {e}"))?;
+        let base = PrometheusPolicy::endpoint(address).map_err(|e| format!("{field} {e}"))?;
         if !policy.endpoints.is_empty() && !policy.endpoints.contains(&base) {
             let allowed: Vec<&str> = policy.endpoints.iter().map(|u| u.as_str()).collect();
             return Err(format!(
-                "prometheus.address {} is not a Prometheus this installation allows; use one of: {}",
+                "{field} {} is not a Prometheus this installation allows; use one of: {}",
                 base,
                 allowed.join(", ")
             ));
         }
-        let url = base.join("api/v1/query").map_err(|_| "prometheus.address is not a URL".to_string())?;
-        Ok(Self { check, url, egress, policy })
+        Ok(Self { base, egress, policy })
+    }
+
+    fn url(&self, path: &str) -> Result<reqwest::Url, String> {
+        self.base.join(path).map_err(|_| "the Prometheus address is not a URL".to_string())
+    }
+
+    /// What can be said before asking: where it would connect, and whether `query` can
+    /// be held to `namespace`.
+    pub fn admissible(&self, query: &str, namespace: &str, field: &str) -> Result<(), String> {
+        let url = self.url("api/v1/query")?;
+        self.egress.admissible(&url, true).map_err(|refused| format!("{field}: {refused}"))?;
+        self.confined(query, namespace).map(|_| ())
+    }
+
+    /// The query as it is sent: held to the release's namespace where the installation
+    /// says so (the parsed query written out again, never the team's text spliced).
+    pub fn confined(&self, query: &str, namespace: &str) -> Result<String, String> {
+        match &self.policy.namespace_label {
+            Some(label) => promql::confine(query, label, namespace),
+            None => Ok(query.to_string()),
+        }
+    }
+
+    /// Asks `path` (`api/v1/query`, `api/v1/query_range`) with `params`, the query
+    /// among them already confined. Our words for anything but a successful answer.
+    pub async fn ask(&self, path: &str, params: &[(&str, String)]) -> Result<Data, Unanswered> {
+        let mut url = self.url(path).map_err(|e| (GateResult::Fail, e))?;
+        let (host, addrs) = match self.egress.resolve(&url, true).await {
+            Ok(r) => r,
+            Err(refused) => return Err((GateResult::Fail, format!("not queried: {refused}"))),
+        };
+        let http = egress::client(&host, &addrs, TIMEOUT, None).map_err(|e| (GateResult::Inconclusive, e))?;
+        url.query_pairs_mut().extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
+        let response = match http.get(url).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(error = %e, "prometheus: no answer");
+                return Err((GateResult::Inconclusive, "Prometheus did not answer".into()));
+            }
+        };
+        let code = response.status();
+        if code.is_redirection() {
+            return Err((
+                GateResult::Fail,
+                format!("Prometheus answered a redirect (HTTP {}), which gates do not follow", code.as_u16()),
+            ));
+        }
+        let body = egress::read_capped(response)
+            .await
+            .map_err(|e| (GateResult::Inconclusive, format!("Prometheus answered HTTP {}: {e}", code.as_u16())))?;
+        let Ok(body) = serde_json::from_slice::<Response>(&body) else {
+            return Err((
+                GateResult::Inconclusive,
+                format!("Prometheus answered HTTP {} without a usable body", code.as_u16()),
+            ));
+        };
+        if body.status != "success" {
+            // 4xx: the query itself is wrong, which waiting will not fix.
+            let result = if code.is_client_error() { GateResult::Fail } else { GateResult::Inconclusive };
+            return Err((
+                result,
+                format!("query refused (HTTP {}); see the operator log or run it in Prometheus", code.as_u16()),
+            ));
+        }
+        body.data.ok_or_else(|| (GateResult::Inconclusive, "no data".into()))
+    }
+}
+
+impl Prometheus {
+    pub fn new(check: PrometheusCheck, egress: EgressPolicy, policy: PrometheusPolicy) -> Result<Self, String> {
+        let server = Server::new(&check.address, "prometheus.address", egress, policy)?;
+        Ok(Self { check, server })
     }
 
     /// What `gates::admissible` says of this check: where it would connect, and whether
     /// its query, its placeholders filled from `sample`, can be held to the namespace.
     pub fn admissible(&self, sample: &GateContext) -> Result<(), String> {
-        self.egress.admissible(&self.url, true).map_err(|refused| format!("prometheus.address: {refused}"))?;
-        if let Some(label) = &self.policy.namespace_label {
-            promql::confine(&render(&self.check.query, sample), label, &sample.namespace)
-                .map_err(|e| format!("prometheus.query: {e}"))?;
-        }
-        Ok(())
+        self.server
+            .admissible(&render(&self.check.query, sample), &sample.namespace, "prometheus.address")
+            .map_err(|e| if e.starts_with("prometheus.address") { e } else { format!("prometheus.query: {e}") })
     }
 
     /// What status shows is our own words and numbers: the server's text stays in the
@@ -107,69 +187,24 @@ impl Prometheus {
             );
             return (GateResult::Pass, message);
         }
-        let (host, addrs) = match self.egress.resolve(&self.url, true).await {
-            Ok(r) => r,
-            Err(refused) => return (GateResult::Fail, format!("not queried: {refused}")),
+        let query = match self.server.confined(&render(&self.check.query, ctx), &ctx.namespace) {
+            Ok(q) => q,
+            Err(e) => return (GateResult::Fail, format!("not queried: {e}")),
         };
-        let http = match egress::client(&host, &addrs, TIMEOUT, None) {
-            Ok(c) => c,
-            Err(e) => return (GateResult::Inconclusive, e),
-        };
-        let mut query = render(&self.check.query, ctx);
-        if let Some(label) = &self.policy.namespace_label {
-            query = match promql::confine(&query, label, &ctx.namespace) {
-                Ok(q) => q,
-                Err(e) => return (GateResult::Fail, format!("not queried: {e}")),
-            };
-        }
-        let mut url = self.url.clone();
-        url.query_pairs_mut().append_pair("query", &query);
-        let response = match http.get(url).send().await {
-            Ok(r) => r,
-            Err(e) => {
-                debug!(error = %e, "prometheus gate: no answer");
-                return (GateResult::Inconclusive, "Prometheus did not answer".into());
-            }
-        };
-        let code = response.status();
-        if code.is_redirection() {
-            return (
-                GateResult::Fail,
-                format!("Prometheus answered a redirect (HTTP {}), which gates do not follow", code.as_u16()),
-            );
-        }
-        let body = match egress::read_capped(response).await {
-            Ok(b) => b,
-            Err(e) => return (GateResult::Inconclusive, format!("Prometheus answered HTTP {}: {e}", code.as_u16())),
-        };
-        let body: Response = match serde_json::from_slice(&body) {
-            Ok(b) => b,
-            Err(_) => {
-                return (
-                    GateResult::Inconclusive,
-                    format!("Prometheus answered HTTP {} without a usable body", code.as_u16()),
-                );
-            }
-        };
-        if body.status != "success" {
-            // 4xx: the query itself is wrong, which waiting will not fix.
-            let result = if code.is_client_error() { GateResult::Fail } else { GateResult::Inconclusive };
-            return (
-                result,
-                format!("query refused (HTTP {}); see the operator log or run it in Prometheus", code.as_u16()),
-            );
-        }
-        match body.data.as_ref().and_then(value) {
-            Some(Ok(v)) if v.is_nan() => (GateResult::Inconclusive, "no data (NaN)".into()),
-            Some(Ok(v)) => self.judge(v),
-            Some(Err(e)) => (GateResult::Inconclusive, e),
-            None => (GateResult::Inconclusive, "no data".into()),
+        match self.server.ask("api/v1/query", &[("query", query)]).await {
+            Err(unanswered) => unanswered,
+            Ok(data) => match value(&data) {
+                Some(Ok(v)) if v.is_nan() => (GateResult::Inconclusive, "no data (NaN)".into()),
+                Some(Ok(v)) => self.judge(v),
+                Some(Err(e)) => (GateResult::Inconclusive, e),
+                None => (GateResult::Inconclusive, "no data".into()),
+            },
         }
     }
 
     /// The verdict on `v`, said with the number only where the installation shows values.
     fn judge(&self, v: f64) -> (GateResult, String) {
-        let shown = self.policy.show_values;
+        let shown = self.server.policy.show_values;
         if let Some(min) = self.check.min.filter(|min| v < *min) {
             return (GateResult::Fail, if shown { format!("{v} < min {min}") } else { format!("below min {min}") });
         }
@@ -186,6 +221,28 @@ impl Prometheus {
                 .collect();
         (GateResult::Pass, format!("within {}", bounds.join(", ")))
     }
+}
+
+/// The samples of the one series a range query returned (finite values only, the
+/// newest `max` of them): empty for no series, an error for more than one.
+pub fn samples(data: &Data, max: usize) -> Result<Vec<f64>, String> {
+    if data.result_type != "matrix" {
+        return Err("the query did not return a range vector; make it an instant vector expression".into());
+    }
+    let series = data.result.as_array().map(Vec::as_slice).unwrap_or_default();
+    let Some(only) = series.first() else { return Ok(Vec::new()) };
+    if series.len() > 1 {
+        // Not how many: a count of series is data too.
+        return Err("the query returned more than one series; make it return one, e.g. with sum()".into());
+    }
+    let values = only.get("values").and_then(|v| v.as_array()).map(Vec::as_slice).unwrap_or_default();
+    let skip = values.len().saturating_sub(max);
+    Ok(values
+        .iter()
+        .skip(skip)
+        .filter_map(|pair| pair.get(1)?.as_str()?.parse::<f64>().ok())
+        .filter(|v| v.is_finite())
+        .collect())
 }
 
 /// The one number a query returned: `None` for no data, an error for more than one series.
@@ -255,7 +312,7 @@ mod tests {
         let prefixed =
             Prometheus::new(check("https://p:9090/prom/"), EgressPolicy::default(), PrometheusPolicy::default())
                 .unwrap();
-        assert_eq!(prefixed.url.as_str(), "https://p:9090/prom/api/v1/query");
+        assert_eq!(prefixed.server.url("api/v1/query").unwrap().as_str(), "https://p:9090/prom/api/v1/query");
     }
 
     #[test]

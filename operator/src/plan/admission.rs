@@ -92,6 +92,26 @@ pub fn review(new: &ModelRelease, old: Option<&ModelRelease>, namespace: &str, f
             }
         }
     }
+    if let Some(analysis) = spec.analysis.as_ref().filter(|_| changed(|s| format!("{:?}", s.analysis))) {
+        // The schema allows 16; a review that did not come from the API server may hold more.
+        if analysis.metrics.len() > MAX_CHECKS {
+            let message = format!("at most {MAX_CHECKS} metrics");
+            answer.refusals.push(Refusal { field: "spec.analysis.metrics".into(), message });
+            return answer;
+        }
+        let sample = GateContext {
+            release: new.metadata.name.clone().unwrap_or_default(),
+            namespace: namespace.to_string(),
+            canary_revision: 2,
+            stable_revision: Some(1),
+            ..Default::default()
+        };
+        let policy = facts.gate_policy;
+        let judge = gates::Judge::new(analysis.clone(), policy.egress.clone(), policy.prometheus.clone());
+        if let Err(refused) = judge.and_then(|judge| judge.admissible(&sample)) {
+            answer.refusals.push(Refusal { field: "spec.analysis".into(), message: refused });
+        }
+    }
     answer
 }
 

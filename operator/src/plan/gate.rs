@@ -36,6 +36,9 @@ pub struct GateContext {
     pub sha256: String,
     pub step: i32,
     pub weight: i32,
+    /// When the step on trial began: the judge's samples start there. Not sent to webhooks.
+    #[serde(skip)]
+    pub step_started: Option<k8s_openapi::jiff::Timestamp>,
 }
 
 /// The revision the checks judge now: the canary, or the stable one in its
@@ -50,6 +53,7 @@ pub fn gate_context(release: &ModelRelease, namespace: &str) -> Option<GateConte
             sha256: c.revision.sha256.clone().unwrap_or_default(),
             step: c.step,
             weight: c.weight,
+            step_started: c.step_started_at.as_ref().map(|t| t.0),
             ..Default::default()
         },
         (None, Some(s)) => GateContext {

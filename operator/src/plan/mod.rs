@@ -4,6 +4,7 @@
 
 pub mod admission;
 mod gate;
+pub mod judge;
 pub mod pod_policy;
 pub mod policy;
 pub mod repository;
@@ -20,7 +21,7 @@ use crate::api::{CACHED_REVISION_HASH, CACHED_TEMPLATE_REFUSALS, ModelRelease, M
 pub use gate::{GateContext, GateOutcome, GateResult, gate_context};
 pub use revisions::{Revision, models_to_verify, revision_number, verified_revision};
 pub use rollout::{
-    MAX_HISTORY, gates_due, plan,
+    MAX_HISTORY, analysis_due, gates_due, plan,
     rollback::{previous_promoted, promoted_revision, untrusted_for_rollback},
     short,
 };
@@ -255,6 +256,9 @@ pub struct Observed {
     /// When those checks started: they speak for the revision from then on, not for a
     /// step that began while they ran.
     pub gates_started: Option<Timestamp>,
+    /// The judge's judgement made with those checks (`spec.analysis`), if it ran:
+    /// counters not yet folded in.
+    pub analysis: Option<crate::api::AnalysisStatus>,
     pub commands: Commands,
     /// Why the spec's pod may not be created (the admin's pod policy, or a template
     /// modelgate cannot render), if it may not.
@@ -379,6 +383,31 @@ pub struct Plan {
     pub events: Vec<Note>,
     /// When to look again even if nothing changes.
     pub requeue: Duration,
+}
+
+/// The workload key (in `Plan::scale`, the ReplicaSet's revision-hash label) of the
+/// baseline pods started beside a canary: the stable revision's, marked. Never a
+/// revision's own hash (those are hex).
+pub fn baseline_key(stable_hash: &str) -> String {
+    format!("{stable_hash}-{BASELINE_SUFFIX}")
+}
+
+const BASELINE_SUFFIX: &str = "baseline";
+
+/// The stable revision a baseline workload key copies, if `key` is one.
+pub fn baseline_of(key: &str) -> Option<&str> {
+    key.strip_suffix(BASELINE_SUFFIX)?.strip_suffix('-').filter(|h| !h.is_empty())
+}
+
+/// What the pods of workload `key` are to the rollout (their `modelgate.dev/role`).
+pub fn role_of(status: &crate::api::ModelReleaseStatus, key: &str) -> crate::api::Role {
+    if baseline_of(key).is_some() {
+        crate::api::Role::Baseline
+    } else if status.canary.as_ref().is_some_and(|c| c.revision.hash == key) {
+        crate::api::Role::Canary
+    } else {
+        crate::api::Role::Stable
+    }
 }
 
 /// Pods of a canary at `weight` percent: ceil(replicas x weight / 100), so any weight

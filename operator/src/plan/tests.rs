@@ -58,6 +58,7 @@ impl World {
         let mut release = ModelRelease::new(
             "fraud",
             ModelReleaseSpec {
+                analysis: None,
                 repository_ref: RepositoryRef { kind: Default::default(), name: "ml-models".into() },
                 model: ModelSource { target: V1.into(), mount_path: "/models".into(), ..Default::default() },
                 replicas: 4,

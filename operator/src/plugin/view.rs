@@ -167,6 +167,7 @@ async fn render_status(client: &Client, ns: &str, release: &ModelRelease) -> any
         )?;
     }
     write_gates(&mut out, release, &status)?;
+    write_analysis(&mut out, release, &status)?;
     let repo = super::repository_of(client, ns, release).await?;
     write_trust(&mut out, release, repo.and_then(|(_, status)| status).as_ref())?;
     let conditions: Vec<String> =
@@ -200,6 +201,36 @@ fn write_gates(out: &mut String, release: &ModelRelease, status: &crate::api::Mo
                 None => writeln!(out, "  {:<20} not evaluated yet", check.name)?,
             }
         }
+    }
+    Ok(())
+}
+
+/// The judge's last judgement and the numbers each metric was judged on.
+fn write_analysis(
+    out: &mut String,
+    release: &ModelRelease,
+    status: &crate::api::ModelReleaseStatus,
+) -> std::fmt::Result {
+    let Some(spec) = &release.spec.analysis else { return Ok(()) };
+    let against = if spec.baseline { "baseline pods" } else { "the stable pods" };
+    let Some(a) = &status.analysis else {
+        return writeln!(out, "Analysis:  against {against}, not judged yet");
+    };
+    let score = a.score.map_or(String::new(), |s| format!(" score {s}"));
+    writeln!(
+        out,
+        "Analysis:  revision {} against {against}: {}{score}  marginal {} no-data {}  {} ago",
+        a.revision,
+        a.result.as_str(),
+        a.consecutive_marginal,
+        a.consecutive_no_data,
+        ago(a.last_evaluated.as_ref().map(|t| t.0))
+    )?;
+    if !a.message.is_empty() {
+        writeln!(out, "  {}", field(&a.message))?;
+    }
+    for m in &a.metrics {
+        writeln!(out, "  {}", field(&crate::plan::judge::describe(m)))?;
     }
     Ok(())
 }
@@ -336,6 +367,7 @@ pub async fn plan(
         sha256: verified.sha256.clone(),
         step: 0,
         weight: first_weight,
+        step_started: None,
     };
     run_gates_once(client, ns, release, namespace_label, &ctx).await
 }

@@ -97,6 +97,7 @@ impl Planner<'_> {
         );
         self.status.canary = Some(canary);
         self.status.gates.clear();
+        self.status.analysis = None;
         self.set_phase(Phase::Progressing, format!("revision {revision} verified; rolling out"));
     }
 
@@ -113,6 +114,10 @@ impl Planner<'_> {
             return self.fail(failure, ByPerson::No);
         }
         let want = self.canary_replicas(canary.weight);
+        let baseline_ready = self.baseline().is_none_or(|(_, ready)| ready >= want);
+        if let Some(failure) = self.record_analysis(health.ready >= want && baseline_ready) {
+            return self.fail(failure, ByPerson::No);
+        }
         let since = self.record_progress(&health);
         let deadline = self.spec.gates.progress_deadline();
         if health.ready < want {
@@ -237,7 +242,10 @@ impl Planner<'_> {
                     }
                 },
                 Some(_) => true,
-                None => ready >= want && self.gates_passed_since(started) || self.take(Command::Promote),
+                None => {
+                    ready >= want && self.gates_passed_since(started) && self.analysis_passed_since(started)
+                        || self.take(Command::Promote)
+                }
             };
             if !done {
                 let message = if ready < want {
@@ -245,8 +253,13 @@ impl Planner<'_> {
                         "revision {} at {}%: {ready}/{want} canary pods Ready",
                         canary.revision.number, canary.weight
                     )
-                } else {
+                } else if !self.gates_passed_since(started) {
                     format!("revision {} at {}%: waiting for every gate to pass", canary.revision.number, canary.weight)
+                } else {
+                    format!(
+                        "revision {} at {}%: waiting for the judge to pass it",
+                        canary.revision.number, canary.weight
+                    )
                 };
                 return self.set_phase(Phase::Progressing, message);
             }

@@ -39,6 +39,11 @@ impl Planner<'_> {
             if let Some(canary) = &self.status.canary {
                 scale.insert(canary.revision.hash.clone(), canary_n);
             }
+            // Baseline pods: on top of the stable ones (a surge, never in their place),
+            // the canary's size, gone with the canary (pruned once not scaled).
+            if let Some((key, _)) = self.baseline().filter(|_| !stopped) {
+                scale.insert(key, canary_n);
+            }
             if let Some(warm) = &self.status.warm {
                 scale.insert(warm.hash.clone(), warm.replicas.clamp(0, replicas));
                 idle.insert(warm.hash.clone());

@@ -58,7 +58,7 @@ impl Planner<'_> {
     }
 
     pub(super) fn wake_for_gates(&mut self) {
-        if !self.spec.gates.checks.is_empty() {
+        if !self.spec.gates.checks.is_empty() || self.spec.analysis.is_some() {
             self.wake(self.spec.gates.interval());
         }
     }

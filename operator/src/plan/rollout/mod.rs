@@ -35,7 +35,10 @@ use crate::api::{
     condition, condition_with, set_condition,
 };
 
+pub use analysis::analysis_due;
+
 // One `impl Planner` per seam, as argo-rollouts splits its rollout controller.
+mod analysis;
 mod canary;
 mod commands;
 mod finish;
