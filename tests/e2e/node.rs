@@ -214,6 +214,109 @@ async fn the_prometheus_gate_judges_canaries_on_real_traffic() -> anyhow::Result
     .await
 }
 
+/// The judge on real traffic: the real Prometheus scrapes the real pods of canary,
+/// baseline and stable under load through the release's Service. A model as good as the
+/// stable one (A/A: other bytes, the same behaviour) is promoted; one 20% slower and one
+/// with 2% errors are each rolled back by the judge, while the demo's threshold gate
+/// (errors at most 5 points above the stable's) passes them both. A first revision is
+/// not judged (nothing to compare with), and says so.
+#[tokio::test]
+async fn the_judge_compares_canary_and_baseline_pods_on_real_traffic() -> anyhow::Result<()> {
+    use modelgate::api::{Classification, Judgement};
+    let _crds = crds_shared().await?;
+    with_temp_ns("node-judge", |client, ns| async move {
+        let versions =
+            ["1.0.0@latency_ms=50", "1.1.0@latency_ms=50", "1.2.0@latency_ms=60", "1.3.0@latency_ms=50,errors=0.02"];
+        let repo = ModelRepo::for_pods("fraud", &versions)?;
+        repo.register_as(&client, &ns, modelgate_tests::models::REPOSITORY, "5m").await?;
+        let prometheus = modelgate_tests::prometheus::Prometheus::scraping_pods(&client, &ns).await?;
+        let operator = Operator::start(
+            Some(&ns),
+            &[
+                "--fetch-image",
+                OPERATOR_IMAGE,
+                "--gate-allow-cidr",
+                &format!("{}/32", modelgate_tests::tuf::POD_GATEWAY),
+            ],
+        )?;
+        node::require_images()?;
+        let api: Api<ModelRelease> = Api::namespaced(client.clone(), &ns);
+        let spec = node::judged_spec(&prometheus.url(), "10s");
+        api.create(&PostParams::default(), &node::release("fraud", "fraud/1.0.0/model.onnx", 2, spec)?).await?;
+        let result = async {
+            wait_stable(&api, "fraud", 1, WAIT).await?;
+            let first = api.get("fraud").await?.status.unwrap_or_default();
+            let skipped = first.analysis.unwrap_or_default();
+            assert_eq!(skipped.result, Judgement::Skipped, "{}", skipped.message);
+            assert!(skipped.message.contains("first"), "{}", skipped.message);
+            let load = node::Load::start(&client, &ns, "fraud", 30, 900).await?;
+            // A/A: promoted, on numbers.
+            set_target(&api, "fraud", "fraud/1.1.0/model.onnx").await?;
+            // The baseline runs beside the canary: the stable model, its own pods, role baseline.
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+            let roles = eventually("canary and baseline pods", WAIT, || async {
+                let list = pods.list(&ListParams::default().labels(LABEL_RELEASE)).await?;
+                let roles: Vec<(String, String)> = list
+                    .items
+                    .iter()
+                    .filter_map(|p| {
+                        let l = p.metadata.labels.as_ref()?;
+                        Some((l.get(modelgate::api::LABEL_ROLE)?.clone(), l.get(LABEL_REVISION)?.clone()))
+                    })
+                    .collect();
+                let has = |role: &str, rev: &str| roles.iter().any(|(r, v)| r == role && v == rev);
+                Ok((has("canary", "2") && has("baseline", "1") && has("stable", "1")).then_some(roles))
+            })
+            .await?;
+            eprintln!("roles during the A/A rollout: {roles:?}");
+            wait_stable(&api, "fraud", 2, Duration::from_secs(240)).await?;
+            let promoted = api.get("fraud").await?.status.unwrap_or_default();
+            let judged = promoted.analysis.unwrap_or_default();
+            assert_eq!((judged.revision, judged.result), (2, Judgement::Pass), "{}", judged.message);
+            for m in &judged.metrics {
+                assert_eq!(m.classification, Classification::Pass, "{m:?}");
+                assert!(m.canary_samples >= 5 && m.baseline_samples >= 5 && m.p_value.is_some(), "{m:?}");
+            }
+            // +20% latency and +2 points of errors: each rolled back by the judge, the
+            // threshold gate passing.
+            for (version, metric) in [("1.2.0", "latency"), ("1.3.0", "errors")] {
+                set_target(&api, "fraud", &format!("fraud/{version}/model.onnx")).await?;
+                let r = wait_phase(&api, "fraud", Phase::RolledBack, Duration::from_secs(240)).await?;
+                let status = r.status.unwrap_or_default();
+                let why = status.history.last().cloned().unwrap_or_default().reason.unwrap_or_default();
+                eprintln!("{version}: {why}");
+                assert!(
+                    why.starts_with("AnalysisFailed") && why.contains(&format!("critical metric {metric} is High")),
+                    "{why}"
+                );
+                let judged = status.analysis.unwrap_or_default();
+                let m = judged.metrics.iter().find(|m| m.name == metric).cloned().unwrap_or_default();
+                assert_eq!(m.classification, Classification::High, "{m:?}");
+                assert!(m.p_value.is_some_and(|p| p < 0.05) && m.lower.is_some_and(|l| l > 0.0), "{m:?}");
+                let gate = status.gates.iter().find(|g| g.name == "error-ratio").cloned().unwrap_or_default();
+                assert_eq!(gate.consecutive_failures, 0, "the threshold gate passed it: {gate:?}");
+                assert_eq!(status.stable.map(|s| s.revision.number), Some(2));
+                // The baseline went with the canary.
+                eventually("the baseline pods gone", WAIT, || async {
+                    let list = pods
+                        .list(&ListParams::default().labels(&format!("{}=baseline", modelgate::api::LABEL_ROLE)))
+                        .await?;
+                    Ok(list.items.is_empty().then_some(()))
+                })
+                .await?;
+                set_target(&api, "fraud", "fraud/1.1.0/model.onnx").await?;
+                wait_phase(&api, "fraud", Phase::Promoted, WAIT).await?;
+            }
+            let outcomes = load.stop().await?;
+            eprintln!("load: {outcomes}");
+            anyhow::Ok(())
+        }
+        .await;
+        result.map_err(|e| anyhow::anyhow!("{e:#}\n--- operator log ---\n{}", operator.logs()))
+    })
+    .await
+}
+
 /// The real node's pods reach this machine's pods and Services and nothing else: not
 /// the host's own address outside the pod network, not an outside address named by a
 /// Service's EndpointSlice (which kube-proxy would happily forward).

@@ -87,6 +87,42 @@ pub const ERROR_RATIO_VS_STABLE: &str = "\
   / sum(rate(model_requests_total{release=\"{{release}}\",revision=\"{{stable}}\"}[30s]))
 )";
 
+/// PromQL for the judge: the mean time to answer a prediction of the pods of one role
+/// (`{{revision}}`: canary, baseline), over the last 10 s.
+pub const LATENCY_BY_ROLE: &str = "\
+sum(rate(model_request_duration_seconds_sum{release=\"{{release}}\",role=\"{{revision}}\"}[10s]))
+  / sum(rate(model_request_duration_seconds_count{release=\"{{release}}\",role=\"{{revision}}\"}[10s]))";
+
+/// PromQL for the judge: the share of 5xx answers of the pods of one role, over the last
+/// 20 s (zero, not no data, while there are none).
+pub const ERRORS_BY_ROLE: &str = "\
+(sum(rate(model_requests_total{release=\"{{release}}\",role=\"{{revision}}\",code=~\"5..\"}[20s])) or vector(0))
+  / sum(rate(model_requests_total{release=\"{{release}}\",role=\"{{revision}}\"}[20s]))";
+
+/// The spec of a release judged on real traffic: a 50% step beside baseline pods, the
+/// judge every `interval` on latency and errors (both critical: +10% latency or any
+/// surely-there rise in errors fails), and the demo's threshold gate (the canary's error
+/// ratio at most 0.05 above the stable's) beside it.
+pub fn judged_spec(prometheus: &str, interval: &str) -> Value {
+    json!({
+        "service": {"port": 8080},
+        "strategy": {"steps": [{"setWeight": 50}, {"pause": {"duration": "10s"}}]},
+        "gates": {"interval": interval, "checks": [{
+            "name": "error-ratio",
+            "prometheus": {"address": prometheus, "query": ERROR_RATIO_VS_STABLE, "max": 0.05},
+        }]},
+        "analysis": {
+            "baseline": true,
+            "address": prometheus,
+            "step": "2s",
+            "metrics": [
+                {"name": "latency", "query": LATENCY_BY_ROLE, "direction": "Increase", "allowedChange": 0.1, "critical": true},
+                {"name": "errors", "query": ERRORS_BY_ROLE, "direction": "Increase", "allowedChange": 0.1, "critical": true},
+            ],
+        },
+    })
+}
+
 /// The example load generator (`model-server load`) sending predictions to a release's
 /// Service from this machine, as its users would; bounded by rate and duration.
 pub struct Load {

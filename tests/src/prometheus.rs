@@ -34,7 +34,7 @@ impl Prometheus {
     }
 
     /// Starts Prometheus on the pod gateway scraping every model pod of `namespace` on
-    /// port 8080 every 2 s, with the pod's namespace and release as labels. Debian's
+    /// port 8080 every 2 s, with the pod's namespace, release and role (`modelgate.dev/role`) as labels. Debian's
     /// Prometheus has no Kubernetes discovery: a task here lists the pods every second
     /// and writes them as a file_sd target file.
     pub async fn scraping_pods(client: &kube::Client, namespace: &str) -> anyhow::Result<Self> {
@@ -62,7 +62,8 @@ impl Prometheus {
                             let ip = p.status.as_ref()?.pod_ip.clone()?;
                             let release = p.metadata.labels.as_ref()?.get(modelgate::api::LABEL_RELEASE)?.clone();
                             let pod = p.metadata.name.clone()?;
-                            Some(serde_json::json!({"targets": [format!("{ip}:8080")], "labels": {"namespace": namespace, "release": release, "pod": pod}}))
+                            let role = p.metadata.labels.as_ref()?.get(modelgate::api::LABEL_ROLE).cloned().unwrap_or_default();
+                            Some(serde_json::json!({"targets": [format!("{ip}:8080")], "labels": {"namespace": namespace, "release": release, "pod": pod, "role": role}}))
                         })
                         .collect();
                     let tmp = path.with_extension("tmp");

@@ -817,7 +817,8 @@ fn observe_gates(
                 debug!(check = %o.name, result = ?o.result, detail = %o.detail, "gate evaluated");
             }
             if let Some(a) = &analysis {
-                debug!(result = a.result.as_str(), message = %a.message, "canary judged");
+                let metrics: Vec<String> = a.metrics.iter().map(plan::judge::describe).collect();
+                debug!(result = a.result.as_str(), message = %a.message, metrics = %metrics.join("; "), "canary judged");
             }
             (outcomes, analysis)
         });

@@ -8,7 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::{
     EgressPolicy, GateContext, PrometheusPolicy,
     prometheus::{self, Server},
-    render,
+    promql, render,
 };
 use crate::{
     api::{Analysis, AnalysisMetric, AnalysisStatus, Classification, Judgement, MAX_SAMPLES, MetricStatus, Role},
@@ -49,18 +49,32 @@ impl Judge {
         Ok(())
     }
 
-    /// Judges the canary of `ctx` on the samples from its step's start to `now`.
+    /// Judges the canary of `ctx` on the samples from its step's start to `now`: for
+    /// each metric, from when its query reads nothing from before the step (its reach,
+    /// `promql::reach`, plus one step for Prometheus to see the pods' new labels).
     pub async fn judge(&self, ctx: &GateContext, now: Timestamp) -> AnalysisStatus {
-        let step = self.analysis.step().as_secs().max(1);
+        let step = i64::try_from(self.analysis.step().as_secs().max(1)).unwrap_or(1);
         let end = now.as_second();
-        let earliest = end.saturating_sub(i64::try_from(step).unwrap_or(1).saturating_mul(MAX_SAMPLES as i64 - 1));
-        let start = ctx.step_started.map_or(earliest, |t| t.as_second()).clamp(earliest, end);
-        let window = [("start", start.to_string()), ("end", end.to_string()), ("step", step.to_string())];
-        let asked = self.analysis.metrics.iter().map(|metric| async {
-            let (canary, control) = futures::join!(
-                self.samples(metric, Role::Canary, ctx, &window),
-                self.samples(metric, self.control(), ctx, &window)
-            );
+        let earliest = end.saturating_sub(step.saturating_mul(MAX_SAMPLES as i64 - 1));
+        let asked = self.analysis.metrics.iter().map(|metric| async move {
+            let reach = promql::reach(&metric.query).map(|r| i64::try_from(r.as_secs()).unwrap_or(i64::MAX));
+            let from = match (ctx.step_started, reach) {
+                (Some(t), Ok(reach)) => t.as_second().saturating_add(reach).saturating_add(step),
+                _ => earliest,
+            };
+            // Nothing to ask before the window opens: no samples yet.
+            let window = (from <= end).then(|| {
+                [("start", from.max(earliest).to_string()), ("end", end.to_string()), ("step", step.to_string())]
+            });
+            let (canary, control) = match &window {
+                Some(window) => {
+                    futures::join!(
+                        self.samples(metric, Role::Canary, ctx, window),
+                        self.samples(metric, self.control(), ctx, window)
+                    )
+                }
+                None => (Ok(Vec::new()), Ok(Vec::new())),
+            };
             match (canary, control) {
                 (Ok(canary), Ok(control)) => judge::compare(metric, &canary, &control),
                 (Err(why), _) | (_, Err(why)) => MetricStatus {

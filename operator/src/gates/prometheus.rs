@@ -178,14 +178,26 @@ impl Prometheus {
     /// operator's log (a tenant must not read a server through the release's status).
     async fn query(&self, ctx: &GateContext) -> (GateResult, String) {
         // A comparison with the stable revision cannot be made for a release's first
-        // revision: skipped, saying so (pod health still decides), instead of a query
-        // about revision "" that never passes.
-        if ctx.stable_revision.is_none() && self.check.query.contains("{{stable}}") {
-            let message = format!(
-                "skipped: revision {} is the release's first, there is no stable revision to compare with",
-                ctx.canary_revision
-            );
-            return (GateResult::Pass, message);
+        // revision, nor at 100% (the last step, the post-promotion window), where the
+        // stable revision serves nothing (its warm pods are out of service): skipped,
+        // saying so (pod health still decides), instead of a query about revision "" or
+        // about pods without traffic, which never passes and would roll back a healthy
+        // revision once its `inconclusiveLimit` runs out.
+        if self.check.query.contains("{{stable}}") {
+            let skipped = match ctx.stable_revision {
+                None => Some(format!(
+                    "skipped: revision {} is the release's first, there is no stable revision to compare with",
+                    ctx.canary_revision
+                )),
+                Some(stable) if ctx.weight >= 100 => Some(format!(
+                    "skipped: revision {} serves 100%, revision {stable} serves nothing to compare with",
+                    ctx.canary_revision
+                )),
+                Some(_) => None,
+            };
+            if let Some(message) = skipped {
+                return (GateResult::Pass, message);
+            }
         }
         let query = match self.server.confined(&render(&self.check.query, ctx), &ctx.namespace) {
             Ok(q) => q,
@@ -374,7 +386,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_comparison_with_the_stable_revision_is_skipped_for_the_first_revision() {
+    async fn a_comparison_with_the_stable_revision_is_skipped_where_the_stable_serves_nothing() {
         let (address, mut sent) = recording().await;
         let query = r#"rate(errors{revision="{{canary}}"}[1m]) - rate(errors{revision="{{stable}}"}[1m])"#;
         let check = PrometheusCheck { address, query: query.into(), min: None, max: Some(1.0) };
@@ -384,8 +396,14 @@ mod tests {
         assert_eq!(result, GateResult::Pass);
         assert!(said.contains("revision 1 is the release's first"), "{said}");
         assert!(sent.try_recv().is_err(), "nothing is asked of Prometheus");
-        // With a stable revision the comparison is made.
-        let second = GateContext { canary_revision: 2, stable_revision: Some(1), ..Default::default() };
+        // At 100% (the last step, the post-promotion window) the stable serves nothing.
+        let full = GateContext { canary_revision: 2, stable_revision: Some(1), weight: 100, ..Default::default() };
+        let (result, said) = p.query(&full).await;
+        assert_eq!(result, GateResult::Pass);
+        assert!(said.contains("revision 1 serves nothing"), "{said}");
+        assert!(sent.try_recv().is_err(), "nothing is asked of Prometheus");
+        // With a stable revision serving beside it the comparison is made.
+        let second = GateContext { canary_revision: 2, stable_revision: Some(1), weight: 50, ..Default::default() };
         assert_eq!(p.query(&second).await.0, GateResult::Pass);
         let asked = sent.recv().await.unwrap();
         assert!(asked.contains(r#"revision="1""#) && asked.contains(r#"revision="2""#), "{asked}");
@@ -466,5 +484,19 @@ mod tests {
         assert_eq!(check(false).judge(7.0), (GateResult::Pass, "within min 0.5, max 31000".into()));
         assert_eq!(check(true).judge(31337.0), (GateResult::Fail, "31337 > max 31000".into()));
         assert_eq!(check(true).judge(7.0), (GateResult::Pass, "7".into()));
+    }
+
+    #[test]
+    fn a_range_answer_gives_the_newest_finite_samples_of_one_series() {
+        let one = data(json!({"resultType": "matrix", "result": [{"metric": {}, "values": [
+            [1, "0.5"], [2, "NaN"], [3, "+Inf"], [4, "0.25"], [5, "x"], [6, "0.75"]
+        ]}]}));
+        assert_eq!(samples(&one, 360), Ok(vec![0.5, 0.25, 0.75]));
+        assert_eq!(samples(&one, 2), Ok(vec![0.75]), "the newest 2 (one is not a number)");
+        assert_eq!(samples(&data(json!({"resultType": "matrix", "result": []})), 360), Ok(vec![]));
+        let two = data(json!({"resultType": "matrix", "result": [{"values": [[1, "1"]]}, {"values": [[1, "2"]]}]}));
+        assert!(samples(&two, 360).unwrap_err().contains("more than one series"));
+        let instant = data(json!({"resultType": "vector", "result": []}));
+        assert!(samples(&instant, 360).is_err());
     }
 }

@@ -51,6 +51,53 @@ pub fn confine(query: &str, label: &str, value: &str) -> Result<String, String> 
     })
 }
 
+/// How far back from its evaluation time the query reads samples: the longest range
+/// (`[10s]`, a subquery's range) plus its offset. The judge starts its samples that far
+/// after a step began, so that no sample reads series from before it (pods relabelled
+/// from canary to stable keep their old series in a range until it has passed).
+/// Negative offsets and `@` read the future or a fixed time: not counted (they are the
+/// tenant's choice, and never widen what the query may read).
+pub fn reach(query: &str) -> Result<std::time::Duration, String> {
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(format!("the query is longer than {MAX_QUERY_BYTES} bytes"));
+    }
+    if depth(query) > MAX_DEPTH {
+        return Err(format!("the query nests brackets deeper than {MAX_DEPTH}"));
+    }
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("promql".into())
+            .stack_size(STACK_BYTES)
+            .spawn_scoped(scope, || {
+                let expr = parser::parse(query)
+                    .map_err(|_| "the query is not PromQL this installation can read".to_string())?;
+                Ok(reach_of(&expr))
+            })
+            .map_err(|e| format!("no thread to read the query on ({e})"))?
+            .join()
+            .map_err(|_| "the query could not be read".to_string())?
+    })
+}
+
+fn reach_of(expr: &Expr) -> std::time::Duration {
+    use promql_parser::parser::Offset;
+    let offset = |o: &Option<Offset>| match o {
+        Some(Offset::Pos(d)) => *d,
+        _ => std::time::Duration::ZERO,
+    };
+    match expr {
+        Expr::VectorSelector(vs) => offset(&vs.offset),
+        Expr::MatrixSelector(ms) => ms.range.saturating_add(offset(&ms.vs.offset)),
+        Expr::Aggregate(a) => reach_of(&a.expr).max(a.param.as_deref().map(reach_of).unwrap_or_default()),
+        Expr::Unary(u) => reach_of(&u.expr),
+        Expr::Binary(b) => reach_of(&b.lhs).max(reach_of(&b.rhs)),
+        Expr::Paren(p) => reach_of(&p.expr),
+        Expr::Subquery(sq) => reach_of(&sq.expr).saturating_add(sq.range).saturating_add(offset(&sq.offset)),
+        Expr::Call(c) => c.args.args.iter().map(|a| reach_of(a)).max().unwrap_or_default(),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => std::time::Duration::ZERO,
+    }
+}
+
 fn confine_here(query: &str, label: &str, value: &str) -> Result<String, String> {
     if query.len() > MAX_QUERY_BYTES {
         return Err(format!("the query is longer than {MAX_QUERY_BYTES} bytes"));
@@ -225,5 +272,15 @@ mod tests {
         assert!(confine(&fine, "namespace", "t").is_ok());
         // Literals only: nothing to confine, nothing read.
         assert_eq!(confine("1", "namespace", "t").unwrap(), "1");
+    }
+
+    #[test]
+    fn the_reach_is_the_longest_range_and_offset() {
+        let secs = |q: &str| reach(q).unwrap().as_secs();
+        assert_eq!(secs("up"), 0);
+        assert_eq!(secs("sum(rate(a[10s])) / sum(rate(b[30s]))"), 30);
+        assert_eq!(secs("(sum(rate(a[20s])) or vector(0)) / sum(rate(b[20s] offset 1m))"), 80);
+        assert_eq!(secs("max_over_time(rate(a[10s])[1m:5s])"), 70);
+        assert!(reach("sum(").is_err());
     }
 }

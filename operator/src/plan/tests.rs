@@ -1116,3 +1116,134 @@ fn the_same_bytes_signed_anew_name_their_new_signer_once() {
     w.run(52);
     assert!(w.events().is_empty(), "said once");
 }
+
+fn judged(w: &World, result: crate::api::Judgement) -> crate::api::AnalysisStatus {
+    crate::api::AnalysisStatus {
+        revision: w.status().canary.as_ref().map_or(0, |c| c.revision.number),
+        result,
+        message: format!("judged {}", result.as_str()),
+        ..Default::default()
+    }
+}
+
+fn with_judge(w: &mut World, baseline: bool) {
+    w.release.spec.analysis = Some(crate::api::Analysis {
+        baseline,
+        address: "http://p:9090".into(),
+        step: "10s".into(),
+        pass_score: 95,
+        marginal_score: 75,
+        marginal_limit: 2,
+        max_no_data: 0,
+        metrics: vec![crate::api::AnalysisMetric {
+            name: "latency".into(),
+            query: "q{role=\"{{revision}}\"}".into(),
+            direction: crate::api::Direction::Increase,
+            allowed_change: 0.1,
+            critical: true,
+            weight: 1,
+        }],
+    });
+}
+
+#[test]
+fn baseline_pods_of_the_stable_model_run_beside_each_canary_step_and_go_with_it() {
+    let mut w = World::serving_v1(vec![weight(25), weight(50)]);
+    with_judge(&mut w, true);
+    let stable = w.stable_hash();
+    let key = baseline_key(&stable);
+    assert_eq!(baseline_of(&key), Some(stable.as_str()));
+    assert_eq!(baseline_of(&stable), None);
+    w.set_target(V2);
+    w.settle(10);
+    let canary = w.canary_hash();
+    // Canary and baseline the same size; the stable keeps its pods until canary pods are Ready.
+    assert_eq!((w.replicas(&canary), w.replicas(&key)), (1, 1));
+    assert_eq!(w.replicas(&stable), 3, "the stable gives up a pod for a Ready canary pod only");
+    assert_eq!(role_of(w.status(), &key), crate::api::Role::Baseline);
+    assert_eq!(role_of(w.status(), &canary), crate::api::Role::Canary);
+    assert_eq!(role_of(w.status(), &stable), crate::api::Role::Stable);
+    // Not judged yet: the step waits for the judge.
+    assert!(w.status().message.as_deref().unwrap().contains("waiting for the judge"), "{:?}", w.status().message);
+    assert_eq!(w.status().canary.as_ref().unwrap().step, 0);
+    // Judged while the baseline is not all Ready: shown, counted for nothing.
+    w.obs.pods.get_mut(&key).unwrap().ready = 0;
+    w.obs.analysis = Some(judged(&w, crate::api::Judgement::Pass));
+    w.obs.gates_started = Some(at(20));
+    w.run(21);
+    w.obs.analysis = None;
+    assert_eq!(w.status().analysis.as_ref().unwrap().result, crate::api::Judgement::Waiting);
+    assert_eq!(w.status().canary.as_ref().unwrap().step, 0, "a judgement on pods not Ready passes nothing");
+    // Ready, and passed: the next step, a baseline of the new size.
+    w.obs.pods.get_mut(&key).unwrap().ready = 1;
+    w.obs.analysis = Some(judged(&w, crate::api::Judgement::Pass));
+    w.obs.gates_started = Some(at(30));
+    w.run(31);
+    w.obs.analysis = None;
+    w.settle(31);
+    assert_eq!(w.status().canary.as_ref().unwrap().step, 1);
+    assert_eq!((w.replicas(&canary), w.replicas(&key)), (2, 2));
+    // A failure rolls back at once; the baseline goes with the canary.
+    w.obs.analysis = Some(judged(&w, crate::api::Judgement::Fail));
+    w.obs.gates_started = Some(at(60));
+    w.run(61);
+    w.obs.analysis = None;
+    assert_eq!(w.phase(), Phase::RollingBack);
+    let last = w.status().history.last().unwrap();
+    assert!(last.reason.as_deref().unwrap().starts_with("AnalysisFailed"), "{:?}", last.reason);
+    w.settle(62);
+    assert!(!w.obs.workloads.contains_key(&key), "the baseline is pruned with the canary");
+    assert_eq!(w.replicas(&stable), 4);
+}
+
+#[test]
+fn marginal_and_no_data_judgements_roll_back_at_their_limits_and_a_first_revision_is_skipped() {
+    // A first revision: nothing to compare with, skipped and promoted on pod health.
+    let mut w = World::new(vec![weight(25), weight(50)]);
+    with_judge(&mut w, false);
+    w.settle(0);
+    assert_eq!(w.phase(), Phase::Promoted);
+    let skipped = w.status().analysis.clone().unwrap();
+    assert_eq!(skipped.result, crate::api::Judgement::Skipped);
+    assert!(skipped.message.contains("first"), "{}", skipped.message);
+    assert!(!analysis_due(&w.release, at(100)), "no judge after promotion");
+    // Marginal twice (marginalLimit 2) rolls back.
+    w.set_target(V2);
+    w.settle(10);
+    assert!(analysis_due(&w.release, at(10)));
+    for (i, t) in [20, 60].into_iter().enumerate() {
+        w.obs.analysis = Some(judged(&w, crate::api::Judgement::Marginal));
+        w.obs.gates_started = Some(at(t));
+        w.run(t + 1);
+        w.obs.analysis = None;
+        assert_eq!(w.status().analysis.as_ref().unwrap().consecutive_marginal, i as i32 + 1);
+    }
+    assert_eq!(w.phase(), Phase::RollingBack);
+    assert!(w.status().history.last().unwrap().reason.as_deref().unwrap().starts_with("AnalysisMarginal"));
+    // No data, `gates.inconclusiveLimit` (5) times, rolls back too; a pass between resets.
+    w.settle(70);
+    w.set_target(V3);
+    w.settle(80);
+    let mut t = 100;
+    for result in [
+        crate::api::Judgement::NoData,
+        crate::api::Judgement::Pass,
+        crate::api::Judgement::NoData,
+        crate::api::Judgement::NoData,
+        crate::api::Judgement::NoData,
+        crate::api::Judgement::NoData,
+    ] {
+        assert_eq!(w.phase(), Phase::Progressing, "at {t}");
+        w.obs.analysis = Some(judged(&w, result));
+        w.obs.gates_started = Some(at(t));
+        w.run(t + 1);
+        w.obs.analysis = None;
+        t += 40;
+    }
+    assert_eq!(w.status().analysis.as_ref().unwrap().consecutive_no_data, 4);
+    w.obs.analysis = Some(judged(&w, crate::api::Judgement::NoData));
+    w.obs.gates_started = Some(at(t));
+    w.run(t + 1);
+    assert_eq!(w.phase(), Phase::RollingBack);
+    assert!(w.status().history.last().unwrap().reason.as_deref().unwrap().starts_with("AnalysisNoData"));
+}

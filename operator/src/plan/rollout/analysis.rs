@@ -1,6 +1,7 @@
 //! The judge's judgements (`spec.analysis`): folded into status against their limits,
 //! passed since a step began, skipped for a first revision, and the baseline pods'
-//! readiness they wait for.
+//! readiness they wait for. The judge compares a canary below 100% only: at 100% nothing
+//! serves beside it (the last step's gates and pod health decide the promotion).
 
 use super::*;
 use crate::api::{AnalysisStatus, Judgement};
@@ -12,7 +13,11 @@ impl Planner<'_> {
     /// Ready are shown as `Waiting` and counted for nothing.
     pub(super) fn record_analysis(&mut self, ready: bool) -> Option<Failure> {
         let analysis = self.spec.analysis.as_ref()?;
-        let revision = self.status.canary.as_ref()?.revision.number;
+        let canary = self.status.canary.as_ref()?;
+        let revision = canary.revision.number;
+        if canary.weight >= 100 && self.status.stable.is_some() {
+            return None;
+        }
         if self.status.stable.is_none() {
             if self.status.analysis.as_ref().is_none_or(|a| a.revision != revision) {
                 let message = format!(
@@ -71,6 +76,9 @@ impl Planner<'_> {
         let (Some(_), Some(_), Some(canary)) = (&self.spec.analysis, &self.status.stable, &self.status.canary) else {
             return true;
         };
+        if canary.weight >= 100 {
+            return true;
+        }
         self.status.analysis.as_ref().is_some_and(|a| {
             a.revision == canary.revision.number
                 && a.result == Judgement::Pass
@@ -85,7 +93,7 @@ impl Planner<'_> {
         else {
             return None;
         };
-        if !analysis.baseline || stable.revision.hash == canary.revision.hash {
+        if !analysis.baseline || stable.revision.hash == canary.revision.hash || canary.weight >= 100 {
             return None;
         }
         let key = baseline_key(&stable.revision.hash);
@@ -94,11 +102,14 @@ impl Planner<'_> {
     }
 }
 
-/// Whether the judge should run now: a canary is out beside a stable revision, and its
+/// Whether the judge should run now: a canary below 100% is out beside a stable revision, and its
 /// last judgement is at least `gates.interval` old (or of another revision).
 pub fn analysis_due(release: &ModelRelease, now: Timestamp) -> bool {
     let (Some(_), Some(status)) = (&release.spec.analysis, &release.status) else { return false };
     let (Some(canary), Some(_)) = (&status.canary, &status.stable) else { return false };
+    if canary.weight >= 100 {
+        return false;
+    }
     let last = status.analysis.as_ref().filter(|a| a.revision == canary.revision.number);
     match last.and_then(|a| a.last_evaluated.as_ref()) {
         Some(at) => after(at.0, release.spec.gates.interval()) <= now,
