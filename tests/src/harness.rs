@@ -37,9 +37,10 @@ pub async fn client() -> anyhow::Result<Client> {
 
 /// Path of a binary built by cargo in this workspace (`modelgate`, `sim-kubelet`).
 pub fn cargo_bin(name: &str) -> PathBuf {
-    // Test executables live in <target>/<profile>/deps/.
+    // Test executables live in <target>/<profile>/deps/, benchmarks' in <target>/<profile>/.
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let here = exe.parent().expect("target profile dir");
+    let dir = if here.ends_with("deps") { here.parent().expect("target profile dir") } else { here };
     let bin = dir.join(name);
     assert!(bin.exists(), "{} is not built; run `cargo build --workspace --bins` first", bin.display());
     bin

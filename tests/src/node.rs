@@ -94,10 +94,10 @@ sum(rate(model_request_duration_seconds_sum{release=\"{{release}}\",role=\"{{rev
   / sum(rate(model_request_duration_seconds_count{release=\"{{release}}\",role=\"{{revision}}\"}[10s]))";
 
 /// PromQL for the judge: the share of 5xx answers of the pods of one role, over the last
-/// 20 s (zero, not no data, while there are none).
+/// 10 s (zero, not no data, while there are none).
 pub const ERRORS_BY_ROLE: &str = "\
-(sum(rate(model_requests_total{release=\"{{release}}\",role=\"{{revision}}\",code=~\"5..\"}[20s])) or vector(0))
-  / sum(rate(model_requests_total{release=\"{{release}}\",role=\"{{revision}}\"}[20s]))";
+(sum(rate(model_requests_total{release=\"{{release}}\",role=\"{{revision}}\",code=~\"5..\"}[10s])) or vector(0))
+  / sum(rate(model_requests_total{release=\"{{release}}\",role=\"{{revision}}\"}[10s]))";
 
 /// The spec of a release judged on real traffic: a 50% step beside baseline pods, the
 /// judge every `interval` on latency and errors (both critical: +10% latency or any
