@@ -198,6 +198,35 @@ fn cases() -> Vec<Case> {
             expect: &["spec.model", "exactly one way"],
         },
         Case {
+            name: "an analysis metric that does not tell canary from baseline",
+            manifest: with(
+                r(),
+                "/spec/analysis",
+                json!({"address": "https://prom:9090", "metrics": [{"name": "latency", "query": "sum(rate(t[1m]))"}]}),
+            ),
+            expect: &["spec.analysis.metrics[0].query", "{{revision}}"],
+        },
+        Case {
+            name: "an analysis whose marginal score is above its pass score",
+            manifest: with(
+                r(),
+                "/spec/analysis",
+                json!({"address": "https://prom:9090", "passScore": 80, "marginalScore": 90,
+                    "metrics": [{"name": "latency", "query": "t{role=\"{{revision}}\"}"}]}),
+            ),
+            expect: &["spec.analysis", "marginalScore must not be above"],
+        },
+        Case {
+            name: "an analysis address with a query string",
+            manifest: with(
+                r(),
+                "/spec/analysis",
+                json!({"address": "https://prom:9090/x?next=/admin",
+                    "metrics": [{"name": "latency", "query": "t{role=\"{{revision}}\"}"}]}),
+            ),
+            expect: &["spec.analysis.address", "base URL"],
+        },
+        Case {
             name: "target and image both",
             manifest: with(r(), "/spec/model/image", json!({"target": "llm/3.0.0/manifest.json"})),
             expect: &["spec.model", "exactly one way", "image (an OCI image"],

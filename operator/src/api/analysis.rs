@@ -19,7 +19,8 @@ pub const ANALYSIS_STEP: DurationBounds = DurationBounds::new("10s", 1, 300);
 pub const MAX_SAMPLES: usize = 360;
 
 /// Pod label: what a pod is to the rollout on trial, as queries select it:
-/// `canary`, `baseline` (the stable model, started beside the canary) or `stable`.
+/// `canary`, `baseline` (the stable model, started beside the canary), `stable`, or
+/// `previous` (an earlier revision's pods: warm, or going away).
 pub const LABEL_ROLE: &str = "modelgate.dev/role";
 
 /// A pod's `LABEL_ROLE`.
@@ -28,6 +29,7 @@ pub enum Role {
     Stable,
     Canary,
     Baseline,
+    Previous,
 }
 
 impl Role {
@@ -36,6 +38,7 @@ impl Role {
             Role::Stable => "stable",
             Role::Canary => "canary",
             Role::Baseline => "baseline",
+            Role::Previous => "previous",
         }
     }
 }

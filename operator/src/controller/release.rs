@@ -363,7 +363,11 @@ async fn act(ctx: &Context, release: &ModelRelease, ns: &str, plan: &plan::Plan,
                 create_workload(ctx, release, &rs_api, plan, seen, hash, *replicas).await?;
             }
             None if plan::baseline_of(hash).is_some() => {
-                create_baseline(release, &rs_api, hash, *replicas).await?;
+                // Not a reason to stop acting: the rollout's own workloads, labels and
+                // Service matter more; the judge waits, and the deadline says why.
+                if let Err(e) = create_baseline(release, &rs_api, hash, *replicas).await {
+                    warn!(error = %e, "baseline pods not started; retried at the next look");
+                }
             }
             None => warn!(hash, "the workload of an earlier revision is gone; it cannot be scaled"),
         }

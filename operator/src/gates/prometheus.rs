@@ -94,6 +94,13 @@ impl Server {
         Ok(Self { base, egress, policy })
     }
 
+    /// Whether numbers read from this Prometheus may reach the release's status: where
+    /// the admin shows values, or where every query is held to the release's namespace
+    /// (the numbers are then of the team's own series).
+    pub fn numbers_shown(&self) -> bool {
+        self.policy.show_values || self.policy.namespace_label.is_some()
+    }
+
     fn url(&self, path: &str) -> Result<reqwest::Url, String> {
         self.base.join(path).map_err(|_| "the Prometheus address is not a URL".to_string())
     }

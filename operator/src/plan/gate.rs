@@ -39,6 +39,10 @@ pub struct GateContext {
     /// When the step on trial began: the judge's samples start there. Not sent to webhooks.
     #[serde(skip)]
     pub step_started: Option<k8s_openapi::jiff::Timestamp>,
+    /// The last time pods changed role (a promotion, a rollback): the judge's samples
+    /// start after Prometheus can have seen it. Not sent to webhooks.
+    #[serde(skip)]
+    pub relabelled: Option<k8s_openapi::jiff::Timestamp>,
 }
 
 /// The revision the checks judge now: the canary, or the stable one in its
@@ -67,5 +71,8 @@ pub fn gate_context(release: &ModelRelease, namespace: &str) -> Option<GateConte
         },
         (None, None) => return None,
     };
-    Some(GateContext { release: release.name_any(), namespace: namespace.to_string(), ..on_trial })
+    let promoted = status.stable.as_ref().and_then(|s| s.promoted_at.as_ref()).map(|t| t.0);
+    let ended = status.history.last().and_then(|h| h.finished_at.as_ref()).map(|t| t.0);
+    let relabelled = promoted.max(ended);
+    Some(GateContext { release: release.name_any(), namespace: namespace.to_string(), relabelled, ..on_trial })
 }

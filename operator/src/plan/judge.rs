@@ -48,9 +48,16 @@ pub fn compare(metric: &AnalysisMetric, canary: &[f64], baseline: &[f64]) -> Met
         return status;
     };
     let (shift, lower, upper) = hodges_lehmann(canary, baseline);
-    (status.u, status.p_value) = (Some(u), Some(p).filter(|p| p.is_finite()));
-    (status.shift, status.lower, status.upper) = (Some(shift), Some(lower), Some(upper));
     let allowed = metric.allowed_change.abs() * median.abs();
+    // Values near f64's end (a crafted answer of 1e308) overflow a difference or a
+    // product: every comparison with inf or NaN is false, which would read as a pass.
+    // Such numbers decide nothing, and status cannot hold them.
+    if ![u, p, shift, lower, upper, median, allowed].iter().all(|v| v.is_finite()) {
+        status.baseline_median = None;
+        return status;
+    }
+    (status.u, status.p_value) = (Some(u), Some(p));
+    (status.shift, status.lower, status.upper) = (Some(shift), Some(lower), Some(upper));
     let significant = p < ALPHA;
     let up = matches!(metric.direction, Direction::Increase | Direction::Either);
     let down = matches!(metric.direction, Direction::Decrease | Direction::Either);
@@ -112,7 +119,10 @@ pub fn judge(analysis: &Analysis, metrics: &[MetricStatus]) -> Decided {
     let total: i64 = metrics.iter().map(|m| weight_of(&m.name)).sum();
     let without: Vec<&MetricStatus> = metrics.iter().filter(|m| m.classification == Classification::NoData).collect();
     let without_weight: i64 = without.iter().map(|m| weight_of(&m.name)).sum();
-    if total == 0 || without_weight * 100 > i64::from(analysis.max_no_data.clamp(0, 100)) * total {
+    // No data is never a pass, whatever `maxNoData` allows: at least one metric must
+    // have been judged.
+    let with_data = total - without_weight;
+    if with_data <= 0 || without_weight * 100 > i64::from(analysis.max_no_data.clamp(0, 100)) * total {
         let names: Vec<String> = without.iter().map(|m| describe(m)).collect();
         return Decided {
             judgement: Judgement::NoData,
@@ -333,5 +343,9 @@ mod tests {
         let lenient = Analysis { max_no_data: 1, ..a };
         assert_eq!(judge(&lenient, &missing).judgement, Judgement::Pass);
         assert_eq!(judge(&lenient, &[]).judgement, Judgement::NoData);
+        // Even where every metric may be without data and any score passes.
+        let anything = Analysis { max_no_data: 100, pass_score: 0, marginal_score: 0, ..lenient };
+        let none = [classified("errors", Classification::NoData), classified("latency", Classification::NoData)];
+        assert_eq!(judge(&anything, &none).judgement, Judgement::NoData);
     }
 }

@@ -405,8 +405,10 @@ pub fn role_of(status: &crate::api::ModelReleaseStatus, key: &str) -> crate::api
         crate::api::Role::Baseline
     } else if status.canary.as_ref().is_some_and(|c| c.revision.hash == key) {
         crate::api::Role::Canary
-    } else {
+    } else if status.stable.as_ref().is_some_and(|s| s.revision.hash == key) {
         crate::api::Role::Stable
+    } else {
+        crate::api::Role::Previous
     }
 }
 

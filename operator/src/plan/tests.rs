@@ -1247,3 +1247,42 @@ fn marginal_and_no_data_judgements_roll_back_at_their_limits_and_a_first_revisio
     assert_eq!(w.phase(), Phase::RollingBack);
     assert!(w.status().history.last().unwrap().reason.as_deref().unwrap().starts_with("AnalysisNoData"));
 }
+
+#[test]
+fn baseline_pods_that_never_become_ready_roll_back_at_the_deadline_and_none_start_for_an_untrusted_stable() {
+    let mut w = World::serving_v1(vec![weight(25), weight(50)]);
+    with_judge(&mut w, true);
+    let stable = w.stable_hash();
+    let key = baseline_key(&stable);
+    w.set_target(V2);
+    w.auto_ready = false;
+    w.settle(10);
+    let canary = w.canary_hash();
+    w.obs.pods.entry(canary.clone()).or_default().ready = 1;
+    w.settle(11);
+    assert_eq!(w.replicas(&key), 1, "asked for");
+    // The baseline never comes up (its ReplicaSet was not made, say): the progress
+    // deadline (10m) from the step's start rolls back, saying why.
+    w.settle(500);
+    assert_eq!(w.phase(), Phase::Progressing);
+    w.settle(10 + 600);
+    assert!(matches!(w.phase(), Phase::RollingBack | Phase::RolledBack), "{:?}", w.phase());
+    let why = w.status().history.last().unwrap().reason.clone().unwrap();
+    assert!(why.starts_with("BaselineNotReady") && why.contains(&key), "{why}");
+    // An earlier revision's pods are `previous`, not `stable`.
+    assert_eq!(role_of(w.status(), &canary), crate::api::Role::Previous);
+
+    // A stable model no longer trusted, kept serving (onRevocation: Alert): no new pods of it.
+    let mut w = World::serving_v1(vec![weight(25), weight(50)]);
+    with_judge(&mut w, true);
+    w.release.spec.rollback.on_revocation = RevocationAction::Alert;
+    let stable = w.stable_hash();
+    w.obs.verdicts.insert(
+        V1.into(),
+        Verdict::Untrusted { reason: Untrusted::Trust(crate::trust::Reason::UnknownTarget), message: "revoked".into() },
+    );
+    w.set_target(V2);
+    w.settle(10);
+    assert!(w.status().canary.is_some());
+    assert!(!w.obs.workloads.contains_key(&baseline_key(&stable)), "no baseline of an untrusted model");
+}

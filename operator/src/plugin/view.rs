@@ -368,6 +368,7 @@ pub async fn plan(
         step: 0,
         weight: first_weight,
         step_started: None,
+        relabelled: None,
     };
     run_gates_once(client, ns, release, namespace_label, &ctx).await
 }

@@ -70,8 +70,7 @@ async fn main() -> anyhow::Result<()> {
             median(tally.decision_s.clone())
         );
     }
-    let bad: Vec<f64> =
-        ["latency20", "errors2", "latency50"].iter().flat_map(|n| t(n).decision_s).collect::<Vec<_>>();
+    let bad: Vec<f64> = ["latency20", "errors2", "latency50"].iter().flat_map(|n| t(n).decision_s).collect::<Vec<_>>();
     let decision = median(bad);
     println!(
         "RESULT runs={runs} aa_false_rollbacks={} latency20_caught={} errors2_caught={} latency50_caught={} \
@@ -143,7 +142,10 @@ async fn bench(client: &kube::Client, ns: &str, runs: usize) -> anyhow::Result<V
             eventually("settled", WAIT, || async {
                 let status = api.get("fraud").await?.status.unwrap_or_default();
                 let settled = status.canary.is_none()
-                    && matches!(status.phase, Some(modelgate::api::Phase::RolledBack | modelgate::api::Phase::Promoted));
+                    && matches!(
+                        status.phase,
+                        Some(modelgate::api::Phase::RolledBack | modelgate::api::Phase::Promoted)
+                    );
                 Ok(settled.then_some(()))
             })
             .await?;

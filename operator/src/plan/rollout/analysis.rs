@@ -29,6 +29,22 @@ impl Planner<'_> {
             }
             return None;
         }
+        // Baseline pods that never become Ready (not made: a stable template someone
+        // changed, a quota; or failing) would hold the judge for ever: they get the
+        // canary's progress deadline from the step's start.
+        if let Some((key, baseline_ready)) = self.baseline() {
+            let want = self.canary_replicas(canary.weight);
+            let started = canary.step_started_at.as_ref().map_or(self.now, |t| t.0);
+            if baseline_ready < want && after(started, self.spec.gates.progress_deadline()) <= self.now {
+                let message = format!(
+                    "{baseline_ready}/{want} baseline pods (ReplicaSet {}-{key}) Ready {} after the step began \
+                     (progressDeadline): the judge cannot compare; see the release's WorkloadChanged condition and \
+                     the operator's log",
+                    self.name, self.spec.gates.progress_deadline
+                );
+                return Some(Failure::new("BaselineNotReady", message));
+            }
+        }
         let mut now = self.obs.analysis.clone().filter(|a| a.revision == revision)?;
         let before = self.status.analysis.clone().filter(|a| a.revision == revision).unwrap_or_default();
         now.last_evaluated = Some(Time(self.obs.gates_started.map_or(self.now, |t| t.min(self.now))));
@@ -94,6 +110,11 @@ impl Planner<'_> {
             return None;
         };
         if !analysis.baseline || stable.revision.hash == canary.revision.hash || canary.weight >= 100 {
+            return None;
+        }
+        // New pods of a model no longer trusted are never started (with `onRevocation:
+        // Alert` the stable keeps serving; its baseline does not start).
+        if self.untrusted(&stable.revision).is_some() {
             return None;
         }
         let key = baseline_key(&stable.revision.hash);
