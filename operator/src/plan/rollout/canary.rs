@@ -248,19 +248,7 @@ impl Planner<'_> {
                 }
             };
             if !done {
-                let message = if ready < want {
-                    format!(
-                        "revision {} at {}%: {ready}/{want} canary pods Ready",
-                        canary.revision.number, canary.weight
-                    )
-                } else if !self.gates_passed_since(started) {
-                    format!("revision {} at {}%: waiting for every gate to pass", canary.revision.number, canary.weight)
-                } else {
-                    format!(
-                        "revision {} at {}%: waiting for the judge to pass it",
-                        canary.revision.number, canary.weight
-                    )
-                };
+                let message = self.waiting_for(&canary, ready, want, started);
                 return self.set_phase(Phase::Progressing, message);
             }
             if last {
@@ -278,6 +266,18 @@ impl Planner<'_> {
                 ),
             );
             self.status.canary = Some(canary);
+        }
+    }
+
+    /// What a `setWeight` step waits for: its pods, its gates, or the judge.
+    fn waiting_for(&self, canary: &CanaryStatus, ready: i32, want: i32, started: Timestamp) -> String {
+        let (revision, weight) = (canary.revision.number, canary.weight);
+        if ready < want {
+            format!("revision {revision} at {weight}%: {ready}/{want} canary pods Ready")
+        } else if !self.gates_passed_since(started) {
+            format!("revision {revision} at {weight}%: waiting for every gate to pass")
+        } else {
+            format!("revision {revision} at {weight}%: waiting for the judge to pass it")
         }
     }
 
