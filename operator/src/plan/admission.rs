@@ -63,6 +63,14 @@ pub fn review(new: &ModelRelease, old: Option<&ModelRelease>, namespace: &str, f
     let was = old.map(|o| &o.spec);
     let spec = &new.spec;
     let changed = |part: fn(&ModelReleaseSpec) -> String| was.is_none_or(|was| part(was) != part(spec));
+    // What a check or the judge would be asked about, its placeholders filled as a run would.
+    let sample = GateContext {
+        release: new.metadata.name.clone().unwrap_or_default(),
+        namespace: namespace.to_string(),
+        canary_revision: 2,
+        stable_revision: Some(1),
+        ..Default::default()
+    };
 
     if changed(|s| format!("{:?}{:?}", s.model, s.repository_ref)) {
         model(spec, namespace, facts, &mut answer);
@@ -79,13 +87,6 @@ pub fn review(new: &ModelRelease, old: Option<&ModelRelease>, namespace: &str, f
             answer.refusals.push(Refusal { field: "spec.gates.checks".into(), message });
             return answer;
         }
-        let sample = GateContext {
-            release: new.metadata.name.clone().unwrap_or_default(),
-            namespace: namespace.to_string(),
-            canary_revision: 2,
-            stable_revision: Some(1),
-            ..Default::default()
-        };
         for (i, check) in spec.gates.checks.iter().enumerate() {
             if let Err(refused) = gates::admissible(check, &sample, facts.gate_policy) {
                 answer.refusals.push(Refusal { field: format!("spec.gates.checks[{i}]"), message: refused });
@@ -99,13 +100,6 @@ pub fn review(new: &ModelRelease, old: Option<&ModelRelease>, namespace: &str, f
             answer.refusals.push(Refusal { field: "spec.analysis.metrics".into(), message });
             return answer;
         }
-        let sample = GateContext {
-            release: new.metadata.name.clone().unwrap_or_default(),
-            namespace: namespace.to_string(),
-            canary_revision: 2,
-            stable_revision: Some(1),
-            ..Default::default()
-        };
         let policy = facts.gate_policy;
         let judge = gates::Judge::new(analysis.clone(), policy.egress.clone(), policy.prometheus.clone());
         if let Err(refused) = judge.and_then(|judge| judge.admissible(&sample)) {
