@@ -83,8 +83,10 @@ impl Prometheus {
         let config = dir.path().join("prometheus.yml");
         std::fs::write(&config, config_text)?;
         let port = TcpListener::bind(format!("{host}:0"))?.local_addr()?.port();
+        // Stops by itself: after MODELGATE_SERVER_TTL seconds (as the test servers do), 30 minutes by default.
+        let ttl = std::env::var("MODELGATE_SERVER_TTL").unwrap_or_else(|_| "1800".into());
         let child = Command::new("timeout")
-            .args(["1800", "prometheus"])
+            .args([ttl.as_str(), "prometheus"])
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
             .arg(format!("--web.listen-address={host}:{port}"))

@@ -136,7 +136,11 @@ async fn bench(client: &kube::Client, ns: &str, runs: usize) -> anyhow::Result<V
                     tally.decision_s.push((f.0.as_second() - s.0.as_second()) as f64);
                 }
             }
-            eprintln!("run {run} {name}: {} {}", h.outcome, why.chars().take(200).collect::<String>());
+            let took = match (&h.started_at, &h.finished_at) {
+                (Some(s), Some(f)) => f.0.as_second() - s.0.as_second(),
+                _ => -1,
+            };
+            eprintln!("run {run} {name}: {} after {took} s {}", h.outcome, why.chars().take(200).collect::<String>());
             // Back to a settled release before the next rollout: the stable revision
             // serving at full size (a rollback finishing, or a promotion's new stable).
             eventually("settled", WAIT, || async {
